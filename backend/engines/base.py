@@ -1,0 +1,83 @@
+"""The engine protocol every model backend implements, and the data it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+Chat = list[dict]  # [{"role": "user", "content": "..."}]
+
+
+class EngineError(RuntimeError):
+    """An engine call failed in a way the user can act on (unreachable server, bad request ...)."""
+
+
+class SampleParams(BaseModel):
+    temperature: float = 0.8
+    top_p: float = 0.9
+    max_tokens: int = 256
+    seed: int | None = None  # per-sample seed; engines that cannot honour it say so in info()
+
+
+class TopToken(BaseModel):
+    token_id: int
+    text: str | None = None
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """One generated (or teacher-forced) token with its logprob and the top-k alternatives."""
+
+    token_id: int
+    text: str | None = None
+    logprob: float
+    top: list[TopToken] = Field(default_factory=list)
+    # Exact KL(uniform || p) at this position, when the engine sees the full distribution (embedded engine)
+    self_certainty: float | None = None
+
+
+class Sample(BaseModel):
+    text: str
+    finish_reason: Literal["stop", "length", "abort", "error"]
+    seed: int | None = None
+    prompt_tokens: int | None = None
+    tokens: list[TokenLogprob] = Field(default_factory=list)
+    error: str | None = None  # set when finish_reason is abort/error
+
+
+class EngineInfo(BaseModel):
+    engine: Literal["embedded", "sglang", "scripted"]
+    model_id: str
+    context_length: int
+    self_certainty: Literal["exact", "topk_proxy"]
+    logprob_mode: Literal["raw", "temperature_scaled"]
+    seeds_honoured: bool | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    def info(self) -> EngineInfo: ...
+
+    def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
+               json_schema: dict | None = None, seeds: list[list[int]] | None = None) -> list[list[Sample]]:
+        """n samples per chat, in chat-major order; seeds[i][j] is the seed of sample j of chat i."""
+        ...
+
+    def next_token_probs(self, chats: list[Chat], assistant_prefix: str,
+                         candidates: list[str]) -> list[dict[str, float]]:
+        """Per chat: P(next token = candidate) after the assistant turn has begun with `assistant_prefix`
+        (prefill only, raw softmax over the full vocabulary; surface variants such as " Yes" are summed
+        into "Yes")."""
+        ...
+
+    def score_response(self, chat: Chat, text: str, top_logprobs: int = 5) -> list[TokenLogprob]:
+        """Teacher-forced logprobs of `text` as the assistant's reply to `chat`."""
+        ...
+
+    def stream(self, chat: Chat, params: SampleParams) -> Iterator[str]:
+        """Incremental text pieces of one sample."""
+        ...
+
+    def close(self) -> None: ...

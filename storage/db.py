@@ -1,0 +1,162 @@
+"""One DuckDB file per process: per-thread cursors for reads, one serialised writer.
+
+DuckDB connections are not thread-safe (a shared connection silently returns other threads'
+results) and MVCC write conflicts raise instead of waiting, so every write goes through
+`Database.write()`, which holds one process-wide lock around a transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+DEFAULT_DB = "critlab.duckdb"
+
+
+class DatabaseLockedError(RuntimeError):
+    """Another process holds the database file."""
+
+    def __init__(self, path: str, holder_pid: int | None, detail: str):
+        self.path = path
+        self.holder_pid = holder_pid
+        super().__init__(detail)
+
+
+def default_db_path() -> str:
+    return os.environ.get("CRITLAB_DB") or DEFAULT_DB
+
+
+class Database:
+    """A DuckDB file with migrations applied.
+
+    >>> db = Database(":memory:")
+    >>> db.fetchval("SELECT count(*) FROM study")
+    0
+    >>> db.close()
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False, migrate: bool = True):
+        self.path = str(path)
+        self.read_only = read_only
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as e:
+            raise _lock_error(self.path, e) from None
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        if migrate and not read_only:
+            from storage.migrations import migrate as run_migrations
+
+            run_migrations(self)
+
+    # -- connections -------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (inside `write()`, the writer's transaction cursor)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self._con.cursor()
+        return cur
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Serialised read-write transaction: commits on success, rolls back on any error."""
+        if self.read_only:
+            raise RuntimeError(f"database {self.path} is open read-only")
+        with self._write_lock:
+            cur = self.cursor()
+            depth = getattr(self._local, "depth", 0)
+            if depth:  # nested write(): join the outer transaction
+                self._local.depth = depth + 1
+                try:
+                    yield cur
+                finally:
+                    self._local.depth = depth
+                return
+            self._local.depth = 1
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                self._local.depth = 0
+
+    # -- small helpers (all use fetchall: fetchone leaves the result unfinished) ---------------
+    def fetchall(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> list[tuple]:
+        return self.cursor().execute(sql, params or []).fetchall()
+
+    def fetchdicts(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
+        cur = self.cursor().execute(sql, params or [])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def fetchrow(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> dict[str, Any] | None:
+        rows = self.fetchdicts(sql, params)
+        return rows[0] if rows else None
+
+    def fetchval(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> Any:
+        rows = self.fetchall(sql, params)
+        return rows[0][0] if rows else None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        if not self.read_only and not self._closed:
+            with self._write_lock:
+                self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._write_lock:
+            if not self.read_only:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("CHECKPOINT")
+            self._con.close()
+            self._closed = True
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_PID_RE = re.compile(r"\(PID (\d+)\)")
+
+
+def _lock_error(path: str, err: duckdb.IOException) -> DatabaseLockedError:
+    msg = str(err)
+    m = _PID_RE.search(msg)
+    pid = int(m.group(1)) if m else None
+    if "lock" not in msg.lower():
+        return DatabaseLockedError(path, None, f"cannot open database {path}: {msg}")
+    holder = f"process {pid}" if pid else "another process"
+    cmdline = _cmdline(pid) if pid else ""
+    return DatabaseLockedError(
+        path,
+        pid,
+        f"database {path} is held by {holder}{f' ({cmdline})' if cmdline else ''}, which is not a critlab "
+        f"server that accepts commands (no lock file {path}.lock). Stop that process, or point --db at "
+        "another file.",
+    )
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:200]

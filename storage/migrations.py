@@ -1,0 +1,254 @@
+"""Numbered schema migrations, applied in order and recorded in `schema_migrations`.
+
+Add a change as a new function at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import duckdb
+
+if TYPE_CHECKING:
+    from storage.db import Database
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def migrate(db: "Database") -> list[str]:
+    """Apply every migration not yet recorded; returns the names applied now."""
+    with db.write() as cur:
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())"
+        )
+        done = {r[0] for r in cur.execute("SELECT name FROM schema_migrations").fetchall()}
+        applied = []
+        for fn in MIGRATIONS:
+            if fn.__name__ in done:
+                continue
+            fn(cur)
+            cur.execute("INSERT INTO schema_migrations (name) VALUES (?)", [fn.__name__])
+            applied.append(fn.__name__)
+    return applied
+
+
+@migration
+def m001_settings(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+
+
+@migration
+def m002_study(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE study_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE study (
+            id BIGINT PRIMARY KEY DEFAULT nextval('study_id_seq'),
+            name VARCHAR NOT NULL UNIQUE,
+            description VARCHAR NOT NULL DEFAULT '',
+            guidelines VARCHAR NOT NULL DEFAULT '',
+            methods VARCHAR[] NOT NULL DEFAULT [],
+            config JSON NOT NULL DEFAULT '{}',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+
+
+@migration
+def m003_generation_run(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE generation_run_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE generation_run (
+            id BIGINT PRIMARY KEY DEFAULT nextval('generation_run_id_seq'),
+            study_id BIGINT NOT NULL,
+            engine VARCHAR NOT NULL,
+            model_id VARCHAR NOT NULL,
+            n INTEGER NOT NULL,
+            temperature DOUBLE NOT NULL,
+            top_p DOUBLE NOT NULL,
+            max_tokens INTEGER NOT NULL,
+            seed_base BIGINT NOT NULL,
+            top_logprobs INTEGER NOT NULL,
+            seeds_honoured BOOLEAN,
+            logprob_mode VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+
+
+@migration
+def m004_prompt(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE prompt_id_seq START 1")
+    # position keeps the file's order, so queues and exports follow what the user imported.
+    cur.execute(
+        """CREATE TABLE prompt (
+            id BIGINT PRIMARY KEY DEFAULT nextval('prompt_id_seq'),
+            study_id BIGINT NOT NULL,
+            external_id VARCHAR NOT NULL,
+            position INTEGER NOT NULL,
+            messages JSON NOT NULL,
+            reference VARCHAR,
+            category VARCHAR,
+            metadata JSON NOT NULL DEFAULT '{}',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (study_id, external_id))"""
+    )
+
+
+@migration
+def m005_response(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE response_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE response (
+            id BIGINT PRIMARY KEY DEFAULT nextval('response_id_seq'),
+            prompt_id BIGINT NOT NULL,
+            run_id BIGINT,
+            sample_index INTEGER,
+            origin VARCHAR NOT NULL,
+            parent_id BIGINT,
+            external_id VARCHAR,
+            text VARCHAR NOT NULL,
+            engine VARCHAR,
+            model_id VARCHAR,
+            params JSON,
+            seed BIGINT,
+            token_count INTEGER,
+            finish_reason VARCHAR,
+            mean_logprob DOUBLE,
+            neg_perplexity DOUBLE,
+            mean_topk_entropy DOUBLE,
+            self_certainty DOUBLE,
+            self_certainty_mode VARCHAR,
+            logprob_mode VARCHAR,
+            metadata JSON NOT NULL DEFAULT '{}',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (run_id, prompt_id, sample_index))"""
+    )
+
+
+@migration
+def m006_checklist(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE checklist_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE checklist (
+            id BIGINT PRIMARY KEY DEFAULT nextval('checklist_id_seq'),
+            prompt_id BIGINT NOT NULL,
+            author VARCHAR NOT NULL,
+            method VARCHAR,
+            version VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+    cur.execute("CREATE SEQUENCE checklist_item_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE checklist_item (
+            id BIGINT PRIMARY KEY DEFAULT nextval('checklist_item_id_seq'),
+            checklist_id BIGINT NOT NULL,
+            position INTEGER NOT NULL,
+            question VARCHAR NOT NULL)"""
+    )
+
+
+@migration
+def m007_annotator(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE annotator_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE annotator (
+            id BIGINT PRIMARY KEY DEFAULT nextval('annotator_id_seq'),
+            name VARCHAR NOT NULL UNIQUE,
+            role VARCHAR NOT NULL CHECK (role IN ('admin', 'annotator')),
+            password_hash VARCHAR NOT NULL,
+            disabled BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+
+
+@migration
+def m008_judgment(cur: duckdb.DuckDBPyConnection) -> None:
+    # target_key names what was judged (prompt for a best-of-N pick, response for a rating, the
+    # unordered pair for pairwise ...): "current" is unique per (judge, method, stage, target_key),
+    # and an edit supersedes the earlier row instead of adding a second current one.
+    cur.execute("CREATE SEQUENCE judgment_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE judgment (
+            id BIGINT PRIMARY KEY DEFAULT nextval('judgment_id_seq'),
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            judge_kind VARCHAR NOT NULL CHECK (judge_kind IN ('human', 'model')),
+            judge VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,
+            method_version VARCHAR,
+            target_key VARCHAR NOT NULL,
+            response_id BIGINT,
+            response_b_id BIGINT,
+            checklist_item_id BIGINT,
+            shown_order BIGINT[],
+            value DOUBLE,
+            label VARCHAR,
+            prob DOUBLE,
+            dist JSON,
+            rationale VARCHAR,
+            stage VARCHAR NOT NULL DEFAULT 'blind' CHECK (stage IN ('blind', 'revealed')),
+            source VARCHAR NOT NULL DEFAULT 'ui',
+            template_version VARCHAR,
+            status VARCHAR NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')),
+            error VARCHAR,
+            duration_ms INTEGER,
+            idempotency_key VARCHAR NOT NULL UNIQUE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            superseded_at TIMESTAMPTZ)"""
+    )
+
+
+@migration
+def m009_skip(cur: duckdb.DuckDBPyConnection) -> None:
+    # A skip is not a verdict, so it lives outside `judgment`; it only reorders the skipper's queue.
+    cur.execute(
+        """CREATE TABLE skip (
+            annotator VARCHAR NOT NULL,
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+
+
+@migration
+def m010_job(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE job_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE job (
+            id BIGINT PRIMARY KEY DEFAULT nextval('job_id_seq'),
+            kind VARCHAR NOT NULL,
+            study_id BIGINT,
+            run_id BIGINT,
+            status VARCHAR NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER NOT NULL DEFAULT 0,
+            message VARCHAR NOT NULL DEFAULT '',
+            error VARCHAR,
+            params JSON NOT NULL DEFAULT '{}',
+            created_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ)"""
+    )
+
+
+@migration
+def m011_export_run(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("CREATE SEQUENCE export_run_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE export_run (
+            id BIGINT PRIMARY KEY DEFAULT nextval('export_run_id_seq'),
+            kind VARCHAR NOT NULL,
+            study_id BIGINT NOT NULL,
+            params JSON NOT NULL DEFAULT '{}',
+            counts JSON NOT NULL DEFAULT '{}',
+            out_path VARCHAR NOT NULL,
+            content_hash VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )

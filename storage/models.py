@@ -1,0 +1,206 @@
+"""Plain data models shared by storage, backend and app (pydantic, no behaviour beyond validation)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["admin", "annotator"]
+Origin = Literal["sampled", "imported", "reference", "aggregate", "revision"]
+JudgeKind = Literal["human", "model"]
+Stage = Literal["blind", "revealed"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+MAX_RESPONSES = 8  # the Label tab shows at most this many cards
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StudyConfig(BaseModel):
+    """Per-study annotation settings (stored as JSON in study.config)."""
+
+    model_config = ConfigDict(extra="allow")
+    blind: bool = True
+    rating_scale: tuple[int, int] = (1, 7)
+    ask_best: bool = True
+    ask_rating: bool = True
+    ask_comment: bool = True
+
+
+class Study(BaseModel):
+    id: int
+    name: str
+    description: str = ""
+    guidelines: str = ""
+    methods: list[str] = Field(default_factory=list)
+    config: StudyConfig = Field(default_factory=StudyConfig)
+    created_at: datetime | None = None
+
+
+class SamplingSettings(BaseModel):
+    """What a generation run samples with; stored on generation_run."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(4, ge=1, le=MAX_RESPONSES)
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1, le=32768)
+    seed: int | None = Field(None, ge=0, lt=2**32, description="seed base; per-sample seeds derive from it")
+    top_logprobs: int = Field(5, ge=0, le=20)
+
+
+class GenerationRun(BaseModel):
+    id: int
+    study_id: int
+    engine: str
+    model_id: str
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed_base: int
+    top_logprobs: int
+    seeds_honoured: bool | None = None
+    logprob_mode: str | None = None
+    created_at: datetime | None = None
+
+
+class PromptIn(BaseModel):
+    """One validated row of a prompts file."""
+
+    model_config = ConfigDict(extra="forbid")
+    external_id: str
+    messages: list[ChatMessage]
+    reference: str | None = None
+    category: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Prompt(BaseModel):
+    id: int
+    study_id: int
+    external_id: str
+    position: int
+    messages: list[ChatMessage]
+    reference: str | None = None
+    category: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TokenStats(BaseModel):
+    """Per-response confidence figures from token logprobs (reference/methods.md §3)."""
+
+    token_count: int
+    mean_logprob: float | None = None
+    neg_perplexity: float | None = None
+    mean_topk_entropy: float | None = None
+    self_certainty: float | None = None
+    self_certainty_mode: Literal["exact", "topk_proxy"] | None = None
+    logprob_mode: Literal["raw", "temperature_scaled"] | None = None
+
+
+class ResponseIn(BaseModel):
+    prompt_id: int
+    run_id: int | None = None
+    sample_index: int | None = None
+    origin: Origin = "sampled"
+    parent_id: int | None = None
+    external_id: str | None = None
+    text: str
+    engine: str | None = None
+    model_id: str | None = None
+    params: dict[str, Any] | None = None
+    seed: int | None = None
+    finish_reason: str | None = None
+    stats: TokenStats | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Response(BaseModel):
+    id: int
+    prompt_id: int
+    run_id: int | None = None
+    sample_index: int | None = None
+    origin: Origin
+    text: str
+    engine: str | None = None
+    model_id: str | None = None
+    seed: int | None = None
+    token_count: int | None = None
+    finish_reason: str | None = None
+    mean_logprob: float | None = None
+    neg_perplexity: float | None = None
+    mean_topk_entropy: float | None = None
+    self_certainty: float | None = None
+    self_certainty_mode: str | None = None
+    logprob_mode: str | None = None
+
+
+class JudgmentIn(BaseModel):
+    """A verdict to store. `target_key` is derived by storage.judgments.target_key()."""
+
+    model_config = ConfigDict(extra="forbid")
+    study_id: int
+    prompt_id: int
+    judge_kind: JudgeKind
+    judge: str
+    method: str
+    method_version: str | None = None
+    response_id: int | None = None
+    response_b_id: int | None = None
+    checklist_item_id: int | None = None
+    shown_order: list[int] | None = None
+    value: float | None = None
+    label: str | None = None
+    prob: float | None = None
+    dist: dict[str, float] | None = None
+    rationale: str | None = None
+    stage: Stage = "blind"
+    source: str = "ui"
+    template_version: str | None = None
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    duration_ms: int | None = None
+    idempotency_key: str = Field(min_length=8, max_length=128)
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("judge must not be empty")
+        return v
+
+
+class Judgment(JudgmentIn):
+    id: int
+    target_key: str
+    created_at: datetime
+    superseded_at: datetime | None = None
+
+
+class Annotator(BaseModel):
+    id: int
+    name: str
+    role: Role
+    disabled: bool = False
+
+
+class Job(BaseModel):
+    id: int
+    kind: str
+    study_id: int | None = None
+    run_id: int | None = None
+    status: JobStatus
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

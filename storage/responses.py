@@ -1,0 +1,71 @@
+"""Response rows: sampled, imported, revisions, aggregates."""
+
+from __future__ import annotations
+
+import json
+
+from storage.db import Database
+from storage.models import Response, ResponseIn
+
+_COLS = ("prompt_id, run_id, sample_index, origin, parent_id, external_id, text, engine, model_id, params, "
+         "seed, token_count, finish_reason, mean_logprob, neg_perplexity, mean_topk_entropy, self_certainty, "
+         "self_certainty_mode, logprob_mode, metadata")
+
+
+def _values(r: ResponseIn) -> list:
+    s = r.stats
+    return [r.prompt_id, r.run_id, r.sample_index, r.origin, r.parent_id, r.external_id, r.text, r.engine,
+            r.model_id, json.dumps(r.params) if r.params is not None else None, r.seed,
+            s.token_count if s else None, r.finish_reason,
+            s.mean_logprob if s else None, s.neg_perplexity if s else None,
+            s.mean_topk_entropy if s else None, s.self_certainty if s else None,
+            s.self_certainty_mode if s else None, s.logprob_mode if s else None,
+            json.dumps(r.metadata, ensure_ascii=False, default=str)]
+
+
+def insert_responses(db: Database, responses: list[ResponseIn]) -> list[int]:
+    """Insert in one transaction; a sample already stored for (run, prompt, index) is kept, not duplicated."""
+    ids: list[int] = []
+    with db.write() as cur:
+        for r in responses:
+            rows = cur.execute(
+                f"INSERT INTO response ({_COLS}) VALUES ({', '.join('?' * 20)}) "
+                "ON CONFLICT (run_id, prompt_id, sample_index) DO NOTHING RETURNING id",
+                _values(r),
+            ).fetchall()
+            if rows:
+                ids.append(rows[0][0])
+    return ids
+
+
+def get_response(db: Database, response_id: int) -> Response:
+    row = db.fetchrow("SELECT * FROM response WHERE id = ?", [response_id])
+    if row is None:
+        raise LookupError(f"no response {response_id}")
+    return Response(**row)
+
+
+def responses_for_prompt(db: Database, prompt_id: int, run_id: int | None = None) -> list[Response]:
+    """Responses a person labels for this prompt: one run's samples (or, with no run, the non-sampled ones)."""
+    if run_id is None:
+        rows = db.fetchdicts(
+            "SELECT * FROM response WHERE prompt_id = ? AND run_id IS NULL AND origin IN ('imported', 'reference') "
+            "ORDER BY id", [prompt_id])
+    else:
+        rows = db.fetchdicts(
+            "SELECT * FROM response WHERE prompt_id = ? AND run_id = ? ORDER BY sample_index", [prompt_id, run_id])
+    return [Response(**r) for r in rows]
+
+
+def missing_samples(db: Database, run_id: int, study_id: int, n: int) -> list[tuple[int, int]]:
+    """(prompt_id, sample_index) pairs of this run that have no stored response yet, in prompt order."""
+    return [tuple(r) for r in db.fetchall(
+        """SELECT p.id, s.i FROM prompt p CROSS JOIN range(?) s(i)
+           WHERE p.study_id = ? AND NOT EXISTS (
+             SELECT 1 FROM response r WHERE r.run_id = ? AND r.prompt_id = p.id AND r.sample_index = s.i)
+           ORDER BY p.position, s.i""",
+        [n, study_id, run_id])]
+
+
+def count_run_responses(db: Database, run_id: int) -> int:
+    return db.fetchval("SELECT count(*) FROM response WHERE run_id = ?", [run_id])
