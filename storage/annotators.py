@@ -74,3 +74,12 @@ def authenticate(db: Database, name: str, password: str) -> Annotator | None:
 
 def list_annotators(db: Database) -> list[Annotator]:
     return [Annotator(**r) for r in db.fetchdicts("SELECT id, name, role, disabled FROM annotator ORDER BY id")]
+
+
+def set_password(db: Database, name: str, password: str) -> None:
+    if len(password) < 8:
+        raise ValueError("password must have at least 8 characters")
+    with db.write() as cur:
+        if not cur.execute("UPDATE annotator SET password_hash = ? WHERE name = ? RETURNING id",
+                           [hash_password(password), name]).fetchall():
+            raise ValueError(f"no annotator {name!r}")

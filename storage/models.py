@@ -31,6 +31,7 @@ class StudyConfig(BaseModel):
     ask_best: bool = True
     ask_rating: bool = True
     ask_comment: bool = True
+    label_run_id: int | None = None  # the generation run people label; None = the latest run
 
 
 class Study(BaseModel):

@@ -1,0 +1,97 @@
+"""One session mechanism for the Gradio UI and every JSON route: an HMAC-signed cookie.
+
+The signing key is persisted beside the database (mode 0600), so a restart keeps people logged in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+COOKIE = "critlab_session"
+SESSION_SECONDS = 12 * 3600
+
+
+def load_or_create_key(db_path: str) -> bytes:
+    """The signing key stored at `<db>.secret`, created with mode 0600 on first use."""
+    if db_path == ":memory:":
+        return secrets.token_bytes(32)
+    path = Path(f"{db_path}.secret")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) < 32:
+            raise RuntimeError(f"{path} is not a valid critlab session key; delete it to make a new one")
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex())
+    return key
+
+
+class Sessions:
+    """Signed, expiring session tokens: `base64(json{u, exp}).hmac`.
+
+    >>> s = Sessions(b"k" * 32); t = s.issue("ann")
+    >>> s.verify(t), s.verify(t[:-1] + ("0" if t[-1] != "0" else "1"))
+    ('ann', None)
+    """
+
+    def __init__(self, key: bytes, max_age: int = SESSION_SECONDS):
+        self._key = key
+        self.max_age = max_age
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, user: str) -> str:
+        body = base64.urlsafe_b64encode(json.dumps({"u": user, "exp": int(time.time()) + self.max_age}).encode())
+        return f"{body.decode()}.{self._sign(body.decode())}"
+
+    def verify(self, token: str | None) -> str | None:
+        """The user the token was issued to, or None when it is forged, malformed or expired."""
+        if not token or "." not in token:
+            return None
+        body, sig = token.rsplit(".", 1)
+        if not hmac.compare_digest(sig, self._sign(body)):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(body.encode()))
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("exp", 0) < time.time():
+            return None
+        user = data.get("u")
+        return user if isinstance(user, str) else None
+
+
+class LoginLimiter:
+    """At most `attempts` failed logins per name and per client address in `window` seconds."""
+
+    def __init__(self, attempts: int = 10, window: float = 300.0):
+        self.attempts, self.window = attempts, window
+        self._fails: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            for k in keys:
+                recent = [t for t in self._fails.get(k, []) if now - t < self.window]
+                self._fails[k] = recent
+                if len(recent) >= self.attempts:
+                    return True
+        return False
+
+    def failed(self, *keys: str) -> None:
+        with self._lock:
+            for k in keys:
+                self._fails.setdefault(k, []).append(time.monotonic())

@@ -1,0 +1,387 @@
+"""The `critlab` command line.
+
+Every command works on one DuckDB file (`--db`, default ./critlab.duckdb or $CRITLAB_DB). While a
+critlab server holds that file, commands are sent to the server's admin API (found through the
+lock file beside the database), which runs the same service functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import click
+
+from app import lockfile
+from app.services.context import EngineConfig
+
+DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
+
+
+def db_option(fn):  # noqa: ANN001, ANN201
+    return click.option("--db", "db_path", envvar="CRITLAB_DB", default="critlab.duckdb", show_default=True,
+                        help=DB_HELP, type=click.Path(dir_okay=False))(fn)
+
+
+def engine_options(fn):  # noqa: ANN001, ANN201
+    opts = [
+        click.option("--engine", type=click.Choice(["embedded", "sglang"]), default="embedded", show_default=True,
+                     help="embedded: SmolLM2-135M on this CPU (demo quality); sglang: an SGLang server or router."),
+        click.option("--sglang-url", envvar="CRITLAB_SGLANG_URL",
+                     help="SGLang server or sglang-router URL. The API key comes from $CRITLAB_SGLANG_API_KEY."),
+        click.option("--sglang-tokenizer", type=click.Path(exists=True, file_okay=False),
+                     help="Local HF tokenizer directory (needed behind sglang-router, which does not route /tokenize)."),
+        click.option("--sglang-tokenize-url", help="A worker URL that serves /tokenize (alternative to --sglang-tokenizer)."),
+        click.option("--sglang-model-id", help="Model id to record when the server does not report it (router)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _engine_cfg(kw: dict[str, Any]) -> EngineConfig:
+    return EngineConfig(engine=kw.pop("engine"), sglang_url=kw.pop("sglang_url"),
+                        sglang_tokenizer=kw.pop("sglang_tokenizer"), sglang_tokenize_url=kw.pop("sglang_tokenize_url"),
+                        sglang_model_id=kw.pop("sglang_model_id"))
+
+
+def fail(msg: str) -> None:
+    click.secho(f"Error: {msg}", fg="red", err=True)
+    sys.exit(1)
+
+
+# -- reaching the database: directly, or through the running server --------------------------------
+class Remote:
+    """Operations sent to the critlab server that holds the database."""
+
+    def __init__(self, lock: lockfile.ServerLock):
+        self.lock = lock
+        click.echo(f"(sent to the critlab server at {lock.url}, PID {lock.pid})", err=True)
+
+    def _request(self, method: str, path: str, payload: dict | None = None) -> dict[str, Any]:
+        import httpx
+
+        try:
+            r = httpx.request(method, f"{self.lock.url}{path}", json=payload, timeout=600,
+                              headers={"Authorization": f"Bearer {self.lock.token}"})
+        except httpx.HTTPError as e:
+            fail(f"the critlab server (PID {self.lock.pid}) at {self.lock.url} holds the database but did not "
+                 f"answer: {e}")
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"error": r.text}
+        if r.status_code >= 400:
+            fail(body.get("error") or body.get("detail") or f"server answered {r.status_code}")
+        return body
+
+    def op(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/api/admin/op/{name}", payload)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/api/jobs/{job_id}")
+
+
+class Local:
+    """Operations run in this process on the database file."""
+
+    def __init__(self, db_path: str, engine: EngineConfig | None):
+        from app.services.context import AppContext
+        from storage.db import Database, DatabaseLockedError
+
+        try:
+            db = Database(db_path)
+        except DatabaseLockedError as e:
+            fail(str(e))
+        self.ctx = AppContext(db=db, default_engine=engine or EngineConfig())
+
+    def op(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        from app.services.context import ServiceError
+        from app.services.ops import run_op
+        from backend.engines.base import EngineError
+
+        try:
+            return run_op(self.ctx, "cli", name, payload)
+        except (ServiceError, EngineError, ValueError, LookupError, PermissionError, OSError) as e:
+            fail(str(e))
+        raise AssertionError("unreachable")
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.op("job_status", {"id": job_id})
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+@contextlib.contextmanager
+def target(db_path: str, engine: EngineConfig | None = None) -> Iterator[Remote | Local]:
+    """The server holding the database when one runs (found through its lock file), else the file."""
+    lock = lockfile.read_lock(db_path)
+    if lock is not None:
+        yield Remote(lock)
+        return
+    local = Local(db_path, engine)
+    try:
+        yield local
+    finally:
+        local.close()
+
+
+def call(db_path: str, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+    with target(db_path) as t:
+        return t.op(op, payload)
+
+
+# -- commands ------------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="critlab")
+def main() -> None:
+    """critlab: LLM self-critique studies in the browser.
+
+    A model samples several responses per prompt; people label them side by side (best pick,
+    1-7 ratings); critlab stores every judgment in one DuckDB file and exports preference data.
+
+    \b
+    Quick start:
+      critlab demo                                   # sample study + embedded model + UI on :7860
+      critlab import prompts prompts.jsonl --study s1
+      critlab generate --study s1 --n 4
+      critlab annotators add alice --role annotator
+      critlab serve                                  # then open http://127.0.0.1:7860
+      critlab export dpo --study s1 --out pairs.jsonl
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import prompts into a study."""
+
+
+@import_group.command("prompts")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--study", required=True, help="Study name (created if it does not exist).")
+@click.option("--guidelines", type=click.Path(exists=True, dir_okay=False),
+              help="Markdown file with the labelling guidelines shown beside each item.")
+@click.option("--description", default="", help="One-line study description.")
+@db_option
+def import_prompts(file: str, study: str, guidelines: str | None, description: str, db_path: str) -> None:
+    """Import prompts from FILE (JSONL, CSV or Parquet).
+
+    Each record has `prompt` (text) or `messages` (a chat list of {role, content}); optional
+    `id`, `reference` and `category`; other fields are kept as metadata. The whole file is
+    checked first: any bad record stops the import with FILE:LINE and the field, and nothing is
+    imported. Prompts longer than $CRITLAB_MAX_PROMPT_CHARS characters (default 32000) are refused.
+    """
+    r = call(db_path, "import_prompts", {"study": study, "path": os.path.abspath(file), "description": description,
+                                         "guidelines_path": os.path.abspath(guidelines) if guidelines else None})
+    click.echo(f"Imported {r['imported']} prompts into study {r['study']!r} ({r['total']} prompts in all).")
+
+
+@main.command()
+@click.option("--study", required=True, help="Study to sample responses for.")
+@click.option("--n", default=4, show_default=True, type=click.IntRange(1, 8), help="Responses per prompt.")
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0, 5))
+@click.option("--top-p", default=0.9, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 32768))
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed base (default: random, stored with the run).")
+@click.option("--top-logprobs", default=5, show_default=True, type=click.IntRange(0, 20),
+              help="Top-k alternatives stored per token for the confidence figures.")
+@click.option("--new-run", is_flag=True, help="Start a second generation run with different settings.")
+@engine_options
+@db_option
+def generate(study: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int | None,
+             top_logprobs: int, new_run: bool, db_path: str, **kw: Any) -> None:
+    """Sample N responses per prompt of a study.
+
+    Every generation belongs to a generation run that stores its settings and seed base. Rerun the
+    same command to fill only what is missing (after a crash or a failed server); different
+    settings need --new-run, so a study can hold several runs to compare (e.g. two temperatures).
+    """
+    engine = _engine_cfg(kw)
+    settings = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed,
+                "top_logprobs": top_logprobs}
+    with target(db_path, engine) as t:
+        job = t.op("generate", {"study": study, "settings": settings, "engine": engine.model_dump(),
+                                "new_run": new_run})
+        job = _follow_job(t, job)
+    if job["status"] != "done":
+        fail(job["error"] or f"job {job['id']} {job['status']}")
+    click.echo(f"Job {job['id']} done: {job['done']} / {job['total']} responses.")
+
+
+def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
+    """Show a progress bar until the job ends; returns its final state."""
+    last = None
+    while True:
+        job = t.job(job["id"])
+        frac = job["done"] / job["total"] if job["total"] else 1.0
+        line = f"[{'#' * int(30 * frac):<30}] {job['done']}/{job['total']} {job['status']}"
+        if line != last:
+            click.echo("\r" + line, nl=False, err=True)
+            last = line
+        if job["status"] in ("done", "failed", "cancelled"):
+            click.echo("", err=True)
+            return job
+        time.sleep(0.5)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=7860, show_default=True, type=int)
+@engine_options
+@db_option
+def serve(host: str, port: int, db_path: str, **kw: Any) -> None:
+    """Serve the web UI and JSON API.
+
+    Log in with an account made by `critlab annotators add`. While the server runs it owns the
+    database; other critlab commands on the same --db are sent to it.
+    """
+    _serve(db_path, host, port, _engine_cfg(kw))
+
+
+def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "") -> None:  # noqa: ANN001
+    import uvicorn
+
+    from app.server import create_app
+
+    running = lockfile.read_lock(db_path)
+    if running:
+        fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
+    ctx = Local(db_path, engine).ctx
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None)
+    click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
+    if banner:
+        click.echo(banner)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning")
+
+
+@main.command()
+@click.option("--port", default=7860, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--n", default=4, show_default=True, type=click.IntRange(1, 8), help="Responses per prompt.")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 4096))
+@db_option
+def demo(port: int, host: str, n: int, max_tokens: int, db_path: str) -> None:
+    """Run the whole loop on this laptop: the bundled 30-prompt sample study, the embedded model,
+    and the UI.
+
+    Creates the database if needed, imports the sample study, (re)sets the `admin` password and
+    prints it, serves the UI at http://127.0.0.1:7860 and samples N responses per prompt in the
+    background (a progress bar shows in the Studies tab; items become labellable as their
+    samples finish). Label a few items, then run `critlab export dpo --study sample --out pairs.jsonl`
+    in another terminal.
+    """
+    from storage import annotators, studies
+
+    local = Local(db_path, None)
+    ctx = local.ctx
+    try:
+        if not any(s.name == "sample" for s in studies.list_studies(ctx.db)):
+            data = resources.files("app.data")
+            with resources.as_file(data.joinpath("sample_prompts.jsonl")) as prompts_path, \
+                    resources.as_file(data.joinpath("sample_guidelines.md")) as guide_path:
+                from app.services.ops import run_op
+
+                r = run_op(ctx, "demo", "import_prompts", {
+                    "study": "sample", "path": str(prompts_path), "guidelines_path": str(guide_path),
+                    "description": "30 varied instructions bundled with critlab"})
+            click.echo(f"Imported the sample study ({r['imported']} prompts).")
+        password = annotators.generate_password()
+        if annotators.get_annotator(ctx.db, "admin") is None:
+            annotators.add_annotator(ctx.db, "admin", "admin", password)
+        else:
+            annotators.set_password(ctx.db, "admin", password)
+    finally:
+        local.close()
+
+    def start_generation(server_ctx) -> None:  # noqa: ANN001
+        from app.services.generation import start_generation as start
+        from storage.models import SamplingSettings
+
+        try:
+            start(server_ctx, "sample", SamplingSettings(n=n, max_tokens=max_tokens, seed=0), created_by="demo")
+        except ValueError as e:  # e.g. a rerun with another --n: serve what exists and say why
+            click.secho(f"Not sampling: {e}", fg="yellow", err=True)
+
+    _serve(db_path, host, port, EngineConfig(), on_start=start_generation,
+           banner=f"Log in as  admin / {password}\nSampling {n} responses per prompt in the background "
+                  "(progress: Studies tab).")
+
+
+@main.group()
+def annotators() -> None:
+    """Manage annotators and admins."""
+
+
+@annotators.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "annotator"]), default="annotator", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of "
+                                                     "generating one.")
+@db_option
+def annotators_add(name: str, role: str, password_stdin: bool, db_path: str) -> None:
+    """Add a person who can log in. Without --password-stdin a password is generated and printed once."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    r = call(db_path, "add_annotator", {"name": name, "role": role, "password": password})
+    click.echo(f"Added {r['name']} ({r['role']}).")
+    if r.get("password"):
+        click.echo(f"Password: {r['password']}")
+
+
+@annotators.command("list")
+@db_option
+def annotators_list(db_path: str) -> None:
+    """List annotators and admins."""
+    for a in call(db_path, "list_annotators", {})["annotators"]:
+        click.echo(f"{a['name']:<24} {a['role']}{'  (disabled)' if a['disabled'] else ''}")
+
+
+@main.command("studies")
+@db_option
+def studies_cmd(db_path: str) -> None:
+    """List studies with their prompt counts and generation runs."""
+    for s in call(db_path, "list_studies", {})["studies"]:
+        runs = ", ".join(f"#{r['id']} {r['engine']} n={r['n']} T={r['temperature']}" for r in s["runs"]) or "no runs"
+        click.echo(f"{s['name']:<24} {s['prompts']:>6} prompts   {runs}")
+
+
+@main.group()
+def export() -> None:
+    """Export labelled data."""
+
+
+@export.command("dpo")
+@click.option("--study", required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl or .parquet file.")
+@db_option
+def export_dpo(study: str, out: str, db_path: str) -> None:
+    """Write DPO pairs in TRL's conversational format from each annotator's blind best pick.
+
+    chosen = the picked response; rejected = the response that same annotator rated strictly
+    lowest. A (prompt, annotator) is skipped, and counted by reason, when the lowest rating is
+    shared, is not below the pick's rating, or ratings are missing. Each row has a `meta` column
+    with its provenance (annotators pseudonymised).
+    """
+    r = call(db_path, "export_dpo", {"study": study, "out": os.path.abspath(out)})
+    click.echo(r["message"])
+    click.echo(json.dumps({k: r[k] for k in ("pairs", "skipped", "out_path", "content_hash") if k in r}, indent=2))
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the copy.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@db_option
+def backup(out: str, overwrite: bool, db_path: str) -> None:
+    """Write a consistent copy of the database (through the server when one is running)."""
+    r = call(db_path, "backup", {"out": os.path.abspath(out), "overwrite": overwrite})
+    click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).")
+
+
+if __name__ == "__main__":
+    main()

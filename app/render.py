@@ -1,0 +1,54 @@
+"""Untrusted text (prompts, model output) to safe HTML for display.
+
+Model output is untrusted: raw HTML in it is shown as text, images are replaced by their alt
+text (so no remote image is ever fetched), and only http(s)/mailto links survive. The result is
+sanitised once more with an allow-list (nh3) before Gradio's own sanitiser sees it. Stored text is
+never changed; this runs only when rendering.
+"""
+
+from __future__ import annotations
+
+import html
+
+import nh3
+from markdown_it import MarkdownIt
+
+_TAGS = {"p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "blockquote", "ul", "ol", "li",
+         "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "a", "span"}
+_ATTRS = {"a": {"href", "title"}, "th": {"style"}, "td": {"style"}, "ol": {"start"}, "span": {"class"}}
+
+
+def _image_as_text(self, tokens, idx, options, env) -> str:  # noqa: ANN001 (markdown-it renderer rule)
+    alt = "".join(t.content for t in (tokens[idx].children or []))
+    return f'<span class="img-removed">[image removed{": " + html.escape(alt) if alt else ""}]</span>'
+
+
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table")
+_md.enable("strikethrough")
+_md.add_render_rule("image", _image_as_text)
+
+
+def to_safe_html(text: str) -> str:
+    """Render untrusted Markdown to HTML with no scripts, no images and no dangerous links.
+
+    >>> to_safe_html('<img src=x onerror=alert(1)> **hi**')
+    '<p>&lt;img src=x onerror=alert(1)&gt; <strong>hi</strong></p>'
+    >>> to_safe_html('![t](http://evil/x.png)')
+    '<p><span class="img-removed">[image removed: t]</span></p>'
+    >>> to_safe_html('[x](javascript:alert(1))')
+    '<p>[x](javascript:alert(1))</p>'
+    """
+    rendered = _md.render(text)
+    clean = nh3.clean(rendered, tags=_TAGS, attributes=_ATTRS, url_schemes={"http", "https", "mailto"},
+                      link_rel="noopener noreferrer nofollow", strip_comments=True)
+    # Gradio's Markdown treats the HTML as Markdown HTML blocks, and a blank line ends such a block;
+    # keep blank lines inside code blocks from splitting it.
+    return clean.strip().replace("\n\n", "\n&#8203;\n")
+
+
+def chat_to_safe_html(messages: list[dict]) -> str:
+    """A prompt's messages as safe HTML, each under its role."""
+    parts = []
+    for m in messages:
+        parts.append(f'<p><strong>{html.escape(m["role"].capitalize())}</strong></p>\n{to_safe_html(m["content"])}')
+    return "\n<hr>\n".join(parts)

@@ -1,0 +1,206 @@
+"""The web server: FastAPI with the JSON API, the login page, and the Gradio UI mounted at /ui.
+
+Every route checks the caller server-side: a session cookie (people) or the admin token from the
+lock file (the CLI while the server runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import secrets
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any, Callable
+
+import gradio as gr
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+from app import lockfile
+from app.auth import COOKIE, LoginLimiter, Sessions, load_or_create_key
+from app.services.context import AppContext, PermissionDenied, ServiceError
+from app.services.ops import run_op
+from backend.engines.base import EngineError
+from storage import annotators, jobs, judgments, studies
+from storage.models import Annotator
+from storage.studies import NotFoundError
+
+CLI_USER = "cli-admin"
+
+
+class ServerState:
+    def __init__(self, ctx: AppContext, sessions: Sessions, admin_token: str):
+        self.ctx, self.sessions, self.admin_token = ctx, sessions, admin_token
+        self.limiter = LoginLimiter()
+
+    def user_from_request(self, request: Request) -> Annotator | None:
+        """The logged-in person (signed cookie) or the CLI (admin bearer token), else None."""
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode()):
+            return Annotator(id=0, name=CLI_USER, role="admin")
+        name = self.sessions.verify(request.cookies.get(COOKIE))
+        if name is None:
+            return None
+        a = annotators.get_annotator(self.ctx.db, name)
+        return a if a and not a.disabled else None
+
+
+def _check_json_post(request: Request) -> None:
+    """JSON POST routes take only same-origin application/json, so a cross-site form cannot post."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise HTTPException(415, "send Content-Type: application/json")
+    origin = request.headers.get("origin")
+    if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.headers.get('host', '')}":
+        raise HTTPException(403, "cross-origin request refused")
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "cross-site request refused")
+
+
+def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
+               url: str | None = None, on_start: Callable[[], None] | None = None) -> FastAPI:
+    """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
+    `on_start` runs once the server owns the database (the demo starts its generation job there)."""
+    state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path)),
+                        admin_token or secrets.token_urlsafe(32))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobs.fail_interrupted(ctx.db)
+        if url:
+            lockfile.write_lock(ctx.db.path, url, state.admin_token)
+        if on_start:
+            on_start()
+        try:
+            yield
+        finally:
+            if url:
+                lockfile.remove_lock(ctx.db.path)
+            ctx.close()  # cancels jobs, CHECKPOINT, close
+
+    api = FastAPI(title="critlab", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    api.state.critlab = state
+
+    def current_user(request: Request) -> Annotator:
+        user = state.user_from_request(request)
+        if user is None:
+            raise HTTPException(401, "log in first")
+        return user
+
+    def admin_user(user: Annotator = Depends(current_user)) -> Annotator:
+        if user.role != "admin":
+            raise HTTPException(403, "admins only")
+        return user
+
+    @api.exception_handler(ServiceError)
+    @api.exception_handler(NotFoundError)
+    @api.exception_handler(EngineError)
+    @api.exception_handler(ValueError)
+    async def _user_error(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @api.exception_handler(PermissionDenied)
+    async def _denied(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=403)
+
+    @api.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True}
+
+    @api.get("/", include_in_schema=False)
+    def root(request: Request) -> RedirectResponse:
+        return RedirectResponse("/ui/" if state.user_from_request(request) else "/login", status_code=303)
+
+    @api.get("/login", include_in_schema=False)
+    def login_page() -> HTMLResponse:
+        page = resources.files("app.ui").joinpath("login.html").read_text(encoding="utf-8")
+        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline';"
+                                                                      " style-src 'unsafe-inline'; img-src 'none'"})
+
+    @api.post("/api/login")
+    async def login(request: Request) -> JSONResponse:
+        _check_json_post(request)
+        body = await request.json()
+        name, password = str(body.get("name", "")), str(body.get("password", ""))
+        client = request.client.host if request.client else "?"
+        if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
+            return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
+        user = annotators.authenticate(ctx.db, name, password)
+        if user is None:
+            state.limiter.failed(f"name:{name}", f"ip:{client}")
+            return JSONResponse({"error": "wrong name or password"}, status_code=401)
+        resp = JSONResponse({"name": user.name, "role": user.role})
+        resp.set_cookie(COOKIE, state.sessions.issue(user.name), max_age=state.sessions.max_age, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/")
+        return resp
+
+    @api.post("/api/logout")
+    def logout(request: Request) -> JSONResponse:
+        _check_json_post(request)
+        resp = JSONResponse({"ok": True})
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    @api.get("/logout", include_in_schema=False)
+    def logout_page() -> RedirectResponse:
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    @api.get("/api/me")
+    def me(user: Annotator = Depends(current_user)) -> dict[str, Any]:
+        return user.model_dump()
+
+    @api.get("/api/studies/{study}/judgments")
+    def study_judgments(study: str, judge: str | None = None, include_superseded: bool = False,
+                        user: Annotator = Depends(current_user)) -> dict[str, Any]:
+        # Annotators read only their own labels, so nobody sees another's in a blind study.
+        if user.role != "admin":
+            if judge not in (None, user.name):
+                raise HTTPException(403, "annotators can read only their own judgments")
+            judge = user.name
+        s = studies.get_study(ctx.db, study)
+        rows = (judgments.all_rows(ctx.db, study_id=s.id, judge=judge) if include_superseded
+                else judgments.current(ctx.db, study_id=s.id, judge=judge, stage=None))
+        return {"study": s.name, "judgments": [j.model_dump(mode="json") for j in rows]}
+
+    @api.get("/api/jobs/{job_id}")
+    def job(job_id: int, _: Annotator = Depends(admin_user)) -> dict[str, Any]:
+        return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+
+    @api.post("/api/admin/op/{name}")
+    async def admin_op(name: str, request: Request, user: Annotator = Depends(admin_user)) -> dict[str, Any]:
+        _check_json_post(request)
+        payload = await request.json()
+        if not isinstance(payload, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+        # Runs in a worker thread: ops touch the database and may take a while.
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload))
+
+    from app.ui.layout import CSS, HEAD, build_ui
+
+    blocks = build_ui(ctx, role_of=lambda name: _role(ctx, name))
+    blocks.queue(default_concurrency_limit=8, max_size=256)
+
+    def gradio_user(request: Request) -> str | None:
+        user = state.user_from_request(request)
+        return user.name if user and user.name != CLI_USER else None
+
+    @api.middleware("http")
+    async def login_redirect(request: Request, call_next):  # noqa: ANN001, ANN202
+        # Gradio answers 401 to a visitor without a session; send people to the login page instead.
+        if request.method == "GET" and request.url.path in ("/ui", "/ui/") and gradio_user(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return await call_next(request)
+
+    return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
+                               head=HEAD, css=CSS, ssr_mode=False, run_history=False,
+                               theme=gr.themes.Soft())
+
+
+def _role(ctx: AppContext, name: str | None) -> str | None:
+    a = annotators.get_annotator(ctx.db, name) if name else None
+    return a.role if a and not a.disabled else None

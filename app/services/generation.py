@@ -1,0 +1,122 @@
+"""Generation runs: sample N responses per prompt, resumable, as a background job."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from app.services.context import AppContext, EngineConfig, ServiceError
+from backend.engines.base import EngineError, SampleParams
+from backend.token_stats import token_stats
+from storage import jobs as job_rows
+from storage import prompts as prompt_rows
+from storage import responses as response_rows
+from storage import studies
+from storage.models import GenerationRun, Job, ResponseIn, SamplingSettings
+
+
+def sample_seed(seed_base: int, prompt_external_id: str, index: int) -> int:
+    """The seed of one sample: fixed by the run's seed base, the prompt and the sample's index, so a
+    resumed run draws exactly what an uninterrupted one would have.
+
+    >>> sample_seed(7, "q1", 0) == sample_seed(7, "q1", 0) != sample_seed(7, "q1", 1)
+    True
+    """
+    digest = hashlib.sha256(f"{seed_base}:{prompt_external_id}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _describe(run: GenerationRun) -> str:
+    return (f"run #{run.id} ({run.engine}, {run.model_id}, n={run.n}, temperature={run.temperature}, "
+            f"top_p={run.top_p}, max_tokens={run.max_tokens}, seed={run.seed_base})")
+
+
+def resolve_run(ctx: AppContext, study_name: str, settings: SamplingSettings, engine_cfg: EngineConfig,
+                new_run: bool) -> GenerationRun:
+    """The run these settings belong to: the matching existing run, or a new one.
+
+    Different settings on a study that already has a run need `new_run`, so nobody mixes two
+    sampling set-ups in one comparison by accident.
+    """
+    study = studies.get_study(ctx.db, study_name)
+    engine = ctx.engine(engine_cfg)
+    info = engine.info()
+    if not new_run:
+        run = studies.find_run(ctx.db, study.id, info.engine, info.model_id, settings, settings.seed)
+        if run is not None:
+            return run
+        existing = studies.list_runs(ctx.db, study.id)
+        if existing:
+            raise ServiceError(
+                f"study {study.name!r} already has {_describe(existing[-1])}; these settings differ "
+                f"({info.engine}, {info.model_id}, n={settings.n}, temperature={settings.temperature}, "
+                f"top_p={settings.top_p}, max_tokens={settings.max_tokens}, seed={settings.seed}). "
+                "Repeat the same settings to fill what is missing, or pass --new-run to start a second run.")
+    seed_base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**32)
+    return studies.create_run(ctx.db, study.id, info.engine, info.model_id, settings, seed_base,
+                              seeds_honoured=info.seeds_honoured, logprob_mode=info.logprob_mode)
+
+
+def start_generation(ctx: AppContext, study_name: str, settings: SamplingSettings,
+                     engine_cfg: EngineConfig | None = None, *, new_run: bool = False,
+                     created_by: str | None = None, background: bool = True) -> Job:
+    """Create (or reuse) the run and a job that fills its missing samples."""
+    engine_cfg = engine_cfg or ctx.default_engine
+    run = resolve_run(ctx, study_name, settings, engine_cfg, new_run)
+    missing = response_rows.missing_samples(ctx.db, run.id, run.study_id, run.n)
+    job = job_rows.create_job(ctx.db, "generate", study_id=run.study_id, run_id=run.id, total=len(missing),
+                              params={"settings": settings.model_dump(), "engine": engine_cfg.engine},
+                              created_by=created_by)
+    if background:
+        ctx.submit_job(job.id, lambda: run_generation(ctx, job.id, engine_cfg))
+    else:
+        run_generation(ctx, job.id, engine_cfg)
+    return job_rows.get_job(ctx.db, job.id)
+
+
+def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> None:
+    """Fill the run's missing samples prompt by prompt; each prompt's samples are stored as soon as
+    they exist, so a failure or crash loses at most the prompt in progress."""
+    job = job_rows.get_job(ctx.db, job_id)
+    run = GenerationRun(**ctx.db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [job.run_id]))
+    missing = response_rows.missing_samples(ctx.db, run.id, run.study_id, run.n)
+    by_prompt: dict[int, list[int]] = {}
+    for prompt_id, index in missing:
+        by_prompt.setdefault(prompt_id, []).append(index)
+    done = job.total - len(missing)
+    job_rows.update_job(ctx.db, job_id, status="running", done=done,
+                        message=f"sampling {len(missing)} responses for {len(by_prompt)} prompts")
+    try:
+        engine = ctx.engine(engine_cfg)
+        info = engine.info()
+        if (info.engine, info.model_id) != (run.engine, run.model_id):
+            raise ServiceError(f"{_describe(run)} was sampled with {run.engine}/{run.model_id}, but the engine "
+                               f"now serves {info.engine}/{info.model_id}; start a new run instead")
+        vocab = getattr(engine, "vocab_size", None)
+        for prompt_id, indices in by_prompt.items():
+            if ctx.cancelled(job_id):
+                job_rows.update_job(ctx.db, job_id, status="cancelled", message=f"cancelled after {done} samples")
+                return
+            prompt = prompt_rows.get_prompt(ctx.db, prompt_id)
+            seeds = [sample_seed(run.seed_base, prompt.external_id, i) for i in indices]
+            params = SampleParams(temperature=run.temperature, top_p=run.top_p, max_tokens=run.max_tokens)
+            samples = engine.sample([prompt_rows.chat(prompt)], len(indices), params,
+                                    top_logprobs=run.top_logprobs, seeds=[seeds])[0]
+            failed = [s for s in samples if s.finish_reason in ("abort", "error")]
+            if failed:
+                raise EngineError(f"prompt {prompt.external_id!r}: the engine aborted a sample: {failed[0].error}")
+            response_rows.insert_responses(ctx.db, [
+                ResponseIn(prompt_id=prompt_id, run_id=run.id, sample_index=i, origin="sampled", text=s.text,
+                           engine=info.engine, model_id=info.model_id, seed=seed,
+                           params={"temperature": run.temperature, "top_p": run.top_p,
+                                   "max_tokens": run.max_tokens, "seed": seed},
+                           finish_reason=s.finish_reason,
+                           stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=info.logprob_mode))
+                for i, seed, s in zip(indices, seeds, samples)])
+            done += len(indices)
+            job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")
+    except (EngineError, ServiceError) as e:
+        job_rows.update_job(ctx.db, job_id, status="failed", done=done,
+                            error=f"{e} ({done} of {job.total} responses are stored; run again to finish)")
+        return
+    job_rows.update_job(ctx.db, job_id, status="done", done=done, message=f"{done} / {job.total} responses")

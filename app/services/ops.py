@@ -1,0 +1,143 @@
+"""Admin operations, callable the same way from the CLI (locally or through a running server's
+admin API) and from the web UI. Each takes the context, the acting user and a validated payload and
+returns JSON-able data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.services import generation
+from app.services.context import AppContext, EngineConfig, ServiceError
+from storage import annotators, jobs, prompts, studies
+from storage.models import Role, SamplingSettings
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImportPrompts(_Payload):
+    study: str
+    path: str
+    description: str = ""
+    guidelines_path: str | None = None
+
+
+class CreateStudy(_Payload):
+    name: str
+    description: str = ""
+    guidelines: str = ""
+
+
+class Generate(_Payload):
+    study: str
+    settings: SamplingSettings = Field(default_factory=SamplingSettings)
+    engine: EngineConfig | None = None
+    new_run: bool = False
+    wait: bool = False
+
+
+class AddAnnotator(_Payload):
+    name: str
+    role: Role = "annotator"
+    password: str | None = None
+
+
+class ExportDpo(_Payload):
+    study: str
+    out: str
+
+
+class Backup(_Payload):
+    out: str
+    overwrite: bool = False
+
+
+class JobStatus(_Payload):
+    id: int
+
+
+class NoArgs(_Payload):
+    pass
+
+
+def import_prompts(ctx: AppContext, user: str, p: ImportPrompts) -> dict[str, Any]:
+    from storage.importers import import_prompts as do_import
+
+    guidelines = Path(p.guidelines_path).read_text(encoding="utf-8") if p.guidelines_path else None
+    with ctx.db.write():  # one transaction: a bad file leaves no new study behind either
+        study = studies.get_or_create_study(ctx.db, p.study)
+        if guidelines is not None or p.description:
+            studies.update_study(ctx.db, study.id, description=p.description or None, guidelines=guidelines)
+        n = do_import(ctx.db, study.id, p.path)
+    return {"study": study.name, "imported": n, "total": prompts.count_prompts(ctx.db, study.id)}
+
+
+def create_study(ctx: AppContext, user: str, p: CreateStudy) -> dict[str, Any]:
+    s = studies.create_study(ctx.db, p.name, description=p.description, guidelines=p.guidelines)
+    return {"study": s.name, "id": s.id}
+
+
+def generate(ctx: AppContext, user: str, p: Generate) -> dict[str, Any]:
+    job = generation.start_generation(ctx, p.study, p.settings, p.engine, new_run=p.new_run, created_by=user,
+                                      background=not p.wait)
+    return job.model_dump(mode="json")
+
+
+def add_annotator(ctx: AppContext, user: str, p: AddAnnotator) -> dict[str, Any]:
+    password = p.password or annotators.generate_password()
+    a = annotators.add_annotator(ctx.db, p.name, p.role, password)
+    return {"name": a.name, "role": a.role, "password": None if p.password else password}
+
+
+def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
+    from storage.export_dpo import export_dpo as do_export
+
+    return do_export(ctx.db, p.study, p.out).model_dump(mode="json")
+
+
+def backup(ctx: AppContext, user: str, p: Backup) -> dict[str, Any]:
+    from storage.backup import backup as do_backup
+
+    size = do_backup(ctx.db, p.out, overwrite=p.overwrite)
+    return {"out": p.out, "bytes": size}
+
+
+def job_status(ctx: AppContext, user: str, p: JobStatus) -> dict[str, Any]:
+    return jobs.get_job(ctx.db, p.id).model_dump(mode="json")
+
+
+def list_studies(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
+    out = []
+    for s in studies.list_studies(ctx.db):
+        out.append({"name": s.name, "prompts": prompts.count_prompts(ctx.db, s.id),
+                    "runs": [r.model_dump(mode="json") for r in studies.list_runs(ctx.db, s.id)]})
+    return {"studies": out}
+
+
+def list_annotators(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
+    return {"annotators": [a.model_dump() for a in annotators.list_annotators(ctx.db)]}
+
+
+OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, Any]]]] = {
+    "import_prompts": (ImportPrompts, import_prompts),
+    "create_study": (CreateStudy, create_study),
+    "generate": (Generate, generate),
+    "add_annotator": (AddAnnotator, add_annotator),
+    "export_dpo": (ExportDpo, export_dpo),
+    "backup": (Backup, backup),
+    "job_status": (JobStatus, job_status),
+    "list_studies": (NoArgs, list_studies),
+    "list_annotators": (NoArgs, list_annotators),
+}
+
+
+def run_op(ctx: AppContext, user: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate the payload for operation `name` and run it as `user` (an admin)."""
+    if name not in OPS:
+        raise ServiceError(f"unknown operation {name!r}")
+    model, fn = OPS[name]
+    return fn(ctx, user, model.model_validate(payload))

@@ -1,0 +1,65 @@
+"""The Gradio Blocks: header, tabs, and the per-user set-up on page load."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Callable
+
+import gradio as gr
+
+from app.services.context import AppContext, PermissionDenied
+from app.services import labelling
+from app.ui import label_tab, studies_tab
+from storage import studies
+
+HEAD = "<script>\n" + resources.files("app.ui").joinpath("hotkeys.js").read_text(encoding="utf-8") + "\n</script>"
+CSS = resources.files("app.ui").joinpath("style.css").read_text(encoding="utf-8")
+
+DEMO_MODEL_NOTE = ("⚠️ **Demo model.** Responses come from the embedded SmolLM2-135M: a tiny model that runs on "
+                   "a laptop. Its answers are weak and its self-judgments carry **no signal**; use an SGLang "
+                   "server with a real model for studies whose numbers matter.")
+
+
+def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr.Blocks:
+    def user_of(request: gr.Request) -> str:
+        if role_of(request.username) is None:
+            raise PermissionDenied("log in first")
+        return request.username
+
+    def admin_of(request: gr.Request) -> str:
+        if role_of(request.username) != "admin":
+            raise PermissionDenied("admins only")
+        return request.username
+
+    with gr.Blocks(title="critlab") as demo:
+        with gr.Row(elem_classes=["topbar"]):
+            gr.Markdown("## critlab", elem_classes=["brand"])
+            whoami = gr.Markdown(elem_id="whoami")
+        if ctx.default_engine.engine == "embedded":
+            gr.Markdown(DEMO_MODEL_NOTE, elem_id="demo-note", elem_classes=["demo-note"])
+        with gr.Tabs():
+            with gr.Tab("Label", id="label", elem_id="label-panel"):
+                label = label_tab.build(ctx, user_of)
+            with gr.Tab("Studies", id="studies", visible=False, elem_id="studies-panel") as studies_panel:
+                st = studies_tab.build(ctx, admin_of)
+            with gr.Tab("Admin", id="admin", visible=False, elem_id="admin-panel") as admin_panel:
+                ann_table = studies_tab.build_admin(ctx, admin_of)
+
+        def on_load(request: gr.Request) -> list[Any]:
+            user = user_of(request)
+            is_admin = role_of(user) == "admin"
+            names = [s.name for s in studies.list_studies(ctx.db)]
+            # Open the first study with work left for this person.
+            first = next((n for n in names if labelling.next_item(ctx, user, n)), names[0] if names else None)
+            header = f"Signed in as **{user}** ({role_of(user)}) · [Log out](/logout)"
+            admin_updates = ([studies_tab.overview_rows(ctx), studies_tab.annotator_rows(ctx)] if is_admin
+                             else [gr.skip(), gr.skip()])
+            return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
+                    gr.Dropdown(choices=names, value=first),
+                    *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
+                    *label.load(first, request)]
+
+        demo.load(on_load, None, [whoami, studies_panel, admin_panel, label.study, *st.study_choices, st.overview,
+                                  ann_table, *label.outputs()], api_visibility="private").then(
+            None, js=label_tab.RESET_ACTIVE_JS)
+    return demo
