@@ -41,7 +41,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             with gr.Tab("Label", id="label", elem_id="label-panel"):
                 label = label_tab.build(ctx, user_of)
             with gr.Tab("Studies", id="studies", visible=False, elem_id="studies-panel") as studies_panel:
-                st = studies_tab.build(ctx, admin_of)
+                st = studies_tab.build(ctx, admin_of, [label.study])
             with gr.Tab("Admin", id="admin", visible=False, elem_id="admin-panel") as admin_panel:
                 ann_table = studies_tab.build_admin(ctx, admin_of)
 

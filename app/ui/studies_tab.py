@@ -53,7 +53,7 @@ def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any
     return deco
 
 
-def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> StudiesTab:
+def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pickers: list[gr.Dropdown]) -> StudiesTab:
     gr.Markdown("### Create a study")
     with gr.Row():
         name = gr.Textbox(label="Name", elem_id="new-study-name")
@@ -137,10 +137,21 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> StudiesTab:
             return progress_markdown(latest[0]) if latest else "No job yet."
         return progress_markdown(jobs.get_job(ctx.db, job_id))
 
-    @shown_errors(1)
-    def refresh(request: gr.Request) -> list[list[Any]]:
-        admin_of(request)
-        return overview_rows(ctx)
+    pickers = [import_study, gen_study, *other_study_pickers]
+
+    def refresh(request: gr.Request) -> list[Any]:
+        """After a study changes: the overview table and every study picker's choices."""
+        if not role_ok(request):
+            return [gr.skip()] * (1 + len(pickers))
+        names = [s.name for s in studies.list_studies(ctx.db)]
+        return [overview_rows(ctx), *[gr.Dropdown(choices=names) for _ in pickers]]
+
+    def role_ok(request: gr.Request) -> bool:
+        try:
+            admin_of(request)
+        except PermissionDenied:
+            return False
+        return True
 
     create.click(do_create, [name, description, guidelines], [create_status], api_visibility="private")
     import_btn.click(do_import, [import_study, upload], [import_status], api_visibility="private")
@@ -148,7 +159,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> StudiesTab:
                 [job_progress, job_state], api_visibility="private")
     timer.tick(poll, [job_state], [job_progress], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
-        btn.click(refresh, None, [overview], api_visibility="private")
+        btn.click(refresh, None, [overview, *pickers], api_visibility="private")
     return StudiesTab([import_study, gen_study], overview)
 
 

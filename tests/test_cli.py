@@ -1,0 +1,95 @@
+"""The CLI against a database file: commands, help texts, and a database held by someone else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from app import lockfile
+from app.cli import main
+from storage.db import Database
+
+
+def run(*args: str, input: str | None = None):  # noqa: ANN201, A002
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def test_help_teaches_every_command() -> None:
+    r = run("--help")
+    assert r.exit_code == 0
+    for cmd in ("demo", "import", "generate", "serve", "annotators", "export", "backup"):
+        assert cmd in r.output
+    for sub in (["import", "prompts"], ["generate"], ["export", "dpo"], ["annotators", "add"], ["backup"],
+                ["serve"], ["demo"]):
+        r = run(*sub, "--help")
+        assert r.exit_code == 0 and "--db" in r.output, sub
+
+
+def test_import_annotators_and_empty_export(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.duckdb")
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": "a", "prompt": "=HYPERLINK(\\"http://x\\",\\"y\\")"}\n{"id": "b", "prompt": "Hi"}\n')
+    r = run("import", "prompts", str(f), "--study", "s1", "--db", db)
+    assert r.exit_code == 0 and "Imported 2 prompts" in r.output
+    r = run("annotators", "add", "alice", "--role", "admin", "--db", db)
+    assert r.exit_code == 0 and "Password: " in r.output
+    r = run("annotators", "add", "bob", "--password-stdin", "--db", db, input="secret-pass\n")
+    assert r.exit_code == 0 and "Password" not in r.output
+    r = run("annotators", "add", "bob", "--db", db)
+    assert r.exit_code == 1 and "already exists" in r.output
+    r = run("export", "dpo", "--study", "s1", "--out", str(tmp_path / "o.jsonl"), "--db", db)
+    assert r.exit_code == 0 and "0 pairs" in r.output
+    r = run("studies", "--db", db)
+    assert "s1" in r.output and "2 prompts" in r.output
+    with Database(db) as d:
+        assert d.fetchval("SELECT messages FROM prompt WHERE external_id = 'a'").count("=HYPERLINK") == 1
+
+
+def test_bad_file_imports_nothing_and_names_the_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.duckdb")
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"id": "a", "prompt": "ok"}\n{"id": "b", "prompt": \n')
+    r = run("import", "prompts", str(f), "--study", "s1", "--db", db)
+    assert r.exit_code == 1 and "bad.jsonl:2" in r.output
+    with Database(db) as d:
+        assert d.fetchval("SELECT count(*) FROM study") == 0
+        assert d.fetchval("SELECT count(*) FROM prompt") == 0
+
+
+def test_backup_copies_a_consistent_database(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.duckdb")
+    run("annotators", "add", "alice", "--db", db)
+    r = run("backup", "--out", str(tmp_path / "copy.duckdb"), "--db", db)
+    assert r.exit_code == 0, r.output
+    with Database(str(tmp_path / "copy.duckdb"), read_only=True) as d:
+        assert d.fetchval("SELECT name FROM annotator") == "alice"
+
+
+def test_database_held_by_a_foreign_process_fails_fast_naming_it(tmp_path: Path) -> None:
+    db = tmp_path / "held.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, time, sys; c = duckdb.connect(sys.argv[1]); "
+                               "print('ready', flush=True); time.sleep(60)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        t = time.monotonic()
+        r = run("studies", "--db", str(db))
+        assert r.exit_code == 1
+        assert f"PID {holder.pid}" in r.output or f"process {holder.pid}" in r.output
+        assert "not a critlab server" in r.output
+        assert time.monotonic() - t < 10
+    finally:
+        holder.kill()
+
+
+def test_stale_lock_of_a_dead_process_is_ignored(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.duckdb")
+    lockfile.lock_path(db).write_text(json.dumps({"pid": 999_999_999, "url": "http://127.0.0.1:1", "token": "t",
+                                                  "kind": "critlab-server"}))
+    r = run("studies", "--db", db)
+    assert r.exit_code == 0
+    assert not lockfile.lock_path(db).exists()
