@@ -1,0 +1,20 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh, migrated, file-backed database (file-backed so WAL/checkpoint paths are real)."""
+    database = Database(tmp_path / "test.duckdb")
+    try:
+        yield database
+    finally:
+        database.close()
