@@ -1,0 +1,722 @@
+"""`SGLangEngine`: the engine protocol over HTTP to an SGLang server or sglang-router.
+
+Everything goes through SGLang's native `/generate` (shapes in shared/reference/sglang-api.md):
+sampling with one request item per sample (each with its own `sampling_seed`), prefill-only
+`max_new_tokens: 0` requests for next-token probabilities, teacher-forced prompt logprobs for scoring,
+and SSE streaming. Prompts are sent as `input_ids` rendered with the model's chat template, either locally
+(`tokenizer_path`, an HF tokenizer directory) or by the server's `/tokenize` (SGLang >= 0.5.23), so there
+is never a second BOS and identical prefixes are identical token ids (the radix cache matches tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+from backend.engines.base import Chat, EngineError, EngineInfo, Sample, SampleParams, TokenLogprob, TopToken
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "CRITLAB_SGLANG_API_KEY"
+# SGLang's uvicorn closes idle keep-alive connections after 5 s; reusing one the server is closing at that
+# moment fails with "Server disconnected" (reference §8.5), so the pool forgets idle connections first.
+KEEPALIVE_EXPIRY_S = 2.0
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # 408: router queue timeout (reference §6.3)
+_MAX_BACKOFF_S = 10.0
+_CHAT_CACHE_SIZE = 2048
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class SGLangHTTPError(EngineError):
+    """The server answered with an HTTP error status (after any retries)."""
+
+    def __init__(self, message: str, status: int, server_message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_message = server_message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTTP with retries
+
+def _server_message(resp: httpx.Response) -> str:
+    """The human part of an SGLang / router / FastAPI error body, whatever its shape."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:500] or resp.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is body:
+            err = body.get("message") or body.get("detail") or body
+        return str(err)[:500]
+    return str(body)[:500]
+
+
+class _Http:
+    def __init__(self, *, api_key: str | None, timeout: float, max_retries: int, backoff: float,
+                 max_connections: int) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self.max_retries = max(0, max_retries)
+        self.backoff = backoff
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                                keepalive_expiry=KEEPALIVE_EXPIRY_S))
+
+    def __repr__(self) -> str:
+        return "<_Http>"  # the default repr could lead someone to print headers; the key lives there
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _sleep(self, attempt: int, resp: httpx.Response | None = None) -> None:
+        delay = min(_MAX_BACKOFF_S, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.5)
+        retry_after = resp.headers.get("retry-after") if resp is not None else None
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), 30.0))
+            except ValueError:
+                pass
+        time.sleep(delay)
+
+    def _status_error(self, what: str, url: str, resp: httpx.Response, attempts: int) -> SGLangHTTPError:
+        msg = _server_message(resp)
+        tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+        hint = ""
+        if resp.status_code == 401:
+            hint = f" Check the API key (--sglang-api-key or ${API_KEY_ENV})."
+        return SGLangHTTPError(f"{what}: {url} answered HTTP {resp.status_code}{tried}: {msg}.{hint}",
+                               resp.status_code, msg)
+
+    def _transport_error(self, what: str, url: str, exc: httpx.TransportError, attempts: int) -> EngineError:
+        if isinstance(exc, httpx.ReadTimeout):
+            return EngineError(f"{what}: no answer from {url} within {self.timeout:g} s (the server may be "
+                               "overloaded; raise the timeout)")
+        return EngineError(f"{what}: cannot connect to {url} after {attempts} attempt(s) "
+                           f"({type(exc).__name__}: {exc or 'no details'})")
+
+    def request(self, method: str, url: str, what: str, body: Any = None,
+                retry_statuses: frozenset[int] = _RETRY_STATUSES) -> httpx.Response:
+        """A 2xx response, retrying connection errors and `retry_statuses` with exponential backoff + jitter;
+        other statuses fail at once with the server's message."""
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                resp = self.client.request(method, url, json=body)
+            except httpx.ReadTimeout as exc:
+                # A retry would queue the same long request again behind itself; fail with advice instead.
+                raise self._transport_error(what, url, exc, attempt + 1) from exc
+            except httpx.TransportError as exc:  # incl. RemoteProtocolError from a dropped keep-alive
+                if last:
+                    raise self._transport_error(what, url, exc, attempt + 1) from exc
+                log.debug("%s: %s on %s, retrying", what, type(exc).__name__, url)
+                self._sleep(attempt)
+                continue
+            if resp.status_code < 400:
+                return resp
+            if resp.status_code in retry_statuses and not last:
+                log.debug("%s: HTTP %s from %s, retrying", what, resp.status_code, url)
+                self._sleep(attempt, resp)
+                continue
+            raise self._status_error(what, url, resp, attempt + 1)
+        raise AssertionError("unreachable")
+
+    def post_json(self, url: str, what: str, body: Any) -> Any:
+        resp = self.request("POST", url, what, body)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise EngineError(f"{what}: {url} answered with something that is not JSON: {resp.text[:200]!r}") \
+                from exc
+
+    def stream_events(self, url: str, what: str, body: Any) -> Iterator[dict[str, Any]]:
+        """SSE `data:` payloads until `[DONE]`. Retries only until the first event: after that a retry would
+        replay text the caller has already shown."""
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            started = False
+            try:
+                with self.client.stream("POST", url, json=body) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        if resp.status_code in _RETRY_STATUSES and not last:
+                            self._sleep(attempt, resp)
+                            continue
+                        raise self._status_error(what, url, resp, attempt + 1)
+                    for line in resp.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return
+                        try:
+                            event = json.loads(data)
+                        except ValueError as exc:
+                            raise EngineError(f"{what}: malformed stream event from {url}: {data[:200]!r}") \
+                                from exc
+                        started = True
+                        yield event
+                    return
+            except httpx.TransportError as exc:
+                if started or last or isinstance(exc, httpx.ReadTimeout):
+                    raise self._transport_error(what, url, exc, attempt + 1) from exc
+                self._sleep(attempt)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tokenizers: chat template -> input_ids
+
+class _Tokenizer(Protocol):
+    def chat_ids(self, chat: Chat) -> list[int]: ...
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Plain text without special tokens."""
+        ...
+
+
+class _LocalTokenizer:
+    """An HF tokenizer directory: `tokenizer.json` through `tokenizers`, the chat template through jinja2
+    rendered the way transformers' apply_chat_template does (sandboxed, trim/lstrip blocks)."""
+
+    def __init__(self, path: str | Path, template_kwargs: dict[str, Any]) -> None:
+        path = Path(path).expanduser()
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise EngineError("tokenizer_path needs the `tokenizers` package: pip install tokenizers") from exc
+        if not (path / "tokenizer.json").is_file():
+            raise EngineError(f"no tokenizer.json in {path} (tokenizer_path must be a Hugging Face tokenizer "
+                              "directory, e.g. the model directory)")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # the Rust side raises plain Exception
+            raise EngineError(f"{path / 'tokenizer.json'}: cannot load: {exc}") from exc
+        config = _read_json(path / "tokenizer_config.json")
+        model_config = _read_json(path / "config.json")
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default") or next(iter(named.values()), None)
+        if not template and (path / "chat_template.jinja").is_file():
+            template = (path / "chat_template.jinja").read_text()
+        if not template:
+            raise EngineError(f"{path}: no chat_template in tokenizer_config.json or chat_template.jinja")
+        self.template = _jinja_env().from_string(template)
+        self.special: dict[str, Any] = {}
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+            value = config.get(key)
+            self.special[key] = value.get("content") if isinstance(value, dict) else value
+        self.template_kwargs = template_kwargs
+        self.vocab_size: int = int(model_config.get("vocab_size") or self.tokenizer.get_vocab_size(True))
+        ctx = model_config.get("max_position_embeddings") or config.get("model_max_length")
+        # transformers writes a huge sentinel model_max_length when it does not know
+        self.context_length: int | None = int(ctx) if ctx and int(ctx) < 10 ** 8 else None
+
+    def render(self, chat: Chat) -> str:
+        try:
+            return self.template.render(messages=chat, add_generation_prompt=True, tools=None, documents=None,
+                                        **self.special, **self.template_kwargs)
+        except Exception as exc:  # template bugs / raise_exception() in the template
+            raise EngineError(f"chat template failed to render: {exc}") from exc
+
+    def chat_ids(self, chat: Chat) -> list[int]:
+        # Templates carry their own BOS etc., so nothing is added (as transformers does with tokenize=True).
+        return self.tokenizer.encode(self.render(chat), add_special_tokens=False).ids
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def _jinja_env() -> Any:
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EngineError(f"{path}: invalid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+class _RemoteTokenizer:
+    """The server's `/tokenize`: `messages` renders the server's own chat template (0.5.23+)."""
+
+    def __init__(self, http: _Http, base_url: str, template_kwargs: dict[str, Any]) -> None:
+        self.http = http
+        self.url = f"{base_url}/tokenize"
+        self.template_kwargs = template_kwargs
+        self.max_model_len: int | None = None
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            out = self.http.post_json(self.url, "tokenize", body)
+        except SGLangHTTPError as exc:
+            if exc.status == 404:
+                raise EngineError(
+                    f"{self.url} does not exist (404). sglang-router does not route /tokenize, and SGLang "
+                    "< 0.5.4 has none. Give a local tokenizer (tokenizer_path / --sglang-tokenizer: a Hugging "
+                    "Face tokenizer directory of the served model) or a worker URL to tokenize on "
+                    "(tokenize_url / --sglang-tokenize-url).") from exc
+            if exc.status in (400, 422) and "messages" in body:
+                raise EngineError(
+                    f"{self.url} rejected chat `messages` ({exc.server_message}); rendering the chat template "
+                    "server-side needs SGLang >= 0.5.23. Give a local tokenizer instead (tokenizer_path / "
+                    "--sglang-tokenizer).") from exc
+            raise
+        if not isinstance(out, dict) or "tokens" not in out:
+            raise EngineError(f"{self.url}: unexpected answer {str(out)[:200]}")
+        if out.get("max_model_len"):
+            self.max_model_len = int(out["max_model_len"])
+        return out
+
+    def chat_ids(self, chat: Chat) -> list[int]:
+        body: dict[str, Any] = {"messages": chat, "add_generation_prompt": True}
+        if self.template_kwargs:
+            body["chat_template_kwargs"] = self.template_kwargs
+        tokens = self._post(body)["tokens"]
+        if tokens and isinstance(tokens[0], list):
+            tokens = tokens[0]
+        return [int(t) for t in tokens]
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        tokens = self._post({"prompt": list(texts), "add_special_tokens": False})["tokens"]
+        return [[int(t) for t in row] for row in tokens]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Response parsing
+
+def _top_tokens(entries: Sequence[Any] | None) -> list[TopToken]:
+    return [TopToken(token_id=int(e[1]), text=e[2], logprob=float(e[0]))
+            for e in (entries or []) if e is not None and e[0] is not None]
+
+
+def parse_token_logprobs(token_entries: Sequence[Any] | None,
+                         top_entries: Sequence[Any] | None) -> list[TokenLogprob]:
+    """`[logprob, token_id, text]` triples (and per-position top-k lists, either may be null) ->
+    TokenLogprobs. A null logprob is taken from the top-k list when the token is there, else NaN
+    (unknown, rather than a made-up number)."""
+    out: list[TokenLogprob] = []
+    for i, entry in enumerate(token_entries or []):
+        if entry is None:
+            continue
+        top = _top_tokens(top_entries[i] if top_entries is not None and i < len(top_entries) else None)
+        lp = entry[0]
+        if lp is None:
+            lp = next((t.logprob for t in top if t.token_id == entry[1]), math.nan)
+        out.append(TokenLogprob(token_id=int(entry[1]), text=entry[2], logprob=float(lp), top=top))
+    return out
+
+
+def parse_finish_reason(fr: Any) -> tuple[str, str | None]:
+    """SGLang's finish_reason dict -> (Sample.finish_reason, error message or None)."""
+    kind = fr.get("type") if isinstance(fr, dict) else None
+    if kind in ("stop", "length"):
+        return kind, None
+    if kind == "abort":
+        msg = fr.get("message") or "aborted by the server"
+        code = fr.get("status_code")
+        return "abort", f"{msg} (status {code})" if code else str(msg)
+    return "error", f"unexpected finish_reason from the server: {fr!r}"
+
+
+def _as_list(out: Any, expected: int, what: str) -> list[dict[str, Any]]:
+    items = out if isinstance(out, list) else [out]
+    if len(items) != expected or not all(isinstance(i, dict) and "meta_info" in i for i in items):
+        raise EngineError(f"{what}: expected {expected} result(s) from /generate, got {str(out)[:300]}")
+    return items
+
+
+def _chunks(xs: list[T], size: int) -> list[list[T]]:
+    return [xs[i:i + size] for i in range(0, len(xs), size)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The engine
+
+class SGLangEngine:
+    """The Engine protocol against an SGLang server (or sglang-router) at `url`.
+
+    `tokenizer_path`: a local HF tokenizer directory (needed behind a router unless `tokenize_url` names a
+    worker). `raw_logprobs`: the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1 (not detectable over
+    HTTP). `vocab_size`: for the top-k self-certainty proxy (default: the local tokenizer's model config).
+    `chat_template_kwargs`: passed to the chat template, e.g. {"enable_thinking": False} for Qwen3.
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, tokenizer_path: str | None = None,
+                 tokenize_url: str | None = None, model_id: str | None = None, concurrency: int = 16,
+                 timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.5, raw_logprobs: bool = False,
+                 vocab_size: int | None = None, context_length: int | None = None, max_batch_size: int = 64,
+                 warm_prefix: bool = True, chat_template_kwargs: dict[str, Any] | None = None) -> None:
+        self.url = _normalise_url(url, "url")
+        self.tokenize_url = _normalise_url(tokenize_url, "tokenize_url") if tokenize_url else self.url
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV) or None
+        self.concurrency = max(1, concurrency)
+        self.max_batch_size = max(1, max_batch_size)
+        self.raw_logprobs = raw_logprobs
+        self.warm_prefix = warm_prefix
+        self.notes: list[str] = []  # facts about this server the user should know (also logged)
+        self._http = _Http(api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
+                           max_connections=self.concurrency + 4)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sglang")
+        self._lock = threading.Lock()
+        self._chat_cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._surface_ids: dict[str, int | None] = {}
+        self._candidate_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        try:
+            self._start(tokenizer_path, model_id, vocab_size, context_length, chat_template_kwargs or {})
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SGLangEngine(url={self.url!r}, model_id={getattr(self, '_model_id', None)!r})"
+
+    def __enter__(self) -> SGLangEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- start-up ---------------------------------------------------------------------------------------
+
+    def _start(self, tokenizer_path: str | None, model_id: str | None, vocab_size: int | None,
+               context_length: int | None, template_kwargs: dict[str, Any]) -> None:
+        self._check_health()
+        info_urls = [self.url] + ([self.tokenize_url] if self.tokenize_url != self.url else [])
+        model_info = self._first_json("/get_model_info", info_urls)
+        models = self._first_json("/v1/models", info_urls)
+        server_info = self._first_json("/get_server_info", info_urls)
+        card = (models or {}).get("data") or [{}]
+        card = card[0] if isinstance(card, list) and card and isinstance(card[0], dict) else {}
+
+        served = (model_info or {}).get("served_model_name") or (model_info or {}).get("model_path") \
+            or card.get("id")
+        if model_id and served and model_id != served:
+            log.warning("model_id %r given; the server reports %r (using %r)", model_id, served, model_id)
+        self._model_id = model_id or served
+        if not self._model_id:
+            raise EngineError(f"cannot tell which model {self.url} serves: /get_model_info and /v1/models are "
+                              "not available (sglang-router does not serve them). Pass --sglang-model-id "
+                              "(model_id=...).")
+
+        if tokenizer_path:
+            local = _LocalTokenizer(tokenizer_path, template_kwargs)
+            self._tokenizer: _Tokenizer = local
+            vocab_size = vocab_size or local.vocab_size
+            tokenizer_ctx = local.context_length
+        else:
+            remote = _RemoteTokenizer(self._http, self.tokenize_url, template_kwargs)
+            # Fail at start, not in the middle of a job: probe the exact call every prompt needs.
+            remote.chat_ids([{"role": "user", "content": "ping"}])
+            self._tokenizer = remote
+            tokenizer_ctx = remote.max_model_len
+        self.vocab_size: int | None = vocab_size
+
+        ctx = context_length or card.get("max_model_len") or tokenizer_ctx \
+            or (server_info or {}).get("context_length")
+        if not ctx:
+            raise EngineError(f"cannot tell the context length of the model at {self.url}: /v1/models is not "
+                              "available; pass context_length=... (or a tokenizer_path whose config.json has "
+                              "max_position_embeddings).")
+
+        seeds = bool((server_info or {}).get("enable_deterministic_inference"))
+        if not seeds:
+            why = "does not report --enable-deterministic-inference" if server_info \
+                else "has no /get_server_info to tell whether it runs --enable-deterministic-inference"
+            self._note(f"sampling seeds are sent but NOT honoured (the server {why}): samples are not reproducible")
+        mode = "raw" if self.raw_logprobs else "temperature_scaled"
+        if mode == "temperature_scaled":
+            self._note("sampled-token logprobs are temperature-scaled (softmax(logits/T)) unless temperature is 0; "
+                       "pass raw_logprobs=True if the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1")
+        if vocab_size is None:
+            self._note("vocabulary size unknown (no tokenizer_path / vocab_size): the top-k self-certainty proxy "
+                       "cannot be computed")
+        self._info = EngineInfo(engine="sglang", model_id=str(self._model_id), context_length=int(ctx),
+                                self_certainty="topk_proxy", logprob_mode=mode, seeds_honoured=seeds)
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        log.info("SGLang %s: %s", self.url, message)
+
+    def _check_health(self) -> None:
+        url = f"{self.url}/health"
+        try:
+            # 503 is retried: /health answers it while the model loads (and, falsely, under long prefills).
+            self._http.request("GET", url, "health check")
+        except SGLangHTTPError as exc:
+            raise EngineError(f"the SGLang server at {self.url} is not healthy: /health answered HTTP "
+                              f"{exc.status} after {self._http.max_retries + 1} attempt(s)"
+                              + (" (it answers 503 while the model is still loading; wait and retry)"
+                                 if exc.status == 503 else f": {exc.server_message}")) from exc
+        except EngineError as exc:
+            raise EngineError(f"the SGLang server at {self.url} is unreachable ({exc}). Is it running, and is "
+                              "the URL right?") from exc
+
+    def _first_json(self, route: str, bases: list[str]) -> dict[str, Any] | None:
+        """The first JSON object one of `bases` serves at `route`; None where the route does not exist
+        (behind sglang-router) or does not answer."""
+        for base in bases:
+            try:
+                out = self._http.request("GET", f"{base}{route}", route).json()
+            except SGLangHTTPError as exc:
+                if exc.status in (401, 403):
+                    raise
+                continue
+            except (EngineError, ValueError):
+                continue
+            if isinstance(out, dict):
+                return out
+        return None
+
+    # --- protocol ---------------------------------------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def logprob_mode_for(self, params: SampleParams) -> str:
+        """What the sampled-token logprobs of a request with `params` are: greedy ones are raw."""
+        return "raw" if self.raw_logprobs or params.temperature < 1e-6 else "temperature_scaled"
+
+    def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
+               json_schema: dict | None = None, seeds: list[list[int]] | None = None) -> list[list[Sample]]:
+        if seeds is not None and (len(seeds) != len(chats) or any(len(s) != n for s in seeds)):
+            raise ValueError(f"seeds must be {len(chats)} lists of {n} seeds")
+        if seeds is None:
+            if params.seed is not None:
+                seeds = [[params.seed + j for j in range(n)] for _ in chats]
+            else:  # still one seed per sample, so what was asked for is recorded
+                seeds = [[random.randrange(2 ** 31) for _ in range(n)] for _ in chats]
+        if n <= 0 or not chats:
+            return [[] for _ in chats]
+        schema = json.dumps(json_schema) if json_schema is not None else None
+
+        def one_chat(i: int) -> list[Sample]:
+            ids = self._chat_ids(chats[i])
+            if self.warm_prefix and n > 1:
+                # Items prefilled in the same batch do not share a new prefix (reference §7); one
+                # prefill-only request first puts it in the radix cache for all n samples.
+                self._generate({"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}, 1, "prefix warm-up")
+            body = {
+                "input_ids": [ids] * n,
+                "sampling_params": [self._sampling_params(params, s, schema) for s in seeds[i]],
+                "return_logprob": True, "top_logprobs_num": top_logprobs, "logprob_start_len": -1,
+                "return_text_in_logprobs": True,
+            }
+            return [self._to_sample(item, s) for item, s in zip(self._generate(body, n, "sample"), seeds[i])]
+
+        return self._map(one_chat, list(range(len(chats))))
+
+    def next_token_probs(self, chats: list[Chat], assistant_prefix: str,
+                         candidates: list[str]) -> list[dict[str, float]]:
+        if not chats:
+            return []
+        owned = self._resolve_candidates(candidates)
+        wanted = sorted({t for ids in owned.values() for t in ids})
+        prefix_ids = self._tokenizer.encode([assistant_prefix])[0] if assistant_prefix else []
+        # Token ids are concatenated (not re-tokenized text) so that every chat's prompt is the exact token
+        # prefix the server has cached from sampling, and the boundary is where the template put it.
+        prompts = self._map(lambda c: self._chat_ids(c) + prefix_ids, chats)
+
+        def one_batch(batch: list[list[int]]) -> list[dict[str, float]]:
+            body = {"input_ids": batch, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True,
+                    "token_ids_logprob": wanted, "logprob_start_len": -1}
+            out = []
+            for item in self._generate(body, len(batch), "next-token probabilities"):
+                rows = item["meta_info"].get("output_token_ids_logprobs") or [None]
+                lps = {int(e[1]): e[0] for e in (rows[0] or []) if e is not None and e[0] is not None}
+                out.append({c: float(sum(math.exp(lps[t]) for t in ids if t in lps)) for c, ids in owned.items()})
+            return out
+
+        return [p for batch in self._map(one_batch, _chunks(prompts, self.max_batch_size)) for p in batch]
+
+    def score_response(self, chat: Chat, text: str, top_logprobs: int = 5) -> list[TokenLogprob]:
+        prompt = self._chat_ids(chat)
+        response = self._tokenizer.encode([text])[0]
+        if not response:
+            return []
+        # Entry 0 of input_token_logprobs is always null (no logits for the position before it, reference
+        # §2.1), so start one token early: entry 0 is the prompt's last token, entries 1.. are the response.
+        body = {"input_ids": prompt + response, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True,
+                "logprob_start_len": len(prompt) - 1, "top_logprobs_num": top_logprobs,
+                "return_text_in_logprobs": True}
+        meta = self._generate(body, 1, "score response")[0]["meta_info"]
+        entries = meta.get("input_token_logprobs") or []
+        tops = meta.get("input_top_logprobs")
+        if len(entries) != len(response) + 1 or [e[1] for e in entries[1:]] != response:
+            raise EngineError(f"score response: prompt logprobs from {self.url} do not line up with the "
+                              f"{len(response)} response tokens (got {len(entries)} entries)")
+        return parse_token_logprobs(entries[1:], tops[1:] if tops is not None else None)
+
+    def stream(self, chat: Chat, params: SampleParams) -> Iterator[str]:
+        ids = self._chat_ids(chat)
+        seed = params.seed if params.seed is not None else random.randrange(2 ** 31)
+        body = {"input_ids": ids, "sampling_params": self._sampling_params(params, seed, None), "stream": True}
+        text = ""
+        try:
+            for event in self._http.stream_events(f"{self.url}/generate", "stream", body):
+                if "error" in event:
+                    err = event["error"]
+                    raise EngineError(f"stream from {self.url} failed: "
+                                      f"{err.get('message', err) if isinstance(err, dict) else err}")
+                meta = event.get("meta_info") or {}
+                piece = event.get("text") or ""
+                # Text is cumulative unless the server runs --incremental-streaming-output; there output_ids
+                # holds only the new ids while completion_tokens still counts them all.
+                incremental = len(event.get("output_ids") or []) < (meta.get("completion_tokens") or 0)
+                if incremental:
+                    delta, text = piece, text + piece
+                else:
+                    common = len(text) if piece.startswith(text) else len(os.path.commonprefix([text, piece]))
+                    delta, text = piece[common:], piece
+                if delta:
+                    yield delta
+                kind, error = parse_finish_reason(meta.get("finish_reason")) if meta.get("finish_reason") \
+                    else (None, None)
+                if kind in ("abort", "error"):
+                    raise EngineError(f"stream from {self.url} ended with {kind}: {error}")
+        except EngineError as exc:
+            raise EngineError(f"{exc} (after {len(text)} characters: {_clip(text)!r})") from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sampling_params(params: SampleParams, seed: int, schema: str | None) -> dict[str, Any]:
+        sp: dict[str, Any] = {"max_new_tokens": params.max_tokens, "temperature": params.temperature,
+                              "top_p": params.top_p, "sampling_seed": int(seed)}
+        if schema is not None:
+            sp["json_schema"] = schema  # a JSON *string*: /generate rejects an object
+        return sp
+
+    @staticmethod
+    def _to_sample(item: dict[str, Any], seed: int) -> Sample:
+        meta = item["meta_info"]
+        kind, error = parse_finish_reason(meta.get("finish_reason"))
+        return Sample(text=item.get("text") or "", finish_reason=kind, seed=seed,  # type: ignore[arg-type]
+                      prompt_tokens=meta.get("prompt_tokens"), error=error,
+                      tokens=parse_token_logprobs(meta.get("output_token_logprobs"), meta.get("output_top_logprobs")))
+
+    def _generate(self, body: dict[str, Any], expected: int, what: str) -> list[dict[str, Any]]:
+        return _as_list(self._http.post_json(f"{self.url}/generate", what, body), expected, what)
+
+    def _chat_ids(self, chat: Chat) -> list[int]:
+        key = json.dumps(chat, sort_keys=True, ensure_ascii=False)
+        with self._lock:
+            ids = self._chat_cache.get(key)
+            if ids is not None:
+                self._chat_cache.move_to_end(key)
+                return ids
+        ids = self._tokenizer.chat_ids(chat)
+        with self._lock:
+            self._chat_cache[key] = ids
+            while len(self._chat_cache) > _CHAT_CACHE_SIZE:
+                self._chat_cache.popitem(last=False)
+        return ids
+
+    def _resolve_candidates(self, candidates: list[str]) -> dict[str, list[int]]:
+        """candidate -> the single-token ids of its surface variants. An id two candidates share goes to the
+        one it is closest to (as given, then with a leading space, then a case variant)."""
+        key = tuple(candidates)
+        with self._lock:
+            if key in self._candidate_ids:
+                return self._candidate_ids[key]
+        variants = {c: _surface_variants(c) for c in candidates}
+        missing = sorted({v for vs in variants.values() for v in vs} - self._surface_ids.keys())
+        if missing:
+            for surface, ids in zip(missing, self._tokenizer.encode(missing)):
+                self._surface_ids[surface] = ids[0] if len(ids) == 1 else None
+        owner: dict[int, tuple[int, int, str]] = {}
+        for ci, c in enumerate(candidates):
+            for rank, v in enumerate(variants[c]):
+                tid = self._surface_ids[v]
+                if tid is not None and (tid not in owner or (rank, ci) < owner[tid][:2]):
+                    owner[tid] = (rank, ci, c)
+        owned: dict[str, list[int]] = {c: [] for c in candidates}
+        for tid, (_, _, c) in sorted(owner.items()):
+            owned[c].append(tid)
+        empty = [c for c, ids in owned.items() if not ids]
+        if empty:
+            raise EngineError(f"candidate(s) {empty} have no single-token form in {self._model_id}'s tokenizer "
+                              "(tried as given, with a leading space, lower-case and capitalised)")
+        with self._lock:
+            self._candidate_ids[key] = owned
+        return owned
+
+    def _map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """fn over items on the bounded pool, results in order; the first failure cancels the rest."""
+        if len(items) == 1:
+            return [fn(items[0])]
+        futures = [self._pool.submit(fn, x) for x in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _surface_variants(candidate: str) -> list[str]:
+    """As given, with a leading space, lower-case, capitalised (each with and without the space), deduped,
+    in order of closeness to what was asked for."""
+    core = candidate.strip() or candidate
+    out: list[str] = []
+    for base in (candidate, core, core.lower(), core.capitalize()):
+        for v in (base, base if base.startswith(" ") else " " + base):
+            if v not in out:
+                out.append(v)
+    return out
+
+
+def _normalise_url(url: str, name: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise EngineError(f"{name} {url!r} must start with http:// or https://")
+    return url
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else "..." + text[-limit:]

@@ -1,0 +1,799 @@
+"""A STAND-IN for an SGLang server, for tests. It is NOT SGLang and runs no model.
+
+It speaks the HTTP shapes documented in shared/reference/sglang-api.md (SGLang 0.5.23) closely enough to
+exercise `backend.engines.sglang.SGLangEngine`: `/health`, `/get_model_info`, `/get_server_info`,
+`/v1/models`, `/tokenize`, `/detokenize`, `/v1/score` and native `/generate` (single, batched, `n>1`,
+streaming, prefill-only `max_new_tokens: 0`, teacher-forced prompt logprobs, logprob triples, all
+finish_reason shapes). It enforces the documented validation (unknown `sampling_params` keys, a
+non-string `json_schema`, more than one grammar, API key) so a client that gets these wrong fails here
+as it would against the real server.
+
+The "model" is a toy: a fixed vocabulary (special tokens, printable ASCII characters, a few words with
+and without a leading space) tokenized by greedy longest match, a ChatML-like chat template, and logits
+that are a deterministic pseudo-random function of the last few tokens. So raw logprobs are reproducible
+and the same everywhere (sampling, prefill-only scoring, teacher forcing), which lets tests check
+alignment exactly.
+
+Failure simulation (constructor options, changeable at run time through `POST /_standin/config`):
+router mode (404 on the routes sglang-router does not serve), dropped connections, N failures with a
+given status, 503 from `/health` while "starting", aborts, a mid-stream error, null top-k entries,
+delays. Every request is recorded; `GET /_standin/requests[?path=/generate]` returns them (tests assert
+on shapes), `GET /_standin/stats` the most `/generate` requests in flight at once, `POST /_standin/reset`
+clears them and restores the initial options (so one server can serve many tests).
+
+    base_url, stop = start_standin(api_key="k", router=True)
+    python -m tests.standin_sglang --port 30000 [--api-key K] [--router]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+# ---------------------------------------------------------------------------------------------------------
+# Toy tokenizer and model
+
+SPECIAL_TOKENS = ["<pad>", "<bos>", "<|im_start|>", "<|im_end|>", "<unk>"]
+PAD_ID, BOS_ID, IM_START_ID, EOS_ID, UNK_ID = range(5)
+_WORDS = ["Yes", "No", "yes", "no", "True", "False", "A", "B", "C", "D", "the", "answer", "is", "a", "of",
+          "and", "to", "in", "it", "that", "this", "I", "you", "Hello", "world", "good", "bad", "correct",
+          "wrong", "system", "user", "assistant", "because", "score", "response", "question", "think",
+          "value", "name", "number", "list", "true", "false", "null", "Paris", "France", "capital"]
+_CHARS = ["\n"] + [chr(c) for c in range(32, 127)]
+
+
+def _build_vocab() -> list[str]:
+    vocab: list[str] = []
+    for piece in SPECIAL_TOKENS + _CHARS + _WORDS + [" " + w for w in _WORDS]:
+        if piece not in vocab:
+            vocab.append(piece)
+    return vocab
+
+
+VOCAB: list[str] = _build_vocab()
+VOCAB_SIZE = len(VOCAB)
+_PIECE_TO_ID = {p: i for i, p in enumerate(VOCAB)}
+_MAX_PIECE = max(len(p) for p in VOCAB)
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_TEMPLATE = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(CHAT_TEMPLATE)
+
+
+def encode(text: str) -> list[int]:
+    """Greedy longest match over VOCAB (special-token strings included); unknown characters -> <unk>."""
+    ids: list[int] = []
+    i = 0
+    while i < len(text):
+        for length in range(min(_MAX_PIECE, len(text) - i), 0, -1):
+            tid = _PIECE_TO_ID.get(text[i:i + length])
+            if tid is not None:
+                ids.append(tid)
+                i += length
+                break
+        else:
+            ids.append(UNK_ID)
+            i += 1
+    return ids
+
+
+def decode(ids: list[int], skip_special_tokens: bool = True) -> str:
+    return "".join(VOCAB[i] for i in ids if not (skip_special_tokens and i < len(SPECIAL_TOKENS)))
+
+
+def render_chat(messages: list[dict], add_generation_prompt: bool = True) -> str:
+    return _TEMPLATE.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                            bos_token=VOCAB[BOS_ID], eos_token=VOCAB[EOS_ID])
+
+
+def chat_ids(messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    # The template already carries <bos>, so (like SGLang's Jinja path) no special tokens are added again.
+    return encode(render_chat(messages, add_generation_prompt))
+
+
+def _stable_hash(*parts: Any) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def logits_after(prefix: list[int]) -> np.ndarray:
+    """The toy model: next-token logits as a pure function of the last three tokens and the length."""
+    rng = np.random.default_rng(_stable_hash(tuple(prefix[-3:]), len(prefix)))
+    logits = rng.normal(0.0, 2.0, VOCAB_SIZE)
+    logits[[PAD_ID, BOS_ID, IM_START_ID, UNK_ID]] = -30.0  # finite: JSON has no -inf
+    logits[EOS_ID] = 1.5
+    return logits
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+def raw_logprobs_after(prefix: list[int]) -> np.ndarray:
+    """What a real server returns on the prefill-only path and for prompt tokens: plain log_softmax."""
+    return log_softmax(logits_after(prefix))
+
+
+def write_hf_tokenizer_dir(path: str | Path) -> Path:
+    """Write the toy tokenizer as a Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json
+    with the chat template, config.json). Needs the `tokenizers` package. Its ids equal `encode()`."""
+    from tokenizers import AddedToken, Regex, Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Split
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(WordLevel(vocab=dict(_PIECE_TO_ID), unk_token="<unk>"))
+    # Oniguruma alternation is leftmost-first, so listing pieces longest first reproduces greedy longest match.
+    pieces = sorted((p for p in VOCAB if p not in SPECIAL_TOKENS), key=len, reverse=True)
+    tok.pre_tokenizer = Split(Regex("|".join(_onig_escape(p) for p in pieces)), behavior="isolated")
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "chat_template": CHAT_TEMPLATE, "bos_token": VOCAB[BOS_ID], "eos_token": VOCAB[EOS_ID],
+        "unk_token": VOCAB[UNK_ID], "pad_token": VOCAB[PAD_ID], "model_max_length": 4096}))
+    (path / "config.json").write_text(json.dumps({"vocab_size": VOCAB_SIZE, "max_position_embeddings": 4096}))
+    return path
+
+
+def _onig_escape(piece: str) -> str:
+    out = []
+    for ch in piece:
+        if ch == "\n":
+            out.append("\\n")
+        elif ch in "\\^$.|?*+()[]{}-/#& ":
+            out.append("\\" + ch if ch != " " else "\\x20")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Options and state
+
+@dataclasses.dataclass
+class StandinOptions:
+    api_key: str | None = None
+    router: bool = False                 # 404 on the routes sglang-router does not serve (reference §6.3)
+    model_id: str = "standin/toy-chatml"
+    context_length: int = 4096
+    deterministic: bool = True           # reported as enable_deterministic_inference; False ignores seeds
+    return_original_logprob: bool = False  # like SGLANG_RETURN_ORIGINAL_LOGPROB=1
+    incremental_streaming: bool = False  # like --incremental-streaming-output
+    keep_alive_timeout: float = 5.0      # uvicorn timeout_keep_alive, 5 s as in SGLang (start-up only)
+    fail_times: int = 0                  # the next N requests to fail_paths answer fail_status
+    fail_status: int = 500
+    fail_paths: tuple[str, ...] = ("/generate",)
+    drop_times: int = 0                  # the next N requests to drop_paths get their connection closed
+    drop_paths: tuple[str, ...] = ("/generate",)
+    health_503_times: int = 0            # /health answers 503 this many times (server starting)
+    abort_seeds: tuple[int, ...] = ()    # samples with these sampling_seed values finish with an abort
+    stream_error_after: int | None = None  # a stream sends {"error":...} after this many events
+    null_top_every: int = 0              # every k-th output_top_logprobs position is null
+    delay: float = 0.0                   # seconds before answering /generate
+    token_delay: float = 0.0             # seconds between streamed events
+
+
+_ROUTER_404 = ("/tokenize", "/v1/tokenize", "/detokenize", "/v1/detokenize", "/get_model_info",
+               "/model_info", "/get_server_info", "/server_info", "/v1/score", "/v1/models")
+_AUTH_EXEMPT = ("/health", "/metrics", "/ready", "/_standin")
+
+SAMPLING_KEYS = frozenset({
+    "max_new_tokens", "min_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p",
+    "top_k", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty", "n", "json_schema",
+    "regex", "ebnf", "structural_tag", "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens",
+    "no_stop_trim", "stream_interval", "logit_bias", "custom_params", "sampling_seed", "beam_width",
+    "watermark"})
+_GRAMMAR_KEYS = ("json_schema", "regex", "ebnf", "structural_tag")
+
+
+class StandinState:
+    def __init__(self, options: StandinOptions) -> None:
+        self.options = options
+        self.initial = dataclasses.replace(options)
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.seen_prompts: list[tuple[int, ...]] = []
+        self.unseeded = np.random.default_rng()
+        self.inflight = 0
+        self.max_inflight = 0  # most /generate requests handled at once (a client's concurrency bound)
+
+    def take(self, counter: str) -> bool:
+        """Consume one unit of a failure budget (thread-safe)."""
+        with self.lock:
+            left = getattr(self.options, counter)
+            if left > 0:
+                setattr(self.options, counter, left - 1)
+                return True
+            return False
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# /generate
+
+@dataclasses.dataclass
+class _Item:
+    prompt: list[int]
+    params: dict[str, Any]
+    return_logprob: bool
+    logprob_start_len: int
+    top_logprobs_num: int
+    token_ids_logprob: list[int] | None
+    rid: str
+    parallel_index: int = 0  # which of the n samples of a prompt (n>1), so they differ under one seed
+
+
+def _check_sampling_params(sp: Any) -> dict[str, Any]:
+    if not isinstance(sp, dict):
+        raise BadRequest(f"sampling_params must be an object, got {type(sp).__name__}")
+    unknown = sorted(set(sp) - SAMPLING_KEYS)
+    if unknown:
+        raise BadRequest(f"unknown field `{unknown[0]}` in sampling_params")
+    def number(key: str, ok: Callable[[float], bool], what: str, integer: bool = False) -> None:
+        v = sp.get(key)
+        if v is None:
+            return
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            raise BadRequest(f"sampling_params.{key}: invalid type {type(v).__name__}")
+        if not ok(v):
+            raise BadRequest(f"{key} must be {what}, got {v}")
+    number("max_new_tokens", lambda v: v >= 0, ">= 0", integer=True)
+    number("temperature", lambda v: v >= 0, ">= 0")
+    number("top_p", lambda v: 0 < v <= 1, "in (0, 1]")
+    number("top_k", lambda v: v == -1 or v >= 1, "-1 or >= 1", integer=True)
+    number("n", lambda v: v >= 1, ">= 1", integer=True)
+    number("sampling_seed", lambda v: True, "an integer", integer=True)
+    for key in _GRAMMAR_KEYS:
+        if key in ("json_schema", "regex", "ebnf") and sp.get(key) is not None and not isinstance(sp[key], str):
+            raise BadRequest(f"sampling_params.{key}: invalid type {type(sp[key]).__name__}, expected a string")
+    if sum(sp.get(k) is not None for k in _GRAMMAR_KEYS) > 1:
+        raise BadRequest("Only one of regex, json_schema, ebnf or structural_tag can be set.")
+    if sp.get("json_schema") is not None:
+        try:
+            json.loads(sp["json_schema"])
+        except ValueError as exc:
+            raise BadRequest(f"Failed to compile json_schema grammar: {exc}") from None
+    return sp
+
+
+def _per_item(value: Any, i: int, batch: bool) -> Any:
+    """A top-level field given either once for the whole batch or as a list with one value per item."""
+    return value[i] if batch and isinstance(value, list) else value
+
+
+def _parse_generate(body: dict[str, Any], state: StandinState) -> tuple[list[_Item], bool]:
+    given = [k for k in ("text", "input_ids", "input_embeds") if body.get(k) is not None]
+    if len(given) != 1:
+        raise BadRequest("Exactly one of text, input_ids or input_embeds must be provided.")
+    if given[0] == "input_embeds":
+        raise BadRequest("input_embeds requires --disable-radix-cache (not supported by the stand-in)")
+    if given[0] == "text":
+        text = body["text"]
+        single = isinstance(text, str)
+        # `text` gets the tokenizer's default special tokens: BOS (hence the double-BOS gotcha).
+        prompts = [[BOS_ID] + encode(t) for t in ([text] if single else text)]
+    else:
+        ids = body["input_ids"]
+        if not isinstance(ids, list) or not ids:
+            raise BadRequest("input_ids must be a non-empty list")
+        single = isinstance(ids[0], int)
+        prompts = [ids] if single else ids
+    for p in prompts:
+        if not p or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < VOCAB_SIZE for t in p):
+            raise BadRequest(f"input_ids must be non-empty lists of token ids in [0, {VOCAB_SIZE})")
+    batch = not single
+    sps = body.get("sampling_params") or {}
+    if isinstance(sps, list):
+        if not batch or len(sps) != len(prompts):
+            raise BadRequest("sampling_params list must match the batch size")
+        sps = [_check_sampling_params(sp) for sp in sps]
+    else:
+        sps = [_check_sampling_params(sps)] * len(prompts)
+    ns = {sp.get("n", 1) for sp in sps}
+    if len(ns) > 1:
+        raise BadRequest("The parallel_sample_num should be the same for all samples in sample params.")
+    n = ns.pop()
+    rids = body.get("rid")
+    if isinstance(rids, list) and (not batch or len(rids) != len(prompts) or len(set(rids)) != len(rids)):
+        raise BadRequest("The rid should be a list with the same length as the batch, without duplicates.")
+    if n > 1:
+        for key in ("return_logprob", "logprob_start_len", "top_logprobs_num"):
+            if isinstance(body.get(key), list):
+                raise BadRequest(f"Cannot use list {key} with parallel_sample_num > 1")
+        til = body.get("token_ids_logprob")
+        if isinstance(til, list) and til and isinstance(til[0], list):
+            raise BadRequest("Cannot use list token_ids_logprob with parallel_sample_num > 1")
+
+    items: list[_Item] = []
+    for i, (prompt, sp) in enumerate(zip(prompts, sps)):
+        til = body.get("token_ids_logprob")
+        if til is not None and batch and til and isinstance(til[0], list):
+            til = til[i]
+        rid = rids[i] if isinstance(rids, list) else (f"{rids}_{i}" if rids and batch else rids)
+        start = _per_item(body.get("logprob_start_len", -1), i, batch)
+        if start > len(prompt):
+            raise BadRequest(f"logprob_start_len ({start}) is larger than the input length ({len(prompt)}).")
+        max_new = sp.get("max_new_tokens", 128)
+        if len(prompt) >= state.options.context_length:
+            raise BadRequest(f"The input ({len(prompt)} tokens) is longer than the model's context length "
+                             f"({state.options.context_length} tokens).")
+        if len(prompt) + max_new > state.options.context_length:
+            raise BadRequest(f"Requested token count exceeds the model's maximum context length of "
+                             f"{state.options.context_length} tokens.")
+        for s in range(n):
+            items.append(_Item(
+                prompt=list(prompt), params=sp,
+                return_logprob=bool(_per_item(body.get("return_logprob", False), i, batch)),
+                logprob_start_len=start,
+                top_logprobs_num=int(_per_item(body.get("top_logprobs_num", 0), i, batch)),
+                token_ids_logprob=til,
+                # with n>1 SGLang regenerates request ids, so the caller's rid is not kept
+                rid=uuid.uuid4().hex if n > 1 or not rid else str(rid), parallel_index=s))
+    return items, single and n == 1
+
+
+def _schema_instance(schema: dict[str, Any]) -> Any:
+    """A minimal value that satisfies simple JSON schemas (what a constrained decoder might emit)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    t = schema.get("type", "object")
+    t = t[0] if isinstance(t, list) else t
+    if t == "object":
+        props = schema.get("properties", {})
+        keys = schema.get("required", list(props))
+        return {k: _schema_instance(props.get(k, {})) for k in keys}
+    if t == "array":
+        return [_schema_instance(schema.get("items", {}))] * max(1, schema.get("minItems", 1))
+    return {"string": "answer", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(t, "answer")
+
+
+def _triple(lp: float | None, tid: int, with_text: bool) -> list[Any]:
+    return [None if lp is None else float(lp), int(tid), VOCAB[tid] if with_text else None]
+
+
+def _top(lps: np.ndarray, k: int, with_text: bool) -> list[list[Any]]:
+    order = np.argsort(-lps, kind="stable")[:k]
+    return [_triple(lps[t], t, with_text) for t in order]
+
+
+def _run_item(item: _Item, state: StandinState, with_text: bool) -> dict[str, Any]:
+    opts = state.options
+    sp = item.params
+    max_new = sp.get("max_new_tokens", 128)
+    temperature = float(sp.get("temperature", 1.0))
+    greedy = temperature < 1e-6
+    seed = sp.get("sampling_seed")
+    rng = (np.random.default_rng(_stable_hash("sample", seed, tuple(item.prompt), item.parallel_index))
+           if opts.deterministic and seed is not None else state.unseeded)
+    stops = sp.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    forced: list[int] | None = None
+    if sp.get("json_schema") is not None:
+        forced = encode(json.dumps(_schema_instance(json.loads(sp["json_schema"])))) + [EOS_ID]
+
+    out: list[int] = []
+    out_lps: list[list[Any]] = []
+    out_top: list[Any] = []
+    out_ids_lps: list[list[Any]] = []
+    finish: dict[str, Any] = {"type": "length", "length": max_new}
+    seq = list(item.prompt)
+
+    def record(lps_for_output: np.ndarray, tid: int | None) -> None:
+        if tid is not None:
+            out_lps.append(_triple(lps_for_output[tid], tid, with_text))
+        if item.top_logprobs_num > 0:
+            nulled = opts.null_top_every and (len(out_top) + 1) % opts.null_top_every == 0
+            out_top.append(None if nulled else _top(lps_for_output, item.top_logprobs_num, with_text))
+        if item.token_ids_logprob is not None:
+            out_ids_lps.append([_triple(lps_for_output[t], t, with_text) for t in item.token_ids_logprob])
+
+    if max_new == 0:
+        # Prefill-only fast path (>=0.5.4): raw log_softmax of the next token, nothing sampled.
+        record(raw_logprobs_after(seq), None)
+    else:
+        for step in range(max_new):
+            if seed is not None and seed in opts.abort_seeds and step == min(2, max_new - 1):
+                finish = {"type": "abort", "message": "Stand-in simulated abort (e.g. the request was aborted)",
+                          "status_code": None, "err_type": None}
+                break
+            logits = logits_after(seq)
+            raw = log_softmax(logits)
+            scaled = raw if greedy else log_softmax(logits / temperature)
+            if forced is not None:
+                tid = forced[step] if step < len(forced) else EOS_ID
+            elif greedy:
+                tid = int(np.argmax(raw))
+            else:
+                p = np.exp(scaled)
+                tid = int(rng.choice(VOCAB_SIZE, p=p / p.sum()))
+            record(raw if greedy or opts.return_original_logprob else scaled, tid)
+            out.append(tid)
+            seq.append(tid)
+            if tid == EOS_ID and not sp.get("ignore_eos"):
+                finish = {"type": "stop", "matched": EOS_ID}
+                break
+            text_so_far = decode(out)
+            hit = next((s for s in stops if s and s in text_so_far), None)
+            if hit is not None:
+                finish = {"type": "stop", "matched": hit}
+                break
+
+    text = decode(out, sp.get("skip_special_tokens", True))
+    if finish["type"] == "stop" and isinstance(finish["matched"], str) and not sp.get("no_stop_trim"):
+        text = text[:text.index(finish["matched"])]
+    with state.lock:
+        cached = max((_common_prefix(p, item.prompt) for p in state.seen_prompts), default=0)
+        state.seen_prompts.append(tuple(item.prompt))
+    cached = min(cached, len(item.prompt) - 1)
+    if item.return_logprob and item.logprob_start_len >= 0:
+        cached = min(cached, item.logprob_start_len)  # prompt logprobs cap the prefix match (reference §7)
+    meta: dict[str, Any] = {
+        "id": item.rid or uuid.uuid4().hex, "finish_reason": finish, "prompt_tokens": len(item.prompt),
+        "completion_tokens": len(out), "cached_tokens": max(cached, 0), "reasoning_tokens": 0,
+        "weight_version": "default", "num_retractions": 0, "e2e_latency": 0.001,
+    }
+    if item.return_logprob:
+        _add_logprobs(meta, item, with_text, out_lps, out_top, out_ids_lps)
+    return {"text": text, "output_ids": out, "meta_info": meta}
+
+
+def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _add_logprobs(meta: dict[str, Any], item: _Item, with_text: bool, out_lps: list[Any], out_top: list[Any],
+                  out_ids_lps: list[Any]) -> None:
+    in_lps: list[Any] = []
+    in_top: list[Any] = []
+    in_ids: list[Any] = []
+    start = item.logprob_start_len
+    if 0 <= start < len(item.prompt):
+        for pos in range(start, len(item.prompt)):
+            tid = item.prompt[pos]
+            if pos == start:
+                # The KV cache keeps no logits for the position before the first one (reference §2.1).
+                in_lps.append(_triple(None, tid, with_text))
+                in_top.append(None)
+                in_ids.append(None)
+                continue
+            lps = raw_logprobs_after(item.prompt[:pos])
+            in_lps.append(_triple(lps[tid], tid, with_text))
+            in_top.append(_top(lps, item.top_logprobs_num, with_text))
+            if item.token_ids_logprob is not None:
+                in_ids.append([_triple(lps[t], t, with_text) for t in item.token_ids_logprob])
+    meta["input_token_logprobs"] = in_lps
+    meta["output_token_logprobs"] = out_lps
+    meta["output_token_logprobs_length"] = len(out_lps)
+    if item.top_logprobs_num > 0:
+        meta["input_top_logprobs"] = in_top
+        meta["output_top_logprobs"] = out_top
+    if item.token_ids_logprob is not None:
+        meta["input_token_ids_logprobs"] = in_ids
+        meta["output_token_ids_logprobs"] = out_ids_lps
+
+
+async def _sse(results: list[dict[str, Any]], items: list[_Item], single: bool,
+               state: StandinState) -> AsyncIterator[bytes]:
+    """Replay finished results as SSE events, one per token, interleaved across batch items; `text` is
+    cumulative unless incremental_streaming (like --incremental-streaming-output)."""
+    opts = state.options
+
+    def cumulative(r: dict[str, Any], it: _Item, step: int) -> str:
+        if step == len(r["output_ids"]):
+            return r["text"]  # the final text, with a matched stop string trimmed
+        return decode(r["output_ids"][:step], it.params.get("skip_special_tokens", True))
+
+    def event(index: int, payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload if single else {**payload, 'index': index})}\n\n".encode()
+
+    sent = 0
+    longest = max((len(r["output_ids"]) for r in results), default=0)
+    for step in range(1, longest + 1):
+        for index, (r, it) in enumerate(zip(results, items)):
+            n_out = len(r["output_ids"])
+            if step > n_out:
+                continue
+            if opts.stream_error_after is not None and sent >= opts.stream_error_after:
+                yield b'data: {"error": {"message": "Stand-in simulated mid-stream failure", "code": 500}}\n\n'
+                yield b"data: [DONE]\n\n"
+                return
+            text, ids = cumulative(r, it, step), r["output_ids"][:step]
+            if opts.incremental_streaming:
+                before = cumulative(r, it, step - 1)
+                text = text[len(before):] if text.startswith(before) else text
+                ids = ids[step - 1:]
+            last = step == n_out
+            meta = {k: v for k, v in r["meta_info"].items() if not k.endswith("logprobs")}
+            meta.update(finish_reason=r["meta_info"]["finish_reason"] if last else None, completion_tokens=step)
+            yield event(index, {"text": text, "output_ids": ids, "meta_info": meta})
+            sent += 1
+            if opts.token_delay:
+                await asyncio.sleep(opts.token_delay)
+    for index, r in enumerate(results):
+        if not r["output_ids"]:  # nothing was streamed for it (prefill only, or aborted at once)
+            yield event(index, r)
+    yield b"data: [DONE]\n\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The app
+
+def _routes(state: StandinState) -> FastAPI:
+    app = FastAPI(title="SGLang STAND-IN (tests only)")
+
+    @app.get("/health")
+    @app.get("/health_generate")
+    async def health() -> Response:
+        if state.take("health_503_times"):
+            return Response(status_code=503)
+        return Response(status_code=200)
+
+    @app.get("/get_model_info")
+    @app.get("/model_info")
+    async def model_info() -> dict[str, Any]:
+        o = state.options
+        return {"model_path": o.model_id, "tokenizer_path": o.model_id, "is_generation": True,
+                "preferred_sampling_params": None, "weight_version": "default", "served_model_name": o.model_id,
+                "model_type": "standin", "architectures": ["StandinForCausalLM"]}
+
+    @app.get("/get_server_info")
+    @app.get("/server_info")
+    async def server_info() -> dict[str, Any]:
+        o = state.options
+        return {"model_path": o.model_id, "served_model_name": o.model_id, "context_length": o.context_length,
+                "enable_deterministic_inference": o.deterministic, "max_req_input_len": o.context_length - 1,
+                "max_total_num_tokens": 100_000, "internal_states": [{}], "version": "0.5.23+standin",
+                "frontend": "python"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        o = state.options
+        return {"object": "list", "data": [{"id": o.model_id, "object": "model", "created": 0,
+                                             "owned_by": "sglang", "root": o.model_id, "parent": None,
+                                             "max_model_len": o.context_length}]}
+
+    @app.post("/tokenize")
+    @app.post("/v1/tokenize")
+    async def tokenize(request: Request) -> Response:
+        body = await request.json()
+        if body.get("messages") is not None:
+            ids = chat_ids(body["messages"], body.get("add_generation_prompt", True))
+            return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": state.options.context_length})
+        prompt = body.get("prompt")
+        if prompt is None:
+            return _error("Either prompt or messages must be provided.")
+        special = body.get("add_special_tokens", True)
+        one = isinstance(prompt, str)
+        toks = [([BOS_ID] if special else []) + encode(p) for p in ([prompt] if one else prompt)]
+        return JSONResponse({"tokens": toks[0] if one else toks,
+                             "count": len(toks[0]) if one else [len(t) for t in toks],
+                             "max_model_len": state.options.context_length})
+
+    @app.post("/detokenize")
+    @app.post("/v1/detokenize")
+    async def detokenize(request: Request) -> dict[str, str]:
+        body = await request.json()
+        return {"text": decode(body.get("tokens", []), body.get("skip_special_tokens", True))}
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> Response:
+        body = await request.json()
+        query, items, labels = body.get("query", ""), body.get("items", []), body.get("label_token_ids", [])
+        items = [items] if isinstance(items, str) else items
+        scores = []
+        for it in items:
+            ids = [BOS_ID] + encode(query + it) if isinstance(it, str) else list(query) + list(it)
+            p = np.exp(raw_logprobs_after(ids)[labels])
+            scores.append((p / p.sum() if body.get("apply_softmax") else p).tolist())
+        return JSONResponse({"scores": scores, "model": state.options.model_id, "object": "scoring",
+                             "usage": None})
+
+    @app.api_route("/generate", methods=["POST", "PUT"])
+    async def generate(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error("Invalid JSON body")
+        if state.options.delay:
+            await asyncio.sleep(state.options.delay)
+        try:
+            items, single = _parse_generate(body, state)
+        except BadRequest as exc:
+            return _error(exc.message, exc.status)
+        with_text = bool(body.get("return_text_in_logprobs", False))
+        results = [_run_item(it, state, with_text) for it in items]
+        if body.get("stream"):
+            return StreamingResponse(_sse(results, items, single, state), media_type="text/event-stream")
+        return JSONResponse(results[0] if single else results)
+
+    @app.get("/_standin/requests")
+    async def recorded(path: str | None = None) -> list[dict[str, Any]]:
+        with state.lock:
+            return [r for r in state.requests if path is None or r["path"] == path]
+
+    @app.get("/_standin/stats")
+    async def stats() -> dict[str, int]:
+        return {"max_inflight": state.max_inflight, "requests": len(state.requests)}
+
+    @app.post("/_standin/reset")
+    async def reset() -> dict[str, bool]:
+        """Forget recorded requests, stats and the simulated prefix cache; restore the initial options."""
+        with state.lock:
+            state.requests.clear()
+            state.seen_prompts.clear()
+            state.max_inflight = 0
+            state.options = dataclasses.replace(state.initial)
+        return {"ok": True}
+
+    @app.post("/_standin/config")
+    async def configure(request: Request) -> Response:
+        changes = await request.json()
+        unknown = [k for k in changes if not hasattr(state.options, k)]
+        if unknown:
+            return _error(f"unknown stand-in option(s): {unknown}")
+        with state.lock:
+            for key, value in changes.items():
+                setattr(state.options, key, tuple(value) if isinstance(value, list) else value)
+            return JSONResponse(dataclasses.asdict(state.options))
+
+    return app
+
+
+class StandinApp:
+    """The ASGI app. Recording, auth, router mode and failure injection happen here, before routing,
+    so they apply uniformly (and a dropped connection can be simulated at all)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.standin = StandinState(StandinOptions(**options))
+        self.fastapi = _routes(self.standin)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> Any:
+        if scope["type"] != "http":
+            return await self.fastapi(scope, receive, send)
+        state, opts, path = self.standin, self.standin.options, scope["path"]
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if not path.startswith("/_standin"):
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            with state.lock:
+                state.requests.append({"method": scope["method"], "path": path, "json": body, "headers": headers})
+        if path in opts.drop_paths and state.take("drop_times"):
+            # uvicorn's h11 protocol closes the transport without a response when the app returns a value:
+            # what a client sees when the server drops a kept-alive connection.
+            return "dropped"
+        early: Response | None = None
+        if opts.api_key and not path.startswith(_AUTH_EXEMPT) \
+                and headers.get("authorization") != f"Bearer {opts.api_key}":
+            early = JSONResponse({"error": "Unauthorized"}, status_code=401)
+        elif opts.router and path in _ROUTER_404:
+            early = Response("Not Found", status_code=404, media_type="text/plain")
+        elif path in opts.fail_paths and state.take("fail_times"):
+            early = _error(f"Stand-in simulated failure (HTTP {opts.fail_status})", opts.fail_status)
+        if early is not None:
+            return await early(scope, receive, send)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        if path != "/generate":
+            return await self.fastapi(scope, replay, send)
+        with state.lock:
+            state.inflight += 1
+            state.max_inflight = max(state.max_inflight, state.inflight)
+        try:
+            return await self.fastapi(scope, replay, send)
+        finally:
+            with state.lock:
+                state.inflight -= 1
+
+
+def make_app(**options: Any) -> StandinApp:
+    """The stand-in ASGI app; `.standin` is its StandinState (options, recorded requests)."""
+    return StandinApp(**options)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running it
+
+def _config(app: Any, options: StandinOptions, **kw: Any) -> uvicorn.Config:
+    return uvicorn.Config(app, http="h11", lifespan="off", log_level="critical", access_log=False,
+                          timeout_keep_alive=options.keep_alive_timeout, timeout_graceful_shutdown=1, **kw)
+
+
+def start_standin(**options: Any) -> tuple[str, Callable[[], None]]:
+    """Serve a stand-in on a free 127.0.0.1 port in a background thread; returns (base_url, stop)."""
+    app = make_app(**options)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only then; without it every response waits ~40 ms
+    # for a delayed ACK (Nagle), since uvicorn writes headers and body separately.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(app, app.standin.options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name=f"standin-sglang-{port}")
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the SGLang stand-in did not start")
+        time.sleep(0.005)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="SGLang STAND-IN server for tests (not SGLang, no model).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=30000)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--router", action="store_true", help="behave like sglang-router (404 on info routes)")
+    parser.add_argument("--model-id", default=StandinOptions.model_id)
+    parser.add_argument("--context-length", type=int, default=StandinOptions.context_length)
+    parser.add_argument("--no-deterministic", action="store_true", help="ignore sampling_seed")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering /generate")
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed events")
+    args = parser.parse_args(argv)
+    options = dict(api_key=args.api_key, router=args.router, model_id=args.model_id,
+                   context_length=args.context_length, deterministic=not args.no_deterministic,
+                   delay=args.delay, token_delay=args.token_delay)
+    app = make_app(**options)
+    uvicorn.Server(_config(app, app.standin.options, host=args.host, port=args.port)).run()
+
+
+if __name__ == "__main__":
+    main()

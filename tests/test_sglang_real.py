@@ -1,0 +1,88 @@
+"""Opt-in: SGLangEngine against a REAL SGLang server (or sglang-router). Skipped unless CRITLAB_SGLANG_URL is set.
+
+    CRITLAB_SGLANG_URL=http://127.0.0.1:30000 python -m pytest -m sglang_real tests/test_sglang_real.py
+
+Optional: CRITLAB_SGLANG_API_KEY, CRITLAB_SGLANG_MODEL_ID (needed behind a router),
+CRITLAB_SGLANG_TOKENIZER (a local HF tokenizer directory), CRITLAB_SGLANG_TOKENIZE_URL (a worker URL, behind a
+router). Kept small: a few prompts, short outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from backend.engines.base import SampleParams
+from backend.engines.sglang import SGLangEngine
+
+URL = os.environ.get("CRITLAB_SGLANG_URL")
+
+pytestmark = [
+    pytest.mark.sglang_real,
+    pytest.mark.skipif(not URL, reason="CRITLAB_SGLANG_URL is not set: these opt-in tests need a running SGLang "
+                                       "server (set CRITLAB_SGLANG_URL=http://host:port to run them)"),
+]
+
+CHAT = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+YES_NO = [{"role": "user", "content": "Is Paris the capital of France? Answer with Yes or No only."}]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[SGLangEngine]:
+    e = SGLangEngine(URL or "", model_id=os.environ.get("CRITLAB_SGLANG_MODEL_ID") or None,
+                     tokenizer_path=os.environ.get("CRITLAB_SGLANG_TOKENIZER") or None,
+                     tokenize_url=os.environ.get("CRITLAB_SGLANG_TOKENIZE_URL") or None, timeout=300.0)
+    yield e
+    e.close()
+
+
+def test_info(engine: SGLangEngine) -> None:
+    info = engine.info()
+    assert info.engine == "sglang" and info.model_id and info.context_length > 0
+    assert info.self_certainty == "topk_proxy"
+
+
+def test_sampling(engine: SGLangEngine) -> None:
+    params = SampleParams(temperature=0.7, top_p=0.95, max_tokens=24)
+    out = engine.sample([CHAT, YES_NO], 2, params, top_logprobs=3, seeds=[[1, 2], [3, 4]])
+    assert [[s.seed for s in row] for row in out] == [[1, 2], [3, 4]]
+    for row in out:
+        for s in row:
+            assert s.finish_reason in ("stop", "length"), s.error
+            assert s.text and s.prompt_tokens and s.tokens
+            assert all(t.logprob <= 1e-6 and len(t.top) <= 3 for t in s.tokens if not math.isnan(t.logprob))
+    if engine.info().seeds_honoured:
+        again = engine.sample([CHAT, YES_NO], 2, params, top_logprobs=3, seeds=[[1, 2], [3, 4]])
+        assert [[s.text for s in r] for r in again] == [[s.text for s in r] for r in out]
+
+
+def test_streaming(engine: SGLangEngine) -> None:
+    pieces = list(engine.stream(CHAT, SampleParams(temperature=0.0, max_tokens=24, seed=1)))
+    assert pieces and "".join(pieces).strip()
+
+
+def test_prefill_only_scoring(engine: SGLangEngine) -> None:
+    [p] = engine.next_token_probs([YES_NO], "", ["Yes", "No"])
+    assert set(p) == {"Yes", "No"}
+    assert all(0.0 <= v <= 1.0 for v in p.values()) and 0.0 < sum(p.values()) <= 1.0 + 1e-6
+
+    tokens = engine.score_response(CHAT, "The capital of France is Paris.", top_logprobs=3)
+    assert tokens and all(math.isfinite(t.logprob) and t.logprob <= 1e-6 for t in tokens)
+    assert all(t.top and t.top[0].logprob >= t.logprob - 1e-4 for t in tokens)
+
+
+def test_json_schema_output(engine: SGLangEngine) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}, "confident": {"type": "boolean"}},
+              "required": ["answer", "confident"], "additionalProperties": False}
+    chat = [{"role": "user", "content": "What is the capital of France? Reply as JSON with keys answer and "
+                                        "confident."}]
+    out = engine.sample([chat], 2, SampleParams(temperature=0.7, max_tokens=96), json_schema=schema)
+    for s in out[0]:
+        assert s.finish_reason == "stop", f"{s.finish_reason}: {s.text!r}"
+        value = json.loads(s.text)
+        assert set(value) == {"answer", "confident"}
+        assert isinstance(value["answer"], str) and isinstance(value["confident"], bool)
