@@ -58,5 +58,5 @@ def test_payloads_render_inert(page: Page, xss_server: Server) -> None:
     assert cards.locator("script").count() == 0
     assert page.locator("#prompt svg").count() == 0
     assert cards.locator("a[href^='javascript']").count() == 0
-    expect(page.locator(".resp-text").filter(has_text="script tag")).to_contain_text("<script>")
-    expect(page.locator(".resp-text").filter(has_text="remote image")).to_contain_text("[image removed: tracker]")
+    expect(page.locator("div[id^='resp-']").filter(has_text="script tag")).to_contain_text("<script>")
+    expect(page.locator("div[id^='resp-']").filter(has_text="remote image")).to_contain_text("[image removed: tracker]")

@@ -62,11 +62,17 @@ def start_generation(ctx: AppContext, study_name: str, settings: SamplingSetting
                      created_by: str | None = None, background: bool = True) -> Job:
     """Create (or reuse) the run and a job that fills its missing samples."""
     engine_cfg = engine_cfg or ctx.default_engine
-    run = resolve_run(ctx, study_name, settings, engine_cfg, new_run)
+    params = {"settings": settings.model_dump(), "engine": engine_cfg.engine}
+    try:
+        run = resolve_run(ctx, study_name, settings, engine_cfg, new_run)
+    except EngineError as e:  # unreachable server, missing model: a failed job says why, in the UI too
+        study = studies.get_study(ctx.db, study_name)
+        job = job_rows.create_job(ctx.db, "generate", study_id=study.id, params=params, created_by=created_by)
+        job_rows.update_job(ctx.db, job.id, status="failed", error=str(e))
+        return job_rows.get_job(ctx.db, job.id)
     missing = response_rows.missing_samples(ctx.db, run.id, run.study_id, run.n)
     job = job_rows.create_job(ctx.db, "generate", study_id=run.study_id, run_id=run.id, total=len(missing),
-                              params={"settings": settings.model_dump(), "engine": engine_cfg.engine},
-                              created_by=created_by)
+                              params=params, created_by=created_by)
     if background:
         ctx.submit_job(job.id, lambda: run_generation(ctx, job.id, engine_cfg))
     else:
