@@ -50,6 +50,9 @@ class ScriptedEngine:
     def score_response(self, chat: list, text: str, top_logprobs: int = 5) -> list[TokenLogprob]:
         return []
 
+    def count_tokens(self, chat: list) -> int:
+        return sum(len(m["content"].split()) + 4 for m in chat)
+
     def stream(self, chat: list, params: SampleParams) -> Iterator[str]:
         yield from ["scripted ", "stream"]
 

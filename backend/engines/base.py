@@ -76,6 +76,10 @@ class Engine(Protocol):
         """Teacher-forced logprobs of `text` as the assistant's reply to `chat`."""
         ...
 
+    def count_tokens(self, chat: Chat) -> int:
+        """Prompt tokens of `chat` rendered with the generation prompt (for context-budget checks)."""
+        ...
+
     def stream(self, chat: Chat, params: SampleParams) -> Iterator[str]:
         """Incremental text pieces of one sample."""
         ...

@@ -28,6 +28,7 @@ from llama_cpp import LlamaGrammar
 from llama_cpp._internals import LlamaBatch, LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from backend.engines.chat_tokens import tokenize_chat
 from backend.engines.base import Chat, EngineError, EngineInfo, Sample, SampleParams, TokenLogprob
 from backend.engines.llamacpp_util import (
     PriorityWorker, candidate_variants, default_model_path, llama_seed, load_llama, log_softmax,
@@ -124,6 +125,10 @@ class LlamaCppEngine:
                        priority: int = DEFAULT_PRIORITY) -> list[TokenLogprob]:
         """Teacher-forced logprobs of `text` (tokenized as plain text) as the assistant's reply."""
         return self._worker.submit(lambda: self._score_one(chat, text, top_logprobs), priority).result()
+
+    def count_tokens(self, chat: Chat) -> int:
+        """Prompt tokens of `chat` rendered with the generation prompt (for context-budget checks)."""
+        return len(self._worker.submit(lambda: self._prompt(chat), DEFAULT_PRIORITY).result())
 
     def close(self) -> None:
         with self._lock:
@@ -291,12 +296,17 @@ class LlamaCppEngine:
 
     def _prompt(self, chat: Chat) -> list[int]:
         messages = [m if isinstance(m, dict) else m.model_dump() for m in chat]
-        try:
-            rendered = self._formatter(messages=messages).prompt
-        except Exception as e:  # noqa: BLE001 - template errors are the caller's bad chat
-            raise EngineError(f"could not render the chat template: {e}") from e
-        # special=True so the template's <|im_start|>-style markers become control tokens.
-        return self._llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+
+        def render(ms: list[dict]) -> str:
+            try:
+                return self._formatter(messages=ms).prompt
+            except Exception as e:  # noqa: BLE001 - template errors are the caller's bad chat
+                raise EngineError(f"could not render the chat template: {e}") from e
+
+        # The template's <|im_start|>-style markers become control tokens; message text never does.
+        return tokenize_chat(messages, render,
+                             lambda s: self._llm.tokenize(s.encode("utf-8"), add_bos=False, special=True),
+                             self._tokenize)
 
     def _tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []

@@ -588,6 +588,10 @@ class SGLangEngine:
                               f"{len(response)} response tokens (got {len(entries)} entries)")
         return parse_token_logprobs(entries[1:], tops[1:] if tops is not None else None)
 
+    def count_tokens(self, chat: Chat) -> int:
+        """Prompt tokens of `chat` rendered with the generation prompt (for context-budget checks)."""
+        return len(self._chat_ids(chat))
+
     def stream(self, chat: Chat, params: SampleParams) -> Iterator[str]:
         ids = self._chat_ids(chat)
         seed = params.seed if params.seed is not None else random.randrange(2 ** 31)
