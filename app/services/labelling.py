@@ -8,7 +8,7 @@ import random
 from pydantic import BaseModel, Field
 
 from app.services.context import AppContext, ServiceError
-from storage import judgments, prompts, queue, responses, studies
+from storage import judgments, label_queue, prompts, responses, studies
 from storage.models import ChatMessage, JudgmentIn, MAX_RESPONSES, Study
 
 
@@ -84,7 +84,7 @@ def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int) -> Labe
             item.best, item.comment = j.response_id, j.rationale or ""
         elif j.method == "likert" and j.response_id is not None and j.value is not None:
             item.ratings[j.response_id] = int(j.value)
-    item.done, item.total = queue.progress(ctx.db, study.id, annotator)
+    item.done, item.total = label_queue.progress(ctx.db, study.id, annotator)
     return item
 
 
@@ -92,14 +92,14 @@ def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | 
     """The annotator's next prompt, or None when nothing is left (or nothing is ready yet)."""
     study = studies.get_study(ctx.db, study_name)
     run_id, n = label_run(ctx.db, study)
-    prompt_id = queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after)
+    prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after)
     return _item(ctx, study, annotator, prompt_id) if prompt_id is not None else None
 
 
 def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int | None) -> LabelItem | None:
     """The item labelled just before `current` in this annotator's history (for ← edit)."""
     study = studies.get_study(ctx.db, study_name)
-    history = queue.labelled_history(ctx.db, study.id, annotator)
+    history = label_queue.labelled_history(ctx.db, study.id, annotator)
     if current in history:
         history = history[: history.index(current)]
     return _item(ctx, study, annotator, history[-1]) if history else None
@@ -157,4 +157,4 @@ def skip(ctx: AppContext, annotator: str, study_name: str, prompt_id: int) -> No
     study = studies.get_study(ctx.db, study_name)
     if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id]) != study.id:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
-    queue.record_skip(ctx.db, study.id, prompt_id, annotator)
+    label_queue.record_skip(ctx.db, study.id, prompt_id, annotator)
