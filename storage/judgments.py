@@ -20,21 +20,26 @@ def target_key(j: JudgmentIn) -> str:
     >>> target_key(JudgmentIn(study_id=1, prompt_id=7, judge_kind="human", judge="ann", method="pairwise",
     ...                       response_id=9, response_b_id=4, idempotency_key="k" * 8))
     'pair:4-9'
+    >>> target_key(JudgmentIn(study_id=1, prompt_id=7, judge_kind="model", judge="m", method="critique",
+    ...                       response_id=9, variant="s1", idempotency_key="k" * 8))
+    'response:9#s1'
     """
-    if j.method in PROMPT_LEVEL_METHODS:
-        return f"prompt:{j.prompt_id}"
-    if j.checklist_item_id is not None:
-        return f"response:{j.response_id}:item:{j.checklist_item_id}"
-    if j.response_b_id is not None:
+    if j.method in PROMPT_LEVEL_METHODS or j.method.startswith("select_"):
+        key = f"prompt:{j.prompt_id}"
+    elif j.checklist_item_id is not None:
+        key = f"response:{j.response_id}:item:{j.checklist_item_id}"
+    elif j.response_b_id is not None:
         a, b = sorted((j.response_id, j.response_b_id))
-        return f"pair:{a}-{b}"
-    if j.response_id is not None:
-        return f"response:{j.response_id}"
-    return f"prompt:{j.prompt_id}"
+        key = f"pair:{a}-{b}"
+    elif j.response_id is not None:
+        key = f"response:{j.response_id}"
+    else:
+        key = f"prompt:{j.prompt_id}"
+    return f"{key}#{j.variant}" if j.variant else key
 
 
 _INSERT_COLS = ("study_id, prompt_id, judge_kind, judge, method, method_version, target_key, response_id, "
-                "response_b_id, checklist_item_id, shown_order, value, label, prob, dist, rationale, stage, "
+                "response_b_id, checklist_item_id, variant, shown_order, value, label, prob, dist, rationale, stage, "
                 "source, template_version, status, error, duration_ms, idempotency_key")
 
 
@@ -59,9 +64,9 @@ def record(db: Database, judgments: list[JudgmentIn]) -> list[int]:
                 [j.judge_kind, j.judge, j.method, j.stage, key, j.study_id],
             )
             row = cur.execute(
-                f"INSERT INTO judgment ({_INSERT_COLS}) VALUES ({', '.join('?' * 23)}) RETURNING id",
+                f"INSERT INTO judgment ({_INSERT_COLS}) VALUES ({', '.join('?' * 24)}) RETURNING id",
                 [j.study_id, j.prompt_id, j.judge_kind, j.judge, j.method, j.method_version, key, j.response_id,
-                 j.response_b_id, j.checklist_item_id, j.shown_order, j.value, j.label, j.prob,
+                 j.response_b_id, j.checklist_item_id, j.variant, j.shown_order, j.value, j.label, j.prob,
                  json.dumps(j.dist) if j.dist is not None else None, j.rationale, j.stage, j.source,
                  j.template_version, j.status, j.error, j.duration_ms, j.idempotency_key],
             ).fetchall()

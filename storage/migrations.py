@@ -252,3 +252,29 @@ def m011_export_run(cur: duckdb.DuckDBPyConnection) -> None:
             content_hash VARCHAR NOT NULL,
             created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
     )
+
+
+@migration
+def m012_judgment_variant(cur: duckdb.DuckDBPyConnection) -> None:
+    # Several judgments of one method on one target (k sampled critiques, the two orders of a pairwise
+    # judgment) are told apart by `variant`; the aggregate row has none.
+    cur.execute("ALTER TABLE judgment ADD COLUMN variant VARCHAR")
+
+
+@migration
+def m013_method_run(cur: duckdb.DuckDBPyConnection) -> None:
+    # One row per (prompt, method, version, judge, response set) that has been scored, written in the
+    # same transaction as its judgments: a rerun skips exactly what is stored, a crash loses nothing.
+    cur.execute(
+        """CREATE TABLE method_run (
+            prompt_id BIGINT NOT NULL,
+            method VARCHAR NOT NULL,
+            method_version VARCHAR NOT NULL,
+            judge VARCHAR NOT NULL,
+            responses_key VARCHAR NOT NULL,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+            error VARCHAR,
+            duration_ms INTEGER,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (prompt_id, method, method_version, judge, responses_key))"""
+    )

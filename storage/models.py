@@ -32,6 +32,7 @@ class StudyConfig(BaseModel):
     ask_rating: bool = True
     ask_comment: bool = True
     label_run_id: int | None = None  # the generation run people label; None = the latest run
+    answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
 
 
 class Study(BaseModel):
@@ -129,6 +130,7 @@ class Response(BaseModel):
     run_id: int | None = None
     sample_index: int | None = None
     origin: Origin
+    parent_id: int | None = None
     text: str
     engine: str | None = None
     model_id: str | None = None
@@ -156,6 +158,7 @@ class JudgmentIn(BaseModel):
     response_id: int | None = None
     response_b_id: int | None = None
     checklist_item_id: int | None = None
+    variant: str | None = None  # e.g. "s1" for the 2nd of k samples, "order:4-9" for one pairwise order
     shown_order: list[int] | None = None
     value: float | None = None
     label: str | None = None

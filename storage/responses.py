@@ -53,7 +53,8 @@ def responses_for_prompt(db: Database, prompt_id: int, run_id: int | None = None
             "ORDER BY id", [prompt_id])
     else:
         rows = db.fetchdicts(
-            "SELECT * FROM response WHERE prompt_id = ? AND run_id = ? ORDER BY sample_index", [prompt_id, run_id])
+            "SELECT * FROM response WHERE prompt_id = ? AND run_id = ? AND origin = 'sampled' ORDER BY sample_index",
+            [prompt_id, run_id])
     return [Response(**r) for r in rows]
 
 
@@ -69,3 +70,9 @@ def missing_samples(db: Database, run_id: int, study_id: int, n: int) -> list[tu
 
 def count_run_responses(db: Database, run_id: int) -> int:
     return db.fetchval("SELECT count(*) FROM response WHERE run_id = ?", [run_id])
+
+
+def derived_responses(db: Database, prompt_id: int) -> list[Response]:
+    """Responses the model wrote from others (revisions of a critique, aggregates), oldest first."""
+    return [Response(**r) for r in db.fetchdicts(
+        "SELECT * FROM response WHERE prompt_id = ? AND origin IN ('revision', 'aggregate') ORDER BY id", [prompt_id])]

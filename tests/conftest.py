@@ -18,3 +18,12 @@ def db(tmp_path: Path) -> Iterator[Database]:
         yield database
     finally:
         database.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_engine():  # noqa: ANN201 - the real SmolLM2 engine, loaded once per test session
+    from backend.engines.llamacpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(n_ctx=2048)
+    yield eng
+    eng.close()

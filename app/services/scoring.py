@@ -1,0 +1,145 @@
+"""Self-scoring: run the model's self-evaluation methods over a study, idempotent and resumable.
+
+For every (prompt, method) the service builds the method's input from storage, runs the method
+unless `method_run` says this exact response set was already scored by this model and method
+version, and stores the verdicts, any checklist or new responses and the `method_run` record in
+one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.labelling import label_run
+from backend.engines.base import Engine, EngineError, EngineInfo
+from backend.methods.base import ChecklistItemInput, Method, MethodInput, MethodResult, ResponseInput, method_seed
+from backend.methods.registry import get_method, parse_method_list
+from storage import checklists, jobs as job_rows, judgments, method_runs, prompts, responses, studies
+from storage.models import Job, JudgmentIn, MAX_RESPONSES, Response, ResponseIn, Study
+
+
+def _response_input(r: Response) -> ResponseInput:
+    return ResponseInput(**r.model_dump(include=set(ResponseInput.model_fields)))
+
+
+def method_input(ctx: AppContext, study: Study, prompt_id: int, method: Method, info: EngineInfo) -> MethodInput:
+    prompt = prompts.get_prompt(ctx.db, prompt_id)
+    run_id, _ = label_run(ctx.db, study)
+    shown = sorted(responses.responses_for_prompt(ctx.db, prompt_id, run_id)[:MAX_RESPONSES], key=lambda r: r.id)
+    checklist = checklists.get_checklist(ctx.db, prompt_id, author=info.model_id, method="checklist",
+                                         version=get_method("checklist").version)
+    return MethodInput(
+        prompt_id=prompt_id, prompt_external_id=prompt.external_id, messages=prompts.chat(prompt),
+        reference=prompt.reference, responses=[_response_input(r) for r in shown],
+        derived=[_response_input(r) for r in responses.derived_responses(ctx.db, prompt_id)],
+        checklist=[ChecklistItemInput(id=i.id, question=i.question) for i in checklist.items] if checklist else [],
+        answer_extraction=study.config.answer_extraction, seed=method_seed(prompt.external_id, method.id),
+        context_length=info.context_length)
+
+
+def _idempotency_key(judge: str, method: str, version: str, parts: tuple) -> str:
+    return hashlib.sha256(f"{judge}|{method}|{version}|{parts}".encode()).hexdigest()[:40]
+
+
+def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method, info: EngineInfo,
+                 result: MethodResult, duration_ms: int) -> int:
+    """Store one method run in one transaction; returns the number of judgments written."""
+    judge = info.model_id
+    rows_before = ctx.db.fetchval("SELECT count(*) FROM judgment")
+    with ctx.db.write():
+        item_ids = [i.id for i in inp.checklist]
+        if result.checklist is not None:
+            item_ids = [i.id for i in checklists.create_checklist(
+                ctx.db, inp.prompt_id, judge, result.checklist, method=method.id, version=method.version).items]
+        if result.new_responses:
+            responses.insert_responses(ctx.db, [
+                ResponseIn(prompt_id=inp.prompt_id, origin=r.origin, parent_id=r.parent_id, text=r.text,
+                           engine=info.engine, model_id=info.model_id,
+                           metadata={**r.metadata, "method": method.id, "method_version": method.version})
+                for r in result.new_responses])
+        rows = []
+        for v in result.verdicts:
+            item = item_ids[v.checklist_item] if v.checklist_item is not None else None
+            rows.append(JudgmentIn(
+                study_id=study.id, prompt_id=inp.prompt_id, judge_kind="model", judge=judge, method=v.method,
+                method_version=method.version, template_version=f"{method.id}.v{method.version}",
+                response_id=v.response_id, response_b_id=v.response_b_id, checklist_item_id=item, variant=v.variant,
+                shown_order=v.shown_order, value=v.value, label=v.label, prob=v.prob, dist=v.dist,
+                rationale=v.rationale, source="model", status=v.status, error=v.error,
+                idempotency_key=_idempotency_key(judge, v.method, method.version,
+                                                 (inp.prompt_id, v.response_id, v.response_b_id, item, v.variant))))
+        judgments.record(ctx.db, rows)
+        failed = [v.error for v in result.verdicts if v.status == "failed"]
+        method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge,
+                              method_runs.responses_key([r.id for r in inp.responses]),
+                              status="failed" if failed and len(failed) == len(result.verdicts) else "ok",
+                              error=failed[0] if failed else None, duration_ms=duration_ms)
+    return ctx.db.fetchval("SELECT count(*) FROM judgment") - rows_before
+
+
+def score_prompt(ctx: AppContext, study: Study, prompt_id: int, method: Method, engine: Engine,
+                 info: EngineInfo) -> int | None:
+    """Run one method on one prompt unless already done; returns judgments written (None = skipped)."""
+    inp = method_input(ctx, study, prompt_id, method, info)
+    if not inp.responses:
+        return None
+    key = method_runs.responses_key([r.id for r in inp.responses])
+    if method_runs.is_done(ctx.db, prompt_id, method.id, method.version, info.model_id, key):
+        return None
+    t0 = time.perf_counter()
+    result = method.run(inp, engine)
+    return store_result(ctx, study, inp, method, info, result, int((time.perf_counter() - t0) * 1000))
+
+
+def start_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | str | None = None,
+                  engine_cfg: EngineConfig | None = None, *, created_by: str | None = None,
+                  background: bool = True) -> Job:
+    """A job that runs the methods over every prompt of the study that has responses."""
+    study = studies.get_study(ctx.db, study_name)
+    try:
+        ids = parse_method_list(method_ids if isinstance(method_ids, str) or method_ids is None
+                                else ",".join(method_ids))
+    except ValueError as e:
+        raise ServiceError(str(e)) from e
+    engine_cfg = engine_cfg or ctx.default_engine
+    prompt_ids = [p.id for p in prompts.list_prompts(ctx.db, study.id)]
+    job = job_rows.create_job(ctx.db, "score", study_id=study.id, total=len(prompt_ids) * len(ids),
+                              params={"methods": ids, "engine": engine_cfg.engine}, created_by=created_by)
+
+    def work() -> None:
+        run_scoring(ctx, job.id, study, prompt_ids, ids, engine_cfg)
+
+    if background:
+        ctx.submit_job(job.id, work)
+    else:
+        work()
+    return job_rows.get_job(ctx.db, job.id)
+
+
+def run_scoring(ctx: AppContext, job_id: int, study: Study, prompt_ids: list[int], ids: list[str],
+                engine_cfg: EngineConfig) -> None:
+    done = written = 0
+    total = len(prompt_ids) * len(ids)
+    job_rows.update_job(ctx.db, job_id, status="running", message=f"scoring with {', '.join(ids)}")
+    try:
+        engine = ctx.engine(engine_cfg)
+        info = engine.info()
+        # Method by method, so a study's cheap signals are all there before the slow ones start.
+        for method_id in ids:
+            method = get_method(method_id)
+            for prompt_id in prompt_ids:
+                if ctx.cancelled(job_id):
+                    job_rows.update_job(ctx.db, job_id, status="cancelled", done=done)
+                    return
+                written += score_prompt(ctx, study, prompt_id, method, engine, info) or 0
+                done += 1
+                job_rows.update_job(ctx.db, job_id, done=done,
+                                    message=f"{method_id}: {done} / {total} (prompt, method) runs, {written} judgments")
+    except (EngineError, ServiceError) as e:
+        job_rows.update_job(ctx.db, job_id, status="failed", done=done,
+                            error=f"{e} ({done} of {total} runs are stored; run again to finish)")
+        return
+    job_rows.update_job(ctx.db, job_id, status="done", done=done,
+                        message=f"{done} / {total} (prompt, method) runs, {written} new judgments")
