@@ -149,6 +149,7 @@ def main() -> None:
       critlab demo                                   # sample study + embedded model + UI on :7860
       critlab import prompts prompts.jsonl --study s1
       critlab generate --study s1 --n 4
+      critlab score --study s1 --methods p_true,checklist
       critlab annotators add alice --role annotator
       critlab serve                                  # then open http://127.0.0.1:7860
       critlab export dpo --study s1 --out pairs.jsonl
@@ -228,6 +229,34 @@ def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
             click.echo("", err=True)
             return job
         time.sleep(0.5)
+
+
+@main.command()
+@click.option("--study", required=True, help="Study whose responses the model judges.")
+@click.option("--methods", default="all", show_default=True,
+              help="Comma-separated method ids (see docs/methods.md), or 'all'.")
+@engine_options
+@db_option
+def score(study: str, methods: str, db_path: str, **kw: Any) -> None:
+    """Let the model check, critique and score its own responses.
+
+    Runs each self-evaluation method (checklists, P(True), token confidence, judge score,
+    critique, rubric, pairwise with order swap, selectors, aggregation) over every prompt that
+    has responses. Idempotent and resumable: what is already stored for the same model, method
+    version and responses is skipped, so rerun it after a failure or when new responses arrive.
+    """
+    from backend.methods.registry import parse_method_list
+
+    try:
+        parse_method_list(methods)
+    except ValueError as e:
+        fail(str(e))
+    engine = _engine_cfg(kw)
+    with target(db_path, engine) as t:
+        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": engine.model_dump()}))
+    if job["status"] != "done":
+        fail(job["error"] or f"job {job['id']} {job['status']}")
+    click.echo(job["message"])
 
 
 @main.command()

@@ -40,6 +40,12 @@ class Generate(_Payload):
     wait: bool = False
 
 
+class Score(_Payload):
+    study: str
+    methods: str | None = None  # "id,id"; None = every method
+    engine: EngineConfig | None = None
+
+
 class AddAnnotator(_Payload):
     name: str
     role: Role = "annotator"
@@ -87,6 +93,12 @@ def generate(ctx: AppContext, user: str, p: Generate) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
+def score(ctx: AppContext, user: str, p: Score) -> dict[str, Any]:
+    from app.services.scoring import start_scoring
+
+    return start_scoring(ctx, p.study, p.methods, p.engine, created_by=user).model_dump(mode="json")
+
+
 def add_annotator(ctx: AppContext, user: str, p: AddAnnotator) -> dict[str, Any]:
     password = p.password or annotators.generate_password()
     a = annotators.add_annotator(ctx.db, p.name, p.role, password)
@@ -126,6 +138,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "import_prompts": (ImportPrompts, import_prompts),
     "create_study": (CreateStudy, create_study),
     "generate": (Generate, generate),
+    "score": (Score, score),
     "add_annotator": (AddAnnotator, add_annotator),
     "export_dpo": (ExportDpo, export_dpo),
     "backup": (Backup, backup),

@@ -11,6 +11,7 @@ import gradio as gr
 from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
 from app.services.ops import run_op
 from backend.engines.base import EngineError
+from backend.methods.registry import method_ids
 from storage import jobs, studies
 from storage.models import Job
 
@@ -89,6 +90,13 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     new_run = gr.Checkbox(label="Start a new run (needed when the settings differ from the study's run)",
                           elem_id="gen-new-run")
     start = gr.Button("Start generation", variant="primary", elem_id="gen-start")
+
+    gr.Markdown("### Self-scoring")
+    gr.Markdown("The model checks, critiques and scores its own responses (study and engine as above). "
+                "Idempotent: what is already stored for the same model and method version is skipped.")
+    methods = gr.CheckboxGroup(method_ids(), value=method_ids(), label="Methods (see docs/methods.md)",
+                               elem_id="score-methods")
+    score_btn = gr.Button("Score", variant="primary", elem_id="score-start")
     job_state = gr.State(None)
     job_progress = gr.Markdown("No job yet.", elem_id="job-progress")
     timer = gr.Timer(1.0)
@@ -121,12 +129,23 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
             raise ServiceError("choose a study first")
         if seed_.strip() and not seed_.strip().isdigit():
             raise ServiceError(f"the seed must be a whole number, not {seed_!r}")
-        cfg = EngineConfig(**{**ctx.default_engine.model_dump(), "engine": engine_,
-                              "sglang_url": url.strip() or ctx.default_engine.sglang_url})
+        cfg = engine_from_form(engine_, url)
         payload = {"study": study_, "new_run": bool(new), "engine": cfg.model_dump(),
                    "settings": {"n": int(n_), "temperature": float(t), "top_p": float(p),
                                 "max_tokens": int(mt or 256), "seed": int(seed_) if seed_.strip() else None}}
         job = run_op(ctx, user, "generate", payload)
+        return progress_markdown(jobs.get_job(ctx.db, job["id"])), job["id"]
+
+    @shown_errors(2)
+    def do_score(study_: str | None, engine_: str, url: str, chosen: list[str], request: gr.Request
+                 ) -> tuple[str, int]:
+        user = admin_of(request)
+        if not study_:
+            raise ServiceError("choose a study first")
+        if not chosen:
+            raise ServiceError("choose at least one method")
+        cfg = engine_from_form(engine_, url)
+        job = run_op(ctx, user, "score", {"study": study_, "methods": ",".join(chosen), "engine": cfg.model_dump()})
         return progress_markdown(jobs.get_job(ctx.db, job["id"])), job["id"]
 
     @shown_errors(1)
@@ -138,6 +157,11 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         return progress_markdown(jobs.get_job(ctx.db, job_id))
 
     pickers = [import_study, gen_study, *other_study_pickers]
+
+    def engine_from_form(engine_: str, url: str) -> EngineConfig:
+        """The server's engine settings with the form's engine choice and URL on top."""
+        return EngineConfig(**{**ctx.default_engine.model_dump(), "engine": engine_,
+                               "sglang_url": url.strip() or ctx.default_engine.sglang_url})
 
     def refresh(request: gr.Request) -> list[Any]:
         """After a study changes: the overview table and every study picker's choices."""
@@ -157,6 +181,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     import_btn.click(do_import, [import_study, upload], [import_status], api_visibility="private")
     start.click(do_start, [gen_study, engine, sglang_url, n, temperature, top_p, max_tokens, seed, new_run],
                 [job_progress, job_state], api_visibility="private")
+    score_btn.click(do_score, [gen_study, engine, sglang_url, methods], [job_progress, job_state],
+                    api_visibility="private")
     timer.tick(poll, [job_state], [job_progress], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
         btn.click(refresh, None, [overview, *pickers], api_visibility="private")
