@@ -8,6 +8,7 @@ import random
 from pydantic import BaseModel, Field
 
 from app.services.context import AppContext, ServiceError
+from app.services.model_view import CardView, card_views
 from storage import judgments, label_queue, prompts, responses, studies
 from storage.models import ChatMessage, JudgmentIn, MAX_RESPONSES, Study
 
@@ -32,6 +33,9 @@ class LabelItem(BaseModel):
     total: int = 0
     editing: bool = False
     scale: tuple[int, int] = (1, 7)
+    # The model's view shows only once the person has labelled the item (or in a non-blind study).
+    show_model_view: bool = False
+    views: dict[int, CardView] = Field(default_factory=dict)
 
 
 class LabelSubmission(BaseModel):
@@ -85,6 +89,9 @@ def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int) -> Labe
         elif j.method == "likert" and j.response_id is not None and j.value is not None:
             item.ratings[j.response_id] = int(j.value)
     item.done, item.total = label_queue.progress(ctx.db, study.id, annotator)
+    item.show_model_view = item.editing or not study.config.blind
+    if item.show_model_view:
+        item.views = card_views(ctx, study.id, prompt_id, order)
     return item
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.render import chat_to_safe_html, to_safe_html
+from app.ui.model_view_md import render_view
 from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from storage import studies
@@ -31,7 +32,10 @@ class LabelTab:
     prompt: gr.Markdown
     guidelines: gr.Markdown
     columns: list[gr.Column]
+    titles: list[gr.Markdown]
     texts: list[gr.Markdown]
+    view_boxes: list[gr.Accordion]
+    views: list[gr.Markdown]
     ratings: list[gr.Radio]
     best: gr.Radio
     comment: gr.Textbox
@@ -39,8 +43,8 @@ class LabelTab:
     state: gr.State
 
     def outputs(self) -> list[Any]:
-        return [self.progress, self.prompt, self.guidelines, *self.columns, *self.texts, *self.ratings,
-                self.best, self.comment, self.status, self.state]
+        return [self.progress, self.prompt, self.guidelines, *self.columns, *self.titles, *self.texts,
+                *self.view_boxes, *self.views, *self.ratings, self.best, self.comment, self.status, self.state]
 
 
 def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
@@ -50,14 +54,19 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             prompt = gr.Markdown(elem_id="prompt", elem_classes=["prompt-box"])
-            columns, texts, ratings, picks = [], [], [], []
+            columns, titles, texts, view_boxes, views, ratings, picks = [], [], [], [], [], [], []
             for start in (0, 4):
                 with gr.Row(equal_height=False):
                     for k in range(start + 1, start + 5):
                         with gr.Column(visible=False, elem_id=f"card-{k}", elem_classes=["resp-card"],
                                        min_width=220) as col:
-                            gr.Markdown(f"**Response {k}**", elem_classes=["card-title"])
+                            titles.append(gr.Markdown(f"**Response {k}**", elem_id=f"title-{k}",
+                                                      elem_classes=["card-title"]))
                             texts.append(gr.Markdown(elem_id=f"resp-{k}", elem_classes=["resp-text"]))
+                            with gr.Accordion("Model's view", open=False, visible=False,
+                                              elem_id=f"view-{k}") as box:
+                                views.append(gr.Markdown(elem_id=f"view-md-{k}", elem_classes=["model-view"]))
+                            view_boxes.append(box)
                             ratings.append(gr.Radio([str(i) for i in range(1, 8)], label="Rating (1 = poor, 7 = "
                                                     "excellent)", elem_id=f"rating-{k}", elem_classes=["rating"]))
                             picks.append(gr.Button(f"Best: {k}", elem_id=f"pick-{k}", size="sm"))
@@ -73,7 +82,8 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         with gr.Column(scale=1, min_width=240):
             guidelines = gr.Markdown(elem_id="guidelines", elem_classes=["guidelines"])
     state = gr.State(None)
-    tab = LabelTab(study, progress, prompt, guidelines, columns, texts, ratings, best, comment, status, state)
+    tab = LabelTab(study, progress, prompt, guidelines, columns, titles, texts, view_boxes, views, ratings, best,
+                   comment, status, state)
 
     for k, pick in enumerate(picks, start=1):
         pick.click(None, None, best, js=f"() => {{ window.critlabSetActiveCard && window.critlabSetActiveCard({k});"
@@ -88,6 +98,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             hidden = [gr.Column(visible=False)] * MAX_RESPONSES
             return [labelling.progress_text(None), "Nothing to label here right now: every ready item is done "
                     "(or the responses are still being generated).", guidelines_md, *hidden,
+                    *[gr.skip()] * MAX_RESPONSES, *[""] * MAX_RESPONSES, *[gr.Accordion(visible=False)] * MAX_RESPONSES,
                     *[""] * MAX_RESPONSES, *[None] * MAX_RESPONSES, gr.Radio(choices=[], value=None), "",
                     status_text, None]
         n = len(item.cards)
@@ -97,11 +108,19 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         ratings_ = [str(item.ratings[c.response_id]) if c and c.response_id in item.ratings else None
                     for _, c in _pad(item.cards)]
         best_pos = next((str(i + 1) for i, c in enumerate(item.cards) if c.response_id == item.best), None)
+        positions = {c.response_id: i + 1 for i, c in enumerate(item.cards)}
+        titles_, boxes_, views_ = [], [], []
+        for i, c in _pad(item.cards):
+            view = item.views.get(c.response_id) if c and item.show_model_view else None
+            picked = f" · ★ {', '.join(view.picked_by)}" if view and view.picked_by else ""
+            titles_.append(f"**Response {i + 1}**{picked}")
+            boxes_.append(gr.Accordion(visible=view is not None))
+            views_.append(render_view(view, positions) if view is not None else "")
         st = {"study": item.study, "prompt_id": item.prompt_id, "order": [c.response_id for c in item.cards],
               "key": uuid.uuid4().hex, "shown_at": time.time()}
         header = f"**Prompt {item.prompt_external_id}**" + (" · *editing your earlier label*" if item.editing else "")
         return [labelling.progress_text(item), header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
-                guidelines_md, *cols, *texts_, *ratings_,
+                guidelines_md, *cols, *titles_, *texts_, *boxes_, *views_, *ratings_,
                 gr.Radio(choices=[str(i) for i in range(1, n + 1)], value=best_pos), item.comment, status_text, st]
 
     def load(study_name: str | None, request: gr.Request) -> list[Any]:

@@ -1,0 +1,100 @@
+"""The model's view of each response on a Label item: its self-scores, checklist answers, critiques,
+pairwise verdicts and which selectors picked it (data only; app/ui renders it)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.services.context import AppContext
+from storage.models import Judgment
+from storage import judgments
+
+# method id -> (badge name, how to show the score)
+BADGES: dict[str, tuple[str, str]] = {
+    "p_true": ("P(True)", "{prob:.2f}"),
+    "p_true_brainstorm": ("P(True), brainstorm", "{prob:.2f}"),
+    "checklist": ("Checklist pass rate", "{value:.0%}"),
+    "judge_score": ("Judge score", "{value:.1f} / 9"),
+    "rubric": ("Rubric", "{value:.1f} / 5"),
+    "critique": ("Critique says correct", "{value:.0%}"),
+    "self_certainty": ("Self-certainty", "{value:.2f}"),
+    "neg_perplexity": ("−Perplexity", "{value:.2f}"),
+    "neg_entropy": ("−Entropy", "{value:.2f}"),
+}
+SELECTOR_NAMES = {"select_majority": "majority vote", "select_usc": "USC", "select_borda": "Borda"}
+
+
+class Badge(BaseModel):
+    name: str
+    text: str
+    failed: bool = False
+
+
+class ChecklistAnswer(BaseModel):
+    question: str
+    answer: str
+    p_yes: float | None
+
+
+class PairwiseResult(BaseModel):
+    other_id: int
+    outcome: str  # "won", "lost", "tie"
+    swap_consistent: bool | None
+
+
+class CardView(BaseModel):
+    badges: list[Badge] = Field(default_factory=list)
+    checklist: list[ChecklistAnswer] = Field(default_factory=list)
+    critiques: list[str] = Field(default_factory=list)
+    pairwise: list[PairwiseResult] = Field(default_factory=list)
+    picked_by: list[str] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.badges or self.checklist or self.critiques or self.pairwise or self.picked_by)
+
+
+def _badge(j: Judgment) -> Badge:
+    name, fmt = BADGES[j.method]
+    if j.status == "failed":
+        return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True)
+    if (j.value if "{value" in fmt else j.prob) is None:
+        return Badge(name=name, text="n/a", failed=True)
+    text = fmt.format(value=j.value, prob=j.prob)
+    if j.method == "self_certainty" and j.label == "topk_proxy":
+        text += " (top-k proxy)"
+    return Badge(name=name, text=text)
+
+
+def card_views(ctx: AppContext, study_id: int, prompt_id: int, response_ids: list[int]) -> dict[int, CardView]:
+    """The model's view per response id (empty views when nothing was scored yet)."""
+    views = {rid: CardView() for rid in response_ids}
+    rows = judgments.current(ctx.db, study_id=study_id, prompt_id=prompt_id, judge_kind="model", stage=None)
+    items = {}
+    for j in rows:
+        if j.method == "checklist_item" and j.checklist_item_id is not None and j.checklist_item_id not in items:
+            items[j.checklist_item_id] = _question(ctx, j.checklist_item_id)
+    for j in sorted(rows, key=lambda r: (list(BADGES).index(r.method) if r.method in BADGES else 99, r.id)):
+        view = views.get(j.response_id) if j.response_id is not None else None
+        if j.method in BADGES and j.variant is None and view is not None:
+            view.badges.append(_badge(j))
+        if j.method == "checklist_item" and view is not None and j.status == "ok":
+            view.checklist.append(ChecklistAnswer(question=items.get(j.checklist_item_id, "?"),
+                                                  answer=j.label or "?", p_yes=j.prob))
+        elif j.method == "critique" and j.variant is not None and view is not None and j.rationale:
+            view.critiques.append(f"{(j.label or '?').upper()}: {j.rationale}")
+        elif j.method == "pairwise" and j.variant is None and j.status == "ok" and j.response_b_id is not None:
+            consistent = None if not j.dist or "swap_consistent" not in j.dist else bool(j.dist["swap_consistent"])
+            for me, other in ((j.response_id, j.response_b_id), (j.response_b_id, j.response_id)):
+                if me in views:
+                    outcome = "tie" if j.label in (None, "tie") else ("won" if j.label == str(me) else "lost")
+                    views[me].pairwise.append(PairwiseResult(other_id=other, outcome=outcome,
+                                                             swap_consistent=consistent))
+        elif j.method in SELECTOR_NAMES and j.status == "ok" and view is not None:
+            view.picked_by.append(SELECTOR_NAMES[j.method])
+    return views
+
+
+def _question(ctx: AppContext, item_id: int) -> str:
+    return str(ctx.db.fetchval("SELECT question FROM checklist_item WHERE id = ?", [item_id]) or "?")
+

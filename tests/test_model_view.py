@@ -1,0 +1,60 @@
+"""The model's view on Label cards: badges, checklist answers, critiques, pairwise and selector marks,
+hidden until the person has labelled the item in a blind study."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.services import labelling
+from app.services.context import AppContext
+from app.services.model_view import card_views
+from app.ui.model_view_md import render_view
+from storage import checklists, judgments
+from storage.db import Database
+from storage.models import JudgmentIn
+from tests.builders import make_prompt, make_responses, make_study
+
+
+def model(db: Database, study_id: int, prompt_id: int, method: str, **kw) -> None:
+    judgments.record(db, [JudgmentIn(study_id=study_id, prompt_id=prompt_id, judge_kind="model", judge="m",
+                                     method=method, idempotency_key=uuid.uuid4().hex, source="model", **kw)])
+
+
+def test_card_views_collect_every_signal(db: Database) -> None:
+    s = make_study(db)
+    p = make_prompt(db, s.id)
+    a, b = make_responses(db, p, ["A text", "B text"])
+    cl = checklists.create_checklist(db, p, "m", ["Is it <b>short</b>?"], method="checklist", version="1")
+    model(db, s.id, p, "p_true", response_id=a, prob=0.75, value=0.75)
+    model(db, s.id, p, "judge_score", response_id=b, status="failed", error="context overflow: too long")
+    model(db, s.id, p, "checklist_item", response_id=a, checklist_item_id=cl.items[0].id, prob=0.8, label="YES")
+    model(db, s.id, p, "critique", response_id=a, variant="s0", label="incorrect", value=0.0,
+          rationale="<script>x</script> wrong sum")
+    model(db, s.id, p, "pairwise", response_id=a, response_b_id=b, label=str(b), value=0.0, dist={"swap_consistent": 1.0})
+    model(db, s.id, p, "select_usc", response_id=b, prob=0.6)
+    ctx = AppContext(db=db)
+    views = card_views(ctx, s.id, p, [b, a])
+    assert [x.text for x in views[a].badges] == ["0.75"]
+    assert views[b].badges[0].failed and "context overflow" in views[b].badges[0].text
+    assert views[a].checklist[0].answer == "YES" and views[a].checklist[0].p_yes == 0.8
+    assert views[a].pairwise[0].outcome == "lost" and views[b].pairwise[0].outcome == "won"
+    assert views[b].picked_by == ["USC"] and views[a].picked_by == []
+    md = render_view(views[a], {b: 1, a: 2})
+    assert "vs Response 1: lost (both orders agree)" in md
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "&lt;b&gt;short&lt;/b&gt;" in md
+
+
+def test_model_view_stays_hidden_until_labelled_in_a_blind_study(db: Database) -> None:
+    s = make_study(db)
+    p = make_prompt(db, s.id)
+    a, b = make_responses(db, p, ["A", "B"])
+    model(db, s.id, p, "p_true", response_id=a, prob=0.9, value=0.9)
+    ctx = AppContext(db=db)
+    item = labelling.next_item(ctx, "ann", s.name)
+    assert not item.show_model_view and item.views == {}
+    order = [c.response_id for c in item.cards]
+    labelling.submit(ctx, "ann", labelling.LabelSubmission(study=s.name, prompt_id=p, shown_order=order, best=a,
+                                                           idempotency_key="k" * 12))
+    again = labelling.previous_item(ctx, "ann", s.name, None)
+    assert again.show_model_view and again.views[a].badges[0].text == "0.90"
