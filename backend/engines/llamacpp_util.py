@@ -51,7 +51,7 @@ def default_model_path() -> str:
 _load_lock = threading.Lock()
 
 
-def load_llama(path: str, n_ctx: int, extra_buffers: bool | None = None) -> Llama:
+def load_llama(path: str, n_ctx: int, extra_buffers: bool | None = None, **llama_kwargs: Any) -> Llama:
     """Load a GGUF with llama.cpp's extra weight buffers off when the build uses AMX (or as asked).
 
     ggml's AMX buffers segfault on multi-token decodes on some Sapphire-Rapids-class hosts (llama.cpp#20824;
@@ -70,7 +70,7 @@ def load_llama(path: str, n_ctx: int, extra_buffers: bool | None = None) -> Llam
     with _load_lock:
         llama_c.llama_model_default_params = params
         try:
-            return Llama(model_path=path, n_ctx=n_ctx, logits_all=False, verbose=False)
+            return Llama(model_path=path, n_ctx=n_ctx, **{"logits_all": False, "verbose": False, **llama_kwargs})
         except (ValueError, RuntimeError) as e:
             raise EngineError(f"could not load the GGUF model {path}: {e}") from e
         finally:
