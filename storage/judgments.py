@@ -8,7 +8,7 @@ from storage.db import Database
 from storage.models import Judgment, JudgmentIn
 
 # Methods whose target is the prompt as a whole (a pick among its responses), not one response.
-PROMPT_LEVEL_METHODS = {"best_of_n"}
+PROMPT_LEVEL_METHODS = {"best_of_n", "reference", "comment", "gsa"}
 
 
 def target_key(j: JudgmentIn) -> str:
@@ -27,7 +27,8 @@ def target_key(j: JudgmentIn) -> str:
     if j.method in PROMPT_LEVEL_METHODS or j.method.startswith("select_"):
         key = f"prompt:{j.prompt_id}"
     elif j.checklist_item_id is not None:
-        key = f"response:{j.response_id}:item:{j.checklist_item_id}"
+        key = (f"response:{j.response_id}:item:{j.checklist_item_id}" if j.response_id is not None
+               else f"item:{j.checklist_item_id}")
     elif j.response_b_id is not None:
         a, b = sorted((j.response_id, j.response_b_id))
         key = f"pair:{a}-{b}"

@@ -1,4 +1,4 @@
-"""Each annotator's labelling queue: what comes next, what was done, skips."""
+"""Each annotator's labelling queue: what comes next, what was done, skips, overlap routing."""
 
 from __future__ import annotations
 
@@ -11,30 +11,44 @@ _READY = """
     CASE WHEN $run IS NULL
       THEN (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id IS NULL
             AND r.origin IN ('imported', 'reference')) >= 1
-      ELSE (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id = $run) >= $n
+      ELSE (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id = $run
+            AND r.origin = 'sampled') >= $n
     END)
 """
+# Who has labelled what: any current human judgment made in the Label tab or imported.
 _LABELLED = """
   SELECT DISTINCT prompt_id, judge FROM judgment WHERE study_id = $study AND judge_kind = 'human'
-  AND stage = 'blind' AND superseded_at IS NULL
+  AND superseded_at IS NULL AND method NOT IN ('criterion_valid')
+"""
+# How many annotators a prompt needs: the study's overlap, one more per re-queue, and the extra
+# annotators of a disagreement-flagged prompt. NULL overlap: no limit.
+_NEEDED = """
+  CASE WHEN $overlap IS NULL THEN NULL ELSE $overlap
+    + (SELECT count(*) FROM requeue q WHERE q.prompt_id = r.id)
+    + CASE WHEN coalesce((SELECT f.disagreement FROM prompt_flag f WHERE f.prompt_id = r.id), false)
+           THEN $extra ELSE 0 END
+  END
 """
 
 
 def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None, n: int,
-                exclude: int | None = None) -> int | None:
-    """The next prompt for this annotator: unlabelled by them, skipped ones last (oldest skip first),
-    then the least-labelled by others, then file order."""
+                exclude: int | None = None, *, overlap: int | None = None, extra: int = 0) -> int | None:
+    """The next prompt for this annotator: one they have not labelled, that still needs annotators
+    (overlap), not skipped before skipped (oldest skip first), then the least-labelled, then file order."""
     rows = db.fetchall(
         f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
+            counts AS (SELECT prompt_id, count(*) AS c FROM labelled GROUP BY prompt_id),
             sk AS (SELECT prompt_id, max(created_at) AS t FROM skip
                    WHERE annotator = $who AND study_id = $study GROUP BY prompt_id)
             SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
+                 LEFT JOIN counts c ON c.prompt_id = r.id
             WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
               AND ($exclude IS NULL OR r.id <> $exclude)
-            ORDER BY sk.t NULLS FIRST,
-                     (SELECT count(*) FROM labelled l WHERE l.prompt_id = r.id), r.position
+              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
+            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
             LIMIT 1""",
-        {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude},
+        {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
+         "extra": extra},
     )
     return rows[0][0] if rows else None
 
@@ -47,6 +61,17 @@ def progress(db: Database, study_id: int, annotator: str) -> tuple[int, int]:
     return done, total
 
 
+def annotator_progress(db: Database, study_id: int) -> list[tuple[str, int, int]]:
+    """Per annotator: (name, prompts labelled, prompts skipped and not labelled)."""
+    return [tuple(r) for r in db.fetchall(
+        f"""WITH labelled AS ({_LABELLED})
+            SELECT a.name,
+                   (SELECT count(*) FROM labelled l WHERE l.judge = a.name),
+                   (SELECT count(DISTINCT s.prompt_id) FROM skip s WHERE s.study_id = $study AND s.annotator = a.name
+                      AND s.prompt_id NOT IN (SELECT prompt_id FROM labelled l WHERE l.judge = a.name))
+            FROM annotator a ORDER BY a.id""", {"study": study_id})]
+
+
 def ready_count(db: Database, study_id: int, run_id: int | None, n: int) -> int:
     return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, "run": run_id, "n": n})
 
@@ -55,11 +80,37 @@ def labelled_history(db: Database, study_id: int, annotator: str) -> list[int]:
     """Prompts this annotator labelled, in the order of their latest submit (oldest first)."""
     return [r[0] for r in db.fetchall(
         """SELECT prompt_id FROM judgment WHERE study_id = ? AND judge = ? AND judge_kind = 'human'
-           AND superseded_at IS NULL AND stage = 'blind'
-           GROUP BY prompt_id ORDER BY max(created_at), max(id)""", [study_id, annotator])]
+           AND superseded_at IS NULL GROUP BY prompt_id ORDER BY min(created_at), min(id)""", [study_id, annotator])]
 
 
 def record_skip(db: Database, study_id: int, prompt_id: int, annotator: str) -> None:
     with db.write() as cur:
         cur.execute("INSERT INTO skip (annotator, study_id, prompt_id) VALUES (?, ?, ?)",
                     [annotator, study_id, prompt_id])
+
+
+def requeue(db: Database, prompt_id: int, created_by: str | None = None) -> None:
+    """Ask for one more annotator on this prompt (on top of the study's overlap)."""
+    with db.write() as cur:
+        cur.execute("INSERT INTO requeue (prompt_id, created_by) VALUES (?, ?)", [prompt_id, created_by])
+
+
+def update_disagreement(db: Database, study_id: int, prompt_id: int) -> bool:
+    """Flag the prompt when the humans' blind best picks split, or when a model selector picked a
+    different response than the first human did. Returns the flag."""
+    with db.write() as cur:
+        flag = cur.execute(
+            """WITH human AS (
+                 SELECT judge, response_id, created_at FROM judgment WHERE study_id = ? AND prompt_id = ?
+                 AND judge_kind = 'human' AND method = 'best_of_n' AND stage = 'blind' AND superseded_at IS NULL),
+               first_pick AS (SELECT response_id FROM human ORDER BY created_at LIMIT 1),
+               model AS (
+                 SELECT response_id FROM judgment WHERE study_id = ? AND prompt_id = ? AND judge_kind = 'model'
+                 AND method LIKE 'select\\_%' ESCAPE '\\' AND status = 'ok' AND superseded_at IS NULL)
+               SELECT (SELECT count(DISTINCT response_id) FROM human) > 1
+                   OR EXISTS (SELECT 1 FROM model m, first_pick f WHERE m.response_id <> f.response_id)""",
+            [study_id, prompt_id, study_id, prompt_id]).fetchall()[0][0]
+        cur.execute("""INSERT INTO prompt_flag (prompt_id, disagreement) VALUES (?, ?)
+                       ON CONFLICT (prompt_id) DO UPDATE SET disagreement = excluded.disagreement, updated_at = now()""",
+                    [prompt_id, bool(flag)])
+    return bool(flag)

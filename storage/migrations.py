@@ -278,3 +278,21 @@ def m013_method_run(cur: duckdb.DuckDBPyConnection) -> None:
             created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             UNIQUE (prompt_id, method, method_version, judge, responses_key))"""
     )
+
+
+@migration
+def m014_queue_routing(cur: duckdb.DuckDBPyConnection) -> None:
+    # requeue: an admin asks for one more annotator on a prompt. prompt_flag: prompts where humans split
+    # or the model disagrees with the first human, which get extra annotators when the study asks for it.
+    cur.execute(
+        """CREATE TABLE requeue (
+            prompt_id BIGINT NOT NULL,
+            created_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+    cur.execute(
+        """CREATE TABLE prompt_flag (
+            prompt_id BIGINT PRIMARY KEY,
+            disagreement BOOLEAN NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )

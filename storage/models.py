@@ -22,15 +22,24 @@ class ChatMessage(BaseModel):
     content: str
 
 
+Question = Literal["best", "rating", "pairwise", "correct", "checklist", "critique", "reference", "comment"]
+QUESTIONS: tuple[str, ...] = ("best", "rating", "pairwise", "correct", "checklist", "critique", "reference",
+                              "comment")
+
+
 class StudyConfig(BaseModel):
     """Per-study annotation settings (stored as JSON in study.config)."""
 
     model_config = ConfigDict(extra="allow")
+    # Blind: model judgments stay hidden while a person labels; reveal: after a blind submit the model's
+    # view is shown and the person may revise (stored as stage 'revealed'). Not blind: the model's view
+    # shows from the start and every label is stored as 'revealed'.
     blind: bool = True
+    reveal: bool = True
+    questions: list[Question] = Field(default_factory=lambda: ["best", "rating", "comment"])
     rating_scale: tuple[int, int] = (1, 7)
-    ask_best: bool = True
-    ask_rating: bool = True
-    ask_comment: bool = True
+    overlap: int | None = Field(None, ge=1, le=100)  # annotators per prompt; None = everyone labels all
+    extra_on_disagreement: int = Field(0, ge=0, le=20)  # more annotators where humans split or the model disagrees
     label_run_id: int | None = None  # the generation run people label; None = the latest run
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
 

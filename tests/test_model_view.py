@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from app.services import labelling
-from app.services.context import AppContext
+from app.services.context import AppContext, ServiceError
 from app.services.model_view import card_views
 from app.ui.model_view_md import render_view
 from storage import checklists, judgments
@@ -45,16 +47,21 @@ def test_card_views_collect_every_signal(db: Database) -> None:
     assert "&lt;b&gt;short&lt;/b&gt;" in md
 
 
-def test_model_view_stays_hidden_until_labelled_in_a_blind_study(db: Database) -> None:
+def test_model_view_shows_only_after_a_blind_submit(db: Database) -> None:
     s = make_study(db)
     p = make_prompt(db, s.id)
     a, b = make_responses(db, p, ["A", "B"])
     model(db, s.id, p, "p_true", response_id=a, prob=0.9, value=0.9)
     ctx = AppContext(db=db)
     item = labelling.next_item(ctx, "ann", s.name)
-    assert not item.show_model_view and item.views == {}
+    assert not item.show_model_view and item.views == {} and item.stage == "blind"
+    with pytest.raises(ServiceError, match="blind first"):
+        labelling.open_item(ctx, "ann", s.name, p, stage="revealed")
     order = [c.response_id for c in item.cards]
-    labelling.submit(ctx, "ann", labelling.LabelSubmission(study=s.name, prompt_id=p, shown_order=order, best=a,
-                                                           idempotency_key="k" * 12))
-    again = labelling.previous_item(ctx, "ann", s.name, None)
-    assert again.show_model_view and again.views[a].badges[0].text == "0.90"
+    result = labelling.submit(ctx, "ann", labelling.LabelSubmission(study=s.name, prompt_id=p, shown_order=order,
+                                                                    best=a, idempotency_key="k" * 12))
+    assert result.reveal
+    shown = labelling.open_item(ctx, "ann", s.name, p, stage="revealed")
+    assert shown.show_model_view and shown.views[a].badges[0].text == "0.90" and shown.answers.best == a
+    back = labelling.previous_item(ctx, "ann", s.name, None)
+    assert not back.show_model_view  # an edit of the blind label stays blind

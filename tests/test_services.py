@@ -94,7 +94,7 @@ def _submit(ctx: AppContext, item: labelling.LabelItem, best_pos: int, ratings: 
     order = [c.response_id for c in item.cards]
     return labelling.submit(ctx, "ann", labelling.LabelSubmission(
         study=item.study, prompt_id=item.prompt_id, shown_order=order, best=order[best_pos],
-        ratings=dict(zip(order, ratings)), comment="ok", idempotency_key=key))
+        ratings=dict(zip(order, ratings)), comment="ok", idempotency_key=key)).judgment_ids
 
 
 def test_label_queue_submit_edit_and_skip(ctx: AppContext) -> None:
@@ -104,7 +104,7 @@ def test_label_queue_submit_edit_and_skip(ctx: AppContext) -> None:
     assert (item.done, item.total) == (0, 3)
     ids = _submit(ctx, item, 0, [7, 4, 1], "key-0000001")
     assert _submit(ctx, item, 0, [7, 4, 1], "key-0000001") == ids  # double submit: nothing new
-    assert ctx.db.fetchval("SELECT count(*) FROM judgment") == 4
+    assert ctx.db.fetchval("SELECT count(*) FROM judgment") == 5  # pick, 3 ratings, comment
 
     nxt = labelling.next_item(ctx, "ann", "lab", after=item.prompt_id)
     assert nxt.prompt_id == pids[1] and nxt.done == 1
@@ -114,12 +114,13 @@ def test_label_queue_submit_edit_and_skip(ctx: AppContext) -> None:
 
     back = labelling.previous_item(ctx, "ann", "lab", third.prompt_id)
     assert back.prompt_id == pids[0] and back.editing
-    assert back.best == item.cards[0].response_id and sorted(back.ratings.values()) == [1, 4, 7]
+    assert back.answers.best == item.cards[0].response_id and sorted(back.answers.ratings.values()) == [1, 4, 7]
+    assert back.answers.comment == "ok" and back.stage == "blind" and not back.show_model_view
     _submit(ctx, back, 1, [2, 6, 3], "key-0000002")
     current = judgments.current(ctx.db, study_id=sid, judge="ann")
-    assert len(current) == 4
+    assert len(current) == 5
     assert next(j for j in current if j.method == "best_of_n").response_id == back.cards[1].response_id
-    assert ctx.db.fetchval("SELECT count(*) FROM judgment WHERE superseded_at IS NOT NULL") == 4
+    assert ctx.db.fetchval("SELECT count(*) FROM judgment WHERE superseded_at IS NOT NULL") == 5
 
 
 def test_submit_rejects_what_was_not_shown(ctx: AppContext) -> None:

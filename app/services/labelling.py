@@ -1,22 +1,49 @@
-"""The Label tab's work: what an annotator sees next, and storing what they decide."""
+"""The Label tab's work: what an annotator sees next, and storing what they decide.
+
+Stages: in a blind study a person labels without seeing any model judgment (stage 'blind'); with
+reveal on, the model's view is then shown and they may revise (stage 'revealed'). In a study that
+is not blind the model's view shows from the start, so every label is 'revealed'.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from app.services.context import AppContext, ServiceError
 from app.services.model_view import CardView, card_views
-from storage import judgments, label_queue, prompts, responses, studies
-from storage.models import ChatMessage, JudgmentIn, MAX_RESPONSES, Study
+from storage import checklists, judgments, label_queue, prompts, responses, studies
+from storage.models import ChatMessage, Judgment, JudgmentIn, MAX_RESPONSES, Question, Stage, Study
+
+PairVerdict = Literal["A", "B", "tie", "both_bad"]
 
 
 class Card(BaseModel):
     response_id: int
     text: str
     finish_reason: str | None = None
+
+
+class ChecklistQuestion(BaseModel):
+    id: int
+    question: str
+
+
+class Answers(BaseModel):
+    """What a person answered on one item (also the prefill when they come back to it)."""
+
+    best: int | None = None  # response id
+    ratings: dict[int, int] = Field(default_factory=dict)
+    pairwise: PairVerdict | None = None  # A = the first card shown, B = the second
+    correct: dict[int, bool] = Field(default_factory=dict)
+    checklist_yes: dict[int, list[int]] = Field(default_factory=dict)  # response id -> item ids answered YES
+    invalid_items: list[int] = Field(default_factory=list)
+    critique: dict[int, Literal["agree", "disagree"]] = Field(default_factory=dict)
+    reference: str = ""
+    comment: str = ""
 
 
 class LabelItem(BaseModel):
@@ -26,30 +53,34 @@ class LabelItem(BaseModel):
     prompt_external_id: str
     messages: list[ChatMessage]
     cards: list[Card]  # in the order this annotator sees them
-    best: int | None = None  # response id, when editing an earlier label
-    ratings: dict[int, int] = Field(default_factory=dict)
-    comment: str = ""
+    questions: list[Question]
+    checklist: list[ChecklistQuestion] = Field(default_factory=list)
+    answers: Answers = Field(default_factory=Answers)
+    stage: Stage = "blind"
+    blind: bool = True  # the study is blind (so a 'revealed' stage here is a revision after reveal)
+    editing: bool = False  # the person labelled this item before (← back, or the reveal step)
     done: int = 0
     total: int = 0
-    editing: bool = False
     scale: tuple[int, int] = (1, 7)
-    # The model's view shows only once the person has labelled the item (or in a non-blind study).
     show_model_view: bool = False
     views: dict[int, CardView] = Field(default_factory=dict)
 
 
-class LabelSubmission(BaseModel):
+class LabelSubmission(Answers):
     study: str
     prompt_id: int
     shown_order: list[int]
-    best: int | None = None
-    ratings: dict[int, int] = Field(default_factory=dict)
-    comment: str | None = None
+    stage: Stage = "blind"
     idempotency_key: str = Field(min_length=8, max_length=100)
     duration_ms: int | None = None
 
 
-def label_run(db, study: Study) -> tuple[int | None, int]:
+class SubmitResult(BaseModel):
+    judgment_ids: list[int]
+    reveal: bool  # show this item again with the model's view, for an optional revision
+
+
+def label_run(db, study: Study) -> tuple[int | None, int]:  # noqa: ANN001
     """(run id, n) whose samples people label: the study's chosen run, else its latest run."""
     run = None
     if study.config.label_run_id is not None:
@@ -71,52 +102,98 @@ def shown_order(annotator: str, prompt_id: int, response_ids: list[int]) -> list
     return ids
 
 
-def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int) -> LabelItem:
-    prompt = prompts.get_prompt(ctx.db, prompt_id)
+def _label_set(ctx: AppContext, study: Study, prompt_id: int) -> dict[int, responses.Response]:
     run_id, _ = label_run(ctx.db, study)
-    rows = {r.id: r for r in responses.responses_for_prompt(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
+    return {r.id: r for r in responses.responses_for_prompt(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
+
+
+def _model_checklist(ctx: AppContext, prompt_id: int) -> list[ChecklistQuestion]:
+    cl = checklists.get_checklist(ctx.db, prompt_id, method="checklist")
+    return [ChecklistQuestion(id=i.id, question=i.question) for i in cl.items] if cl else []
+
+
+def _answers(rows: list[Judgment]) -> Answers:
+    a = Answers()
+    for j in rows:
+        rid = j.response_id
+        if j.method == "best_of_n":
+            a.best = rid
+        elif j.method == "likert" and rid is not None and j.value is not None:
+            a.ratings[rid] = int(j.value)
+        elif j.method == "pairwise":
+            a.pairwise = ("A" if j.label == str(j.response_id) else "B" if j.label == str(j.response_b_id)
+                          else j.label)  # type: ignore[assignment]
+        elif j.method == "correct" and rid is not None:
+            a.correct[rid] = j.label == "correct"
+        elif j.method == "checklist_item" and rid is not None and j.label == "YES":
+            a.checklist_yes.setdefault(rid, []).append(j.checklist_item_id)  # type: ignore[arg-type]
+        elif j.method == "criterion_valid" and j.label == "invalid":
+            a.invalid_items.append(j.checklist_item_id)  # type: ignore[arg-type]
+        elif j.method == "critique_agree" and rid is not None:
+            a.critique[rid] = j.label  # type: ignore[assignment]
+        elif j.method == "reference":
+            a.reference = j.rationale or ""
+        elif j.method == "comment":
+            a.comment = j.rationale or ""
+    return a
+
+
+def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: Stage) -> LabelItem:
+    prompt = prompts.get_prompt(ctx.db, prompt_id)
+    rows = _label_set(ctx, study, prompt_id)
     order = shown_order(annotator, prompt_id, list(rows))
     item = LabelItem(study=study.name, study_id=study.id, prompt_id=prompt_id,
                      prompt_external_id=prompt.external_id, messages=prompt.messages,
                      cards=[Card(response_id=i, text=rows[i].text, finish_reason=rows[i].finish_reason)
                             for i in order],
-                     scale=study.config.rating_scale)
-    for j in judgments.current(ctx.db, study_id=study.id, judge=annotator, prompt_id=prompt_id,
-                               judge_kind="human"):
-        item.editing = True
-        if j.method == "best_of_n":
-            item.best, item.comment = j.response_id, j.rationale or ""
-        elif j.method == "likert" and j.response_id is not None and j.value is not None:
-            item.ratings[j.response_id] = int(j.value)
+                     questions=study.config.questions, scale=study.config.rating_scale, stage=stage,
+                     blind=study.config.blind)
+    if "checklist" in item.questions:
+        item.checklist = _model_checklist(ctx, prompt_id)
+    mine = judgments.current(ctx.db, study_id=study.id, judge=annotator, prompt_id=prompt_id, judge_kind="human",
+                             stage=None)
+    item.editing = bool(mine)
+    # Prefill with this stage's answers; a reveal step starts from the blind answers.
+    same = [j for j in mine if j.stage == stage] or [j for j in mine if j.stage == "blind"]
+    item.answers = _answers(same)
     item.done, item.total = label_queue.progress(ctx.db, study.id, annotator)
-    item.show_model_view = item.editing or not study.config.blind
+    item.show_model_view = stage == "revealed"
     if item.show_model_view:
         item.views = card_views(ctx, study.id, prompt_id, order)
     return item
+
+
+def _entry_stage(study: Study) -> Stage:
+    return "blind" if study.config.blind else "revealed"
 
 
 def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | None = None) -> LabelItem | None:
     """The annotator's next prompt, or None when nothing is left (or nothing is ready yet)."""
     study = studies.get_study(ctx.db, study_name)
     run_id, n = label_run(ctx.db, study)
-    prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after)
-    return _item(ctx, study, annotator, prompt_id) if prompt_id is not None else None
+    prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after,
+                                        overlap=study.config.overlap, extra=study.config.extra_on_disagreement)
+    return _item(ctx, study, annotator, prompt_id, _entry_stage(study)) if prompt_id is not None else None
 
 
 def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int | None) -> LabelItem | None:
-    """The item labelled just before `current` in this annotator's history (for ← edit)."""
+    """The item labelled just before `current` in this annotator's history (for ← edit), in the
+    study's entry stage: in a blind study the edit stays blind (no model view)."""
     study = studies.get_study(ctx.db, study_name)
     history = label_queue.labelled_history(ctx.db, study.id, annotator)
     if current in history:
         history = history[: history.index(current)]
-    return _item(ctx, study, annotator, history[-1]) if history else None
+    return _item(ctx, study, annotator, history[-1], _entry_stage(study)) if history else None
 
 
-def open_item(ctx: AppContext, annotator: str, study_name: str, prompt_id: int) -> LabelItem:
+def open_item(ctx: AppContext, annotator: str, study_name: str, prompt_id: int,
+              stage: Stage | None = None) -> LabelItem:
     study = studies.get_study(ctx.db, study_name)
-    if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id]) != study.id:
-        raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
-    return _item(ctx, study, annotator, prompt_id)
+    _check_prompt(ctx, study, prompt_id)
+    stage = stage or _entry_stage(study)
+    if stage == "revealed" and study.config.blind and not _has_blind_label(ctx, study, annotator, prompt_id):
+        raise ServiceError("label this item blind first; the model's view shows after you submit")
+    return _item(ctx, study, annotator, prompt_id, stage)
 
 
 def progress_text(item: LabelItem | None, done: int | None = None, total: int | None = None) -> str:
@@ -124,44 +201,113 @@ def progress_text(item: LabelItem | None, done: int | None = None, total: int | 
     return f"{d} / {t} labelled by you"
 
 
-def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str = "ui") -> list[int]:
+def _check_prompt(ctx: AppContext, study: Study, prompt_id: int) -> None:
+    if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id]) != study.id:
+        raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
+
+
+def _has_blind_label(ctx: AppContext, study: Study, annotator: str, prompt_id: int) -> bool:
+    return bool(judgments.current(ctx.db, study_id=study.id, judge=annotator, prompt_id=prompt_id,
+                                  judge_kind="human", stage="blind"))
+
+
+def _validate(ctx: AppContext, study: Study, sub: LabelSubmission, expected: set[int]) -> None:
+    q = set(study.config.questions)
+    if set(sub.shown_order) != expected or len(sub.shown_order) != len(expected):
+        raise ServiceError("the responses shown no longer match this prompt's responses; reload the item")
+    if sub.best is None and not sub.ratings and sub.pairwise is None and not sub.correct:
+        raise ServiceError("pick the best response (or rate at least one) before submitting")
+    asked = {"best": sub.best is not None, "rating": bool(sub.ratings), "pairwise": sub.pairwise is not None,
+             "correct": bool(sub.correct), "checklist": bool(sub.checklist_yes or sub.invalid_items),
+             "critique": bool(sub.critique), "reference": bool(sub.reference.strip())}
+    extra = [name for name, given in asked.items() if given and name not in q]
+    if extra:
+        raise ServiceError(f"this study does not ask for: {', '.join(extra)}")
+    for rid in [sub.best] * (sub.best is not None) + [*sub.ratings, *sub.correct, *sub.checklist_yes, *sub.critique]:
+        if rid not in expected:
+            raise ServiceError(f"response {rid} is not one of this prompt's responses")
+    lo, hi = study.config.rating_scale
+    for rating in sub.ratings.values():
+        if not lo <= rating <= hi:
+            raise ServiceError(f"rating {rating} is outside the scale {lo}-{hi}")
+    if sub.pairwise is not None and len(sub.shown_order) < 2:
+        raise ServiceError("a pairwise verdict needs two responses")
+    if sub.checklist_yes or sub.invalid_items:
+        items = {i.id for i in _model_checklist(ctx, sub.prompt_id)}
+        unknown = {i for ids in sub.checklist_yes.values() for i in ids} | set(sub.invalid_items)
+        if unknown - items:
+            raise ServiceError(f"checklist items {sorted(unknown - items)} are not this prompt's checklist")
+    if sub.critique and sub.stage != "revealed":
+        raise ServiceError("agreeing with the model's critique needs the model's view: it is asked after reveal")
+
+
+def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str = "ui") -> SubmitResult:
     """Validate a label against what the annotator was shown and store it (one transaction).
 
     Every judgment gets an idempotency key derived from the client's, so a double submit stores
-    nothing new; a changed label supersedes the earlier one.
+    nothing new; a changed label supersedes the earlier one of the same stage.
     """
     study = studies.get_study(ctx.db, sub.study)
-    if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [sub.prompt_id]) != study.id:
-        raise ServiceError(f"prompt {sub.prompt_id} is not in study {study.name!r}")
-    run_id, _ = label_run(ctx.db, study)
-    expected = {r.id for r in responses.responses_for_prompt(ctx.db, sub.prompt_id, run_id)[:MAX_RESPONSES]}
-    if set(sub.shown_order) != expected or len(sub.shown_order) != len(expected):
-        raise ServiceError("the responses shown no longer match this prompt's responses; reload the item")
-    lo, hi = study.config.rating_scale
-    if sub.best is None and not sub.ratings:
-        raise ServiceError("pick the best response (or rate at least one) before submitting")
-    if sub.best is not None and sub.best not in expected:
-        raise ServiceError(f"response {sub.best} is not one of this prompt's responses")
-    for rid, rating in sub.ratings.items():
-        if rid not in expected:
-            raise ServiceError(f"response {rid} is not one of this prompt's responses")
-        if not lo <= rating <= hi:
-            raise ServiceError(f"rating {rating} is outside the scale {lo}-{hi}")
+    _check_prompt(ctx, study, sub.prompt_id)
+    stage: Stage = sub.stage if study.config.blind else "revealed"
+    if stage == "revealed" and study.config.blind and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
+        raise ServiceError("a revised label needs a blind label first")
+    sub = sub.model_copy(update={"stage": stage})
+    expected = set(_label_set(ctx, study, sub.prompt_id))
+    _validate(ctx, study, sub, expected)
+    rows = _judgments(study, annotator, sub, source, _model_checklist(ctx, sub.prompt_id))
+    with ctx.db.write():
+        ids = judgments.record(ctx.db, rows)
+        label_queue.update_disagreement(ctx.db, study.id, sub.prompt_id)
+    has_model_view = bool(judgments.current(ctx.db, study_id=study.id, prompt_id=sub.prompt_id, judge_kind="model",
+                                            stage=None))
+    reveal = stage == "blind" and study.config.reveal and has_model_view
+    return SubmitResult(judgment_ids=ids, reveal=reveal)
+
+
+def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
+               checklist: list[ChecklistQuestion]) -> list[JudgmentIn]:
     common = dict(study_id=study.id, prompt_id=sub.prompt_id, judge_kind="human", judge=annotator,
-                  shown_order=sub.shown_order, stage="blind", source=source, duration_ms=sub.duration_ms)
-    rows = []
+                  shown_order=sub.shown_order, stage=sub.stage, source=source, duration_ms=sub.duration_ms)
+    key = sub.idempotency_key
+    rows: list[JudgmentIn] = []
     if sub.best is not None:
-        rows.append(JudgmentIn(**common, method="best_of_n", response_id=sub.best,
-                               rationale=(sub.comment or "").strip() or None,
-                               idempotency_key=f"{sub.idempotency_key}:best"))
+        rows.append(JudgmentIn(**common, method="best_of_n", response_id=sub.best, idempotency_key=f"{key}:best"))
     for rid, rating in sorted(sub.ratings.items()):
         rows.append(JudgmentIn(**common, method="likert", response_id=rid, value=float(rating),
-                               idempotency_key=f"{sub.idempotency_key}:r{rid}"))
-    return judgments.record(ctx.db, rows)
+                               idempotency_key=f"{key}:r{rid}"))
+    if sub.pairwise is not None:
+        a, b = sub.shown_order[0], sub.shown_order[1]
+        label = {"A": str(a), "B": str(b)}.get(sub.pairwise, sub.pairwise)
+        rows.append(JudgmentIn(**common, method="pairwise", response_id=a, response_b_id=b, label=label,
+                               idempotency_key=f"{key}:pair"))
+    for rid, ok in sorted(sub.correct.items()):
+        rows.append(JudgmentIn(**common, method="correct", response_id=rid, value=1.0 if ok else 0.0,
+                               label="correct" if ok else "incorrect", idempotency_key=f"{key}:c{rid}"))
+    if "checklist" in study.config.questions and checklist and (sub.checklist_yes or sub.invalid_items):
+        for rid in sub.shown_order:
+            yes = set(sub.checklist_yes.get(rid, []))
+            for item in checklist:
+                if item.id in sub.invalid_items:
+                    continue
+                rows.append(JudgmentIn(**common, method="checklist_item", response_id=rid, checklist_item_id=item.id,
+                                       label="YES" if item.id in yes else "NO", value=1.0 if item.id in yes else 0.0,
+                                       idempotency_key=f"{key}:i{rid}:{item.id}"))
+        for item in checklist:
+            bad = item.id in sub.invalid_items
+            rows.append(JudgmentIn(**common, method="criterion_valid", checklist_item_id=item.id,
+                                   label="invalid" if bad else "valid", value=0.0 if bad else 1.0,
+                                   idempotency_key=f"{key}:v{item.id}"))
+    for rid, verdict in sorted(sub.critique.items()):
+        rows.append(JudgmentIn(**common, method="critique_agree", response_id=rid, label=verdict,
+                               value=1.0 if verdict == "agree" else 0.0, idempotency_key=f"{key}:k{rid}"))
+    for method, text in (("reference", sub.reference), ("comment", sub.comment)):
+        if text and text.strip():
+            rows.append(JudgmentIn(**common, method=method, rationale=text.strip(), idempotency_key=f"{key}:{method}"))
+    return rows
 
 
 def skip(ctx: AppContext, annotator: str, study_name: str, prompt_id: int) -> None:
     study = studies.get_study(ctx.db, study_name)
-    if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id]) != study.id:
-        raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
+    _check_prompt(ctx, study, prompt_id)
     label_queue.record_skip(ctx.db, study.id, prompt_id, annotator)

@@ -1,28 +1,43 @@
-"""The Label tab: the prompt, up to 8 response cards side by side, best pick, ratings, comment.
+"""The Label tab: the prompt, up to 8 response cards side by side, and the study's questions.
 
-The cards are created once and shown or hidden per item (re-rendered inputs lose their values).
-Callbacks only call app.services.labelling and render what it returns.
+The cards and their controls are created once and shown or hidden per item (re-rendered inputs
+lose their values). Callbacks only call app.services.labelling and render what it returns.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gradio as gr
 
 from app.render import chat_to_safe_html, to_safe_html
-from app.ui.model_view_md import render_view
 from app.services import labelling
 from app.services.context import AppContext, ServiceError
+from app.ui.model_view_md import render_view
 from storage import studies
 from storage.models import MAX_RESPONSES
 
 KEY_HELP = ("Keys: **1–8** pick the best · **J/K** move between cards · **Shift+1–7** rate the highlighted "
             "card · **Ctrl+Enter** submit · **S** skip · **←** back to the previous item")
 RESET_ACTIVE_JS = "() => { window.critlabSetActiveCard && window.critlabSetActiveCard(1); }"
+PAIR_CHOICES = [("Response 1 is better", "A"), ("Response 2 is better", "B"), ("Tie", "tie"), ("Both bad", "both_bad")]
+
+
+@dataclass
+class CardControls:
+    column: gr.Column
+    title: gr.Markdown
+    text: gr.Markdown
+    view_box: gr.Accordion
+    view: gr.Markdown
+    rating: gr.Radio
+    correct: gr.Radio
+    checklist: gr.CheckboxGroup
+    critique: gr.Radio
+    pick: gr.Button
 
 
 @dataclass
@@ -31,20 +46,46 @@ class LabelTab:
     progress: gr.Markdown
     prompt: gr.Markdown
     guidelines: gr.Markdown
-    columns: list[gr.Column]
-    titles: list[gr.Markdown]
-    texts: list[gr.Markdown]
-    view_boxes: list[gr.Accordion]
-    views: list[gr.Markdown]
-    ratings: list[gr.Radio]
+    cards: list[CardControls]
     best: gr.Radio
+    pairwise: gr.Radio
+    invalid: gr.CheckboxGroup
+    reference: gr.Textbox
     comment: gr.Textbox
     status: gr.Markdown
     state: gr.State
+    load: Callable[..., list[Any]] = field(default=lambda *a: [])
+
+    def per_card(self, name: str) -> list[Any]:
+        return [getattr(c, name) for c in self.cards]
 
     def outputs(self) -> list[Any]:
-        return [self.progress, self.prompt, self.guidelines, *self.columns, *self.titles, *self.texts,
-                *self.view_boxes, *self.views, *self.ratings, self.best, self.comment, self.status, self.state]
+        names = ("column", "title", "text", "view_box", "view", "rating", "correct", "checklist", "critique", "pick")
+        return [self.progress, self.prompt, self.guidelines, *[x for n in names for x in self.per_card(n)],
+                self.best, self.pairwise, self.invalid, self.reference, self.comment, self.status, self.state]
+
+    def answer_inputs(self) -> list[Any]:
+        return [self.state, self.best, self.pairwise, self.invalid, self.reference, self.comment,
+                *self.per_card("rating"), *self.per_card("correct"), *self.per_card("checklist"),
+                *self.per_card("critique")]
+
+
+def _card(k: int) -> CardControls:
+    with gr.Column(visible=False, elem_id=f"card-{k}", elem_classes=["resp-card"], min_width=220) as col:
+        title = gr.Markdown(f"**Response {k}**", elem_id=f"title-{k}", elem_classes=["card-title"])
+        text = gr.Markdown(elem_id=f"resp-{k}", elem_classes=["resp-text"])
+        with gr.Accordion("Model's view", open=True, visible=False, elem_id=f"view-{k}") as box:
+            view = gr.Markdown(elem_id=f"view-md-{k}", elem_classes=["model-view"])
+        rating = gr.Radio([str(i) for i in range(1, 8)], label="Rating (1 = poor, 7 = excellent)",
+                          elem_id=f"rating-{k}", elem_classes=["rating"])
+        correct = gr.Radio(["correct", "incorrect"], label="Is it correct?", visible=False, elem_id=f"correct-{k}",
+                           elem_classes=["rating"])
+        checklist = gr.CheckboxGroup([], label="Checklist: tick every item this response satisfies", visible=False,
+                                     elem_id=f"checklist-{k}")
+        critique = gr.Radio(["agree", "disagree"], label="Do you agree with the model's critique?", visible=False,
+                            elem_id=f"critique-{k}", elem_classes=["rating"])
+        pick = gr.Button(f"Best: {k}", elem_id=f"pick-{k}", size="sm")
+    return CardControls(col, title, text, box, view, rating, correct, checklist, critique, pick)
 
 
 def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
@@ -54,24 +95,16 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             prompt = gr.Markdown(elem_id="prompt", elem_classes=["prompt-box"])
-            columns, titles, texts, view_boxes, views, ratings, picks = [], [], [], [], [], [], []
+            cards: list[CardControls] = []
             for start in (0, 4):
                 with gr.Row(equal_height=False):
-                    for k in range(start + 1, start + 5):
-                        with gr.Column(visible=False, elem_id=f"card-{k}", elem_classes=["resp-card"],
-                                       min_width=220) as col:
-                            titles.append(gr.Markdown(f"**Response {k}**", elem_id=f"title-{k}",
-                                                      elem_classes=["card-title"]))
-                            texts.append(gr.Markdown(elem_id=f"resp-{k}", elem_classes=["resp-text"]))
-                            with gr.Accordion("Model's view", open=False, visible=False,
-                                              elem_id=f"view-{k}") as box:
-                                views.append(gr.Markdown(elem_id=f"view-md-{k}", elem_classes=["model-view"]))
-                            view_boxes.append(box)
-                            ratings.append(gr.Radio([str(i) for i in range(1, 8)], label="Rating (1 = poor, 7 = "
-                                                    "excellent)", elem_id=f"rating-{k}", elem_classes=["rating"]))
-                            picks.append(gr.Button(f"Best: {k}", elem_id=f"pick-{k}", size="sm"))
-                        columns.append(col)
+                    cards += [_card(k) for k in range(start + 1, start + 5)]
             best = gr.Radio([], label="Best response", elem_id="best")
+            pairwise = gr.Radio(PAIR_CHOICES, label="Response 1 vs Response 2", visible=False, elem_id="pairwise")
+            invalid = gr.CheckboxGroup([], label="Checklist items that are not a valid criterion for this prompt",
+                                       visible=False, elem_id="invalid-items")
+            reference = gr.Textbox(label="Your reference answer (optional)", lines=2, visible=False,
+                                   elem_id="reference")
             comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="comment")
             with gr.Row():
                 back = gr.Button("← Back", elem_id="back-btn", size="sm")
@@ -82,73 +115,41 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         with gr.Column(scale=1, min_width=240):
             guidelines = gr.Markdown(elem_id="guidelines", elem_classes=["guidelines"])
     state = gr.State(None)
-    tab = LabelTab(study, progress, prompt, guidelines, columns, titles, texts, view_boxes, views, ratings, best,
-                   comment, status, state)
+    tab = LabelTab(study, progress, prompt, guidelines, cards, best, pairwise, invalid, reference, comment, status,
+                   state)
 
-    for k, pick in enumerate(picks, start=1):
-        pick.click(None, None, best, js=f"() => {{ window.critlabSetActiveCard && window.critlabSetActiveCard({k});"
-                                        f" return '{k}'; }}")
+    for k, c in enumerate(cards, start=1):
+        c.pick.click(None, None, best, js=f"() => {{ window.critlabSetActiveCard && window.critlabSetActiveCard({k});"
+                                          f" return '{k}'; }}")
 
     def render(item: labelling.LabelItem | None, status_text: str, study_name: str | None) -> list[Any]:
-        guidelines_md = ""
-        if study_name:
-            s = studies.get_study(ctx.db, study_name)
-            guidelines_md = "### Guidelines\n\n" + to_safe_html(s.guidelines) if s.guidelines else ""
-        if item is None:
-            hidden = [gr.Column(visible=False)] * MAX_RESPONSES
-            return [labelling.progress_text(None), "Nothing to label here right now: every ready item is done "
-                    "(or the responses are still being generated).", guidelines_md, *hidden,
-                    *[gr.skip()] * MAX_RESPONSES, *[""] * MAX_RESPONSES, *[gr.Accordion(visible=False)] * MAX_RESPONSES,
-                    *[""] * MAX_RESPONSES, *[None] * MAX_RESPONSES, gr.Radio(choices=[], value=None), "",
-                    status_text, None]
-        n = len(item.cards)
-        cols = [gr.Column(visible=i < n) for i in range(MAX_RESPONSES)]
-        texts_ = [to_safe_html(c.text) + (" \n\n*[cut off at the token limit]*" if c.finish_reason == "length" else "")
-                  if i < n else "" for i, c in _pad(item.cards)]
-        ratings_ = [str(item.ratings[c.response_id]) if c and c.response_id in item.ratings else None
-                    for _, c in _pad(item.cards)]
-        best_pos = next((str(i + 1) for i, c in enumerate(item.cards) if c.response_id == item.best), None)
-        positions = {c.response_id: i + 1 for i, c in enumerate(item.cards)}
-        titles_, boxes_, views_ = [], [], []
-        for i, c in _pad(item.cards):
-            view = item.views.get(c.response_id) if c and item.show_model_view else None
-            picked = f" · ★ {', '.join(view.picked_by)}" if view and view.picked_by else ""
-            titles_.append(f"**Response {i + 1}**{picked}")
-            boxes_.append(gr.Accordion(visible=view is not None))
-            views_.append(render_view(view, positions) if view is not None else "")
-        st = {"study": item.study, "prompt_id": item.prompt_id, "order": [c.response_id for c in item.cards],
-              "key": uuid.uuid4().hex, "shown_at": time.time()}
-        header = f"**Prompt {item.prompt_external_id}**" + (" · *editing your earlier label*" if item.editing else "")
-        return [labelling.progress_text(item), header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
-                guidelines_md, *cols, *titles_, *texts_, *boxes_, *views_, *ratings_,
-                gr.Radio(choices=[str(i) for i in range(1, n + 1)], value=best_pos), item.comment, status_text, st]
+        return _render(ctx, tab, item, status_text, study_name)
 
     def load(study_name: str | None, request: gr.Request) -> list[Any]:
         if not study_name:
             return render(None, "No study yet: an admin creates one in the Studies tab.", None)
         return render(labelling.next_item(ctx, user_of(request), study_name), "", study_name)
 
-    def do_submit(st: dict | None, best_pos: str | None, comment_text: str, r1: str | None, r2: str | None,
-                  r3: str | None, r4: str | None, r5: str | None, r6: str | None, r7: str | None, r8: str | None,
-                  request: gr.Request) -> list[Any]:
-        # Gradio injects the request only into a parameter annotated gr.Request, hence no *args here.
-        rating_values = [r1, r2, r3, r4, r5, r6, r7, r8]
+    def do_submit(data: dict, request: gr.Request) -> list[Any]:
+        # The inputs are given as a set, so Gradio passes one {component: value} dict.
+        values = [data[c] for c in tab.answer_inputs()]
+        st = values[0]
         if not st:
             return render(None, "Nothing to submit.", None)
         user = user_of(request)
-        order = st["order"]
-        sub = labelling.LabelSubmission(
-            study=st["study"], prompt_id=st["prompt_id"], shown_order=order,
-            best=order[int(best_pos) - 1] if best_pos else None,
-            ratings={order[i]: int(v) for i, v in enumerate(rating_values[: len(order)]) if v},
-            comment=comment_text, idempotency_key=st["key"],
-            duration_ms=int((time.time() - st["shown_at"]) * 1000))
         try:
-            labelling.submit(ctx, user, sub)
+            result = labelling.submit(ctx, user, _submission(st, values))
         except ServiceError as e:
             return _keep(tab, f"⚠️ {e}")
+        name = _external(ctx, st["prompt_id"])
+        if result.reveal:
+            item = labelling.open_item(ctx, user, st["study"], st["prompt_id"], stage="revealed")
+            return render(item, f"Saved prompt {name}. The model's view is now shown under each response: change "
+                                "anything and submit again to store a revised label, or submit as it is to go on.",
+                          st["study"])
         nxt = labelling.next_item(ctx, user, st["study"], after=st["prompt_id"])
-        return render(nxt, f"Saved prompt {_external(ctx, st['prompt_id'])}.", st["study"])
+        note = " (revised label after reveal)" if st["revision"] else ""
+        return render(nxt, f"Saved prompt {name}{note}.", st["study"])
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
         if not st:
@@ -166,18 +167,88 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             return _keep(tab, "Nothing earlier to go back to.")
         return render(prev, "Editing an earlier label: submit to replace it.", study_name)
 
-    inputs = [state, best, comment, *ratings]
     # One submit at a time per session ("once") and a serialised writer underneath.
-    submit.click(do_submit, inputs, tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
+    submit.click(do_submit, set(tab.answer_inputs()), tab.outputs(), api_visibility="private").then(
+        None, js=RESET_ACTIVE_JS)
     skip.click(do_skip, [state], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     back.click(do_back, [state, study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     study.input(load, [study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
-    tab.load = load  # type: ignore[attr-defined]
+    tab.load = load
     return tab
 
 
-def _pad(cards: list[labelling.Card]) -> list[tuple[int, labelling.Card | None]]:
-    return [(i, cards[i] if i < len(cards) else None) for i in range(MAX_RESPONSES)]
+def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
+    """The form's values (in `LabelTab.answer_inputs` order) as a submission."""
+    _, best_pos, pair, invalid, reference, comment, *per_card = values
+    ratings, correct, checks, critique = (per_card[i * MAX_RESPONSES:(i + 1) * MAX_RESPONSES] for i in range(4))
+    order: list[int] = st["order"]
+    n = len(order)
+    return labelling.LabelSubmission(
+        study=st["study"], prompt_id=st["prompt_id"], shown_order=order, stage=st["stage"],
+        best=order[int(best_pos) - 1] if best_pos else None,
+        ratings={order[i]: int(v) for i, v in enumerate(ratings[:n]) if v},
+        pairwise=pair or None,
+        correct={order[i]: v == "correct" for i, v in enumerate(correct[:n]) if v},
+        checklist_yes={order[i]: [int(x) for x in v] for i, v in enumerate(checks[:n]) if v},
+        invalid_items=[int(x) for x in invalid or []],
+        critique={order[i]: v for i, v in enumerate(critique[:n]) if v},
+        reference=reference or "", comment=comment or "",
+        idempotency_key=st["key"], duration_ms=int((time.time() - st["shown_at"]) * 1000))
+
+
+def _render(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None, status_text: str,
+            study_name: str | None) -> list[Any]:
+    guidelines_md = ""
+    if study_name:
+        s = studies.get_study(ctx.db, study_name)
+        guidelines_md = "### Guidelines\n\n" + to_safe_html(s.guidelines) if s.guidelines else ""
+    hidden = [gr.skip()] * MAX_RESPONSES
+    if item is None:
+        return [labelling.progress_text(None), "Nothing to label here right now: every ready item is done "
+                "(or the responses are still being generated).", guidelines_md,
+                *[gr.Column(visible=False)] * MAX_RESPONSES, *hidden * 9, gr.Radio(choices=[], value=None),
+                gr.Radio(visible=False, value=None), gr.CheckboxGroup(visible=False, value=[]),
+                gr.Textbox(visible=False, value=""), "", status_text, None]
+    q = set(item.questions)
+    a = item.answers
+    n = len(item.cards)
+    positions = {c.response_id: i + 1 for i, c in enumerate(item.cards)}
+    items = [(ci.question[:160], str(ci.id)) for ci in item.checklist]
+    per: dict[str, list[Any]] = {k: [] for k in ("column", "title", "text", "view_box", "view", "rating", "correct",
+                                                 "checklist", "critique", "pick")}
+    for i in range(MAX_RESPONSES):
+        c = item.cards[i] if i < n else None
+        rid = c.response_id if c else None
+        view = item.views.get(rid) if c and item.show_model_view else None
+        picked = f" · ★ {', '.join(view.picked_by)}" if view and view.picked_by else ""
+        per["column"].append(gr.Column(visible=c is not None))
+        per["title"].append(f"**Response {i + 1}**{picked}")
+        per["text"].append(to_safe_html(c.text) + ("\n\n*[cut off at the token limit]*" if c.finish_reason == "length"
+                                                    else "") if c else "")
+        per["view_box"].append(gr.Accordion(visible=view is not None))
+        per["view"].append(render_view(view, positions) if view is not None else "")
+        per["rating"].append(gr.Radio(visible="rating" in q, value=str(a.ratings[rid]) if rid in a.ratings else None))
+        per["correct"].append(gr.Radio(visible="correct" in q,
+                                       value=None if rid not in a.correct else
+                                       ("correct" if a.correct[rid] else "incorrect")))
+        per["checklist"].append(gr.CheckboxGroup(choices=items, visible="checklist" in q and bool(items),
+                                                 value=[str(x) for x in a.checklist_yes.get(rid, [])]))
+        per["critique"].append(gr.Radio(visible="critique" in q and bool(view and view.critiques),
+                                        value=a.critique.get(rid)))
+        per["pick"].append(gr.Button(visible="best" in q))
+    best_pos = next((str(i + 1) for i, c in enumerate(item.cards) if c.response_id == a.best), None)
+    pair_value = a.pairwise
+    st = {"study": item.study, "prompt_id": item.prompt_id, "order": [c.response_id for c in item.cards],
+          "stage": item.stage, "revision": item.stage == "revealed" and item.blind, "key": uuid.uuid4().hex,
+          "shown_at": time.time()}
+    flags = " · *the model's view is shown*" if item.show_model_view else ""
+    header = f"**Prompt {item.prompt_external_id}**" + (" · *editing your earlier label*" if item.editing else "") + flags
+    return [labelling.progress_text(item), header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
+            guidelines_md, *[x for k in per for x in per[k]],
+            gr.Radio(choices=[str(i) for i in range(1, n + 1)], value=best_pos, visible="best" in q),
+            gr.Radio(visible="pairwise" in q and n >= 2, value=pair_value),
+            gr.CheckboxGroup(choices=items, visible="checklist" in q and bool(items), value=[str(x) for x in a.invalid_items]),
+            gr.Textbox(visible="reference" in q, value=a.reference), a.comment, status_text, st]
 
 
 def _external(ctx: AppContext, prompt_id: int) -> str:
