@@ -4,7 +4,6 @@ payloads must render inert in the Label tab, and the browser must fetch nothing 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect

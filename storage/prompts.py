@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 
 from storage.db import Database
-from storage.models import ChatMessage, Prompt, PromptIn
+from storage.models import ChatMessage, Prompt, PromptIn  # noqa: F401 (ChatMessage: doctest)
 
 
 def _prompt(row: dict) -> Prompt:

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
-from storage import annotators, jobs, prompts, studies
-from storage.models import Role, SamplingSettings
+from storage import annotators, jobs, label_queue, prompts, studies
+from storage.models import Role, SamplingSettings, StudyConfig
 
 
 class _Payload(BaseModel):
@@ -44,6 +44,22 @@ class Score(_Payload):
     study: str
     methods: str | None = None  # "id,id"; None = every method
     engine: EngineConfig | None = None
+
+
+class Configure(_Payload):
+    study: str
+    config: dict[str, Any]  # StudyConfig fields to change
+    guidelines: str | None = None
+    description: str | None = None
+
+
+class Requeue(_Payload):
+    study: str
+    prompt: str  # the prompt's external id
+
+
+class StudyOnly(_Payload):
+    study: str
 
 
 class AddAnnotator(_Payload):
@@ -99,6 +115,41 @@ def score(ctx: AppContext, user: str, p: Score) -> dict[str, Any]:
     return start_scoring(ctx, p.study, p.methods, p.engine, created_by=user).model_dump(mode="json")
 
 
+def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
+    """Change a study's annotation settings; unknown or invalid settings are refused as a whole."""
+    from backend.methods.answers import validate_mode
+
+    study = studies.get_study(ctx.db, p.study)
+    unknown = sorted(set(p.config) - set(StudyConfig.model_fields))
+    if unknown:
+        raise ServiceError(f"unknown study settings: {', '.join(unknown)}")
+    try:
+        config = StudyConfig.model_validate({**study.config.model_dump(), **p.config})
+        validate_mode(config.answer_extraction)
+    except ValueError as e:
+        raise ServiceError(f"invalid study settings: {e}") from e
+    if config.label_run_id is not None and config.label_run_id not in {r.id for r in studies.list_runs(ctx.db, study.id)}:
+        raise ServiceError(f"generation run {config.label_run_id} is not a run of study {study.name!r}")
+    s = studies.update_study(ctx.db, study.id, config=config, guidelines=p.guidelines, description=p.description)
+    return {"study": s.name, "config": s.config.model_dump()}
+
+
+def requeue(ctx: AppContext, user: str, p: Requeue) -> dict[str, Any]:
+    study = studies.get_study(ctx.db, p.study)
+    pid = ctx.db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study.id, p.prompt])
+    if pid is None:
+        raise ServiceError(f"no prompt {p.prompt!r} in study {study.name!r}")
+    label_queue.requeue(ctx.db, pid, user)
+    return {"study": study.name, "prompt": p.prompt, "requeued": True}
+
+
+def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
+    study = studies.get_study(ctx.db, p.study)
+    rows = label_queue.annotator_progress(ctx.db, study.id)
+    return {"study": study.name, "total": prompts.count_prompts(ctx.db, study.id),
+            "annotators": [{"name": n, "labelled": d, "skipped": s} for n, d, s in rows]}
+
+
 def add_annotator(ctx: AppContext, user: str, p: AddAnnotator) -> dict[str, Any]:
     password = p.password or annotators.generate_password()
     a = annotators.add_annotator(ctx.db, p.name, p.role, password)
@@ -139,6 +190,9 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "create_study": (CreateStudy, create_study),
     "generate": (Generate, generate),
     "score": (Score, score),
+    "configure": (Configure, configure),
+    "requeue": (Requeue, requeue),
+    "annotator_progress": (StudyOnly, annotator_progress),
     "add_annotator": (AddAnnotator, add_annotator),
     "export_dpo": (ExportDpo, export_dpo),
     "backup": (Backup, backup),

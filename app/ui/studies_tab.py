@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -10,12 +9,12 @@ import gradio as gr
 
 from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
 from app.services.ops import run_op
-from backend.engines.base import EngineError
+from app.ui import study_settings
+from app.ui.errors import shown_errors
 from backend.methods.registry import method_ids
 from storage import jobs, studies
 from storage.models import Job
 
-USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied)
 
 
 def progress_markdown(job: Job | None) -> str:
@@ -38,20 +37,6 @@ def progress_markdown(job: Job | None) -> str:
 class StudiesTab:
     study_choices: list[gr.Dropdown]
     overview: gr.Dataframe
-
-
-def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """User mistakes become a status message (the first output), not a stack trace."""
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)  # keeps the signature, so Gradio still injects the gr.Request parameter
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except USER_ERRORS as e:
-                msg = f"⚠️ {e}"
-                return msg if n_out == 1 else (msg, *[gr.skip()] * (n_out - 1))
-        return wrapper
-    return deco
 
 
 def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pickers: list[gr.Dropdown]) -> StudiesTab:
@@ -156,7 +141,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
             return progress_markdown(latest[0]) if latest else "No job yet."
         return progress_markdown(jobs.get_job(ctx.db, job_id))
 
-    pickers = [import_study, gen_study, *other_study_pickers]
+    cfg_study = study_settings.build(ctx, admin_of)
+    pickers = [import_study, gen_study, cfg_study, *other_study_pickers]
 
     def engine_from_form(engine_: str, url: str) -> EngineConfig:
         """The server's engine settings with the form's engine choice and URL on top."""
@@ -186,7 +172,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     timer.tick(poll, [job_state], [job_progress], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
         btn.click(refresh, None, [overview, *pickers], api_visibility="private")
-    return StudiesTab([import_study, gen_study], overview)
+    return StudiesTab([import_study, gen_study, cfg_study], overview)
 
 
 def overview_rows(ctx: AppContext) -> list[list[Any]]:

@@ -1,0 +1,27 @@
+"""User mistakes in UI callbacks become a status message, not a stack trace."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import gradio as gr
+
+from app.services.context import PermissionDenied, ServiceError
+from backend.engines.base import EngineError
+
+USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied)
+
+
+def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """User mistakes become a status message (the first output), not a stack trace."""
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # keeps the signature, so Gradio still injects the gr.Request parameter
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except USER_ERRORS as e:
+                msg = f"⚠️ {e}"
+                return msg if n_out == 1 else (msg, *[gr.skip()] * (n_out - 1))
+        return wrapper
+    return deco
