@@ -1,0 +1,125 @@
+"""Decoding-layer confidence baselines from token logprobs (reference/methods.md §3), higher = more confident.
+
+- `NegPerplexity` ("neg_perplexity"): −exp(−mean token logprob), in [−inf, −1]. Ranks like the mean logprob.
+- `NegEntropy` ("neg_entropy"): −mean over positions of the entropy of the top-k alternatives renormalised
+  to sum to 1, in [−log k, 0].
+- `SelfCertainty` ("self_certainty", Kang et al. 2025, arXiv 2502.18581): mean over positions of
+  KL(U ‖ p_i), ≥ 0. Exact when the engine saw the full distribution (embedded engine); otherwise the
+  uniform-tail top-k proxy, a lower bound that ranks differently. The label says which one ("exact" /
+  "topk_proxy"), so the two are never mixed silently.
+
+No prompt, no template: the figures were stored with each sampled response (`backend.token_stats`). Responses
+without them (imported ones, revisions and aggregates in `inp.derived`) are teacher-forced once through
+`engine.score_response(inp.messages, text)` with raw logprobs (dist["teacher_forced"] = 1). Both
+`inp.responses` and `inp.derived` are scored. A response with no tokens gets a failed "empty response"
+verdict; so does one whose stored figure is missing and cannot be recomputed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from backend.engines.base import Engine
+from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, Verdict, context_overflow
+from backend.token_stats import token_stats
+from storage.models import TokenStats
+
+TOP_K = 5  # top-k alternatives requested when teacher-forcing (the sampling default of a run)
+
+
+def stored_stats(r: ResponseInput) -> TokenStats | None:
+    """The figures stored with a response, or None when it has none (imported, derived).
+
+    >>> stored_stats(ResponseInput(id=1, text="x")) is None
+    True
+    >>> stored_stats(ResponseInput(id=1, text="x", token_count=3, mean_logprob=-0.5)).mean_logprob
+    -0.5
+    """
+    if r.token_count is None:
+        return None
+    return TokenStats.model_validate(r.model_dump(include=set(TokenStats.model_fields)))
+
+
+class _TokenConfidence(Method):
+    version = "1"
+    layer = "decoding"
+    compared_with = "likert"
+    metric_family = "rank"
+    score_column = "value"
+
+    needs: ClassVar[str]  # the TokenStats field the value is computed from
+
+    def value(self, stats: TokenStats) -> float:
+        raise NotImplementedError
+
+    def label(self, stats: TokenStats) -> str | None:
+        return stats.logprob_mode
+
+    def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
+        return MethodResult(verdicts=[self.score(inp, engine, r) for r in [*inp.responses, *inp.derived]])
+
+    def score(self, inp: MethodInput, engine: Engine, r: ResponseInput) -> Verdict:
+        stats, forced = stored_stats(r), False
+        if stats is not None and stats.token_count == 0:
+            return self.failed("empty response", response_id=r.id)
+        if stats is None or getattr(stats, self.needs) is None:
+            chat = [*inp.messages, {"role": "assistant", "content": r.text}]
+            overflow = context_overflow(engine, chat, 0, inp.context_length)
+            if overflow:
+                return self.failed(f"teacher-forced scoring: {overflow}", response_id=r.id)
+            tokens = engine.score_response(inp.messages, r.text, top_logprobs=TOP_K)
+            stats = token_stats(tokens, vocab_size=getattr(engine, "vocab_size", None), logprob_mode="raw")
+            forced = True
+            if stats.token_count == 0:
+                return self.failed("empty response", response_id=r.id)
+            if getattr(stats, self.needs) is None:
+                return self.failed(f"the engine's token logprobs give no {self.needs} (no top-k alternatives"
+                                   f"{' or vocabulary size' if self.needs == 'self_certainty' else ''})",
+                                   response_id=r.id)
+        return Verdict(method=self.id, response_id=r.id, value=self.value(stats), label=self.label(stats),
+                       dist={"token_count": float(stats.token_count), "teacher_forced": float(forced)})
+
+
+class NegPerplexity(_TokenConfidence):
+    id = "neg_perplexity"
+    title = "Negative perplexity of the response"
+    outputs = "value = −exp(−mean token logprob), in [−inf, −1], higher = better; label = logprob mode"
+    cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
+    source = ("Kadavath et al. 2022, App. B (arXiv 2207.05221); the baseline of Kang et al. 2025, "
+              "Self-Certainty (arXiv 2502.18581)")
+    needs = "neg_perplexity"
+
+    def value(self, stats: TokenStats) -> float:
+        assert stats.neg_perplexity is not None
+        return stats.neg_perplexity
+
+
+class NegEntropy(_TokenConfidence):
+    id = "neg_entropy"
+    title = "Negative mean token entropy (top-k)"
+    outputs = ("value = −mean over tokens of the renormalised top-k entropy, in [−log k, 0], higher = better; "
+               "label = logprob mode")
+    cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
+    source = "Kadavath et al. 2022, App. B (arXiv 2207.05221); reference/methods.md §3 (token-level entropy)"
+    needs = "mean_topk_entropy"
+
+    def value(self, stats: TokenStats) -> float:
+        assert stats.mean_topk_entropy is not None
+        return -stats.mean_topk_entropy
+
+
+class SelfCertainty(_TokenConfidence):
+    id = "self_certainty"
+    title = "Self-certainty: mean KL(uniform ‖ next-token distribution)"
+    outputs = ("value = mean over tokens of KL(U ‖ p), >= 0, higher = better; "
+               "label = exact | topk_proxy (uniform-tail lower bound)")
+    cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
+    source = "Kang, Zhao, Song 2025, Scalable Best-of-N Selection via Self-Certainty (arXiv 2502.18581)"
+    needs = "self_certainty"
+
+    def value(self, stats: TokenStats) -> float:
+        assert stats.self_certainty is not None
+        return stats.self_certainty
+
+    def label(self, stats: TokenStats) -> str | None:
+        return stats.self_certainty_mode
