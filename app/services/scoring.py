@@ -72,11 +72,15 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
                                                  (inp.prompt_id, v.response_id, v.response_b_id, item, v.variant))))
         judgments.record(ctx.db, rows)
         failed = [v.error for v in result.verdicts if v.status == "failed"]
-        method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge,
-                              method_runs.responses_key([r.id for r in inp.responses]),
+        method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge, _responses_key(method, inp),
                               status="failed" if failed and len(failed) == len(result.verdicts) else "ok",
                               error=failed[0] if failed else None, duration_ms=duration_ms)
     return ctx.db.fetchval("SELECT count(*) FROM judgment") - rows_before
+
+
+def _responses_key(method: Method, inp: MethodInput) -> str:
+    ids = [r.id for r in inp.responses] + ([r.id for r in inp.derived] if method.uses_derived else [])
+    return method_runs.responses_key(ids)
 
 
 def score_prompt(ctx: AppContext, study: Study, prompt_id: int, method: Method, engine: Engine,
@@ -85,7 +89,7 @@ def score_prompt(ctx: AppContext, study: Study, prompt_id: int, method: Method, 
     inp = method_input(ctx, study, prompt_id, method, info)
     if not inp.responses:
         return None
-    key = method_runs.responses_key([r.id for r in inp.responses])
+    key = _responses_key(method, inp)
     if method_runs.is_done(ctx.db, prompt_id, method.id, method.version, info.model_id, key):
         return None
     t0 = time.perf_counter()

@@ -102,6 +102,8 @@ class Method(ABC):
     compared_with: ClassVar[HumanQuestion]
     metric_family: ClassVar[MetricFamily]
     score_column: ClassVar[Literal["value", "prob", "response_id", "label"]] = "value"
+    # Methods that also judge inp.derived (revisions, aggregates) rerun when one is added.
+    uses_derived: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:

@@ -41,6 +41,7 @@ def stored_stats(r: ResponseInput) -> TokenStats | None:
 
 
 class _TokenConfidence(Method):
+    uses_derived = True
     version = "1"
     layer = "decoding"
     compared_with = "likert"
