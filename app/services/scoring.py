@@ -53,12 +53,15 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
         if result.checklist is not None:
             item_ids = [i.id for i in checklists.create_checklist(
                 ctx.db, inp.prompt_id, judge, result.checklist, method=method.id, version=method.version).items]
-        if result.new_responses:
+        # A rerun on a changed response set writes the same revisions again (fixed seeds): keep one.
+        known = {(r.parent_id, r.origin, r.text) for r in responses.derived_responses(ctx.db, inp.prompt_id)}
+        fresh = [r for r in result.new_responses if (r.parent_id, r.origin, r.text) not in known]
+        if fresh:
             responses.insert_responses(ctx.db, [
                 ResponseIn(prompt_id=inp.prompt_id, origin=r.origin, parent_id=r.parent_id, text=r.text,
                            engine=info.engine, model_id=info.model_id,
                            metadata={**r.metadata, "method": method.id, "method_version": method.version})
-                for r in result.new_responses])
+                for r in fresh])
         rows = []
         for v in result.verdicts:
             item = item_ids[v.checklist_item] if v.checklist_item is not None else None

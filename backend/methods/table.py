@@ -1,0 +1,34 @@
+"""The method table (docs/methods.md opens with it; `critlab methods` prints it), built from the
+method classes so the docs and the agreement report read one source."""
+
+from __future__ import annotations
+
+from backend.methods.registry import all_methods
+
+HUMAN_QUESTION = {
+    "correct": "human correct / incorrect",
+    "likert": "human 1–7 rating",
+    "best_of_n": "human best pick",
+    "pairwise": "human pairwise vote",
+    "checklist": "human YES/NO on the same checklist items",
+}
+METRICS = {
+    "calibration": "AUROC, Brier, ECE (10 equal-count bins)",
+    "rank": "Spearman / Kendall τ-b per prompt and pooled",
+    "top1": "top-1 accuracy vs random (1/N) and majority",
+    "agreement": "agreement (with/without ties), Cohen's κ",
+}
+HEADER = ("| id | version | layer | output (higher = better) | cost | source | compared with | metrics |\n"
+          "|---|---|---|---|---|---|---|---|")
+
+
+def method_table_markdown() -> str:
+    rows = [HEADER]
+    for m in all_methods():
+        rows.append(f"| `{m.id}` | {m.version} | {m.layer} | {m.outputs} | {m.cost} | {m.source} | "
+                     f"{HUMAN_QUESTION[m.compared_with]} | {METRICS[m.metric_family]} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(method_table_markdown())
