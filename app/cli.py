@@ -231,6 +231,22 @@ def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+@import_group.command("judgments")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--study", required=True, help="Study name (created if it does not exist).")
+@db_option
+def import_judgments(file: str, study: str, db_path: str) -> None:
+    """Import items with their responses and existing human and model judgments (JSONL).
+
+    One item per line: `item_id`, `prompt` or `messages`, `responses` [{id, text, model}] and
+    `judgments` (pairwise, likert, best_of_n, correct from people; any method id with a score or
+    prob from models). See docs/formats.md. The whole file is checked first; a bad line stops the
+    import with FILE:LINE and the field, and nothing is imported.
+    """
+    r = call(db_path, "import_judgments", {"study": study, "path": os.path.abspath(file)})
+    click.echo(r["message"])
+
+
 @main.command()
 @click.option("--study", required=True, help="Study whose responses the model judges.")
 @click.option("--methods", default="all", show_default=True,
@@ -400,6 +416,26 @@ def export_dpo(study: str, out: str, db_path: str) -> None:
     r = call(db_path, "export_dpo", {"study": study, "out": os.path.abspath(out)})
     click.echo(r["message"])
     click.echo(json.dumps({k: r[k] for k in ("pairs", "skipped", "out_path", "content_hash") if k in r}, indent=2))
+
+
+@export.command("judgments")
+@click.option("--study", required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl file.")
+@db_option
+def export_judgments(study: str, out: str, db_path: str) -> None:
+    """Write every current human and model judgment of a study in the judgments-file format that
+    `critlab import judgments` reads (judge names as stored: not pseudonymised)."""
+    r = call(db_path, "export_judgments", {"study": study, "out": os.path.abspath(out)})
+    click.echo(r["message"])
+
+
+@main.command("methods")
+def methods_cmd() -> None:
+    """Print the self-evaluation method table: ids, outputs, costs, sources, and which human
+    question and metrics each is compared with."""
+    from backend.methods.table import method_table_markdown
+
+    click.echo(method_table_markdown())
 
 
 @main.command()

@@ -68,6 +68,16 @@ class AddAnnotator(_Payload):
     password: str | None = None
 
 
+class ImportJudgments(_Payload):
+    study: str
+    path: str
+
+
+class ExportJudgments(_Payload):
+    study: str
+    out: str
+
+
 class ExportDpo(_Payload):
     study: str
     out: str
@@ -162,6 +172,22 @@ def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
     return do_export(ctx.db, p.study, p.out).model_dump(mode="json")
 
 
+def import_judgments(ctx: AppContext, user: str, p: ImportJudgments) -> dict[str, Any]:
+    from storage.import_judgments import import_judgments as do_import
+
+    with ctx.db.write():  # one transaction: a bad file leaves no new study behind either
+        study = studies.get_or_create_study(ctx.db, p.study)
+        summary = do_import(ctx.db, study.id, p.path)
+    return {**summary.model_dump(mode="json"), "message": summary.message}
+
+
+def export_judgments(ctx: AppContext, user: str, p: ExportJudgments) -> dict[str, Any]:
+    from storage.export_judgments import export_judgments as do_export
+
+    summary = do_export(ctx.db, p.study, p.out)
+    return {**summary.model_dump(mode="json"), "message": summary.message}
+
+
 def backup(ctx: AppContext, user: str, p: Backup) -> dict[str, Any]:
     from storage.backup import backup as do_backup
 
@@ -195,6 +221,8 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "annotator_progress": (StudyOnly, annotator_progress),
     "add_annotator": (AddAnnotator, add_annotator),
     "export_dpo": (ExportDpo, export_dpo),
+    "import_judgments": (ImportJudgments, import_judgments),
+    "export_judgments": (ExportJudgments, export_judgments),
     "backup": (Backup, backup),
     "job_status": (JobStatus, job_status),
     "list_studies": (NoArgs, list_studies),
