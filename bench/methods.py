@@ -1,0 +1,64 @@
+"""Every self-evaluation method on the demo study: time per method and per response.
+
+Builds a fresh database with the bundled sample study (the first --prompts prompts), samples n
+responses per prompt with the embedded engine, then runs `critlab score` method by method through
+the real service and prints, per method, the wall time, the time per prompt and per response, and
+how many judgments it stored (failed ones counted apart).
+
+Usage: python bench/methods.py [--prompts 30] [--n 4] [--max-tokens 128] [--db PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from importlib import resources
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from app.services import generation, scoring  # noqa: E402
+from app.services.context import AppContext  # noqa: E402
+from app.services.ops import run_op  # noqa: E402
+from backend.methods.registry import method_ids  # noqa: E402
+from storage.db import Database  # noqa: E402
+from storage.models import SamplingSettings  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=30)
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--db", default=None)
+    a = ap.parse_args()
+    path = a.db or os.path.join(tempfile.mkdtemp(), "bench.duckdb")
+    ctx = AppContext(db=Database(path))
+    lines = resources.files("app.data").joinpath("sample_prompts.jsonl").read_text().splitlines()[: a.prompts]
+    sub = os.path.join(os.path.dirname(path), "prompts.jsonl")
+    with open(sub, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    run_op(ctx, "bench", "import_prompts", {"study": "sample", "path": sub})
+    t = time.perf_counter()
+    job = generation.start_generation(ctx, "sample", SamplingSettings(n=a.n, max_tokens=a.max_tokens, seed=0),
+                                      background=False)
+    sampling_s = time.perf_counter() - t
+    responses = job.done
+    print(f"{a.prompts} prompts x n={a.n} (max {a.max_tokens} tokens): sampling {sampling_s:.1f} s "
+          f"({sampling_s / responses:.2f} s per response)")
+    print(f"{'method':<20} {'total s':>8} {'s/prompt':>9} {'s/response':>11} {'judgments':>10} {'failed':>7}")
+    for mid in method_ids():
+        before = ctx.db.fetchval("SELECT count(*) FROM judgment")
+        t = time.perf_counter()
+        scoring.start_scoring(ctx, "sample", mid, background=False)
+        s = time.perf_counter() - t
+        made = ctx.db.fetchval("SELECT count(*) FROM judgment") - before
+        failed = ctx.db.fetchval("SELECT count(*) FROM judgment WHERE method LIKE ? AND status = 'failed'",
+                                 [mid + "%"])
+        print(f"{mid:<20} {s:8.1f} {s / a.prompts:9.2f} {s / responses:11.2f} {made:10d} {failed:7d}")
+    ctx.close()
+
+
+if __name__ == "__main__":
+    main()
