@@ -1,0 +1,135 @@
+"""Probabilities against binary human labels: AUROC, Brier, ECE over equal-count bins, reliability diagram.
+
+Kadavath et al. 2022 (arXiv 2207.05221), Appendix A: sort the predictions, split them into 10 equal-count
+bins, ECE = (1/B) Σ_b |acc_b − conf_b| — the UNWEIGHTED mean over bins (with equal-count bins the bin weights
+are equal up to one prediction), RMS-CE = sqrt((1/B) Σ_b (acc_b − conf_b)²).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from storage.analysis._frames import as_float_array, average_ranks, binary_labels, frame
+
+
+def _inputs(prob: Any, label: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = as_float_array(prob, "prob")
+    y = binary_labels(label, "label")
+    if p.size != y.size:
+        raise ValueError(f"prob has {p.size} values but label has {y.size}")
+    if p.size == 0:
+        raise ValueError("no predictions")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"prob must lie in [0, 1], got values from {p.min()} to {p.max()}")
+    return p, y
+
+
+def auroc(prob: Any, label: Any) -> float:
+    """Area under the ROC curve of `prob` separating label 1 from 0; tied scores count one half (the
+    Mann–Whitney statistic on average ranks, equal to ``sklearn.metrics.roc_auc_score``). Raises when only
+    one class is present (AUROC is undefined), as sklearn does. Any real score works, not only probabilities.
+
+    >>> # positives 0.8, 0.4; negatives 0.4, 0.1: pairs (0.8>0.4) (0.8>0.1) (0.4=0.4 → ½) (0.4>0.1) → 3.5/4
+    >>> auroc([0.8, 0.4, 0.4, 0.1], [1, 1, 0, 0])
+    0.875
+    """
+    p = as_float_array(prob, "prob")
+    y = binary_labels(label, "label")
+    if p.size != y.size:
+        raise ValueError(f"prob has {p.size} values but label has {y.size}")
+    n_pos = float(y.sum())
+    n_neg = float(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUROC needs both classes; got {int(n_pos)} positive and {int(n_neg)} negative label(s)")
+    ranks = average_ranks(p)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def brier(prob: Any, label: Any) -> float:
+    """Brier score: mean squared difference between the probability and the 0/1 label.
+
+    >>> round(brier([0.9, 0.2], [1, 1]), 6)   # (0.01 + 0.64) / 2
+    0.325
+    """
+    p, y = _inputs(prob, label)
+    return float(np.mean((p - y) ** 2))
+
+
+def reliability_bins(prob: Any, label: Any, n_bins: int = 10) -> pl.DataFrame:
+    """Equal-count bins for a reliability diagram: predictions sorted by probability (ties broken by label,
+    so the result does not depend on input order), then split into `n_bins` consecutive bins whose sizes
+    differ by at most one (the first ``n mod n_bins`` bins hold one more, as ``numpy.array_split``).
+
+    Returns per bin: ``bin, count, confidence`` (mean probability), ``accuracy`` (share of label 1),
+    ``p_min, p_max``.
+
+    >>> reliability_bins([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=2).rows()
+    [(0, 2, 0.15000000000000002, 0.5, 0.1, 0.2), (1, 2, 0.8, 1.0, 0.7, 0.9)]
+    """
+    p, y = _inputs(prob, label)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    if p.size < n_bins:
+        raise ValueError(f"{n_bins} equal-count bins need at least {n_bins} predictions, got {p.size}")
+    order = np.lexsort((y, p))
+    p, y = p[order], y[order]
+    q, r = divmod(p.size, n_bins)
+    sizes = np.full(n_bins, q)
+    sizes[:r] += 1
+    b = np.repeat(np.arange(n_bins), sizes)
+    count = np.bincount(b, minlength=n_bins)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return pl.DataFrame({
+        "bin": np.arange(n_bins, dtype=np.int64), "count": count.astype(np.int64),
+        "confidence": np.bincount(b, weights=p, minlength=n_bins) / count,
+        "accuracy": np.bincount(b, weights=y, minlength=n_bins) / count,
+        "p_min": p[starts], "p_max": p[starts + sizes - 1]})
+
+
+def ece(prob: Any, label: Any, n_bins: int = 10) -> float:
+    """Expected calibration error over `n_bins` EQUAL-COUNT bins, the unweighted mean
+    (1/B) Σ_b |acc_b − conf_b| (Kadavath et al. 2022, App. A); bins as in `reliability_bins`.
+
+    >>> # bins {0.1, 0.2} → conf 0.15, acc 0.5; {0.7, 0.9} → conf 0.8, acc 1.0; ECE = (0.35 + 0.2) / 2
+    >>> round(ece([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=2), 6)
+    0.275
+    """
+    bins = reliability_bins(prob, label, n_bins)
+    return float((bins["accuracy"] - bins["confidence"]).abs().mean())
+
+
+def rms_calibration_error(prob: Any, label: Any, n_bins: int = 10) -> float:
+    """RMS calibration error sqrt((1/B) Σ_b (acc_b − conf_b)²) over equal-count bins (as `ece`).
+
+    >>> round(rms_calibration_error([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=2), 6)  # sqrt((0.35² + 0.2²)/2)
+    0.285044
+    """
+    bins = reliability_bins(prob, label, n_bins)
+    return float(np.sqrt(((bins["accuracy"] - bins["confidence"]) ** 2).mean()))
+
+
+def calibration_report(data: Any, *, prob_col: str = "prob", label_col: str = "label",
+                       n_bins: int = 10) -> dict[str, Any]:
+    """All calibration figures of one scorer: ``n, base_rate, auroc`` (nan with one class), ``brier, ece,
+    rms_ce, accuracy_above_half`` (share of label 1 among prob > 0.5, nan if none), ``n_above_half`` and
+    ``bins`` (the reliability diagram, a DataFrame); the bin figures are nan when n < n_bins.
+
+    >>> r = calibration_report(pl.DataFrame({"prob": [0.1, 0.2, 0.7, 0.9], "label": [0, 1, 1, 1]}), n_bins=2)
+    >>> # Brier = (0.01 + 0.64 + 0.09 + 0.01) / 4
+    >>> r["auroc"], round(r["brier"], 4), round(r["ece"], 3), r["accuracy_above_half"]
+    (1.0, 0.1875, 0.275, 1.0)
+    """
+    df = frame(data, (prob_col, label_col), "calibration data")
+    p, y = _inputs(df[prob_col], df[label_col].cast(pl.Float64))
+    both = 0 < y.sum() < y.size
+    enough = p.size >= n_bins
+    above = p > 0.5
+    return {"n": int(p.size), "base_rate": float(y.mean()), "auroc": auroc(p, y) if both else float("nan"),
+            "brier": brier(p, y), "ece": ece(p, y, n_bins) if enough else float("nan"),
+            "rms_ce": rms_calibration_error(p, y, n_bins) if enough else float("nan"),
+            "accuracy_above_half": float(y[above].mean()) if above.any() else float("nan"),
+            "n_above_half": int(above.sum()),
+            "bins": reliability_bins(p, y, n_bins) if enough else None}
