@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12"}
+PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12", "cy": "cy-pass-1234"}
 
 
 @pytest.fixture(scope="session")

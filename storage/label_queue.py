@@ -31,26 +31,56 @@ _NEEDED = """
 """
 
 
+LEASE_MINUTES = 30  # how long a served, unlabelled item stays reserved for its annotator
+
+
 def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None, n: int,
                 exclude: int | None = None, *, overlap: int | None = None, extra: int = 0) -> int | None:
-    """The next prompt for this annotator: one they have not labelled, that still needs annotators
-    (overlap), not skipped before skipped (oldest skip first), then the least-labelled, then file order."""
-    rows = db.fetchall(
-        f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
-            counts AS (SELECT prompt_id, count(*) AS c FROM labelled GROUP BY prompt_id),
-            sk AS (SELECT prompt_id, max(created_at) AS t FROM skip
-                   WHERE annotator = $who AND study_id = $study GROUP BY prompt_id)
-            SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
-                 LEFT JOIN counts c ON c.prompt_id = r.id
-            WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
-              AND ($exclude IS NULL OR r.id <> $exclude)
-              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
-            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
-            LIMIT 1""",
-        {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
-         "extra": extra},
-    )
-    return rows[0][0] if rows else None
+    """Serve the annotator's next prompt and reserve it for them.
+
+    Their own open reservation comes first (so a reload or a restart resumes where they were);
+    otherwise a prompt they have not labelled that still needs annotators, counting others' live
+    reservations (so people working at the same time get different items), not skipped before
+    skipped (oldest skip first), then the least-labelled, then file order. Selection and
+    reservation happen in one serialised transaction, so two requests cannot take the last slot.
+    """
+    params = {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
+              "extra": extra, "lease": LEASE_MINUTES}
+    with db.write() as cur:
+        rows = cur.execute(
+            f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED})
+                SELECT a.prompt_id FROM assignment a JOIN ready r ON r.id = a.prompt_id
+                WHERE a.study_id = $study AND a.annotator = $who
+                  AND a.prompt_id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
+                  AND NOT EXISTS (SELECT 1 FROM skip s WHERE s.annotator = $who AND s.prompt_id = a.prompt_id
+                                  AND s.created_at >= a.assigned_at)
+                  AND ($exclude IS NULL OR a.prompt_id <> $exclude)
+                ORDER BY a.assigned_at LIMIT 1""",
+            {k: params[k] for k in ("study", "run", "n", "who", "exclude")}).fetchall()
+        if not rows:
+            rows = cur.execute(
+                f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
+                    busy AS (
+                      SELECT prompt_id, judge AS who FROM labelled
+                      UNION
+                      SELECT prompt_id, annotator FROM assignment
+                      WHERE study_id = $study AND assigned_at > now() - to_minutes($lease)),
+                    counts AS (SELECT prompt_id, count(*) AS c FROM busy WHERE who <> $who GROUP BY prompt_id),
+                    sk AS (SELECT prompt_id, max(created_at) AS t FROM skip
+                           WHERE annotator = $who AND study_id = $study GROUP BY prompt_id)
+                    SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
+                         LEFT JOIN counts c ON c.prompt_id = r.id
+                    WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
+                      AND ($exclude IS NULL OR r.id <> $exclude)
+                      AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
+                    ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
+                    LIMIT 1""", params).fetchall()
+        if not rows:
+            return None
+        cur.execute("""INSERT INTO assignment (study_id, prompt_id, annotator) VALUES (?, ?, ?)
+                       ON CONFLICT (prompt_id, annotator) DO UPDATE SET assigned_at = now()""",
+                    [study_id, rows[0][0], annotator])
+        return rows[0][0]
 
 
 def progress(db: Database, study_id: int, annotator: str) -> tuple[int, int]:
@@ -87,6 +117,8 @@ def record_skip(db: Database, study_id: int, prompt_id: int, annotator: str) -> 
     with db.write() as cur:
         cur.execute("INSERT INTO skip (annotator, study_id, prompt_id) VALUES (?, ?, ?)",
                     [annotator, study_id, prompt_id])
+        # A skipped item is no longer reserved: someone else may take it now.
+        cur.execute("DELETE FROM assignment WHERE prompt_id = ? AND annotator = ?", [prompt_id, annotator])
 
 
 def requeue(db: Database, prompt_id: int, created_by: str | None = None) -> None:

@@ -296,3 +296,17 @@ def m014_queue_routing(cur: duckdb.DuckDBPyConnection) -> None:
             disagreement BOOLEAN NOT NULL,
             updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
     )
+
+
+@migration
+def m015_assignment(cur: duckdb.DuckDBPyConnection) -> None:
+    # Which annotator was served which prompt: a served item counts toward the overlap while its lease
+    # runs, so annotators working at the same time get different items, and a person resumes there.
+    cur.execute(
+        """CREATE TABLE assignment (
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            annotator VARCHAR NOT NULL,
+            assigned_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (prompt_id, annotator))"""
+    )

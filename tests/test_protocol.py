@@ -138,3 +138,14 @@ def test_questions_the_study_does_not_ask_are_refused(db: Database) -> None:
     item = labelling.next_item(ctx, "a", "p")
     with pytest.raises(ServiceError, match="does not ask for: pairwise"):
         _label(ctx, "a", item, 0, pairwise="tie")
+
+
+def test_people_working_at_once_get_different_items_and_resume_their_own(db: Database) -> None:
+    ctx, _, pids = _study(db, 2, overlap=1)
+    a = labelling.next_item(ctx, "a", "p")
+    b = labelling.next_item(ctx, "b", "p")
+    assert a.prompt_id != b.prompt_id  # a's open item is reserved for a
+    assert labelling.next_item(ctx, "c", "p") is None  # both prompts are taken
+    assert labelling.next_item(ctx, "a", "p").prompt_id == a.prompt_id  # a reload resumes a's item
+    labelling.skip(ctx, "a", "p", a.prompt_id)  # a skip frees it ...
+    assert labelling.next_item(ctx, "c", "p").prompt_id == a.prompt_id  # ... for someone else
