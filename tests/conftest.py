@@ -27,3 +27,13 @@ def embedded_engine():  # noqa: ANN201 - the real SmolLM2 engine, loaded once pe
     eng = LlamaCppEngine(n_ctx=2048)
     yield eng
     eng.close()
+
+
+@pytest.fixture
+def standin() -> Iterator[str]:
+    """A fresh SGLang stand-in server (tests/standin_sglang.py); yields its base URL."""
+    from tests.standin_sglang import start_standin
+
+    url, stop = start_standin()
+    yield url
+    stop()

@@ -3,8 +3,6 @@ server ends the job `failed` with the reason and keeps finished samples, a rerun
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -14,14 +12,6 @@ from backend.engines.sglang import SGLangEngine
 from storage.db import Database
 from storage.models import SamplingSettings
 from tests.builders import make_prompt, make_study
-from tests.standin_sglang import start_standin
-
-
-@pytest.fixture
-def standin() -> Iterator[str]:
-    url, stop = start_standin()
-    yield url
-    stop()
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ and stored judgments in range."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -15,14 +13,6 @@ from app.services.context import AppContext, EngineConfig
 from backend.engines.sglang import SGLangEngine
 from storage.db import Database
 from tests.builders import make_prompt, make_responses, make_study
-from tests.standin_sglang import start_standin
-
-
-@pytest.fixture
-def standin() -> Iterator[str]:
-    url, stop = start_standin()
-    yield url
-    stop()
 
 
 @pytest.fixture

@@ -48,10 +48,9 @@ from backend.methods.base import (
     MethodResult,
     NewResponse,
     Verdict,
-    context_overflow,
 )
 
-from backend.methods.sampling import Attempt, derive_seed, sample_parse, sample_with_retry
+from backend.methods.sampling import Attempt, derive_seed, sample_parse, sample_with_retry, split_by_budget
 
 
 class CritiqueReply(BaseModel):
@@ -139,17 +138,8 @@ class Critique(Method):
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         k = self.samples
         variants = [f"s{j}" for j in range(k)]
-        verdicts: list[Verdict] = []
-        todo, chats = [], []
-        for r in inp.responses:
-            chat = self.chat(inp.question, r.text)
-            reason = context_overflow(engine, chat, self.max_tokens, inp.context_length)
-            if reason:
-                verdicts += [self.failed(reason, response_id=r.id, variant=v) for v in variants]
-                verdicts.append(self.failed(reason, response_id=r.id))
-            else:
-                todo.append(r)
-                chats.append(chat)
+        verdicts, todo, chats = split_by_budget(self, inp, engine, lambda text: self.chat(inp.question, text),
+                                                self.max_tokens, variants)
         params = SampleParams(temperature=self.temperature, max_tokens=self.max_tokens)
         results = sample_with_retry(
             engine, chats, k, params, REPLY_SCHEMA,

@@ -34,9 +34,9 @@ from backend.methods.base import (
     MethodInput,
     MethodResult,
     Verdict,
-    context_overflow,
 )
 from backend.methods.sampling import (
+    split_by_budget,
     Attempt,
     derive_seed,
     parse_json_object,
@@ -138,17 +138,8 @@ class AdditiveRubric(Method):
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         variants = [f"s{j}" for j in range(self.samples)]
-        verdicts: list[Verdict] = []
-        todo, chats = [], []
-        for r in inp.responses:
-            chat = self.chat(inp.question, r.text)
-            reason = context_overflow(engine, chat, self.max_tokens, inp.context_length)
-            if reason:
-                verdicts += [self.failed(reason, response_id=r.id, variant=v) for v in variants]
-                verdicts.append(self.failed(reason, response_id=r.id))
-            else:
-                todo.append(r)
-                chats.append(chat)
+        verdicts, todo, chats = split_by_budget(self, inp, engine, lambda text: self.chat(inp.question, text),
+                                                self.max_tokens, variants)
         params = SampleParams(temperature=self.temperature, max_tokens=self.max_tokens)
         results = sample_with_retry(engine, chats, self.samples, params,
                                     REPLY_SCHEMA if self.constrained else None,

@@ -178,3 +178,24 @@ def sample_parse(sample: Sample, model: type[BaseModel]) -> tuple[BaseModel, boo
 
 
 # ---------------------------------------------------------------------------------------------- method
+
+
+def split_by_budget(method: Any, inp: Any, engine: Engine, chat_of: Callable[[str], Chat], max_tokens: int,
+                    variants: list[str]) -> tuple[list[Any], list[Any], list[Chat]]:
+    """Per response: its chat when prompt + reply budget fit the context, else failed verdicts (one per
+    sample variant and the aggregate). Returns (failed verdicts, responses to judge, their chats)."""
+    from backend.methods.base import context_overflow
+
+    failed: list[Any] = []
+    todo: list[Any] = []
+    chats: list[Chat] = []
+    for r in inp.responses:
+        chat = chat_of(r.text)
+        reason = context_overflow(engine, chat, max_tokens, inp.context_length)
+        if reason:
+            failed += [method.failed(reason, response_id=r.id, variant=v) for v in variants]
+            failed.append(method.failed(reason, response_id=r.id))
+        else:
+            todo.append(r)
+            chats.append(chat)
+    return failed, todo, chats
