@@ -58,6 +58,15 @@ class Requeue(_Payload):
     prompt: str  # the prompt's external id
 
 
+class Agreement(_Payload):
+    study: str
+    format: str = "json"
+    out: str | None = None
+    stage: str = "blind"
+    n_boot: int = Field(1000, ge=0, le=100_000)
+    seed: int = 0
+
+
 class StudyOnly(_Payload):
     study: str
 
@@ -153,6 +162,16 @@ def requeue(ctx: AppContext, user: str, p: Requeue) -> dict[str, Any]:
     return {"study": study.name, "prompt": p.prompt, "requeued": True}
 
 
+def agreement(ctx: AppContext, user: str, p: Agreement) -> dict[str, Any]:
+    from app.services import agreement as ag
+
+    rep = ag.report(ctx, p.study, stage=p.stage, n_boot=p.n_boot, seed=p.seed)
+    text = ag.render(rep, p.format)  # type: ignore[arg-type]
+    if p.out:
+        return {**ag.write(text, p.out), "format": p.format}
+    return {"format": p.format, "text": text}
+
+
 def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
     study = studies.get_study(ctx.db, p.study)
     rows = label_queue.annotator_progress(ctx.db, study.id)
@@ -219,6 +238,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "configure": (Configure, configure),
     "requeue": (Requeue, requeue),
     "annotator_progress": (StudyOnly, annotator_progress),
+    "agreement": (Agreement, agreement),
     "add_annotator": (AddAnnotator, add_annotator),
     "export_dpo": (ExportDpo, export_dpo),
     "import_judgments": (ImportJudgments, import_judgments),

@@ -1,0 +1,63 @@
+"""The agreement report of a study: storage.analysis computes it; this layer supplies the method
+table's mapping (which human question each model method is compared with) from the method classes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from app.services.context import AppContext, ServiceError
+from backend.methods.registry import get_method
+from backend.methods.table import HUMAN_QUESTION, METRICS
+from storage import studies
+
+Format = Literal["json", "md", "html"]
+METHOD_OF = {"checklist_item": "checklist"}  # rows stored under another id than their method's
+
+
+def method_info(method: str) -> dict[str, str] | None:
+    """compared_with / metric_family / score_column of a method id (None for an unknown method, e.g.
+    an imported judge type)."""
+    try:
+        m = get_method(METHOD_OF.get(method, method))
+    except KeyError:
+        return None
+    return {"method": m.id, "compared_with": m.compared_with, "metric_family": m.metric_family,
+            "score_column": m.score_column, "human_question": HUMAN_QUESTION[m.compared_with],
+            "metrics": METRICS[m.metric_family]}
+
+
+def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: int = 1000, seed: int = 0) -> dict:
+    from storage.analysis.report import build_report
+
+    if stage not in ("blind", "revealed"):
+        raise ServiceError(f"stage must be blind or revealed, not {stage!r}")
+    study = studies.get_study(ctx.db, study_name)
+    return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info)
+
+
+def render(rep: dict, fmt: Format) -> str:
+    import json
+
+    from storage.analysis.report import report_html, report_markdown
+
+    if fmt == "json":
+        return json.dumps(rep, indent=2, ensure_ascii=False)
+    if fmt == "md":
+        return report_markdown(rep)
+    if fmt == "html":
+        return report_html(rep)
+    raise ServiceError(f"format must be json, md or html, not {fmt!r}")
+
+
+def write(text: str, out: str) -> dict[str, Any]:
+    """Write atomically (a temp file beside the target, then rename)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return {"out": str(path), "bytes": path.stat().st_size}
