@@ -12,9 +12,10 @@ from app.services.context import AppContext, ServiceError
 from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
+from storage.analysis.report import METHOD_OF
 
 Format = Literal["json", "md", "html"]
-METHOD_OF = {"checklist_item": "checklist"}  # rows stored under another id than their method's
+
 
 
 def method_info(method: str) -> dict[str, str] | None:
