@@ -56,7 +56,7 @@ def _label_one(page: Page) -> bool:
     page.keyboard.press("Control+Enter")
     expect(page.locator("#status")).to_contain_text("Saved prompt")
     if "model's view is now shown" in page.locator("#status").inner_text():
-        expect(page.locator("#view-md-1, #view-md-2").first).to_be_visible()
+        expect(page.get_by_text("Model's view").first).to_be_visible(timeout=15_000)
         page.keyboard.press("Control+Enter")  # keep the label as it is: stored as the revealed stage
         expect(page.locator("#status")).to_contain_text("revised label after reveal")
     return True
@@ -91,3 +91,26 @@ def test_three_annotators_label_in_parallel(browser: Browser, study_server: Serv
         assert {j["judge"] for j in mine} <= {who}
         other = next(p for p in PEOPLE if p != who)
         assert c.get("/api/studies/three/judgments", params={"judge": other}).status_code == 403
+
+
+def test_agreement_report_in_the_tab_the_cli_and_as_html(page: Page, study_server: Server, tmp_path: Path) -> None:
+    login(page, study_server.url, "admin")
+    page.get_by_role("tab", name="Agreement").click()
+    study = page.locator("#agr-study input")
+    study.click()
+    page.get_by_role("option", name="three").click()
+    page.locator("#agr-boot input").fill("50")
+    page.locator("#agr-compute").click()
+    expect(page.locator("#agr-status")).to_contain_text("4 with human labels", timeout=60_000)
+    expect(page.locator("#agr-headline")).to_contain_text("p_true")
+    expect(page.locator("#agr-download")).to_contain_text("agreement-three")
+    out = tmp_path / "report.html"
+    r = critlab("agreement", "--study", "three", "--format", "html", "--out", str(out), "--bootstrap", "50",
+                db=study_server.db)
+    assert "sent to the critlab server" in r.stderr
+    html = out.read_text()
+    assert "Agreement report: three" in html and "http://" not in html and "https://" not in html
+    r = critlab("agreement", "--study", "three", "--format", "json", "--bootstrap", "0", db=study_server.db)
+    rep = json.loads(r.stdout)
+    assert rep["format"] == "critlab.agreement/1"
+    assert rep["pairwise"]["units"]["n_units"] == 4

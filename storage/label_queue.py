@@ -35,8 +35,9 @@ LEASE_MINUTES = 30  # how long a served, unlabelled item stays reserved for its 
 
 
 def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None, n: int,
-                exclude: int | None = None, *, overlap: int | None = None, extra: int = 0) -> int | None:
-    """Serve the annotator's next prompt and reserve it for them.
+                exclude: int | None = None, *, overlap: int | None = None, extra: int = 0,
+                reserve: bool = True) -> int | None:
+    """Serve the annotator's next prompt and reserve it for them (`reserve=False`: only look).
 
     Their own open reservation comes first (so a reload or a restart resumes where they were);
     otherwise a prompt they have not labelled that still needs annotators, counting others' live
@@ -77,6 +78,8 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
                     LIMIT 1""", params).fetchall()
         if not rows:
             return None
+        if not reserve:
+            return rows[0][0]
         cur.execute("""INSERT INTO assignment (study_id, prompt_id, annotator) VALUES (?, ?, ?)
                        ON CONFLICT (prompt_id, annotator) DO UPDATE SET assigned_at = now()""",
                     [study_id, rows[0][0], annotator])

@@ -176,6 +176,14 @@ def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | 
     return _item(ctx, study, annotator, prompt_id, _entry_stage(study)) if prompt_id is not None else None
 
 
+def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
+    """Whether the study has an item for this annotator now (nothing is reserved by asking)."""
+    study = studies.get_study(ctx.db, study_name)
+    run_id, n = label_run(ctx.db, study)
+    return label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, overlap=study.config.overlap,
+                                   extra=study.config.extra_on_disagreement, reserve=False) is not None
+
+
 def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int | None) -> LabelItem | None:
     """The item labelled just before `current` in this annotator's history (for ← edit), in the
     study's entry stage: in a blind study the edit stays blind (no model view)."""

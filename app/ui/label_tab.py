@@ -123,7 +123,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
                                           f" return '{k}'; }}")
 
     def render(item: labelling.LabelItem | None, status_text: str, study_name: str | None) -> list[Any]:
-        return _render(ctx, tab, item, status_text, study_name)
+        return render_item(ctx, tab, item, status_text, study_name)
 
     def load(study_name: str | None, request: gr.Request) -> list[Any]:
         if not study_name:
@@ -140,7 +140,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             result = labelling.submit(ctx, user, _submission(st, values))
         except ServiceError as e:
-            return _keep(tab, f"⚠️ {e}")
+            return keep_status(tab, f"⚠️ {e}")
         name = _external(ctx, st["prompt_id"])
         if result.reveal:
             item = labelling.open_item(ctx, user, st["study"], st["prompt_id"], stage="revealed")
@@ -153,7 +153,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
         if not st:
-            return _keep(tab, "Nothing to skip.")
+            return keep_status(tab, "Nothing to skip.")
         user = user_of(request)
         labelling.skip(ctx, user, st["study"], st["prompt_id"])
         nxt = labelling.next_item(ctx, user, st["study"], after=st["prompt_id"])
@@ -161,10 +161,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
 
     def do_back(st: dict | None, study_name: str | None, request: gr.Request) -> list[Any]:
         if not study_name:
-            return _keep(tab, "")
+            return keep_status(tab, "")
         prev = labelling.previous_item(ctx, user_of(request), study_name, st["prompt_id"] if st else None)
         if prev is None:
-            return _keep(tab, "Nothing earlier to go back to.")
+            return keep_status(tab, "Nothing earlier to go back to.")
         return render(prev, "Editing an earlier label: submit to replace it.", study_name)
 
     # One submit at a time per session ("once") and a serialised writer underneath.
@@ -196,7 +196,7 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
         idempotency_key=st["key"], duration_ms=int((time.time() - st["shown_at"]) * 1000))
 
 
-def _render(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None, status_text: str,
+def render_item(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None, status_text: str,
             study_name: str | None) -> list[Any]:
     guidelines_md = ""
     if study_name:
@@ -255,7 +255,7 @@ def _external(ctx: AppContext, prompt_id: int) -> str:
     return str(ctx.db.fetchval("SELECT external_id FROM prompt WHERE id = ?", [prompt_id]))
 
 
-def _keep(tab: LabelTab, status_text: str) -> list[Any]:
+def keep_status(tab: LabelTab, status_text: str) -> list[Any]:
     """Leave everything as it is except the status line."""
     outs = [gr.skip()] * len(tab.outputs())
     outs[tab.outputs().index(tab.status)] = status_text

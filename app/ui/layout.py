@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.services.context import AppContext, PermissionDenied
 from app.services import labelling
-from app.ui import label_tab, studies_tab
+from app.ui import agreement_tab, label_tab, studies_tab
 from storage import studies
 
 HEAD = "<script>\n" + resources.files("app.ui").joinpath("hotkeys.js").read_text(encoding="utf-8") + "\n</script>"
@@ -37,29 +37,50 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             whoami = gr.Markdown(elem_id="whoami")
         if ctx.default_engine.engine == "embedded":
             gr.Markdown(DEMO_MODEL_NOTE, elem_id="demo-note", elem_classes=["demo-note"])
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Label", id="label", elem_id="label-panel"):
                 label = label_tab.build(ctx, user_of)
             with gr.Tab("Studies", id="studies", visible=False, elem_id="studies-panel") as studies_panel:
                 st = studies_tab.build(ctx, admin_of, [label.study])
+            with gr.Tab("Agreement", id="agreement", visible=False, elem_id="agreement-panel") as agreement_panel:
+                agr = agreement_tab.build(ctx, admin_of)
             with gr.Tab("Admin", id="admin", visible=False, elem_id="admin-panel") as admin_panel:
                 ann_table = studies_tab.build_admin(ctx, admin_of)
+
+        def refresh_agreement_studies(request: gr.Request) -> Any:
+            admin_of(request)
+            return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
+
+        def open_in_label(study_name: str | None, prompt: str, request: gr.Request) -> list[Any]:
+            """An admin opens one prompt of the Agreement tab in the Label tab (their own label view)."""
+            user = admin_of(request)
+            pid = ctx.db.fetchval("SELECT p.id FROM prompt p JOIN study s ON s.id = p.study_id "
+                                  "WHERE s.name = ? AND p.external_id = ?", [study_name, prompt.strip()])
+            if pid is None:
+                return [gr.skip(), gr.skip(), *label_tab.keep_status(label, f"No prompt {prompt.strip()!r} in this study.")]
+            item = labelling.open_item(ctx, user, study_name, pid)
+            return [gr.Tabs(selected="label"), gr.Dropdown(value=study_name),
+                    *label_tab.render_item(ctx, label, item, f"Opened prompt {prompt.strip()} from the Agreement tab.",
+                                           study_name)]
 
         def on_load(request: gr.Request) -> list[Any]:
             user = user_of(request)
             is_admin = role_of(user) == "admin"
             names = [s.name for s in studies.list_studies(ctx.db)]
             # Open the first study with work left for this person.
-            first = next((n for n in names if labelling.next_item(ctx, user, n)), names[0] if names else None)
+            first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
             header = f"Signed in as **{user}** ({role_of(user)}) · [Log out](/logout)"
             admin_updates = ([studies_tab.overview_rows(ctx), studies_tab.annotator_rows(ctx)] if is_admin
                              else [gr.skip(), gr.skip()])
-            return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
+            return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
                     gr.Dropdown(choices=names, value=first),
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
                     *label.load(first, request)]
 
-        demo.load(on_load, None, [whoami, studies_panel, admin_panel, label.study, *st.study_choices, st.overview,
+        agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")
+        agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
+                           api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
+        demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, label.study, *st.study_choices, st.overview,
                                   ann_table, *label.outputs()], api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

@@ -1,0 +1,107 @@
+"""The Agreement tab (admins): the headline table with the human ceiling beside each model method,
+the calibration plot, the full report (confusion matrices, order swap, selectors ...), the most
+disagreed items (each opens in the Label tab) and the self-contained HTML report to download."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import pandas as pd
+
+from app.services import agreement
+from app.ui.errors import shown_errors
+
+HEADLINE_COLUMNS = ["model", "method", "compared with", "metric", "value", "95% CI", "n", "κ vs consensus",
+                    "human ceiling", "baseline"]
+
+
+@dataclass
+class AgreementTab:
+    study: gr.Dropdown
+    open_id: gr.Textbox
+    open_btn: gr.Button
+
+
+def _fmt(x: Any) -> str:
+    return "" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def headline_rows(rep: dict) -> list[list[str]]:
+    """One row per (model, method): its main figure with humans, the human ceiling and the baseline."""
+    head = rep.get("headline", {})
+    rows = []
+    for r in head.get("rows", []) if head.get("available", True) else []:
+        main, kappa, ceiling, base = r.get("main") or {}, r.get("kappa") or {}, r.get("ceiling") or {}, r.get("baseline") or {}
+        ci = main.get("ci")
+        rows.append([r["judge"], r["method"], r.get("human_question") or "", main.get("metric") or r.get("reason") or "",
+                     _fmt(main.get("value")), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "", _fmt(main.get("n")),
+                     _fmt(kappa.get("value")), _fmt(ceiling.get("value")), _fmt(base.get("value"))])
+    return rows
+
+
+def reliability_frame(rep: dict) -> pd.DataFrame:
+    """Reliability-diagram points of every calibrated method, plus the diagonal."""
+    cal = rep.get("calibration", {})
+    rows = [{"confidence": x, "accuracy": x, "series": "perfect calibration"} for x in (0.0, 1.0)]
+    for m in cal.get("methods", []) if cal.get("available", True) else []:
+        for b in m.get("reliability") or []:
+            rows.append({"confidence": b["confidence"], "accuracy": b["accuracy"],
+                         "series": f"{m['method']} ({m['judge']})"})
+    return pd.DataFrame(rows)
+
+
+def disagreement_rows(rep: dict) -> list[list[str]]:
+    """The most disagreed prompts, human–human first, then human–model."""
+    dis = rep.get("disagreements", {})
+    if not dis.get("available", True):
+        return []
+    rows = []
+    for kind, label in (("human_human", "humans vs humans"), ("human_model", "humans vs model")):
+        for d in dis.get(kind, []):
+            score = d.get("score") or {}
+            rows.append([str(d.get("external_id")), label, _fmt(score.get("value")), _fmt(score.get("n"))])
+    return rows
+
+
+def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
+    with gr.Row():
+        study = gr.Dropdown(label="Study", choices=[], elem_id="agr-study")
+        stage = gr.Radio(["blind", "revealed"], value="blind", label="Human labels", elem_id="agr-stage")
+        n_boot = gr.Number(value=1000, precision=0, minimum=0, maximum=100_000, label="Bootstrap resamples",
+                           elem_id="agr-boot")
+    compute = gr.Button("Compute", variant="primary", elem_id="agr-compute")
+    status = gr.Markdown(elem_id="agr-status")
+    headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, elem_id="agr-headline", wrap=True)
+    plot = gr.LinePlot(x="confidence", y="accuracy", color="series", x_lim=[0, 1], y_lim=[0, 1],
+                       title="Calibration (reliability diagram, 10 equal-count bins)", elem_id="agr-plot")
+    gr.Markdown("#### Most disagreed items")
+    disagreed = gr.Dataframe(headers=["prompt", "between", "disagreement rate", "vote pairs"], interactive=False,
+                             elem_id="agr-disagreed")
+    with gr.Row():
+        open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
+        open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
+    download = gr.File(label="Self-contained HTML report", elem_id="agr-download")
+    with gr.Accordion("Full report", open=False):
+        full = gr.Markdown(elem_id="agr-full")
+
+    @shown_errors(6)
+    def do_compute(study_name: str | None, stage_: str, boot: float | None, request: gr.Request) -> tuple[Any, ...]:
+        admin_of(request)
+        if not study_name:
+            raise ValueError("choose a study")
+        rep = agreement.report(ctx, study_name, stage=stage_, n_boot=int(boot or 0))
+        out = Path(tempfile.mkdtemp(prefix="critlab-report-")) / f"agreement-{study_name}.html"
+        out.write_text(agreement.render(rep, "html"), encoding="utf-8")
+        counts = rep.get("counts", {})
+        note = (f"Study **{study_name}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
+                f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
+        return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep), str(out),
+                agreement.render(rep, "md"))
+
+    compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, full],
+                  api_visibility="private")
+    return AgreementTab(study, open_id, open_btn)

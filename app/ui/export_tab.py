@@ -1,0 +1,204 @@
+"""The Export tab (admins only; every handler checks the role again server-side): choose a kind, a style and
+a pair policy, preview what would be kept and skipped (and the first rows), export under `<db dir>/exports/`
+and download the file. Texts in the preview are plain strings in a Dataframe (never HTML)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from app.services import exports
+from app.services.context import AppContext, ServiceError
+from app.ui.errors import shown_errors
+from storage import studies
+
+CELL_CHARS = 400
+PREVIEW_ROWS = 5
+PREVIEW_HEADERS = ["prompt", "chosen / completion", "rejected / label", "margin", "annotators", "agreement", "meta"]
+
+
+@dataclass
+class ExportTab:
+    study: gr.Dropdown
+
+
+def _clip(text: Any, n: int = CELL_CHARS) -> str:
+    s = "" if text is None else str(text)
+    return s if len(s) <= n else s[:n] + "…"
+
+
+def _text(value: Any) -> str:
+    """A conversational value (message list) or a standard string as plain text."""
+    if isinstance(value, list):
+        return "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in value if isinstance(m, dict))
+    return "" if value is None else str(value)
+
+
+def preview_table(first_rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The first rows as plain strings (what a person checks before training on them)."""
+    out = []
+    for row in first_rows:
+        meta = row.get("meta", {})
+        prompt = row.get("prompt", row.get("messages", [])[:-1] if "messages" in row else "")
+        chosen = row.get("chosen", row.get("completion", row.get("messages", [{}])[-1:] if "messages" in row else ""))
+        other = row["rejected"] if "rejected" in row else row.get("label", "")
+        out.append([_clip(_text(prompt)), _clip(_text(chosen)), _clip(_text(other)),
+                    "" if meta.get("margin") is None else f"{meta['margin']:.3g}",
+                    "" if meta.get("n_annotators") is None else str(meta["n_annotators"]),
+                    "" if meta.get("agreement") is None else f"{meta['agreement']:.2f}",
+                    _clip(f"prompt {meta.get('prompt_id')} · responses {meta.get('response_ids')} · "
+                          f"signal {meta.get('signal')} · source {meta.get('source')}")])
+    return out
+
+
+def counts_markdown(r: dict[str, Any]) -> str:
+    """Kept and skipped by reason (reason names are critlab's own words; the study name is escaped)."""
+    study = r["study"].replace("`", "'")
+    lines = [f"**{r['message'].split(' written to ')[0]}** — study `{study}`, kind {r['kind']}, "
+             f"signal `{r['signal']}`, source `{r['source'].replace('`', chr(39))}`", "",
+             "| | rows |", "|---|---|", f"| kept | {r['rows']} |"]
+    lines += [f"| skipped: {reason} | {n} |" for reason, n in r["skipped"].items()]
+    agr = r.get("agreement") or {}
+    a = agr.get("agreement") or {}
+    if a.get("n"):
+        lines += ["", f"Agreement of the kept rows: mean {a['mean']:.2f}, min {a['min']:.2f}; "
+                      f"unanimous {agr.get('unanimous_rows', 0)} of {a['n']}."]
+    if "human_model_agreement" in agr:
+        lines.append(f"Human consensus and model agree on {agr['human_model_agreement']:.0%} of "
+                     f"{agr['human_model_checked']} checked.")
+    return "\n".join(lines)
+
+
+def download_copy(path: str) -> str:
+    """A link (or copy) of an export in the system temp directory, which Gradio serves for download."""
+    src = Path(path)
+    folder = Path(tempfile.mkdtemp(prefix="critlab-export-"))
+    dest = folder / src.name
+    try:
+        os.link(src, dest)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, dest)
+    return str(dest)
+
+
+def file_name(study: str, kind: str, fmt: str) -> str:
+    """A safe file name for the exports directory.
+
+    >>> file_name("my study/../x", "dpo", "jsonl")[:20]
+    'my_study_.._x-dpo-20'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{safe}-{kind}-{stamp}.{fmt}"
+
+
+def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
+    gr.Markdown("### Export preference data\n"
+                "Files load as is in Hugging Face `datasets` and TRL; each carries a dataset card (README.md) with "
+                "its provenance. See docs/formats.md, \"Preference data exports\".")
+    with gr.Row():
+        study = gr.Dropdown(label="Study", choices=[], elem_id="export-study")
+        kind = gr.Radio(["dpo", "rm", "kto", "sft", "judge"], value="dpo", label="Kind", elem_id="export-kind")
+        style = gr.Radio(["conversational", "standard", "messages"], value="conversational", label="Style",
+                         elem_id="export-style")
+        fmt = gr.Radio(["jsonl", "parquet"], value="jsonl", label="File", elem_id="export-format")
+    with gr.Row():
+        source = gr.Dropdown(label="Source (human, model:METHOD, consensus:METHOD)", choices=["human"],
+                             value="human", allow_custom_value=True, elem_id="export-source")
+        signal = gr.Dropdown(["auto", "best", "pairwise", "ratings", "correct", "checklist"], value="auto",
+                             label="Human signal", elem_id="export-signal")
+        origins = gr.CheckboxGroup(["sampled", "revision", "aggregate", "reference"], value=["sampled"],
+                                   label="Response origins", elem_id="export-origins")
+    with gr.Row():
+        min_annotators = gr.Number(value=1, precision=0, minimum=1, label="Min annotators",
+                                   elem_id="export-min-annotators")
+        min_agreement = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Min agreement",
+                                  elem_id="export-min-agreement")
+        min_margin = gr.Number(value=0.0, minimum=0.0, label="Min margin", elem_id="export-min-margin")
+        kto_threshold = gr.Textbox(value="", label="KTO rating threshold (blank = scale midpoint)",
+                                   elem_id="export-kto-threshold")
+    with gr.Row():
+        per_annotator = gr.Checkbox(label="One row per annotator", elem_id="export-per-annotator")
+        all_pairs = gr.Checkbox(label="All rating pairs (dpo/rm)", elem_id="export-all-pairs")
+        names = gr.Checkbox(label="Annotator names (not pseudonyms)", elem_id="export-names")
+    with gr.Row():
+        preview_btn = gr.Button("Preview", elem_id="export-preview")
+        export_btn = gr.Button("Export", variant="primary", elem_id="export-write")
+    counts = gr.Markdown(elem_id="export-counts")
+    table = gr.Dataframe(headers=PREVIEW_HEADERS, datatype=["str"] * len(PREVIEW_HEADERS), interactive=False,
+                         wrap=True, elem_id="export-preview-table")
+    status = gr.Markdown(elem_id="export-status")
+    download = gr.File(label="Download", interactive=False, elem_id="export-download")
+
+    form = [study, kind, style, source, signal, origins, min_annotators, min_agreement, min_margin, kto_threshold,
+            per_annotator, all_pairs, names]
+
+    def payload(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
+                origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
+                per: bool, allp: bool, names_: bool) -> dict[str, Any]:
+        if not study_:
+            raise ServiceError("choose a study first")
+        try:
+            threshold = float(kto) if kto and kto.strip() else None
+        except ValueError:
+            raise ServiceError(f"the KTO threshold must be a number, not {kto!r}") from None
+        return {"study": study_, "kind": kind_, "style": style_, "source": (source_ or "human").strip(),
+                "signal": signal_, "include_origin": origins_ or [], "min_annotators": int(min_ann or 1),
+                "min_agreement": float(min_agr or 0), "min_margin": float(min_mar or 0), "kto_threshold": threshold,
+                "per_annotator": bool(per), "all_pairs": bool(allp), "annotator_names": bool(names_)}
+
+    @shown_errors(2)
+    def do_preview(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
+                   origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
+                   per: bool, allp: bool, names_: bool, request: gr.Request) -> tuple[str, Any]:
+        user = admin_of(request)
+        data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
+                       names_)
+        r = exports.export_preview(ctx, user, exports.ExportPreview.model_validate({**data, "rows": PREVIEW_ROWS}))
+        return counts_markdown(r), preview_table(r["first_rows"])
+
+    @shown_errors(2)
+    def do_export(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
+                  origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
+                  per: bool, allp: bool, names_: bool, fmt_: str, request: gr.Request) -> tuple[str, Any]:
+        user = admin_of(request)
+        data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
+                       names_)
+        out = exports.exports_dir(ctx) / file_name(data["study"], data["kind"], fmt_)
+        r = exports.export(ctx, user, exports.Export.model_validate({**data, "out": str(out)}))
+        text = (f"{r['message'].split(' written to ')[0]} written to `{Path(r['out_path']).name}` in the exports "
+                f"directory beside the database (card: README.md; export_run #{r['export_run_id']}; sha256 "
+                f"`{r['content_hash'][:16]}…`).")
+        return text, download_copy(r["out_path"])
+
+    def studies_list(request: gr.Request) -> Any:
+        try:
+            admin_of(request)
+        except Exception:  # noqa: BLE001 - not an admin: leave the picker as it is
+            return gr.skip()
+        return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
+
+    def sources_list(study_: str | None, request: gr.Request) -> Any:
+        try:
+            admin_of(request)
+            if not study_:
+                return gr.Dropdown(choices=["human"], value="human")
+            r = exports.export_sources(ctx, "ui", exports.ExportSources(study=study_))
+        except Exception:  # noqa: BLE001 - not an admin, or an unknown study: keep the default
+            return gr.skip()
+        return gr.Dropdown(choices=r["sources"], value="human")
+
+    study.focus(studies_list, None, [study], api_visibility="private")
+    study.change(sources_list, [study], [source], api_visibility="private")
+    preview_btn.click(do_preview, form, [counts, table], api_visibility="private")
+    export_btn.click(do_export, [*form, fmt], [status, download], api_visibility="private")
+    return ExportTab(study)

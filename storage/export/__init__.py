@@ -1,0 +1,12 @@
+"""Preference-data exports that trainers load as is (TRL / `datasets`), with provenance and agreement filters.
+
+`critlab export dpo|rm|kto|sft|judge` and the Export tab call `export_dataset` / `preview_dataset`.
+docs/formats.md ("Preference data exports") describes every kind, column, policy and the dataset card.
+"""
+
+from storage.export.options import ExportOptions, Source
+from storage.export.run import ExportResult, PreviewResult, export_dataset, plan_export, preview_dataset
+from storage.export.schema import KINDS, META_TYPE, STYLES, row_schema
+
+__all__ = ["ExportOptions", "ExportResult", "KINDS", "META_TYPE", "PreviewResult", "STYLES", "Source",
+           "export_dataset", "plan_export", "preview_dataset", "row_schema"]

@@ -1,0 +1,120 @@
+"""What an export is asked for: kind, style, pair policy (source, signal) and filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from storage.export.schema import Kind, Style
+
+Signal = Literal["auto", "best", "pairwise", "ratings", "correct", "checklist"]
+IncludedOrigin = Literal["sampled", "revision", "aggregate", "reference"]
+INCLUDABLE: tuple[str, ...] = ("sampled", "revision", "aggregate", "reference")
+# Which human signals each kind can use, in the order `auto` tries them.
+SIGNALS: dict[str, tuple[str, ...]] = {
+    "dpo": ("best", "pairwise", "ratings"),
+    "rm": ("best", "pairwise", "ratings"),
+    "sft": ("best", "pairwise", "ratings"),
+    "kto": ("correct", "checklist", "ratings"),
+    "judge": ("correct",),
+}
+# `sampled` stands for the study's own responses: a run's samples, or the responses of an imported file.
+ORIGIN_GROUPS: dict[str, tuple[str, ...]] = {"sampled": ("sampled", "imported"), "revision": ("revision",),
+                                             "aggregate": ("aggregate",), "reference": ("reference",)}
+ON_POLICY = ("sampled", "imported")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed `--source`: human labels, one model method (self-rewarding), or both agreeing."""
+
+    kind: Literal["human", "model", "consensus"]
+    method: str | None = None
+    judge: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        """
+        >>> Source.parse("human"), Source.parse("model:rubric"), Source.parse("consensus:pairwise@m1")
+        (Source(kind='human', method=None, judge=None), Source(kind='model', method='rubric', judge=None), \
+Source(kind='consensus', method='pairwise', judge='m1'))
+        """
+        text = text.strip()
+        if text == "human":
+            return cls("human")
+        head, sep, rest = text.partition(":")
+        if head not in ("model", "consensus") or not sep or not rest.strip():
+            raise ValueError(f"unknown source {text!r}: use human, model:METHOD or consensus:METHOD "
+                             "(METHOD a method id, optionally METHOD@JUDGE to name the model judge)")
+        method, _, judge = rest.partition("@")
+        from backend.methods.registry import method_ids
+
+        if method.strip() not in method_ids():
+            raise ValueError(f"unknown method {method.strip()!r} in source {text!r}; known: {', '.join(method_ids())}")
+        return cls(head, method.strip(), judge.strip() or None)  # type: ignore[arg-type]
+
+    def label(self, judge: str | None = None) -> str:
+        if self.kind == "human":
+            return "human"
+        j = judge or self.judge
+        return f"{self.kind}:{self.method}" + (f"@{j}" if j else "")
+
+
+class ExportOptions(BaseModel):
+    """Everything but the study and the output path. Defaults = `critlab export dpo` without flags."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Kind = "dpo"
+    style: Style = "conversational"
+    source: str = "human"
+    signal: Signal = "auto"
+    min_margin: float = Field(0.0, ge=0.0)
+    min_annotators: int = Field(1, ge=1, le=1000)
+    min_agreement: float = Field(0.0, ge=0.0, le=1.0)
+    per_annotator: bool = False
+    all_pairs: bool = False
+    include_origin: list[IncludedOrigin] = Field(default_factory=lambda: ["sampled"])
+    kto_threshold: float | None = None
+    annotator_names: bool = False
+    chat_template: str | None = None  # GGUF file or HF tokenizer directory (standard style)
+
+    @field_validator("include_origin", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return v
+
+    @field_validator("include_origin")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("include at least one origin (sampled, revision, aggregate, reference)")
+        return [o for o in INCLUDABLE if o in v]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExportOptions:
+        src = Source.parse(self.source)
+        if self.style == "messages" and self.kind != "sft":
+            raise ValueError("style 'messages' is for sft exports only; use conversational or standard")
+        if self.signal != "auto" and self.signal not in SIGNALS[self.kind]:
+            raise ValueError(f"signal {self.signal!r} does not fit a {self.kind} export; use "
+                             f"{' / '.join(('auto', *SIGNALS[self.kind]))}")
+        if self.kind == "kto" and src.kind != "human":
+            raise ValueError("kto exports come from human labels (correct/incorrect, checklists or ratings): "
+                             "use --source human")
+        if self.kind == "judge" and not (src.kind == "human" or (src.kind == "model" and src.method == "critique")):
+            raise ValueError("judge exports pair the model's own critiques against human labels: use --source "
+                             "human (the study's critique judge) or model:critique@JUDGE to name the judge")
+        if self.all_pairs and self.kind not in ("dpo", "rm"):
+            raise ValueError("--all-pairs applies to dpo and rm exports from ratings")
+        return self
+
+    @property
+    def parsed_source(self) -> Source:
+        return Source.parse(self.source)
+
+    def origins(self) -> set[str]:
+        return {o for g in self.include_origin for o in ORIGIN_GROUPS[g]}

@@ -1,0 +1,467 @@
+"""One export from plan to files: resolve the policy, stream the rows (chunk by chunk) through the filters
+into the writer, then the dataset card, the optional `datasets` directory and the `export_run` row."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from storage.db import Database
+from storage.export.card import Stats, render_card
+from storage.export.chat_template import ChatTemplate, embedded_template, load_chat_template
+from storage.export.data import Chunk, chunks, human_methods_present, model_judges
+from storage.export.files import atomic_write_text, pseudonymizer
+from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
+from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, model_view
+from storage.export.schema import row_schema
+from storage.export.writer import RowWriter, check_format, write_hf_dir
+from storage.models import Study
+from storage.studies import get_study
+
+UNITS = {"dpo": "pair", "rm": "pair", "judge": "pair", "kto": "example", "sft": "example"}
+HUMAN_METHODS = {"best": ["best_of_n", "likert"], "pairwise": ["pairwise", "likert"], "ratings": ["likert"],
+                 "correct": ["correct"], "checklist": ["checklist_item"]}
+SIGNAL_NEEDS = {"best": ("best_of_n",), "pairwise": ("pairwise",), "ratings": ("likert",), "correct": ("correct",),
+                "checklist": ("checklist_item",)}
+
+
+class ExportResult(BaseModel):
+    kind: str
+    study: str
+    rows: int
+    skipped: dict[str, int] = Field(default_factory=dict)
+    signal: str
+    source: str
+    out_path: str
+    card_path: str
+    content_hash: str
+    message: str
+    export_run_id: int | None = None
+    hf_dir: str | None = None
+    agreement: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreviewResult(BaseModel):
+    kind: str
+    study: str
+    rows: int
+    skipped: dict[str, int] = Field(default_factory=dict)
+    signal: str
+    source: str
+    message: str
+    columns: list[str]
+    first_rows: list[dict[str, Any]]
+    agreement: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    study: Study
+    options: ExportOptions
+    source: Source
+    signal: str
+    ctx: Ctx
+    human_methods: list[str]
+    schema: pa.Schema
+    alias: Callable[[str], str]
+    template: ChatTemplate | None = None
+    judge_chats: dict[str | None, Any] = field(default_factory=dict)
+
+    @property
+    def source_label(self) -> str:
+        return self.source.label(self.ctx.model_judge)
+
+
+# -- planning ----------------------------------------------------------------------------------------------
+def plan_export(db: Database, study: str | int, options: ExportOptions) -> Plan:
+    s = get_study(db, study)
+    src = options.parsed_source
+    kind = options.kind
+    if kind == "judge":  # the critiques are the model's; the human label is the signal
+        src = Source("model", "critique", src.judge if src.kind == "model" else None)
+    model_method = score_column = model_judge = None
+    if src.kind != "human":
+        from backend.methods.registry import get_method
+
+        score_column = get_method(src.method or "").score_column
+        if src.method == "gsa":
+            raise ValueError("gsa writes one aggregate response per prompt and scores none; export the aggregate "
+                             "with --include-origin aggregate under a human or selector policy")
+        if score_column == "response_id" and src.kind == "model" and kind in ("dpo", "rm"):
+            raise ValueError(f"{src.method} picks one response per prompt and scores none, so it makes no pairs; "
+                             f"use it with sft (--source model:{src.method}) or as --source consensus:{src.method}")
+        judges = model_judges(db, s.id, src.method or "")
+        if src.judge is not None:
+            if src.judge not in judges:
+                raise ValueError(f"no current {src.method} verdicts by {src.judge!r} in study {s.name!r}"
+                                 + (f"; judges: {', '.join(judges)}" if judges else ""))
+            model_judge = src.judge
+        elif len(judges) > 1:
+            raise ValueError(f"study {s.name!r} has {src.method} verdicts by several judges ({', '.join(judges)}): "
+                             f"name one, e.g. --source {src.kind}:{src.method}@{judges[0]}")
+        elif not judges:
+            raise ValueError(f"study {s.name!r} has no current {src.method} verdicts: run "
+                             f"`critlab score --study {s.name} --methods {src.method}` (or import them) first")
+        else:
+            model_judge = judges[0]
+        model_method = src.method
+    if src.kind == "model" and kind != "judge":
+        signal, human = model_method or "", []
+    else:
+        signal = _signal(db, s.id, options)
+        human = HUMAN_METHODS[signal]
+    lo, hi = s.config.rating_scale
+    ctx = Ctx(kind=kind, signal=signal, per_annotator=options.per_annotator, all_pairs=options.all_pairs,
+              origins=options.origins(), kto_threshold=options.kto_threshold if options.kto_threshold is not None
+              else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
+    alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
+    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias)
+    if options.style == "standard":
+        plan.template = _template(db, s, options, model_judge if kind == "judge" else None)
+    return plan
+
+
+def _signal(db: Database, study_id: int, options: ExportOptions) -> str:
+    if options.signal != "auto":
+        return options.signal
+    present = human_methods_present(db, study_id)
+    order = SIGNALS[options.kind]
+    for sig in order:
+        needs = SIGNAL_NEEDS[sig] + (("likert",) if sig == "best" and options.kind in ("dpo", "rm") else ())
+        if all(m in present for m in needs):
+            return sig
+    return next((sig for sig in order if all(m in present for m in SIGNAL_NEEDS[sig])), order[0])
+
+
+def _template(db: Database, study: Study, options: ExportOptions, judge: str | None) -> ChatTemplate:
+    if options.chat_template:
+        return load_chat_template(options.chat_template)
+    template, embedded_id = embedded_template()
+    if judge is not None:
+        models = {judge}
+    else:
+        models = {r[0] for r in db.fetchall(
+            """SELECT DISTINCT coalesce(r.model_id, g.model_id) FROM response r JOIN prompt p ON p.id = r.prompt_id
+               LEFT JOIN generation_run g ON g.id = r.run_id WHERE p.study_id = ? AND r.origin IN
+               (SELECT unnest(?::VARCHAR[]))""", [study.id, sorted(options.origins())])}
+    others = sorted(str(m) for m in models if m != embedded_id)
+    if others:
+        raise ValueError(f"--style standard renders the prompt with the generating model's chat template, and study "
+                         f"{study.name!r} has responses of {', '.join(others)}: give --chat-template PATH (that "
+                         "model's GGUF file or Hugging Face tokenizer directory)")
+    return template
+
+
+# -- rows --------------------------------------------------------------------------------------------------
+def _shared(values: list[Any]) -> Any:
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
+def _critique_reply(sample: Any) -> str:
+    """The judgment as the critique method's reply (its JSON keys in order; the correction is not stored per
+    sample, so it is left out): critique and first error from the stored rationale, and the verdict."""
+    text = sample.rationale or ""
+    text = text.removesuffix("\n(reply cut off at max_tokens)")
+    critique, sep, first_error = text.rpartition("\nFirst error: ")
+    if not sep:
+        critique, first_error = (text, "none") if not text.startswith("First error: ") else \
+            ("", text.removeprefix("First error: "))
+    return json.dumps({"critique": critique, "verdict": sample.label, "first_error": first_error or "none"},
+                      ensure_ascii=False)
+
+
+def build_row(it: Item, chunk: Chunk, plan: Plan) -> tuple[dict[str, Any], list[tuple[int, str, int | None, str | None]]]:
+    kind, style = plan.options.kind, plan.options.style
+    resp = chunk.responses
+    ids = it.response_ids()
+    rows = [resp[i] for i in ids]
+    origins = [(r.id, r.origin, r.run_id, r.model_id) for r in rows]
+    prompt_msgs = it.prompt.messages
+    if kind == "judge":
+        prompt_msgs = _judge_chat(plan, it, resp[it.target].text if it.target is not None else "")
+    std = style == "standard"
+    prompt: Any = plan.template.render(prompt_msgs) if std and plan.template else prompt_msgs
+
+    def completion(text: str) -> Any:
+        return text if std else [{"role": "assistant", "content": text}]
+
+    row: dict[str, Any]
+    if kind == "judge":
+        assert it.chosen_sample is not None and it.rejected_sample is not None
+        row = {"prompt": prompt, "chosen": completion(_critique_reply(it.chosen_sample)),
+               "rejected": completion(_critique_reply(it.rejected_sample))}
+    elif kind in ("dpo", "rm"):
+        row = {"prompt": prompt, "chosen": completion(resp[it.chosen].text),  # type: ignore[index]
+               "rejected": completion(resp[it.rejected].text)}  # type: ignore[index]
+        if kind == "rm":
+            row["margin"] = it.margin
+    elif kind == "kto":
+        row = {"prompt": prompt, "completion": completion(resp[it.completion].text), "label": it.label}  # type: ignore[index]
+    elif style == "messages":
+        row = {"messages": prompt_msgs + [{"role": "assistant", "content": resp[it.completion].text}]}  # type: ignore[index]
+    else:
+        row = {"prompt": prompt, "completion": completion(resp[it.completion].text)}  # type: ignore[index]
+    alias = plan.alias
+    row["meta"] = {
+        "study": plan.study.name,
+        "kind": kind,
+        "source": plan.source_label,
+        "signal": it.signal,
+        "prompt_id": it.prompt.external_id,
+        "prompt_db_id": it.prompt.id,
+        "response_ids": ids,
+        "chosen_response_id": it.chosen if kind != "sft" else it.completion,
+        "rejected_response_id": it.rejected,
+        "origins": [{"response_id": r.id, "origin": r.origin} for r in rows],
+        "off_policy": any(r.origin not in ON_POLICY for r in rows),
+        "annotator": alias(it.annotator) if it.annotator is not None else None,
+        "annotators": [alias(a) for a in it.voters],
+        "n_annotators": it.n_annotators,
+        "agreement": it.agreement,
+        "votes": [{"annotator": alias(a), "response_id": r, "label": lab, "value": v} for a, r, lab, v in it.votes],
+        "chosen_rating": it.chosen_rating,
+        "rejected_rating": it.rejected_rating,
+        "ratings": [{"response_id": r, "rating": m, "n": n} for r, m, n in it.ratings],
+        "scores": [{"response_id": r, "method": m, "judge": j, "variant": var, "score": sc, "label": lab}
+                   for r, m, j, var, sc, lab in it.scores],
+        "margin": it.margin,
+        "margin_kind": it.margin_kind if it.margin is not None else None,
+        "swap_consistent": it.swap_consistent,
+        "label": it.label,
+        "chosen_variant": it.chosen_sample.variant if it.chosen_sample else None,
+        "rejected_variant": it.rejected_sample.variant if it.rejected_sample else None,
+        "shown_order": it.shown_order,
+        "generation_run_id": _shared([r.run_id for r in rows]),
+        "model_id": _shared([r.model_id for r in rows]),
+        "method_version": it.method_version,
+        "judgment_ids": it.judgment_ids,
+    }
+    return row, origins
+
+
+def _judge_chat(plan: Plan, it: Item, response_text: str) -> list[dict[str, str]]:
+    from backend.methods.critique import Critique
+
+    version = it.method_version
+    method = plan.judge_chats.get(version)
+    if method is None:
+        method = Critique()
+        if version:
+            method.version = version  # the templates of the version that wrote the critiques
+        plan.judge_chats[version] = method
+    question = next((m["content"] for m in reversed(it.prompt.messages) if m["role"] == "user"), "")
+    try:
+        return method.chat(question, response_text)
+    except FileNotFoundError as e:
+        raise ValueError(f"critique template version {version!r} is not installed: {e}") from e
+
+
+# -- streaming ---------------------------------------------------------------------------------------------
+def _filter(it: Item, chunk: Chunk, plan: Plan, views: dict[int, ModelView], stats: Stats) -> str | None:
+    o = plan.options
+    ids = it.response_ids()
+    if any(i not in chunk.responses for i in ids):
+        return "missing_response"
+    if any(chunk.responses[i].origin not in plan.ctx.origins for i in ids):
+        return "excluded_origin"
+    if it.n_annotators is not None and it.n_annotators < o.min_annotators:
+        return "too_few_annotators"
+    if o.min_agreement > 0 and it.n_annotators is not None and (it.agreement is None or it.agreement < o.min_agreement):
+        return "low_agreement"
+    if o.min_margin > 0 and (it.margin is None or it.margin < o.min_margin):
+        return "below_min_margin" if it.margin is not None else "no_margin"
+    if o.kind == "rm" and it.margin is None:
+        return "no_margin"
+    if plan.source.kind == "consensus":
+        view = views.get(it.prompt.id)
+        if view is None:
+            view = views[it.prompt.id] = model_view(chunk.model.get(it.prompt.id, []), plan.ctx)
+        reason = model_agrees(it, view, plan.ctx)
+        if reason in (None, "model_disagrees", "model_tie"):
+            stats.model_checked += 1
+            stats.model_agreed += reason is None
+        return reason
+    return None
+
+
+def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, Any]]:
+    for chunk in chunks(db, plan.study.id, human_methods=plan.human_methods, model_method=plan.ctx.model_method,
+                        model_judge=plan.ctx.model_judge):
+        views: dict[int, ModelView] = {}
+        for it in items(chunk, plan.ctx, plan.source.kind):
+            if isinstance(it, str):
+                stats.skipped[it] += 1
+                continue
+            reason = _filter(it, chunk, plan, views, stats)
+            if reason is not None:
+                stats.skipped[reason] += 1
+                continue
+            row, origins = build_row(it, chunk, plan)
+            stats.add(row["meta"], origins)
+            yield row
+
+
+# -- entry points ------------------------------------------------------------------------------------------
+def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[str], options: ExportOptions,
+                   *, hf_dir: str | os.PathLike[str] | None = None) -> ExportResult:
+    """Write the export to `.jsonl` / `.parquet` (atomically, streaming), its card (README.md beside it), the
+    `datasets` directory when asked, and record an export_run."""
+    out = Path(out_path)
+    check_format(out)
+    plan = plan_export(db, study, options)
+    stats = Stats()
+    writer = RowWriter(out, plan.schema)
+    try:
+        for row in stream_rows(db, plan, stats):
+            writer.write(row)
+    except BaseException:
+        writer.abort()
+        raise
+    content_hash = writer.commit()
+    if hf_dir is not None:
+        write_hf_dir(out, plan.schema, Path(hf_dir))
+    card = out.parent / "README.md"
+    params = {**options.model_dump(), "format": out.suffix.lower().lstrip("."), "signal": plan.signal,
+              "source_resolved": plan.source_label, "columns": plan.schema.names,
+              "hf_dir": str(Path(hf_dir).resolve()) if hf_dir is not None else None, "card": str(card.resolve())}
+    counts = {**stats.counts(), "agreement": stats.agreement_figures()}
+    with db.write() as cur:
+        run_id = cur.execute(
+            "INSERT INTO export_run (kind, study_id, params, counts, out_path, content_hash) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id", [options.kind, plan.study.id, json.dumps(params), json.dumps(counts),
+                             str(out.resolve()), content_hash]).fetchall()[0][0]
+        atomic_write_text(card, _card(db, plan, stats, out.name, content_hash, run_id))
+    return ExportResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
+                        signal=plan.signal, source=plan.source_label, out_path=str(out.resolve()),
+                        card_path=str(card.resolve()), content_hash=content_hash,
+                        message=message(options.kind, stats.kept, stats.skipped, out, plan.signal),
+                        export_run_id=run_id, hf_dir=params["hf_dir"], agreement=counts["agreement"])
+
+
+def preview_dataset(db: Database, study: str | int, options: ExportOptions, *, n_rows: int = 5) -> PreviewResult:
+    """The counts (kept, skipped by reason) and first rows of an export, writing nothing."""
+    plan = plan_export(db, study, options)
+    stats = Stats()
+    first: list[dict[str, Any]] = []
+    for row in stream_rows(db, plan, stats):
+        if len(first) < n_rows:
+            first.append(row)
+    return PreviewResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
+                         signal=plan.signal, source=plan.source_label,
+                         message=message(options.kind, stats.kept, stats.skipped, None, plan.signal),
+                         columns=plan.schema.names, first_rows=first, agreement=stats.agreement_figures())
+
+
+def message(kind: str, kept: int, skipped: Counter[str], out: Path | None, signal: str) -> str:
+    """What happened, and for an empty export why.
+
+    >>> message("dpo", 0, Counter(), Path("x.jsonl"), "best")
+    '0 pairs: no labels for this policy yet (signal: best)'
+    >>> message("dpo", 1, Counter(tied_lowest=1), Path("x.jsonl"), "best")
+    '1 pair written to x.jsonl; 1 skipped (tied_lowest: 1)'
+    >>> message("kto", 3, Counter(), None, "correct")
+    '3 examples'
+    """
+    unit = UNITS[kind]
+    why = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    n_skipped = sum(skipped.values())
+    if kept == 0:
+        return (f"0 {unit}s: no labels for this policy yet (signal: {signal})" if n_skipped == 0
+                else f"0 {unit}s: {n_skipped} skipped ({why})")
+    text = f"{kept} {unit}{'s' if kept != 1 else ''}" + (f" written to {out}" if out is not None else "")
+    return f"{text}; {n_skipped} skipped ({why})" if n_skipped else text
+
+
+def _card(db: Database, plan: Plan, stats: Stats, file_name: str, content_hash: str, run_id: int | None) -> str:
+    s = plan.study
+    runs = [r for r in db.fetchdicts("SELECT * FROM generation_run WHERE study_id = ? ORDER BY id", [s.id])
+            if r["id"] in stats.runs]
+    o = plan.options
+    return render_card(
+        file_name=file_name, schema=plan.schema, kind=o.kind, style=o.style,
+        study={"id": s.id, "name": s.name, "description": s.description,
+               "prompts": db.fetchval("SELECT count(*) FROM prompt WHERE study_id = ?", [s.id])},
+        runs=runs, policy=policy_text(plan), filters=_filters(plan), stats=stats, content_hash=content_hash,
+        export_run_id=run_id, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        version=_version(), template_source=plan.template.source if plan.template else None)
+
+
+def _version() -> str:
+    try:
+        return md.version("critlab")
+    except md.PackageNotFoundError:
+        return "dev"
+
+
+def _filters(plan: Plan) -> dict[str, Any]:
+    o = plan.options
+    out: dict[str, Any] = {"min_annotators": o.min_annotators, "min_agreement": o.min_agreement,
+                           "min_margin": o.min_margin, "per_annotator": o.per_annotator,
+                           "include_origin": ", ".join(o.include_origin) + " (sampled includes imported responses)",
+                           "labels": "current blind human labels (superseded and revealed ones are left out)",
+                           "annotators": "real names (--annotator-names)" if o.annotator_names
+                           else "pseudonymised per database"}
+    if o.kind in ("dpo", "rm"):
+        out["all_pairs"] = o.all_pairs
+    if o.kind == "kto" and plan.signal == "ratings":
+        out["kto_threshold"] = plan.ctx.kto_threshold
+    return out
+
+
+def policy_text(plan: Plan) -> list[str]:
+    o, c, sig = plan.options, plan.ctx, plan.signal
+    who = "each annotator's own labels, one row per (unit, annotator)" if o.per_annotator else \
+        "the human consensus (plurality with a unique mode over the current blind labels; mean for ratings)"
+    lines = [f"Source: `{plan.source_label}`; signal: `{sig}`."]
+    if o.kind == "judge":
+        lines.append(f"For each response with two or more sampled critiques by `{c.model_judge}`: chosen = a critique "
+                     f"whose verdict agrees with {who} of the `correct` labels, rejected = one that disagrees "
+                     "(the lowest-numbered sample of each); the prompt is the critique method's own chat.")
+        return lines
+    if o.kind == "kto":
+        rule = {"correct": "label = the response was judged correct",
+                "checklist": "label = every checklist item answered YES (any NO: false)",
+                "ratings": f"label = mean rating above {c.kto_threshold} (below: false; equal: skipped)"}[sig]
+        return lines + [f"One example per response from {who}: {rule}."]
+    if plan.source.kind == "model":
+        if c.score_column == "label":
+            rule = ("every response pair the method judged in both orders with the same winner (swap-consistent); "
+                    "ties, single-order and inconsistent verdicts dropped; margin = mean probability gap")
+        elif c.score_column == "response_id":
+            rule = "the method's pick"
+        else:
+            rule = (f"highest vs lowest `{c.score_column}` of the method per prompt, ties at the top or bottom "
+                    "dropped; margin = the score gap")
+        return lines + [f"Self-rewarding: {rule}" + (" (sft: the unique best)." if o.kind == "sft" else ".")]
+    base = {"best": "chosen = the consensus best pick, rejected = the response rated strictly lowest among the other "
+                    "shown responses (mean ratings); margin = the rating gap",
+            "pairwise": "per response pair, the consensus winner vs loser; ties and both-bad dropped; margin = "
+                        "(winner votes − loser votes) / votes",
+            "ratings": ("every pair of rated responses whose mean ratings differ" if o.all_pairs else
+                        "the best vs the worst mean-rated response (a shared best or worst is dropped)")
+                       + "; margin = the rating gap"}[sig]
+    if o.kind == "sft":
+        base = {"best": "completion = the consensus best pick",
+                "pairwise": "completion = the one response that wins a consensus pair and loses none",
+                "ratings": "completion = the unique best mean-rated response"}[sig]
+    if o.per_annotator and sig == "best" and o.kind != "sft":
+        base = ("chosen = the annotator's best pick, rejected = the response that annotator rated strictly lowest "
+                "among the other shown responses (ties, missing ratings and a lowest rating not below the pick's "
+                "are skipped)")
+    lines.append(f"From {who}: {base}.")
+    if plan.source.kind == "consensus":
+        lines.append(f"Kept only where `{c.model_method}` (judge `{c.model_judge}`) agrees: "
+                     + ("its swap-consistent verdict names the chosen response." if c.score_column == "label" else
+                        "its pick is the chosen response." if c.score_column == "response_id" else
+                        f"its `{c.score_column}` ranks the chosen response strictly higher."))
+    return lines
