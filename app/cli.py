@@ -8,7 +8,6 @@ lock file beside the database), which runs the same service functions.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import click
 
 from app import lockfile
+from app.cli_export import add_export_commands
 from app.services.context import EngineConfig
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
@@ -401,21 +401,32 @@ def export() -> None:
     """Export labelled data."""
 
 
-@export.command("dpo")
+@main.command()
 @click.option("--study", required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl or .parquet file.")
+@click.option("--format", "fmt", type=click.Choice(["json", "md", "html"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of standard output.")
+@click.option("--stage", type=click.Choice(["blind", "revealed"]), default="blind", show_default=True,
+              help="Which human labels count: blind (default) or the revised labels after reveal.")
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0, 100_000),
+              help="Bootstrap resamples over prompts for the 95% intervals (0: no intervals).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
 @db_option
-def export_dpo(study: str, out: str, db_path: str) -> None:
-    """Write DPO pairs in TRL's conversational format from each annotator's blind best pick.
+def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, db_path: str) -> None:
+    """How far the model's self-evaluation agrees with people, and people with each other.
 
-    chosen = the picked response; rejected = the response that same annotator rated strictly
-    lowest. A (prompt, annotator) is skipped, and counted by reason, when the lowest rating is
-    shared, is not below the pick's rating, or ratings are missing. Each row has a `meta` column
-    with its provenance (annotators pseudonymised).
+    Human-human and human-model agreement (MT-Bench raw agreement with and without ties, accuracy
+    and macro F1 against the human consensus, Cohen's and Fleiss' kappa, Krippendorff's alpha),
+    order-swap consistency, rank correlations of scores with ratings, best-of-N accuracy of each
+    selector against random and majority, calibration of probabilities against correctness, and
+    checklist agreement, with bootstrap 95% intervals over prompts. The JSON structure is
+    documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
     """
-    r = call(db_path, "export_dpo", {"study": study, "out": os.path.abspath(out)})
-    click.echo(r["message"])
-    click.echo(json.dumps({k: r[k] for k in ("pairs", "skipped", "out_path", "content_hash") if k in r}, indent=2))
+    r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
+                                    "stage": stage, "n_boot": n_boot, "seed": seed})
+    if out:
+        click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
+    else:
+        click.echo(r["text"])
 
 
 @export.command("judgments")
@@ -455,6 +466,10 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
         click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
     else:
         click.echo(r["text"])
+
+
+
+add_export_commands(export, call, db_option)
 
 
 @main.command("methods")

@@ -5,9 +5,10 @@ the first rows, writing nothing. `EXPORT_OPS` is merged into `app.services.ops.O
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.services.context import AppContext, ServiceError
 from storage.export import ExportOptions, export_dataset, preview_dataset

@@ -250,6 +250,11 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
 }
 
 
+from app.services.exports import EXPORT_OPS  # noqa: E402
+
+OPS.update(EXPORT_OPS)
+
+
 def run_op(ctx: AppContext, user: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Validate the payload for operation `name` and run it as `user` (an admin)."""
     if name not in OPS:

@@ -8,9 +8,10 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import gradio as gr
 
@@ -97,7 +98,7 @@ def file_name(study: str, kind: str, fmt: str) -> str:
     'my_study_.._x-dpo-20'
     """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{safe}-{kind}-{stamp}.{fmt}"
 
 
@@ -183,7 +184,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
     def studies_list(request: gr.Request) -> Any:
         try:
             admin_of(request)
-        except Exception:  # noqa: BLE001 - not an admin: leave the picker as it is
+        except Exception:
             return gr.skip()
         return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
 
@@ -193,7 +194,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
             if not study_:
                 return gr.Dropdown(choices=["human"], value="human")
             r = exports.export_sources(ctx, "ui", exports.ExportSources(study=study_))
-        except Exception:  # noqa: BLE001 - not an admin, or an unknown study: keep the default
+        except Exception:
             return gr.skip()
         return gr.Dropdown(choices=r["sources"], value="human")
 

@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.services.context import AppContext, PermissionDenied
 from app.services import labelling
-from app.ui import agreement_tab, label_tab, studies_tab
+from app.ui import agreement_tab, export_tab, label_tab, studies_tab
 from storage import studies
 
 HEAD = "<script>\n" + resources.files("app.ui").joinpath("hotkeys.js").read_text(encoding="utf-8") + "\n</script>"
@@ -46,6 +46,8 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
                 agr = agreement_tab.build(ctx, admin_of)
             with gr.Tab("Admin", id="admin", visible=False, elem_id="admin-panel") as admin_panel:
                 ann_table = studies_tab.build_admin(ctx, admin_of)
+            with gr.Tab("Export", id="export", visible=False, elem_id="export-panel") as export_panel:
+                export_tab.build(ctx, admin_of)
 
         def refresh_agreement_studies(request: gr.Request) -> Any:
             admin_of(request)
@@ -73,6 +75,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             admin_updates = ([studies_tab.overview_rows(ctx), studies_tab.annotator_rows(ctx)] if is_admin
                              else [gr.skip(), gr.skip()])
             return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
+                    gr.Tab(visible=is_admin),
                     gr.Dropdown(choices=names, value=first),
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
                     *label.load(first, request)]
@@ -80,7 +83,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
-        demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, label.study, *st.study_choices, st.overview,
+        demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, label.study, *st.study_choices, st.overview,
                                   ann_table, *label.outputs()], api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

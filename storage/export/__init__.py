@@ -8,5 +8,16 @@ from storage.export.options import ExportOptions, Source
 from storage.export.run import ExportResult, PreviewResult, export_dataset, plan_export, preview_dataset
 from storage.export.schema import KINDS, META_TYPE, STYLES, row_schema
 
-__all__ = ["ExportOptions", "ExportResult", "KINDS", "META_TYPE", "PreviewResult", "STYLES", "Source",
-           "export_dataset", "plan_export", "preview_dataset", "row_schema"]
+__all__ = [
+           "KINDS",
+           "META_TYPE",
+           "STYLES",
+           "ExportOptions",
+           "ExportResult",
+           "PreviewResult",
+           "Source",
+           "export_dataset",
+           "plan_export",
+           "preview_dataset",
+           "row_schema",
+]

@@ -121,7 +121,8 @@ def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, stu
                 content_hash: str, export_run_id: int | None, created: str, version: str,
                 template_source: str | None) -> str:
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the file name holds
-    unit = "pairs" if kind in ("dpo", "rm", "judge") else "examples"
+    unit = "pair" if kind in ("dpo", "rm", "judge") else "example"
+    units = unit + ("" if stats.kept == 1 else "s")
     n_skipped = sum(stats.skipped.values())
     lines = [
         "---",
@@ -141,12 +142,12 @@ def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, stu
         "",
         f"# {KIND_TITLES[kind]} from critlab study {q(study['name'])}",
         "",
-        f"Exported by critlab {version} on {created} (UTC): **{stats.kept} {unit}** kept, {n_skipped} skipped.",
+        f"Exported by critlab {version} on {created} (UTC): **{stats.kept} {units}** kept, {n_skipped} skipped.",
         "",
         "| | |",
         "|---|---|",
         f"| file | `{file_name}` ({'Parquet' if file_name.lower().endswith('.parquet') else 'JSON Lines'}, "
-        f"{stats.kept} rows) |",
+        f"{stats.kept} row{'' if stats.kept == 1 else 's'}) |",
         f"| content hash | sha256 `{content_hash}` |",
         f"| export_run | {export_run_id if export_run_id is not None else '— (preview)'} |",
         f"| layout | {LAYOUTS[(kind, style)]} |",
@@ -190,7 +191,7 @@ def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, stu
                      f"{sum(stats.swap.values())} rows")
     if "human_model_agreement" in fig:
         lines.append(f"- Human consensus and the model agree on {stats.model_agreed} of {stats.model_checked} "
-                     f"human {unit} checked ({fig['human_model_agreement']:.1%})")
+                     f"human {unit}s checked ({fig['human_model_agreement']:.1%})")
     if stats.labels:
         lines.append(f"- Labels: {stats.labels['true']} true, {stats.labels['false']} false")
     load = (f'load_dataset("parquet", data_files="{file_name}", split="train")' if file_name.lower().endswith(".parquet")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from storage.export.data import Chunk, Human, ModelRow, PromptRow, Resp
+from storage.export.data import Chunk, Human, ModelRow, PromptRow
 from storage.export.legacy import pick_rejected
 
 Vote = tuple[str, int | None, str | None, float | None]          # annotator, response, label, value

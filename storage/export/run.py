@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -392,7 +392,7 @@ def _card(db: Database, plan: Plan, stats: Stats, file_name: str, content_hash: 
         study={"id": s.id, "name": s.name, "description": s.description,
                "prompts": db.fetchval("SELECT count(*) FROM prompt WHERE study_id = ?", [s.id])},
         runs=runs, policy=policy_text(plan), filters=_filters(plan), stats=stats, content_hash=content_hash,
-        export_run_id=run_id, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        export_run_id=run_id, created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         version=_version(), template_source=plan.template.source if plan.template else None)
 
 

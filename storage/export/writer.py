@@ -74,7 +74,7 @@ class RowWriter:
         try:
             if self._pq is not None:
                 self._pq.close()
-        except Exception:  # noqa: BLE001 - already failing; the temp file goes either way
+        except Exception:
             pass
         if not self._file.closed:
             self._file.close()
@@ -96,10 +96,10 @@ def write_hf_dir(data_file: Path, schema: pa.Schema, hf_dir: Path) -> None:
         if data_file.suffix.lower() == ".parquet":
             ds = datasets.Dataset.from_parquet(str(data_file), features=features, cache_dir=str(cache))
         elif data_file.stat().st_size == 0:
-            ds = datasets.Dataset.from_list([], features=features)
+            ds = datasets.Dataset(schema.empty_table())
         else:
             ds = datasets.Dataset.from_json(str(data_file), features=features, cache_dir=str(cache))
         staged = Path(work) / "out"
-        ds.save_to_disk(str(staged))
+        ds.save_to_disk(str(staged), num_shards=1 if len(ds) == 0 else None)  # an empty one still gets a shard
         del ds
         replace_dir(staged, hf_dir)
