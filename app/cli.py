@@ -440,35 +440,6 @@ def export_judgments(study: str, out: str, db_path: str) -> None:
     click.echo(r["message"])
 
 
-@main.command()
-@click.option("--study", required=True)
-@click.option("--format", "fmt", type=click.Choice(["json", "md", "html"]), default="md", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of standard output.")
-@click.option("--stage", type=click.Choice(["blind", "revealed"]), default="blind", show_default=True,
-              help="Which human labels count: blind (default) or the revised labels after reveal.")
-@click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0, 100_000),
-              help="Bootstrap resamples over prompts for the 95% intervals (0: no intervals).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
-@db_option
-def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, db_path: str) -> None:
-    """How far the model's self-evaluation agrees with people, and people with each other.
-
-    Human-human and human-model agreement (MT-Bench raw agreement with and without ties, accuracy
-    and macro F1 against the human consensus, Cohen's and Fleiss' kappa, Krippendorff's alpha),
-    order-swap consistency, rank correlations of scores with ratings, best-of-N accuracy of each
-    selector against random and majority, calibration of probabilities against correctness, and
-    checklist agreement, with bootstrap 95% intervals over prompts. The JSON structure is
-    documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
-    """
-    r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
-                                    "stage": stage, "n_boot": n_boot, "seed": seed})
-    if out:
-        click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
-    else:
-        click.echo(r["text"])
-
-
-
 add_export_commands(export, call, db_option)
 
 
