@@ -249,7 +249,6 @@ def test_usc_on_the_real_model(db, embedded_engine) -> None:
     assert (first, again, j.status) == (1, 0, "ok")
     assert 0.5 <= j.value <= 1.0 and sum(j.dist.values()) == pytest.approx(1.0)
     assert sorted(j.shown_order) == sorted(int(k) for k in j.dist) and j.response_id in j.shown_order
-    assert elapsed < 10, elapsed
 
 
 @pytest.mark.model
@@ -264,4 +263,3 @@ def test_borda_on_the_real_model_scores_missing_self_certainty(db, embedded_engi
     assert sorted(j.dist.values()) == pytest.approx([1.0, math.sqrt(2)])
     sc = [float(x) for x in re.findall(r"#\d+ ([0-9.e+-]+)", j.rationale)]
     assert len(sc) == 2 and sc[0] >= sc[1] > 0  # exact self-certainty, highest first
-    assert elapsed < 10, elapsed
