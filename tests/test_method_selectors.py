@@ -244,7 +244,7 @@ REAL_TEXTS = ["2 + 2 = 4. The answer is 4.", "I think the answer is 5."]
 def test_usc_on_the_real_model(db, embedded_engine) -> None:
     t0 = time.perf_counter()
     _, first, again = score_study(db, embedded_engine, "select_usc", REAL_TEXTS)
-    elapsed = time.perf_counter() - t0
+    time.perf_counter() - t0
     (j,) = judgments.current(db, study_id=studies.get_study(db, "m").id, method="select_usc")
     assert (first, again, j.status) == (1, 0, "ok")
     assert 0.5 <= j.value <= 1.0 and sum(j.dist.values()) == pytest.approx(1.0)
@@ -255,7 +255,7 @@ def test_usc_on_the_real_model(db, embedded_engine) -> None:
 def test_borda_on_the_real_model_scores_missing_self_certainty(db, embedded_engine) -> None:
     t0 = time.perf_counter()
     _, first, again = score_study(db, embedded_engine, "select_borda", REAL_TEXTS, answer_extraction="last_number")
-    elapsed = time.perf_counter() - t0
+    time.perf_counter() - t0
     (j,) = judgments.current(db, study_id=studies.get_study(db, "m").id, method="select_borda")
     assert (first, again, j.status) == (1, 0, "ok")
     # two different answers, one vote each: weights √2 (rank 1) and 1 (rank 2); the higher-SC response wins
