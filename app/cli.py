@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import click
@@ -136,6 +140,11 @@ def call(db_path: str, op: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- commands ------------------------------------------------------------------------------------------
+# critlab itself never downloads models and sets HF_HUB_OFFLINE=1 unless told otherwise; a server it
+# launches must still be able to download its model, so only a value the user set is passed on to it.
+_USER_HF_HUB_OFFLINE: str | None = None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="critlab")
 def main() -> None:
@@ -154,6 +163,8 @@ def main() -> None:
       critlab serve                                  # then open http://127.0.0.1:7860
       critlab export dpo --study s1 --out pairs.jsonl
     """
+    global _USER_HF_HUB_OFFLINE
+    _USER_HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -279,14 +290,103 @@ def score(study: str, methods: str, db_path: str, **kw: Any) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=7860, show_default=True, type=int)
 @engine_options
+@click.option("--launch-sglang", "launch_model", metavar="MODEL",
+              help="Start an SGLang server for MODEL (Hugging Face id or local directory) on this machine's GPUs, "
+                   "use it as the engine, and stop it on exit. Needs pip install 'critlab[gpu]'.")
+@click.option("--tp", default=1, show_default=True, type=click.IntRange(1),
+              help="With --launch-sglang: GPUs per model copy (tensor parallelism).")
+@click.option("--dp", default=1, show_default=True, type=click.IntRange(1),
+              help="With --launch-sglang: model copies behind sglang-router (data parallelism; uses tp x dp GPUs).")
+@click.option("--sglang-arg", "sglang_args", multiple=True, metavar="ARGS",
+              help="With --launch-sglang: more launch_server arguments, split like a shell line; repeatable, "
+                   "e.g. --sglang-arg='--mem-fraction-static 0.8'.")
+@click.option("--sglang-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=1),
+              help="With --launch-sglang: seconds to wait for the server to answer /health (model download and "
+                   "loading included).")
 @db_option
-def serve(host: str, port: int, db_path: str, **kw: Any) -> None:
+@click.pass_context
+def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
+          sglang_args: tuple[str, ...], sglang_timeout: float, **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
     database; other critlab commands on the same --db are sent to it.
+
+    \b
+    Engines:
+      critlab serve                                  # embedded SmolLM2-135M on this CPU
+      critlab serve --engine sglang --sglang-url http://gpu-box:30000    # a server run elsewhere
+      critlab serve --launch-sglang Qwen/Qwen2.5-7B-Instruct --tp 2      # start SGLang here
+
+    With --launch-sglang critlab starts `python -m sglang.launch_server` (with --dp > 1,
+    sglang-router with dp workers) on a free 127.0.0.1 port with a random API key, logs it to
+    sglang-PORT.log beside the database, waits for it to load, and stops it (and every process it
+    started) when critlab exits. See docs/gpu.md.
     """
-    _serve(db_path, host, port, _engine_cfg(kw))
+    if launch_model is None:
+        if tp != 1 or dp != 1 or sglang_args:
+            fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
+        _serve(db_path, host, port, _engine_cfg(kw))
+        return
+    if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
+        fail("--launch-sglang starts its own server: drop --sglang-url")
+    if kw["engine"] != "sglang" and click_ctx.get_parameter_source("engine") == click.core.ParameterSource.COMMANDLINE:
+        fail("--launch-sglang uses the sglang engine: drop --engine embedded")
+    try:
+        extra = [arg for value in sglang_args for arg in shlex.split(value)]
+    except ValueError as e:
+        fail(f"--sglang-arg: {e}")
+    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw)
+
+
+def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp: int, extra: list[str],
+                    timeout: float, kw: dict[str, Any]) -> None:
+    from app.sglang_launch import SGLangLauncher, SGLangLaunchError
+    from backend.engines.sglang import API_KEY_ENV
+
+    # What would stop critlab from serving is checked before minutes of model loading, not after.
+    running = lockfile.read_lock(db_path)
+    if running:
+        fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            fail(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port")
+    env = dict(os.environ)
+    if _USER_HF_HUB_OFFLINE is None:
+        env.pop("HF_HUB_OFFLINE", None)
+    try:
+        launcher = SGLangLauncher(model, tp, dp, extra, timeout=timeout, env=env,
+                                  log_path=Path(db_path).resolve().parent / "sglang-{port}.log",
+                                  announce=lambda msg: click.echo(msg, err=True))
+    except ValueError as e:
+        fail(str(e))
+    _exit_on_termination()
+    try:
+        with launcher:
+            # The engine reads its key from the environment (never from stored settings).
+            os.environ[API_KEY_ENV] = launcher.api_key
+            engine = EngineConfig(engine="sglang", sglang_url=launcher.url,
+                                  sglang_tokenize_url=kw["sglang_tokenize_url"] or launcher.worker_url,
+                                  sglang_tokenizer=kw["sglang_tokenizer"], sglang_model_id=kw["sglang_model_id"],
+                                  sglang_raw_logprobs=True)
+            _serve(db_path, host, port, engine,
+                   banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}")
+    except SGLangLaunchError as e:
+        fail(str(e))
+
+
+def _exit_on_termination() -> None:
+    """SIGTERM / SIGHUP end critlab like Ctrl+C does: by unwinding, so `with` blocks (the launched SGLang
+    server) clean up. uvicorn handles them itself while it serves, then re-raises them once it has shut
+    down, which lands here too."""
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
 
 
 def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "") -> None:  # noqa: ANN001

@@ -9,6 +9,7 @@ never changed; this runs only when rendering.
 from __future__ import annotations
 
 import html
+import string
 
 import nh3
 from markdown_it import MarkdownIt
@@ -52,3 +53,13 @@ def chat_to_safe_html(messages: list[dict]) -> str:
     for m in messages:
         parts.append(f'<p><strong>{html.escape(m["role"].capitalize())}</strong></p>\n{to_safe_html(m["content"])}')
     return "\n<hr>\n".join(parts)
+
+
+def md_literal(text: str) -> str:
+    r"""Untrusted one-line text (a prompt id from an imported file) inside Markdown, shown as typed:
+    Gradio's Markdown keeps <img> and renders ![..](..), so every ASCII punctuation mark is escaped.
+
+    >>> print(md_literal("![x](http://t/p.png) <b>"))
+    \!\[x\]\(http\:\/\/t\/p\.png\) \<b\>
+    """
+    return "".join("\\" + c if c in string.punctuation else c for c in " ".join(text.split()))

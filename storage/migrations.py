@@ -310,3 +310,10 @@ def m015_assignment(cur: duckdb.DuckDBPyConnection) -> None:
             assigned_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (prompt_id, annotator))"""
     )
+
+
+@migration
+def m016_live_runs(cur: duckdb.DuckDBPyConnection) -> None:
+    # 'live': the samples of one prompt typed in the Live tab and added to a study. Live runs never
+    # become a study's labelling run; their prompts are labelled on their own samples.
+    cur.execute("ALTER TABLE generation_run ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'batch'")

@@ -42,6 +42,7 @@ class StudyConfig(BaseModel):
     extra_on_disagreement: int = Field(0, ge=0, le=20)  # more annotators where humans split or the model disagrees
     label_run_id: int | None = None  # the generation run people label; None = the latest run
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
+    live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)
 
 
 class Study(BaseModel):
@@ -79,6 +80,7 @@ class GenerationRun(BaseModel):
     top_logprobs: int
     seeds_honoured: bool | None = None
     logprob_mode: str | None = None
+    kind: str = "batch"  # batch | live (the samples of one prompt added from the Live tab)
     created_at: datetime | None = None
 
 

@@ -58,6 +58,18 @@ def responses_for_prompt(db: Database, prompt_id: int, run_id: int | None = None
     return [Response(**r) for r in rows]
 
 
+def label_set(db: Database, prompt_id: int, run_id: int | None) -> list[Response]:
+    """The responses people label and the model judges for this prompt: the labelling run's samples,
+    or, for a prompt added from the Live tab that has none, its live samples."""
+    rows = responses_for_prompt(db, prompt_id, run_id)
+    if rows:
+        return rows
+    return [Response(**r) for r in db.fetchdicts(
+        """SELECT r.* FROM response r JOIN generation_run g ON g.id = r.run_id
+           WHERE r.prompt_id = ? AND g.kind = 'live' AND r.origin = 'sampled' ORDER BY r.run_id, r.sample_index""",
+        [prompt_id])]
+
+
 def missing_samples(db: Database, run_id: int, study_id: int, n: int) -> list[tuple[int, int]]:
     """(prompt_id, sample_index) pairs of this run that have no stored response yet, in prompt order."""
     return [tuple(r) for r in db.fetchall(

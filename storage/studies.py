@@ -73,7 +73,7 @@ def find_run(db: Database, study_id: int, engine: str, model_id: str, s: Samplin
     rows = db.fetchdicts(
         """SELECT * FROM generation_run WHERE study_id = ? AND engine = ? AND model_id = ? AND n = ?
            AND temperature = ? AND top_p = ? AND max_tokens = ? AND top_logprobs = ?
-           AND (? IS NULL OR seed_base = ?) ORDER BY id DESC""",
+           AND (? IS NULL OR seed_base = ?) AND kind = 'batch' ORDER BY id DESC""",
         [study_id, engine, model_id, s.n, s.temperature, s.top_p, s.max_tokens, s.top_logprobs,
          seed_base, seed_base],
     )
@@ -81,23 +81,27 @@ def find_run(db: Database, study_id: int, engine: str, model_id: str, s: Samplin
 
 
 def latest_run(db: Database, study_id: int) -> GenerationRun | None:
-    row = db.fetchrow("SELECT * FROM generation_run WHERE study_id = ? ORDER BY id DESC LIMIT 1", [study_id])
+    row = db.fetchrow("SELECT * FROM generation_run WHERE study_id = ? AND kind = 'batch' ORDER BY id DESC LIMIT 1",
+                      [study_id])
     return GenerationRun(**row) if row else None
 
 
-def list_runs(db: Database, study_id: int) -> list[GenerationRun]:
+def list_runs(db: Database, study_id: int, *, include_live: bool = False) -> list[GenerationRun]:
+    """The study's generation runs, oldest first; Live-tab runs only with `include_live`."""
     return [GenerationRun(**r) for r in db.fetchdicts(
-        "SELECT * FROM generation_run WHERE study_id = ? ORDER BY id", [study_id])]
+        "SELECT * FROM generation_run WHERE study_id = ? AND (? OR kind = 'batch') ORDER BY id",
+        [study_id, include_live])]
 
 
 def create_run(db: Database, study_id: int, engine: str, model_id: str, s: SamplingSettings,
-               seed_base: int, *, seeds_honoured: bool | None, logprob_mode: str | None) -> GenerationRun:
+               seed_base: int, *, seeds_honoured: bool | None, logprob_mode: str | None,
+               kind: str = "batch") -> GenerationRun:
     with db.write() as cur:
         rid = cur.execute(
             """INSERT INTO generation_run (study_id, engine, model_id, n, temperature, top_p, max_tokens,
-               seed_base, top_logprobs, seeds_honoured, logprob_mode)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+               seed_base, top_logprobs, seeds_honoured, logprob_mode, kind)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             [study_id, engine, model_id, s.n, s.temperature, s.top_p, s.max_tokens, seed_base,
-             s.top_logprobs, seeds_honoured, logprob_mode],
+             s.top_logprobs, seeds_honoured, logprob_mode, kind],
         ).fetchall()[0][0]
     return GenerationRun(**db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [rid]))

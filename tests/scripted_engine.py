@@ -15,7 +15,7 @@ Every call is recorded in `calls` as (kind, args...).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from backend.engines.base import EngineError, EngineInfo, Sample, SampleParams, TokenLogprob, TopToken
@@ -79,9 +79,19 @@ class ScriptedEngine:
             return self.tokens(chat)
         return sum(len(m["content"].split()) + 4 for m in chat)
 
-    def stream(self, chat: list, params: SampleParams) -> Iterator[str]:
+    def stream(self, chat: list, params: SampleParams) -> Generator[str, None, Sample]:
+        """Word by word the text `sample` would give (seed = params.seed); a scripted failure raises
+        after the first word, as a dropped stream would."""
         self.calls.append(("stream", chat, params))
-        yield from ["scripted ", "stream"]
+        text = (self.texts(chat, 0, params, None, params.seed) if self.texts
+                else f"answer to {chat[-1]['content']} (seed {params.seed})")
+        words = text.split(" ")
+        for i, w in enumerate(words):
+            yield w if i == 0 else " " + w
+            if self.fail_after is not None and self.produced >= self.fail_after:
+                raise EngineError("scripted failure: stream dropped")
+        self.produced += 1
+        return Sample(text=text, finish_reason="stop", seed=params.seed, tokens=[_token() for _ in words])
 
     def close(self) -> None:
         self.closed = True

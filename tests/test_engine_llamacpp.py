@@ -16,6 +16,7 @@ from backend.engines import llamacpp_util
 from backend.engines.base import Engine, EngineError, Sample, SampleParams, TokenLogprob
 from backend.engines.llamacpp import LIVE_PRIORITY, LlamaCppEngine
 from backend.engines.llamacpp_util import PriorityWorker
+from tests.streaming import drain
 
 HAIKU = [{"role": "user", "content": "Write a haiku about autumn."}]
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -200,9 +201,14 @@ def test_json_schema_output_parses_and_validates(engine: LlamaCppEngine) -> None
 @pytest.mark.model
 def test_stream_matches_sample_and_can_stop_early(engine: LlamaCppEngine) -> None:
     params = PARAMS.model_copy(update={"seed": 31})
-    pieces = list(engine.stream(HAIKU, params, priority=LIVE_PRIORITY))
+    pieces, streamed = drain(engine.stream(HAIKU, params, priority=LIVE_PRIORITY))
+    sampled = engine.sample([HAIKU], 1, params)[0][0]
     assert len(pieces) > 1
-    assert "".join(pieces) == engine.sample([HAIKU], 1, params)[0][0].text
+    assert "".join(pieces) == streamed.text == sampled.text
+    # The returned sample carries the same per-token record as `sample` (what Live scores with).
+    assert streamed.finish_reason == sampled.finish_reason
+    assert [(t.token_id, t.logprob, t.self_certainty) for t in streamed.tokens] == \
+        [(t.token_id, t.logprob, t.self_certainty) for t in sampled.tokens]
     it = engine.stream(CAPITAL, params.model_copy(update={"max_tokens": 32}))
     next(it)
     it.close()  # abandoning the stream must not wedge the worker

@@ -2,6 +2,9 @@
 
     CRITLAB_SGLANG_URL=http://127.0.0.1:30000 python -m pytest -m sglang_real tests/test_sglang_real.py
 
+Covers start-up (info), sampling with seeds and top-k logprobs, streaming, prefill-only scoring
+(next_token_probs) against teacher-forced scoring (score_response), and JSON-schema constrained output.
+
 Optional: CRITLAB_SGLANG_API_KEY, CRITLAB_SGLANG_MODEL_ID (needed behind a router),
 CRITLAB_SGLANG_TOKENIZER (a local HF tokenizer directory), CRITLAB_SGLANG_TOKENIZE_URL (a worker URL, behind a
 router). Kept small: a few prompts, short outputs.
@@ -12,11 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
-from backend.engines.base import SampleParams
+from backend.engines.base import Sample, SampleParams
 from backend.engines.sglang import SGLangEngine
 
 URL = os.environ.get("CRITLAB_SGLANG_URL")
@@ -60,9 +63,32 @@ def test_sampling(engine: SGLangEngine) -> None:
         assert [[s.text for s in r] for r in again] == [[s.text for s in r] for r in out]
 
 
+def _drain(stream: Generator[str, None, Sample]) -> tuple[list[str], Sample]:
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as done:
+            return pieces, done.value
+
+
 def test_streaming(engine: SGLangEngine) -> None:
-    pieces = list(engine.stream(CHAT, SampleParams(temperature=0.0, max_tokens=24, seed=1)))
-    assert pieces and "".join(pieces).strip()
+    params = SampleParams(temperature=0.0, max_tokens=24, seed=1)
+    pieces, final = _drain(engine.stream(CHAT, params))
+    assert pieces and all(pieces) and "".join(pieces).strip()
+    assert final.text == "".join(pieces) and final.finish_reason in ("stop", "length")
+    assert final.prompt_tokens == engine.count_tokens(CHAT)
+    if engine.info().seeds_honoured:  # greedy is batch-invariant only under --enable-deterministic-inference
+        [[sampled]] = engine.sample([CHAT], 1, params, top_logprobs=0, seeds=[[1]])
+        assert sampled.text == final.text
+
+
+def test_closing_a_stream_early_leaves_the_engine_usable(engine: SGLangEngine) -> None:
+    stream = engine.stream(CHAT, SampleParams(temperature=0.7, max_tokens=64, seed=2))
+    assert next(stream)
+    stream.close()
+    [p] = engine.next_token_probs([YES_NO], "", ["Yes", "No"])
+    assert sum(p.values()) > 0
 
 
 def test_prefill_only_scoring(engine: SGLangEngine) -> None:
@@ -73,6 +99,30 @@ def test_prefill_only_scoring(engine: SGLangEngine) -> None:
     tokens = engine.score_response(CHAT, "The capital of France is Paris.", top_logprobs=3)
     assert tokens and all(math.isfinite(t.logprob) and t.logprob <= 1e-6 for t in tokens)
     assert all(t.top and t.top[0].logprob >= t.logprob - 1e-4 for t in tokens)
+
+
+def test_prefill_probabilities_agree_with_teacher_forcing(engine: SGLangEngine) -> None:
+    """Both are raw log-softmax at the same position (prefill-only path vs prompt logprobs), so the
+    probability of the first token of "Yes" as the reply is at most P(Yes), which sums every surface
+    variant (" Yes", "yes", ...), and equal to it up to those variants and numerics."""
+    [p] = engine.next_token_probs([YES_NO], "", ["Yes", "No"])
+    first = engine.score_response(YES_NO, "Yes", top_logprobs=0)[0]
+    assert math.exp(first.logprob) <= p["Yes"] + 2e-2
+    # the answer after an assistant prefix is a different position, with a different distribution
+    [after] = engine.next_token_probs([YES_NO], "The answer is", ["Yes", "No"])
+    assert set(after) == {"Yes", "No"} and all(0.0 <= v <= 1.0 for v in after.values())
+
+
+def test_greedy_sample_logprobs_match_teacher_forcing(engine: SGLangEngine) -> None:
+    """At temperature 0 sampled-token logprobs are raw, so re-scoring the text teacher-forced gives the same
+    tokens and (up to decode-vs-prefill numerics) the same logprobs: the alignment scoring relies on."""
+    [[s]] = engine.sample([CHAT], 1, SampleParams(temperature=0.0, max_tokens=16), top_logprobs=2, seeds=[[5]])
+    forced = engine.score_response(CHAT, s.text, top_logprobs=2)
+    if [t.token_id for t in forced] != [t.token_id for t in s.tokens][:len(forced)]:
+        pytest.skip("the sampled text re-tokenizes differently; nothing to compare token by token")
+    for sampled, scored in zip(s.tokens, forced):
+        if math.isfinite(sampled.logprob):
+            assert abs(sampled.logprob - scored.logprob) < 0.3, (sampled, scored)
 
 
 def test_json_schema_output(engine: SGLangEngine) -> None:
@@ -86,3 +136,18 @@ def test_json_schema_output(engine: SGLangEngine) -> None:
         value = json.loads(s.text)
         assert set(value) == {"answer", "confident"}
         assert isinstance(value["answer"], str) and isinstance(value["confident"], bool)
+
+
+def test_json_schema_enum_and_array(engine: SGLangEngine) -> None:
+    # enum, arrays and integers are enforced by every grammar backend (reference §8.4 lists what is not)
+    schema = {"type": "object", "properties": {
+        "verdict": {"type": "string", "enum": ["A", "B", "tie"]},
+        "scores": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3}},
+        "required": ["verdict", "scores"], "additionalProperties": False}
+    chat = [{"role": "user", "content": "Which is better, A: 'Paris is in France' or B: 'Paris is in Spain'? "
+                                        "Reply as JSON with a verdict and one to three integer scores."}]
+    [[s]] = engine.sample([chat], 1, SampleParams(temperature=0.0, max_tokens=64), json_schema=schema, seeds=[[7]])
+    assert s.finish_reason == "stop", f"{s.finish_reason}: {s.text!r}"
+    value = json.loads(s.text)
+    assert value["verdict"] in ("A", "B", "tie")
+    assert 1 <= len(value["scores"]) <= 3 and all(isinstance(x, int) for x in value["scores"])

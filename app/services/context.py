@@ -26,9 +26,13 @@ class EngineConfig(BaseModel):
     sglang_tokenizer: str | None = None
     sglang_tokenize_url: str | None = None
     sglang_model_id: str | None = None
+    # True when the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1 (critlab's --launch-sglang does);
+    # not detectable over HTTP, so whoever started the server says so.
+    sglang_raw_logprobs: bool = False
 
     def key(self) -> tuple:
-        return (self.engine, self.sglang_url, self.sglang_tokenizer, self.sglang_tokenize_url, self.sglang_model_id)
+        return (self.engine, self.sglang_url, self.sglang_tokenizer, self.sglang_tokenize_url, self.sglang_model_id,
+                self.sglang_raw_logprobs)
 
 
 class ServiceError(ValueError):
@@ -51,7 +55,7 @@ def make_engine(cfg: EngineConfig) -> Engine:
 
         return SGLangEngine(cfg.sglang_url, api_key=os.environ.get("CRITLAB_SGLANG_API_KEY"),
                             tokenizer_path=cfg.sglang_tokenizer, tokenize_url=cfg.sglang_tokenize_url,
-                            model_id=cfg.sglang_model_id)
+                            model_id=cfg.sglang_model_id, raw_logprobs=cfg.sglang_raw_logprobs)
     raise ServiceError(f"unknown engine {cfg.engine!r}: choose embedded or sglang")
 
 

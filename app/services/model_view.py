@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from app.services.context import AppContext
-from storage.models import Judgment
+from storage.models import JudgmentIn
 from storage import judgments
 
 # method id -> (badge name, how to show the score)
@@ -54,7 +54,7 @@ class CardView(BaseModel):
         return not (self.badges or self.checklist or self.critiques or self.pairwise or self.picked_by)
 
 
-def _badge(j: Judgment) -> Badge:
+def _badge(j: JudgmentIn) -> Badge:
     name, fmt = BADGES[j.method]
     if j.status == "failed":
         return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True)
@@ -68,13 +68,21 @@ def _badge(j: Judgment) -> Badge:
 
 def card_views(ctx: AppContext, study_id: int, prompt_id: int, response_ids: list[int]) -> dict[int, CardView]:
     """The model's view per response id (empty views when nothing was scored yet)."""
-    views = {rid: CardView() for rid in response_ids}
     rows = judgments.current(ctx.db, study_id=study_id, prompt_id=prompt_id, judge_kind="model", stage=None)
     items = {}
     for j in rows:
         if j.method == "checklist_item" and j.checklist_item_id is not None and j.checklist_item_id not in items:
             items[j.checklist_item_id] = _question(ctx, j.checklist_item_id)
-    for j in sorted(rows, key=lambda r: (list(BADGES).index(r.method) if r.method in BADGES else 99, r.id)):
+    return views_from(rows, items, response_ids)
+
+
+def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: list[int]) -> dict[int, CardView]:
+    """The model's view per response id from model judgments (stored, or still in memory in the Live
+    tab); `questions` maps checklist item ids to their text."""
+    views = {rid: CardView() for rid in response_ids}
+    items = questions
+    for j in sorted(rows, key=lambda r: (list(BADGES).index(r.method) if r.method in BADGES else 99,
+                                         getattr(r, "id", 0))):
         view = views.get(j.response_id) if j.response_id is not None else None
         if j.method in BADGES and j.variant is None and view is not None:
             view.badges.append(_badge(j))

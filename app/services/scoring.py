@@ -27,7 +27,7 @@ def _response_input(r: Response) -> ResponseInput:
 def method_input(ctx: AppContext, study: Study, prompt_id: int, method: Method, info: EngineInfo) -> MethodInput:
     prompt = prompts.get_prompt(ctx.db, prompt_id)
     run_id, _ = label_run(ctx.db, study)
-    shown = sorted(responses.responses_for_prompt(ctx.db, prompt_id, run_id)[:MAX_RESPONSES], key=lambda r: r.id)
+    shown = sorted(responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES], key=lambda r: r.id)
     checklist = checklists.get_checklist(ctx.db, prompt_id, author=info.model_id, method="checklist",
                                          version=get_method("checklist").version)
     return MethodInput(
@@ -41,6 +41,23 @@ def method_input(ctx: AppContext, study: Study, prompt_id: int, method: Method, 
 
 def _idempotency_key(judge: str, method: str, version: str, parts: tuple) -> str:
     return hashlib.sha256(f"{judge}|{method}|{version}|{parts}".encode()).hexdigest()[:40]
+
+
+def verdict_rows(study_id: int, prompt_id: int, judge: str, method: Method, result: MethodResult,
+                 item_ids: list[int]) -> list[JudgmentIn]:
+    """A method's verdicts as judgments of `judge`; `item_ids[i]` is the id of checklist item i."""
+    rows = []
+    for v in result.verdicts:
+        item = item_ids[v.checklist_item] if v.checklist_item is not None else None
+        rows.append(JudgmentIn(
+            study_id=study_id, prompt_id=prompt_id, judge_kind="model", judge=judge, method=v.method,
+            method_version=method.version, template_version=f"{method.id}.v{method.version}",
+            response_id=v.response_id, response_b_id=v.response_b_id, checklist_item_id=item, variant=v.variant,
+            shown_order=v.shown_order, value=v.value, label=v.label, prob=v.prob, dist=v.dist,
+            rationale=v.rationale, source="model", status=v.status, error=v.error,
+            idempotency_key=_idempotency_key(judge, v.method, method.version,
+                                             (prompt_id, v.response_id, v.response_b_id, item, v.variant))))
+    return rows
 
 
 def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method, info: EngineInfo,
@@ -62,18 +79,7 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
                            engine=info.engine, model_id=info.model_id,
                            metadata={**r.metadata, "method": method.id, "method_version": method.version})
                 for r in fresh])
-        rows = []
-        for v in result.verdicts:
-            item = item_ids[v.checklist_item] if v.checklist_item is not None else None
-            rows.append(JudgmentIn(
-                study_id=study.id, prompt_id=inp.prompt_id, judge_kind="model", judge=judge, method=v.method,
-                method_version=method.version, template_version=f"{method.id}.v{method.version}",
-                response_id=v.response_id, response_b_id=v.response_b_id, checklist_item_id=item, variant=v.variant,
-                shown_order=v.shown_order, value=v.value, label=v.label, prob=v.prob, dist=v.dist,
-                rationale=v.rationale, source="model", status=v.status, error=v.error,
-                idempotency_key=_idempotency_key(judge, v.method, method.version,
-                                                 (inp.prompt_id, v.response_id, v.response_b_id, item, v.variant))))
-        judgments.record(ctx.db, rows)
+        judgments.record(ctx.db, verdict_rows(study.id, inp.prompt_id, judge, method, result, item_ids))
         failed = [v.error for v in result.verdicts if v.status == "failed"]
         method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge, _responses_key(method, inp),
                               status="failed" if failed and len(failed) == len(result.verdicts) else "ok",

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from app.render import chat_to_safe_html, to_safe_html
+from app.render import chat_to_safe_html, md_literal, to_safe_html
 from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from app.ui.model_view_md import render_view
@@ -38,6 +38,7 @@ class CardControls:
     checklist: gr.CheckboxGroup
     critique: gr.Radio
     pick: gr.Button
+    regenerate: gr.Button | None = None
 
 
 @dataclass
@@ -70,22 +71,25 @@ class LabelTab:
                 *self.per_card("critique")]
 
 
-def _card(k: int) -> CardControls:
-    with gr.Column(visible=False, elem_id=f"card-{k}", elem_classes=["resp-card"], min_width=220) as col:
-        title = gr.Markdown(f"**Response {k}**", elem_id=f"title-{k}", elem_classes=["card-title"])
-        text = gr.Markdown(elem_id=f"resp-{k}", elem_classes=["resp-text"])
-        with gr.Accordion("Model's view", open=True, visible=False, elem_id=f"view-{k}") as box:
-            view = gr.Markdown(elem_id=f"view-md-{k}", elem_classes=["model-view"])
+def card(k: int, prefix: str = "", regenerate: bool = False) -> CardControls:
+    """Response card k with its label controls; `prefix` keeps element ids apart between tabs (the
+    keyboard shortcuts address the Label tab's unprefixed ids)."""
+    with gr.Column(visible=False, elem_id=f"{prefix}card-{k}", elem_classes=["resp-card"], min_width=220) as col:
+        title = gr.Markdown(f"**Response {k}**", elem_id=f"{prefix}title-{k}", elem_classes=["card-title"])
+        text = gr.Markdown(elem_id=f"{prefix}resp-{k}", elem_classes=["resp-text"])
+        with gr.Accordion("Model's view", open=True, visible=False, elem_id=f"{prefix}view-{k}") as box:
+            view = gr.Markdown(elem_id=f"{prefix}view-md-{k}", elem_classes=["model-view"])
         rating = gr.Radio([str(i) for i in range(1, 8)], label="Rating (1 = poor, 7 = excellent)",
-                          elem_id=f"rating-{k}", elem_classes=["rating"])
-        correct = gr.Radio(["correct", "incorrect"], label="Is it correct?", visible=False, elem_id=f"correct-{k}",
-                           elem_classes=["rating"])
+                          elem_id=f"{prefix}rating-{k}", elem_classes=["rating"])
+        correct = gr.Radio(["correct", "incorrect"], label="Is it correct?", visible=False,
+                           elem_id=f"{prefix}correct-{k}", elem_classes=["rating"])
         checklist = gr.CheckboxGroup([], label="Checklist: tick every item this response satisfies", visible=False,
-                                     elem_id=f"checklist-{k}")
+                                     elem_id=f"{prefix}checklist-{k}")
         critique = gr.Radio(["agree", "disagree"], label="Do you agree with the model's critique?", visible=False,
-                            elem_id=f"critique-{k}", elem_classes=["rating"])
-        pick = gr.Button(f"Best: {k}", elem_id=f"pick-{k}", size="sm")
-    return CardControls(col, title, text, box, view, rating, correct, checklist, critique, pick)
+                            elem_id=f"{prefix}critique-{k}", elem_classes=["rating"])
+        pick = gr.Button(f"Best: {k}", elem_id=f"{prefix}pick-{k}", size="sm")
+        regen = gr.Button("↻ New sample", elem_id=f"{prefix}regen-{k}", size="sm") if regenerate else None
+    return CardControls(col, title, text, box, view, rating, correct, checklist, critique, pick, regen)
 
 
 def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
@@ -98,7 +102,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             cards: list[CardControls] = []
             for start in (0, 4):
                 with gr.Row(equal_height=False):
-                    cards += [_card(k) for k in range(start + 1, start + 5)]
+                    cards += [card(k) for k in range(start + 1, start + 5)]
             best = gr.Radio([], label="Best response", elem_id="best")
             pairwise = gr.Radio(PAIR_CHOICES, label="Response 1 vs Response 2", visible=False, elem_id="pairwise")
             invalid = gr.CheckboxGroup([], label="Checklist items that are not a valid criterion for this prompt",
@@ -242,7 +246,7 @@ def render_item(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None
           "stage": item.stage, "revision": item.stage == "revealed" and item.blind, "key": uuid.uuid4().hex,
           "shown_at": time.time()}
     flags = " · *the model's view is shown*" if item.show_model_view else ""
-    header = f"**Prompt {item.prompt_external_id}**" + (" · *editing your earlier label*" if item.editing else "") + flags
+    header = f"**Prompt {md_literal(item.prompt_external_id)}**" + (" · *editing your earlier label*" if item.editing else "") + flags
     return [labelling.progress_text(item), header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
             guidelines_md, *[x for k in per for x in per[k]],
             gr.Radio(choices=[str(i) for i in range(1, n + 1)], value=best_pos, visible="best" in q),
@@ -252,7 +256,7 @@ def render_item(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None
 
 
 def _external(ctx: AppContext, prompt_id: int) -> str:
-    return str(ctx.db.fetchval("SELECT external_id FROM prompt WHERE id = ?", [prompt_id]))
+    return md_literal(str(ctx.db.fetchval("SELECT external_id FROM prompt WHERE id = ?", [prompt_id])))
 
 
 def keep_status(tab: LabelTab, status_text: str) -> list[Any]:

@@ -8,8 +8,8 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.services.context import AppContext, PermissionDenied
-from app.services import labelling
-from app.ui import agreement_tab, export_tab, label_tab, studies_tab
+from app.services import labelling, live
+from app.ui import agreement_tab, export_tab, label_tab, live_tab, studies_tab
 from storage import studies
 
 HEAD = "<script>\n" + resources.files("app.ui").joinpath("hotkeys.js").read_text(encoding="utf-8") + "\n</script>"
@@ -40,6 +40,8 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         with gr.Tabs() as tabs:
             with gr.Tab("Label", id="label", elem_id="label-panel"):
                 label = label_tab.build(ctx, user_of)
+            with gr.Tab("Live", id="live", visible=False, elem_id="live-panel") as live_panel:
+                lv = live_tab.build(ctx, user_of)
             with gr.Tab("Studies", id="studies", visible=False, elem_id="studies-panel") as studies_panel:
                 st = studies_tab.build(ctx, admin_of, [label.study])
             with gr.Tab("Agreement", id="agreement", visible=False, elem_id="agreement-panel") as agreement_panel:
@@ -72,10 +74,12 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             # Open the first study with work left for this person.
             first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
             header = f"Signed in as **{user}** ({role_of(user)}) · [Log out](/logout)"
+            live_studies = live.granted_studies(ctx, user)
             admin_updates = ([studies_tab.overview_rows(ctx), studies_tab.annotator_rows(ctx)] if is_admin
                              else [gr.skip(), gr.skip()])
             return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
-                    gr.Tab(visible=is_admin),
+                    gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
+                    gr.Dropdown(choices=live_studies, value=first if first in live_studies else None),
                     gr.Dropdown(choices=names, value=first),
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
                     *label.load(first, request)]
@@ -83,7 +87,8 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
-        demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, label.study, *st.study_choices, st.overview,
+        demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
+                                  lv.study, label.study, *st.study_choices, st.overview,
                                   ann_table, *label.outputs()], api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

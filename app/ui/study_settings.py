@@ -1,5 +1,5 @@
 """Study settings inside the Studies tab (admins): questions, blind/reveal, overlap, routing,
-answer extraction, guidelines; per-annotator progress and re-queue."""
+answer extraction, the Live tab grant, guidelines; per-annotator progress and re-queue."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dropdown
                           minimum=0, elem_id="cfg-extra")
         answers = gr.Textbox(label="Answer extraction: none | last_number | boxed | regex:PATTERN",
                              elem_id="cfg-answers")
+    live_ok = gr.Checkbox(label="Annotators may use the Live tab with this study (their Live labels are stored "
+                                "as not blind)", elem_id="cfg-live")
     guidelines = gr.Textbox(label="Guidelines (Markdown)", lines=4, elem_id="cfg-guidelines")
     save = gr.Button("Save settings", elem_id="cfg-save")
     status = gr.Markdown(elem_id="cfg-status")
@@ -45,7 +47,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dropdown
         requeue_id = gr.Textbox(label="Prompt id to re-queue (one more annotator)", elem_id="cfg-requeue-id")
         requeue = gr.Button("Re-queue", elem_id="cfg-requeue")
 
-    @shown_errors(9)
+    @shown_errors(10)
     def load(study_name: str | None, request: gr.Request) -> tuple[Any, ...]:
         admin_of(request)
         if not study_name:
@@ -55,18 +57,18 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dropdown
         prog = run_op(ctx, admin_of(request), "annotator_progress", {"study": s.name})
         rows = [[a["name"], a["labelled"], a["skipped"]] for a in prog["annotators"]]
         return ("", c.blind, c.reveal, list(c.questions), c.overlap, c.extra_on_disagreement, c.answer_extraction,
-                s.guidelines, rows)
+                c.live_annotators, s.guidelines, rows)
 
     @shown_errors(1)
     def do_save(study_name: str | None, blind_: bool, reveal_: bool, qs: list[str], overlap_: float | None,
-                extra_: float | None, answers_: str, guide: str, request: gr.Request) -> str:
+                extra_: float | None, answers_: str, live_: bool, guide: str, request: gr.Request) -> str:
         if not study_name:
             raise ServiceError("choose a study")
         if not qs:
             raise ServiceError("choose at least one question")
         config = {"blind": bool(blind_), "reveal": bool(reveal_), "questions": qs,
                   "overlap": int(overlap_) if overlap_ else None, "extra_on_disagreement": int(extra_ or 0),
-                  "answer_extraction": answers_.strip() or "none"}
+                  "answer_extraction": answers_.strip() or "none", "live_annotators": bool(live_)}
         run_op(ctx, admin_of(request), "configure", {"study": study_name, "config": config, "guidelines": guide})
         return f"Saved the settings of **{study_name}**."
 
@@ -78,9 +80,9 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dropdown
         return f"Prompt **{prompt.strip()}** will go to one more annotator."
 
     # load's first output is the status line (errors land there), then the form.
-    study.input(load, [study], [status, blind, reveal, questions, overlap, extra, answers, guidelines, progress],
-                api_visibility="private")
-    save.click(do_save, [study, blind, reveal, questions, overlap, extra, answers, guidelines], [status],
+    study.input(load, [study], [status, blind, reveal, questions, overlap, extra, answers, live_ok, guidelines,
+                                progress], api_visibility="private")
+    save.click(do_save, [study, blind, reveal, questions, overlap, extra, answers, live_ok, guidelines], [status],
                api_visibility="private")
     requeue.click(do_requeue, [study, requeue_id], [status], api_visibility="private")
     return study

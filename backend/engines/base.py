@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -80,8 +80,10 @@ class Engine(Protocol):
         """Prompt tokens of `chat` rendered with the generation prompt (for context-budget checks)."""
         ...
 
-    def stream(self, chat: Chat, params: SampleParams) -> Iterator[str]:
-        """Incremental text pieces of one sample."""
+    def stream(self, chat: Chat, params: SampleParams) -> Generator[str, None, Sample]:
+        """Incremental text pieces of one sample. The generator's return value (`StopIteration.value`) is
+        the finished Sample: its finish reason and, where the engine has them, per-token logprobs.
+        Closing the generator early cancels the generation."""
         ...
 
     def close(self) -> None: ...

@@ -16,7 +16,7 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
@@ -101,14 +101,17 @@ class LlamaCppEngine:
             for seed in row] for chat, row in zip(chats, grid)]
         return [[f.result() for f in row] for row in futures]
 
-    def stream(self, chat: Chat, params: SampleParams, *, priority: int = DEFAULT_PRIORITY) -> Iterator[str]:
-        """Text pieces of one sample as they are produced. Work starts at once; closing the iterator
-        early cancels the generation at the next token."""
+    def stream(self, chat: Chat, params: SampleParams, *, priority: int = DEFAULT_PRIORITY,
+               top_logprobs: int = 5) -> Generator[str, None, Sample]:
+        """Text pieces of one sample as they are produced; returns the finished Sample with per-token
+        logprobs and exact self-certainty, as `sample` has them. Work starts at once; closing the
+        generator early cancels the generation at the next token."""
         pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
         cancel = threading.Event()
         seed = self._seed(params, 0)
         fut = self._worker.submit(
-            lambda: self._generate(self._prompt(chat), params, seed, 0, None, pieces.put, cancel), priority)
+            lambda: self._generate(self._prompt(chat), params, seed, top_logprobs, None, pieces.put, cancel),
+            priority)
         # A done-callback (not a finally in the job) so a job dropped unrun by close() still ends the stream.
         fut.add_done_callback(lambda _: pieces.put(_DONE))
         return self._drain(pieces, cancel, fut)
@@ -146,11 +149,12 @@ class LlamaCppEngine:
         self.close()
 
     @staticmethod
-    def _drain(pieces: queue.SimpleQueue[Any], cancel: threading.Event, fut: Future[Any]) -> Iterator[str]:
+    def _drain(pieces: queue.SimpleQueue[Any], cancel: threading.Event,
+               fut: Future[Sample]) -> Generator[str, None, Sample]:
         try:
             while (item := pieces.get()) is not _DONE:
                 yield item
-            fut.result()  # re-raise a failure of the job
+            return fut.result()  # the finished sample, or the job's failure re-raised
         finally:
             cancel.set()
 
@@ -166,7 +170,6 @@ class LlamaCppEngine:
     def _generate(self, prompt: list[int], params: SampleParams, seed: int, top_k: int,
                   grammar: LlamaGrammar | None, on_piece: Callable[[str], None] | None,
                   cancel: threading.Event | None) -> Sample:
-        with_stats = on_piece is None  # streaming only needs text
         sampler = self._sampler(params, seed, grammar)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens: list[int] = []
@@ -186,8 +189,7 @@ class LlamaCppEngine:
                     break
                 piece = decoder.decode(self._piece(tok))
                 tokens.append(tok)
-                if with_stats:
-                    records.append(position_record(logits, tok, top_k, piece, self._text_of))
+                records.append(position_record(logits, tok, top_k, piece, self._text_of))
                 if on_piece is not None and piece:
                     on_piece(piece)
                 if len(tokens) >= params.max_tokens or len(prompt) + len(tokens) >= self._n_ctx:

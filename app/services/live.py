@@ -1,0 +1,462 @@
+"""The Live tab's work: sample N responses to one prompt while they stream, let the model judge them,
+and add the lot (prompt, samples, scores, labels) to a study.
+
+Nothing is stored until "Add to study": a Live session lives in memory, owned by the person who
+started it. Work runs on a background thread (streams first, then the methods one by one), so the UI
+only polls `snapshot()`; closing the browser loses the session, never half-written rows. Engine calls
+carry the live priority, so on the embedded engine they go before background jobs.
+
+Labels made here saw the model's scores: they are stored as stage 'revealed', source 'live', and never
+enter blind agreement figures.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from app.services import labelling, scoring
+from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
+from app.services.model_view import CardView, views_from
+from backend.engines.base import Chat, Engine, EngineError, EngineInfo, Sample, SampleParams
+from backend.engines.llamacpp import LIVE_PRIORITY
+from backend.engines.prioritised import Prioritised
+from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, method_seed
+from backend.methods.registry import get_method, method_ids
+from backend.token_stats import token_stats
+from storage import annotators, checklists, prompts, responses, studies
+from storage.models import MAX_RESPONSES, PromptIn, ResponseIn, SamplingSettings, Study, TokenStats
+
+# Cheap enough to watch: prefill-only reads and token statistics, seconds per card on a laptop.
+DEFAULT_METHODS = ["p_true", "judge_score", "self_certainty"]
+MAX_SESSIONS = 64  # per server; the oldest is dropped first
+CardState = Literal["waiting", "streaming", "done", "stopped", "failed"]
+
+
+class LiveSetting(BaseModel):
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1, le=4096)
+
+    def label(self) -> str:
+        return f"T={self.temperature:g}, top-p={self.top_p:g}"
+
+
+class LiveRequest(BaseModel):
+    """What to sample: a chat, n samples per setting (one setting, or two to compare side by side),
+    and which self-evaluation methods to run once the samples are complete."""
+
+    messages: Chat = Field(min_length=1)
+    n: int = Field(4, ge=1, le=MAX_RESPONSES)
+    settings: list[LiveSetting] = Field(default_factory=lambda: [LiveSetting()], min_length=1, max_length=2)
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+    study: str | None = None  # the study whose grant lets an annotator use Live, and its answer extraction
+    source_prompt: str | None = None  # the external id, when the prompt was picked from the study
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in method_ids()]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(method_ids())}")
+        return v
+
+    def cards(self) -> int:
+        return self.n * len(self.settings)
+
+
+class LiveCard(BaseModel):
+    slot: int  # 1-based position on screen
+    setting: int  # index into LiveRequest.settings
+    seed: int
+    text: str = ""
+    state: CardState = "waiting"
+    finish_reason: str | None = None
+    error: str | None = None
+    stats: TokenStats | None = None
+
+
+class MethodStatus(BaseModel):
+    method: str
+    state: Literal["waiting", "running", "done", "failed"] = "waiting"
+    error: str | None = None
+    seconds: float | None = None
+
+
+class Snapshot(BaseModel):
+    """What the UI shows: a copy, so rendering never races the worker."""
+
+    id: str
+    cards: list[LiveCard]
+    methods: list[MethodStatus]
+    sampling_done: bool
+    busy: bool
+    views: dict[int, CardView]
+    checklist: list[str]
+    settings: list[LiveSetting]
+    added: dict[str, str]  # study -> prompt external id
+
+
+class AddResult(BaseModel):
+    study: str
+    prompt_id: int
+    prompt_external_id: str
+    responses: int
+    model_judgments: int
+    labels: int
+    already_added: bool = False
+
+
+class LiveSession:
+    def __init__(self, owner: str, request: LiveRequest, engine: Engine, info: EngineInfo,
+                 answer_extraction: str = "none") -> None:
+        self.id = secrets.token_hex(8)
+        self.owner, self.request, self.engine, self.info = owner, request, engine, info
+        self.answer_extraction = answer_extraction
+        rng = random.SystemRandom()
+        self.cards = [LiveCard(slot=i + 1, setting=i // request.n, seed=rng.randrange(2**31))
+                      for i in range(request.cards())]
+        self.results: dict[str, tuple[MethodInput, MethodResult, int]] = {}
+        self.method_status = [MethodStatus(method=m) for m in request.methods]
+        self.added: dict[str, AddResult] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the worker ------------------------------------------------------------------------------
+    def start(self, slots: list[int] | None = None) -> None:
+        """Sample the given cards (all by default) with fresh seeds where they were sampled before,
+        then rescore every card. A run already going is stopped first."""
+        self.stop()
+        self.wait()
+        self._stop.clear()
+        with self._lock:
+            for card in self.cards:
+                if slots is None or card.slot in slots:
+                    if card.state != "waiting":
+                        card.seed = random.SystemRandom().randrange(2**31)
+                    card.text, card.state, card.finish_reason, card.error, card.stats = "", "waiting", None, None, None
+            self.results.clear()
+            self.method_status = [MethodStatus(method=m) for m in self.request.methods]
+            self.added.clear()  # the samples changed: adding again makes a new prompt
+        todo = [c for c in self.cards if c.state == "waiting"]
+        self._thread = threading.Thread(target=self._work, args=(todo,), name=f"live-{self.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    def _work(self, todo: list[LiveCard]) -> None:
+        streams = [threading.Thread(target=self._stream_card, args=(c,), daemon=True) for c in todo]
+        for t in streams:
+            t.start()
+        for t in streams:
+            t.join()
+        if not self._stop.is_set():
+            self._score()
+
+    def _params(self, card: LiveCard) -> SampleParams:
+        s = self.request.settings[card.setting]
+        return SampleParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=card.seed)
+
+    def _stream_card(self, card: LiveCard) -> None:
+        gen = self.engine.stream(self.request.messages, self._params(card))
+        sample: Sample | None = None
+        try:
+            while True:
+                if self._stop.is_set():
+                    gen.close()  # cancels the generation at its next token
+                    with self._lock:
+                        card.state, card.error = "stopped", "stopped: Stop was pressed"
+                    return
+                try:
+                    piece = next(gen)
+                except StopIteration as done:
+                    sample = done.value
+                    break
+                with self._lock:
+                    card.state = "streaming"
+                    card.text += piece
+            stats = self._stats(sample, card)
+            with self._lock:
+                if sample is not None and sample.text:
+                    card.text = sample.text  # decoded once from all bytes: split characters come out whole
+                card.finish_reason = sample.finish_reason if sample is not None else "stop"
+                card.stats, card.state = stats, "done"
+        except Exception as e:  # noqa: BLE001 - any failure ends this card visibly, keeping what arrived
+            with self._lock:
+                card.state, card.error = "failed", f"failed: {e}"
+
+    def _stats(self, sample: Sample | None, card: LiveCard) -> TokenStats:
+        if sample is not None and sample.tokens:
+            tokens, mode = sample.tokens, self.info.logprob_mode
+        else:  # engines that stream text only (SGLang): teacher-forced scoring, whose logprobs are raw
+            tokens, mode = self.engine.score_response(self.request.messages, card.text), "raw"
+        return token_stats(tokens, vocab_size=getattr(self.engine, "vocab_size", None), logprob_mode=mode)
+
+    def _score(self) -> None:
+        inp = self.method_input()
+        for status in self.method_status:
+            if self._stop.is_set():
+                return
+            if not inp.responses:
+                status.state, status.error = "failed", "no complete sample to judge"
+                continue
+            method = get_method(status.method)
+            status.state = "running"
+            t0 = time.perf_counter()
+            try:
+                result = method.run(inp, self.engine)
+            except (EngineError, ValueError) as e:
+                status.state, status.error = "failed", str(e)
+                continue
+            ms = int((time.perf_counter() - t0) * 1000)
+            with self._lock:
+                self.results[method.id] = (inp, result, ms)
+                failed = [v.error for v in result.verdicts if v.status == "failed"]
+                status.state = "failed" if failed and len(failed) == len(result.verdicts) else "done"
+                status.error = failed[0] if failed else None
+                status.seconds = ms / 1000
+
+    def method_input(self) -> MethodInput:
+        """The complete samples as one prompt's method input; response ids are card slots."""
+        done = [c for c in self.cards if c.state == "done"]
+        return MethodInput(
+            prompt_id=0, prompt_external_id=f"live-{self.id}", messages=self.request.messages,
+            responses=[ResponseInput(id=c.slot, text=c.text, **(c.stats.model_dump() if c.stats else {}))
+                       for c in done],
+            answer_extraction=self.answer_extraction, seed=method_seed(f"live-{self.id}", "live"),
+            context_length=self.info.context_length)
+
+    # -- what the UI reads -----------------------------------------------------------------------
+    def checklist(self) -> list[str]:
+        with self._lock:
+            found = self.results.get("checklist")
+            return list(found[1].checklist or []) if found else []
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            rows = [r for method_id, (_, result, _) in self.results.items()
+                    for r in scoring.verdict_rows(0, 0, self.info.model_id, get_method(method_id), result,
+                                                  list(range(len(result.checklist or []))))]
+            questions = dict(enumerate(self.checklist()))
+            return Snapshot(
+                id=self.id, cards=[c.model_copy() for c in self.cards],
+                methods=[m.model_copy() for m in self.method_status],
+                sampling_done=all(c.state in ("done", "stopped", "failed") for c in self.cards),
+                busy=self._thread is not None and self._thread.is_alive(),
+                views=views_from(rows, questions, [c.slot for c in self.cards]),
+                checklist=self.checklist(), settings=list(self.request.settings),
+                added={k: v.prompt_external_id for k, v in self.added.items()})
+
+
+class LiveSessions:
+    """The Live sessions of one server, by id; each belongs to the person who started it."""
+
+    def __init__(self, ctx: AppContext, engine_cfg: EngineConfig | None = None) -> None:
+        self.ctx, self.engine_cfg = ctx, engine_cfg
+        self._sessions: OrderedDict[str, LiveSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def start(self, user: str, request: LiveRequest) -> LiveSession:
+        check_access(self.ctx, user, request.study)
+        engine = self.ctx.engine(self.engine_cfg or self.ctx.default_engine)
+        extraction = studies.get_study(self.ctx.db, request.study).config.answer_extraction if request.study \
+            else "none"
+        session = LiveSession(user, request, Prioritised(engine, LIVE_PRIORITY), engine.info(),  # type: ignore[arg-type]
+                              extraction)
+        with self._lock:
+            self._sessions[session.id] = session
+            while len(self._sessions) > MAX_SESSIONS:
+                _, old = self._sessions.popitem(last=False)
+                old.stop()
+        session.start()
+        return session
+
+    def get(self, user: str, session_id: str | None) -> LiveSession:
+        with self._lock:
+            session = self._sessions.get(session_id or "")
+        if session is None:
+            raise ServiceError("this Live session has ended (the server restarted or it was replaced): "
+                               "press Generate again")
+        if session.owner != user:
+            raise PermissionDenied("this Live session belongs to someone else")
+        check_access(self.ctx, user, session.request.study)
+        return session
+
+
+def can_use(ctx: AppContext, user: str, study_name: str | None) -> bool:
+    """Admins always; annotators only with a study that grants them the Live tab."""
+    a = annotators.get_annotator(ctx.db, user)
+    if a is None or a.disabled:
+        return False
+    if a.role == "admin":
+        return True
+    return bool(study_name) and studies.get_study(ctx.db, study_name).config.live_annotators
+
+
+def check_access(ctx: AppContext, user: str, study_name: str | None) -> None:
+    if not can_use(ctx, user, study_name):
+        raise PermissionDenied("the Live tab is for admins, or for annotators of a study that grants it")
+
+
+def granted_studies(ctx: AppContext, user: str) -> list[str]:
+    """The studies this person may use the Live tab with."""
+    return [s.name for s in studies.list_studies(ctx.db) if can_use(ctx, user, s.name)]
+
+
+# -- adding a session to a study ---------------------------------------------------------------------
+def add_to_study(ctx: AppContext, user: str, session: LiveSession, study_name: str,
+                 answers: labelling.Answers | None, idempotency_key: str) -> AddResult:
+    """Store the prompt, its complete samples (one 'live' generation run per sampling setting), the
+    model's judgments and the person's labels in one transaction. `answers` use card slots as response
+    ids and checklist indexes as item ids. Adding the same session to the same study twice stores
+    nothing new; stopped and failed cards are left out."""
+    check_access(ctx, user, study_name)
+    study = studies.get_study(ctx.db, study_name)
+    if not session.wait(timeout=0):
+        raise ServiceError("the model is still sampling or scoring: wait for it to finish (or press Stop)")
+    if study.name in session.added:
+        return session.added[study.name].model_copy(update={"already_added": True})
+    done = [c for c in session.cards if c.state == "done"]
+    if not done:
+        raise ServiceError("no complete sample to add: generate first")
+    with ctx.db.write():
+        prompt_id, external = _insert_prompt(ctx, user, session, study)
+        ids = _insert_samples(ctx, session, study, prompt_id, done)
+        model_rows = _store_results(ctx, session, study, prompt_id, ids)
+        label_ids = _store_labels(ctx, user, session, study, prompt_id, ids, answers, idempotency_key)
+    result = AddResult(study=study.name, prompt_id=prompt_id, prompt_external_id=external, responses=len(ids),
+                       model_judgments=model_rows, labels=len(label_ids))
+    session.added[study.name] = result
+    return result
+
+
+def _insert_prompt(ctx: AppContext, user: str, session: LiveSession, study: Study) -> tuple[int, str]:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    external = f"live-{stamp}-{session.id[:6]}"
+    meta = {"source": "live", "added_by": user}
+    if session.request.source_prompt:
+        meta["from_prompt"] = session.request.source_prompt
+    prompts.insert_prompts(ctx.db, study.id, [PromptIn(external_id=external, messages=session.request.messages,
+                                                       metadata=meta)])
+    pid = ctx.db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study.id, external])
+    return int(pid), external
+
+
+def _insert_samples(ctx: AppContext, session: LiveSession, study: Study, prompt_id: int,
+                    done: list[LiveCard]) -> dict[int, int]:
+    """slot -> stored response id."""
+    info, ids = session.info, {}
+    for k, setting in enumerate(session.request.settings):
+        cards = [c for c in done if c.setting == k]
+        if not cards:
+            continue
+        run = studies.create_run(
+            ctx.db, study.id, info.engine, info.model_id,
+            SamplingSettings(n=len(cards), temperature=setting.temperature, top_p=setting.top_p,
+                             max_tokens=setting.max_tokens),
+            seed_base=cards[0].seed, seeds_honoured=info.seeds_honoured, logprob_mode=info.logprob_mode, kind="live")
+        stored = responses.insert_responses(ctx.db, [
+            ResponseIn(prompt_id=prompt_id, run_id=run.id, sample_index=i, origin="sampled", text=c.text,
+                       engine=info.engine, model_id=info.model_id, seed=c.seed,
+                       params={"temperature": setting.temperature, "top_p": setting.top_p,
+                               "max_tokens": setting.max_tokens, "seed": c.seed},
+                       finish_reason=c.finish_reason, stats=c.stats, metadata={"live_slot": c.slot})
+            for i, c in enumerate(cards)])
+        ids.update({c.slot: rid for c, rid in zip(cards, stored)})
+    return ids
+
+
+def _store_results(ctx: AppContext, session: LiveSession, study: Study, prompt_id: int, ids: dict[int, int]) -> int:
+    written = 0
+    for method_id, (inp, result, ms) in session.results.items():
+        method: Method = get_method(method_id)
+        real_inp = inp.model_copy(update={
+            "prompt_id": prompt_id,
+            "responses": [r.model_copy(update={"id": ids[r.id]}) for r in inp.responses if r.id in ids]})
+        written += scoring.store_result(ctx, study, real_inp, method, session.info,
+                                        _remap(result, ids), ms)
+    return written
+
+
+def _remap(result: MethodResult, ids: dict[int, int]) -> MethodResult:
+    def rid(x: int | None) -> int | None:
+        return ids.get(x) if x is not None else None
+
+    return result.model_copy(update={
+        "verdicts": [v.model_copy(update={"response_id": rid(v.response_id), "response_b_id": rid(v.response_b_id),
+                                          "shown_order": [ids[i] for i in v.shown_order] if v.shown_order else None})
+                     for v in result.verdicts],
+        "new_responses": [r.model_copy(update={"parent_id": rid(r.parent_id)}) for r in result.new_responses]})
+
+
+def _store_labels(ctx: AppContext, user: str, session: LiveSession, study: Study, prompt_id: int,
+                  ids: dict[int, int], answers: labelling.Answers | None, key: str) -> list[int]:
+    if answers is None or answers == labelling.Answers():
+        return []
+    item_ids = [i.id for i in cl.items] if (cl := checklists.get_checklist(ctx.db, prompt_id, method="checklist")) \
+        else []
+
+    def rid(slot: int) -> int:
+        if slot not in ids:
+            raise ServiceError(f"response {slot} is not a complete sample: label only complete responses")
+        return ids[slot]
+
+    def item(i: int) -> int:
+        if not 0 <= i < len(item_ids):
+            raise ServiceError(f"checklist item {i + 1} does not exist")
+        return item_ids[i]
+
+    order = [ids[c.slot] for c in session.cards if c.slot in ids]
+    sub = labelling.LabelSubmission(
+        study=study.name, prompt_id=prompt_id, shown_order=order, stage="revealed",
+        best=rid(answers.best) if answers.best is not None else None,
+        ratings={rid(k): v for k, v in answers.ratings.items()},
+        pairwise=answers.pairwise,
+        correct={rid(k): v for k, v in answers.correct.items()},
+        checklist_yes={rid(k): [item(i) for i in v] for k, v in answers.checklist_yes.items()},
+        invalid_items=[item(i) for i in answers.invalid_items],
+        critique={rid(k): v for k, v in answers.critique.items()},
+        reference=answers.reference, comment=answers.comment, idempotency_key=key)
+    return labelling.submit(ctx, user, sub, source="live").judgment_ids
+
+
+# -- what the Live tab offers --------------------------------------------------------------------------
+DEFAULT_QUESTIONS = ["best", "rating", "comment"]
+
+
+def questions(ctx: AppContext, study_name: str | None) -> list[str]:
+    """The label controls to show: the chosen study's questions (labels are added to it)."""
+    return list(studies.get_study(ctx.db, study_name).config.questions) if study_name else list(DEFAULT_QUESTIONS)
+
+
+def study_prompts(ctx: AppContext, user: str, study_name: str) -> list[str]:
+    """External ids of the study's prompts, to pick one instead of typing."""
+    check_access(ctx, user, study_name)
+    return [p.external_id for p in prompts.list_prompts(ctx.db, studies.get_study(ctx.db, study_name).id)]
+
+
+def prompt_text(ctx: AppContext, user: str, study_name: str, external_id: str) -> str:
+    """The last user message of a study prompt (what the Live tab's prompt box shows)."""
+    check_access(ctx, user, study_name)
+    study = studies.get_study(ctx.db, study_name)
+    pid = ctx.db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study.id, external_id])
+    if pid is None:
+        raise ServiceError(f"no prompt {external_id!r} in study {study.name!r}")
+    chat = prompts.chat(prompts.get_prompt(ctx.db, pid))
+    return next((m["content"] for m in reversed(chat) if m["role"] == "user"), "")

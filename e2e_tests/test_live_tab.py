@@ -1,0 +1,93 @@
+"""The Live tab in a real Chromium with the embedded model: type a prompt, watch two samples stream in and
+their scores arrive, label them, add them to a study, and find the prompt in an annotator's Label tab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from e2e_tests.conftest import Server, critlab, login, wait_idle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+QUESTION = "Name one colour of the rainbow."
+SHOT_DIR = Path(__file__).resolve().parents[1] / "docs"  # docs/live-tab.png, shown in the README
+
+# Records every text the first card and the status line show, to prove the samples arrived in pieces.
+RECORDER = """() => {
+  window.seen = {card: [], status: []};
+  const grab = (sel, key) => {
+    const t = document.querySelector(sel)?.innerText ?? "";
+    if (t && window.seen[key].at(-1) !== t) window.seen[key].push(t);
+  };
+  // The cards are not in the DOM until shown, so watch the whole page.
+  new MutationObserver(() => { grab("#live-resp-1", "card"); grab("#live-status", "status"); })
+    .observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: Server, tmp_path: Path) -> None:
+    f = tmp_path / "one.jsonl"
+    f.write_text(json.dumps({"id": "seed", "prompt": "A prompt that has no responses yet."}) + "\n")
+    critlab("import", "prompts", str(f), "--study", "live", db=server.db)
+
+    login(page, server.url, "admin")
+    page.get_by_role("tab", name="Live").click()
+    study = page.locator("#live-study input")
+    study.click()
+    page.get_by_role("option", name="live").click()
+    wait_idle(page)
+    page.locator("#live-prompt textarea").fill(QUESTION)
+    page.locator("#live-n input[type=range]").fill("2")
+    page.locator("#live-max-tokens input").fill("32")
+    page.locator("#live-max-tokens input").press("Tab")
+    page.evaluate(RECORDER)
+    page.locator("#live-generate").click()
+
+    expect(page.locator("#live-status")).to_contain_text("done", timeout=180_000)
+    expect(page.locator("#live-status")).to_contain_text("Samples: 2 / 2 complete")
+    for k in (1, 2):
+        expect(page.locator(f"#live-resp-{k}")).not_to_be_empty()
+        expect(page.locator(f"#live-view-md-{k}")).to_contain_text("P(True)")
+        expect(page.locator(f"#live-view-md-{k}")).to_contain_text("Judge score")
+    expect(page.locator("#live-card-3")).to_be_hidden()
+    seen = page.evaluate("window.seen")
+    # Streamed: the status showed an unfinished state, and card 1 grew through more than one text.
+    assert any("Samples: 0 / 2" in s or "Samples: 1 / 2" in s for s in seen["status"]), seen["status"]
+    assert len(seen["card"]) >= 2, seen["card"]
+
+    page.locator("#live-pick-2").click()
+    expect(page.locator("#live-best input[value='2']")).to_be_checked()
+    page.locator("#live-rating-1 input[value='3']").check()
+    page.locator("#live-rating-2 input[value='6']").check()
+    page.locator("#live-comment textarea").fill("the second names a colour")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOT_DIR / "live-tab.png"), full_page=True)
+    page.locator("#live-add").click()
+    expect(page.locator("#live-add-status")).to_contain_text("Added to live as prompt", timeout=30_000)
+    expect(page.locator("#live-add-status")).to_contain_text("2 responses")
+    expect(page.locator("#live-add-status")).to_contain_text("4 labels")
+    page.locator("#live-add").click()  # a second click stores nothing new
+    expect(page.locator("#live-add-status")).to_contain_text("Already added")
+
+    admin = server.login("admin")
+    rows = admin.get("/api/studies/live/judgments").json()["judgments"]
+    human = [j for j in rows if j["judge_kind"] == "human"]
+    assert {(j["method"], j["stage"], j["source"]) for j in human} == {
+        ("best_of_n", "revealed", "live"), ("likert", "revealed", "live"), ("comment", "revealed", "live")}
+    assert {j["method"] for j in rows if j["judge_kind"] == "model"} >= {"p_true", "judge_score", "self_certainty"}
+
+    # An annotator finds the live prompt in the Label tab (the imported one has no responses yet) and
+    # has no Live tab: the study does not grant it.
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    other = ctx.new_page()
+    login(other, server.url, "ann")
+    expect(other.locator("#prompt")).to_contain_text("Prompt live-", timeout=30_000)
+    expect(other.locator("#prompt")).to_contain_text(QUESTION)
+    expect(other.locator("#card-2")).to_be_visible()
+    expect(other.locator("#card-3")).to_be_hidden()
+    expect(other.get_by_role("tab", name="Live")).to_have_count(0)
+    ctx.close()
