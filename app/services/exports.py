@@ -4,9 +4,9 @@ the first rows, writing nothing. `EXPORT_OPS` is merged into `app.services.ops.O
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

@@ -1,23 +1,24 @@
 """The Export tab (admins only; every handler checks the role again server-side): choose a kind, a style and
-a pair policy, preview what would be kept and skipped (and the first rows), export under `<db dir>/exports/`
-and download the file. Texts in the preview are plain strings in a Dataframe (never HTML)."""
+a pair policy, preview what would be kept and skipped (and the first rows), export into a directory of its
+own under `<db dir>/exports/` (so each file keeps its dataset card) and download the file. Texts in the
+preview are plain strings in a Dataframe (never HTML)."""
 
 from __future__ import annotations
 
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import gradio as gr
 
 from app.services import exports
 from app.services.context import AppContext, ServiceError
-from app.ui.errors import shown_errors
+from app.ui.errors import USER_ERRORS, shown_errors
 from storage import studies
 
 CELL_CHARS = 400
@@ -62,15 +63,15 @@ def preview_table(first_rows: list[dict[str, Any]]) -> list[list[str]]:
 def counts_markdown(r: dict[str, Any]) -> str:
     """Kept and skipped by reason (reason names are critlab's own words; the study name is escaped)."""
     study = r["study"].replace("`", "'")
-    lines = [f"**{r['message'].split(' written to ')[0]}** — study `{study}`, kind {r['kind']}, "
-             f"signal `{r['signal']}`, source `{r['source'].replace('`', chr(39))}`", "",
+    lines = [(f"**{r['message'].split(' written to ')[0]}** — study `{study}`, kind {r['kind']}, "
+              f"signal `{r['signal']}`, source `{r['source'].replace('`', chr(39))}`"), "",
              "| | rows |", "|---|---|", f"| kept | {r['rows']} |"]
     lines += [f"| skipped: {reason} | {n} |" for reason, n in r["skipped"].items()]
     agr = r.get("agreement") or {}
     a = agr.get("agreement") or {}
     if a.get("n"):
-        lines += ["", f"Agreement of the kept rows: mean {a['mean']:.2f}, min {a['min']:.2f}; "
-                      f"unanimous {agr.get('unanimous_rows', 0)} of {a['n']}."]
+        lines += ["", (f"Agreement of the kept rows: mean {a['mean']:.2f}, min {a['min']:.2f}; "
+                       f"unanimous {agr.get('unanimous_rows', 0)} of {a['n']}.")]
     if "human_model_agreement" in agr:
         lines.append(f"Human consensus and model agree on {agr['human_model_agreement']:.0%} of "
                      f"{agr['human_model_checked']} checked.")
@@ -100,6 +101,23 @@ def file_name(study: str, kind: str, fmt: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{safe}-{kind}-{stamp}.{fmt}"
+
+
+def export_path(base: Path, study: str, kind: str, fmt: str) -> Path:
+    """A new directory per export under `base`: an export replaces the README.md beside it, so exports
+    sharing one directory would keep only the last one's card. `mkdir` claims the directory atomically, so
+    two exports in the same second get two."""
+    name = file_name(study, kind, fmt)
+    stem = name.rsplit(".", 1)[0]
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = base / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder / name
+    raise ServiceError(f"too many exports named {stem} in {base}")
 
 
 def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
@@ -174,17 +192,23 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
                        names_)
-        out = exports.exports_dir(ctx) / file_name(data["study"], data["kind"], fmt_)
-        r = exports.export(ctx, user, exports.Export.model_validate({**data, "out": str(out)}))
-        text = (f"{r['message'].split(' written to ')[0]} written to `{Path(r['out_path']).name}` in the exports "
-                f"directory beside the database (card: README.md; export_run #{r['export_run_id']}; sha256 "
+        base = exports.exports_dir(ctx)
+        out = export_path(base, data["study"], data["kind"], fmt_)
+        try:
+            r = exports.export(ctx, user, exports.Export.model_validate({**data, "out": str(out)}))
+        finally:
+            if not any(out.parent.iterdir()):  # a refused export leaves no empty directory behind
+                out.parent.rmdir()
+        rel = out.relative_to(base.parent)
+        text = (f"{r['message'].split(' written to ')[0]} written to `{rel}` beside the database (card: "
+                f"README.md in the same directory; export_run #{r['export_run_id']}; sha256 "
                 f"`{r['content_hash'][:16]}…`).")
         return text, download_copy(r["out_path"])
 
     def studies_list(request: gr.Request) -> Any:
         try:
             admin_of(request)
-        except Exception:
+        except USER_ERRORS:
             return gr.skip()
         return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
 
@@ -194,7 +218,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
             if not study_:
                 return gr.Dropdown(choices=["human"], value="human")
             r = exports.export_sources(ctx, "ui", exports.ExportSources(study=study_))
-        except Exception:
+        except USER_ERRORS:
             return gr.skip()
         return gr.Dropdown(choices=r["sources"], value="human")
 

@@ -1,0 +1,208 @@
+"""The admin-only Export tab in a real Chromium: preview counts (kept, skipped by reason) and first rows,
+export, download, load with `datasets`, a dataset card beside the file; untrusted text in the preview stays
+inert; annotators neither see the tab nor can call its handler."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server
+from storage import annotators
+from storage.db import Database
+
+pytestmark = pytest.mark.e2e
+
+STUDY = "exp"
+BEACON = "http://127.0.0.1:9/x.png"
+XSS = f"<img src={BEACON} onerror=alert(1)> <script>alert(2)</script> xss-marker"
+
+
+def _item(iid: str, prompt: str, texts: list[str], picks: dict[str, str],
+          ratings: dict[str, dict[str, int]]) -> dict:
+    rs = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts, 1)]
+    shown = [r["id"] for r in rs]
+    js = [{"judge": who, "judge_kind": "human", "type": "best_of_n", "shown": shown, "winner": w}
+          for who, w in picks.items()]
+    js += [{"judge": who, "judge_kind": "human", "type": "likert", "response": rid, "score": s, "scale": [1, 7]}
+           for who, rr in ratings.items() for rid, s in rr.items()]
+    return {"item_id": iid, "prompt": prompt, "responses": rs, "judgments": js}
+
+
+# With --min-annotators 2, DPO (best picks vs the strictly lowest mean rating) keeps p1 and p2 and skips
+# one prompt for each of three reasons; SFT (the consensus pick, no rating needed) also keeps p4.
+ITEMS = [
+    _item("p1", "What is 2 + 2?", ["4.", "5, I think."], {"ann1": "r1", "ann2": "r1"},
+          {"ann1": {"r1": 7, "r2": 1}, "ann2": {"r1": 6, "r2": 2}}),
+    _item("p2", f"Say hi {XSS}", [f"Hi! {XSS}", "Go away."], {"ann1": "r1", "ann2": "r1"},
+          {"ann1": {"r1": 6, "r2": 2}, "ann2": {"r1": 5, "r2": 1}}),
+    _item("p3", "Name a colour.", ["Blue.", "Seven."], {"ann1": "r1"},  # too_few_annotators
+          {"ann1": {"r1": 6, "r2": 2}}),
+    _item("p4", "Pick a fruit.", ["Apple.", "Rock.", "Chair."], {"ann1": "r1", "ann2": "r1"},  # tied_lowest
+          {"ann1": {"r1": 6, "r2": 2, "r3": 2}, "ann2": {"r1": 6, "r2": 2, "r3": 2}}),
+    _item("p5", "Capital of France?", ["Paris.", "Lyon."], {"ann1": "r1", "ann2": "r2"},  # no_consensus
+          {"ann1": {"r1": 6, "r2": 2}, "ann2": {"r1": 2, "r2": 6}}),
+]
+
+
+@pytest.fixture(scope="module")
+def export_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("export")
+    db_path = d / "export.duckdb"
+    f = d / "judgments.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in ITEMS) + "\n")
+    critlab("import", "judgments", str(f), "--study", STUDY, db=db_path)
+    # In-process rather than two more CLI subprocesses: each one pays the full import time.
+    db = Database(db_path)
+    annotators.add_annotator(db, "admin", "admin", PASSWORDS["admin"])
+    annotators.add_annotator(db, "ann", "annotator", PASSWORDS["ann"])
+    db.close()
+    srv = start_server(db_path, d / "server.log")
+    yield srv
+    srv.stop()
+
+
+def _choose_study(page: Page) -> None:
+    # The dropdown fills its choices on focus (a server round trip), so wait for the option itself.
+    page.locator("#export-study input").click()
+    page.get_by_role("option", name=STUDY, exact=True).click()
+    expect(page.locator("#export-study input")).to_have_value(STUDY)
+
+
+def _set_number(page: Page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input")
+    box.fill(value)
+    box.press("Tab")
+
+
+def _counts(text: str) -> dict[str, int]:
+    """The kept / skipped-by-reason table of the counts Markdown, as rendered text ("kept<TAB>2" lines)."""
+    out = {}
+    for line in text.splitlines():
+        label, _, n = line.rpartition("\t")
+        if label.startswith(("kept", "skipped: ")) and n.strip().isdigit():
+            out[label.strip()] = int(n)
+    return out
+
+
+def _export_and_download(page: Page, tmp_path: Path, done: str) -> tuple[Path, Path]:
+    """Export, wait for this export's own status (`done`: an earlier export's status is still on screen),
+    download through the browser; the downloaded file and the path the server wrote."""
+    page.locator("#export-write").click()
+    status = page.locator("#export-status")
+    expect(status).to_contain_text(done, timeout=30_000)
+    written = status.inner_text().split("written to ")[1].split()[0].strip("`")
+    link = page.locator("#export-download a").first
+    expect(link).to_have_attribute("download", Path(written).name)
+    with page.expect_download() as dl:
+        link.click()
+    saved = tmp_path / Path(written).name
+    dl.value.save_as(saved)
+    return saved, Path(written)
+
+
+def test_admin_previews_exports_and_downloads(page: Page, export_server: Server, tmp_path: Path) -> None:
+    requests: list[str] = []
+    dialogs: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    login(page, export_server.url, "admin")
+    page.get_by_role("tab", name="Export").click()
+    _choose_study(page)
+    expect(page.get_by_test_id("dpo-radio-label")).to_be_visible()
+    page.get_by_test_id("dpo-radio-label").click()
+    _set_number(page, "export-min-annotators", "2")
+
+    page.locator("#export-preview").click()
+    counts = page.locator("#export-counts")
+    expect(counts).to_contain_text("kind dpo", timeout=30_000)
+    shown = _counts(counts.inner_text())
+    assert shown == {"kept": 2, "skipped: no_consensus": 1, "skipped: tied_lowest": 1,
+                     "skipped: too_few_annotators": 1}, counts.inner_text()
+    table = page.locator("#export-preview-table")
+    expect(table.get_by_role("grid")).to_have_attribute("aria-rowcount", str(shown["kept"] + 1))  # + header
+    expect(table).to_contain_text("What is 2 + 2?")
+    expect(table).to_contain_text("xss-marker")
+    # The payload is shown as its own characters: the tags are text, not elements.
+    expect(table).to_contain_text("<script>alert(2)</script>")
+    expect(table).to_contain_text(f"<img src={BEACON}")
+    assert table.locator("img").count() == 0
+    assert table.locator("script").count() == 0
+
+    saved, rel = _export_and_download(page, tmp_path, "2 pairs written")
+    ds = datasets.load_dataset("json", data_files=str(saved), split="train")
+    assert ds.num_rows == shown["kept"]
+    assert ds.column_names == ["prompt", "chosen", "rejected", "meta"]
+    assert {r["meta"]["prompt_id"] for r in ds} == {"p1", "p2"}
+    assert all(r["meta"]["n_annotators"] == 2 for r in ds)
+    # The server's copy sits under <db dir>/exports/ with its card beside it; the download is the same bytes.
+    dpo_file = export_server.db.parent / rel
+    assert rel.parts[0] == "exports" and dpo_file.read_bytes() == saved.read_bytes()
+    card = (dpo_file.parent / "README.md").read_text()
+    assert dpo_file.name in card and "too_few_annotators" in card
+
+    # A second kind from the same data: SFT needs only the consensus pick, so the tied ratings of p4 no
+    # longer matter.
+    page.get_by_test_id("sft-radio-label").click()
+    page.locator("#export-preview").click()
+    expect(counts).to_contain_text("kind sft", timeout=30_000)
+    shown = _counts(counts.inner_text())
+    assert shown == {"kept": 3, "skipped: no_consensus": 1, "skipped: too_few_annotators": 1}, counts.inner_text()
+    saved, rel = _export_and_download(page, tmp_path, "3 examples written")
+    ds = datasets.load_dataset("json", data_files=str(saved), split="train")
+    assert ds.num_rows == shown["kept"]
+    assert ds.column_names == ["prompt", "completion", "meta"]
+    sft_file = export_server.db.parent / rel
+    assert sft_file.name in (sft_file.parent / "README.md").read_text()
+    # Each export keeps its own card: the SFT export did not replace the DPO file's.
+    assert dpo_file.name in (dpo_file.parent / "README.md").read_text()
+
+    page.wait_for_timeout(500)  # let any late image load or handler show itself before the checks
+    assert dialogs == []
+    assert not [u for u in requests if u.startswith("http://127.0.0.1:9/")]
+
+
+def _gradio_call(client: httpx.Client, url: str, button_id: str, data: list) -> str:
+    """Call the event bound to a Gradio button through the raw queue API (what a hidden tab cannot stop)."""
+    config = client.get(f"{url}/ui/config").json()
+    comp = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == button_id)
+    fn_index = next(i for i, d in enumerate(config["dependencies"])
+                    if any(t[0] == comp for t in d["targets"]) and d.get("backend_fn"))
+    session = "annotator-export-session"
+    r = client.post(f"{url}/ui/gradio_api/queue/join",
+                    json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
+                          "trigger_id": comp})
+    assert r.status_code == 200, r.text
+    with client.stream("GET", f"{url}/ui/gradio_api/queue/data", params={"session_hash": session}) as s:
+        return "".join(s.iter_text())
+
+
+def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server: Server) -> None:
+    login(page, export_server.url, "ann")
+    expect(page.locator("#whoami")).to_contain_text("ann", timeout=30_000)
+    expect(page.get_by_role("tab", name="Label")).to_be_visible()
+    expect(page.get_by_role("tab", name="Export")).to_have_count(0)
+
+    exports = export_server.db.parent / "exports"
+    before = sorted(p.name for p in exports.iterdir()) if exports.exists() else []
+    ann = export_server.login("ann")
+    form = [STUDY, "dpo", "conversational", "human", "auto", ["sampled"], 1, 0.0, 0.0, "", False, False, False]
+    # With the study's name, Gradio itself refuses first: the annotator's session never had the study
+    # among the dropdown's choices (they are filled per session, for admins only).
+    stream = _gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
+    assert '"success":false' in stream and "written to" not in stream, stream
+    # With no study the call reaches the handler, whose role check comes before anything else (an admin
+    # would be told to choose a study).
+    form[0] = None
+    stream = _gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
+    assert "admins only" in stream, stream
+    stream = _gradio_call(ann, export_server.url, "export-preview", form)
+    assert "admins only" in stream, stream
+    after = sorted(p.name for p in exports.iterdir()) if exports.exists() else []
+    assert after == before
