@@ -13,10 +13,28 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 COOKIE = "critlab_session"
 SESSION_SECONDS = 12 * 3600
+
+# What answers without a session. Everything else is refused by the server's session gate before any
+# route runs, so a route added later (a new tab's events, a Gradio upgrade's endpoints) is closed until
+# someone lists it here. The /ui entries are Gradio's static frontend build: the same files for every
+# install, with no data in them.
+PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/api/health", "/api/login", "/api/logout",
+                          "/ui/favicon.ico", "/ui/theme.css", "/ui/gradio_api/theme.css"})
+PUBLIC_PREFIXES = ("/ui/assets/", "/ui/static/", "/ui/svelte/")
+
+
+def is_public(path: str) -> bool:
+    """Whether `path` may be fetched without a session.
+
+    >>> is_public("/login"), is_public("/ui/assets/index.js"), is_public("/ui/config"), is_public("/ui/")
+    (True, True, False, False)
+    """
+    return path in PUBLIC_PATHS or (path.startswith(PUBLIC_PREFIXES) and ".." not in path)
 
 
 def load_or_create_key(db_path: str) -> bytes:
@@ -45,15 +63,17 @@ class Sessions:
     ('ann', None)
     """
 
-    def __init__(self, key: bytes, max_age: int = SESSION_SECONDS):
+    def __init__(self, key: bytes, max_age: int = SESSION_SECONDS, clock: Callable[[], float] = time.time):
+        # `clock` lets a test move time forward instead of sleeping through an expiry.
         self._key = key
         self.max_age = max_age
+        self._clock = clock
 
     def _sign(self, body: str) -> str:
         return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
 
     def issue(self, user: str) -> str:
-        body = base64.urlsafe_b64encode(json.dumps({"u": user, "exp": int(time.time()) + self.max_age}).encode())
+        body = base64.urlsafe_b64encode(json.dumps({"u": user, "exp": int(self._clock()) + self.max_age}).encode())
         return f"{body.decode()}.{self._sign(body.decode())}"
 
     def verify(self, token: str | None) -> str | None:
@@ -67,7 +87,7 @@ class Sessions:
             data = json.loads(base64.urlsafe_b64decode(body.encode()))
         except ValueError:
             return None
-        if not isinstance(data, dict) or data.get("exp", 0) < time.time():
+        if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < self._clock():
             return None
         user = data.get("u")
         return user if isinstance(user, str) else None

@@ -15,14 +15,17 @@ from typing import Any, Callable
 
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.middleware.base import RequestResponseEndpoint
 
 from app import lockfile
-from app.auth import COOKIE, LoginLimiter, Sessions, load_or_create_key
+from app.api_label import label_router
+from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.services.ops import run_op
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
+from storage.fileio import SPACE_ERRNOS
 from storage.models import Annotator
 from storage.studies import NotFoundError
 
@@ -104,6 +107,12 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     async def _denied(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=403)
 
+    @api.exception_handler(OSError)
+    async def _storage_error(_: Request, exc: Exception) -> JSONResponse:
+        # Disk full, size limit, read-only storage: the operation failed as a whole, the server is fine.
+        full = isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS
+        return JSONResponse({"error": str(exc)}, status_code=507 if full else 500)
+
     @api.get("/api/health")
     def health() -> dict[str, Any]:
         return {"ok": True}
@@ -165,6 +174,8 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
                 else judgments.current(ctx.db, study_id=s.id, judge=judge, stage=None))
         return {"study": s.name, "judgments": [j.model_dump(mode="json") for j in rows]}
 
+    api.include_router(label_router(ctx, current_user, _check_json_post, machine_user=CLI_USER))
+
     @api.get("/api/jobs/{job_id}")
     def job(job_id: int, _: Annotator = Depends(admin_user)) -> dict[str, Any]:
         return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
@@ -190,10 +201,17 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         return user.name if user and user.name != CLI_USER else None
 
     @api.middleware("http")
-    async def login_redirect(request: Request, call_next):  # noqa: ANN001, ANN202
-        # Gradio answers 401 to a visitor without a session; send people to the login page instead.
-        if request.method == "GET" and request.url.path in ("/ui", "/ui/") and gradio_user(request) is None:
-            return RedirectResponse("/login", status_code=303)
+    async def session_gate(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        # Deny by default: Gradio leaves some of its routes open (cancel, heartbeat, openapi.json ...),
+        # and a route added later must not be reachable without a session by forgetting a check.
+        path = request.url.path
+        if is_public(path):
+            return await call_next(request)
+        gradio = path == "/ui" or path.startswith("/ui/")
+        if (gradio_user(request) if gradio else state.user_from_request(request)) is None:
+            if request.method == "GET" and path in ("/ui", "/ui/"):  # a person: send them to the login page
+                return RedirectResponse("/login", status_code=303)
+            return JSONResponse({"error": "log in first"}, status_code=401)
         return await call_next(request)
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],

@@ -4,18 +4,35 @@ DuckDB keeps committed changes in a `.wal` beside the file until a checkpoint, s
 alone can miss them. `backup()` holds the writer lock (no write can start), checkpoints (folding the
 WAL into the file), copies the file beside the target, checks that the copy opens with the same
 tables and row counts, then renames it into place.
+
+A CHECKPOINT that runs out of space is fatal in DuckDB: it invalidates the whole database instance
+(every later query fails until the process restarts; committed data stays safe in the WAL). So before
+checkpointing, `backup()` refuses when the room is visibly not there: free space on the database's
+file system, or the process's file size limit (RLIMIT_FSIZE). This is a guard for the common case
+(a nearly full disk), not a guarantee: another process can fill the disk in between.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import shutil
-import tempfile
 from pathlib import Path
 
 import duckdb
 
 from storage.db import Database
+from storage.fileio import (
+    StorageWriteError,
+    database_write_error,
+    fsync_dir,
+    temp_beside,
+    write_error,
+)
+
+# Room a CHECKPOINT may need besides twice the WAL's size (it rewrites whole 256 KiB blocks, plus metadata).
+CHECKPOINT_HEADROOM = 4 * 1024 * 1024
 
 
 class BackupError(RuntimeError):
@@ -39,11 +56,9 @@ def backup(db: Database, out_path: str | os.PathLike[str], *, overwrite: bool = 
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a directory; give a file name such as {out / 'critlab-backup.duckdb'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
 
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(out)
     os.close(fd)  # 0600 on purpose: the copy holds password hashes
-    tmp = Path(tmp_name)
     try:
         with db._write_lock:
             # An RLock: this thread inside db.write() would checkpoint and copy its own open transaction.
@@ -55,7 +70,17 @@ def backup(db: Database, out_path: str | os.PathLike[str], *, overwrite: bool = 
                     raise BackupError(f"{src} has an unapplied WAL ({wal}) and is open read-only; "
                                       "open it read-write once, then back up")
             else:
-                db.cursor().execute("CHECKPOINT")  # outside any transaction (depth is 0)
+                _room_for_checkpoint(src, wal)
+                try:
+                    db.cursor().execute("CHECKPOINT")  # outside any transaction (depth is 0)
+                except duckdb.Error as e:
+                    outcome = "no backup was written (committed changes are safe in the WAL)"
+                    if isinstance(e, duckdb.FatalException):  # the guard above was not enough
+                        outcome += "; DuckDB stops using the database until critlab is restarted"
+                    problem = database_write_error(db.path, e, outcome=outcome)
+                    if problem is None:
+                        raise
+                    raise problem from e
                 if wal.exists() and wal.stat().st_size:
                     raise BackupError(f"CHECKPOINT left {wal} non-empty; is another process writing?")
             expected = _table_counts(db.cursor())
@@ -64,11 +89,34 @@ def backup(db: Database, out_path: str | os.PathLike[str], *, overwrite: bool = 
             os.fsync(f.fileno())
         _verify(tmp, expected)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        problem = write_error(e, out) if isinstance(e, OSError) else None
+        if problem is not None:
+            raise problem from e
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return out.stat().st_size
+
+
+def _room_for_checkpoint(src: Path, wal: Path) -> None:
+    pending = wal.stat().st_size if wal.exists() else 0
+    if not pending:
+        return  # nothing to fold in: CHECKPOINT writes nothing
+    need = 2 * pending + CHECKPOINT_HEADROOM
+    mib = need / 2**20
+    st = os.statvfs(src.parent)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise StorageWriteError(errno.ENOSPC, f"disk almost full: a backup first folds the WAL into the database "
+                                f"{src} (CHECKPOINT), which needs about {mib:.0f} MiB free there and "
+                                f"{free / 2**20:.1f} MiB are; nothing was written", str(src))
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and src.stat().st_size + need > soft:
+        raise StorageWriteError(errno.EFBIG, f"file size limit reached (the process's, `ulimit -f`: {soft:,} bytes) "
+                                f"before writing the database {src}: a backup first folds the WAL into it "
+                                f"(CHECKPOINT), which may grow it by about {mib:.0f} MiB; nothing was written",
+                                str(src))
 
 
 def _table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -92,16 +140,3 @@ def _verify(copy: Path, expected: dict[str, int]) -> None:
         differ = sorted(t for t in set(expected) & set(got) if expected[t] != got[t])
         raise BackupError(f"the copy differs from the database (missing tables: {missing or 'none'}; "
                           f"different row counts: {differ or 'none'})")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -11,11 +11,13 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import duckdb
+
+from storage.fileio import database_write_error
 
 DEFAULT_DB = "critlab.duckdb"
 
@@ -83,16 +85,41 @@ class Database:
                     self._local.depth = depth
                 return
             self._local.depth = 1
+            self._local.after = []
             cur.execute("BEGIN TRANSACTION")
             try:
                 yield cur
-            except BaseException:
+            except BaseException as e:
                 cur.execute("ROLLBACK")
+                # Disk full / read-only: one clear message instead of DuckDB's, once, at the outermost write().
+                problem = database_write_error(self.path, e) if isinstance(e, duckdb.Error) else None
+                if problem is not None:
+                    raise problem from e
                 raise
             else:
-                cur.execute("COMMIT")
+                try:
+                    cur.execute("COMMIT")  # a failed commit (e.g. the WAL write) is already rolled back
+                except duckdb.Error as e:
+                    problem = database_write_error(self.path, e)
+                    if problem is not None:
+                        raise problem from e
+                    raise
+                for fn in self._local.after:
+                    fn()
             finally:
                 self._local.depth = 0
+                self._local.after = None
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the current write() transaction has committed (at once outside one); dropped if
+        it rolls back. For in-memory views of the data: dropped before the commit, a reader on another
+        thread could refill them from the snapshot that does not have the change yet. Keep `fn` quick:
+        it runs while the write lock is held."""
+        pending = getattr(self._local, "after", None)
+        if getattr(self._local, "depth", 0) and pending is not None:
+            pending.append(fn)
+        else:
+            fn()
 
     # -- small helpers (all use fetchall: fetchone leaves the result unfinished) ---------------
     def fetchall(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> list[tuple]:
@@ -127,7 +154,7 @@ class Database:
             self._con.close()
             self._closed = True
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,7 +18,9 @@ Skipped and counted by reason: `failed` model judgments, `combined_pairwise` row
 `incomplete` rows (no score or probability, a response that is not among the prompt's, no label).
 Judge names are exported as stored (no pseudonyms), so a file re-imports to the same study.
 
-Written atomically (a temp file beside the target, then a rename) and recorded in `export_run`.
+Written atomically (a temp file beside the target, then a rename) and recorded in `export_run`; text is
+written verbatim (JSON escapes only). A full disk or read-only target raises `StorageWriteError` and
+records nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from storage.db import Database
-from storage.export_dpo import _atomic_write
+from storage.fileio import atomic_write_jsonl
 from storage.import_judgments import HUMAN_TYPES, WINNER_WORDS
 from storage.studies import get_study
 
@@ -117,7 +119,7 @@ def export_judgments(db: Database, study: str | int, out_path: str | os.PathLike
         raise ValueError(f"unknown export format {out.suffix or '(no extension)'!r} for {out}: use .jsonl")
     s = get_study(db, study)
     items, skipped, bare = build_judgment_items(db, s.id)
-    content_hash = _atomic_write(out, items, ".jsonl")
+    content_hash = atomic_write_jsonl(out, items)
     counts = {"items": len(items), "responses": sum(len(i["responses"]) for i in items),
               "judgments": sum(len(i["judgments"]) for i in items), "skipped": dict(sorted(skipped.items())),
               "prompts_without_responses": bare}

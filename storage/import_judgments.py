@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -49,12 +48,10 @@ from pydantic import (
 )
 
 from storage.db import Database
+from storage.fileio import json_error, json_lines_hint, kind, loads, read_lines
 from storage.importers import (
     MAX_PROMPT_CHARS_ENV,
     PromptFileError,
-    _json_error,
-    _kind,
-    _loads,
     max_prompt_chars_setting,
 )
 from storage.judgments import target_key
@@ -67,7 +64,6 @@ WINNER_WORDS = ("tie", "both_bad")  # pairwise verdicts that are not a response 
 SOURCE = "import"
 MAX_LINE_BYTES = 64 * 1024 * 1024  # one item: its prompt, every response and every judgment
 
-_BOM = b"\xef\xbb\xbf"
 _METHOD_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
@@ -354,16 +350,18 @@ def _read(path: str | os.PathLike[str], display_name: str | None,
     out: list[tuple[int, ItemIn]] = []
     first_line: dict[str, int] = {}
     with open(p, "rb") as f:
-        for line, text in _lines(f, err):
+        # MAX_LINE_BYTES read per call, so a test can lower it instead of writing 64 MiB.
+        for line, text in read_lines(f, err, MAX_LINE_BYTES):
             if not text.strip():
                 continue
+            hint = "" if out else json_lines_hint(text)
             try:
-                rec = _loads(text)
+                rec = loads(text)
             except ValueError as e:
-                raise err(line, None, f"invalid JSON: {_json_error(e)}") from None
+                raise err(line, None, f"invalid JSON: {hint or json_error(e)}") from None
             if not isinstance(rec, dict):
                 raise err(line, None, f'expected a JSON object like {{"item_id": ..., "responses": [...], '
-                          f'"judgments": [...]}}, got {_kind(rec)}')
+                          f'"judgments": [...]}}, got {kind(rec)}' + (f"; {hint}" if hint else ""))
             try:
                 item = ItemIn.model_validate(rec)
             except ValidationError as e:
@@ -379,24 +377,6 @@ def _read(path: str | os.PathLike[str], display_name: str | None,
     if not out:
         raise err(0, None, "file is empty (no items)")
     return out
-
-
-def _lines(f: Any, err: Any) -> Iterator[tuple[int, str]]:
-    lineno = 0
-    while True:
-        raw = f.readline(MAX_LINE_BYTES + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            raise err(lineno, None, f"line is longer than {MAX_LINE_BYTES:,} bytes")
-        if lineno == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
-        try:
-            yield lineno, raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise err(lineno, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
-                      "line); save the file as UTF-8") from None
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -426,30 +406,30 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def _pydantic_problem(e: ValidationError) -> tuple[str | None, str]:
     first = e.errors(include_url=False)[0]
     field = _field_path(tuple(first["loc"])) or None
-    kind, got = first["type"], first.get("input")
-    if kind == "missing":
+    etype, got = first["type"], first.get("input")
+    if etype == "missing":
         return field, "missing"
-    if kind == "extra_forbidden":
+    if etype == "extra_forbidden":
         name = str(first["loc"][-1])
         hint = " (the order the judge saw is 'shown')" if name == "order" else ""
         return field, f"unknown field{hint}"
-    if kind == "judge_kind":
+    if etype == "judge_kind":
         where = f"{field}.judge_kind" if field else "judge_kind"
         value = got.get("judge_kind") if isinstance(got, dict) else got
         return where, "missing (must be 'human' or 'model')" if value is None else (
             f"must be 'human' or 'model', got {value!r}" if isinstance(value, str) else
-            f"must be 'human' or 'model', got {_kind(value)}")
-    if kind == "union_tag_invalid":
+            f"must be 'human' or 'model', got {kind(value)}")
+    if etype == "union_tag_invalid":
         tag = first.get("ctx", {}).get("tag")
         return f"{field}.type", (f"human judgments have type pairwise, likert, best_of_n or correct, not {tag!r} "
                                  "(model judgments may use any method id)")
-    if kind == "union_tag_not_found":
+    if etype == "union_tag_not_found":
         return f"{field}.type", "missing"
     detail = first["msg"]
-    if kind == "value_error":
+    if etype == "value_error":
         detail = detail.removeprefix("Value error, ")
-    if kind.endswith("_type") or kind in ("string_type", "bool_type", "float_type", "list_type", "dict_type"):
-        detail = f"{detail}, got {_kind(got)}"
+    if etype.endswith("_type") or etype in ("string_type", "bool_type", "float_type", "list_type", "dict_type"):
+        detail = f"{detail}, got {kind(got)}"
     return field, detail
 
 

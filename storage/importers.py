@@ -11,6 +11,10 @@ The whole file is read and validated before anything is written, so a bad file i
 the error names the place: `prompts.jsonl:7: field 'messages': expected a list of {role, content}
 messages` (`file:line`; Parquet files say `file row n`).
 
+JSONL and CSV are UTF-8; a UTF-8 byte-order mark at the start is accepted (Excel writes one), other
+encodings are refused with a hint (`storage.fileio.read_lines`). Text is imported verbatim: a cell such
+as `=HYPERLINK(...)` is a valid prompt.
+
 Setting: the total characters of a prompt's messages may not exceed `DEFAULT_MAX_PROMPT_CHARS`
 (32,000), overridable with the environment variable `CRITLAB_MAX_PROMPT_CHARS` or the
 `max_prompt_chars` argument.
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -31,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.db import Database
+from storage.fileio import json_error, json_lines_hint, kind, loads, read_lines
 from storage.models import ChatMessage, PromptIn
 from storage.prompts import insert_prompts
 from storage.studies import get_study
@@ -42,7 +46,6 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "pa
 KNOWN_FIELDS = ("id", "prompt", "messages", "reference", "category")
 ROLES = ("system", "user", "assistant")
 
-_BOM = b"\xef\xbb\xbf"
 _MESSAGES_HELP = "expected a list of {role, content} messages"
 
 
@@ -160,7 +163,7 @@ def _read(path: str | os.PathLike[str], max_prompt_chars: int | None,
             records = (_jsonl_records if fmt == "jsonl" else _csv_records)(f, err, limit)
         stack.callback(records.close)  # an error below must not leave the reader open
         for line, rec in records:
-            prompt = _to_prompt(rec, len(out) + 1, lambda field, detail: err(line, field, detail), limit)
+            prompt = _to_prompt(rec, len(out) + 1, lambda field, detail, at=line: err(at, field, detail), limit)
             if prompt.external_id in first_line:
                 raise err(line, "id", f"duplicate id {prompt.external_id!r} (first used "
                           f"{'on line' if unit == 'line' else 'in row'} {first_line[prompt.external_id]})")
@@ -176,66 +179,24 @@ Err = Callable[[int, str | None, str], PromptFileError]
 
 def _lines(f: IO[bytes], err: Err, max_chars: int) -> Iterator[tuple[int, str]]:
     """(line number, decoded line) with its line ending; a line over `max_line_bytes` is an error."""
-    limit = max_line_bytes(max_chars)
-    lineno = 0
-    while True:
-        raw = f.readline(limit + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) > limit and not raw.endswith(b"\n"):
-            raise err(lineno, None, f"line is longer than {limit:,} bytes, too long for a prompt of at most "
-                      f"{max_chars:,} characters (set {MAX_PROMPT_CHARS_ENV} to change the limit)")
-        if lineno == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
-        try:
-            yield lineno, raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise err(lineno, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
-                      "line); save the file as UTF-8") from None
-
-
-class _JsonProblem(ValueError):
-    pass
-
-
-def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in obj:
-            raise _JsonProblem(f"duplicate key {k!r} in a JSON object")
-        obj[k] = v
-    return obj
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=lambda _: None)
-
-
-def _loads(text: str) -> Any:
-    """JSON with duplicate keys rejected and NaN/Infinity read as null (the DB stores strict JSON).
-
-    >>> _loads('{"a": NaN, "b": [1]}')
-    {'a': None, 'b': [1]}
-    """
-    return _DECODER.decode(text)
-
-
-def _json_error(e: ValueError) -> str:
-    if isinstance(e, json.JSONDecodeError):
-        return f"{e.msg} (column {e.colno})"
-    return str(e)
+    return read_lines(f, err, max_line_bytes(max_chars), f", too long for a prompt of at most {max_chars:,} "
+                      f"characters (set {MAX_PROMPT_CHARS_ENV} to change the limit)")
 
 
 def _jsonl_records(f: IO[bytes], err: Err, max_chars: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    first = True
     for lineno, text in _lines(f, err, max_chars):
         if not text.strip():
             continue
+        hint = json_lines_hint(text) if first else ""
+        first = False
         try:
-            rec = _loads(text)
+            rec = loads(text)
         except ValueError as e:
-            raise err(lineno, None, f"invalid JSON: {_json_error(e)}") from None
+            raise err(lineno, None, f"invalid JSON: {hint or json_error(e)}") from None
         if not isinstance(rec, dict):
-            raise err(lineno, None, f'expected a JSON object like {{"prompt": "..."}}, got {_kind(rec)}')
+            raise err(lineno, None, f'expected a JSON object like {{"prompt": "..."}}, got {kind(rec)}'
+                      + (f"; {hint}" if hint else ""))
         yield lineno, rec
 
 
@@ -274,9 +235,9 @@ def _csv_records(f: IO[bytes], err: Err, max_chars: int) -> Iterator[tuple[int, 
                 continue  # an empty cell means "not given" (with both columns, each row fills one)
             if h == "messages":
                 try:
-                    v = _loads(v)
+                    v = loads(v)
                 except ValueError as e:
-                    raise err(start, "messages", f"not valid JSON ({_json_error(e)}); {_MESSAGES_HELP}") from None
+                    raise err(start, "messages", f"not valid JSON ({json_error(e)}); {_MESSAGES_HELP}") from None
             rec[h] = v
         yield start, rec
 
@@ -309,9 +270,9 @@ def _parquet_rows(pf: pq.ParquetFile, err: Err) -> Iterator[tuple[int, dict[str,
                 row += 1
                 if isinstance(rec.get("messages"), str):
                     try:
-                        rec["messages"] = _loads(rec["messages"])
+                        rec["messages"] = loads(rec["messages"])
                     except ValueError as e:
-                        raise err(row, "messages", f"not valid JSON ({_json_error(e)}); {_MESSAGES_HELP}") from None
+                        raise err(row, "messages", f"not valid JSON ({json_error(e)}); {_MESSAGES_HELP}") from None
                 yield row, _jsonable(rec)
     except (pa.ArrowException, OSError) as e:
         raise err(row + 1, None, f"not a readable Parquet file (truncated or corrupt?): {e}") from None
@@ -343,27 +304,6 @@ def _jsonable(v: Any) -> Any:
 
 
 # -- validating one record -------------------------------------------------------------------
-def _kind(v: Any) -> str:
-    """How a JSON value is named in error messages.
-
-    >>> [_kind(x) for x in (None, True, 3, "a", [], {})]
-    ['null', 'true/false', 'a number', 'text', 'a list', 'an object']
-    """
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true/false"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "text"
-    if isinstance(v, list | tuple):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
-
-
 def _text_or_number(v: Any, field: str, fail: Callable[[str, str], PromptFileError]) -> str | None:
     """ids, references and categories: text, or a number written as text (e.g. a numeric answer)."""
     if v is None:
@@ -375,7 +315,7 @@ def _text_or_number(v: Any, field: str, fail: Callable[[str, str], PromptFileErr
     if isinstance(v, float) and field != "id":
         return str(v)
     want = "text or a whole number" if field == "id" else "text or a number"
-    raise fail(field, f"expected {want}, got {_kind(v)}")
+    raise fail(field, f"expected {want}, got {kind(v)}")
 
 
 def _messages(v: Any, fail: Callable[[str, str], PromptFileError]) -> list[ChatMessage]:
@@ -393,7 +333,7 @@ def _messages(v: Any, fail: Callable[[str, str], PromptFileError]) -> list[ChatM
         if role not in ROLES:
             raise fail("messages", f"message {i}: role {role!r} is not one of {', '.join(ROLES)}")
         if not isinstance(content, str):
-            raise fail("messages", f"message {i}: content must be text, got {_kind(content)}")
+            raise fail("messages", f"message {i}: content must be text, got {kind(content)}")
         if not content.strip():
             raise fail("messages", f"message {i} ({role}): content is empty")
         out.append(ChatMessage(role=role, content=content))
@@ -411,7 +351,7 @@ def _to_prompt(rec: dict[str, Any], ordinal: int, fail: Callable[[str, str], Pro
     if has_prompt:
         text = rec["prompt"]
         if not isinstance(text, str):
-            raise fail("prompt", f"expected text, got {_kind(text)}")
+            raise fail("prompt", f"expected text, got {kind(text)}")
         if not text.strip():
             raise fail("prompt", "prompt is empty")
         messages = [ChatMessage(role="user", content=text)]  # verbatim: no stripping, no CSV-injection escaping

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 
+import duckdb
+
 from storage.db import Database
 from storage.models import Judgment, JudgmentIn
 
 # Methods whose target is the prompt as a whole (a pick among its responses), not one response.
 PROMPT_LEVEL_METHODS = {"best_of_n", "reference", "comment", "gsa"}
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key already names a different judgment (another judge, prompt or method)."""
 
 
 def target_key(j: JudgmentIn) -> str:
@@ -44,35 +50,102 @@ _INSERT_COLS = ("study_id, prompt_id, judge_kind, judge, method, method_version,
                 "source, template_version, status, error, duration_ms, idempotency_key")
 
 
+# One INSERT for a whole submit: each column arrives as a list (static SQL, no per-row statements).
+_INSERT_ROWS = f"""INSERT INTO judgment ({_INSERT_COLS}, superseded_at)
+    SELECT unnest($study_id::BIGINT[]), unnest($prompt_id::BIGINT[]), unnest($judge_kind::VARCHAR[]),
+           unnest($judge::VARCHAR[]), unnest($method::VARCHAR[]), unnest($method_version::VARCHAR[]),
+           unnest($target_key::VARCHAR[]), unnest($response_id::BIGINT[]), unnest($response_b_id::BIGINT[]),
+           unnest($checklist_item_id::BIGINT[]), unnest($variant::VARCHAR[]), unnest($shown_order::BIGINT[][]),
+           unnest($value::DOUBLE[]), unnest($label::VARCHAR[]), unnest($prob::DOUBLE[]), unnest($dist::JSON[]),
+           unnest($rationale::VARCHAR[]), unnest($stage::VARCHAR[]), unnest($source::VARCHAR[]),
+           unnest($template_version::VARCHAR[]), unnest($status::VARCHAR[]), unnest($error::VARCHAR[]),
+           unnest($duration_ms::INTEGER[]), unnest($idempotency_key::VARCHAR[]),
+           CASE WHEN unnest($superseded::BOOLEAN[]) THEN now() END
+    RETURNING idempotency_key, id"""
+
+
 def record(db: Database, judgments: list[JudgmentIn]) -> list[int]:
     """Store judgments in one transaction; returns their ids.
 
     A judgment whose idempotency key is already stored is not stored again (its existing id is
     returned), so a double submit is harmless. A new judgment supersedes the current one of the
     same judge, method, stage and target.
+
+    Keys come from clients, so a stored key is honoured only for the same judge, prompt and method:
+    otherwise one person's key (or a buggy client reusing a key) would silently swallow another's
+    label and answer with ids that are not theirs. That raises IdempotencyConflict and stores nothing.
+
+    Every statement runs while the process-wide write lock is held, so a submit costs a fixed handful
+    of statements (known keys, one supersede per judge and prompt, one insert), not three per row.
     """
-    ids: list[int] = []
+    if not judgments:
+        return []
     with db.write() as cur:
+        keys = list(dict.fromkeys(j.idempotency_key for j in judgments))
+        prompt_ids = sorted({j.prompt_id for j in judgments})
+        # One round trip: the keys already stored, and which (study, prompt, kind, judge) have current
+        # judgments at all (most submits are someone's first label there: nothing to supersede).
+        found = cur.execute(
+            """SELECT idempotency_key, id, judge, prompt_id, method, NULL, NULL FROM judgment
+               WHERE list_contains($keys, idempotency_key)
+               UNION ALL
+               SELECT DISTINCT NULL, NULL, judge, prompt_id, NULL, study_id, judge_kind FROM judgment
+               WHERE prompt_id BETWEEN $lo AND $hi AND list_contains($prompts, prompt_id)
+                 AND list_contains($judges, judge) AND superseded_at IS NULL""",
+            {"keys": keys, "lo": prompt_ids[0], "hi": prompt_ids[-1], "prompts": prompt_ids,
+             "judges": sorted({j.judge for j in judgments})}).fetchall()
+        known = {k: (jid, judge, prompt_id, method) for k, jid, judge, prompt_id, method, _, _ in found if k}
+        occupied = {(study_id, prompt_id, kind, judge) for k, _, judge, prompt_id, _, study_id, kind in found if not k}
+        new: dict[str, tuple[JudgmentIn, str]] = {}  # key -> (judgment, target key), first of each key
         for j in judgments:
-            known = cur.execute("SELECT id FROM judgment WHERE idempotency_key = ?", [j.idempotency_key]).fetchall()
-            if known:
-                ids.append(known[0][0])
+            k = j.idempotency_key
+            if k in known:
+                owner = known[k][1:]
+            elif k in new:
+                owner = (new[k][0].judge, new[k][0].prompt_id, new[k][0].method)
+            else:
+                new[k] = (j, target_key(j))
                 continue
-            key = target_key(j)
-            cur.execute(
-                """UPDATE judgment SET superseded_at = now() WHERE judge_kind = ? AND judge = ? AND method = ?
-                   AND stage = ? AND target_key = ? AND study_id = ? AND superseded_at IS NULL""",
-                [j.judge_kind, j.judge, j.method, j.stage, key, j.study_id],
-            )
-            row = cur.execute(
-                f"INSERT INTO judgment ({_INSERT_COLS}) VALUES ({', '.join('?' * 24)}) RETURNING id",
-                [j.study_id, j.prompt_id, j.judge_kind, j.judge, j.method, j.method_version, key, j.response_id,
-                 j.response_b_id, j.checklist_item_id, j.variant, j.shown_order, j.value, j.label, j.prob,
-                 json.dumps(j.dist) if j.dist is not None else None, j.rationale, j.stage, j.source,
-                 j.template_version, j.status, j.error, j.duration_ms, j.idempotency_key],
-            ).fetchall()
-            ids.append(row[0][0])
-    return ids
+            if owner != (j.judge, j.prompt_id, j.method):
+                raise IdempotencyConflict(
+                    f"idempotency key {k!r} was already used for another judgment; send a new key for a new submit")
+        if new:
+            _supersede(cur, [(j, t) for j, t in new.values()
+                             if (j.study_id, j.prompt_id, j.judge_kind, j.judge) in occupied])
+            rows = list(new.values())
+            # Within one call the last judgment of a target is the current one, as if stored one by one.
+            last = {_slot(j, t): k for k, (j, t) in new.items()}
+            cols: dict[str, list] = {c.strip(): [] for c in _INSERT_COLS.split(",")}
+            for j, t in rows:
+                for c, values in cols.items():
+                    v = t if c == "target_key" else getattr(j, c)
+                    values.append(json.dumps(v) if c == "dist" and v is not None else v)
+            cols["superseded"] = [last[_slot(j, t)] != j.idempotency_key for j, t in rows]
+            known.update({k: (jid, None, None, None) for k, jid in cur.execute(_INSERT_ROWS, cols).fetchall()})
+    return [known[j.idempotency_key][0] for j in judgments]
+
+
+def _slot(j: JudgmentIn, target: str) -> tuple:
+    """What at most one current judgment exists for."""
+    return j.study_id, j.judge_kind, j.judge, j.method, j.stage, target
+
+
+def _supersede(cur: duckdb.DuckDBPyConnection, rows: list[tuple[JudgmentIn, str]]) -> None:
+    """Mark the current judgments these new ones replace, one statement per (study, prompt, judge).
+
+    The prompt is part of every target (a response, pair or checklist item belongs to one prompt),
+    so filtering on it changes nothing but lets DuckDB skip the row groups of other prompts.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for j, t in rows:
+        groups.setdefault((j.study_id, j.prompt_id, j.judge_kind, j.judge), []).append(
+            f"{j.method}\x1f{j.stage}\x1f{t}")
+    for (study_id, prompt_id, kind, judge), slots in groups.items():
+        cur.execute(
+            """UPDATE judgment SET superseded_at = now() WHERE study_id = $study AND prompt_id = $prompt
+               AND judge_kind = $kind AND judge = $judge AND superseded_at IS NULL
+               AND list_contains($slots, method || chr(31) || stage || chr(31) || target_key)""",
+            {"study": study_id, "prompt": prompt_id, "kind": kind, "judge": judge, "slots": slots})
 
 
 def _judgment(row: dict) -> Judgment:
@@ -90,6 +163,13 @@ def current(db: Database, *, study_id: int, judge: str | None = None, prompt_id:
             params.append(val)
     return [_judgment(r) for r in db.fetchdicts(
         f"SELECT * FROM judgment WHERE {' AND '.join(where)} ORDER BY created_at, id", params)]
+
+
+def has_current(db: Database, *, study_id: int, prompt_id: int, judge_kind: str) -> bool:
+    """Whether any current judgment of this kind exists on the prompt (cheaper than reading them)."""
+    return bool(db.fetchall(
+        """SELECT 1 FROM judgment WHERE study_id = ? AND prompt_id = ? AND judge_kind = ? AND superseded_at IS NULL
+           LIMIT 1""", [study_id, prompt_id, judge_kind]))
 
 
 def all_rows(db: Database, *, study_id: int, judge: str | None = None) -> list[Judgment]:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
 from storage.db import Database
 
 # A prompt is ready to label when the labelling run has all n samples for it (or, in a study with no
-# run, when it has imported responses).
+# run, when it has imported responses), or when it came from the Live tab with its own samples.
+# $only: NULL, or a list of prompt ids to look at (a check of a few prompts need not scan the study).
 _READY = """
-  SELECT p.id, p.position FROM prompt p WHERE p.study_id = $study AND (
+  SELECT p.id, p.position FROM prompt p WHERE p.study_id = $study AND ($only IS NULL OR list_contains($only, p.id)) AND (
     CASE WHEN $run IS NULL
       THEN (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id IS NULL
             AND r.origin IN ('imported', 'reference')) >= 1
       ELSE (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id = $run
             AND r.origin = 'sampled') >= $n
-    END)
+    END
+    OR EXISTS (SELECT 1 FROM response r JOIN generation_run g ON g.id = r.run_id
+               WHERE r.prompt_id = p.id AND g.kind = 'live'))
 """
 # Who has labelled what: any current human judgment made in the Label tab or imported.
 _LABELLED = """
@@ -21,17 +32,236 @@ _LABELLED = """
   AND superseded_at IS NULL AND method NOT IN ('criterion_valid')
 """
 # How many annotators a prompt needs: the study's overlap, one more per re-queue, and the extra
-# annotators of a disagreement-flagged prompt. NULL overlap: no limit.
+# annotators of a disagreement-flagged prompt. NULL overlap: no limit. Reads rq.n and fl.disagreement:
+# a query using it joins, for its prompt alias r,
+#   LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
+#   LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
+# (joins, not correlated subqueries: those cost a millisecond even for one prompt).
 _NEEDED = """
-  CASE WHEN $overlap IS NULL THEN NULL ELSE $overlap
-    + (SELECT count(*) FROM requeue q WHERE q.prompt_id = r.id)
-    + CASE WHEN coalesce((SELECT f.disagreement FROM prompt_flag f WHERE f.prompt_id = r.id), false)
-           THEN $extra ELSE 0 END
+  CASE WHEN $overlap IS NULL THEN NULL ELSE $overlap + coalesce(rq.n, 0)
+    + CASE WHEN coalesce(fl.disagreement, false) THEN $extra ELSE 0 END
   END
 """
 
 
 LEASE_MINUTES = 30  # how long a served, unlabelled item stays reserved for its annotator
+# The shared queue order (see _Candidates): how many prompts it holds, how long it may be used before it
+# is rebuilt (new prompts that became ready, leases that ran out), and how many entries one request may
+# check before it asks the database for the exact answer instead.
+CANDIDATES = 1024
+REFRESH_SECONDS = 10.0
+MAX_CHECKS = 32
+MIN_REBUILD_SECONDS = 1.0  # a list that had nothing for someone is rebuilt at most this often
+EXACT_TRIES = 3  # the exact answer can be taken by someone else before it is reserved: ask again
+
+
+@dataclass
+class _Candidates:
+    """The study's queue order, shared by every annotator: open prompts by (busy count, position).
+
+    Ordering 100k prompts means counting every current label, tens of milliseconds; doing that on
+    every request of 16 annotators saturates the machine. So it is computed now and then, and each
+    request walks it, re-checking one prompt at a time with point queries under the write lock (so
+    capacity is exact). An entry whose count moved since the list was built is dropped, so the list
+    keeps to the exact order except for counts that went down (a skip, an expired lease) or prompts
+    that became ready since: those wait for the next rebuild (REFRESH_SECONDS, or at once after a
+    skip or re-queue). When the list has nothing for someone, the exact query decides.
+    """
+
+    built: float
+    order: dict[int, int]  # prompt id -> busy count when built, in queue order
+    mine: dict[str, set[int]] = field(default_factory=dict)  # entries each annotator labelled
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_lists: weakref.WeakKeyDictionary[Database, dict[tuple, _Candidates]] = weakref.WeakKeyDictionary()
+_build_locks: weakref.WeakKeyDictionary[Database, dict[tuple, threading.Lock]] = weakref.WeakKeyDictionary()
+# When each study's lists last went stale: (any list, lists of studies with extra annotators). A list built
+# from a snapshot older than that is rebuilt before use (timestamps, not flags, so a rebuild that was
+# already running when the change came cannot pass for fresh).
+_stale: weakref.WeakKeyDictionary[Database, dict[int | None, tuple[float, float]]] = weakref.WeakKeyDictionary()
+_lists_lock = threading.Lock()
+
+
+def _invalidate(db: Database, study_id: int | None, *, only_extra: bool = False) -> None:
+    """Make the next request rebuild these lists (a count went down or a prompt reopened); a None
+    study: every study's."""
+    now = time.monotonic()
+    with _lists_lock:
+        stale = _stale.setdefault(db, {})
+        any_ = stale.get(study_id, (float("-inf"), float("-inf")))[0]
+        stale[study_id] = (any_ if only_extra else now, now)
+
+
+def _usable(db: Database, key: tuple, cands: _Candidates) -> bool:
+    stale = _stale.get(db) or {}
+    for study in (key[0], None):
+        any_, extra = stale.get(study, (float("-inf"), float("-inf")))
+        if cands.built <= any_ or (key[4] and cands.built <= extra):
+            return False
+    return True
+
+
+def _candidates(db: Database, key: tuple, params: dict[str, Any], *, force: bool = False) -> _Candidates:
+    """The shared list for `key`, rebuilt when it is stale. A list that is merely old is rebuilt in the
+    background (the requests meanwhile walk the old one, every pick being re-checked anyway), so no
+    annotator waits tens of milliseconds for it; a missing or invalidated one is built now."""
+    with _lists_lock:
+        cands = _lists.setdefault(db, {}).get(key)
+        build_lock = _build_locks.setdefault(db, {}).setdefault(key, threading.Lock())
+        usable = cands is not None and not force and _usable(db, key, cands)
+    if usable:
+        if time.monotonic() - cands.built > REFRESH_SECONDS and build_lock.acquire(blocking=False):  # type: ignore[union-attr]
+            threading.Thread(target=_build_in_background, args=(db, key, params, build_lock), daemon=True,
+                             name="label-queue-rebuild").start()
+        return cands  # type: ignore[return-value]
+    if cands is not None and not build_lock.acquire(blocking=False):
+        return cands  # another request is rebuilding it right now: use the old one meanwhile
+    if cands is None:
+        build_lock.acquire()
+    try:
+        with _lists_lock:
+            latest = _lists[db].get(key)
+            if latest is not None and latest is not cands and _usable(db, key, latest):
+                return latest  # another thread built it while this one waited
+        return _build(db, key, params)
+    finally:
+        build_lock.release()
+
+
+def _build_in_background(db: Database, key: tuple, params: dict[str, Any], build_lock: threading.Lock) -> None:
+    try:
+        _build(db, key, params)
+    except duckdb.Error:
+        pass  # e.g. the database closed at shutdown: the next request builds it again
+    finally:
+        build_lock.release()
+
+
+def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
+    built = time.monotonic()
+    rows = db.cursor().execute(
+        f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
+            busy AS (SELECT prompt_id, judge AS who FROM labelled
+                     UNION
+                     SELECT prompt_id, annotator FROM assignment
+                     WHERE study_id = $study AND assigned_at > now() - to_minutes($lease)),
+            counts AS (SELECT prompt_id, count(*) AS c FROM busy GROUP BY prompt_id)
+            SELECT r.id, coalesce(c.c, 0) FROM ready r LEFT JOIN counts c ON c.prompt_id = r.id
+            LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
+            LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
+            WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
+            ORDER BY coalesce(c.c, 0), r.position LIMIT $limit""",
+        {**{k: params[k] for k in ("study", "run", "n", "overlap", "extra", "lease")}, "only": None,
+         "limit": CANDIDATES}).fetchall()
+    cands = _Candidates(built, {pid: c for pid, c in rows})
+    with _lists_lock:
+        _lists.setdefault(db, {})[key] = cands
+    return cands
+
+
+def _check(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int) -> tuple[int, int, bool, int | None]:
+    """(busy count, busy count of others, labelled by the annotator, annotators needed) of one prompt,
+    in one statement: it runs under the write lock, where every round trip makes all writers wait."""
+    rows = cur.execute(
+        f"""SELECT 'labelled', judge, NULL FROM ({_LABELLED}) WHERE prompt_id = $p
+            UNION ALL
+            SELECT 'held', annotator, NULL FROM assignment
+            WHERE prompt_id = $p AND study_id = $study AND assigned_at > now() - to_minutes($lease)
+            UNION ALL
+            SELECT 'needed', NULL, {_NEEDED} FROM (SELECT $p::BIGINT AS id) r
+            LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue WHERE prompt_id = $p GROUP BY prompt_id) rq
+              ON rq.prompt_id = r.id
+            LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id""",
+        {"study": params["study"], "lease": params["lease"], "overlap": params["overlap"], "extra": params["extra"],
+         "p": prompt_id}).fetchall()
+    judges = {who for kind, who, _ in rows if kind == "labelled"}
+    busy = judges | {who for kind, who, _ in rows if kind == "held"}
+    needed = next(n for kind, _, n in rows if kind == "needed")
+    who = params["who"]
+    return len(busy), len(busy - {who}), who in judges, needed
+
+
+def _walk(cur: duckdb.DuckDBPyConnection, cands: _Candidates, params: dict[str, Any], skipped: set[int]) -> int | None:
+    """The first entry of the shared order this annotator may take now, or None."""
+    who, exclude = params["who"], params["exclude"]
+    with cands.lock:
+        order = list(cands.order.items())
+        mine = set(cands.mine.get(who, ()))
+    checks = 0
+    for pid, count in order:
+        if pid == exclude or pid in skipped or pid in mine:
+            continue  # a skipped prompt comes after every other one: the exact query places it
+        if checks == MAX_CHECKS:
+            return None
+        checks += 1
+        busy, others, labelled, needed = _check(cur, params, pid)
+        if labelled:
+            with cands.lock:
+                cands.mine.setdefault(who, set()).add(pid)
+            continue
+        if busy != count or (needed is not None and others >= needed):
+            with cands.lock:
+                cands.order.pop(pid, None)
+            continue
+        return pid
+    return None
+
+
+def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[int | None, set[int]]:
+    """The annotator's oldest open reservation (served, not labelled, not skipped since) that is ready,
+    and the prompts they skipped.
+
+    A submit releases its reservation (`release`), so the rows read here are few; whether they were
+    labelled is then checked for those prompts only, not over every judgment of the annotator.
+    """
+    rows = cur.execute(
+        """SELECT 'held', a.prompt_id, a.assigned_at FROM assignment a
+           WHERE a.study_id = $study AND a.annotator = $who AND ($exclude IS NULL OR a.prompt_id <> $exclude)
+             AND NOT EXISTS (SELECT 1 FROM skip s WHERE s.annotator = $who AND s.prompt_id = a.prompt_id
+                             AND s.created_at >= a.assigned_at)
+           UNION ALL
+           SELECT DISTINCT 'skipped', prompt_id, NULL FROM skip WHERE annotator = $who AND study_id = $study
+           ORDER BY 3, 2""",
+        {k: params[k] for k in ("study", "who", "exclude")}).fetchall()
+    held = [pid for kind, pid, _ in rows if kind == "held"]
+    skipped = {pid for kind, pid, _ in rows if kind == "skipped"}
+    if not held:
+        return None, skipped
+    done = {r[0] for r in cur.execute(
+        f"""SELECT prompt_id FROM ({_LABELLED}) WHERE judge = $who
+            AND prompt_id BETWEEN $lo AND $hi AND list_contains($only, prompt_id)""",
+        {"study": params["study"], "who": params["who"], "lo": min(held), "hi": max(held), "only": held}).fetchall()}
+    held = [pid for pid in held if pid not in done]
+    if not held:
+        return None, skipped
+    ready = {r[0] for r in cur.execute(f"SELECT id FROM ({_READY})",
+                                       {**{k: params[k] for k in ("study", "run", "n")}, "only": held}).fetchall()}
+    return next((pid for pid in held if pid in ready), None), skipped
+
+
+def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None:
+    """The queue's definition, over the whole study (slow on a large study: the last resort)."""
+    rows = cur.execute(
+        f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
+            busy AS (
+              SELECT prompt_id, judge AS who FROM labelled
+              UNION
+              SELECT prompt_id, annotator FROM assignment
+              WHERE study_id = $study AND assigned_at > now() - to_minutes($lease)),
+            counts AS (SELECT prompt_id, count(*) AS c FROM busy WHERE who <> $who GROUP BY prompt_id),
+            sk AS (SELECT prompt_id, max(created_at) AS t FROM skip
+                   WHERE annotator = $who AND study_id = $study GROUP BY prompt_id)
+            SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
+                 LEFT JOIN counts c ON c.prompt_id = r.id
+                 LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
+                 LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
+            WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
+              AND ($exclude IS NULL OR r.id <> $exclude)
+              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
+            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
+            LIMIT 1""", {**params, "only": None}).fetchall()
+    return rows[0][0] if rows else None
 
 
 def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None, n: int,
@@ -42,55 +272,67 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
     Their own open reservation comes first (so a reload or a restart resumes where they were);
     otherwise a prompt they have not labelled that still needs annotators, counting others' live
     reservations (so people working at the same time get different items), not skipped before
-    skipped (oldest skip first), then the least-labelled, then file order. Selection and
-    reservation happen in one serialised transaction, so two requests cannot take the last slot.
+    skipped (oldest skip first), then the least-labelled, then file order. The pick is checked and
+    reserved in one serialised transaction, so two requests cannot take the last slot.
     """
     params = {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
               "extra": extra, "lease": LEASE_MINUTES}
-    with db.write() as cur:
-        rows = cur.execute(
-            f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED})
-                SELECT a.prompt_id FROM assignment a JOIN ready r ON r.id = a.prompt_id
-                WHERE a.study_id = $study AND a.annotator = $who
-                  AND a.prompt_id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
-                  AND NOT EXISTS (SELECT 1 FROM skip s WHERE s.annotator = $who AND s.prompt_id = a.prompt_id
-                                  AND s.created_at >= a.assigned_at)
-                  AND ($exclude IS NULL OR a.prompt_id <> $exclude)
-                ORDER BY a.assigned_at LIMIT 1""",
-            {k: params[k] for k in ("study", "run", "n", "who", "exclude")}).fetchall()
-        if not rows:
-            rows = cur.execute(
-                f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
-                    busy AS (
-                      SELECT prompt_id, judge AS who FROM labelled
-                      UNION
-                      SELECT prompt_id, annotator FROM assignment
-                      WHERE study_id = $study AND assigned_at > now() - to_minutes($lease)),
-                    counts AS (SELECT prompt_id, count(*) AS c FROM busy WHERE who <> $who GROUP BY prompt_id),
-                    sk AS (SELECT prompt_id, max(created_at) AS t FROM skip
-                           WHERE annotator = $who AND study_id = $study GROUP BY prompt_id)
-                    SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
-                         LEFT JOIN counts c ON c.prompt_id = r.id
-                    WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
-                      AND ($exclude IS NULL OR r.id <> $exclude)
-                      AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
-                    ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
-                    LIMIT 1""", params).fetchall()
-        if not rows:
-            return None
+    own, skipped = _own_reservation(db.cursor(), params)
+    if own is not None:
+        if reserve:
+            _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
+        return own
+    key = (study_id, run_id, n, overlap, extra)
+    cands = _candidates(db, key, params)
+    for attempt in range(2 + EXACT_TRIES):
+        if attempt == 1 and time.monotonic() - cands.built > MIN_REBUILD_SECONDS:
+            cands = _candidates(db, key, params, force=True)  # new prompts may be ready, leases may have ended
+        exact = None
+        if attempt >= 2:
+            # Outside the write lock: on a large study this takes long enough to stall every writer.
+            exact = _exact(db.cursor(), params)
+            if exact is None:
+                return None
         if not reserve:
-            return rows[0][0]
+            pid = exact if exact is not None else _walk(db.cursor(), cands, params, skipped)
+            if pid is not None:
+                return pid
+            continue
+        with db.write() as cur:
+            if exact is None:
+                pid = _walk(cur, cands, params, skipped)
+            else:  # re-checked under the lock: someone may have taken the last slot meanwhile
+                _, others, labelled, needed = _check(cur, params, exact)
+                pid = exact if not labelled and (needed is None or others < needed) else None
+            if pid is not None:
+                _reserve(db, study_id, pid, annotator)
+                with cands.lock:
+                    cands.order.pop(pid, None)
+                return pid
+    return None
+
+
+def _reserve(db: Database, study_id: int, prompt_id: int, annotator: str) -> None:
+    with db.write() as cur:
         cur.execute("""INSERT INTO assignment (study_id, prompt_id, annotator) VALUES (?, ?, ?)
                        ON CONFLICT (prompt_id, annotator) DO UPDATE SET assigned_at = now()""",
-                    [study_id, rows[0][0], annotator])
-        return rows[0][0]
+                    [study_id, prompt_id, annotator])
+
+
+def release(db: Database, study_id: int, prompt_id: int, annotator: str) -> None:
+    """Drop the annotator's reservation of a prompt they just labelled: their label holds the place now
+    (it counts toward the overlap the same way), and the open reservations stay few to look up."""
+    with db.write() as cur:
+        cur.execute("DELETE FROM assignment WHERE prompt_id = ? AND annotator = ? AND study_id = ?",
+                    [prompt_id, annotator, study_id])
 
 
 def progress(db: Database, study_id: int, annotator: str) -> tuple[int, int]:
     """(prompts this annotator has labelled, prompts in the study)."""
-    done = db.fetchval(
-        f"SELECT count(*) FROM ({_LABELLED}) WHERE judge = $who", {"study": study_id, "who": annotator})
-    total = db.fetchval("SELECT count(*) FROM prompt WHERE study_id = ?", [study_id])
+    done, total = db.fetchall(
+        f"""SELECT (SELECT count(*) FROM ({_LABELLED}) WHERE judge = $who),
+                   (SELECT count(*) FROM prompt WHERE study_id = $study)""",
+        {"study": study_id, "who": annotator})[0]
     return done, total
 
 
@@ -106,7 +348,7 @@ def annotator_progress(db: Database, study_id: int) -> list[tuple[str, int, int]
 
 
 def ready_count(db: Database, study_id: int, run_id: int | None, n: int) -> int:
-    return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, "run": run_id, "n": n})
+    return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, "run": run_id, "n": n, "only": None})
 
 
 def labelled_history(db: Database, study_id: int, annotator: str) -> list[int]:
@@ -122,30 +364,37 @@ def record_skip(db: Database, study_id: int, prompt_id: int, annotator: str) -> 
                     [annotator, study_id, prompt_id])
         # A skipped item is no longer reserved: someone else may take it now.
         cur.execute("DELETE FROM assignment WHERE prompt_id = ? AND annotator = ?", [prompt_id, annotator])
+        db.after_commit(lambda: _invalidate(db, study_id))
 
 
 def requeue(db: Database, prompt_id: int, created_by: str | None = None) -> None:
     """Ask for one more annotator on this prompt (on top of the study's overlap)."""
     with db.write() as cur:
         cur.execute("INSERT INTO requeue (prompt_id, created_by) VALUES (?, ?)", [prompt_id, created_by])
+        db.after_commit(lambda: _invalidate(db, None))
 
 
 def update_disagreement(db: Database, study_id: int, prompt_id: int) -> bool:
     """Flag the prompt when the humans' blind best picks split, or when a model selector picked a
     different response than the first human did. Returns the flag."""
     with db.write() as cur:
-        flag = cur.execute(
-            """WITH human AS (
-                 SELECT judge, response_id, created_at FROM judgment WHERE study_id = ? AND prompt_id = ?
-                 AND judge_kind = 'human' AND method = 'best_of_n' AND stage = 'blind' AND superseded_at IS NULL),
-               first_pick AS (SELECT response_id FROM human ORDER BY created_at LIMIT 1),
-               model AS (
-                 SELECT response_id FROM judgment WHERE study_id = ? AND prompt_id = ? AND judge_kind = 'model'
-                 AND method LIKE 'select\\_%' ESCAPE '\\' AND status = 'ok' AND superseded_at IS NULL)
-               SELECT (SELECT count(DISTINCT response_id) FROM human) > 1
-                   OR EXISTS (SELECT 1 FROM model m, first_pick f WHERE m.response_id <> f.response_id)""",
-            [study_id, prompt_id, study_id, prompt_id]).fetchall()[0][0]
-        cur.execute("""INSERT INTO prompt_flag (prompt_id, disagreement) VALUES (?, ?)
-                       ON CONFLICT (prompt_id) DO UPDATE SET disagreement = excluded.disagreement, updated_at = now()""",
-                    [prompt_id, bool(flag)])
-    return bool(flag)
+        # One pass over the prompt's current judgments (this runs under the write lock on every submit).
+        picks, first, model, was = cur.execute(
+            """SELECT count(DISTINCT response_id) FILTER (WHERE judge_kind = 'human' AND method = 'best_of_n'
+                                                          AND stage = 'blind'),
+                      arg_min(response_id, created_at) FILTER (WHERE judge_kind = 'human' AND method = 'best_of_n'
+                                                               AND stage = 'blind'),
+                      list(response_id) FILTER (WHERE judge_kind = 'model' AND method LIKE 'select\\_%' ESCAPE '\\'
+                                                AND status = 'ok'),
+                      (SELECT disagreement FROM prompt_flag WHERE prompt_id = $prompt)
+               FROM judgment WHERE study_id = $study AND prompt_id = $prompt AND superseded_at IS NULL""",
+            {"study": study_id, "prompt": prompt_id}).fetchall()[0]
+        flag = picks > 1 or (first is not None and any(m is not None and m != first for m in model or []))
+        # Written only when it changes (no row reads as false): this runs under the write lock on every submit.
+        if flag != bool(was):
+            cur.execute("""INSERT INTO prompt_flag (prompt_id, disagreement) VALUES (?, ?)
+                           ON CONFLICT (prompt_id) DO UPDATE SET disagreement = excluded.disagreement,
+                           updated_at = now()""", [prompt_id, flag])
+        if flag and not was:  # the prompt may want extra annotators now
+            db.after_commit(lambda: _invalidate(db, study_id, only_extra=True))
+    return flag

@@ -15,23 +15,30 @@ and the same everywhere (sampling, prefill-only scoring, teacher forcing), which
 alignment exactly.
 
 Failure simulation (constructor options, changeable at run time through `POST /_standin/config`):
-router mode (404 on the routes sglang-router does not serve), dropped connections, N failures with a
-given status, 503 from `/health` while "starting", aborts, a mid-stream error, null top-k entries,
-delays. Every request is recorded; `GET /_standin/requests[?path=/generate]` returns them (tests assert
-on shapes), `GET /_standin/stats` the most `/generate` requests in flight at once, `POST /_standin/reset`
-clears them and restores the initial options (so one server can serve many tests).
+router mode (404 on the routes sglang-router does not serve), dropped connections (any, or only those
+arriving on a kept-alive connection), N failures with a given status (optionally with `Retry-After`),
+503 from `/health` while "starting", requests that get no answer for a while (a client that gives up
+aborts them, as SGLang does) or never (a server that hangs, then dies when stopped), 200 answers whose
+body is truncated, cut off mid-transfer, malformed JSON or of the wrong shape, aborts, a mid-stream error, null top-k
+entries, delays. `fault_match` aims the `/generate` faults at the requests whose prompt contains a text.
+Every request is recorded; `GET /_standin/requests[?path=/generate]` returns them (tests assert on
+shapes), `GET /_standin/stats` counters (most `/generate` requests in flight at once, requests held
+unanswered now, requests their client gave up on), `POST /_standin/reset` clears them and restores the
+initial options (so one server can serve many tests).
 
     base_url, stop = start_standin(api_key="k", router=True)
-    python -m tests.standin_sglang --port 30000 [--api-key K] [--router]
+    python -m tests.standin_sglang --port 30000 [--api-key K] [--router] [--delay 0.2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import dataclasses
 import hashlib
 import json
+import math
 import socket
 import threading
 import time
@@ -183,8 +190,19 @@ class StandinOptions:
     fail_times: int = 0                  # the next N requests to fail_paths answer fail_status
     fail_status: int = 500
     fail_paths: tuple[str, ...] = ("/generate",)
+    retry_after: str | None = None       # Retry-After header of those failures (e.g. "1"; any string)
     drop_times: int = 0                  # the next N requests to drop_paths get their connection closed
     drop_paths: tuple[str, ...] = ("/generate",)
+    # The next N /generate requests that arrive on an already used (kept-alive) connection get it closed
+    # without an answer: what a client sees when it reuses a connection the server is closing as idle.
+    drop_keepalive_times: int = 0
+    stall_times: int = 0                 # the next N /generate requests get no answer for stall_s seconds
+    stall_s: float = 30.0
+    hang_after: int | None = None        # /generate requests after the first N hang until the server stops
+    bad_body_times: int = 0              # the next N /generate answers are 200 with a broken body:
+    bad_body: str = "truncated"          # truncated (honest Content-Length) | cut (mid-transfer) | malformed
+    #                                      | wrong_shape (valid JSON, a logprob entry that is not a number)
+    fault_match: str | None = None       # /generate faults hit only requests whose prompt contains this
     health_503_times: int = 0            # /health answers 503 this many times (server starting)
     abort_seeds: tuple[int, ...] = ()    # samples with these sampling_seed values finish with an abort
     stream_error_after: int | None = None  # a stream sends {"error":...} after this many events
@@ -212,10 +230,18 @@ class StandinState:
         self.initial = dataclasses.replace(options)
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        self.seen_prompts: list[tuple[int, ...]] = []
+        self.seen_prompts: list[tuple[int, ...]] = []  # sorted, for cached_tokens (see _cached_prefix)
         self.unseeded = np.random.default_rng()
         self.inflight = 0
         self.max_inflight = 0  # most /generate requests handled at once (a client's concurrency bound)
+        self.held = 0  # requests held unanswered right now (stall / hang)
+        self.stopping = False  # set by stop(): held requests then lose their connection, as in a crash
+        self.clear_counters()
+
+    def clear_counters(self) -> None:
+        self.generate_seen = 0   # /generate requests received (for hang_after)
+        self.client_aborts = 0   # held requests whose client gave up (SGLang aborts those)
+        self.connections: set[Any] = set()  # client (host, port) pairs that have sent a request
 
     def take(self, counter: str) -> bool:
         """Consume one unit of a failure budget (thread-safe)."""
@@ -452,10 +478,7 @@ def _run_item(item: _Item, state: StandinState, with_text: bool) -> dict[str, An
     text = decode(out, sp.get("skip_special_tokens", True))
     if finish["type"] == "stop" and isinstance(finish["matched"], str) and not sp.get("no_stop_trim"):
         text = text[:text.index(finish["matched"])]
-    with state.lock:
-        cached = max((_common_prefix(p, item.prompt) for p in state.seen_prompts), default=0)
-        state.seen_prompts.append(tuple(item.prompt))
-    cached = min(cached, len(item.prompt) - 1)
+    cached = min(_cached_prefix(state, item.prompt), len(item.prompt) - 1)
     if item.return_logprob and item.logprob_start_len >= 0:
         cached = min(cached, item.logprob_start_len)  # prompt logprobs cap the prefix match (reference §7)
     meta: dict[str, Any] = {
@@ -466,6 +489,20 @@ def _run_item(item: _Item, state: StandinState, with_text: bool) -> dict[str, An
     if item.return_logprob:
         _add_logprobs(meta, item, with_text, out_lps, out_top, out_ids_lps)
     return {"text": text, "output_ids": out, "meta_info": meta}
+
+
+def _cached_prefix(state: StandinState, prompt: list[int]) -> int:
+    """The longest prefix `prompt` shares with an earlier prompt (what a radix cache would hold), and
+    remember it. In a sorted list the best match is a neighbour of the insertion point, so this stays
+    cheap over thousands of prompts (a benchmark sends that many)."""
+    key = tuple(prompt)
+    with state.lock:
+        seen = state.seen_prompts
+        i = bisect.bisect_left(seen, key)
+        best = max((_common_prefix(seen[j], prompt) for j in (i - 1, i) if 0 <= j < len(seen)), default=0)
+        if i == len(seen) or seen[i] != key:
+            seen.insert(i, key)
+    return best
 
 
 def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
@@ -536,7 +573,7 @@ async def _sse(results: list[dict[str, Any]], items: list[_Item], single: bool,
             text, ids = cumulative(r, it, step), r["output_ids"][:step]
             if opts.incremental_streaming:
                 before = cumulative(r, it, step - 1)
-                text = text[len(before):] if text.startswith(before) else text
+                text = text.removeprefix(before)
                 ids = ids[step - 1:]
             last = step == n_out
             meta = {k: v for k, v in r["meta_info"].items() if not k.endswith("logprobs")}
@@ -649,7 +686,8 @@ def _routes(state: StandinState) -> FastAPI:
 
     @app.get("/_standin/stats")
     async def stats() -> dict[str, int]:
-        return {"max_inflight": state.max_inflight, "requests": len(state.requests)}
+        return {"max_inflight": state.max_inflight, "requests": len(state.requests), "held": state.held,
+                "client_aborts": state.client_aborts, "generate_requests": state.generate_seen}
 
     @app.post("/_standin/reset")
     async def reset() -> dict[str, bool]:
@@ -658,6 +696,7 @@ def _routes(state: StandinState) -> FastAPI:
             state.requests.clear()
             state.seen_prompts.clear()
             state.max_inflight = 0
+            state.clear_counters()
             state.options = dataclasses.replace(state.initial)
         return {"ok": True}
 
@@ -694,16 +733,28 @@ class StandinApp:
             if not message.get("more_body"):
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body: Any = None
         if not path.startswith("/_standin"):
             try:
-                body: Any = json.loads(raw) if raw else None
+                body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode(errors="replace")
             with state.lock:
                 state.requests.append({"method": scope["method"], "path": path, "json": body, "headers": headers})
-        if path in opts.drop_paths and state.take("drop_times"):
+        generate = path == "/generate"
+        # Faults aimed with fault_match spare the other requests (and do not use up their budget on them).
+        aimed = generate and (opts.fault_match is None or opts.fault_match in _prompt_text(body))
+        with state.lock:
+            reused = scope.get("client") in state.connections
+            state.connections.add(scope.get("client"))
+            if generate:
+                state.generate_seen += 1
+            nth = state.generate_seen
+        if path in opts.drop_paths and (aimed or not generate) and state.take("drop_times"):
             # uvicorn's h11 protocol closes the transport without a response when the app returns a value:
             # what a client sees when the server drops a kept-alive connection.
+            return "dropped"
+        if generate and aimed and reused and state.take("drop_keepalive_times"):
             return "dropped"
         early: Response | None = None
         if opts.api_key and not path.startswith(_AUTH_EXEMPT) \
@@ -711,10 +762,17 @@ class StandinApp:
             early = JSONResponse({"error": "Unauthorized"}, status_code=401)
         elif opts.router and path in _ROUTER_404:
             early = Response("Not Found", status_code=404, media_type="text/plain")
-        elif path in opts.fail_paths and state.take("fail_times"):
+        elif path in opts.fail_paths and (aimed or not generate) and state.take("fail_times"):
             early = _error(f"Stand-in simulated failure (HTTP {opts.fail_status})", opts.fail_status)
+            if opts.retry_after is not None:
+                early.headers["Retry-After"] = opts.retry_after
         if early is not None:
             return await early(scope, receive, send)
+        if generate and opts.hang_after is not None and nth > opts.hang_after:
+            await self._hold(receive, math.inf)
+            return "dropped"  # stopped (a crash: no answer) or the client gave up
+        if aimed and state.take("stall_times") and await self._hold(receive, opts.stall_s) != "elapsed":
+            return "dropped"
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -724,16 +782,105 @@ class StandinApp:
             replayed = True
             return {"type": "http.request", "body": raw, "more_body": False}
 
-        if path != "/generate":
+        if not generate:
             return await self.fastapi(scope, replay, send)
+        if aimed and state.take("bad_body_times"):
+            send = _BrokenBody(send, opts.bad_body)
         with state.lock:
             state.inflight += 1
             state.max_inflight = max(state.max_inflight, state.inflight)
         try:
-            return await self.fastapi(scope, replay, send)
+            await self.fastapi(scope, replay, send)
+            if isinstance(send, _BrokenBody):
+                return await send.finish()
+            return None
         finally:
             with state.lock:
                 state.inflight -= 1
+
+    async def _hold(self, receive: Callable[..., Any], seconds: float) -> str:
+        """Keep a request unanswered for `seconds`: "elapsed"; or until its client disconnects:
+        "client" (SGLang aborts such a request, so it costs the server nothing more); or until the server
+        is stopped: "stopped"."""
+        state = self.standin
+        deadline = time.monotonic() + seconds
+        with state.lock:
+            state.held += 1
+        try:
+            while not state.stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "elapsed"
+                try:
+                    # The body has been read, so the next message can only be the disconnect.
+                    message = await asyncio.wait_for(receive(), min(left, 0.02))
+                except TimeoutError:
+                    continue
+                if message["type"] == "http.disconnect":
+                    with state.lock:
+                        state.client_aborts += 1
+                    return "client"
+            return "stopped"
+        finally:
+            with state.lock:
+                state.held -= 1
+
+
+def _prompt_text(body: Any) -> str:
+    """The prompt(s) of a /generate body as text, for fault_match."""
+    if not isinstance(body, dict):
+        return ""
+    if body.get("input_ids") is not None:
+        ids = body["input_ids"]
+        rows = ids if ids and isinstance(ids[0], list) else [ids]
+        return "\n".join(decode([t for t in row if isinstance(t, int) and 0 <= t < VOCAB_SIZE]) for row in rows)
+    text = body.get("text")
+    return "\n".join(text) if isinstance(text, list) else str(text or "")
+
+
+class _BrokenBody:
+    """An ASGI `send` that spoils a successful answer: `truncated` sends the first half of the body with a
+    Content-Length that matches it (a proxy that cut and re-framed it), `malformed` the body with its first
+    colon removed (not JSON any more), `cut` the real Content-Length but only half the bytes before the
+    connection closes (the server died mid-transfer), `wrong_shape` valid JSON whose logprob entries are
+    not numbers (a server speaking another version of the API)."""
+
+    MODES = ("truncated", "malformed", "cut", "wrong_shape")
+
+    def __init__(self, send: Callable[..., Any], mode: str) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"bad_body must be one of {self.MODES}, not {mode!r}")
+        self.send, self.mode = send, mode
+        self.start: dict[str, Any] | None = None
+        self.body = b""
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+
+    async def finish(self) -> str | None:
+        assert self.start is not None
+        body, half = self.body, self.body[:len(self.body) // 2]
+        if self.mode == "truncated":
+            body = half
+        elif self.mode == "malformed":
+            body = body.replace(b":", b" ", 1)
+        elif self.mode == "wrong_shape":
+            results = json.loads(body)
+            for r in results if isinstance(results, list) else [results]:
+                r["meta_info"]["output_token_logprobs"] = [["not a number", "x", None]]
+                r["meta_info"]["output_token_ids_logprobs"] = [[["not a number", "x", None]]]
+            body = json.dumps(results).encode()
+        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(self.body if self.mode == "cut" else body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        if self.mode == "cut":
+            await self.send({"type": "http.response.body", "body": half, "more_body": True})
+            return "cut"  # uvicorn closes the transport: the client is left short of Content-Length
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        return None
 
 
 def make_app(**options: Any) -> StandinApp:
@@ -749,14 +896,16 @@ def _config(app: Any, options: StandinOptions, **kw: Any) -> uvicorn.Config:
                           timeout_keep_alive=options.keep_alive_timeout, timeout_graceful_shutdown=1, **kw)
 
 
-def start_standin(**options: Any) -> tuple[str, Callable[[], None]]:
-    """Serve a stand-in on a free 127.0.0.1 port in a background thread; returns (base_url, stop)."""
+def start_standin(*, port: int = 0, **options: Any) -> tuple[str, Callable[[], None]]:
+    """Serve a stand-in on 127.0.0.1 (a free port unless `port` is given: a "restarted" server at the same
+    URL) in a background thread; returns (base_url, stop). `stop` drops requests held unanswered, so a
+    test can kill the server in the middle of a job."""
     app = make_app(**options)
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only then; without it every response waits ~40 ms
     # for a delayed ACK (Nagle), since uvicorn writes headers and body separately.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(_config(app, app.standin.options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
@@ -769,6 +918,7 @@ def start_standin(**options: Any) -> tuple[str, Callable[[], None]]:
         time.sleep(0.005)
 
     def stop() -> None:
+        app.standin.stopping = True
         server.should_exit = True
         thread.join(timeout=5)
         sock.close()
@@ -788,9 +938,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering /generate")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed events")
     args = parser.parse_args(argv)
-    options = dict(api_key=args.api_key, router=args.router, model_id=args.model_id,
-                   context_length=args.context_length, deterministic=not args.no_deterministic,
-                   delay=args.delay, token_delay=args.token_delay)
+    options = {"api_key": args.api_key, "router": args.router, "model_id": args.model_id,
+                   "context_length": args.context_length, "deterministic": not args.no_deterministic,
+                   "delay": args.delay, "token_delay": args.token_delay}
     app = make_app(**options)
     uvicorn.Server(_config(app, app.standin.options, host=args.host, port=args.port)).run()
 

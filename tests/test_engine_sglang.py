@@ -17,6 +17,7 @@ import tests.standin_sglang as si
 from backend.engines.base import Engine, EngineError, SampleParams
 from backend.engines.sglang import (KEEPALIVE_EXPIRY_S, SGLangEngine, parse_finish_reason,
                                     parse_token_logprobs)
+from tests.streaming import drain
 
 CHAT = [{"role": "user", "content": "Is Paris the capital of France?"}]
 CHAT2 = [{"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is the answer good?"}]
@@ -364,7 +365,8 @@ def test_stream_yields_deltas(standin: Callable[..., Standin], engine: Callable[
     s = standin(incremental_streaming=incremental)
     e = engine(s.url, warm_prefix=False)
     params = SampleParams(temperature=0.8, max_tokens=12, seed=7)
-    pieces = list(e.stream(CHAT, params))
+    pieces, finished = drain(e.stream(CHAT, params))
+    assert finished.text == "".join(pieces) and finished.finish_reason in ("stop", "length")
     body = s.requests()[-1]["json"]
     assert body["stream"] is True and body["input_ids"] == si.chat_ids(CHAT)
     assert body["sampling_params"]["sampling_seed"] == 7
@@ -444,7 +446,7 @@ def test_retries_exhausted_status(server: Standin, engine: Callable[..., SGLangE
 def test_retries_exhausted_dropped_connections(server: Standin, engine: Callable[..., SGLangEngine]) -> None:
     e = engine(server.url, max_retries=1)
     server.configure(drop_times=10)
-    with pytest.raises(EngineError, match=r"score response: cannot connect to .*/generate after 2 attempt\(s\) "
+    with pytest.raises(EngineError, match=r"score response: lost the connection to .*/generate after 2 attempt\(s\) "
                                           r"\(RemoteProtocolError"):
         e.score_response(CHAT, "Yes")
 

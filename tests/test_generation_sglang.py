@@ -51,17 +51,18 @@ def test_failing_server_fails_the_job_and_keeps_finished_samples(ctx: AppContext
     aborted = generation.sample_seed(11, "q1", 0)
     httpx.post(f"{standin}/_standin/config", json={"abort_seeds": [aborted]})
     job = generation.start_generation(ctx, "s", SamplingSettings(n=2, max_tokens=8, seed=11), background=False)
-    assert job.status == "failed" and "q1" in job.error and "2 of 6 responses are stored" in job.error
-    assert ctx.db.fetchval("SELECT count(*) FROM response") == 2
+    # q0 and q2 are sampled alongside q1 (the engine's concurrency), so their samples are kept
+    assert job.status == "failed" and "q1" in job.error and "4 of 6 responses are stored" in job.error
+    assert ctx.db.fetchval("SELECT count(*) FROM response") == 4
 
     httpx.post(f"{standin}/_standin/config", json={"abort_seeds": [], "fail_times": 50, "fail_status": 500})
     job = generation.start_generation(ctx, "s", SamplingSettings(n=2, max_tokens=8, seed=11), background=False)
     assert job.status == "failed" and "500" in job.error
-    assert ctx.db.fetchval("SELECT count(*) FROM response") == 2
+    assert ctx.db.fetchval("SELECT count(*) FROM response") == 4
 
     httpx.post(f"{standin}/_standin/config", json={"fail_times": 0})
     job = generation.start_generation(ctx, "s", SamplingSettings(n=2, max_tokens=8, seed=11), background=False)
-    assert job.status == "done" and job.total == 4
+    assert job.status == "done" and job.total == 2
     assert ctx.db.fetchval("SELECT count(*) FROM response") == 6
 
 

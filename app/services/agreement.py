@@ -3,8 +3,6 @@ table's mapping (which human question each model method is compared with) from t
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +11,7 @@ from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
 from storage.analysis.report import METHOD_OF
+from storage.fileio import atomic_file
 
 Format = Literal["json", "md", "html"]
 
@@ -54,11 +53,8 @@ def render(rep: dict, fmt: Format) -> str:
 
 
 def write(text: str, out: str) -> dict[str, Any]:
-    """Write atomically (a temp file beside the target, then rename)."""
+    """Write atomically (a temp file beside the target, then rename; removed if the disk is full)."""
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as (_, f):
+        f.write(text.encode("utf-8"))
     return {"out": str(path), "bytes": path.stat().st_size}

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from app.services.context import AppContext, EngineConfig, ServiceError
-from backend.engines.base import EngineError, SampleParams
+from backend.engines.base import Engine, EngineError, Sample, SampleParams
 from backend.token_stats import token_stats
 from storage import jobs as job_rows
 from storage import prompts as prompt_rows
 from storage import responses as response_rows
 from storage import studies
-from storage.models import GenerationRun, Job, ResponseIn, SamplingSettings
+from storage.models import GenerationRun, Job, Prompt, ResponseIn, SamplingSettings
+
+log = logging.getLogger(__name__)
 
 
 def sample_seed(seed_base: int, prompt_external_id: str, index: int) -> int:
@@ -81,8 +85,11 @@ def start_generation(ctx: AppContext, study_name: str, settings: SamplingSetting
 
 
 def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> None:
-    """Fill the run's missing samples prompt by prompt; each prompt's samples are stored as soon as
-    they exist, so a failure or crash loses at most the prompt in progress."""
+    """Fill the run's missing samples. Prompts are sampled as many at a time as the engine serves in
+    parallel (`concurrency`, SGLang; one at a time otherwise), and each prompt's samples are stored as soon
+    as they exist, in this thread (the database has one writer). The first failed prompt stops new ones
+    from starting; those already in flight are still stored when they finish. So a failure or a crash
+    loses at most the prompts in flight, and a rerun samples exactly what is missing."""
     job = job_rows.get_job(ctx.db, job_id)
     run = GenerationRun(**ctx.db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [job.run_id]))
     missing = response_rows.missing_samples(ctx.db, run.id, run.study_id, run.n)
@@ -92,6 +99,8 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
     done = job.total - len(missing)
     job_rows.update_job(ctx.db, job_id, status="running", done=done,
                         message=f"sampling {len(missing)} responses for {len(by_prompt)} prompts")
+    failures: list[str] = []
+    cancelled = False
     try:
         engine = ctx.engine(engine_cfg)
         info = engine.info()
@@ -99,30 +108,66 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
             raise ServiceError(f"{_describe(run)} was sampled with {run.engine}/{run.model_id}, but the engine "
                                f"now serves {info.engine}/{info.model_id}; start a new run instead")
         vocab = getattr(engine, "vocab_size", None)
-        for prompt_id, indices in by_prompt.items():
-            if ctx.cancelled(job_id):
-                job_rows.update_job(ctx.db, job_id, status="cancelled", message=f"cancelled after {done} samples")
-                return
-            prompt = prompt_rows.get_prompt(ctx.db, prompt_id)
-            seeds = [sample_seed(run.seed_base, prompt.external_id, i) for i in indices]
-            params = SampleParams(temperature=run.temperature, top_p=run.top_p, max_tokens=run.max_tokens)
-            samples = engine.sample([prompt_rows.chat(prompt)], len(indices), params,
-                                    top_logprobs=run.top_logprobs, seeds=[seeds])[0]
-            failed = [s for s in samples if s.finish_reason in ("abort", "error")]
-            if failed:
-                raise EngineError(f"prompt {prompt.external_id!r}: the engine aborted a sample: {failed[0].error}")
-            response_rows.insert_responses(ctx.db, [
-                ResponseIn(prompt_id=prompt_id, run_id=run.id, sample_index=i, origin="sampled", text=s.text,
-                           engine=info.engine, model_id=info.model_id, seed=seed,
-                           params={"temperature": run.temperature, "top_p": run.top_p,
-                                   "max_tokens": run.max_tokens, "seed": seed},
-                           finish_reason=s.finish_reason,
-                           stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=info.logprob_mode))
-                for i, seed, s in zip(indices, seeds, samples)])
-            done += len(indices)
-            job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")
+        width = max(1, int(getattr(engine, "concurrency", 1) or 1))
+        params = SampleParams(temperature=run.temperature, top_p=run.top_p, max_tokens=run.max_tokens)
+        todo = iter(by_prompt.items())
+        pending: dict[Future[list[Sample]], tuple[Prompt, list[int], list[int]]] = {}
+        with ThreadPoolExecutor(width, thread_name_prefix=f"generate-{job_id}") as pool:
+            while True:
+                cancelled = cancelled or ctx.cancelled(job_id)
+                while len(pending) < width and not failures and not cancelled:
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        break
+                    prompt = prompt_rows.get_prompt(ctx.db, nxt[0])
+                    seeds = [sample_seed(run.seed_base, prompt.external_id, i) for i in nxt[1]]
+                    pending[pool.submit(_sample_prompt, engine, prompt, len(seeds), params, run.top_logprobs,
+                                        seeds)] = (prompt, nxt[1], seeds)
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    prompt, indices, seeds = pending.pop(future)
+                    try:
+                        samples = future.result()
+                    except EngineError as e:
+                        failures.append(f"prompt {prompt.external_id!r}: {e}")
+                        continue
+                    except Exception as e:  # a bug: the other prompts' samples are still worth keeping
+                        log.exception("sampling prompt %s failed", prompt.external_id)
+                        failures.append(f"prompt {prompt.external_id!r}: {type(e).__name__}: {e}")
+                        continue
+                    response_rows.insert_responses(ctx.db, [
+                        ResponseIn(prompt_id=prompt.id, run_id=run.id, sample_index=i, origin="sampled",
+                                   text=s.text, engine=info.engine, model_id=info.model_id, seed=seed,
+                                   params={"temperature": run.temperature, "top_p": run.top_p,
+                                           "max_tokens": run.max_tokens, "seed": seed},
+                                   finish_reason=s.finish_reason,
+                                   stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=info.logprob_mode))
+                        for i, seed, s in zip(indices, seeds, samples)])
+                    done += len(indices)
+                    job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")
+                if failures and pending:
+                    job_rows.update_job(ctx.db, job_id, done=done,
+                                        message=f"stopping after a failure; {len(pending)} prompts still in flight")
     except (EngineError, ServiceError) as e:
+        failures.insert(0, str(e))
+    if failures:
+        more = f" (and {len(failures) - 1} more failed prompts)" if len(failures) > 1 else ""
         job_rows.update_job(ctx.db, job_id, status="failed", done=done,
-                            error=f"{e} ({done} of {job.total} responses are stored; run again to finish)")
-        return
-    job_rows.update_job(ctx.db, job_id, status="done", done=done, message=f"{done} / {job.total} responses")
+                            error=f"{failures[0]}{more} ({done} of {job.total} responses are stored; "
+                                  "run again to finish)")
+    elif cancelled:
+        job_rows.update_job(ctx.db, job_id, status="cancelled", done=done, message=f"cancelled after {done} samples")
+    else:
+        job_rows.update_job(ctx.db, job_id, status="done", done=done, message=f"{done} / {job.total} responses")
+
+
+def _sample_prompt(engine: Engine, prompt: Prompt, n: int, params: SampleParams, top_logprobs: int,
+                   seeds: list[int]) -> list[Sample]:
+    """One prompt's samples; a sample the engine aborted fails the prompt (it is sampled again on a rerun)."""
+    samples = engine.sample([prompt_rows.chat(prompt)], n, params, top_logprobs=top_logprobs, seeds=[seeds])[0]
+    failed = [s for s in samples if s.finish_reason in ("abort", "error")]
+    if failed:
+        raise EngineError(f"the engine aborted a sample: {failed[0].error}")
+    return samples

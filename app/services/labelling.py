@@ -16,7 +16,16 @@ from pydantic import BaseModel, Field
 from app.services.context import AppContext, ServiceError
 from app.services.model_view import CardView, card_views
 from storage import checklists, judgments, label_queue, prompts, responses, studies
-from storage.models import ChatMessage, Judgment, JudgmentIn, MAX_RESPONSES, Question, Stage, Study
+from storage.db import Database
+from storage.models import (
+    MAX_RESPONSES,
+    ChatMessage,
+    Judgment,
+    JudgmentIn,
+    Question,
+    Stage,
+    Study,
+)
 
 PairVerdict = Literal["A", "B", "tie", "both_bad"]
 
@@ -80,7 +89,7 @@ class SubmitResult(BaseModel):
     reveal: bool  # show this item again with the model's view, for an optional revision
 
 
-def label_run(db, study: Study) -> tuple[int | None, int]:  # noqa: ANN001
+def label_run(db: Database, study: Study) -> tuple[int | None, int]:
     """(run id, n) whose samples people label: the study's chosen run, else its latest run."""
     run = None
     if study.config.label_run_id is not None:
@@ -102,9 +111,10 @@ def shown_order(annotator: str, prompt_id: int, response_ids: list[int]) -> list
     return ids
 
 
-def _label_set(ctx: AppContext, study: Study, prompt_id: int) -> dict[int, responses.Response]:
-    run_id, _ = label_run(ctx.db, study)
-    return {r.id: r for r in responses.responses_for_prompt(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
+def _label_set(ctx: AppContext, study: Study, prompt_id: int,
+               run: tuple[int | None, int] | None = None) -> dict[int, responses.Response]:
+    run_id, _ = run or label_run(ctx.db, study)
+    return {r.id: r for r in responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
 
 
 def _model_checklist(ctx: AppContext, prompt_id: int) -> list[ChecklistQuestion]:
@@ -138,9 +148,10 @@ def _answers(rows: list[Judgment]) -> Answers:
     return a
 
 
-def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: Stage) -> LabelItem:
+def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: Stage,
+          run: tuple[int | None, int] | None = None) -> LabelItem:
     prompt = prompts.get_prompt(ctx.db, prompt_id)
-    rows = _label_set(ctx, study, prompt_id)
+    rows = _label_set(ctx, study, prompt_id, run)
     order = shown_order(annotator, prompt_id, list(rows))
     item = LabelItem(study=study.name, study_id=study.id, prompt_id=prompt_id,
                      prompt_external_id=prompt.external_id, messages=prompt.messages,
@@ -173,7 +184,9 @@ def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | 
     run_id, n = label_run(ctx.db, study)
     prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after,
                                         overlap=study.config.overlap, extra=study.config.extra_on_disagreement)
-    return _item(ctx, study, annotator, prompt_id, _entry_stage(study)) if prompt_id is not None else None
+    if prompt_id is None:
+        return None
+    return _item(ctx, study, annotator, prompt_id, _entry_stage(study), (run_id, n))
 
 
 def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
@@ -253,30 +266,35 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
     """Validate a label against what the annotator was shown and store it (one transaction).
 
     Every judgment gets an idempotency key derived from the client's, so a double submit stores
-    nothing new; a changed label supersedes the earlier one of the same stage.
+    nothing new; a changed label supersedes the earlier one of the same stage. Labels from the Live
+    tab (`source='live'`) saw the model's scores: they are always 'revealed', with no blind label.
     """
     study = studies.get_study(ctx.db, sub.study)
     _check_prompt(ctx, study, sub.prompt_id)
-    stage: Stage = sub.stage if study.config.blind else "revealed"
-    if stage == "revealed" and study.config.blind and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
+    live = source == "live"
+    stage: Stage = "revealed" if live or not study.config.blind else sub.stage
+    if stage == "revealed" and study.config.blind and not live and \
+            not _has_blind_label(ctx, study, annotator, sub.prompt_id):
         raise ServiceError("a revised label needs a blind label first")
     sub = sub.model_copy(update={"stage": stage})
     expected = set(_label_set(ctx, study, sub.prompt_id))
     _validate(ctx, study, sub, expected)
-    rows = _judgments(study, annotator, sub, source, _model_checklist(ctx, sub.prompt_id))
+    # Each query here costs about a millisecond under load: ask only what this study uses.
+    checklist = _model_checklist(ctx, sub.prompt_id) if "checklist" in study.config.questions else []
+    rows = _judgments(study, annotator, sub, source, checklist)
     with ctx.db.write():
         ids = judgments.record(ctx.db, rows)
         label_queue.update_disagreement(ctx.db, study.id, sub.prompt_id)
-    has_model_view = bool(judgments.current(ctx.db, study_id=study.id, prompt_id=sub.prompt_id, judge_kind="model",
-                                            stage=None))
-    reveal = stage == "blind" and study.config.reveal and has_model_view
+        label_queue.release(ctx.db, study.id, sub.prompt_id, annotator)
+    reveal = (stage == "blind" and study.config.reveal
+              and judgments.has_current(ctx.db, study_id=study.id, prompt_id=sub.prompt_id, judge_kind="model"))
     return SubmitResult(judgment_ids=ids, reveal=reveal)
 
 
 def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
                checklist: list[ChecklistQuestion]) -> list[JudgmentIn]:
-    common = dict(study_id=study.id, prompt_id=sub.prompt_id, judge_kind="human", judge=annotator,
-                  shown_order=sub.shown_order, stage=sub.stage, source=source, duration_ms=sub.duration_ms)
+    common = {"study_id": study.id, "prompt_id": sub.prompt_id, "judge_kind": "human", "judge": annotator,
+              "shown_order": sub.shown_order, "stage": sub.stage, "source": source, "duration_ms": sub.duration_ms}
     key = sub.idempotency_key
     rows: list[JudgmentIn] = []
     if sub.best is not None:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import gradio as gr
 import pandas as pd
 
+from app.render import to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
 
@@ -100,7 +101,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         note = (f"Study **{study_name}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
         return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep), str(out),
-                agreement.render(rep, "md"))
+                to_safe_html(agreement.render(rep, "md")))  # names and ids in it come from imported data
 
     compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, full],
                   api_visibility="private")

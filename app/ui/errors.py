@@ -9,8 +9,10 @@ import gradio as gr
 
 from app.services.context import PermissionDenied, ServiceError
 from backend.engines.base import EngineError
+from storage.fileio import StorageWriteError
 
-USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied)
+# StorageWriteError: disk full or read-only storage, which the admin can fix; the operation changed nothing.
+USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied, StorageWriteError)
 
 
 def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

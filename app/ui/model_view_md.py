@@ -18,9 +18,10 @@ def render_view(view: CardView, positions: dict[int, int]) -> str:
     if view.picked_by:
         parts.append(f"**★ Picked by {', '.join(view.picked_by)}**")
     if view.badges:
-        parts.append(" ".join(
+        # One <p> line: an HTML block, so Gradio's Markdown does not turn ![..](..) in an error text into an image.
+        parts.append("<p>" + " ".join(
             f'<span class="badge{" badge-failed" if b.failed else ""}">{html.escape(b.name)}: '
-            f"{html.escape(b.text)}</span>" for b in view.badges))
+            f"{html.escape(' '.join(b.text.split()))}</span>" for b in view.badges) + "</p>")
     if view.checklist:
         rows = "\n".join(
             f"<li>{'✅' if c.answer == 'YES' else '❌'} {to_safe_html(c.question).removeprefix('<p>').removesuffix('</p>')}"

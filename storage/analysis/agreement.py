@@ -25,7 +25,13 @@ from storage.analysis._frames import (
     safe_div,
     zero_div,
 )
-from storage.analysis.consensus import RATING_COLS, VOTE_COLS, consensus, rating_consensus, vote_counts
+from storage.analysis.consensus import (
+    RATING_COLS,
+    VOTE_COLS,
+    consensus,
+    rating_consensus,
+    vote_counts,
+)
 
 # -- confusion-matrix metrics --------------------------------------------------------------------------------
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import polars as pl
 
-from storage.analysis._frames import PAIR_CLASSES, UNIT_KEYS, check_labels, check_unique, frame
+from storage.analysis._frames import (
+    PAIR_CLASSES,
+    UNIT_KEYS,
+    check_labels,
+    check_unique,
+    frame,
+)
 from storage.analysis.consensus import consensus
 
 TIE_LABELS = ("tie", "both_bad")
@@ -117,10 +123,12 @@ def combine_orders(order_votes: Any) -> pl.DataFrame:
     ).select(*keys, "label", "n_orders", "label_ab", "label_ba", "consistent")
 
 
-def order_variants(order_votes: Any, *, combined: bool = True) -> pl.DataFrame:
+def order_variants(order_votes: Any, *, combined: bool = True,
+                   orders_combined: pl.DataFrame | None = None) -> pl.DataFrame:
     """Votes for the per-order figures: each order as its own judge (``"<judge>#ab"``, ``"<judge>#ba"``) plus,
     with `combined`, the combined vote under the judge's own name. Feed it to `judge_vs_consensus`,
-    `mtbench_agreement` or `pairwise_kappa`.
+    `mtbench_agreement` or `pairwise_kappa`. `orders_combined`: ``combine_orders(order_votes)`` when the caller
+    has it already (used as given).
 
     >>> o = pl.DataFrame({"prompt_id": 1, "unit": ["4-9", "4-9"], "judge": "m", "shown": ["ab", "ba"],
     ...                   "label": ["first", "tie"]})
@@ -132,11 +140,12 @@ def order_variants(order_votes: Any, *, combined: bool = True) -> pl.DataFrame:
     per = o.select(*UNIT_KEYS, judge=pl.format("{}#{}", "judge", "shown"), label=pl.col("label"))
     if not combined:
         return per
-    return pl.concat([combine_orders(o).select(*UNIT_KEYS, "judge", "label"), per])
+    comb = combine_orders(o) if orders_combined is None else orders_combined
+    return pl.concat([comb.select(*UNIT_KEYS, "judge", "label"), per])
 
 
 def order_swap(order_votes: Any, human_votes: Any | None = None,
-               classes: Sequence[str] = PAIR_CLASSES) -> pl.DataFrame:
+               classes: Sequence[str] = PAIR_CLASSES, *, orders_combined: pl.DataFrame | None = None) -> pl.DataFrame:
     """Position-bias figures for every model judge, over the units it judged in BOTH orders.
 
     Per judge: ``n_units`` (judged in both orders); ``consistency`` = share of those units where both orders
@@ -148,6 +157,7 @@ def order_swap(order_votes: Any, human_votes: Any | None = None,
     (MT-Bench's "biased toward first / second"). Against the human consensus (all humans; units with a
     unique-mode consensus among those judged in both orders, ``n_scored``): ``acc_ab``, ``acc_ba`` (accuracy of
     each order alone), ``acc_order_mean`` (their mean) and ``acc_combined`` (the combined vote).
+    `orders_combined`: ``combine_orders(order_votes)`` when the caller has it already (used as given).
 
     >>> o = pl.DataFrame({"prompt_id": 1, "unit": ["4-9", "4-9", "5-6", "5-6"], "judge": "m",
     ...                   "shown": ["ab", "ba", "ab", "ba"], "label": ["first", "second", "first", "first"]})
@@ -156,8 +166,8 @@ def order_swap(order_votes: Any, human_votes: Any | None = None,
     >>> r["consistency"], r["first_position_rate"], r["both_first_rate"], r["acc_ab"], r["acc_ba"], r["acc_combined"]
     (0.5, 0.75, 0.5, 1.0, 0.5, 0.5)
     """
-    o = frame(order_votes, ORDER_COLS, "order votes")
-    comb = combine_orders(o).filter(pl.col("n_orders") == 2)
+    comb = (combine_orders(frame(order_votes, ORDER_COLS, "order votes")) if orders_combined is None
+            else orders_combined).filter(pl.col("n_orders") == 2)
     lab_ab, lab_ba = pl.col("label_ab"), pl.col("label_ba")
     # picks of the shown-first response: "first" when shown ab, "second" when shown ba
     ab_first, ba_first = lab_ab == "first", lab_ba == "second"

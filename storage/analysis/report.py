@@ -31,28 +31,41 @@ import html
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-from storage.analysis._frames import PAIR_CLASSES
+from storage.analysis._frames import PAIR_CLASSES, check_labels, check_unique
 from storage.analysis.agreement import (
     _from_confusion,
     fleiss_kappa,
     judge_vs_consensus,
-    krippendorff_alpha,
+    krippendorff_alpha_counts,
     mtbench_agreement,
     pairwise_kappa,
     rating_agreement,
 )
-from storage.analysis.bootstrap import bootstrap_ci, bootstrap_ci_from_sums
-from storage.analysis.calibration import auroc, calibration_report, ece
+from storage.analysis.bootstrap import BootstrapBatch, Pending
+from storage.analysis.calibration import (
+    auroc_weighted,
+    calibration_report,
+    ece_weighted,
+)
 from storage.analysis.checklist import YES_NO, checklist_agreement, criterion_validity
 from storage.analysis.consensus import consensus, rating_consensus, vote_counts
-from storage.analysis.pairwise import combine_orders, order_swap, order_variants, pairwise_votes
-from storage.analysis.scores import best_of_n_accuracy, rank_correlations, rank_correlations_per_prompt
+from storage.analysis.pairwise import (
+    combine_orders,
+    order_swap,
+    order_variants,
+    pairwise_votes,
+)
+from storage.analysis.scores import (
+    best_of_n_accuracy,
+    rank_correlations,
+    rank_correlations_per_prompt,
+)
 from storage.db import Database
 
 FORMAT = "critlab.agreement/1"
@@ -86,7 +99,7 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _figure(metric: str, judges: Sequence[str], value: Any, n: Any, ci: list[float] | None = None,
+def _figure(metric: str, judges: Sequence[str], value: Any, n: Any, ci: list[float] | _CI | None = None,
             **extra: Any) -> dict[str, Any]:
     return {"metric": metric, "judges": [str(j) for j in judges], "value": _num(value),
             "n": int(n or 0), "ci": ci, **extra}
@@ -99,8 +112,20 @@ def _unavailable(reason: str) -> dict[str, Any]:
 def _jsonable(x: Any) -> Any:
     """Plain JSON types: numpy scalars → Python, nan/inf → None, floats to 12 significant digits, tuples → lists,
     frames → records."""
+    t = type(x)  # exact types first: a report holds some 10⁵ values, nearly all of these
+    if t is str or x is None or t is bool or t is int:
+        return x
+    if t is float:
+        # 12 significant digits: sums in another order (polars group-bys) must not change the report's bytes
+        return float(f"{x:.12g}") if math.isfinite(x) else None
+    if t is dict:
+        return {k if type(k) is str else str(k): _jsonable(v) for k, v in x.items()}
+    if t is list:
+        return [_jsonable(v) for v in x]
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, _CI):
+        return _jsonable(x.pair())
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, pl.DataFrame):
@@ -113,33 +138,70 @@ def _jsonable(x: Any) -> Any:
         return int(x)
     if isinstance(x, (float, np.floating)):
         v = _num(x)
-        # 12 significant digits: sums in another order (polars group-bys) must not change the report's bytes
         return None if v is None else float(f"{v:.12g}")
     return x
 
 
-@dataclass(frozen=True)
-class _Boot:
-    """Bootstrap settings: prompts resampled `n` times (0 = no intervals) with numpy's default_rng(seed)."""
+class _CI:
+    """A figure's interval while the report is being built: every interval is computed at once by
+    `_Boot.run` (one set of draws per number of prompts, see `BootstrapBatch`) and becomes [low, high] or
+    null in `_jsonable`."""
 
-    n: int
-    seed: int
+    __slots__ = ("pending",)
 
-    def _pair(self, r: dict[str, Any]) -> list[float] | None:
+    def __init__(self, pending: Pending) -> None:
+        self.pending = pending
+
+    def pair(self) -> list[float] | None:
+        r = self.pending.result()
         lo, hi = _num(r["low"]), _num(r["high"])
         return None if lo is None or hi is None else [lo, hi]
 
-    def sums(self, per_prompt: pl.DataFrame, fn: Callable[[dict[str, np.ndarray]], np.ndarray]) -> list[float] | None:
-        """CI of a metric of per-prompt sums (`bootstrap_ci_from_sums`); `per_prompt` has prompt_id + numbers."""
-        if self.n <= 0 or per_prompt.height == 0:
-            return None
-        return self._pair(bootstrap_ci_from_sums(per_prompt, "prompt_id", fn, n=self.n, seed=self.seed, level=LEVEL))
 
-    def generic(self, df: pl.DataFrame, fn: Callable[[pl.DataFrame], float]) -> list[float] | None:
-        """CI of any metric of the rows (`bootstrap_ci`), for metrics that are not functions of sums."""
-        if self.n <= 0 or df.height == 0:
+class _Boot:
+    """Bootstrap settings: prompts resampled `n` times (0 = no intervals) with numpy's default_rng(seed).
+    Intervals are registered while the sections are built and computed together by `run`; `section` names
+    the section being built, so that an interval that fails to compute makes its section unavailable."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self.section = ""
+        self._batch = BootstrapBatch(n, seed, LEVEL) if n > 0 else None
+        self._pending: list[tuple[str, Pending]] = []
+
+    def _add(self, pending: Pending) -> _CI:
+        self._pending.append((self.section, pending))
+        return _CI(pending)
+
+    def sums(self, per_prompt: pl.DataFrame, fn: Callable[[dict[str, np.ndarray]], np.ndarray]) -> _CI | None:
+        """CI of a metric of per-prompt sums (`bootstrap_ci_from_sums`); `per_prompt` has prompt_id + numbers."""
+        if self._batch is None or per_prompt.height == 0:
             return None
-        return self._pair(bootstrap_ci(df, "prompt_id", fn, n=self.n, seed=self.seed, level=LEVEL))
+        return self._add(self._batch.sums(per_prompt, "prompt_id", fn))
+
+    def sums_many(self, per_prompt: pl.DataFrame,
+                  fns: Sequence[Callable[[dict[str, np.ndarray]], np.ndarray]]) -> list[_CI | None]:
+        """`sums` for several metrics of the same per-prompt statistics."""
+        if self._batch is None or per_prompt.height == 0:
+            return [None] * len(fns)
+        return [self._add(p) for p in self._batch.sums_many(per_prompt, "prompt_id", fns)]
+
+    def weighted(self, prompt_ids: pl.Series, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> _CI | None:
+        """CI of a metric of rows given as weights per resample (`BootstrapBatch.weighted`), for metrics that
+        are not functions of per-prompt sums (AUROC, ECE)."""
+        if self._batch is None or prompt_ids.len() == 0:
+            return None
+        return self._add(self._batch.weighted(prompt_ids, fn))
+
+    def run(self) -> dict[str, str]:
+        """Compute every registered interval; returns {section: error} for sections whose intervals failed."""
+        if self._batch is not None:
+            self._batch.run()
+        failed: dict[str, str] = {}
+        for section, pending in self._pending:
+            if pending.error is not None and section not in failed:
+                failed[section] = f"{type(pending.error).__name__}: {pending.error}"
+        return failed
 
 
 def _ratio(num: str, den: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -166,15 +228,15 @@ def _cm_metric(k: int, metric: str) -> Callable[[dict[str, np.ndarray]], np.ndar
     return fn
 
 
-def _cm_cis(boot: _Boot, pp: pl.DataFrame, k: int, metrics: Sequence[str]) -> dict[str, list[float] | None]:
-    return {m: boot.sums(pp, _cm_metric(k, m)) for m in metrics}
+def _cm_cis(boot: _Boot, pp: pl.DataFrame, k: int, metrics: Sequence[str]) -> dict[str, _CI | None]:
+    return dict(zip(metrics, boot.sums_many(pp, [_cm_metric(k, m) for m in metrics])))
 
 
-def _coincidence_per_prompt(votes: pl.DataFrame, domain: Sequence[Any]) -> pl.DataFrame:
-    """Krippendorff's coincidence matrix summed per prompt (columns o<i>_<j>): α of any resample is a function
-    of these sums (units with fewer than two values drop out, as in `krippendorff_alpha_counts`)."""
-    units, _, counts = vote_counts(votes.select(VOTE), domain)
-    k = len(domain)
+def _coincidence_per_prompt(units: pl.DataFrame, counts: np.ndarray) -> pl.DataFrame:
+    """Krippendorff's coincidence matrix summed per prompt (columns o<i>_<j>) from `vote_counts`' units and
+    count matrix: α of any resample is a function of these sums (units with fewer than two values drop out, as
+    in `krippendorff_alpha_counts`)."""
+    k = counts.shape[1]
     c = counts.astype(np.float64)
     m = c.sum(axis=1)
     keep = m >= 2
@@ -215,26 +277,48 @@ def _alpha_from_sums(domain: Sequence[Any], level: str) -> Callable[[dict[str, n
     return fn
 
 
-def _alpha(votes: pl.DataFrame, level: str, domain: Sequence[Any], judges: list[str], boot: _Boot,
-           value_col: str = "label") -> dict[str, Any]:
-    """Krippendorff's α figure (library value, bootstrap CI over coincidence sums)."""
+AlphaLevel = Literal["nominal", "ordinal", "interval"]
+
+
+def _alphas(votes: pl.DataFrame, levels: Sequence[AlphaLevel], domain: Sequence[Any], judges: list[str],
+            boot: _Boot, value_col: str = "label") -> dict[str, dict[str, Any]]:
+    """Krippendorff's α figure per level: the value of `krippendorff_alpha_counts` on the count matrix that
+    `krippendorff_alpha` builds (checked and counted once for every level), bootstrap CI over coincidence sums."""
     v = votes.select("prompt_id", "unit", "judge", label=pl.col(value_col))
-    pairable = v.group_by("prompt_id", "unit").len().filter(pl.col("len") >= 2).height
+    check_unique(v, ("prompt_id", "unit", "judge"), "votes", "a judge may vote once per unit")
+    check_labels(v, "label", domain, "votes")
+    units, _, counts = vote_counts(v, domain)
+    pairable = int((counts.sum(axis=1) >= 2).sum())
     if pairable == 0 or len(domain) < 2:
-        return _figure(f"krippendorff_alpha_{level}", judges, None, 0, None,
-                       note="no unit with values from two or more judges" if pairable == 0 else "a single value")
-    value = krippendorff_alpha(votes, level, value_col=value_col, value_domain=list(domain))
-    ci = boot.sums(_coincidence_per_prompt(v, domain), _alpha_from_sums(domain, level))
-    return _figure(f"krippendorff_alpha_{level}", judges, value, pairable, ci, n_units_pairable=pairable)
+        note = "no unit with values from two or more judges" if pairable == 0 else "a single value"
+        return {level: _figure(f"krippendorff_alpha_{level}", judges, None, 0, None, note=note) for level in levels}
+    cis = boot.sums_many(_coincidence_per_prompt(units, counts), [_alpha_from_sums(domain, lv) for lv in levels])
+    out = {}
+    for level, ci in zip(levels, cis):
+        value = krippendorff_alpha_counts(counts, np.asarray(domain, dtype=np.float64) if level == "interval"
+                                          else None, level)
+        out[level] = _figure(f"krippendorff_alpha_{level}", judges, value, pairable, ci, n_units_pairable=pairable)
+    return out
 
 
 # -- loading -------------------------------------------------------------------------------------------------
 
-_COLUMNS = """j.id, j.prompt_id, p.external_id, p.position, j.judge_kind, j.judge, j.method, j.variant, j.target_key,
-       j.response_id, j.response_b_id, j.checklist_item_id, j.shown_order, j.value, j.label, j.prob, j.stage,
-       j.status, j.created_at"""
-_CURRENT = f"""SELECT {_COLUMNS} FROM judgment j JOIN prompt p ON p.id = j.prompt_id
+_COLUMNS = """j.id, j.prompt_id, j.judge_kind, j.judge, j.method, j.variant, j.target_key, j.response_id,
+       j.response_b_id, j.checklist_item_id, j.shown_order, j.value, j.label, j.prob, j.stage, j.status,
+       j.created_at"""
+# Current rows on existing prompts (external ids and positions come with `prompts`, joined where shown).
+_CURRENT = f"""SELECT {_COLUMNS} FROM judgment j SEMI JOIN prompt p ON p.id = j.prompt_id
 WHERE j.study_id = $study AND j.superseded_at IS NULL"""
+_MODEL_OK = " AND j.judge_kind = 'model' AND j.status = 'ok'"
+# One row per (judge, method, target): the blind one, else the latest. Ranked on the key columns alone, then
+# fetched whole: sorting every column inside the window costs three times as much. The model frame needs
+# neither the target key nor the shown order.
+_MODEL = _CURRENT.replace("j.target_key, ", "").replace("j.shown_order, ", "") + _MODEL_OK + """ AND j.id IN (
+    SELECT j.id FROM judgment j SEMI JOIN prompt p ON p.id = j.prompt_id
+    WHERE j.study_id = $study AND j.superseded_at IS NULL""" + _MODEL_OK + """
+    QUALIFY row_number() OVER (PARTITION BY j.judge, j.method, j.target_key
+                               ORDER BY (j.stage = 'blind') DESC, j.created_at DESC, j.id DESC) = 1)
+ORDER BY j.created_at, j.id"""
 
 
 @dataclass
@@ -249,6 +333,7 @@ class _Data:
     items: pl.DataFrame  # item_id, question, prompt_id
     counts: dict[str, Any]
     mapping: dict[str, dict[str, str] | None]
+    cache: dict[str, Any] = field(default_factory=dict)  # frames several sections derive alike
 
 
 def _sql(db: Database, query: str, params: dict[str, Any]) -> pl.DataFrame:
@@ -269,10 +354,7 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
     p = {"study": study_id}
     human_all = _sql(db, _CURRENT + " AND j.judge_kind = 'human' ORDER BY j.created_at, j.id", p)
     human = human_all.filter(pl.col("stage") == stage)
-    model = _sql(db, _CURRENT + """ AND j.judge_kind = 'model' AND j.status = 'ok'
-        QUALIFY row_number() OVER (PARTITION BY j.judge, j.method, j.target_key
-                                   ORDER BY (j.stage = 'blind') DESC, j.created_at DESC, j.id DESC) = 1
-        ORDER BY j.created_at, j.id""", p)
+    model = _sql(db, _MODEL, p)
     humans = set(human_all["judge"].unique().to_list())
     clash = sorted(set(model["judge"].unique().to_list()) & humans)
     if clash:  # a model id equal to an annotator's name: keep them apart in every frame
@@ -332,6 +414,19 @@ def _mapped(d: _Data, key: str, values: Sequence[str]) -> list[str]:
 
 def _pairwise_frames(d: _Data) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """(human votes with created_at, model order votes or None) in unit order."""
+    if "pairwise" not in d.cache:
+        d.cache["pairwise"] = _make_pairwise_frames(d)
+    return d.cache["pairwise"]
+
+
+def _combined_orders(d: _Data, orders: pl.DataFrame) -> pl.DataFrame:
+    """`combine_orders` of the model order votes, once per report."""
+    if "combined" not in d.cache:
+        d.cache["combined"] = combine_orders(orders)
+    return d.cache["combined"]
+
+
+def _make_pairwise_frames(d: _Data) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     ok = pl.col("response_id").is_not_null() & pl.col("response_b_id").is_not_null() & pl.col("label").is_not_null()
     hp = d.human.filter((pl.col("method") == "pairwise") & ok)
     human = (pairwise_votes(hp.select("prompt_id", "judge", "response_id", "response_b_id", "label", "created_at"))
@@ -434,10 +529,11 @@ def _fleiss(votes: pl.DataFrame, overlap: int, classes: Sequence[str], boot: _Bo
                    n_units_below=r["n_units_below"], n_units_truncated=r["n_units_truncated"])
 
 
-def _order_swap_rows(orders: pl.DataFrame, human_votes: pl.DataFrame, boot: _Boot) -> list[dict[str, Any]]:
-    table = order_swap(orders, human_votes.select(VOTE))
+def _order_swap_rows(orders: pl.DataFrame, combined: pl.DataFrame, human_votes: pl.DataFrame,
+                     boot: _Boot) -> list[dict[str, Any]]:
+    table = order_swap(orders, human_votes.select(VOTE), orders_combined=combined)
     full = consensus(human_votes.select(VOTE)).select("prompt_id", "unit", "consensus")
-    comb = combine_orders(orders).filter(pl.col("n_orders") == 2).join(full, on=["prompt_id", "unit"], how="left")
+    comb = combined.filter(pl.col("n_orders") == 2).join(full, on=["prompt_id", "unit"], how="left")
     scored = pl.col("consensus").is_not_null()
     per = comb.group_by("judge", "prompt_id").agg(
         units=pl.len().cast(pl.Int64), consistent=pl.col("consistent").sum().cast(pl.Int64),
@@ -452,26 +548,24 @@ def _order_swap_rows(orders: pl.DataFrame, human_votes: pl.DataFrame, boot: _Boo
         m = r["judge"]
         pp = per.filter(pl.col("judge") == m).drop("judge")
         vs = [m, CONSENSUS]
-
-        def ci(fn: Callable[[dict[str, np.ndarray]], np.ndarray], pp: pl.DataFrame = pp) -> list[float] | None:
-            return boot.sums(pp, fn)
+        consistency, first, hit_ab, hit_ba, hit_mean, hit_c = boot.sums_many(pp, [
+            _ratio("consistent", "units"), _ratio("first", "decisive"), _ratio("hit_ab", "scored"),
+            _ratio("hit_ba", "scored"), lambda t: (t["hit_ab"] + t["hit_ba"]) / (2 * t["scored"]),
+            _ratio("hit_c", "scored")])
         out.append({
             "judge": m, "n_units": r["n_units"], "n_scored": r["n_scored"],
-            "consistency": _figure("order_consistency", [m, m], r["consistency"], r["n_units"],
-                                   ci(_ratio("consistent", "units")), orders=["ab", "ba"]),
+            "consistency": _figure("order_consistency", [m, m], r["consistency"], r["n_units"], consistency,
+                                   orders=["ab", "ba"]),
             "first_position_rate": _figure("first_position_rate", [m, m], r["first_position_rate"], r["n_decisive"],
-                                           ci(_ratio("first", "decisive"))),
+                                           first),
             "tie_rate": _figure("tie_rate", [m, m], r["tie_rate"], 2 * r["n_units"]),
             "both_first_rate": _figure("both_first_rate", [m, m], r["both_first_rate"], r["n_units"]),
             "both_second_rate": _figure("both_second_rate", [m, m], r["both_second_rate"], r["n_units"]),
-            "accuracy_ab": _figure("accuracy", vs, r["acc_ab"], r["n_scored"], ci(_ratio("hit_ab", "scored")),
-                                   order="ab"),
-            "accuracy_ba": _figure("accuracy", vs, r["acc_ba"], r["n_scored"], ci(_ratio("hit_ba", "scored")),
-                                   order="ba"),
-            "accuracy_order_mean": _figure("accuracy_order_mean", vs, r["acc_order_mean"], r["n_scored"],
-                                           ci(lambda t: (t["hit_ab"] + t["hit_ba"]) / (2 * t["scored"]))),
-            "accuracy_combined": _figure("accuracy", vs, r["acc_combined"], r["n_scored"],
-                                         ci(_ratio("hit_c", "scored")), order="combined")})
+            "accuracy_ab": _figure("accuracy", vs, r["acc_ab"], r["n_scored"], hit_ab, order="ab"),
+            "accuracy_ba": _figure("accuracy", vs, r["acc_ba"], r["n_scored"], hit_ba, order="ba"),
+            "accuracy_order_mean": _figure("accuracy_order_mean", vs, r["acc_order_mean"], r["n_scored"], hit_mean),
+            "accuracy_combined": _figure("accuracy", vs, r["acc_combined"], r["n_scored"], hit_c,
+                                         order="combined")})
     return out
 
 
@@ -481,7 +575,8 @@ def _pairwise(d: _Data, boot: _Boot) -> dict[str, Any]:
         return _unavailable("no human pairwise votes")
     humans = sorted(human_votes["judge"].unique().to_list())
     models = sorted(orders["judge"].unique().to_list()) if orders is not None else []
-    variants = order_variants(orders) if orders is not None else None
+    comb_orders = _combined_orders(d, orders) if orders is not None else None
+    variants = order_variants(orders, orders_combined=comb_orders) if orders is not None else None
     combined = variants.filter(pl.col("judge").is_in(models)) if variants is not None else None
     names: dict[str, dict[str, Any]] = {h: {"judge": h, "order": None} for h in humans}
     for m in models:
@@ -500,10 +595,14 @@ def _pairwise(d: _Data, boot: _Boot) -> dict[str, Any]:
     if len(humans) >= 2:
         agreement.append(_mtbench_row(all_votes, humans, humans, [HUMANS, HUMANS], boot, order=None))
     present = set(all_votes["judge"].unique().to_list())
+    # a model against the humans counts only units the humans judged: the rest need not be passed on
+    near = all_votes.join(human_votes.select("prompt_id", "unit").unique(), on=["prompt_id", "unit"], how="semi")
+    near_judges = set(near["judge"].unique().to_list())
     for m in models:
         for name, order in ((m, "combined"), (f"{m}#ab", "ab"), (f"{m}#ba", "ba")):
             if name in present:
-                agreement.append(_mtbench_row(all_votes, [name], humans, [m, HUMANS], boot, order=order))
+                agreement.append(_mtbench_row(near if name in near_judges else all_votes, [name], humans,
+                                              [m, HUMANS], boot, order=order))
     for a, b in itertools.combinations(models, 2):
         agreement.append(_mtbench_row(all_votes, [a], [b], [a, b], boot, order="combined"))
 
@@ -518,8 +617,9 @@ def _pairwise(d: _Data, boot: _Boot) -> dict[str, Any]:
         "vs_consensus": vs,
         "kappa_matrix": {"judges": humans + models, "pairs": _kappa_matrix(kappa_votes, PAIR_CLASSES, boot)},
         "fleiss_kappa": _fleiss(human_votes, overlap, PAIR_CLASSES, boot, source),
-        "krippendorff_alpha": _alpha(human_votes, "nominal", PAIR_CLASSES, [HUMANS, HUMANS], boot),
-        "order_swap": _order_swap_rows(orders, human_votes, boot) if orders is not None else [],
+        "krippendorff_alpha": _alphas(human_votes, ["nominal"], PAIR_CLASSES, [HUMANS, HUMANS], boot)["nominal"],
+        "order_swap": (_order_swap_rows(orders, comb_orders, human_votes, boot)
+                       if orders is not None and comb_orders is not None else []),
     }
 
 
@@ -539,9 +639,7 @@ def _ratings(d: _Data, boot: _Boot) -> dict[str, Any]:
     humans = sorted(ratings["judge"].unique().to_list())
     domain = sorted(ratings["value"].unique().to_list())
     per_unit = ratings.group_by("prompt_id", "unit").len()
-    alpha: dict[str, Any] = {}
-    for level in ("interval", "ordinal", "nominal"):
-        alpha[level] = _alpha(ratings, level, domain, [HUMANS, HUMANS], boot, value_col="value")
+    alpha = _alphas(ratings, ("interval", "ordinal", "nominal"), domain, [HUMANS, HUMANS], boot, value_col="value")
     rows = []
     if len(humans) >= 2:
         ra = rating_agreement(ratings)
@@ -562,8 +660,9 @@ def _ratings(d: _Data, boot: _Boot) -> dict[str, Any]:
 
 
 def _rank_figures(frame: pl.DataFrame, judges: list[str], boot: _Boot, **extra: Any) -> dict[str, Any]:
-    rc = rank_correlations(frame)
-    per = rank_correlations_per_prompt(frame).filter(~pl.col("constant")).select(
+    per_prompt = rank_correlations_per_prompt(frame)
+    rc = rank_correlations(frame, per_prompt=per_prompt)
+    per = per_prompt.filter(~pl.col("constant")).select(
         "prompt_id", rho="spearman", tau="kendall", one=pl.lit(1, dtype=pl.Int64))
     return {
         "n_prompts": rc["n_prompts"], "n_prompts_skipped": rc["n_prompts_skipped"], "n_pooled": rc["n_pooled"],
@@ -771,23 +870,26 @@ def _calibration(d: _Data, boot: _Boot) -> dict[str, Any]:
         rep = calibration_report(f)
         judges = [judge, CONSENSUS]
         both = 0 < int(f["label"].sum()) < f.height
+        prob, lab = f["prob"].to_numpy(), f["label"].to_numpy()
 
-        def auc_fn(x: pl.DataFrame) -> float:
-            y = x["label"]
-            return auroc(x["prob"], y) if 0 < int(y.sum()) < x.height else float("nan")
+        def auc_fn(counts: np.ndarray, prompt: np.ndarray, prob: np.ndarray = prob,
+                   lab: np.ndarray = lab) -> np.ndarray:
+            return auroc_weighted(prob, lab, counts, prompt)
 
-        def ece_fn(x: pl.DataFrame) -> float:
-            return ece(x["prob"], x["label"]) if x.height >= 10 else float("nan")
+        def ece_fn(counts: np.ndarray, prompt: np.ndarray, prob: np.ndarray = prob,
+                   lab: np.ndarray = lab) -> np.ndarray:
+            return ece_weighted(prob, lab, counts, prompt)
         sq = f.select("prompt_id", se=(pl.col("prob") - pl.col("label")) ** 2, one=pl.lit(1, dtype=pl.Int64)).group_by(
             "prompt_id").agg(pl.col("se").sum(), pl.col("one").sum())
         extra = {"method": method}
         rows.append({
             "judge": judge, "method": method, "available": True, "n": rep["n"], "n_out_of_range": bad,
             "base_rate": _figure("base_rate", [CONSENSUS, CONSENSUS], rep["base_rate"], rep["n"], **extra),
-            "auroc": _figure("auroc", judges, rep["auroc"], rep["n"], boot.generic(f, auc_fn) if both else None,
-                             **extra),
+            "auroc": _figure("auroc", judges, rep["auroc"], rep["n"],
+                             boot.weighted(f["prompt_id"], auc_fn) if both else None, **extra),
             "brier": _figure("brier", judges, rep["brier"], rep["n"], boot.sums(sq, _ratio("se", "one")), **extra),
-            "ece": _figure("ece", judges, rep["ece"], rep["n"], boot.generic(f, ece_fn) if rep["n"] >= 10 else None,
+            "ece": _figure("ece", judges, rep["ece"], rep["n"],
+                           boot.weighted(f["prompt_id"], ece_fn) if rep["n"] >= 10 else None,
                            bins=10, binning="equal-count", **extra),
             "rms_ce": _figure("rms_calibration_error", judges, rep["rms_ce"], rep["n"], **extra),
             "accuracy_above_half": _figure("accuracy_above_half", judges, rep["accuracy_above_half"],
@@ -979,7 +1081,7 @@ def _all_votes(d: _Data) -> tuple[pl.DataFrame, list[str], list[str]]:
         parts.append(human_votes.select("prompt_id", unit=pl.format("pair:{}", "unit"), judge="judge",
                                         label="label", kind=pl.lit("human")))
     if orders is not None:
-        parts.append(combine_orders(orders).select("prompt_id", unit=pl.format("pair:{}", "unit"),
+        parts.append(_combined_orders(d, orders).select("prompt_id", unit=pl.format("pair:{}", "unit"),
                                                    judge=pl.col("judge") + " · pairwise", label="label",
                                                    kind=pl.lit("model")))
     best = d.human.filter((pl.col("method") == "best_of_n") & pl.col("response_id").is_not_null())
@@ -1026,8 +1128,12 @@ def _disagreements(d: _Data) -> dict[str, Any]:
     v = votes.select(VOTE)
     out["human_human"] = (ranked(mtbench_agreement(v, humans, humans, by_prompt=True), [HUMANS, HUMANS])
                           if len(humans) >= 2 else [])
-    out["human_model"] = (ranked(mtbench_agreement(v, models, humans, by_prompt=True), ["models", HUMANS])
-                          if models else [])
+    # models against humans count only units the humans judged: the rest need not be passed on
+    near = v.join(votes.filter(pl.col("kind") == "human").select("prompt_id", "unit").unique(),
+                  on=["prompt_id", "unit"], how="semi")
+    near_models = [m for m in models if m in set(near["judge"].unique().to_list())]
+    out["human_model"] = (ranked(mtbench_agreement(near, near_models, humans, by_prompt=True), ["models", HUMANS])
+                          if near_models else [])
     return out
 
 
@@ -1143,14 +1249,13 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
                                                           "metrics", "score_column")}}
                     for m, info in sorted(d.mapping.items()) if m not in METHOD_OF],
     }
-    rep["pairwise"] = _section(_pairwise, d, boot)
-    rep["ratings"] = _section(_ratings, d, boot)
-    rep["scores"] = _section(_scores, d, boot)
-    rep["best_of_n"] = _section(_best_of_n, d, boot)
-    rep["calibration"] = _section(_calibration, d, boot)
-    rep["checklist"] = _section(_checklist, d, boot)
-    rep["reveal"] = _section(_reveal, d, boot)
+    for key, fn in (("pairwise", _pairwise), ("ratings", _ratings), ("scores", _scores), ("best_of_n", _best_of_n),
+                    ("calibration", _calibration), ("checklist", _checklist), ("reveal", _reveal)):
+        boot.section = key
+        rep[key] = _section(fn, d, boot)
     rep["disagreements"] = _section(_disagreements, d)
+    for key, error in boot.run().items():
+        rep[key] = _unavailable(f"could not compute: {error}")
     rep["headline"] = _section(_headline, d, rep)
     order = ["format", "study", "bootstrap", "counts", "methods", "headline", "pairwise", "ratings", "scores",
              "best_of_n", "calibration", "checklist", "reveal", "disagreements"]

@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from storage.analysis._frames import as_float_array, average_ranks, check_unique, frame, safe_div
+from storage.analysis._frames import (
+    as_float_array,
+    average_ranks,
+    check_unique,
+    frame,
+    safe_div,
+)
 
 # Above this many cells the pooled Kendall τ-b counts pairs block by block instead of through a table of
 # distinct (x, y) values.
@@ -118,15 +124,16 @@ def rank_correlations_per_prompt(scores: Any, *, x: str = "score", y: str = "hum
     ).select(prompt_col, "n", "constant", "spearman", "kendall")
 
 
-def rank_correlations(scores: Any, *, x: str = "score", y: str = "human",
-                      prompt_col: str = "prompt_id") -> dict[str, float | int]:
+def rank_correlations(scores: Any, *, x: str = "score", y: str = "human", prompt_col: str = "prompt_id",
+                      per_prompt: pl.DataFrame | None = None) -> dict[str, float | int]:
     """A model score `x` against a human score `y` (e.g. the consensus rating) per response.
 
     Per prompt (a model is usually asked which of a prompt's responses is better): Spearman ρ and Kendall
     τ-b within each prompt, then averaged over prompts (``spearman_mean``, ``kendall_mean``, over
     ``n_prompts``); prompts with fewer than two responses or a constant score on either side are skipped and
     counted (``n_prompts_skipped``). Pooled: ρ and τ-b over all responses at once (``spearman_pooled``,
-    ``kendall_pooled``, ``n_pooled``).
+    ``kendall_pooled``, ``n_pooled``). `per_prompt`: ``rank_correlations_per_prompt`` of the same arguments when
+    the caller has it already (used as given).
 
     >>> s = pl.DataFrame({"prompt_id": [1, 1, 1, 2, 2], "score": [0.1, 0.5, 0.9, 0.3, 0.4],
     ...                   "human": [1, 3, 2, 5, 5]})
@@ -134,7 +141,8 @@ def rank_correlations(scores: Any, *, x: str = "score", y: str = "human",
     >>> r["spearman_mean"], r["n_prompts"], r["n_prompts_skipped"], r["n_pooled"]
     (0.5, 1, 1, 5)
     """
-    per = rank_correlations_per_prompt(scores, x=x, y=y, prompt_col=prompt_col)
+    per = (rank_correlations_per_prompt(scores, x=x, y=y, prompt_col=prompt_col) if per_prompt is None
+           else per_prompt)
     used = per.filter(~pl.col("constant"))
     df = frame(scores, (prompt_col, x, y), "scores")
     xs, ys = df[x].cast(pl.Float64).to_numpy(), df[y].cast(pl.Float64).to_numpy()

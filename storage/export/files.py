@@ -1,6 +1,7 @@
 """File plumbing shared by every export: atomic writes, content hashes, annotator pseudonyms.
 
-Moved here from storage/export_dpo.py (which re-exports these names for older imports).
+Moved here from storage/export_dpo.py (which re-exports these names for older imports); the atomic-file
+primitives live in storage.fileio (shared with the importers) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import hmac
 import os
 import secrets
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from storage.db import Database
+from storage.fileio import atomic_file, sha256_file
+from storage.fileio import fsync_dir as _fsync_dir
+from storage.fileio import umask as _umask  # noqa: F401 (storage.export_dpo re-exports it)
 
 SALT_KEY = "pseudonym_salt"
 
@@ -50,34 +52,6 @@ def pseudonymizer(db: Database) -> Callable[[str], str]:
 
 
 # -- atomic files ----------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@contextmanager
-def atomic_file(out: Path) -> Iterator[tuple[Path, BinaryIO]]:
-    """A temp file beside `out` (binary, open) that replaces `out` when the block ends without error;
-    on error it is removed, so readers never see a half-written file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield tmp, f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an export is an ordinary file
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(out.parent)
-
-
 def atomic_write_text(out: Path, text: str) -> None:
     with atomic_file(out) as (_, f):
         f.write(text.encode("utf-8"))
@@ -112,27 +86,3 @@ def _atomic_write(out: Path, rows: list[dict[str, Any]], fmt: str) -> str:
 
             pq.write_table(pa.Table.from_pylist(rows, schema=DPO_SCHEMA), f)
     return sha256_file(out)
-
-
-def _umask() -> int:
-    # Read, not set: os.umask() would briefly change it for every thread.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,18 +1,26 @@
 """Streaming row writers: JSONL or Parquet, written in batches to a temp file beside the target and renamed
-at the end (readers never see half a file), so an export of any size holds one batch in memory."""
+at the end (readers never see half a file), so an export of any size holds one batch in memory.
+
+critlab writes no CSV: exports are JSONL or Parquet (plus the Markdown card and the agreement report's
+Markdown/HTML), so no output can turn a cell such as `=HYPERLINK(...)` into a spreadsheet formula. A CSV
+writer added here must prefix cells starting with = + - @ tab or CR with `'` (OWASP "CSV injection");
+tests/test_bad_files.py fails when a CSV writer appears."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.export.files import _fsync_dir, _umask, replace_dir, sha256_file
+from storage.export.files import replace_dir
+from storage.fileio import fsync_dir, sha256_file, temp_beside, umask, write_error
 
 FORMATS = (".jsonl", ".parquet")
 BATCH_ROWS = 1000
@@ -26,14 +34,15 @@ def check_format(out: Path) -> str:
 
 
 class RowWriter:
-    """`write(row)` … `commit()` → sha256 of the file; `abort()` removes the temp file."""
+    """`write(row)` … `commit()` → sha256 of the file; `abort()` removes the temp file.
+
+    Disk full, a file size limit or read-only storage raise `storage.fileio.StorageWriteError` naming `out`,
+    with the temp file already removed (the caller's `abort()` is then harmless)."""
 
     def __init__(self, out: Path, schema: pa.Schema, batch_rows: int = BATCH_ROWS):
         self.out, self.schema, self.fmt = out, schema, check_format(out)
         self.batch_rows = batch_rows
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        self.tmp = Path(name)
+        fd, self.tmp = temp_beside(out)
         self._file = os.fdopen(fd, "wb")
         self._pq = pq.ParquetWriter(self._file, schema, compression="zstd") if self.fmt == ".parquet" else None
         self._batch: list[dict[str, Any]] = []
@@ -43,7 +52,20 @@ class RowWriter:
         self._batch.append(row)
         self.rows += 1
         if len(self._batch) >= self.batch_rows:
-            self._flush()
+            with self._failing_storage():
+                self._flush()
+
+    @contextlib.contextmanager
+    def _failing_storage(self) -> Iterator[None]:
+        """A full disk mid-export: drop the temp file and say so once, not as a bare `[Errno 28]`."""
+        try:
+            yield
+        except OSError as e:
+            problem = write_error(e, self.out)
+            if problem is None:
+                raise
+            self.abort()
+            raise problem from e
 
     def _flush(self) -> None:
         if not self._batch:
@@ -56,28 +78,29 @@ class RowWriter:
 
     def commit(self) -> str:
         try:
-            self._flush()
-            if self._pq is not None:
-                self._pq.close()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.chmod(self.tmp, 0o666 & ~_umask())
-            os.replace(self.tmp, self.out)
+            with self._failing_storage():
+                self._flush()
+                if self._pq is not None:
+                    self._pq.close()
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                os.chmod(self.tmp, 0o666 & ~umask())
+                os.replace(self.tmp, self.out)
         except BaseException:
             self.abort()
             raise
-        _fsync_dir(self.out.parent)
+        fsync_dir(self.out.parent)
         return sha256_file(self.out)
 
     def abort(self) -> None:
-        try:
-            if self._pq is not None:
+        # Closing flushes what is buffered, which fails again on a full disk; the file is deleted anyway.
+        if self._pq is not None:
+            with contextlib.suppress(Exception):
                 self._pq.close()
-        except Exception:
-            pass
         if not self._file.closed:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 

@@ -1,0 +1,74 @@
+"""JSON labelling API: the Label tab's two steps (next item, submit) for scripts and other front ends.
+
+The routes call the same service functions as the Label tab, so queueing, reservation, validation and
+idempotency behave identically whichever way a label arrives. See docs/api.md.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the Depends() inside Annotated[...] from the
+# live annotation, and a string one could not see the closures it names.
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import ConfigDict, Field
+
+from app.services import labelling
+from app.services.context import AppContext
+from storage.judgments import IdempotencyConflict
+from storage.models import Annotator, Stage
+
+LABEL_ROLES = ("admin", "annotator")
+
+
+class JudgmentsBody(labelling.Answers):
+    """A submit: the answers, the order the responses were shown in, and the client's idempotency key.
+
+    The study comes from the path. Unknown fields are refused so a misspelt answer is not silently lost.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_id: int
+    shown_order: list[int]
+    stage: Stage = "blind"
+    idempotency_key: str = Field(min_length=8, max_length=100)
+    duration_ms: int | None = Field(None, ge=0)
+
+
+def label_router(ctx: AppContext, current_user: Callable[..., Annotator],
+                 check_json_post: Callable[[Request], None], *, machine_user: str) -> APIRouter:
+    """The routes, bound to the server's context, session check and CSRF rule.
+
+    `machine_user` is the name the admin bearer token maps to: a script holding that token is not a
+    person, and a human judgment under its name would pollute every agreement figure.
+    """
+    router = APIRouter(prefix="/api/studies/{study}")
+
+    def labeller(user: Annotated[Annotator, Depends(current_user)]) -> Annotator:
+        if user.role not in LABEL_ROLES or user.name == machine_user:
+            raise HTTPException(403, "log in as an annotator to label")
+        return user
+
+    def same_origin_json(request: Request) -> None:
+        check_json_post(request)
+
+    @router.get("/next")
+    def next_item(study: str, user: Annotated[Annotator, Depends(labeller)], after: int | None = None
+                  ) -> dict[str, Any]:
+        """The caller's next item, reserved for them (asking again returns the same item until it is
+        submitted or skipped); `item` is null when nothing is left for them."""
+        item = labelling.next_item(ctx, user.name, study, after=after)
+        if item is None:
+            return {"item": None}
+        return {"item": item.model_dump(mode="json")}
+
+    # Declared in this order so the CSRF check runs before anything reads the body.
+    @router.post("/judgments", dependencies=[Depends(same_origin_json)])
+    def submit(study: str, body: JudgmentsBody, user: Annotated[Annotator, Depends(labeller)]) -> dict[str, Any]:
+        sub = labelling.LabelSubmission(study=study, **body.model_dump())
+        try:
+            result = labelling.submit(ctx, user.name, sub, source="api")
+        except IdempotencyConflict as e:
+            raise HTTPException(409, str(e)) from None
+        return result.model_dump(mode="json")
+
+    return router
