@@ -23,10 +23,7 @@ import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from tests.server_process import start_serve, stop  # noqa: E402 - after the path set-up above
 
 STUDY = "bench"
 PASSWORD = "bench-pass-123"
@@ -112,30 +111,6 @@ def add_annotators(db_path: Path, names: list[str]) -> None:
     with Database(db_path) as db:
         for name in names:
             annotators.add_annotator(db, name, "annotator", PASSWORD)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(db_path: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--db", str(db_path), "--port", str(port)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start:\n{log.read_text()[-3000:]}")
 
 
 class Annotator(threading.Thread):
@@ -231,7 +206,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
     print(f"load average before start: {loadavg()}", flush=True)
-    proc, url = start_server(run_db, work / "server.log")
+    proc, url = start_serve(run_db, work / "server.log", timeout=120)
     try:
         start = threading.Barrier(args.annotators)
         deadline = [float("inf")]
@@ -249,11 +224,7 @@ def main() -> None:
         server_cpu = cpu_seconds(proc.pid) - cpu0
         print(f"load average after the run: {loadavg()}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=60)
     errors = [f"{t.name_}: {t.error}" for t in threads if t.error]
     nxt = [v for t in threads for v in t.next_ms[args.warmup:]]
     sub = [v for t in threads for v in t.submit_ms[args.warmup:]]

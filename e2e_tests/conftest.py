@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.server_process import start_serve, stop
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12", "cy": "cy-pass-1234"}
@@ -29,12 +28,6 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def critlab(*args: str, db: Path, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,32 +53,12 @@ class Server:
         return c
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc, timeout=20)
 
 
 def start_server(db: Path, log: Path) -> Server:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--db", str(db), "--port", str(port)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return Server(url, db, proc, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"server did not start:\n{log.read_text()}")
+    proc, url = start_serve(db, log, timeout=60)
+    return Server(url, db, proc, log)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +86,19 @@ def wait_idle(page) -> None:  # noqa: ANN001
     """Wait until no Gradio event is pending."""
     page.wait_for_function(
         "[...document.querySelectorAll('[data-testid=status-tracker]')].every(e => e.classList.contains('hide'))")
+
+
+def gradio_call(client: httpx.Client, url: str, button_id: str, data: list,
+                session: str = "attacker-session") -> str:
+    """Call the event bound to a (possibly hidden) Gradio button through the raw queue API, as a script
+    could without the UI; returns the raw event stream."""
+    config = client.get(f"{url}/ui/config").json()
+    comp = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == button_id)
+    fn_index = next(i for i, d in enumerate(config["dependencies"])
+                    if any(t[0] == comp for t in d["targets"]) and d.get("backend_fn"))
+    r = client.post(f"{url}/ui/gradio_api/queue/join",
+                    json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
+                          "trigger_id": comp})
+    assert r.status_code == 200, r.text
+    with client.stream("GET", f"{url}/ui/gradio_api/queue/data", params={"session_hash": session}) as s:
+        return "".join(s.iter_text())

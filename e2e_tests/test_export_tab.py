@@ -9,11 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server
+from e2e_tests.conftest import (
+    PASSWORDS,
+    Server,
+    critlab,
+    gradio_call,
+    login,
+    start_server,
+)
 from storage import annotators
 from storage.db import Database
 
@@ -168,21 +174,6 @@ def test_admin_previews_exports_and_downloads(page: Page, export_server: Server,
     assert not [u for u in requests if u.startswith("http://127.0.0.1:9/")]
 
 
-def _gradio_call(client: httpx.Client, url: str, button_id: str, data: list) -> str:
-    """Call the event bound to a Gradio button through the raw queue API (what a hidden tab cannot stop)."""
-    config = client.get(f"{url}/ui/config").json()
-    comp = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == button_id)
-    fn_index = next(i for i, d in enumerate(config["dependencies"])
-                    if any(t[0] == comp for t in d["targets"]) and d.get("backend_fn"))
-    session = "annotator-export-session"
-    r = client.post(f"{url}/ui/gradio_api/queue/join",
-                    json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
-                          "trigger_id": comp})
-    assert r.status_code == 200, r.text
-    with client.stream("GET", f"{url}/ui/gradio_api/queue/data", params={"session_hash": session}) as s:
-        return "".join(s.iter_text())
-
-
 def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server: Server) -> None:
     login(page, export_server.url, "ann")
     expect(page.locator("#whoami")).to_contain_text("ann", timeout=30_000)
@@ -195,14 +186,14 @@ def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server
     form = [STUDY, "dpo", "conversational", "human", "auto", ["sampled"], 1, 0.0, 0.0, "", False, False, False]
     # With the study's name, Gradio itself refuses first: the annotator's session never had the study
     # among the dropdown's choices (they are filled per session, for admins only).
-    stream = _gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
+    stream = gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
     assert '"success":false' in stream and "written to" not in stream, stream
     # With no study the call reaches the handler, whose role check comes before anything else (an admin
     # would be told to choose a study).
     form[0] = None
-    stream = _gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
+    stream = gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
     assert "admins only" in stream, stream
-    stream = _gradio_call(ann, export_server.url, "export-preview", form)
+    stream = gradio_call(ann, export_server.url, "export-preview", form)
     assert "admins only" in stream, stream
     after = sorted(p.name for p in exports.iterdir()) if exports.exists() else []
     assert after == before

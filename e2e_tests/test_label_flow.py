@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import Server, critlab, login, wait_idle
+from e2e_tests.conftest import Server, critlab, gradio_call, login, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -117,30 +117,15 @@ def test_cli_export_goes_through_the_running_server(page: Page, server: Server, 
         assert row["meta"]["annotator"] != "ann"
 
 
-def _gradio_call(client: httpx.Client, url: str, button_id: str, data: list) -> str:
-    """Call the event bound to a (possibly hidden) Gradio button through the raw queue API."""
-    config = client.get(f"{url}/ui/config").json()
-    comp = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == button_id)
-    fn_index = next(i for i, d in enumerate(config["dependencies"])
-                    if any(t[0] == comp for t in d["targets"]) and d.get("backend_fn"))
-    session = "attacker-session"
-    r = client.post(f"{url}/ui/gradio_api/queue/join",
-                    json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
-                          "trigger_id": comp})
-    assert r.status_code == 200, r.text
-    with client.stream("GET", f"{url}/ui/gradio_api/queue/data", params={"session_hash": session}) as s:
-        return "".join(s.iter_text())
-
-
 def test_annotator_cannot_reach_admin_actions(page: Page, server: Server) -> None:
     ann = server.login("ann")
     assert ann.post("/api/admin/op/list_studies", json={}).status_code == 403
     assert ann.post("/api/admin/op/add_annotator", json={"name": "mallory", "role": "admin"}).status_code == 403
     assert ann.get("/api/jobs/1").status_code == 403
     assert ann.get("/api/studies/e2e/judgments", params={"judge": "bob"}).status_code == 403
-    stream = _gradio_call(ann, server.url, "create-study-btn", ["hacked", "", ""])
+    stream = gradio_call(ann, server.url, "create-study-btn", ["hacked", "", ""])
     assert "admins only" in stream
-    stream = _gradio_call(ann, server.url, "ann-add", ["mallory", "admin"])
+    stream = gradio_call(ann, server.url, "ann-add", ["mallory", "admin"])
     assert "admins only" in stream
     admin = server.login("admin")
     names = [s["name"] for s in admin.post("/api/admin/op/list_studies", json={}).json()["studies"]]

@@ -8,11 +8,8 @@ annotator's HTTP client) is shared with tests/test_concurrent_writers.py and tes
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,10 +23,10 @@ import pytest
 from storage import annotators, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn, StudyConfig
+from tests.server_process import free_port, start_serve, stop
 
 PASSWORD = "label-pass-123"
 STUDY = "crash"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- harness (also used by tests/test_concurrent_writers.py) ---------------------------------------
@@ -48,12 +45,6 @@ def build_label_db(path: Path, *, n_prompts: int, names: list[str], n_responses:
             annotators.add_annotator(db, name, "annotator", PASSWORD)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class LabelServer:
     """`critlab serve` in a subprocess; restarts reuse the port so clients keep their base URL."""
@@ -68,23 +59,7 @@ class LabelServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--db", str(self.db), "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        # Poll with a bounded number of tries, not a wall-clock budget, so a slow machine only waits longer.
-        for _ in range(int(timeout / 0.2)):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            threading.Event().wait(0.2)
-        self.kill()
-        raise AssertionError(f"server did not start:\n{self.log.read_text()[-4000:]}")
+        self.proc, _ = start_serve(self.db, self.log, port=self.port, timeout=timeout)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -92,12 +67,8 @@ class LabelServer:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc:
+            stop(self.proc)
 
 
 class LabelClient:

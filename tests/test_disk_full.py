@@ -15,14 +15,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,11 +36,11 @@ from storage.export_dpo import pseudonym_salt
 from storage.fileio import DatabaseWriteError, StorageWriteError
 from storage.studies import get_study
 from tests.builders import label, make_prompt, make_responses, make_run
+from tests.server_process import ENV, start_serve, stop
 from tests.test_bad_files import dump_all
 
 LIMIT = 256 * 1024  # RLIMIT_FSIZE for the child: above every small write, below every big one
 ADMIN = ("admin", "admin-pass-1")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def noise(seed: str, chars: int) -> str:
@@ -222,38 +219,14 @@ def test_failed_database_write_rolls_back(big_db: Path, setting: str, cause: str
 
 
 # -- the server under RLIMIT_FSIZE ---------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def server(db: Path, log: Path, limit: int) -> Iterator[str]:
-    port = free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--db", str(db), "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=ENV,
-                                preexec_fn=file_size_limit(limit))  # noqa: PLW1509 (the test starts no threads)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(db, log, env=ENV, preexec_fn=file_size_limit(limit))
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"server exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"server did not start:\n{log.read_text()}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
         yield url
         assert proc.poll() is None, f"server died:\n{log.read_text()}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_server_survives_failed_writes_under_the_size_limit(big_db: Path, tmp_path: Path) -> None:

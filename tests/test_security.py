@@ -15,10 +15,6 @@ import base64
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -42,6 +38,7 @@ from storage import annotators, judgments, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn
 from tests.scripted_engine import ScriptedEngine
+from tests.server_process import free_port, start_serve, stop
 
 # A marker that appears in every piece of stored data (study, prompts, responses, names, comments): a
 # response that contains it leaked data.
@@ -99,18 +96,12 @@ class Live:
         self.thread.join(timeout=30)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(db: Database) -> Live:
     clock = Clock()
     # Jobs started through the UI (generate, score) run on a scripted engine: no model, nothing remote.
     ctx = AppContext(db=db, engine_factory=lambda cfg: ScriptedEngine())
     app = create_app(ctx, sessions=Sessions(b"s" * 32, clock=clock))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True, name=f"critlab-test-{port}")
@@ -731,25 +722,6 @@ def test_sql_payloads_through_the_cli_are_harmless(tmp_path: Path) -> None:
 
 
 # -- the SGLang API key stays secret ----------------------------------------------------------------
-def _start_cli_server(db_path: Path, log: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--db", str(db_path), "--port", str(port),
-                             *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"the server did not start:\n{log.read_text()}")
-
-
 def _wait_job(client: httpx.Client, job_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -771,7 +743,7 @@ def test_sglang_api_key_is_never_logged_stored_or_shown(tmp_path: Path) -> None:
         seed(db)
     env = {**os.environ, "CRITLAB_SGLANG_API_KEY": key, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     log = tmp_path / "server.log"
-    proc, url = _start_cli_server(db_path, log, env, "--engine", "sglang", "--sglang-url", good)
+    proc, url = start_serve(db_path, log, "--engine", "sglang", "--sglang-url", good, env=env)
     seen: list[str] = []
     try:
         admin = httpx.Client(base_url=url, timeout=60)
@@ -799,8 +771,7 @@ def test_sglang_api_key_is_never_logged_stored_or_shown(tmp_path: Path) -> None:
         admin.close()
         ann.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)
         stop_good()
         stop_bad()
     with Database(db_path) as db:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from backend.engines.base import Sample, SampleParams
+from backend.engines.base import SampleParams
 from backend.engines.sglang import SGLangEngine
+from tests.streaming import drain
 
 URL = os.environ.get("CRITLAB_SGLANG_URL")
 
@@ -63,18 +64,9 @@ def test_sampling(engine: SGLangEngine) -> None:
         assert [[s.text for s in r] for r in again] == [[s.text for s in r] for r in out]
 
 
-def _drain(stream: Generator[str, None, Sample]) -> tuple[list[str], Sample]:
-    pieces = []
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as done:
-            return pieces, done.value
-
-
 def test_streaming(engine: SGLangEngine) -> None:
     params = SampleParams(temperature=0.0, max_tokens=24, seed=1)
-    pieces, final = _drain(engine.stream(CHAT, params))
+    pieces, final = drain(engine.stream(CHAT, params))
     assert pieces and all(pieces) and "".join(pieces).strip()
     assert final.text == "".join(pieces) and final.finish_reason in ("stop", "length")
     assert final.prompt_tokens == engine.count_tokens(CHAT)

@@ -15,6 +15,7 @@ import pandas as pd
 from app.render import to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
+from app.ui.tables import NO_COPY
 
 HEADLINE_COLUMNS = ["model", "method", "compared with", "metric", "value", "95% CI", "n", "κ vs consensus",
                     "human ceiling", "baseline"]
@@ -76,12 +77,13 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                            elem_id="agr-boot")
     compute = gr.Button("Compute", variant="primary", elem_id="agr-compute")
     status = gr.Markdown(elem_id="agr-status")
-    headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, elem_id="agr-headline", wrap=True)
+    headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-headline",
+                            wrap=True)
     plot = gr.LinePlot(x="confidence", y="accuracy", color="series", x_lim=[0, 1], y_lim=[0, 1],
                        title="Calibration (reliability diagram, 10 equal-count bins)", elem_id="agr-plot")
     gr.Markdown("#### Most disagreed items")
     disagreed = gr.Dataframe(headers=["prompt", "between", "disagreement rate", "vote pairs"], interactive=False,
-                             elem_id="agr-disagreed")
+                             buttons=NO_COPY, elem_id="agr-disagreed")
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")

@@ -19,6 +19,7 @@ import gradio as gr
 from app.services import exports
 from app.services.context import AppContext, ServiceError
 from app.ui.errors import USER_ERRORS, shown_errors
+from app.ui.tables import NO_COPY
 from storage import studies
 
 CELL_CHARS = 400
@@ -154,7 +155,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         export_btn = gr.Button("Export", variant="primary", elem_id="export-write")
     counts = gr.Markdown(elem_id="export-counts")
     table = gr.Dataframe(headers=PREVIEW_HEADERS, datatype=["str"] * len(PREVIEW_HEADERS), interactive=False,
-                         wrap=True, elem_id="export-preview-table")
+                         buttons=NO_COPY, wrap=True, elem_id="export-preview-table")
     status = gr.Markdown(elem_id="export-status")
     download = gr.File(label="Download", interactive=False, elem_id="export-download")
 

@@ -264,7 +264,8 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
             return f"⚠️ {md_literal(str(e))}"
         if result.already_added:
             return f"Already added to **{md_literal(result.study)}** as prompt `{result.prompt_external_id}`."
-        return (f"Added to **{md_literal(result.study)}** as prompt `{result.prompt_external_id}`: {result.responses} responses, "
+        return (f"Added to **{md_literal(result.study)}** as prompt `{result.prompt_external_id}`: "
+                f"{result.responses} responses, "
                 f"{result.model_judgments} model judgments, {result.labels} labels (stored as not blind). "
                 "It is now in the study's Label queue.")
 
@@ -285,7 +286,8 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
 
     for k, c in enumerate(cards, start=1):
         c.pick.click(None, None, best, js=f"() => '{k}'")
-        c.regenerate.click(restart([k]), [state, study], tab.outputs(), api_visibility="private")  # type: ignore[union-attr]
+        assert c.regenerate is not None
+        c.regenerate.click(restart([k]), [state, study], tab.outputs(), api_visibility="private")
     compare.change(lambda on: [gr.Slider(visible=on), gr.Slider(visible=on)], [compare], [temperature_b, top_p_b],
                    api_visibility="private")
     study.input(on_study, [study], [pick], api_visibility="private")

@@ -122,7 +122,7 @@ class _Http:
         msg = _server_message(resp)
         hint = ""
         if resp.status_code == 401:
-            hint = f" Check the API key (--sglang-api-key or ${API_KEY_ENV})."
+            hint = f" Check the API key (${API_KEY_ENV})."
         elif resp.status_code == 429:
             hint = " The server (or router) is over its request limit; lower the concurrency or try later."
         tried = f" (after {attempts} attempts)" if attempts > 1 else ""
