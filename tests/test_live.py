@@ -245,3 +245,18 @@ def test_live_on_the_sglang_standin(db: Database, stream_error_after: int | None
     finally:
         eng.close()
         stop()
+
+
+def test_prioritised_engine_passes_the_priority_where_the_engine_queues() -> None:
+    from backend.engines.prioritised import Prioritised
+
+    class Queued(ScriptedEngine):
+        def count_tokens(self, chat: list, *, priority: int = 10) -> int:
+            self.calls.append(("count_tokens", priority))
+            return 1
+
+    q, plain = Queued(), ScriptedEngine()
+    Prioritised(q, 0).count_tokens(QUESTION)
+    assert q.calls == [("count_tokens", 0)]
+    assert Prioritised(plain, 0).count_tokens(QUESTION) == plain.count_tokens(QUESTION)  # no priority: plain call
+    assert Prioritised(plain, 0).info() == plain.info()

@@ -129,9 +129,9 @@ class LlamaCppEngine:
         """Teacher-forced logprobs of `text` (tokenized as plain text) as the assistant's reply."""
         return self._worker.submit(lambda: self._score_one(chat, text, top_logprobs), priority).result()
 
-    def count_tokens(self, chat: Chat) -> int:
+    def count_tokens(self, chat: Chat, *, priority: int = DEFAULT_PRIORITY) -> int:
         """Prompt tokens of `chat` rendered with the generation prompt (for context-budget checks)."""
-        return len(self._worker.submit(lambda: self._prompt(chat), DEFAULT_PRIORITY).result())
+        return len(self._worker.submit(lambda: self._prompt(chat), priority).result())
 
     def close(self) -> None:
         with self._lock:

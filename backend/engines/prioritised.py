@@ -12,7 +12,7 @@ from typing import Any
 
 from backend.engines.base import Engine
 
-_CALLS = ("sample", "stream", "next_token_probs", "score_response")
+_CALLS = ("sample", "stream", "next_token_probs", "score_response", "count_tokens")
 
 
 def _takes_priority(fn: Any) -> bool:
