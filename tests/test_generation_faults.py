@@ -206,6 +206,34 @@ def test_persistent_fault_fails_the_job_keeps_the_rest_and_a_rerun_fills_the_gap
     assert _stored(ctx.db) == {f"q{i}": N for i in range(PROMPTS)}
 
 
+def test_a_prompt_the_server_always_refuses_does_not_block_the_others(
+        server: Server, make_ctx: Callable[..., AppContext]) -> None:
+    """One request at a time, so the prompts after the refused one start only after it failed: they are
+    still sampled (the job names the refused prompt), and every rerun tries only that one."""
+    ctx = make_ctx(server.url, concurrency=1)
+    _study(ctx.db)
+    ctx.engine()
+    server.configure(fault_match="Say 1", fail_times=999, fail_status=500)
+    for _ in range(2):
+        job = _generate(ctx)
+        assert job.status == "failed" and job.error.startswith("prompt 'q1': "), job.error
+        assert _stored(ctx.db) == {f"q{i}": N for i in range(PROMPTS) if i != 1}
+
+
+def test_a_refusing_server_stops_the_job_after_a_few_prompts(
+        server: Server, make_ctx: Callable[..., AppContext]) -> None:
+    ctx = make_ctx(server.url, concurrency=1)
+    s = make_study(ctx.db, "s")
+    for i in range(10):
+        make_prompt(ctx.db, s.id, f"q{i}", f"Say {i}")
+    ctx.engine()
+    server.configure(fault_match=None, fail_times=9999, fail_status=500)
+    job = _generate(ctx)
+    assert job.status == "failed" and "(and 2 more failed prompts)" in job.error, job.error
+    attempted = {b["sampling_params"][0]["sampling_seed"] for b in server.generate_bodies()}
+    assert len(attempted) == generation.STOP_AFTER  # not all ten: it stopped starting new prompts
+
+
 def test_server_dying_mid_job(make_ctx: Callable[..., AppContext]) -> None:
     """The stand-in answers the first /generate request, holds the others, and is stopped meanwhile. The job
     keeps the answered prompt and fails saying it cannot reach the server; the server comes back at the

@@ -5,6 +5,8 @@ and stored judgments in range."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -58,3 +60,34 @@ def test_generated_checklist_sends_json_schema_as_a_string(ctx: AppContext, stan
     # the stand-in writes no meaningful JSON: the run still ends with a stored (possibly failed) verdict
     assert ctx.db.fetchval("SELECT count(*) FROM judgment WHERE method = 'checklist'") == 2
     assert ctx.db.fetchval("SELECT count(*) FROM method_run WHERE method = 'checklist'") == 1
+
+
+def test_scoring_keeps_the_servers_concurrency_busy_and_stores_the_same(tmp_path: Path) -> None:
+    """Prompts are scored as many at once as the engine takes requests; the stored verdicts are those
+    of a one-at-a-time run (each prompt's reads are deterministic)."""
+    from tests.standin_sglang import start_standin
+
+    url, stop = start_standin(delay=0.1)
+    try:
+        results = []
+        for concurrency, path in ((1, tmp_path / "one.duckdb"), (4, tmp_path / "four.duckdb")):
+            with Database(path) as d:
+                engine = SGLangEngine(url, concurrency=concurrency, vocab_size=256)
+                ctx = AppContext(db=d, default_engine=EngineConfig(engine="sglang", sglang_url=url),
+                                 engine_factory=lambda cfg, e=engine: e)
+                s = make_study(d, "s")
+                for i in range(8):
+                    make_responses(d, make_prompt(d, s.id, f"q{i}", f"Is {i} even?"), ["yes", "no"])
+                httpx.post(f"{url}/_standin/reset")
+                job = scoring.start_scoring(ctx, "s", "p_true", background=False)
+                assert job.status == "done" and job.done == 8, job.error
+                results.append((httpx.get(f"{url}/_standin/stats").json(),
+                                d.fetchall("SELECT p.external_id, r.text, j.prob FROM judgment j JOIN prompt p "
+                                           "ON p.id = j.prompt_id JOIN response r ON r.id = j.response_id "
+                                           "ORDER BY 1, 2")))
+                engine.close()
+        (one_stats, one_rows), (four_stats, four_rows) = results
+        assert one_stats["max_inflight"] == 1 and four_stats["max_inflight"] > 1, (one_stats, four_stats)
+        assert one_rows == four_rows and len(one_rows) == 16
+    finally:
+        stop()

@@ -84,12 +84,17 @@ def start_generation(ctx: AppContext, study_name: str, settings: SamplingSetting
     return job_rows.get_job(ctx.db, job.id)
 
 
+STOP_AFTER = 3  # failed prompts in a row that stop a generation job from starting more
+
+
 def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> None:
     """Fill the run's missing samples. Prompts are sampled as many at a time as the engine serves in
     parallel (`concurrency`, SGLang; one at a time otherwise), and each prompt's samples are stored as soon
-    as they exist, in this thread (the database has one writer). The first failed prompt stops new ones
-    from starting; those already in flight are still stored when they finish. So a failure or a crash
-    loses at most the prompts in flight, and a rerun samples exactly what is missing."""
+    as they exist, in this thread (the database has one writer). A prompt that fails (after the engine's
+    own retries) is skipped and named in the job's error, so one prompt the server always refuses (too
+    long, say) cannot block the rest on every rerun; `STOP_AFTER` failures in a row (a dead or refusing
+    server) stop new prompts from starting, and those already in flight are still stored. So a failure or
+    a crash loses at most the prompts in flight, and a rerun samples exactly what is missing."""
     job = job_rows.get_job(ctx.db, job_id)
     run = GenerationRun(**ctx.db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [job.run_id]))
     missing = response_rows.missing_samples(ctx.db, run.id, run.study_id, run.n)
@@ -100,6 +105,7 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
     job_rows.update_job(ctx.db, job_id, status="running", done=done,
                         message=f"sampling {len(missing)} responses for {len(by_prompt)} prompts")
     failures: list[str] = []
+    in_a_row = 0  # failures since the last prompt that succeeded
     cancelled = False
     try:
         engine = ctx.engine(engine_cfg)
@@ -115,7 +121,7 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
         with ThreadPoolExecutor(width, thread_name_prefix=f"generate-{job_id}") as pool:
             while True:
                 cancelled = cancelled or ctx.cancelled(job_id)
-                while len(pending) < width and not failures and not cancelled:
+                while len(pending) < width and in_a_row < STOP_AFTER and not cancelled:
                     nxt = next(todo, None)
                     if nxt is None:
                         break
@@ -132,11 +138,14 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
                         samples = future.result()
                     except EngineError as e:
                         failures.append(f"prompt {prompt.external_id!r}: {e}")
+                        in_a_row += 1
                         continue
                     except Exception as e:  # a bug: the other prompts' samples are still worth keeping
                         log.exception("sampling prompt %s failed", prompt.external_id)
                         failures.append(f"prompt {prompt.external_id!r}: {type(e).__name__}: {e}")
+                        in_a_row += 1
                         continue
+                    in_a_row = 0
                     response_rows.insert_responses(ctx.db, [
                         ResponseIn(prompt_id=prompt.id, run_id=run.id, sample_index=i, origin="sampled",
                                    text=s.text, engine=info.engine, model_id=info.model_id, seed=seed,
@@ -147,7 +156,7 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
                         for i, seed, s in zip(indices, seeds, samples)])
                     done += len(indices)
                     job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")
-                if failures and pending:
+                if in_a_row >= STOP_AFTER and pending:
                     job_rows.update_job(ctx.db, job_id, done=done,
                                         message=f"stopping after a failure; {len(pending)} prompts still in flight")
     except (EngineError, ServiceError) as e:

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.labelling import label_run
 from backend.engines.base import Engine, EngineError, EngineInfo
-from backend.methods.base import ChecklistItemInput, Method, MethodInput, MethodResult, ResponseInput, method_seed
+from backend.methods.base import (
+    ChecklistItemInput,
+    Method,
+    MethodInput,
+    MethodResult,
+    ResponseInput,
+    method_seed,
+)
 from backend.methods.registry import get_method, parse_method_list
-from storage import checklists, jobs as job_rows, judgments, method_runs, prompts, responses, studies
-from storage.models import Job, JudgmentIn, MAX_RESPONSES, Response, ResponseIn, Study
+from storage import checklists, judgments, method_runs, prompts, responses, studies
+from storage import jobs as job_rows
+from storage.models import MAX_RESPONSES, Job, JudgmentIn, Response, ResponseIn, Study
 
 
 def _response_input(r: Response) -> ResponseInput:
@@ -133,26 +142,78 @@ def start_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | str 
 
 def run_scoring(ctx: AppContext, job_id: int, study: Study, prompt_ids: list[int], ids: list[str],
                 engine_cfg: EngineConfig) -> None:
-    done = written = 0
-    total = len(prompt_ids) * len(ids)
+    progress = _Progress(ctx, job_id, len(prompt_ids) * len(ids))
     job_rows.update_job(ctx.db, job_id, status="running", message=f"scoring with {', '.join(ids)}")
     try:
         engine = ctx.engine(engine_cfg)
         info = engine.info()
         # Method by method, so a study's cheap signals are all there before the slow ones start.
         for method_id in ids:
-            method = get_method(method_id)
-            for prompt_id in prompt_ids:
-                if ctx.cancelled(job_id):
-                    job_rows.update_job(ctx.db, job_id, status="cancelled", done=done)
-                    return
-                written += score_prompt(ctx, study, prompt_id, method, engine, info) or 0
-                done += 1
-                job_rows.update_job(ctx.db, job_id, done=done,
-                                    message=f"{method_id}: {done} / {total} (prompt, method) runs, {written} judgments")
+            if not _score_method(ctx, job_id, study, prompt_ids, get_method(method_id), engine, info, progress):
+                job_rows.update_job(ctx.db, job_id, status="cancelled", done=progress.done)
+                return
     except (EngineError, ServiceError) as e:
-        job_rows.update_job(ctx.db, job_id, status="failed", done=done,
-                            error=f"{e} ({done} of {total} runs are stored; run again to finish)")
+        job_rows.update_job(ctx.db, job_id, status="failed", done=progress.done,
+                            error=f"{e} ({progress.done} of {progress.total} runs are stored; run again to finish)")
         return
-    job_rows.update_job(ctx.db, job_id, status="done", done=done,
-                        message=f"{done} / {total} (prompt, method) runs, {written} new judgments")
+    job_rows.update_job(ctx.db, job_id, status="done", done=progress.done,
+                        message=f"{progress.done} / {progress.total} (prompt, method) runs, "
+                                f"{progress.written} new judgments")
+
+
+class _Progress:
+    def __init__(self, ctx: AppContext, job_id: int, total: int) -> None:
+        self.ctx, self.job_id, self.total, self.done, self.written = ctx, job_id, total, 0, 0
+
+    def step(self, method_id: str, written: int) -> None:
+        self.done += 1
+        self.written += written
+        job_rows.update_job(self.ctx.db, self.job_id, done=self.done,
+                            message=f"{method_id}: {self.done} / {self.total} (prompt, method) runs, "
+                                    f"{self.written} judgments")
+
+
+def _timed_run(method: Method, inp: MethodInput, engine: Engine) -> tuple[MethodResult, int]:
+    t0 = time.perf_counter()
+    result = method.run(inp, engine)
+    return result, int((time.perf_counter() - t0) * 1000)
+
+
+def _score_method(ctx: AppContext, job_id: int, study: Study, prompt_ids: list[int], method: Method, engine: Engine,
+                  info: EngineInfo, progress: _Progress) -> bool:
+    """Run one method over the prompts, as many at once as the engine takes requests (an SGLang server's
+    concurrency; one on the embedded engine, whose work queue is serial anyway). Inputs are read and
+    results stored in this thread: the database has one writer. The first failure stops new prompts;
+    those in flight are still stored. Returns False when the job was cancelled."""
+    width = max(1, int(getattr(engine, "concurrency", 1) or 1))
+    todo = iter(prompt_ids)
+    pending: dict[Future[tuple[MethodResult, int]], MethodInput] = {}
+    failure: EngineError | ServiceError | None = None
+    cancelled = False
+    with ThreadPoolExecutor(width, thread_name_prefix=f"score-{job_id}") as pool:
+        while True:
+            cancelled = cancelled or ctx.cancelled(job_id)
+            while len(pending) < width and failure is None and not cancelled:
+                prompt_id = next(todo, None)
+                if prompt_id is None:
+                    break
+                inp = method_input(ctx, study, prompt_id, method, info)
+                if not inp.responses or method_runs.is_done(ctx.db, prompt_id, method.id, method.version,
+                                                            info.model_id, _responses_key(method, inp)):
+                    progress.step(method.id, 0)
+                    continue
+                pending[pool.submit(_timed_run, method, inp, engine)] = inp
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                inp = pending.pop(future)
+                try:
+                    result, ms = future.result()
+                except (EngineError, ServiceError) as e:
+                    failure = failure or e
+                    continue
+                progress.step(method.id, store_result(ctx, study, inp, method, info, result, ms))
+    if failure is not None:
+        raise failure
+    return not cancelled
