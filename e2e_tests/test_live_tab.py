@@ -40,6 +40,10 @@ def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: S
     study.click()
     page.get_by_role("option", name="live").click()
     wait_idle(page)
+    pick = page.locator("#live-pick input")
+    pick.click()
+    page.get_by_role("option", name="seed").click()  # a study prompt fills the prompt box
+    expect(page.locator("#live-prompt textarea")).to_have_value("A prompt that has no responses yet.")
     page.locator("#live-prompt textarea").fill(QUESTION)
     page.locator("#live-n input[type=range]").fill("2")
     page.locator("#live-max-tokens input").fill("32")

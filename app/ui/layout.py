@@ -75,11 +75,13 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
             header = f"Signed in as **{user}** ({role_of(user)}) · [Log out](/logout)"
             live_studies = live.granted_studies(ctx, user)
+            live_first = first if first in live_studies else None
             admin_updates = ([studies_tab.overview_rows(ctx), studies_tab.annotator_rows(ctx)] if is_admin
                              else [gr.skip(), gr.skip()])
             return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
                     gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
-                    gr.Dropdown(choices=live_studies, value=first if first in live_studies else None),
+                    gr.Dropdown(choices=live_studies, value=live_first),
+                    gr.Dropdown(choices=live.study_prompts(ctx, user, live_first) if live_first else [], value=None),
                     gr.Dropdown(choices=names, value=first),
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
                     *label.load(first, request)]
@@ -88,7 +90,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
         demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
-                                  lv.study, label.study, *st.study_choices, st.overview,
+                                  lv.study, lv.pick, label.study, *st.study_choices, st.overview,
                                   ann_table, *label.outputs()], api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

@@ -221,7 +221,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
                 raise ValueError(f"{int(n_)} samples x {len(settings)} settings is more than {MAX_RESPONSES} cards")
             req = live.LiveRequest(messages=[{"role": "user", "content": text.strip()}], n=int(n_), settings=settings,
                                    methods=methods_ or [], study=study_name or None,
-                                   source_prompt=picked if picked and study_name else None)
+                                   source_prompt=_source(user, study_name, picked, text))
             session = sessions.start(user, req)
             q = set(live.questions(ctx, study_name or None))
         except ValidationError as e:
@@ -231,6 +231,12 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
             yield message(str(e))
             return
         yield from follow(user, session, q)
+
+    def _source(user: str, study_name: str | None, picked: str | None, text: str) -> str | None:
+        """The picked study prompt, recorded with the added prompt only when its text was not edited."""
+        if not (picked and study_name):
+            return None
+        return picked if live.prompt_text(ctx, user, study_name, picked).strip() == text.strip() else None
 
     def restart(slots: list[int] | None) -> Callable[..., Iterator[list[Any]]]:
         def run(session_id: str | None, study_name: str | None, request: gr.Request) -> Iterator[list[Any]]:
