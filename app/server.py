@@ -9,14 +9,15 @@ from __future__ import annotations
 import contextlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
+import anyio.to_thread
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import lockfile
 from app.api_label import label_router
@@ -30,6 +31,9 @@ from storage.models import Annotator
 from storage.studies import NotFoundError
 
 CLI_USER = "cli-admin"
+# Where the session gate leaves the user it checked, so the route's dependency does not look them up again
+# (each lookup is a database round trip). Set only by the gate, for this one request.
+USER_SCOPE_KEY = "critlab.user"
 
 
 class ServerState:
@@ -61,6 +65,46 @@ def _check_json_post(request: Request) -> None:
         raise HTTPException(403, "cross-site request refused")
 
 
+class SessionGate:
+    """Deny by default: every non-public path needs a live session (or the admin token) before any route
+    runs. Gradio leaves some of its routes open (cancel, heartbeat, openapi.json ...), and a route added
+    later must not be reachable without a session by forgetting a check.
+
+    A plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task and stream wrappers per request);
+    for the JSON routes the user lookup runs in a worker thread, not on the event loop.
+    """
+
+    def __init__(self, app: ASGIApp, *, state: ServerState, gradio_user: Callable[[Request], str | None]) -> None:
+        self.app, self.state, self.gradio_user = app, state, gradio_user
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # as before (BaseHTTPMiddleware passed these through)
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        path = request.url.path
+        if is_public(path):
+            await self.app(scope, receive, send)
+            return
+        if path == "/ui" or path.startswith("/ui/"):
+            # Inline, in arrival order: checked in worker threads, Gradio's queue requests (join, data
+            # stream, heartbeat) could overtake each other, and a submit then ran twice in the browser
+            # (e2e_tests/test_three_annotators.py caught it).
+            allowed = self.gradio_user(request) is not None
+        else:
+            user = await anyio.to_thread.run_sync(self.state.user_from_request, request)
+            allowed = user is not None
+            scope[USER_SCOPE_KEY] = user
+        if not allowed:
+            if request.method == "GET" and path in ("/ui", "/ui/"):  # a person: send them to the login page
+                response: Response = RedirectResponse("/login", status_code=303)
+            else:
+                response = JSONResponse({"error": "log in first"}, status_code=401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
                url: str | None = None, on_start: Callable[[], None] | None = None) -> FastAPI:
     """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
@@ -85,16 +129,26 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     api = FastAPI(title="critlab", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     api.state.critlab = state
 
-    def current_user(request: Request) -> Annotator:
-        user = state.user_from_request(request)
+    # Async, with no I/O: a sync dependency costs a worker-thread round trip per request.
+    async def current_user(request: Request) -> Annotator:
+        # The gate looked this request's user up moments ago (a route behind the gate never sees None
+        # there: the gate answered 401 itself); anything else is looked up now.
+        user = request.scope.get(USER_SCOPE_KEY)
+        if user is None:
+            user = await anyio.to_thread.run_sync(state.user_from_request, request)
         if user is None:
             raise HTTPException(401, "log in first")
         return user
 
-    def admin_user(user: Annotator = Depends(current_user)) -> Annotator:
+    # Dependency markers as values (not calls in the signatures), so each route names its check plainly.
+    needs_user = Depends(current_user)
+
+    async def admin_user(user: Annotator = needs_user) -> Annotator:
         if user.role != "admin":
             raise HTTPException(403, "admins only")
         return user
+
+    needs_admin = Depends(admin_user)
 
     @api.exception_handler(ServiceError)
     @api.exception_handler(NotFoundError)
@@ -135,7 +189,8 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         client = request.client.host if request.client else "?"
         if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
             return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
-        user = annotators.authenticate(ctx.db, name, password)
+        # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
+        user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
         if user is None:
             state.limiter.failed(f"name:{name}", f"ip:{client}")
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
@@ -158,12 +213,12 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         return resp
 
     @api.get("/api/me")
-    def me(user: Annotator = Depends(current_user)) -> dict[str, Any]:
+    def me(user: Annotator = needs_user) -> dict[str, Any]:
         return user.model_dump()
 
     @api.get("/api/studies/{study}/judgments")
     def study_judgments(study: str, judge: str | None = None, include_superseded: bool = False,
-                        user: Annotator = Depends(current_user)) -> dict[str, Any]:
+                        user: Annotator = needs_user) -> dict[str, Any]:
         # Annotators read only their own labels, so nobody sees another's in a blind study.
         if user.role != "admin":
             if judge not in (None, user.name):
@@ -177,18 +232,16 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     api.include_router(label_router(ctx, current_user, _check_json_post, machine_user=CLI_USER))
 
     @api.get("/api/jobs/{job_id}")
-    def job(job_id: int, _: Annotator = Depends(admin_user)) -> dict[str, Any]:
+    def job(job_id: int, _: Annotator = needs_admin) -> dict[str, Any]:
         return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
 
     @api.post("/api/admin/op/{name}")
-    async def admin_op(name: str, request: Request, user: Annotator = Depends(admin_user)) -> dict[str, Any]:
+    async def admin_op(name: str, request: Request, user: Annotator = needs_admin) -> dict[str, Any]:
         _check_json_post(request)
         payload = await request.json()
         if not isinstance(payload, dict):
             raise HTTPException(400, "the body must be a JSON object")
         # Runs in a worker thread: ops touch the database and may take a while.
-        import anyio.to_thread
-
         return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload))
 
     from app.ui.layout import CSS, HEAD, build_ui
@@ -200,19 +253,7 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         user = state.user_from_request(request)
         return user.name if user and user.name != CLI_USER else None
 
-    @api.middleware("http")
-    async def session_gate(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        # Deny by default: Gradio leaves some of its routes open (cancel, heartbeat, openapi.json ...),
-        # and a route added later must not be reachable without a session by forgetting a check.
-        path = request.url.path
-        if is_public(path):
-            return await call_next(request)
-        gradio = path == "/ui" or path.startswith("/ui/")
-        if (gradio_user(request) if gradio else state.user_from_request(request)) is None:
-            if request.method == "GET" and path in ("/ui", "/ui/"):  # a person: send them to the login page
-                return RedirectResponse("/login", status_code=303)
-            return JSONResponse({"error": "log in first"}, status_code=401)
-        return await call_next(request)
+    api.add_middleware(SessionGate, state=state, gradio_user=gradio_user)
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
                                head=HEAD, css=CSS, ssr_mode=False, run_history=False,

@@ -53,11 +53,16 @@ def _label_one(page: Page) -> bool:
     page.keyboard.press("Shift+Digit3")
     page.locator("#pairwise").get_by_text("Tie").click()
     page.locator("#progress").click()
+    before = page.locator("#status").inner_text()
     page.keyboard.press("Control+Enter")
+    # Wait for this submit's answer: the previous item's "Saved prompt …" must not pass for it.
+    expect(page.locator("#status")).not_to_have_text(before)
     expect(page.locator("#status")).to_contain_text("Saved prompt")
     if "model's view is now shown" in page.locator("#status").inner_text():
         expect(page.get_by_text("Model's view").first).to_be_visible(timeout=15_000)
+        before = page.locator("#status").inner_text()
         page.keyboard.press("Control+Enter")  # keep the label as it is: stored as the revealed stage
+        expect(page.locator("#status")).not_to_have_text(before)
         expect(page.locator("#status")).to_contain_text("revised label after reveal")
     return True
 

@@ -110,6 +110,11 @@ class Database:
                 self._local.depth = 0
                 self._local.after = None
 
+    def in_write(self) -> bool:
+        """Whether this thread is inside a write() transaction (its reads may see uncommitted rows, so
+        they must not fill a cache that other threads read)."""
+        return bool(getattr(self._local, "depth", 0))
+
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run `fn` once the current write() transaction has committed (at once outside one); dropped if
         it rolls back. For in-memory views of the data: dropped before the commit, a reader on another

@@ -84,12 +84,13 @@ def record(db: Database, judgments: list[JudgmentIn]) -> list[int]:
         keys = list(dict.fromkeys(j.idempotency_key for j in judgments))
         prompt_ids = sorted({j.prompt_id for j in judgments})
         # One round trip: the keys already stored, and which (study, prompt, kind, judge) have current
-        # judgments at all (most submits are someone's first label there: nothing to supersede).
+        # judgments at all (most submits are someone's first label there: nothing to supersede). Those
+        # rows are few and deduplicated in the set below: a DISTINCT costs DuckDB half a millisecond.
         found = cur.execute(
             """SELECT idempotency_key, id, judge, prompt_id, method, NULL, NULL FROM judgment
                WHERE list_contains($keys, idempotency_key)
                UNION ALL
-               SELECT DISTINCT NULL, NULL, judge, prompt_id, NULL, study_id, judge_kind FROM judgment
+               SELECT NULL, NULL, judge, prompt_id, NULL, study_id, judge_kind FROM judgment
                WHERE prompt_id BETWEEN $lo AND $hi AND list_contains($prompts, prompt_id)
                  AND list_contains($judges, judge) AND superseded_at IS NULL""",
             {"keys": keys, "lo": prompt_ids[0], "hi": prompt_ids[-1], "prompts": prompt_ids,
@@ -161,8 +162,10 @@ def current(db: Database, *, study_id: int, judge: str | None = None, prompt_id:
         if val is not None:
             where.append(f"{col} = ?")
             params.append(val)
-    return [_judgment(r) for r in db.fetchdicts(
-        f"SELECT * FROM judgment WHERE {' AND '.join(where)} ORDER BY created_at, id", params)]
+    # Sorted here: DuckDB's ORDER BY costs about half a millisecond even on the few rows of one prompt.
+    rows = db.fetchdicts(f"SELECT * FROM judgment WHERE {' AND '.join(where)}", params)
+    rows.sort(key=lambda r: (r["created_at"], r["id"]))
+    return [_judgment(r) for r in rows]
 
 
 def has_current(db: Database, *, study_id: int, prompt_id: int, judge_kind: str) -> bool:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 from storage.db import Database
 from storage.models import GenerationRun, SamplingSettings, Study, StudyConfig
@@ -10,6 +15,61 @@ from storage.models import GenerationRun, SamplingSettings, Study, StudyConfig
 
 class NotFoundError(LookupError):
     pass
+
+
+# Study and run rows, cached per database: the label loop reads its study and run twice per label (about 1 ms
+# each even on one-row tables), and they change only here, through create_study, update_study and create_run,
+# which clear the cache once their transaction commits. A read that raced a write cannot store what it saw:
+# each entry is stored only if no write committed since the read began (the generation below). Rows, not
+# objects, are kept, so a caller that changes the Study it got changes nobody else's.
+class _RowCache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.rows: dict[tuple, Any] = {}
+
+
+_by_path: dict[str, _RowCache] = {}  # a file opened twice in one process is one DuckDB database: one cache
+_by_db: weakref.WeakKeyDictionary[Database, _RowCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _cache(db: Database) -> _RowCache:
+    cache = _by_db.get(db)
+    if cache is None:
+        with _caches_lock:  # realpath once per Database: it stats every directory of the path
+            cache = _by_db.get(db)
+            if cache is None:
+                cache = _by_db[db] = (_RowCache() if db.path == ":memory:"
+                                      else _by_path.setdefault(os.path.realpath(db.path), _RowCache()))
+    return cache
+
+
+def _cached(db: Database, key: tuple, load: Callable[[], Any]) -> Any:
+    cache = _cache(db)
+    with cache.lock:
+        if key in cache.rows:
+            return cache.rows[key]
+        generation = cache.generation
+    value = load()
+    # Inside a write() this thread may see its own uncommitted rows: never share those.
+    if not db.in_write():
+        with cache.lock:
+            if cache.generation == generation:
+                cache.rows[key] = value
+    return value
+
+
+def _changed(db: Database) -> None:
+    """Called in a write() that changes study or generation_run rows: forget them once it commits."""
+    def clear() -> None:
+        cache = _cache(db)
+        with cache.lock:
+            cache.generation += 1
+            cache.rows.clear()
+    # Also now: a read between this write and its commit must not store a row either.
+    clear()
+    db.after_commit(clear)
 
 
 def _study(row: dict) -> Study:
@@ -28,12 +88,14 @@ def create_study(db: Database, name: str, *, description: str = "", guidelines: 
             "INSERT INTO study (name, description, guidelines, config) VALUES (?, ?, ?, ?)",
             [name, description, guidelines, (config or StudyConfig()).model_dump_json()],
         )
+        _changed(db)
     return get_study(db, name)
 
 
 def get_study(db: Database, name_or_id: str | int) -> Study:
     col = "id" if isinstance(name_or_id, int) else "name"
-    row = db.fetchrow(f"SELECT * FROM study WHERE {col} = ?", [name_or_id])
+    row = _cached(db, ("study", col, name_or_id),
+                  lambda: db.fetchrow(f"SELECT * FROM study WHERE {col} = ?", [name_or_id]))
     if row is None:
         raise NotFoundError(f"no study {name_or_id!r} (see `critlab studies`)")
     return _study(row)
@@ -63,6 +125,7 @@ def update_study(db: Database, study_id: int, *, description: str | None = None,
     if sets:
         with db.write() as cur:
             cur.execute(f"UPDATE study SET {', '.join(sets)} WHERE id = ?", [*params, study_id])
+            _changed(db)
     return get_study(db, study_id)
 
 
@@ -81,16 +144,17 @@ def find_run(db: Database, study_id: int, engine: str, model_id: str, s: Samplin
 
 
 def latest_run(db: Database, study_id: int) -> GenerationRun | None:
-    row = db.fetchrow("SELECT * FROM generation_run WHERE study_id = ? AND kind = 'batch' ORDER BY id DESC LIMIT 1",
-                      [study_id])
-    return GenerationRun(**row) if row else None
+    runs = list_runs(db, study_id)
+    return runs[-1] if runs else None
 
 
 def list_runs(db: Database, study_id: int, *, include_live: bool = False) -> list[GenerationRun]:
     """The study's generation runs, oldest first; Live-tab runs only with `include_live`."""
-    return [GenerationRun(**r) for r in db.fetchdicts(
-        "SELECT * FROM generation_run WHERE study_id = ? AND (? OR kind = 'batch') ORDER BY id",
-        [study_id, include_live])]
+    # Sorted here: an ORDER BY costs DuckDB about half a millisecond even on a handful of rows.
+    rows = _cached(db, ("runs", study_id, include_live), lambda: sorted(db.fetchdicts(
+        "SELECT * FROM generation_run WHERE study_id = ? AND (? OR kind = 'batch')", [study_id, include_live]),
+        key=lambda r: r["id"]))
+    return [GenerationRun(**r) for r in rows]
 
 
 def create_run(db: Database, study_id: int, engine: str, model_id: str, s: SamplingSettings,
@@ -104,4 +168,5 @@ def create_run(db: Database, study_id: int, engine: str, model_id: str, s: Sampl
             [study_id, engine, model_id, s.n, s.temperature, s.top_p, s.max_tokens, seed_base,
              s.top_logprobs, seeds_honoured, logprob_mode, kind],
         ).fetchall()[0][0]
+        _changed(db)
     return GenerationRun(**db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [rid]))

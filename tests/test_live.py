@@ -260,3 +260,4 @@ def test_prioritised_engine_passes_the_priority_where_the_engine_queues() -> Non
     assert q.calls == [("count_tokens", 0)]
     assert Prioritised(plain, 0).count_tokens(QUESTION) == plain.count_tokens(QUESTION)  # no priority: plain call
     assert Prioritised(plain, 0).info() == plain.info()
+
