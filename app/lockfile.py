@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from app.proctree import alive  # a zombie left by a killed server counts as dead
+
 KIND = "critlab-server"
 
 
@@ -26,16 +28,6 @@ def lock_path(db_path: str) -> Path:
     return Path(f"{os.path.abspath(db_path)}.lock")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_lock(db_path: str) -> ServerLock | None:
     """The live server's lock, or None (a stale lock of a dead process is removed)."""
     path = lock_path(db_path)
@@ -45,7 +37,7 @@ def read_lock(db_path: str) -> ServerLock | None:
         return None
     except ValueError:
         return None
-    if lock.kind != KIND or not pid_alive(lock.pid):
+    if lock.kind != KIND or not alive(lock.pid):
         path.unlink(missing_ok=True)
         return None
     return lock
