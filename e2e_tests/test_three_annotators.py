@@ -5,6 +5,7 @@ pairwise and blind/reveal questions are stored as judgments."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,17 +54,15 @@ def _label_one(page: Page) -> bool:
     page.keyboard.press("Shift+Digit3")
     page.locator("#pairwise").get_by_text("Tie").click()
     page.locator("#progress").click()
-    before = page.locator("#status").inner_text()
+    # The status line names the prompt: wait for this item's own answer (while a submit runs, Gradio only
+    # overlays the previous item's status, which must not pass for this one).
+    item = re.search(r"Prompt (\S+)", page.locator("#prompt").inner_text()).group(1)
     page.keyboard.press("Control+Enter")
-    # Wait for this submit's answer: the previous item's "Saved prompt …" must not pass for it.
-    expect(page.locator("#status")).not_to_have_text(before)
-    expect(page.locator("#status")).to_contain_text("Saved prompt")
+    expect(page.locator("#status")).to_contain_text(f"Saved prompt {item}")
     if "model's view is now shown" in page.locator("#status").inner_text():
         expect(page.get_by_text("Model's view").first).to_be_visible(timeout=15_000)
-        before = page.locator("#status").inner_text()
         page.keyboard.press("Control+Enter")  # keep the label as it is: stored as the revealed stage
-        expect(page.locator("#status")).not_to_have_text(before)
-        expect(page.locator("#status")).to_contain_text("revised label after reveal")
+        expect(page.locator("#status")).to_contain_text(f"Saved prompt {item} (revised label after reveal)")
     return True
 
 
