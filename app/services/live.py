@@ -32,7 +32,7 @@ from backend.methods.base import Method, MethodInput, MethodResult, ResponseInpu
 from backend.methods.registry import get_method, method_ids
 from backend.token_stats import token_stats
 from storage import annotators, checklists, prompts, responses, studies
-from storage.models import MAX_RESPONSES, PromptIn, ResponseIn, SamplingSettings, Study, TokenStats
+from storage.models import MAX_RESPONSES, JudgmentIn, PromptIn, ResponseIn, SamplingSettings, Study, TokenStats
 
 # Cheap enough to watch: prefill-only reads and token statistics, seconds per card on a laptop.
 DEFAULT_METHODS = ["p_true", "judge_score", "self_certainty"]
@@ -124,6 +124,7 @@ class LiveSession:
         self.cards = [LiveCard(slot=i + 1, setting=i // request.n, seed=rng.randrange(2**31))
                       for i in range(request.cards())]
         self.results: dict[str, tuple[MethodInput, MethodResult, int]] = {}
+        self._view_rows: dict[str, list[JudgmentIn]] = {}  # results as in-memory judgments (ids = slots)
         self.method_status = [MethodStatus(method=m) for m in request.methods]
         self.added: dict[str, AddResult] = {}
         self._lock = threading.RLock()
@@ -144,6 +145,7 @@ class LiveSession:
                         card.seed = random.SystemRandom().randrange(2**31)
                     card.text, card.state, card.finish_reason, card.error, card.stats = "", "waiting", None, None, None
             self.results.clear()
+            self._view_rows.clear()
             self.method_status = [MethodStatus(method=m) for m in self.request.methods]
             self.added.clear()  # the samples changed: adding again makes a new prompt
         todo = [c for c in self.cards if c.state == "waiting"]
@@ -227,6 +229,9 @@ class LiveSession:
             ms = int((time.perf_counter() - t0) * 1000)
             with self._lock:
                 self.results[method.id] = (inp, result, ms)
+                # As judgments once, for the model's view: the UI polls snapshot() several times a second.
+                self._view_rows[method.id] = scoring.verdict_rows(
+                    0, 0, self.info.model_id, method, result, list(range(len(result.checklist or []))))
                 failed = [v.error for v in result.verdicts if v.status == "failed"]
                 status.state = "failed" if failed and len(failed) == len(result.verdicts) else "done"
                 status.error = failed[0] if failed else None
@@ -250,17 +255,15 @@ class LiveSession:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            rows = [r for method_id, (_, result, _) in self.results.items()
-                    for r in scoring.verdict_rows(0, 0, self.info.model_id, get_method(method_id), result,
-                                                  list(range(len(result.checklist or []))))]
-            questions = dict(enumerate(self.checklist()))
+            rows = [r for method_rows in self._view_rows.values() for r in method_rows]
+            checklist = self.checklist()
             return Snapshot(
                 id=self.id, cards=[c.model_copy() for c in self.cards],
                 methods=[m.model_copy() for m in self.method_status],
                 sampling_done=all(c.state in ("done", "stopped", "failed") for c in self.cards),
                 busy=self._thread is not None and self._thread.is_alive(),
-                views=views_from(rows, questions, [c.slot for c in self.cards]),
-                checklist=self.checklist(), settings=list(self.request.settings),
+                views=views_from(rows, dict(enumerate(checklist)), [c.slot for c in self.cards]),
+                checklist=checklist, settings=list(self.request.settings),
                 added={k: v.prompt_external_id for k, v in self.added.items()})
 
 
