@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 
 from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.in_flight import run_in_flight
 from backend.engines.base import Engine, EngineError, Sample, SampleParams
 from backend.token_stats import token_stats
 from storage import jobs as job_rows
@@ -116,49 +117,47 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
         vocab = getattr(engine, "vocab_size", None)
         width = max(1, int(getattr(engine, "concurrency", 1) or 1))
         params = SampleParams(temperature=run.temperature, top_p=run.top_p, max_tokens=run.max_tokens)
-        todo = iter(by_prompt.items())
-        pending: dict[Future[list[Sample]], tuple[Prompt, list[int], list[int]]] = {}
-        with ThreadPoolExecutor(width, thread_name_prefix=f"generate-{job_id}") as pool:
-            while True:
-                cancelled = cancelled or ctx.cancelled(job_id)
-                while len(pending) < width and in_a_row < STOP_AFTER and not cancelled:
-                    nxt = next(todo, None)
-                    if nxt is None:
-                        break
-                    prompt = prompt_rows.get_prompt(ctx.db, nxt[0])
-                    seeds = [sample_seed(run.seed_base, prompt.external_id, i) for i in nxt[1]]
-                    pending[pool.submit(_sample_prompt, engine, prompt, len(seeds), params, run.top_logprobs,
-                                        seeds)] = (prompt, nxt[1], seeds)
-                if not pending:
-                    break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    prompt, indices, seeds = pending.pop(future)
-                    try:
-                        samples = future.result()
-                    except EngineError as e:
-                        failures.append(f"prompt {prompt.external_id!r}: {e}")
-                        in_a_row += 1
-                        continue
-                    except Exception as e:  # a bug: the other prompts' samples are still worth keeping
-                        log.exception("sampling prompt %s failed", prompt.external_id)
-                        failures.append(f"prompt {prompt.external_id!r}: {type(e).__name__}: {e}")
-                        in_a_row += 1
-                        continue
-                    in_a_row = 0
-                    response_rows.insert_responses(ctx.db, [
-                        ResponseIn(prompt_id=prompt.id, run_id=run.id, sample_index=i, origin="sampled",
-                                   text=s.text, engine=info.engine, model_id=info.model_id, seed=seed,
-                                   params={"temperature": run.temperature, "top_p": run.top_p,
-                                           "max_tokens": run.max_tokens, "seed": seed},
-                                   finish_reason=s.finish_reason,
-                                   stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=info.logprob_mode))
-                        for i, seed, s in zip(indices, seeds, samples)])
-                    done += len(indices)
-                    job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")
-                if in_a_row >= STOP_AFTER and pending:
-                    job_rows.update_job(ctx.db, job_id, done=done,
-                                        message=f"stopping after a failure; {len(pending)} prompts still in flight")
+        def prepare(item: tuple[int, list[int]]) -> tuple[tuple[Prompt, list[int], list[int]],
+                                                          Callable[[], list[Sample]]]:
+            prompt = prompt_rows.get_prompt(ctx.db, item[0])
+            seeds = [sample_seed(run.seed_base, prompt.external_id, i) for i in item[1]]
+            return (prompt, item[1], seeds), lambda: _sample_prompt(engine, prompt, len(seeds), params,
+                                                                    run.top_logprobs, seeds)
+
+        def store(item: tuple[Prompt, list[int], list[int]], samples: list[Sample]) -> None:
+            nonlocal done, in_a_row
+            prompt, indices, seeds = item
+            in_a_row = 0
+            response_rows.insert_responses(ctx.db, [
+                ResponseIn(prompt_id=prompt.id, run_id=run.id, sample_index=i, origin="sampled",
+                           text=s.text, engine=info.engine, model_id=info.model_id, seed=seed,
+                           params={"temperature": run.temperature, "top_p": run.top_p,
+                                   "max_tokens": run.max_tokens, "seed": seed},
+                           finish_reason=s.finish_reason,
+                           stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=info.logprob_mode))
+                for i, seed, s in zip(indices, seeds, samples)])
+            done += len(indices)
+            job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")
+
+        def fail(item: tuple[Prompt, list[int], list[int]], e: Exception, in_flight: int) -> None:
+            nonlocal in_a_row
+            prompt = item[0]
+            if isinstance(e, EngineError):
+                failures.append(f"prompt {prompt.external_id!r}: {e}")
+            else:  # a bug: the other prompts' samples are still worth keeping
+                log.error("sampling prompt %s failed", prompt.external_id, exc_info=e)
+                failures.append(f"prompt {prompt.external_id!r}: {type(e).__name__}: {e}")
+            in_a_row += 1
+            if in_a_row >= STOP_AFTER and in_flight:
+                job_rows.update_job(ctx.db, job_id, done=done,
+                                    message=f"stopping after a failure; {in_flight} prompts still in flight")
+
+        def stop() -> bool:
+            nonlocal cancelled
+            cancelled = cancelled or ctx.cancelled(job_id)
+            return cancelled or in_a_row >= STOP_AFTER
+
+        run_in_flight(width, by_prompt.items(), prepare, store, fail, stop, f"generate-{job_id}")
     except (EngineError, ServiceError) as e:
         failures.insert(0, str(e))
     if failures:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 
 from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.in_flight import run_in_flight
 from app.services.labelling import label_run
 from backend.engines.base import Engine, EngineError, EngineInfo
 from backend.methods.base import (
@@ -185,35 +186,33 @@ def _score_method(ctx: AppContext, job_id: int, study: Study, prompt_ids: list[i
     concurrency; one on the embedded engine, whose work queue is serial anyway). Inputs are read and
     results stored in this thread: the database has one writer. The first failure stops new prompts;
     those in flight are still stored. Returns False when the job was cancelled."""
-    width = max(1, int(getattr(engine, "concurrency", 1) or 1))
-    todo = iter(prompt_ids)
-    pending: dict[Future[tuple[MethodResult, int]], MethodInput] = {}
     failure: EngineError | ServiceError | None = None
     cancelled = False
-    with ThreadPoolExecutor(width, thread_name_prefix=f"score-{job_id}") as pool:
-        while True:
-            cancelled = cancelled or ctx.cancelled(job_id)
-            while len(pending) < width and failure is None and not cancelled:
-                prompt_id = next(todo, None)
-                if prompt_id is None:
-                    break
-                inp = method_input(ctx, study, prompt_id, method, info)
-                if not inp.responses or method_runs.is_done(ctx.db, prompt_id, method.id, method.version,
-                                                            info.model_id, _responses_key(method, inp)):
-                    progress.step(method.id, 0)
-                    continue
-                pending[pool.submit(_timed_run, method, inp, engine)] = inp
-            if not pending:
-                break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                inp = pending.pop(future)
-                try:
-                    result, ms = future.result()
-                except (EngineError, ServiceError) as e:
-                    failure = failure or e
-                    continue
-                progress.step(method.id, store_result(ctx, study, inp, method, info, result, ms))
+
+    def prepare(prompt_id: int) -> tuple[MethodInput, Callable[[], tuple[MethodResult, int]]] | None:
+        inp = method_input(ctx, study, prompt_id, method, info)
+        if not inp.responses or method_runs.is_done(ctx.db, prompt_id, method.id, method.version, info.model_id,
+                                                    _responses_key(method, inp)):
+            progress.step(method.id, 0)
+            return None
+        return inp, lambda: _timed_run(method, inp, engine)
+
+    def store(inp: MethodInput, timed: tuple[MethodResult, int]) -> None:
+        progress.step(method.id, store_result(ctx, study, inp, method, info, *timed))
+
+    def fail(_: MethodInput, e: Exception, _in_flight: int) -> None:
+        nonlocal failure
+        if not isinstance(e, (EngineError, ServiceError)):
+            raise e  # a bug, not a failing engine: the job ends with it once the calls in flight are done
+        failure = failure or e
+
+    def stop() -> bool:
+        nonlocal cancelled
+        cancelled = cancelled or ctx.cancelled(job_id)
+        return cancelled or failure is not None
+
+    run_in_flight(max(1, int(getattr(engine, "concurrency", 1) or 1)), prompt_ids, prepare, store, fail, stop,
+                  f"score-{job_id}")
     if failure is not None:
         raise failure
     return not cancelled
