@@ -60,6 +60,14 @@ def label_router(ctx: AppContext, current_user: Callable[..., Annotator],
         item = labelling.next_item(ctx, user.name, study, after=after)
         return _json(b'{"item":' + (item.model_dump_json().encode() if item is not None else b"null") + b"}")
 
+    @router.get("/items/{prompt_id}", response_model=dict[str, Any])
+    def open_item(study: str, prompt_id: int, user: Annotated[Annotator, Depends(labeller)],
+                  stage: Stage | None = None) -> Response:
+        """One item at the caller's latest stage, or `?stage=revealed` for the reveal step after a blind
+        submit (the model's view; from then on the caller's labels of this item are revised ones)."""
+        item = labelling.open_item(ctx, user.name, study, prompt_id, stage)
+        return _json(b'{"item":' + item.model_dump_json().encode() + b"}")
+
     # Declared in this order so the CSRF check runs before anything reads the body.
     @router.post("/judgments", dependencies=[Depends(same_origin_json)], response_model=dict[str, Any])
     def submit(study: str, body: JudgmentsBody, user: Annotated[Annotator, Depends(labeller)]) -> Response:

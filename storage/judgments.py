@@ -64,7 +64,7 @@ _INSERT_ROWS = f"""INSERT INTO judgment ({_INSERT_COLS}, superseded_at)
     RETURNING idempotency_key, id"""
 
 
-def record(db: Database, judgments: list[JudgmentIn]) -> list[int]:
+def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = False) -> list[int]:
     """Store judgments in one transaction; returns their ids.
 
     A judgment whose idempotency key is already stored is not stored again (its existing id is
@@ -75,11 +75,18 @@ def record(db: Database, judgments: list[JudgmentIn]) -> list[int]:
     otherwise one person's key (or a buggy client reusing a key) would silently swallow another's
     label and answer with ids that are not theirs. That raises IdempotencyConflict and stores nothing.
 
+    `whole_stage`: the judgments are one person's complete answer to one prompt at one stage (a submit
+    of the Label tab), so an edit supersedes exactly that stage: the person's current judgments of the
+    stage that the new submit does not restate (an answer they cleared) stop being current too. A retried
+    submit (every key known) changes nothing, so a late retry cannot undo a newer edit.
+
     Every statement runs while the process-wide write lock is held, so a submit costs a fixed handful
     of statements (known keys, one supersede per judge and prompt, one insert), not three per row.
     """
     if not judgments:
         return []
+    if whole_stage and len({(j.study_id, j.prompt_id, j.judge_kind, j.judge, j.stage) for j in judgments}) != 1:
+        raise ValueError("a whole-stage submit holds one person's judgments of one prompt at one stage")
     with db.write() as cur:
         keys = list(dict.fromkeys(j.idempotency_key for j in judgments))
         prompt_ids = sorted({j.prompt_id for j in judgments})
@@ -123,7 +130,16 @@ def record(db: Database, judgments: list[JudgmentIn]) -> list[int]:
                     values.append(json.dumps(v) if c == "dist" and v is not None else v)
             cols["superseded"] = [last[_slot(j, t)] != j.idempotency_key for j, t in rows]
             known.update({k: (jid, None, None, None) for k, jid in cur.execute(_INSERT_ROWS, cols).fetchall()})
-    return [known[j.idempotency_key][0] for j in judgments]
+        ids = [known[j.idempotency_key][0] for j in judgments]
+        if new and whole_stage:
+            j = judgments[0]
+            cur.execute(
+                """UPDATE judgment SET superseded_at = now() WHERE study_id = $study AND prompt_id = $prompt
+                   AND judge_kind = $kind AND judge = $judge AND stage = $stage AND superseded_at IS NULL
+                   AND NOT list_contains($ids, id)""",
+                {"study": j.study_id, "prompt": j.prompt_id, "kind": j.judge_kind, "judge": j.judge,
+                 "stage": j.stage, "ids": ids})
+    return ids
 
 
 def _slot(j: JudgmentIn, target: str) -> tuple:

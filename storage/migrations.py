@@ -317,3 +317,52 @@ def m016_live_runs(cur: duckdb.DuckDBPyConnection) -> None:
     # 'live': the samples of one prompt typed in the Live tab and added to a study. Live runs never
     # become a study's labelling run; their prompts are labelled on their own samples.
     cur.execute("ALTER TABLE generation_run ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'batch'")
+
+
+@migration
+def m017_reveal(cur: duckdb.DuckDBPyConnection) -> None:
+    # Who has been shown the model's view of which prompt: from then on nothing of theirs for that prompt is
+    # blind. A label alone cannot tell (a person may look at the model's view and submit nothing).
+    cur.execute(
+        """CREATE TABLE reveal (
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            annotator VARCHAR NOT NULL,
+            revealed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (prompt_id, annotator))"""
+    )
+    # Labels stored before this migration: a person's first revealed label of a prompt is when they had
+    # seen the model's view at the latest.
+    cur.execute(
+        """INSERT INTO reveal (study_id, prompt_id, annotator, revealed_at)
+           SELECT study_id, prompt_id, judge, min(created_at) FROM judgment
+           WHERE judge_kind = 'human' AND stage = 'revealed' GROUP BY study_id, prompt_id, judge""")
+    _restamp_blind_after_reveal(cur)
+
+
+def _restamp_blind_after_reveal(cur: duckdb.DuckDBPyConnection) -> int:
+    """Re-stamp as 'revealed' every human blind row created after the same person's first revealed row for
+    the same prompt (an edit through ← used to store those as blind), then make the latest row of every
+    touched (person, method, stage, target) the current one again: the blind label made before the reveal
+    becomes current, and a re-stamped row takes its place in the revealed history. Returns the rows
+    re-stamped."""
+    moved = cur.execute(
+        """UPDATE judgment j SET stage = 'revealed' FROM (
+               SELECT study_id, prompt_id, judge, min(created_at) AS seen FROM judgment
+               WHERE judge_kind = 'human' AND stage = 'revealed' GROUP BY ALL) r
+           WHERE j.judge_kind = 'human' AND j.stage = 'blind' AND j.study_id = r.study_id
+             AND j.prompt_id = r.prompt_id AND j.judge = r.judge AND j.created_at > r.seen
+           RETURNING j.study_id, j.prompt_id, j.judge""").fetchall()
+    for study_id, prompt_id, judge in set(moved):
+        rows = cur.execute(
+            """SELECT id, method, stage, target_key, created_at FROM judgment WHERE judge_kind = 'human'
+               AND study_id = ? AND prompt_id = ? AND judge = ? ORDER BY created_at, id""",
+            [study_id, prompt_id, judge]).fetchall()
+        slots: dict[tuple, list[tuple]] = {}
+        for jid, method, stage, target, at in rows:
+            slots.setdefault((method, stage, target), []).append((jid, at))
+        for history in slots.values():
+            for (jid, _), (_, next_at) in zip(history, history[1:]):
+                cur.execute("UPDATE judgment SET superseded_at = ? WHERE id = ?", [next_at, jid])
+            cur.execute("UPDATE judgment SET superseded_at = NULL WHERE id = ?", [history[-1][0]])
+    return len(moved)

@@ -59,6 +59,11 @@ def get_prompt(db: Database, prompt_id: int) -> Prompt:
     return _prompt(row)
 
 
+def find_prompt_id(db: Database, study_id: int, external_id: str) -> int | None:
+    """The id of the study's prompt with this external id, or None."""
+    return db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study_id, external_id])
+
+
 def list_prompts(db: Database, study_id: int) -> list[Prompt]:
     return [_prompt(r) for r in db.fetchdicts(
         "SELECT * FROM prompt WHERE study_id = ? ORDER BY position", [study_id])]

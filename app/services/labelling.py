@@ -3,6 +3,12 @@
 Stages: in a blind study a person labels without seeing any model judgment (stage 'blind'); with
 reveal on, the model's view is then shown and they may revise (stage 'revealed'). In a study that
 is not blind the model's view shows from the start, so every label is 'revealed'.
+
+The rules, enforced here for every caller (the Label tab, the JSON API, Live):
+- once a person has been shown the model's view of an item (storage.reveals), nothing of theirs for
+  that item is stored as blind: a blind submit is refused;
+- an item opens at the person's latest stage with their latest answers (← back included);
+- a submit is the person's whole answer at its stage: it supersedes exactly that stage.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from app.services.context import AppContext, ServiceError
 from app.services.model_view import CardView, card_views
-from storage import checklists, judgments, label_queue, prompts, responses, studies
+from storage import checklists, judgments, label_queue, prompts, responses, reveals, studies
 from storage.db import Database
 from storage.models import (
     MAX_RESPONSES,
@@ -197,11 +203,17 @@ def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: 
     item.show_model_view = stage == "revealed"
     if item.show_model_view:
         item.views = card_views(ctx, study.id, prompt_id, order)
+        # Recorded before the view leaves the server: from now on this person's labels here are not blind.
+        reveals.mark_seen(ctx.db, study.id, prompt_id, annotator)
     return item
 
 
-def _entry_stage(study: Study) -> Stage:
-    return "blind" if study.config.blind else "revealed"
+def _latest_stage(ctx: AppContext, study: Study, annotator: str, prompt_id: int) -> Stage:
+    """The stage an item opens at for this person: 'revealed' once they have seen the model's view of it
+    (or when the study is not blind), else 'blind'."""
+    if not study.config.blind or reveals.has_seen(ctx.db, study.id, prompt_id, annotator):
+        return "revealed"
+    return "blind"
 
 
 def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | None = None) -> LabelItem | None:
@@ -212,7 +224,7 @@ def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | 
                                         overlap=study.config.overlap, extra=study.config.extra_on_disagreement)
     if prompt_id is None:
         return None
-    return _item(ctx, study, annotator, prompt_id, _entry_stage(study), (run_id, n))
+    return _item(ctx, study, annotator, prompt_id, _latest_stage(ctx, study, annotator, prompt_id), (run_id, n))
 
 
 def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
@@ -224,23 +236,29 @@ def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
 
 
 def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int | None) -> LabelItem | None:
-    """The item labelled just before `current` in this annotator's history (for ← edit), in the
-    study's entry stage: in a blind study the edit stays blind (no model view)."""
+    """The item labelled just before `current` in this annotator's history (for ← edit), at its latest
+    stage with the latest answers: an item whose model's view they have seen reopens revealed."""
     study = studies.get_study(ctx.db, study_name)
     history = label_queue.labelled_history(ctx.db, study.id, annotator)
     if current in history:
         history = history[: history.index(current)]
-    return _item(ctx, study, annotator, history[-1], _entry_stage(study)) if history else None
+    if not history:
+        return None
+    return _item(ctx, study, annotator, history[-1], _latest_stage(ctx, study, annotator, history[-1]))
 
 
 def open_item(ctx: AppContext, annotator: str, study_name: str, prompt_id: int,
               stage: Stage | None = None) -> LabelItem:
+    """One item of the study for this person: at their latest stage, or `stage='revealed'` to show the
+    model's view (the reveal step; in a blind study only after their blind label)."""
     study = studies.get_study(ctx.db, study_name)
     _check_prompt(ctx, study, prompt_id)
-    stage = stage or _entry_stage(study)
-    if stage == "revealed" and study.config.blind and not _has_blind_label(ctx, study, annotator, prompt_id):
+    latest = _latest_stage(ctx, study, annotator, prompt_id)
+    if stage == "blind" and latest == "revealed":
+        raise ServiceError("you have seen the model's view of this item: it can no longer be opened blind")
+    if stage == "revealed" and latest == "blind" and not _has_blind_label(ctx, study, annotator, prompt_id):
         raise ServiceError("label this item blind first; the model's view shows after you submit")
-    return _item(ctx, study, annotator, prompt_id, stage)
+    return _item(ctx, study, annotator, prompt_id, stage or latest)
 
 
 def progress_text(item: LabelItem | None, done: int | None = None, total: int | None = None) -> str:
@@ -299,16 +317,23 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
     expected = _checked_label_ids(ctx, study, sub.prompt_id)
     live = source == "live"
     stage: Stage = "revealed" if live or not study.config.blind else sub.stage
-    if stage == "revealed" and study.config.blind and not live and \
-            not _has_blind_label(ctx, study, annotator, sub.prompt_id):
-        raise ServiceError("a revised label needs a blind label first")
+    if study.config.blind and not live:
+        seen = reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator)
+        if stage == "blind" and seen:
+            raise ServiceError("you have already seen the model's view of this item, so your label can no longer "
+                               "be stored as blind; reload the item and submit it as a revised label")
+        if stage == "revealed" and not seen and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
+            raise ServiceError("a revised label needs a blind label first")
     sub = sub.model_copy(update={"stage": stage})
     _validate(ctx, study, sub, expected)
     # Each query here costs about a millisecond under load: ask only what this study uses.
     checklist = _model_checklist(ctx, sub.prompt_id) if "checklist" in study.config.questions else []
     rows = _judgments(study, annotator, sub, source, checklist)
     with ctx.db.write():
-        ids = judgments.record(ctx.db, rows)
+        if stage == "blind" and reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator):
+            raise ServiceError("you have seen the model's view of this item meanwhile (in another tab?), so your "
+                               "label can no longer be stored as blind; reload the item")
+        ids = judgments.record(ctx.db, rows, whole_stage=True)
         label_queue.update_disagreement(ctx.db, study.id, sub.prompt_id)
         label_queue.release(ctx.db, study.id, sub.prompt_id, annotator)
     reveal = (stage == "blind" and study.config.reveal

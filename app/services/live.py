@@ -357,7 +357,7 @@ def _insert_prompt(ctx: AppContext, user: str, session: LiveSession, study: Stud
         meta["from_prompt"] = session.request.source_prompt
     prompts.insert_prompts(ctx.db, study.id, [PromptIn(external_id=external, messages=session.request.messages,
                                                        metadata=meta)])
-    pid = ctx.db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study.id, external])
+    pid = prompts.find_prompt_id(ctx.db, study.id, external)
     return int(pid), external
 
 
@@ -458,7 +458,7 @@ def prompt_text(ctx: AppContext, user: str, study_name: str, external_id: str) -
     """The last user message of a study prompt (what the Live tab's prompt box shows)."""
     check_access(ctx, user, study_name)
     study = studies.get_study(ctx.db, study_name)
-    pid = ctx.db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study.id, external_id])
+    pid = prompts.find_prompt_id(ctx.db, study.id, external_id)
     if pid is None:
         raise ServiceError(f"no prompt {external_id!r} in study {study.name!r}")
     chat = prompts.chat(prompts.get_prompt(ctx.db, pid))

@@ -155,7 +155,7 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
 
 def requeue(ctx: AppContext, user: str, p: Requeue) -> dict[str, Any]:
     study = studies.get_study(ctx.db, p.study)
-    pid = ctx.db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study.id, p.prompt])
+    pid = prompts.find_prompt_id(ctx.db, study.id, p.prompt)
     if pid is None:
         raise ServiceError(f"no prompt {p.prompt!r} in study {study.name!r}")
     label_queue.requeue(ctx.db, pid, user)

@@ -14,10 +14,10 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.render import chat_to_safe_html, md_literal, to_safe_html
-from app.services import labelling
+from app.services import label_flow, labelling
 from app.services.context import AppContext, ServiceError
+from app.services.label_flow import Step
 from app.ui.model_view_md import render_view
-from storage import studies
 from storage.models import MAX_RESPONSES
 
 KEY_HELP = ("Keys: **1–8** pick the best · **J/K** move between cards · **Shift+1–7** rate the highlighted "
@@ -126,50 +126,31 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         c.pick.click(None, None, best, js=f"() => {{ window.critlabSetActiveCard && window.critlabSetActiveCard({k});"
                                           f" return '{k}'; }}")
 
-    def render(item: labelling.LabelItem | None, status_text: str, study_name: str | None) -> list[Any]:
-        return render_item(ctx, tab, item, status_text, study_name)
-
     def load(study_name: str | None, request: gr.Request) -> list[Any]:
-        if not study_name:
-            return render(None, "No study yet: an admin creates one in the Studies tab.", None)
-        return render(labelling.next_item(ctx, user_of(request), study_name), "", study_name)
+        return render_step(tab, label_flow.open_study(ctx, user_of(request), study_name))
 
     def do_submit(data: dict, request: gr.Request) -> list[Any]:
         # The inputs are given as a set, so Gradio passes one {component: value} dict.
         values = [data[c] for c in tab.answer_inputs()]
         st = values[0]
         if not st:
-            return render(None, "Nothing to submit.", None)
-        user = user_of(request)
+            return keep_status(tab, "Nothing to submit.")
         try:
-            result = labelling.submit(ctx, user, _submission(st, values))
+            step = label_flow.submit_and_next(ctx, user_of(request), _submission(st, values))
         except ServiceError as e:
             return keep_status(tab, f"⚠️ {e}")
-        name = _external(ctx, st["prompt_id"])
-        if result.reveal:
-            item = labelling.open_item(ctx, user, st["study"], st["prompt_id"], stage="revealed")
-            return render(item, f"Saved prompt {name}. The model's view is now shown under each response: change "
-                                "anything and submit again to store a revised label, or submit as it is to go on.",
-                          st["study"])
-        nxt = labelling.next_item(ctx, user, st["study"], after=st["prompt_id"])
-        note = " (revised label after reveal)" if st["revision"] else ""
-        return render(nxt, f"Saved prompt {name}{note}.", st["study"])
+        return render_step(tab, step)
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
         if not st:
             return keep_status(tab, "Nothing to skip.")
-        user = user_of(request)
-        labelling.skip(ctx, user, st["study"], st["prompt_id"])
-        nxt = labelling.next_item(ctx, user, st["study"], after=st["prompt_id"])
-        return render(nxt, f"Skipped prompt {_external(ctx, st['prompt_id'])}; it comes back at the end.", st["study"])
+        return render_step(tab, label_flow.skip_and_next(ctx, user_of(request), st["study"], st["prompt_id"]))
 
     def do_back(st: dict | None, study_name: str | None, request: gr.Request) -> list[Any]:
         if not study_name:
             return keep_status(tab, "")
-        prev = labelling.previous_item(ctx, user_of(request), study_name, st["prompt_id"] if st else None)
-        if prev is None:
-            return keep_status(tab, "Nothing earlier to go back to.")
-        return render(prev, "Editing an earlier label: submit to replace it.", study_name)
+        step = label_flow.back(ctx, user_of(request), study_name, st["prompt_id"] if st else None)
+        return keep_status(tab, STATUS["no_back"]) if step.item is None else render_step(tab, step)
 
     # One submit at a time per session ("once") and a serialised writer underneath.
     submit.click(do_submit, set(tab.answer_inputs()), tab.outputs(), api_visibility="private").then(
@@ -200,15 +181,42 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
         idempotency_key=st["key"], duration_ms=int((time.time() - st["shown_at"]) * 1000))
 
 
-def render_item(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None, status_text: str,
-            study_name: str | None) -> list[Any]:
-    guidelines_md = ""
-    if study_name:
-        s = studies.get_study(ctx.db, study_name)
-        guidelines_md = "### Guidelines\n\n" + to_safe_html(s.guidelines) if s.guidelines else ""
+STATUS = {
+    "opened": "",
+    "no_study": "No study yet: an admin creates one in the Studies tab.",
+    "saved": "Saved prompt {prompt}.",
+    "revised": "Saved prompt {prompt} (revised label after reveal).",
+    "reveal": ("Saved prompt {prompt}. The model's view is now shown under each response: change anything and "
+               "submit again to store a revised label, or submit as it is to go on."),
+    "skipped": "Skipped prompt {prompt}; it comes back at the end.",
+    "back": "Editing an earlier label: submit to replace it.",
+    "back_revealed": ("Editing an earlier label. You have seen the model's view of this item, so your edit is "
+                      "stored as a revised label; your blind label stays as it was."),
+    "no_back": "Nothing earlier to go back to.",
+}
+
+
+def status_of(step: Step) -> str:
+    """The status line after a step."""
+    key = step.event
+    if key == "saved" and step.revised:
+        key = "revised"
+    elif key == "back" and step.item is not None and step.item.blind and step.item.stage == "revealed":
+        key = "back_revealed"
+    return STATUS[key].format(prompt=md_literal(step.prompt or ""))
+
+
+def render_step(tab: LabelTab, step: Step, status_text: str | None = None) -> list[Any]:
+    """Every output of the Label tab for a step (status_text replaces the step's own status line)."""
+    guidelines_md = "### Guidelines\n\n" + to_safe_html(step.guidelines) if step.guidelines else ""
+    return _render(tab, step, guidelines_md, status_of(step) if status_text is None else status_text)
+
+
+def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> list[Any]:
+    item = step.item
     hidden = [gr.skip()] * MAX_RESPONSES
     if item is None:
-        return [labelling.progress_text(None), "Nothing to label here right now: every ready item is done "
+        return [labelling.progress_text(None, step.done, step.total), "Nothing to label here right now: every ready item is done "
                 "(or the responses are still being generated).", guidelines_md,
                 *[gr.Column(visible=False)] * MAX_RESPONSES, *hidden * 9, gr.Radio(choices=[], value=None),
                 gr.Radio(visible=False, value=None), gr.CheckboxGroup(visible=False, value=[]),
@@ -253,10 +261,6 @@ def render_item(ctx: AppContext, tab: LabelTab, item: labelling.LabelItem | None
             gr.Radio(visible="pairwise" in q and n >= 2, value=pair_value),
             gr.CheckboxGroup(choices=items, visible="checklist" in q and bool(items), value=[str(x) for x in a.invalid_items]),
             gr.Textbox(visible="reference" in q, value=a.reference), a.comment, status_text, st]
-
-
-def _external(ctx: AppContext, prompt_id: int) -> str:
-    return md_literal(str(ctx.db.fetchval("SELECT external_id FROM prompt WHERE id = ?", [prompt_id])))
 
 
 def keep_status(tab: LabelTab, status_text: str) -> list[Any]:

@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from app.services.context import AppContext, PermissionDenied
-from app.services import labelling, live
+from app.render import md_literal
+from app.services import label_flow, labelling, live
+from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.ui import agreement_tab, export_tab, label_tab, live_tab, studies_tab
 from storage import studies
 
@@ -58,14 +59,13 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         def open_in_label(study_name: str | None, prompt: str, request: gr.Request) -> list[Any]:
             """An admin opens one prompt of the Agreement tab in the Label tab (their own label view)."""
             user = admin_of(request)
-            pid = ctx.db.fetchval("SELECT p.id FROM prompt p JOIN study s ON s.id = p.study_id "
-                                  "WHERE s.name = ? AND p.external_id = ?", [study_name, prompt.strip()])
-            if pid is None:
-                return [gr.skip(), gr.skip(), *label_tab.keep_status(label, f"No prompt {prompt.strip()!r} in this study.")]
-            item = labelling.open_item(ctx, user, study_name, pid)
-            return [gr.Tabs(selected="label"), gr.Dropdown(value=study_name),
-                    *label_tab.render_item(ctx, label, item, f"Opened prompt {prompt.strip()} from the Agreement tab.",
-                                           study_name)]
+            try:
+                step = label_flow.open_prompt(ctx, user, study_name or "", prompt)
+            except ServiceError as e:
+                return [gr.skip(), gr.skip(), *label_tab.keep_status(label, f"⚠️ {e}")]
+            return [gr.Tabs(selected="label"), gr.Dropdown(value=step.study),
+                    *label_tab.render_step(label, step, f"Opened prompt {md_literal(step.prompt or '')} from the "
+                                                        "Agreement tab.")]
 
         def on_load(request: gr.Request) -> list[Any]:
             user = user_of(request)
