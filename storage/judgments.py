@@ -191,6 +191,11 @@ def has_current(db: Database, *, study_id: int, prompt_id: int, judge_kind: str)
            LIMIT 1""", [study_id, prompt_id, judge_kind]))
 
 
+def has_any_human(db: Database, study_id: int) -> bool:
+    """Whether anyone has labelled anything in the study (current or superseded)."""
+    return bool(db.fetchall("SELECT 1 FROM judgment WHERE study_id = ? AND judge_kind = 'human' LIMIT 1", [study_id]))
+
+
 def all_rows(db: Database, *, study_id: int, judge: str | None = None) -> list[Judgment]:
     """Every stored judgment, superseded ones included (for audits and tests)."""
     params: list = [study_id]

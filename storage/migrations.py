@@ -366,3 +366,21 @@ def _restamp_blind_after_reveal(cur: duckdb.DuckDBPyConnection) -> int:
                 cur.execute("UPDATE judgment SET superseded_at = ? WHERE id = ?", [next_at, jid])
             cur.execute("UPDATE judgment SET superseded_at = NULL WHERE id = ?", [history[-1][0]])
     return len(moved)
+
+
+@migration
+def m018_settings_history(cur: duckdb.DuckDBPyConnection) -> None:
+    # Every change of what a study measures (questions, blind/reveal, guidelines, ...), who made it and when,
+    # so the agreement report can say which labels were made under which settings.
+    cur.execute("CREATE SEQUENCE study_settings_change_id_seq START 1")
+    cur.execute(
+        """CREATE TABLE study_settings_change (
+            id BIGINT PRIMARY KEY DEFAULT nextval('study_settings_change_id_seq'),
+            study_id BIGINT NOT NULL,
+            setting VARCHAR NOT NULL,
+            old_value JSON,
+            new_value JSON,
+            changed_by VARCHAR,
+            confirmed BOOLEAN NOT NULL DEFAULT false,
+            changed_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )

@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from storage import settings_history
 from storage.db import Database
 from storage.models import GenerationRun, SamplingSettings, Study, StudyConfig
 
@@ -113,7 +114,10 @@ def list_studies(db: Database) -> list[Study]:
 
 
 def update_study(db: Database, study_id: int, *, description: str | None = None,
-                 guidelines: str | None = None, config: StudyConfig | None = None) -> Study:
+                 guidelines: str | None = None, config: StudyConfig | None = None,
+                 changed_by: str | None = None, confirmed: bool = False) -> Study:
+    """Change a study's description, guidelines or settings; every changed setting is recorded in the
+    settings history (storage.settings_history) in the same transaction, with who and when."""
     sets, params = [], []
     for col, val in (("description", description), ("guidelines", guidelines)):
         if val is not None:
@@ -124,7 +128,13 @@ def update_study(db: Database, study_id: int, *, description: str | None = None,
         params.append(config.model_dump_json())
     if sets:
         with db.write() as cur:
+            row = db.fetchrow("SELECT * FROM study WHERE id = ?", [study_id])
+            if row is None:
+                raise NotFoundError(f"no study with id {study_id}")
+            before = _study(row)
             cur.execute(f"UPDATE study SET {', '.join(sets)} WHERE id = ?", [*params, study_id])
+            after = _study(db.fetchrow("SELECT * FROM study WHERE id = ?", [study_id]))
+            settings_history.record(cur, study_id, settings_history.diff(before, after), changed_by, confirmed)
             _changed(db)
     return get_study(db, study_id)
 

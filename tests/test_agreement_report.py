@@ -211,8 +211,9 @@ def find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
 
 def test_report_is_stable_json_and_every_figure_names_metric_and_judges(report):
     assert report["format"] == "critlab.agreement/1"
-    assert list(report) == ["format", "study", "bootstrap", "counts", "methods", "headline", "pairwise", "ratings",
-                            "scores", "best_of_n", "calibration", "checklist", "reveal", "disagreements"]
+    assert list(report) == ["format", "study", "bootstrap", "counts", "methods", "settings_history", "headline",
+                            "pairwise", "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal",
+                            "disagreements"]
     for key in ("pairwise", "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal", "disagreements",
                 "headline"):
         assert report[key]["available"] is True, (key, report[key].get("reason"))

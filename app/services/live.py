@@ -291,6 +291,8 @@ class LiveSessions:
         return session
 
     def get(self, user: str, session_id: str | None) -> LiveSession:
+        if not session_id:
+            raise ServiceError("generate first: there are no samples here yet")
         with self._lock:
             session = self._sessions.get(session_id or "")
         if session is None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
-from storage import annotators, jobs, label_queue, prompts, studies
+from storage import annotators, jobs, label_queue, prompts, settings_history, studies
 from storage.models import Role, SamplingSettings, StudyConfig
 
 
@@ -48,9 +48,13 @@ class Score(_Payload):
 
 class Configure(_Payload):
     study: str
-    config: dict[str, Any]  # StudyConfig fields to change
+    config: dict[str, Any] = Field(default_factory=dict)  # only the StudyConfig fields to change
     guidelines: str | None = None
     description: str | None = None
+    # The settings version the caller's form was loaded at (storage.settings_history.version): the save is
+    # refused when the study's settings changed since. None: no check (a script setting one key).
+    expected_version: str | None = None
+    confirm: bool = False  # the caller confirmed a change that weakens a study that already has labels
 
 
 class Requeue(_Payload):
@@ -112,7 +116,8 @@ def import_prompts(ctx: AppContext, user: str, p: ImportPrompts) -> dict[str, An
     with ctx.db.write():  # one transaction: a bad file leaves no new study behind either
         study = studies.get_or_create_study(ctx.db, p.study)
         if guidelines is not None or p.description:
-            studies.update_study(ctx.db, study.id, description=p.description or None, guidelines=guidelines)
+            studies.update_study(ctx.db, study.id, description=p.description or None, guidelines=guidelines,
+                                 changed_by=user)
         n = do_import(ctx.db, study.id, p.path)
     return {"study": study.name, "imported": n, "total": prompts.count_prompts(ctx.db, study.id)}
 
@@ -135,7 +140,10 @@ def score(ctx: AppContext, user: str, p: Score) -> dict[str, Any]:
 
 
 def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
-    """Change a study's annotation settings; unknown or invalid settings are refused as a whole."""
+    """Change a study's annotation settings, only the keys given; unknown or invalid settings are refused as
+    a whole, as is a save from a form loaded before someone else's change, and a change that weakens a study
+    with labels unless confirmed (study_settings.NeedsConfirmation). Every change lands in the history."""
+    from app.services.study_settings import check_change
     from backend.methods.answers import validate_mode
 
     study = studies.get_study(ctx.db, p.study)
@@ -149,8 +157,16 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
         raise ServiceError(f"invalid study settings: {e}") from e
     if config.label_run_id is not None and config.label_run_id not in {r.id for r in studies.list_runs(ctx.db, study.id)}:
         raise ServiceError(f"generation run {config.label_run_id} is not a run of study {study.name!r}")
-    s = studies.update_study(ctx.db, study.id, config=config, guidelines=p.guidelines, description=p.description)
-    return {"study": s.name, "config": s.config.model_dump()}
+    with ctx.db.write():  # checked and written under the write lock: two saves cannot both pass the check
+        study = studies.get_study(ctx.db, p.study)
+        after = study.model_copy(update={"config": config, "guidelines": study.guidelines if p.guidelines is None
+                                         else p.guidelines,
+                                         "description": study.description if p.description is None else p.description})
+        changes = check_change(ctx, study, after, p.expected_version, p.confirm)
+        s = studies.update_study(ctx.db, study.id, config=config, guidelines=p.guidelines, description=p.description,
+                                 changed_by=user, confirmed=p.confirm) if changes else study
+    return {"study": s.name, "config": s.config.model_dump(), "changed": changes,
+            "version": settings_history.version(s)}
 
 
 def requeue(ctx: AppContext, user: str, p: Requeue) -> dict[str, Any]:
@@ -226,6 +242,14 @@ def list_studies(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
     return {"studies": out}
 
 
+def study_settings(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
+    """A study's settings, their version (for `configure`'s expected_version) and their history."""
+    s = studies.get_study(ctx.db, p.study)
+    return {"study": s.name, "config": s.config.model_dump(mode="json"), "guidelines": s.guidelines,
+            "description": s.description, "version": settings_history.version(s),
+            "history": [c.model_dump(mode="json") for c in settings_history.history(ctx.db, s.id)]}
+
+
 def list_annotators(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
     return {"annotators": [a.model_dump() for a in annotators.list_annotators(ctx.db)]}
 
@@ -236,6 +260,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "generate": (Generate, generate),
     "score": (Score, score),
     "configure": (Configure, configure),
+    "study_settings": (StudyOnly, study_settings),
     "requeue": (Requeue, requeue),
     "annotator_progress": (StudyOnly, annotator_progress),
     "agreement": (Agreement, agreement),

@@ -52,5 +52,9 @@
       $("#back-btn")?.click(); e.preventDefault();
     }
   });
+  // The Live tab: typing in the prompt box after picking a study prompt keeps what was typed (live_tab.py).
+  document.addEventListener("input", (e) => {
+    if (e.target && e.target.closest && e.target.closest("#live-prompt")) window.critlabLiveEdited = true;
+  }, true);
   new MutationObserver(highlight).observe(document.documentElement, {childList: true, subtree: true});
 })();

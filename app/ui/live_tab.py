@@ -26,6 +26,9 @@ from backend.methods.registry import all_methods
 from storage.models import MAX_RESPONSES
 
 POLL_SECONDS = 0.25
+# window.critlabLiveEdited is set by hotkeys.js whenever the person types in the prompt box.
+PICK_JS = "(study, pick) => { window.critlabLiveEdited = false; return [study, pick]; }"
+FILL_PICKED_JS = "(picked, current) => (window.critlabLiveEdited || !picked) ? current : picked"
 Mode = Literal["hide", "reset", "keep", "refresh"]
 STATE_NOTE = {"waiting": "*waiting…*", "streaming": "▍"}
 
@@ -148,6 +151,9 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
                             elem_id="live-study", scale=2)
         pick = gr.Dropdown(label="Pick a prompt of the study", choices=[], elem_id="live-pick", scale=1)
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Ask the model something…", elem_id="live-prompt")
+    # The picked prompt's text arrives here first; a script then moves it into the prompt box unless the
+    # person typed there since picking (a fast typist's edit must not be replaced by the late answer).
+    picked_text = gr.Textbox(visible=False, elem_id="live-picked-text")
     with gr.Row():
         n = gr.Slider(1, MAX_RESPONSES, value=4, step=1, label="Samples per setting (n)", elem_id="live-n")
         temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature", elem_id="live-temperature")
@@ -282,13 +288,13 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
             ids = []
         return gr.Dropdown(choices=ids, value=None)
 
-    def on_pick(study_name: str | None, picked: str | None, request: gr.Request) -> Any:
+    def on_pick(study_name: str | None, picked: str | None, request: gr.Request) -> str:
         if not (study_name and picked):
-            return gr.skip()
+            return ""
         try:
             return live.prompt_text(ctx, user_of(request), study_name, picked)
         except USER_ERRORS:
-            return gr.skip()
+            return ""
 
     for k, c in enumerate(cards, start=1):
         c.pick.click(None, None, best, js=f"() => '{k}'")
@@ -297,10 +303,14 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
     compare.change(lambda on: [gr.Slider(visible=on), gr.Slider(visible=on)], [compare], [temperature_b, top_p_b],
                    api_visibility="private")
     study.input(on_study, [study], [pick], api_visibility="private")
-    pick.input(on_pick, [study, pick], [prompt], api_visibility="private")
+    pick.input(on_pick, [study, pick], [picked_text], api_visibility="private", js=PICK_JS).then(
+        None, [picked_text, prompt], [prompt], js=FILL_PICKED_JS)
     generate.click(do_generate, [study, pick, prompt, n, temperature, top_p, max_tokens, compare, temperature_b,
                                  top_p_b, methods], tab.outputs(), api_visibility="private")
     regen_all.click(restart(None), [state, study], tab.outputs(), api_visibility="private")
+    # A new run makes the last "Added to …" or error message stale.
+    for button in (generate, regen_all, *[c.regenerate for c in cards]):
+        button.click(lambda: "", None, [add_status], api_visibility="private", queue=False)
     stop.click(do_stop, [state], [status], api_visibility="private")
     add.click(do_add, {state, study, *tab.answer_inputs()}, [add_status], api_visibility="private")
     return tab

@@ -37,6 +37,7 @@ def progress_markdown(job: Job | None) -> str:
 class StudiesTab:
     study_choices: list[gr.Dropdown]
     overview: gr.Dataframe
+    settings: study_settings.SettingsPanel
 
 
 def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pickers: list[gr.Dropdown]) -> StudiesTab:
@@ -141,7 +142,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
             return progress_markdown(latest[0]) if latest else "No job yet."
         return progress_markdown(jobs.get_job(ctx.db, job_id))
 
-    cfg_study = study_settings.build(ctx, admin_of)
+    settings_panel = study_settings.build(ctx, admin_of)
+    cfg_study = settings_panel.study
     pickers = [import_study, gen_study, cfg_study, *other_study_pickers]
 
     def engine_from_form(engine_: str, url: str) -> EngineConfig:
@@ -172,7 +174,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     timer.tick(poll, [job_state], [job_progress], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
         btn.click(refresh, None, [overview, *pickers], api_visibility="private")
-    return StudiesTab([import_study, gen_study, cfg_study], overview)
+    return StudiesTab([import_study, gen_study, cfg_study], overview, settings_panel)
 
 
 def overview_rows(ctx: AppContext) -> list[list[Any]]:

@@ -3,14 +3,16 @@ answer extraction, the Live tab grant, guidelines; per-annotator progress and re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
 
+from app.render import md_literal
+from app.services import study_settings as settings
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from app.ui.errors import shown_errors
-from storage import studies
+from app.ui.errors import USER_ERRORS, shown_errors
 from storage.models import QUESTIONS
 
 QUESTION_LABELS = {"best": "best-of-N pick", "rating": "1–7 rating per response",
@@ -20,7 +22,14 @@ QUESTION_LABELS = {"best": "best-of-N pick", "rating": "1–7 rating per respons
                    "reference": "reference answer written by the annotator", "comment": "comment"}
 
 
-def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dropdown:
+@dataclass
+class SettingsPanel:
+    study: gr.Dropdown
+    load: Callable[..., tuple[Any, ...]]  # (study name, request) -> the outputs below
+    outputs: list[Any]
+
+
+def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPanel:
     gr.Markdown("### Study settings")
     with gr.Row():
         study = gr.Dropdown(label="Study", choices=[], elem_id="cfg-study")
@@ -39,50 +48,76 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dropdown
     live_ok = gr.Checkbox(label="Annotators may use the Live tab with this study (their Live labels are stored "
                                 "as not blind)", elem_id="cfg-live")
     guidelines = gr.Textbox(label="Guidelines (Markdown)", lines=4, elem_id="cfg-guidelines")
-    save = gr.Button("Save settings", elem_id="cfg-save")
+    with gr.Row():
+        save = gr.Button("Save settings", elem_id="cfg-save")
+        confirm = gr.Button("Confirm and save", variant="stop", visible=False, elem_id="cfg-confirm")
     status = gr.Markdown(elem_id="cfg-status")
+    loaded = gr.State(None)  # the form as loaded (study_settings.SettingsForm), to send only what changed
     gr.Markdown("#### Annotators' progress")
     progress = gr.Dataframe(headers=["annotator", "labelled", "skipped"], interactive=False, elem_id="cfg-progress")
     with gr.Row():
         requeue_id = gr.Textbox(label="Prompt id to re-queue (one more annotator)", elem_id="cfg-requeue-id")
         requeue = gr.Button("Re-queue", elem_id="cfg-requeue")
+    form = [blind, reveal, questions, overlap, extra, answers, live_ok, guidelines]
 
-    @shown_errors(10)
-    def load(study_name: str | None, request: gr.Request) -> tuple[Any, ...]:
-        admin_of(request)
+    def fill(study_name: str | None, request: gr.Request, note: str = "") -> tuple[Any, ...]:
+        user = admin_of(request)
         if not study_name:
-            raise ServiceError("choose a study")
-        s = studies.get_study(ctx.db, study_name)
-        c = s.config
-        prog = run_op(ctx, admin_of(request), "annotator_progress", {"study": s.name})
+            return (note, None, gr.Button(visible=False), *[gr.skip()] * len(form), gr.skip())
+        f = settings.load_form(ctx, study_name)
+        v = f.values
+        prog = run_op(ctx, user, "annotator_progress", {"study": f.study})
         rows = [[a["name"], a["labelled"], a["skipped"]] for a in prog["annotators"]]
-        return ("", c.blind, c.reveal, list(c.questions), c.overlap, c.extra_on_disagreement, c.answer_extraction,
-                c.live_annotators, s.guidelines, rows)
+        return (note, f.model_dump(), gr.Button(visible=False), v["blind"], v["reveal"], list(v["questions"]),
+                v["overlap"], v["extra_on_disagreement"], v["answer_extraction"], v["live_annotators"],
+                v["guidelines"], rows)
 
-    @shown_errors(1)
-    def do_save(study_name: str | None, blind_: bool, reveal_: bool, qs: list[str], overlap_: float | None,
-                extra_: float | None, answers_: str, live_: bool, guide: str, request: gr.Request) -> str:
-        if not study_name:
-            raise ServiceError("choose a study")
-        if not qs:
-            raise ServiceError("choose at least one question")
-        config = {"blind": bool(blind_), "reveal": bool(reveal_), "questions": qs,
-                  "overlap": int(overlap_) if overlap_ else None, "extra_on_disagreement": int(extra_ or 0),
-                  "answer_extraction": answers_.strip() or "none", "live_annotators": bool(live_)}
-        run_op(ctx, admin_of(request), "configure", {"study": study_name, "config": config, "guidelines": guide})
-        return f"Saved the settings of **{study_name}**."
+    def save_with(confirmed: bool) -> Callable[..., tuple[Any, ...]]:
+        def do_save(study_name: str | None, form_state: dict | None, blind_: bool, reveal_: bool, qs: list[str],
+                    overlap_: float | None, extra_: float | None, answers_: str, live_: bool, guide: str,
+                    request: gr.Request) -> tuple[Any, ...]:
+            keep = (gr.skip(),) * (len(form) + 2)
+            try:
+                user = admin_of(request)
+                if not study_name or not form_state or form_state.get("study") != study_name:
+                    raise ServiceError("choose a study (its settings load into the form)")
+                if not qs:
+                    raise ServiceError("choose at least one question")
+                edited = {"blind": bool(blind_), "reveal": bool(reveal_), "questions": list(qs),
+                          "overlap": int(overlap_) if overlap_ else None, "extra_on_disagreement": int(extra_ or 0),
+                          "answer_extraction": (answers_ or "").strip() or "none", "live_annotators": bool(live_),
+                          "guidelines": guide or ""}
+                changed = settings.form_changes(form_state["values"], edited)
+                if not changed:
+                    return ("Nothing changed.", gr.skip(), gr.Button(visible=False), *keep)
+                guidelines_ = changed.pop("guidelines", None)
+                r = run_op(ctx, user, "configure", {"study": study_name, "config": changed, "guidelines": guidelines_,
+                                                     "expected_version": form_state["version"], "confirm": confirmed})
+            except settings.NeedsConfirmation as e:
+                return (f"⚠️ {e}", gr.skip(), gr.Button(visible=True), *keep)
+            except USER_ERRORS as e:
+                return (f"⚠️ {e}", gr.skip(), gr.Button(visible=False), *keep)
+            names = ", ".join(r["changed"]) or "nothing"
+            return fill(study_name, request, f"Saved the settings of **{md_literal(study_name)}** (changed: {names}).")
+        return do_save
 
     @shown_errors(1)
     def do_requeue(study_name: str | None, prompt: str, request: gr.Request) -> str:
         if not study_name or not prompt.strip():
             raise ServiceError("choose a study and give a prompt id")
         run_op(ctx, admin_of(request), "requeue", {"study": study_name, "prompt": prompt.strip()})
-        return f"Prompt **{prompt.strip()}** will go to one more annotator."
+        return f"Prompt **{md_literal(prompt.strip())}** will go to one more annotator."
 
+    @shown_errors(1 + len(form) + 3)
+    def load(study_name: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """The stored settings of the study into the form (and the progress table)."""
+        return fill(study_name, request)
+
+    outputs = [status, loaded, confirm, *form, progress]
     # load's first output is the status line (errors land there), then the form.
-    study.input(load, [study], [status, blind, reveal, questions, overlap, extra, answers, live_ok, guidelines,
-                                progress], api_visibility="private")
-    save.click(do_save, [study, blind, reveal, questions, overlap, extra, answers, live_ok, guidelines], [status],
-               api_visibility="private")
+    # .change, not .input: the form also fills when the page load selects a study.
+    study.change(load, [study], outputs, api_visibility="private")
+    for button, confirmed in ((save, False), (confirm, True)):
+        button.click(save_with(confirmed), [study, loaded, *form], outputs, api_visibility="private")
     requeue.click(do_requeue, [study, requeue_id], [status], api_visibility="private")
-    return study
+    return SettingsPanel(study, load, outputs)

@@ -66,6 +66,7 @@ from storage.analysis.scores import (
     rank_correlations,
     rank_correlations_per_prompt,
 )
+from storage.analysis.settings_section import settings_blocks, settings_changes
 from storage.db import Database
 
 FORMAT = "critlab.agreement/1"
@@ -1257,8 +1258,9 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     for key, error in boot.run().items():
         rep[key] = _unavailable(f"could not compute: {error}")
     rep["headline"] = _section(_headline, d, rep)
-    order = ["format", "study", "bootstrap", "counts", "methods", "headline", "pairwise", "ratings", "scores",
-             "best_of_n", "calibration", "checklist", "reveal", "disagreements"]
+    rep["settings_history"] = settings_changes(db, study_id)
+    order = ["format", "study", "bootstrap", "counts", "methods", "settings_history", "headline", "pairwise",
+             "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal", "disagreements"]
     return _jsonable({k: rep[k] for k in order})
 
 
@@ -1356,6 +1358,7 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
                 c.get("n_human_other_stage")]])
     if c.get("unmapped_methods"):
         doc.p("Methods not in the method table (not compared): " + ", ".join(c["unmapped_methods"]))
+    settings_blocks(doc, rep.get("settings_history"))
 
     def unavailable(sec: dict[str, Any]) -> bool:
         if not sec.get("available"):

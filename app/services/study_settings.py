@@ -1,0 +1,104 @@
+"""Study settings as an admin edits them: load the form, send only what changed, refuse a save from a
+stale form, and ask for confirmation before a change weakens a study that already has labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.services.context import AppContext, ServiceError
+from storage import judgments, settings_history, studies
+from storage.models import Study, StudyConfig
+
+# The settings the Studies tab's form edits (the rest of StudyConfig stays as it is).
+FORM_KEYS = ("blind", "reveal", "questions", "overlap", "extra_on_disagreement", "answer_extraction",
+             "live_annotators", "guidelines")
+
+
+class NeedsConfirmation(ServiceError):
+    """The change weakens a study that already has human labels: save again with confirm."""
+
+    def __init__(self, study: str, reasons: list[str]):
+        self.reasons = reasons
+        super().__init__(f"study {study!r} already has human labels, and this change would "
+                         f"{'; '.join(reasons)}. Labels made before and after it are not comparable: "
+                         "confirm to save it anyway (the change is recorded in the study's settings history "
+                         "and listed in the agreement report).")
+
+
+class SettingsForm(BaseModel):
+    """The form's values as loaded, with the version they were loaded at."""
+
+    study: str
+    version: str
+    values: dict[str, Any]
+    has_labels: bool
+
+
+def load_form(ctx: AppContext, study_name: str) -> SettingsForm:
+    s = studies.get_study(ctx.db, study_name)
+    every = settings_history.settings_of(s)
+    return SettingsForm(study=s.name, version=settings_history.version(s), values={k: every[k] for k in FORM_KEYS},
+                        has_labels=_has_labels(ctx, s))
+
+
+def form_changes(loaded: dict[str, Any], edited: dict[str, Any]) -> dict[str, Any]:
+    """The settings the person changed in the form, validated, as the `configure` payload's config (plus
+    `guidelines` when changed). Unchanged keys are not sent, so a save cannot reset what it did not touch.
+
+    >>> form_changes({"blind": True, "questions": ["best", "rating"], "guidelines": "Be brief."},
+    ...              {"blind": True, "questions": ["rating", "best", "correct"], "guidelines": "Be brief."})
+    {'questions': ['rating', 'best', 'correct']}
+    >>> form_changes({"overlap": None}, {"overlap": 2})
+    {'overlap': 2}
+    """
+    changed = {}
+    for key, new in edited.items():
+        old = loaded.get(key)
+        same = sorted(old or []) == sorted(new or []) if key == "questions" else old == new
+        if not same:
+            changed[key] = new
+    return changed
+
+
+def weakening(before: Study, after: Study) -> list[str]:
+    """What in the change makes labels made before it not comparable with those after it.
+
+    >>> s = Study(id=1, name="s", guidelines="Pick the most helpful.")
+    >>> weakening(s, s.model_copy(update={"config": StudyConfig(blind=False), "guidelines": ""}))
+    ['turn blind labelling off', 'clear the guidelines']
+    """
+    b, a = before.config, after.config
+    reasons = []
+    if b.blind and not a.blind:
+        reasons.append("turn blind labelling off")
+    if b.reveal != a.reveal:
+        reasons.append(f"turn reveal after submit {'on' if a.reveal else 'off'}")
+    removed = [q for q in b.questions if q not in a.questions]
+    if removed:
+        reasons.append(f"remove the question{'s' * (len(removed) > 1)} {', '.join(removed)}")
+    if before.guidelines.strip() and not after.guidelines.strip():
+        reasons.append("clear the guidelines")
+    return reasons
+
+
+def check_change(ctx: AppContext, before: Study, after: Study, expected_version: str | None,
+                 confirm: bool) -> dict[str, Any]:
+    """The changed settings (setting -> [old, new]), after the stale-form and confirmation checks."""
+    if expected_version is not None and expected_version != settings_history.version(before):
+        last = next(reversed(settings_history.history(ctx.db, before.id)), None)
+        by = f" (last change: {last.setting} by {last.changed_by or 'unknown'} at {last.changed_at:%Y-%m-%d %H:%M:%S})" \
+            if last and last.changed_at else ""
+        raise ServiceError(f"the settings of study {before.name!r} changed since this form was loaded{by}; "
+                           "reload them and make your change again")
+    changes = settings_history.diff(before, after)
+    if changes and not confirm and _has_labels(ctx, before):
+        reasons = weakening(before, after)
+        if reasons:
+            raise NeedsConfirmation(before.name, reasons)
+    return {k: list(v) for k, v in changes.items()}
+
+
+def _has_labels(ctx: AppContext, study: Study) -> bool:
+    return judgments.has_any_human(ctx.db, study.id)

@@ -1,0 +1,191 @@
+"""The labelling issue's browser findings on one server: study settings that open filled and never wipe
+a study (1), going back to a revealed item (2), keyboard labelling that lands where the person meant (3),
+the Label tab's small promises (8) and a fast typist in the Live tab (9)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, expect
+
+from app.ui.study_settings import QUESTION_LABELS
+from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server, wait_idle
+
+pytestmark = pytest.mark.e2e
+GUIDE = "Pick the answer a careful teacher would give."
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("trust")
+    db = d / "trust.duckdb"
+    items = [{"item_id": f"k{i}", "prompt": f"Question {i}: what is {i} + 1?",
+              "responses": [{"id": f"k{i}{c}", "text": f"Answer {c} to question {i}."} for c in "abc"],
+              "judgments": [{"judge": "gpt-x", "judge_kind": "model", "type": "p_true", "response": f"k{i}a",
+                             "prob": 0.9}]} for i in range(6)]
+    f = d / "items.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in items) + "\n")
+    critlab("import", "judgments", str(f), "--study", "trust", db=db)
+    for i, name in enumerate(("other", "fresh")):
+        g = d / f"{name}.jsonl"
+        g.write_text(json.dumps({"id": f"{name}-1", "prompt": f"A {name} prompt, never labelled."}) + "\n")
+        critlab("import", "prompts", str(g), "--study", name, db=db)
+    critlab("annotators", "add", "admin", "--role", "admin", "--password-stdin", db=db, stdin=PASSWORDS["admin"])
+    for who in ("ann", "bob"):
+        critlab("annotators", "add", who, "--password-stdin", db=db, stdin=PASSWORDS[who])
+    server = start_server(db, d / "server.log")
+    admin = server.login("admin")
+    r = admin.post("/api/admin/op/configure", json={"study": "trust", "guidelines": GUIDE, "config": {
+        "questions": ["best", "rating", "comment"], "blind": True, "reveal": True}})
+    assert r.status_code == 200, r.text
+    yield server
+    server.stop()
+
+
+def _settings(server: Server, study: str) -> dict:
+    r = server.login("admin").post("/api/admin/op/study_settings", json={"study": study})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _question(page: Page, q: str):  # noqa: ANN202
+    return page.locator("#cfg-questions").get_by_label(QUESTION_LABELS[q], exact=True)
+
+
+def _open_settings(page: Page, server: Server, study: str) -> None:
+    if "/ui/" not in page.url:
+        login(page, server.url, "admin")
+    page.get_by_role("tab", name="Studies").click()
+    picker = page.locator("#cfg-study input")
+    if picker.input_value() != study:
+        picker.click()
+        page.get_by_role("option", name=study, exact=True).click()
+    expect(page.locator("#cfg-study input")).to_have_value(study)
+    wait_idle(page)
+
+
+def test_settings_open_filled_and_a_save_changes_only_what_was_ticked(page: Page, srv: Server) -> None:
+    login(page, srv.url, "admin")
+    page.get_by_role("tab", name="Studies").click()
+    # On page load the form shows the selected study's stored settings, not empty controls.
+    first = page.locator("#cfg-study input").input_value()
+    assert first, "a study is selected on load"
+    stored = _settings(srv, first)
+    expect(page.locator("#cfg-blind input")).to_be_checked(checked=stored["config"]["blind"])
+    expect(page.locator("#cfg-guidelines textarea")).to_have_value(stored["guidelines"])
+    for q in stored["config"]["questions"]:
+        expect(_question(page, q)).to_be_checked()
+
+    _open_settings(page, srv, "trust")
+    expect(page.locator("#cfg-blind input")).to_be_checked()
+    expect(page.locator("#cfg-reveal input")).to_be_checked()
+    expect(page.locator("#cfg-guidelines textarea")).to_have_value(GUIDE)
+    _question(page, "correct").check()
+    page.locator("#cfg-save").click()
+    expect(page.locator("#cfg-status")).to_contain_text("changed: questions")
+    s = _settings(srv, "trust")
+    assert s["config"]["blind"] and s["config"]["reveal"] and s["guidelines"] == GUIDE
+    assert s["config"]["questions"] == ["best", "rating", "comment", "correct"]
+
+
+def test_a_stale_form_is_refused_and_weakening_a_labelled_study_needs_confirmation(
+        browser: Browser, page: Page, srv: Server) -> None:
+    ann = srv.login("ann")
+    item = ann.get("/api/studies/trust/next").json()["item"]
+    order = [c["response_id"] for c in item["cards"]]
+    ann.post("/api/studies/trust/judgments", json={"prompt_id": item["prompt_id"], "shown_order": order,
+                                                   "best": order[0], "idempotency_key": "settings-e2e-1"})
+    _open_settings(page, srv, "trust")
+    other = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page2 = other.new_page()
+    _open_settings(page2, srv, "trust")  # a second admin tab, loaded at the same version
+
+    _question(page, "correct").uncheck()  # removes a question: weakens
+    page.locator("#cfg-save").click()
+    expect(page.locator("#cfg-status")).to_contain_text("remove the question correct")
+    expect(page.locator("#cfg-confirm")).to_be_visible()
+    assert "correct" in _settings(srv, "trust")["config"]["questions"]  # not saved yet
+    page.locator("#cfg-confirm").click()
+    expect(page.locator("#cfg-status")).to_contain_text("changed: questions")
+    expect(page.locator("#cfg-confirm")).to_be_hidden()
+    assert "correct" not in _settings(srv, "trust")["config"]["questions"]
+
+    page2.locator("#cfg-overlap input").fill("2")
+    page2.locator("#cfg-save").click()
+    expect(page2.locator("#cfg-status")).to_contain_text("changed since this form was loaded")
+    assert _settings(srv, "trust")["config"]["overlap"] is None
+    other.close()
+
+
+def _submit_and_wait(page: Page, text: str) -> None:
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#status")).to_contain_text(text)
+    wait_idle(page)
+
+
+def test_back_to_a_revealed_item_shows_the_revealed_stage_with_the_revision(page: Page, srv: Server) -> None:
+    login(page, srv.url, "bob")
+    expect(page.locator("#prompt")).to_contain_text("Prompt k")
+    prompt = page.locator("#prompt").inner_text().split("\n")[0]
+    page.locator("#progress").click()
+    page.keyboard.press("1")
+    page.keyboard.press("Shift+Digit6")
+    _submit_and_wait(page, "model's view is now shown")
+    expect(page.locator("#view-1")).to_be_visible()
+    page.locator("#rating-1 input[value='2']").check()  # the revision after reveal
+    page.locator("#progress").click()
+    _submit_and_wait(page, "revised label after reveal")
+    expect(page.locator("#prompt")).not_to_contain_text(prompt)
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#status")).to_contain_text("stored as a revised label")
+    expect(page.locator("#prompt")).to_contain_text(prompt.removeprefix("Prompt ").split(" ")[0])
+    expect(page.locator("#prompt")).to_contain_text("the model's view is shown")
+    expect(page.locator("#view-1")).to_be_visible()
+    expect(page.locator("#rating-1 input[value='2']")).to_be_checked()  # the latest answers, not the blind 6
+
+
+def test_a_prompt_typed_right_after_picking_one_is_kept(page: Page, srv: Server) -> None:
+    """Finding 9: the picked prompt's text arrives after the person has typed their own; theirs stays."""
+    login(page, srv.url, "admin")
+    page.get_by_role("tab", name="Live").click()
+    config = page.request.get(f"{srv.url}/ui/config").json()
+    pick_id = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "live-pick")
+    held: list[Route] = []
+
+    def hold_pick(route: Route) -> None:
+        body = route.request.post_data_json or {}
+        if body.get("trigger_id") == pick_id:
+            held.append(route)  # answered only once the person has typed
+        else:
+            route.continue_()
+
+    page.route("**/gradio_api/queue/join*", hold_pick)
+    study = page.locator("#live-study input")
+    study.click()
+    page.get_by_role("option", name="other", exact=True).click()
+    wait_idle(page)
+    page.locator("#live-pick input").click()
+    with page.expect_request(lambda r: "queue/join" in r.url and (r.post_data_json or {}).get("trigger_id") == pick_id):
+        page.get_by_role("option", name="other-1").click()
+    page.locator("#live-prompt textarea").fill("My own question, typed at once.")
+    assert held, "the pick's request is held until the person has typed"
+    for route in held:  # Gradio's dropdown may send its input event twice (select, then blur)
+        route.continue_()
+    page.unroute("**/gradio_api/queue/join*")
+    wait_idle(page)
+    expect(page.locator("#live-prompt textarea")).to_have_value("My own question, typed at once.")
+    # Picking again without typing fills the box as before.
+    page.locator("#live-pick input").click()
+    page.get_by_role("option", name="other-1").click()
+    expect(page.locator("#live-prompt textarea")).to_have_value("A other prompt, never labelled.")
+
+
+def test_add_to_study_before_generating_says_generate_first(page: Page, srv: Server) -> None:
+    login(page, srv.url, "admin")
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#live-study input").click()
+    page.get_by_role("option", name="other", exact=True).click()
+    page.locator("#live-add").click()
+    expect(page.locator("#live-add-status")).to_contain_text("generate first")
