@@ -191,6 +191,14 @@ def has_current(db: Database, *, study_id: int, prompt_id: int, judge_kind: str)
            LIMIT 1""", [study_id, prompt_id, judge_kind]))
 
 
+def submitted(db: Database, judge: str, prompt_id: int, key: str) -> list[int]:
+    """The ids a submit with this client key stored for this judge and prompt (its rows' keys are
+    `key:<answer>`), in the order stored; empty when it was not stored."""
+    return [r[0] for r in db.fetchall(
+        """SELECT id FROM judgment WHERE prompt_id = ? AND judge = ? AND starts_with(idempotency_key, ?)
+           ORDER BY id""", [prompt_id, judge, key + ":"])]
+
+
 def has_any_human(db: Database, study_id: int) -> bool:
     """Whether anyone has labelled anything in the study (current or superseded)."""
     return bool(db.fetchall("SELECT 1 FROM judgment WHERE study_id = ? AND judge_kind = 'human' LIMIT 1", [study_id]))

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from storage.db import Database
+
+# Property-based tests: no wall-clock deadline (the suite must pass on a busy machine) and no example
+# database (tests write nothing outside tmp_path). CRITLAB_HYPOTHESIS=long runs many more examples.
+settings.register_profile("ci", max_examples=30, stateful_step_count=25, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=300, stateful_step_count=60, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("CRITLAB_HYPOTHESIS", "ci"))
 
 
 @pytest.fixture

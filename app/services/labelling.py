@@ -315,17 +315,17 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
     """
     study = studies.get_study(ctx.db, sub.study)
     expected = _checked_label_ids(ctx, study, sub.prompt_id)
-    live = source == "live"
-    stage: Stage = "revealed" if live or not study.config.blind else sub.stage
-    if study.config.blind and not live:
-        seen = reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator)
-        if stage == "blind" and seen:
-            raise ServiceError("you have already seen the model's view of this item, so your label can no longer "
-                               "be stored as blind; reload the item and submit it as a revised label")
-        if stage == "revealed" and not seen and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
-            raise ServiceError("a revised label needs a blind label first")
-    sub = sub.model_copy(update={"stage": stage})
-    _validate(ctx, study, sub, expected)
+    try:
+        stage = _stage_of(ctx, study, annotator, sub, live=source == "live")
+        sub = sub.model_copy(update={"stage": stage})
+        _validate(ctx, study, sub, expected)
+    except ServiceError:
+        # A retry of a submit that was stored (its answer lost on the way) answers as the first time did,
+        # even when the item has moved on since (the reveal was shown, the settings changed).
+        stored = judgments.submitted(ctx.db, annotator, sub.prompt_id, sub.idempotency_key)
+        if stored:
+            return SubmitResult(judgment_ids=stored, reveal=False)
+        raise
     # Each query here costs about a millisecond under load: ask only what this study uses.
     checklist = _model_checklist(ctx, sub.prompt_id) if "checklist" in study.config.questions else []
     rows = _judgments(study, annotator, sub, source, checklist)
@@ -339,6 +339,19 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
     reveal = (stage == "blind" and study.config.reveal
               and judgments.has_current(ctx.db, study_id=study.id, prompt_id=sub.prompt_id, judge_kind="model"))
     return SubmitResult(judgment_ids=ids, reveal=reveal)
+
+
+def _stage_of(ctx: AppContext, study: Study, annotator: str, sub: LabelSubmission, *, live: bool) -> Stage:
+    """The stage the submit is stored at, or ServiceError when the rules forbid it."""
+    stage: Stage = "revealed" if live or not study.config.blind else sub.stage
+    if study.config.blind and not live:
+        seen = reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator)
+        if stage == "blind" and seen:
+            raise ServiceError("you have already seen the model's view of this item, so your label can no longer "
+                               "be stored as blind; reload the item and submit it as a revised label")
+        if stage == "revealed" and not seen and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
+            raise ServiceError("a revised label needs a blind label first")
+    return stage
 
 
 def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,

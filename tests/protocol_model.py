@@ -1,0 +1,107 @@
+"""A small reference model of the labelling protocol, written from its rules (DESIGN.md, "The labelling
+protocol") and not from the service code: what each person has answered at each stage, what they have
+seen, what they hold reserved, skipped and labelled, and what the study asks for.
+
+tests/test_protocol_machine.py drives the real service layer and this model side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Stage = str  # "blind" | "revealed"
+# One stored answer: (method, response id or None, value or text).
+Answer = tuple[str, int | None, object]
+
+
+@dataclass
+class Settings:
+    blind: bool = True
+    reveal: bool = True
+    overlap: int | None = None
+    extra: int = 0
+
+
+@dataclass
+class ProtocolModel:
+    prompts: list[int]  # in file order
+    settings: Settings = field(default_factory=Settings)
+    # (person, prompt, stage) -> (the current answers of that stage, the number of the submit that made them)
+    current: dict[tuple[str, int, Stage], tuple[frozenset[Answer], int]] = field(default_factory=dict)
+    seen: set[tuple[str, int]] = field(default_factory=set)  # shown the model's view, or stored a revised label
+    held: dict[str, list[int]] = field(default_factory=dict)  # open reservations, oldest first
+    skipped: dict[str, dict[int, int]] = field(default_factory=dict)  # person -> prompt -> when last skipped
+    requeues: dict[int, int] = field(default_factory=dict)
+    flagged: set[int] = field(default_factory=set)  # the humans' blind best picks split
+    submits: int = 0  # a clock: every submit and skip ticks it
+    stored_rows: int = 0  # human judgment rows ever stored (superseded ones included)
+
+    # -- what the rules say ---------------------------------------------------------------------------
+    def labelled(self, who: str, pid: int) -> bool:
+        return any((who, pid, s) in self.current for s in ("blind", "revealed"))
+
+    def has_seen(self, who: str, pid: int) -> bool:
+        return (who, pid) in self.seen
+
+    def latest_stage(self, who: str, pid: int) -> Stage:
+        return "revealed" if not self.settings.blind or self.has_seen(who, pid) else "blind"
+
+    def prefill(self, who: str, pid: int, stage: Stage) -> frozenset[Answer]:
+        """What an item opens with: the answers of its stage, a reveal step starting from the blind ones."""
+        for s in (stage, "blind"):
+            if (who, pid, s) in self.current:
+                return self.current[(who, pid, s)][0]
+        return frozenset()
+
+    def needed(self, pid: int) -> int | None:
+        s = self.settings
+        if s.overlap is None:
+            return None
+        return s.overlap + self.requeues.get(pid, 0) + (s.extra if pid in self.flagged else 0)
+
+    def others_busy(self, who: str, pid: int) -> int:
+        people = {w for (w, p, _) in self.current if p == pid} | {w for w, ps in self.held.items() if pid in ps}
+        return len(people - {who})
+
+    def eligible(self, who: str, exclude: int | None) -> list[int]:
+        return [p for p in self.prompts if p != exclude and not self.labelled(who, p)
+                and (self.needed(p) is None or self.others_busy(who, p) < self.needed(p))]
+
+    def own_reservation(self, who: str, exclude: int | None) -> int | None:
+        return next((p for p in self.held.get(who, []) if p != exclude and not self.labelled(who, p)), None)
+
+    def history(self, who: str) -> list[int]:
+        """Labelled prompts, by the first submit among the ones whose answers are still current."""
+        first: dict[int, int] = {}
+        for (w, p, _), (_, at) in self.current.items():
+            if w == who:
+                first[p] = min(first.get(p, at), at)
+        return sorted(first, key=first.__getitem__)
+
+    # -- what the actions do ----------------------------------------------------------------------------
+    def serve(self, who: str, pid: int, stage: Stage, reserve: bool) -> None:
+        if stage == "revealed":
+            self.seen.add((who, pid))
+        if reserve:  # a new reservation, or a renewed one, which makes it the newest
+            held = self.held.setdefault(who, [])
+            if pid in held:
+                held.remove(pid)
+            held.append(pid)
+
+    def submit(self, who: str, pid: int, stage: Stage, answers: frozenset[Answer]) -> None:
+        self.submits += 1
+        self.current[(who, pid, stage)] = (answers, self.submits)
+        self.stored_rows += len(answers)
+        if stage == "revealed":
+            self.seen.add((who, pid))
+        if pid in self.held.get(who, []):
+            self.held[who].remove(pid)
+        picks = {r for (w, p, s), (ans, _) in self.current.items() if p == pid and s == "blind"
+                 for m, r, _ in ans if m == "best_of_n"}
+        (self.flagged.add if len(picks) > 1 else self.flagged.discard)(pid)
+
+    def skip(self, who: str, pid: int) -> None:
+        self.submits += 1
+        self.skipped.setdefault(who, {})[pid] = self.submits
+        if pid in self.held.get(who, []):
+            self.held[who].remove(pid)

@@ -1,0 +1,276 @@
+"""The labelling protocol, proven by a model: Hypothesis drives the real service layer (app.services.labelling,
+label_queue, the configure operation) with random sequences of next, submit, edit, back, skip, reveal,
+retry, re-queue and settings changes by three annotators with two browser tabs each, and after every step
+checks that the database equals the reference model (tests/protocol_model.py) and that the invariants hold:
+no blind label after a reveal; exactly one current label per person, question, target and stage; nothing
+lost or stored twice; overlap and reservations respected.
+
+Profiles (tests/conftest.py): `ci`, the default (30 examples of up to 25 steps, no deadline, no example
+database), and `long` (CRITLAB_HYPOTHESIS=long: 300 examples of up to 60 steps).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from app.services import labelling
+from app.services.context import AppContext, ServiceError
+from app.services.ops import run_op
+from storage import judgments, label_queue, studies
+from storage.db import Database
+from storage.models import JudgmentIn, StudyConfig
+from tests.builders import make_prompt, make_responses
+from tests.protocol_model import Answer, ProtocolModel, Settings
+
+PEOPLE = ("a", "b", "c")
+N_PROMPTS = 4
+STUDY = "proto"
+
+
+@dataclass
+class Tab:
+    """What one browser tab of a person shows: an item at a stage, in their card order."""
+
+    pid: int
+    stage: str
+    order: list[int]
+
+
+def _answers(order: list[int], best: int | None, ratings: dict[int, int], comment: str) -> frozenset[Answer]:
+    out: set[Answer] = {("likert", order[i], float(v)) for i, v in ratings.items()}
+    if best is not None:
+        out.add(("best_of_n", order[best], None))
+    if comment.strip():
+        out.add(("comment", None, comment.strip()))
+    return frozenset(out)
+
+
+class LabellingProtocol(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="critlab-protocol-")
+        self.db = Database(f"{self.dir}/p.duckdb")
+        self.ctx = AppContext(db=self.db)
+        s = studies.create_study(self.db, STUDY, config=StudyConfig(questions=["best", "rating", "comment"]))
+        self.study_id = s.id
+        pids = [make_prompt(self.db, s.id, f"q{i}") for i in range(N_PROMPTS)]
+        for pid in pids:
+            make_responses(self.db, pid, ["one", "two", "three"])
+            judgments.record(self.db, [JudgmentIn(study_id=s.id, prompt_id=pid, judge_kind="model", judge="m",
+                                                  method="p_true", prob=0.5, idempotency_key=uuid.uuid4().hex)])
+        self.model = ProtocolModel(prompts=pids)
+        self.tabs: dict[tuple[str, int], Tab] = {}
+        self.last: dict[str, tuple[labelling.LabelSubmission, list[int]]] = {}
+
+    def teardown(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _dump(self) -> list[tuple]:
+        return (self.db.fetchall("SELECT id, stage, superseded_at FROM judgment ORDER BY id")
+                + self.db.fetchall("SELECT prompt_id, annotator FROM reveal ORDER BY ALL")
+                + self.db.fetchall("SELECT prompt_id, annotator FROM assignment ORDER BY ALL"))
+
+    def _show(self, who: str, tab: int, item: labelling.LabelItem | None, reserve: bool) -> None:
+        if item is None:
+            self.tabs.pop((who, tab), None)
+            return
+        m = self.model
+        stage = m.latest_stage(who, item.prompt_id)
+        assert item.stage == stage, (who, item.prompt_id, item.stage, stage)
+        assert item.show_model_view == (stage == "revealed")
+        order = [c.response_id for c in item.cards]
+        shown = _answers(order, next((i for i, r in enumerate(order) if r == item.answers.best), None),
+                         {order.index(r): v for r, v in item.answers.ratings.items()}, item.answers.comment)
+        assert shown == m.prefill(who, item.prompt_id, stage), "an item opens with the latest answers of its stage"
+        m.serve(who, item.prompt_id, stage, reserve)
+        self.tabs[(who, tab)] = Tab(item.prompt_id, stage, order)
+
+    # -- rules ----------------------------------------------------------------------------------------
+    @rule(who=st.sampled_from(PEOPLE), tab=st.integers(0, 1), after_current=st.booleans())
+    def next_item(self, who: str, tab: int, after_current: bool) -> None:
+        m = self.model
+        open_tab = self.tabs.get((who, tab))
+        exclude = open_tab.pid if open_tab and after_current else None
+        own = m.own_reservation(who, exclude)
+        eligible = m.eligible(who, exclude)
+        needed = {p: m.needed(p) for p in eligible}
+        busy = {p: m.others_busy(who, p) for p in eligible}
+        item = labelling.next_item(self.ctx, who, STUDY, after=exclude)
+        if own is not None:
+            assert item is not None and item.prompt_id == own, "a person's open reservation comes first"
+        elif not eligible:
+            assert item is None, f"{who} was served {item and item.prompt_id}, but nothing is open to them"
+        else:
+            assert item is not None, f"{who} got nothing, but {eligible} are open to them"
+            pid = item.prompt_id
+            assert pid in eligible, f"{who} was served {pid}: not open to them (overlap or labelled)"
+            assert needed[pid] is None or busy[pid] < needed[pid], "the overlap holds"
+            skipped = m.skipped.get(who, {})
+            fresh = [p for p in eligible if p not in skipped]
+            if fresh:
+                assert pid in fresh, "a skipped prompt comes after every other one"
+            else:
+                assert skipped[pid] == min(skipped[p] for p in eligible), "the oldest skip comes back first"
+        self._show(who, tab, item, reserve=True)
+
+    def _tab(self, data: st.DataObject) -> tuple[str, int, Tab]:
+        who, tab = data.draw(st.sampled_from(sorted(self.tabs)), label="tab")
+        return who, tab, self.tabs[(who, tab)]
+
+    @precondition(lambda self: self.tabs)
+    @rule(data=st.data(), best=st.one_of(st.none(), st.integers(0, 2)),
+          ratings=st.lists(st.one_of(st.none(), st.integers(1, 7)), min_size=3, max_size=3),
+          comment=st.sampled_from(["", "fine", "too long"]))
+    def submit(self, data: st.DataObject, best: int | None, ratings: list[int | None], comment: str) -> None:
+        who, _, t = self._tab(data)
+        self._submit(who, t, best, {i: v for i, v in enumerate(ratings) if v is not None}, comment)
+
+    @precondition(lambda self: self.last)
+    @rule(data=st.data(), drop=st.integers(0, 10))
+    def edit(self, data: st.DataObject, drop: int) -> None:
+        """← back to the last labelled item, clear one answer (a rating, the comment) and submit again."""
+        who = data.draw(st.sampled_from(sorted(self.last)), label="who")
+        item = labelling.previous_item(self.ctx, who, STUDY, None)
+        self._show(who, 0, item, reserve=False)
+        t = self.tabs[(who, 0)]
+        order = t.order
+        best = order.index(item.answers.best) if item.answers.best is not None else None
+        ratings = {order.index(r): v for r, v in item.answers.ratings.items()}
+        comment = item.answers.comment
+        answers = [("best", None)] * (best is not None) + [("rating", i) for i in sorted(ratings)] + \
+            [("comment", None)] * bool(comment)
+        kind, i = answers[drop % len(answers)]
+        if kind == "best":
+            best = None
+        elif kind == "rating":
+            del ratings[i]
+        else:
+            comment = ""
+        self._submit(who, t, best, ratings, comment)
+
+    def _submit(self, who: str, t: Tab, best: int | None, ratings: dict[int, int], comment: str) -> None:
+        if best is None and not ratings:
+            best = 0
+        m = self.model
+        sub = labelling.LabelSubmission(
+            study=STUDY, prompt_id=t.pid, shown_order=t.order, stage=t.stage,
+            best=t.order[best] if best is not None else None,
+            ratings={t.order[i]: v for i, v in ratings.items()}, comment=comment,
+            idempotency_key=uuid.uuid4().hex)
+        stage = "revealed" if not m.settings.blind else t.stage
+        refused = m.settings.blind and stage == "blind" and m.has_seen(who, t.pid)
+        before = self._dump()
+        try:
+            result = labelling.submit(self.ctx, who, sub)
+        except ServiceError as e:
+            assert refused, f"refused without reason: {e}"
+            assert "seen the model's view" in str(e)
+            assert self._dump() == before, "a refused submit changes nothing"
+            return
+        assert not refused, f"{who} stored a blind label of prompt {t.pid} after seeing the model's view"
+        m.submit(who, t.pid, stage, _answers(t.order, best, ratings, comment))
+        assert result.reveal == (stage == "blind" and m.settings.reveal)
+        self.last[who] = (sub, result.judgment_ids)
+
+    @precondition(lambda self: self.last)
+    @rule(data=st.data())
+    def retry_last_submit(self, data: st.DataObject) -> None:
+        """The same submit again (a lost answer, a double click): nothing new, the same ids."""
+        who = data.draw(st.sampled_from(sorted(self.last)), label="who")
+        sub, ids = self.last[who]
+        before = self._dump()
+        assert labelling.submit(self.ctx, who, sub).judgment_ids == ids
+        assert self._dump() == before
+
+    @precondition(lambda self: self.tabs)
+    @rule(data=st.data())
+    def skip(self, data: st.DataObject) -> None:
+        who, _, t = self._tab(data)
+        labelling.skip(self.ctx, who, STUDY, t.pid)
+        self.model.skip(who, t.pid)
+
+    @rule(who=st.sampled_from(PEOPLE), tab=st.integers(0, 1), from_current=st.booleans())
+    def back(self, who: str, tab: int, from_current: bool) -> None:
+        t = self.tabs.get((who, tab))
+        current = t.pid if t and from_current else None
+        history = self.model.history(who)
+        if current in history:
+            history = history[: history.index(current)]
+        item = labelling.previous_item(self.ctx, who, STUDY, current)
+        assert (item.prompt_id if item else None) == (history[-1] if history else None)
+        if item is not None:
+            self._show(who, tab, item, reserve=False)
+
+    @precondition(lambda self: self.tabs)
+    @rule(data=st.data())
+    def reveal(self, data: st.DataObject) -> None:
+        """The reveal step: the model's view of the tab's item."""
+        who, tab, t = self._tab(data)
+        m = self.model
+        allowed = not m.settings.blind or m.has_seen(who, t.pid) or (who, t.pid, "blind") in m.current
+        try:
+            item = labelling.open_item(self.ctx, who, STUDY, t.pid, stage="revealed")
+        except ServiceError:
+            assert not allowed
+            return
+        assert allowed, "the model's view was shown before a blind label"
+        m.seen.add((who, t.pid))
+        self.tabs[(who, tab)] = Tab(t.pid, "revealed", [c.response_id for c in item.cards])
+
+    @rule(i=st.integers(0, N_PROMPTS - 1))
+    def requeue(self, i: int) -> None:
+        pid = self.model.prompts[i]
+        label_queue.requeue(self.db, pid, "admin")
+        self.model.requeues[pid] = self.model.requeues.get(pid, 0) + 1
+
+    @rule(blind=st.booleans(), reveal=st.booleans(), overlap=st.sampled_from([None, 1, 2]), extra=st.integers(0, 1))
+    def change_settings(self, blind: bool, reveal: bool, overlap: int | None, extra: int) -> None:
+        run_op(self.ctx, "admin", "configure", {"study": STUDY, "confirm": True, "config": {
+            "blind": blind, "reveal": reveal, "overlap": overlap, "extra_on_disagreement": extra}})
+        self.model.settings = Settings(blind=blind, reveal=reveal, overlap=overlap, extra=extra)
+
+    # -- invariants -----------------------------------------------------------------------------------
+    @invariant()
+    def database_equals_model(self) -> None:
+        rows = self.db.fetchall(
+            """SELECT judge, prompt_id, stage, method, response_id, value, rationale FROM judgment
+               WHERE judge_kind = 'human' AND superseded_at IS NULL""")
+        stored: dict[tuple, set] = {}
+        for who, pid, stage, method, rid, value, text in rows:
+            stored.setdefault((who, pid, stage), set()).add(
+                (method, rid, text if method == "comment" else value))
+        assert {k: frozenset(v) for k, v in stored.items()} == {k: v for k, (v, _) in self.model.current.items()}
+        n = self.db.fetchval("SELECT count(*) FROM judgment WHERE judge_kind = 'human'")
+        assert n == self.model.stored_rows, "every acknowledged answer is stored exactly once"
+
+    @invariant()
+    def one_current_label_per_slot(self) -> None:
+        assert not self.db.fetchall(
+            """SELECT judge, method, stage, target_key FROM judgment WHERE superseded_at IS NULL
+               GROUP BY ALL HAVING count(*) > 1""")
+
+    @invariant()
+    def no_blind_label_after_a_reveal(self) -> None:
+        assert not self.db.fetchall(
+            """SELECT j.id FROM judgment j JOIN reveal r ON r.prompt_id = j.prompt_id AND r.annotator = j.judge
+               WHERE j.judge_kind = 'human' AND j.stage = 'blind' AND j.created_at > r.revealed_at""")
+        seen = {(w, p) for p, w in self.db.fetchall("SELECT prompt_id, annotator FROM reveal")}
+        seen |= {(w, p) for w, p in self.db.fetchall(
+            "SELECT judge, prompt_id FROM judgment WHERE judge_kind = 'human' AND stage = 'revealed'")}
+        assert seen == self.model.seen
+
+    @invariant()
+    def reservations_match(self) -> None:
+        held = {(w, p) for p, w in self.db.fetchall("SELECT prompt_id, annotator FROM assignment")}
+        assert held == {(w, p) for w, ps in self.model.held.items() for p in ps}
+
+
+TestLabellingProtocol = LabellingProtocol.TestCase
