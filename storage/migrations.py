@@ -317,3 +317,10 @@ def m016_live_runs(cur: duckdb.DuckDBPyConnection) -> None:
     # 'live': the samples of one prompt typed in the Live tab and added to a study. Live runs never
     # become a study's labelling run; their prompts are labelled on their own samples.
     cur.execute("ALTER TABLE generation_run ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'batch'")
+
+
+@migration
+def m017_annotator_sessions(cur: duckdb.DuckDBPyConnection) -> None:
+    # Session tokens carry the generation they were issued under; disabling a person or resetting their
+    # password moves it on, so every session issued before ends at once (a token cannot be recalled).
+    cur.execute("ALTER TABLE annotator ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0")
