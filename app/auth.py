@@ -56,11 +56,14 @@ def load_or_create_key(db_path: str) -> bytes:
 
 
 class Sessions:
-    """Signed, expiring session tokens: `base64(json{u, exp}).hmac`.
+    """Signed, expiring session tokens: `base64(json{u, g, exp}).hmac`.
 
-    >>> s = Sessions(b"k" * 32); t = s.issue("ann")
-    >>> s.verify(t), s.verify(t[:-1] + ("0" if t[-1] != "0" else "1"))
-    ('ann', None)
+    `g` is the person's session generation when the token was issued: the server compares it with the
+    stored one, so disabling a person or resetting their password ends the tokens issued before.
+
+    >>> s = Sessions(b"k" * 32); t = s.issue("ann", 3)
+    >>> s.verify(t), s.claims(t), s.verify(t[:-1] + ("0" if t[-1] != "0" else "1"))
+    ('ann', ('ann', 3), None)
     """
 
     def __init__(self, key: bytes, max_age: int = SESSION_SECONDS, clock: Callable[[], float] = time.time):
@@ -72,12 +75,13 @@ class Sessions:
     def _sign(self, body: str) -> str:
         return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
 
-    def issue(self, user: str) -> str:
-        body = base64.urlsafe_b64encode(json.dumps({"u": user, "exp": int(self._clock()) + self.max_age}).encode())
+    def issue(self, user: str, gen: int = 0) -> str:
+        claims = {"u": user, "g": gen, "exp": int(self._clock()) + self.max_age}
+        body = base64.urlsafe_b64encode(json.dumps(claims).encode())
         return f"{body.decode()}.{self._sign(body.decode())}"
 
-    def verify(self, token: str | None) -> str | None:
-        """The user the token was issued to, or None when it is forged, malformed or expired."""
+    def claims(self, token: str | None) -> tuple[str, int] | None:
+        """(user, session generation) of a genuine, unexpired token, else None."""
         if not token or "." not in token:
             return None
         body, sig = token.rsplit(".", 1)
@@ -89,8 +93,15 @@ class Sessions:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < self._clock():
             return None
-        user = data.get("u")
-        return user if isinstance(user, str) else None
+        user, gen = data.get("u"), data.get("g", 0)  # tokens from before generations existed count as 0
+        if not isinstance(user, str) or not isinstance(gen, int) or isinstance(gen, bool):
+            return None
+        return user, gen
+
+    def verify(self, token: str | None) -> str | None:
+        """The user the token was issued to, or None when it is forged, malformed or expired."""
+        c = self.claims(token)
+        return c[0] if c else None
 
 
 class LoginLimiter:

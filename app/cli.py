@@ -461,7 +461,11 @@ def demo(port: int, host: str, n: int, max_tokens: int, db_path: str) -> None:
 
 @main.group()
 def annotators() -> None:
-    """Manage annotators and admins."""
+    """Manage annotators and admins: add, list, disable, enable, reset-password.
+
+    While a server runs, the commands go through it and take effect at once: a disabled person, or one
+    whose password was reset, is logged out of every open session.
+    """
 
 
 @annotators.command("add")
@@ -485,6 +489,40 @@ def annotators_list(db_path: str) -> None:
     """List annotators and admins."""
     for a in call(db_path, "list_annotators", {})["annotators"]:
         click.echo(f"{a['name']:<24} {a['role']}{'  (disabled)' if a['disabled'] else ''}")
+
+
+@annotators.command("disable")
+@click.argument("name")
+@db_option
+def annotators_disable(name: str, db_path: str) -> None:
+    """Stop NAME from logging in; their open sessions stop working at once. Their labels stay.
+    The last enabled admin cannot be disabled."""
+    r = call(db_path, "disable_annotator", {"name": name})
+    click.echo(f"Disabled {r['name']} ({r['role']}); their sessions have ended.")
+
+
+@annotators.command("enable")
+@click.argument("name")
+@db_option
+def annotators_enable(name: str, db_path: str) -> None:
+    """Let a disabled NAME log in again (sessions ended by the disable stay ended)."""
+    r = call(db_path, "enable_annotator", {"name": name})
+    click.echo(f"Enabled {r['name']} ({r['role']}).")
+
+
+@annotators.command("reset-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input instead of "
+                                                     "generating one.")
+@db_option
+def annotators_reset_password(name: str, password_stdin: bool, db_path: str) -> None:
+    """Give NAME a new password and end all their sessions. Without --password-stdin a password is
+    generated and printed once."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    r = call(db_path, "reset_password", {"name": name, "password": password})
+    click.echo(f"Reset the password of {r['name']}; their sessions have ended.")
+    if r.get("password"):
+        click.echo(f"Password: {r['password']}")
 
 
 @main.command("studies")

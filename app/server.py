@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
 from typing import Any
 
@@ -46,11 +46,12 @@ class ServerState:
         auth = request.headers.get("authorization", "")
         if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode()):
             return Annotator(id=0, name=CLI_USER, role="admin")
-        name = self.sessions.verify(request.cookies.get(COOKIE))
-        if name is None:
+        claims = self.sessions.claims(request.cookies.get(COOKIE))
+        if claims is None:
             return None
-        a = annotators.get_annotator(self.ctx.db, name)
-        return a if a and not a.disabled else None
+        a = annotators.get_annotator(self.ctx.db, claims[0])
+        # A token from before the person was disabled or had their password reset is over.
+        return a if a and not a.disabled and a.session_gen == claims[1] else None
 
 
 def _check_json_post(request: Request) -> None:
@@ -102,7 +103,21 @@ class SessionGate:
                 response = JSONResponse({"error": "log in first"}, status_code=401)
             await response(scope, receive, send)
             return
+        if request.method == "GET" and path in ("/ui", "/ui/"):
+            await self.app(scope, receive, _no_store(send))
+            return
         await self.app(scope, receive, send)
+
+
+def _no_store(send: Send) -> Send:
+    """The UI's page is never kept by the browser: Back after logging out asks the server again (and the
+    gate sends the visitor to the login page) instead of showing the old page from the cache."""
+    async def wrapped(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+            message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+        await send(message)
+    return wrapped
 
 
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
@@ -195,7 +210,7 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
             state.limiter.failed(f"name:{name}", f"ip:{client}")
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
         resp = JSONResponse({"name": user.name, "role": user.role})
-        resp.set_cookie(COOKIE, state.sessions.issue(user.name), max_age=state.sessions.max_age, httponly=True,
+        resp.set_cookie(COOKIE, state.sessions.issue(user.name, user.session_gen), max_age=state.sessions.max_age, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
         return resp
 

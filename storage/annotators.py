@@ -57,13 +57,16 @@ def add_annotator(db: Database, name: str, role: Role, password: str) -> Annotat
     return get_annotator(db, name)
 
 
+_SELECT = "SELECT id, name, role, disabled, session_gen"
+
+
 def get_annotator(db: Database, name: str) -> Annotator | None:
-    row = db.fetchrow("SELECT id, name, role, disabled FROM annotator WHERE name = ?", [name])
+    row = db.fetchrow(_SELECT + " FROM annotator WHERE name = ?", [name])
     return Annotator(**row) if row else None
 
 
 def authenticate(db: Database, name: str, password: str) -> Annotator | None:
-    row = db.fetchrow("SELECT id, name, role, disabled, password_hash FROM annotator WHERE name = ?", [name])
+    row = db.fetchrow(_SELECT + ", password_hash FROM annotator WHERE name = ?", [name])
     if row is None:
         hash_password(password)  # same cost whether or not the name exists
         return None
@@ -73,13 +76,34 @@ def authenticate(db: Database, name: str, password: str) -> Annotator | None:
 
 
 def list_annotators(db: Database) -> list[Annotator]:
-    return [Annotator(**r) for r in db.fetchdicts("SELECT id, name, role, disabled FROM annotator ORDER BY id")]
+    return [Annotator(**r) for r in db.fetchdicts(_SELECT + " FROM annotator ORDER BY id")]
 
 
-def set_password(db: Database, name: str, password: str) -> None:
+def set_password(db: Database, name: str, password: str) -> Annotator:
+    """A new password; every session the person has ends (a reset is often because one leaked)."""
     if len(password) < 8:
         raise ValueError("password must have at least 8 characters")
     with db.write() as cur:
-        if not cur.execute("UPDATE annotator SET password_hash = ? WHERE name = ? RETURNING id",
-                           [hash_password(password), name]).fetchall():
+        if not cur.execute("UPDATE annotator SET password_hash = ?, session_gen = session_gen + 1 WHERE name = ? "
+                           "RETURNING id", [hash_password(password), name]).fetchall():
             raise ValueError(f"no annotator {name!r}")
+    return get_annotator(db, name)
+
+
+def set_disabled(db: Database, name: str, disabled: bool) -> Annotator:
+    """Disable (ending every session of theirs at once) or enable a person. The last enabled admin
+    cannot be disabled: nobody could enable anyone again from the UI."""
+    with db.write() as cur:
+        row = cur.execute("SELECT role, disabled FROM annotator WHERE name = ?", [name]).fetchall()
+        if not row:
+            raise ValueError(f"no annotator {name!r}")
+        role, was = row[0]
+        if disabled and not was and role == "admin":
+            others = cur.execute("SELECT count(*) FROM annotator WHERE role = 'admin' AND NOT disabled AND name <> ?",
+                                 [name]).fetchall()[0][0]
+            if others == 0:
+                raise ValueError(f"{name!r} is the last enabled admin; add or enable another admin first")
+        # Disabling moves the session generation on, so re-enabling later does not revive old sessions.
+        cur.execute("UPDATE annotator SET disabled = ?, session_gen = session_gen + ? WHERE name = ?",
+                    [disabled, 1 if disabled and not was else 0, name])
+    return get_annotator(db, name)

@@ -384,3 +384,10 @@ def m018_settings_history(cur: duckdb.DuckDBPyConnection) -> None:
             confirmed BOOLEAN NOT NULL DEFAULT false,
             changed_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
     )
+
+
+@migration
+def m019_annotator_sessions(cur: duckdb.DuckDBPyConnection) -> None:
+    # Session tokens carry the generation they were issued under; disabling a person or resetting their
+    # password moves it on, so every session issued before ends at once (a token cannot be recalled).
+    cur.execute("ALTER TABLE annotator ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0")

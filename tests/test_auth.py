@@ -49,3 +49,24 @@ def test_login_limiter_blocks_after_repeated_failures() -> None:
         lim.failed("name:a", "ip:1")
     assert lim.blocked("name:a", "ip:2")
     assert not lim.blocked("name:b", "ip:2")
+
+
+def test_session_tokens_carry_the_generation_they_were_issued_under() -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    key = b"k" * 32
+    s = Sessions(key)
+    assert s.claims(s.issue("ann", 4)) == ("ann", 4)
+    assert s.claims(s.issue("ann")) == ("ann", 0)
+
+    def signed(claims: dict) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
+        return f"{body}.{hmac.new(key, body.encode(), hashlib.sha256).hexdigest()}"
+
+    exp = int(time.time()) + 60
+    assert s.claims(signed({"u": "ann", "exp": exp})) == ("ann", 0)  # issued before generations existed
+    for bad in ({"u": "ann", "g": "1", "exp": exp}, {"u": "ann", "g": True, "exp": exp}, {"u": 3, "g": 0, "exp": exp}):
+        assert s.claims(signed(bad)) is None, bad

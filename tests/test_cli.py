@@ -25,7 +25,8 @@ def test_help_teaches_every_command() -> None:
     for cmd in ("demo", "import", "generate", "serve", "annotators", "export", "backup"):
         assert cmd in r.output
     for sub in (["import", "prompts"], ["generate"], ["export", "dpo"], ["annotators", "add"], ["backup"],
-                ["serve"], ["demo"]):
+                ["serve"], ["demo"], ["annotators", "disable"], ["annotators", "enable"],
+                ["annotators", "reset-password"]):
         r = run(*sub, "--help")
         assert r.exit_code == 0 and "--db" in r.output, sub
 
@@ -93,3 +94,67 @@ def test_stale_lock_of_a_dead_process_is_ignored(tmp_path: Path) -> None:
     r = run("studies", "--db", db)
     assert r.exit_code == 0
     assert not lockfile.lock_path(db).exists()
+
+
+def test_annotators_disable_enable_and_reset_password(tmp_path: Path) -> None:
+    from storage import annotators
+
+    db = str(tmp_path / "c.duckdb")
+    r = run("annotators", "--help")
+    for sub in ("add", "list", "disable", "enable", "reset-password"):
+        assert sub in r.output
+    run("annotators", "add", "root", "--role", "admin", "--db", db)
+    run("annotators", "add", "bob", "--password-stdin", "--db", db, input="bob-pass-12\n")
+    r = run("annotators", "disable", "bob", "--db", db)
+    assert r.exit_code == 0 and "Disabled bob" in r.output
+    assert "bob                      annotator  (disabled)" in run("annotators", "list", "--db", db).output
+    r = run("annotators", "enable", "bob", "--db", db)
+    assert r.exit_code == 0 and "Enabled bob" in r.output
+    assert "(disabled)" not in run("annotators", "list", "--db", db).output
+    r = run("annotators", "reset-password", "bob", "--db", db)
+    assert r.exit_code == 0 and "Reset the password of bob" in r.output
+    new = r.output.split("Password: ")[1].strip()
+    r = run("annotators", "reset-password", "bob", "--password-stdin", "--db", db, input="chosen-pass-1\n")
+    assert r.exit_code == 0 and "Password" not in r.output
+    for args, msg in [(["disable", "zz"], "no annotator 'zz'"), (["reset-password", "zz"], "no annotator 'zz'"),
+                      (["disable", "root"], "last enabled admin"),
+                      (["reset-password", "bob", "--password-stdin"], "at least 8 characters")]:
+        r = run("annotators", *args, "--db", db, input="short\n")
+        assert r.exit_code == 1 and msg in r.output, (args, r.output)
+    with Database(db) as d:
+        assert annotators.authenticate(d, "bob", new) is None
+        assert annotators.authenticate(d, "bob", "chosen-pass-1").name == "bob"
+        assert annotators.get_annotator(d, "root").disabled is False
+
+
+def test_annotator_commands_through_a_running_server_end_sessions_at_once(tmp_path: Path) -> None:
+    """While a server holds the database the commands go through its admin API; a person disabled or
+    given a new password there is logged out of their open session at once."""
+    import httpx
+
+    from tests.server_process import start_serve, stop
+
+    db = tmp_path / "c.duckdb"
+    run("annotators", "add", "root", "--role", "admin", "--db", str(db))
+    run("annotators", "add", "bob", "--password-stdin", "--db", str(db), input="bob-pass-12\n")
+    proc, url = start_serve(db, tmp_path / "server.log")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as bob:
+            assert bob.post("/api/login", json={"name": "bob", "password": "bob-pass-12"}).status_code == 200
+            assert bob.get("/api/me").status_code == 200
+            r = run("annotators", "disable", "bob", "--db", str(db))
+            assert r.exit_code == 0 and "sent to the critlab server" in r.output and "Disabled bob" in r.output
+            assert bob.get("/api/me").status_code == 401
+            assert bob.post("/api/login", json={"name": "bob", "password": "bob-pass-12"}).status_code == 401
+            assert run("annotators", "enable", "bob", "--db", str(db)).exit_code == 0
+            assert bob.post("/api/login", json={"name": "bob", "password": "bob-pass-12"}).status_code == 200
+            assert bob.get("/api/me").status_code == 200
+            r = run("annotators", "reset-password", "bob", "--db", str(db))
+            assert r.exit_code == 0 and "Password: " in r.output
+            assert bob.get("/api/me").status_code == 401
+            new = r.output.split("Password: ")[1].strip()
+            assert bob.post("/api/login", json={"name": "bob", "password": new}).status_code == 200
+            r = run("annotators", "disable", "root", "--db", str(db))
+            assert r.exit_code == 1 and "last enabled admin" in r.output
+    finally:
+        stop(proc)

@@ -6,7 +6,7 @@ import pytest
 
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import studies
+from storage import annotators, studies
 from storage.db import Database
 from tests.builders import make_prompt, make_study
 
@@ -36,3 +36,52 @@ def test_requeue_and_progress(db: Database) -> None:
     assert db.fetchval("SELECT count(*) FROM requeue") == 1
     prog = run_op(ctx, "admin", "annotator_progress", {"study": "s"})
     assert prog["total"] == 1 and prog["annotators"] == []
+
+
+def test_disable_enable_and_reset_password(db: Database) -> None:
+    ctx = AppContext(db=db)
+    run_op(ctx, "cli", "add_annotator", {"name": "root", "role": "admin", "password": "root-pass-1"})
+    run_op(ctx, "cli", "add_annotator", {"name": "ann", "password": "ann-pass-12"})
+    gen = annotators.get_annotator(db, "ann").session_gen
+
+    r = run_op(ctx, "root", "disable_annotator", {"name": "ann"})
+    assert r == {"id": 2, "name": "ann", "role": "annotator", "disabled": True}
+    assert annotators.authenticate(db, "ann", "ann-pass-12") is None
+    assert annotators.get_annotator(db, "ann").session_gen == gen + 1  # sessions issued before are over
+    run_op(ctx, "root", "disable_annotator", {"name": "ann"})  # again: no change, no error
+    assert annotators.get_annotator(db, "ann").session_gen == gen + 1
+    assert run_op(ctx, "root", "list_annotators", {})["annotators"][1]["disabled"] is True
+
+    assert run_op(ctx, "root", "enable_annotator", {"name": "ann"})["disabled"] is False
+    assert annotators.authenticate(db, "ann", "ann-pass-12").name == "ann"
+    assert annotators.get_annotator(db, "ann").session_gen == gen + 1  # ended sessions stay ended
+
+    r = run_op(ctx, "root", "reset_password", {"name": "ann"})
+    assert len(r["password"]) >= 12 and annotators.authenticate(db, "ann", r["password"]).name == "ann"
+    assert annotators.authenticate(db, "ann", "ann-pass-12") is None
+    assert annotators.get_annotator(db, "ann").session_gen == gen + 2
+    r = run_op(ctx, "root", "reset_password", {"name": "ann", "password": "chosen-pass-1"})
+    assert r["password"] is None  # a password the admin chose is not echoed back
+    assert annotators.authenticate(db, "ann", "chosen-pass-1").name == "ann"
+
+
+def test_people_operations_refuse_bad_input_and_change_nothing(db: Database) -> None:
+    ctx = AppContext(db=db)
+    run_op(ctx, "cli", "add_annotator", {"name": "root", "role": "admin", "password": "root-pass-1"})
+    run_op(ctx, "cli", "add_annotator", {"name": "ann", "password": "ann-pass-12"})
+    before = db.fetchall("SELECT * FROM annotator ORDER BY id")
+    for op, payload, msg in [("disable_annotator", {"name": "zz"}, "no annotator 'zz'"),
+                             ("enable_annotator", {"name": "zz"}, "no annotator 'zz'"),
+                             ("reset_password", {"name": "zz"}, "no annotator 'zz'"),
+                             ("reset_password", {"name": "ann", "password": "short"}, "at least 8 characters"),
+                             ("disable_annotator", {"name": "root"}, "'root' is the last enabled admin")]:
+        with pytest.raises(ValueError, match=msg):
+            run_op(ctx, "root", op, payload)
+    with pytest.raises(ValueError, match="name"):
+        run_op(ctx, "root", "disable_annotator", {})
+    assert db.fetchall("SELECT * FROM annotator ORDER BY id") == before
+    # With a second enabled admin the first may be disabled.
+    run_op(ctx, "cli", "add_annotator", {"name": "root2", "role": "admin", "password": "root-pass-2"})
+    assert run_op(ctx, "root2", "disable_annotator", {"name": "root"})["disabled"] is True
+    with pytest.raises(ValueError, match="last enabled admin"):
+        run_op(ctx, "root2", "disable_annotator", {"name": "root2"})

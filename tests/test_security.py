@@ -273,8 +273,10 @@ def queue_call(client: httpx.Client, event: Event, data: list[Any], session_hash
 # manage annotators, study settings ...), and the Live tab's Generate, which an annotator may use only
 # for a study that grants it (none does here). Each must be refused by the handler's own role check, not
 # only by Gradio refusing an input (a study the annotator's page never listed).
-ADMIN_ACTIONS = {"create-study-btn", "import-btn", "gen-start", "score-start", "cfg-save", "cfg-requeue", "ann-add",
-                 "agr-compute", "agr-open", "export-preview", "export-write", "live-generate"}
+ADMIN_ACTIONS = {"create-study-btn", "import-btn", "gen-start", "score-start", "cfg-save", "cfg-confirm", "cfg-requeue",
+                 "ann-add",
+                 "ann-disable", "ann-enable", "ann-reset", "agr-compute", "agr-open", "export-preview",
+                 "export-write", "live-generate"}
 DENIALS = ("admins only", "is for admins")
 # Inputs an admin would send (by elem_id; other inputs keep their defaults). With them every admin action
 # succeeds for an admin (the control test below), so an annotator's refusal is the role check's doing.
@@ -283,7 +285,7 @@ PLAUSIBLE = {"new-study-name": "made-through-the-queue", "import-study": STUDY, 
              "score-methods": ["p_true"], "cfg-study": STUDY, "cfg-questions": ["best", "rating"],
              "cfg-blind": False, "cfg-answers": "none", "cfg-guidelines": "changed through the queue",
              "cfg-requeue-id": "p1", "agr-study": STUDY, "agr-boot": 0, "agr-open-id": "p1", "ann-name": "mallory",
-             "ann-role": "admin", "export-study": STUDY, "export-source": "human", "live-study": STUDY,
+             "ann-role": "admin", "ann-pick": "mallory", "export-study": STUDY, "export-source": "human", "live-study": STUDY,
              "live-prompt": "Say hi.", "live-n": 1, "live-max-tokens": 8, "live-methods": []}
 PROMPTS_FILE = '{"id": "new1", "prompt": "imported through the queue"}\n'
 
@@ -388,9 +390,13 @@ def test_the_same_queue_calls_do_work_for_an_admin(queue_live: Live) -> None:
     failures = []
     # Settings first, then the actions that start jobs, so every action finds what it needs; the Live
     # tab is left out: it is not admin-only, and the Live tests cover it.
-    order = ["cfg-save", "cfg-requeue", "create-study-btn", "import-btn", "gen-start", "score-start", "ann-add",
-             "agr-compute", "agr-open", "export-preview", "export-write"]
-    assert set(order) == ADMIN_ACTIONS - {"live-generate"}
+    # The study has labels, so turning blind off takes the confirming button (cfg-save, the same handler
+    # without confirmation, would ask for it); the settings form is loaded first, as the page does.
+    order = ["cfg-confirm", "cfg-requeue", "create-study-btn", "import-btn", "gen-start", "score-start", "ann-add",
+             "ann-disable", "ann-enable", "ann-reset", "agr-compute", "agr-open", "export-preview", "export-write"]
+    assert set(order) == ADMIN_ACTIONS - {"live-generate", "cfg-save"}
+    load_settings = action(events, "cfg-study")
+    assert queue_call(admin, load_settings, [STUDY], session)["success"]
     for elem_id in order:
         event = action(events, elem_id)
         before = dump(queue_live.db)
@@ -402,7 +408,8 @@ def test_the_same_queue_calls_do_work_for_an_admin(queue_live: Live) -> None:
         if elem_id == "gen-start":
             queue_live.ctx.wait_jobs(timeout=60)  # scoring needs the samples
     assert not failures, "\n".join(failures)
-    assert annotators.get_annotator(queue_live.db, "mallory").role == "admin"
+    mallory = annotators.get_annotator(queue_live.db, "mallory")
+    assert mallory.role == "admin" and not mallory.disabled and mallory.session_gen == 2  # disabled, reset
 
 
 # -- nobody reads another person's labels ----------------------------------------------------------
@@ -506,6 +513,30 @@ def test_a_disabled_annotators_session_is_refused(live: Live) -> None:
         with live.db.write() as cur:
             cur.execute("UPDATE annotator SET disabled = false WHERE name = ?", [BOB])
     assert bob.get("/api/me").status_code == 200
+
+
+def test_disabling_or_resetting_a_password_ends_every_open_session(live: Live) -> None:
+    """Through the admin API (what the CLI and the Admin tab run): bob's open session is refused
+    everywhere at once, re-enabling does not revive it, and an annotator cannot call these operations."""
+    admin, ann = live.login(ADMIN), live.login(ANN)
+    for op in ("disable_annotator", "enable_annotator", "reset_password"):
+        r = ann.post(f"/api/admin/op/{op}", json={"name": BOB})
+        assert r.status_code == 403, (op, r.text)
+    bob_token = live.login(BOB).cookies[COOKIE]
+    try:
+        assert admin.post("/api/admin/op/disable_annotator", json={"name": BOB}).status_code == 200
+        assert _refused_everywhere(live, bob_token) == []
+        assert admin.post("/api/admin/op/enable_annotator", json={"name": BOB}).status_code == 200
+        assert _refused_everywhere(live, bob_token) == []  # stays ended after the enable
+        bob_token = live.login(BOB).cookies[COOKIE]
+        r = admin.post("/api/admin/op/reset_password", json={"name": BOB, "password": "interim-pass-1"})
+        assert r.status_code == 200 and r.json()["password"] is None
+        assert _refused_everywhere(live, bob_token) == []
+        assert live.client().post("/api/login", json={"name": BOB, "password": PASSWORDS[BOB]}).status_code == 401
+    finally:
+        assert admin.post("/api/admin/op/enable_annotator", json={"name": BOB}).status_code == 200
+        assert admin.post("/api/admin/op/reset_password", json={"name": BOB, "password": PASSWORDS[BOB]}).status_code == 200
+    assert live.login(BOB).get("/api/me").status_code == 200
 
 
 def test_logins_are_rate_limited(live: Live) -> None:

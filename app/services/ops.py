@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
 from storage import annotators, jobs, label_queue, prompts, settings_history, studies
-from storage.models import Role, SamplingSettings, StudyConfig
+from storage.models import Annotator, Role, SamplingSettings, StudyConfig
 
 
 class _Payload(BaseModel):
@@ -79,6 +79,15 @@ class AddAnnotator(_Payload):
     name: str
     role: Role = "annotator"
     password: str | None = None
+
+
+class AnnotatorName(_Payload):
+    name: str
+
+
+class ResetPassword(_Payload):
+    name: str
+    password: str | None = None  # None: generate one and return it once
 
 
 class ImportJudgments(_Payload):
@@ -201,6 +210,27 @@ def add_annotator(ctx: AppContext, user: str, p: AddAnnotator) -> dict[str, Any]
     return {"name": a.name, "role": a.role, "password": None if p.password else password}
 
 
+def _person(a: Annotator) -> dict[str, Any]:
+    return a.model_dump()  # id, name, role, disabled (the session generation is left out)
+
+
+def disable_annotator(ctx: AppContext, user: str, p: AnnotatorName) -> dict[str, Any]:
+    """Disable a person: they cannot log in, and every open session of theirs stops working at once."""
+    return _person(annotators.set_disabled(ctx.db, p.name, True))
+
+
+def enable_annotator(ctx: AppContext, user: str, p: AnnotatorName) -> dict[str, Any]:
+    """Let a disabled person log in again (their old sessions stay ended)."""
+    return _person(annotators.set_disabled(ctx.db, p.name, False))
+
+
+def reset_password(ctx: AppContext, user: str, p: ResetPassword) -> dict[str, Any]:
+    """A new password (generated unless given, and then returned once); the person's sessions end."""
+    password = p.password or annotators.generate_password()
+    a = annotators.set_password(ctx.db, p.name, password)
+    return {**_person(a), "password": None if p.password else password}
+
+
 def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
     from storage.export_dpo import export_dpo as do_export
 
@@ -251,7 +281,7 @@ def study_settings(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
 
 
 def list_annotators(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
-    return {"annotators": [a.model_dump() for a in annotators.list_annotators(ctx.db)]}
+    return {"annotators": [_person(a) for a in annotators.list_annotators(ctx.db)]}
 
 
 OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, Any]]]] = {
@@ -265,6 +295,9 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "annotator_progress": (StudyOnly, annotator_progress),
     "agreement": (Agreement, agreement),
     "add_annotator": (AddAnnotator, add_annotator),
+    "disable_annotator": (AnnotatorName, disable_annotator),
+    "enable_annotator": (AnnotatorName, enable_annotator),
+    "reset_password": (ResetPassword, reset_password),
     "export_dpo": (ExportDpo, export_dpo),
     "import_judgments": (ImportJudgments, import_judgments),
     "export_judgments": (ExportJudgments, export_judgments),

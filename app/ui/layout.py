@@ -10,10 +10,12 @@ import gradio as gr
 from app.render import md_literal
 from app.services import label_flow, labelling, live
 from app.services.context import AppContext, PermissionDenied, ServiceError
-from app.ui import agreement_tab, export_tab, label_tab, live_tab, studies_tab
+from app.ui import admin_tab, agreement_tab, export_tab, label_tab, live_tab, studies_tab
 from storage import studies
 
-HEAD = "<script>\n" + resources.files("app.ui").joinpath("hotkeys.js").read_text(encoding="utf-8") + "\n</script>"
+# The page's own scripts: keyboard shortcuts, and what happens when the session ends (session.js).
+HEAD = "".join(f"<script>\n{resources.files('app.ui').joinpath(name).read_text(encoding='utf-8')}\n</script>"
+               for name in ("session.js", "hotkeys.js"))
 CSS = resources.files("app.ui").joinpath("style.css").read_text(encoding="utf-8")
 
 DEMO_MODEL_NOTE = ("⚠️ **Demo model.** Responses come from the embedded SmolLM2-135M: a tiny model that runs on "
@@ -36,6 +38,9 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         with gr.Row(elem_classes=["topbar"]):
             gr.Markdown("## critlab", elem_classes=["brand"])
             whoami = gr.Markdown(elem_id="whoami")
+            # A button, not a Markdown link: Gradio opens Markdown links in a new tab, which left this
+            # tab looking signed in. session.js logs out and replaces this page with the login form.
+            logout = gr.Button("Log out", elem_id="logout-btn", size="sm", scale=0, min_width=90)
         if ctx.default_engine.engine == "embedded":
             gr.Markdown(DEMO_MODEL_NOTE, elem_id="demo-note", elem_classes=["demo-note"])
         with gr.Tabs() as tabs:
@@ -48,7 +53,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             with gr.Tab("Agreement", id="agreement", visible=False, elem_id="agreement-panel") as agreement_panel:
                 agr = agreement_tab.build(ctx, admin_of)
             with gr.Tab("Admin", id="admin", visible=False, elem_id="admin-panel") as admin_panel:
-                ann_table = studies_tab.build_admin(ctx, admin_of)
+                adm = admin_tab.build(ctx, admin_of)
             with gr.Tab("Export", id="export", visible=False, elem_id="export-panel") as export_panel:
                 export_tab.build(ctx, admin_of)
 
@@ -73,11 +78,11 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             names = [s.name for s in studies.list_studies(ctx.db)]
             # Open the first study with work left for this person.
             first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
-            header = f"Signed in as **{user}** ({role_of(user)}) · [Log out](/logout)"
+            header = f"Signed in as **{user}** ({role_of(user)})"
             live_studies = live.granted_studies(ctx, user)
             live_first = first if first in live_studies else None
-            admin_updates = ([studies_tab.overview_rows(ctx), studies_tab.annotator_rows(ctx)] if is_admin
-                             else [gr.skip(), gr.skip()])
+            admin_updates = ([studies_tab.overview_rows(ctx), *admin_tab.load(ctx, user)] if is_admin
+                             else [gr.skip()] * (1 + len(adm.outputs())))
             return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
                     gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
                     gr.Dropdown(choices=live_studies, value=live_first),
@@ -86,11 +91,12 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
                     *label.load(first, request)]
 
+        logout.click(None, None, None, js="() => window.critlabLogout()")
         agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
         demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
                                   lv.study, lv.pick, label.study, *st.study_choices, st.overview,
-                                  ann_table, *label.outputs()], api_visibility="private").then(
+                                  *adm.outputs(), *label.outputs()], api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

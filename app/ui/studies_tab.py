@@ -187,25 +187,3 @@ def overview_rows(ctx: AppContext) -> list[list[Any]]:
                      AND j.judge_kind = 'human' AND j.superseded_at IS NULL)
            FROM study s ORDER BY s.id""")]
 
-
-def build_admin(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dataframe:
-    gr.Markdown("### Annotators")
-    with gr.Row():
-        ann_name = gr.Textbox(label="Name", elem_id="ann-name")
-        ann_role = gr.Radio(["annotator", "admin"], value="annotator", label="Role", elem_id="ann-role")
-    add = gr.Button("Add (a password is generated and shown once)", elem_id="ann-add")
-    add_status = gr.Markdown(elem_id="ann-status")
-    table = gr.Dataframe(headers=["name", "role", "disabled"], interactive=False, elem_id="ann-table")
-
-    @shown_errors(2)
-    def do_add(name: str, role: str, request: gr.Request) -> tuple[str, Any]:
-        r = run_op(ctx, admin_of(request), "add_annotator", {"name": name, "role": role})
-        return (f"Added **{r['name']}** ({r['role']}). Password: `{r['password']}` (shown once; pass it on "
-                "securely)."), annotator_rows(ctx)
-
-    add.click(do_add, [ann_name, ann_role], [add_status, table], api_visibility="private")
-    return table
-
-
-def annotator_rows(ctx: AppContext) -> list[list[Any]]:
-    return [list(r) for r in ctx.db.fetchall("SELECT name, role, disabled FROM annotator ORDER BY id")]

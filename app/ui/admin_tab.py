@@ -1,0 +1,81 @@
+"""The Admin tab (admins only; every handler checks the role again server-side): add people, see who can
+log in, disable or enable them and reset their passwords. Each action is one admin operation
+(app/services/ops.py), the same one the CLI runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gradio as gr
+
+from app.services.context import AppContext, ServiceError
+from app.services.ops import run_op
+from app.render import md_literal
+from app.ui.errors import shown_errors
+
+HEADERS = ["name", "role", "state"]
+
+
+@dataclass
+class AdminTab:
+    table: gr.Dataframe
+    person: gr.Dropdown
+
+    def outputs(self) -> list[gr.components.Component]:
+        """What `load` fills, in order."""
+        return [self.table, self.person]
+
+
+def load(ctx: AppContext, admin: str) -> list[Any]:
+    """The people table and the person picker's choices, for an admin already checked by the caller."""
+    people = run_op(ctx, admin, "list_annotators", {})["annotators"]
+    rows = [[a["name"], a["role"], "disabled" if a["disabled"] else "active"] for a in people]
+    return [rows, gr.Dropdown(choices=[a["name"] for a in people])]
+
+
+def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> AdminTab:
+    gr.Markdown("### Add a person")
+    with gr.Row():
+        name = gr.Textbox(label="Name", elem_id="ann-name")
+        role = gr.Radio(["annotator", "admin"], value="annotator", label="Role", elem_id="ann-role")
+    add = gr.Button("Add (a password is generated and shown once)", elem_id="ann-add")
+    gr.Markdown("### Manage a person")
+    gr.Markdown("Disabling or resetting a password logs the person out of every open session at once; "
+                "their labels stay.")
+    with gr.Row():
+        person = gr.Dropdown(label="Person", choices=[], elem_id="ann-pick", scale=2)
+        disable = gr.Button("Disable", elem_id="ann-disable", variant="stop")
+        enable = gr.Button("Enable", elem_id="ann-enable")
+        reset = gr.Button("Reset password", elem_id="ann-reset")
+    status = gr.Markdown(elem_id="ann-status")
+    gr.Markdown("### People")
+    table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="ann-table")
+
+    @shown_errors(4)
+    def do_add(name_: str, role_: str, request: gr.Request) -> tuple[Any, ...]:
+        admin = admin_of(request)
+        r = run_op(ctx, admin, "add_annotator", {"name": name_, "role": role_})
+        msg = (f"Added **{md_literal(r['name'])}** ({r['role']}). Password: `{r['password']}` (shown once; pass it on "
+               "securely).")
+        return msg, *load(ctx, admin), ""  # the name box clears for the next person
+
+    def change(op: str, done: Callable[[dict[str, Any]], str]) -> Callable[..., tuple[Any, ...]]:
+        @shown_errors(3)
+        def handler(name_: str | None, request: gr.Request) -> tuple[Any, ...]:
+            admin = admin_of(request)
+            if not name_:
+                raise ServiceError("choose a person first")
+            return done(run_op(ctx, admin, op, {"name": name_})), *load(ctx, admin)
+        handler.__name__ = f"do_{op}"  # names the event in /ui/config (the security tests list events)
+        return handler
+
+    add.click(do_add, [name, role], [status, table, person, name], api_visibility="private")
+    disable.click(change("disable_annotator", lambda r: f"Disabled **{md_literal(r['name'])}**: their sessions have ended."),
+                  [person], [status, table, person], api_visibility="private")
+    enable.click(change("enable_annotator", lambda r: f"Enabled **{md_literal(r['name'])}**: they can log in again."),
+                 [person], [status, table, person], api_visibility="private")
+    reset.click(change("reset_password", lambda r: (
+        f"New password for **{md_literal(r['name'])}**: `{r['password']}` (shown once; pass it on securely). "
+        "Their sessions have ended.")), [person], [status, table, person], api_visibility="private")
+    return AdminTab(table, person)

@@ -1,0 +1,197 @@
+"""Sessions in a real Chromium: logging out in place, a session that ends under an open page (deleted
+cookie, disabled account) sends the page to the login form with a message instead of a wall of Gradio
+"Error" badges, whatever the person does next; and the Admin tab manages people (add, disable, enable,
+reset password) with immediate effect on their sessions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from app.auth import COOKIE
+from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from storage import annotators, prompts, responses, studies
+from storage.db import Database
+from storage.models import ChatMessage, PromptIn, ResponseIn
+
+pytestmark = pytest.mark.e2e
+
+EXPIRED = re.compile(r"/login\?expired=1$")
+# Gradio's error badge on an output and its error toast. The watcher below records whether either ever
+# appeared on a /ui/ page (in sessionStorage, which survives the tab's move to the login page).
+ERROR_BADGES = "[data-testid=status-tracker] .error, [data-testid=toast-body].error"
+WATCH_ERRORS = """
+if (location.pathname.startsWith("/ui")) {
+  new MutationObserver(() => {
+    if (document.querySelector(%r)) sessionStorage.setItem("critlab-test-error-seen", location.href);
+  }).observe(document, {childList: true, subtree: true});
+}
+""" % ERROR_BADGES
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One study with two imported responses per prompt (so the Label tab has work), an admin and three
+    annotators."""
+    d = tmp_path_factory.mktemp("sessions")
+    db = Database(d / "sessions.duckdb")
+    s = studies.create_study(db, "sess")
+    prompts.insert_prompts(db, s.id, [PromptIn(external_id=f"q{i}", messages=[ChatMessage(role="user",
+                                                                                          content=f"Question {i}?")])
+                                      for i in range(4)])
+    for p in prompts.list_prompts(db, s.id):
+        responses.insert_responses(db, [ResponseIn(prompt_id=p.id, origin="imported", text=f"Answer {k}.")
+                                        for k in (1, 2)])
+    for name, password in PASSWORDS.items():
+        annotators.add_annotator(db, name, "admin" if name == "admin" else "annotator", password)
+    db.close()
+    server = start_server(d / "sessions.duckdb", d / "server.log")
+    yield server
+    server.stop()
+
+
+def open_ui(page: Page, url: str, name: str) -> None:
+    page.context.add_init_script(WATCH_ERRORS)
+    login(page, url, name)
+    expect(page.locator("#whoami")).to_contain_text(f"Signed in as {name}")
+    expect(page.locator("#prompt")).to_contain_text("Question")
+    wait_idle(page)
+
+
+def session_cookies(context: BrowserContext) -> list[dict]:
+    return [c for c in context.cookies() if c["name"] == COOKIE]
+
+
+def assert_sent_to_login_with_message(page: Page) -> None:
+    expect(page).to_have_url(EXPIRED)
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#notice")).to_contain_text("Your session has ended")
+    assert page.locator(ERROR_BADGES).count() == 0
+    assert page.evaluate("sessionStorage.getItem('critlab-test-error-seen')") is None, "Gradio showed Error badges"
+
+
+def test_log_out_happens_in_the_same_tab_and_back_shows_no_ui(page: Page, srv: Server) -> None:
+    open_ui(page, srv.url, "ann")
+    page.goto(f"{srv.url}/ui/")  # a second /ui/ entry in the history, for Back to land on
+    expect(page.locator("#whoami")).to_contain_text("Signed in as ann")
+    assert session_cookies(page.context)
+    page.get_by_text("Log out", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/login\?logged_out=1$"))
+    expect(page.locator("#notice")).to_contain_text("You have logged out")
+    assert page.context.pages == [page], "logging out opened another tab"
+    assert session_cookies(page.context) == []
+    # Back: the earlier /ui/ page is asked for again (no-store) and the session gate answers with the login page.
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/login"))
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#label-panel")).to_have_count(0)
+    expect(page.locator("#whoami")).to_have_count(0)
+
+
+@pytest.mark.parametrize("action", ["key", "click", "timer"])
+def test_a_deleted_session_cookie_sends_the_page_to_the_login_form(page: Page, srv: Server, action: str) -> None:
+    """Whatever comes next (a shortcut handled by hotkeys.js, a click on Submit, the Studies tab's job
+    timer ticking by itself), the page goes to the login form with a message and Gradio never paints an
+    Error badge."""
+    open_ui(page, srv.url, "admin" if action == "timer" else "ann")
+    if action == "timer":
+        page.get_by_role("tab", name="Studies").click()
+        expect(page.locator("#job-progress")).to_be_visible()
+    page.context.clear_cookies()
+    if action == "key":
+        page.locator("#progress").click()  # focus on the page, not in a text field
+        page.keyboard.press("s")  # skip
+    elif action == "click":
+        page.locator("#submit-btn").click()
+    assert_sent_to_login_with_message(page)
+
+
+def test_a_person_disabled_by_an_admin_is_sent_to_the_login_form_and_cannot_log_in(
+        page: Page, browser: Browser, srv: Server) -> None:
+    """cy has the Label tab open; an admin disables cy in the Admin tab; cy's next key press ends on the
+    login form, and cy's password no longer works. Enabling cy lets the password work again."""
+    open_ui(page, srv.url, "cy")
+    admin_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        admin = admin_ctx.new_page()
+        login(admin, srv.url, "admin")
+        choose_person(admin, "cy")
+        admin.locator("#ann-disable").click()
+        expect(admin.locator("#ann-status")).to_contain_text("Disabled cy")
+        page.locator("#progress").click()
+        page.keyboard.press("s")
+        assert_sent_to_login_with_message(page)
+        page.fill("#name", "cy")
+        page.fill("#password", PASSWORDS["cy"])
+        page.keyboard.press("Enter")
+        expect(page.locator("#error")).to_contain_text("wrong name or password")
+        admin.locator("#ann-enable").click()
+        expect(admin.locator("#ann-status")).to_contain_text("Enabled cy")
+    finally:
+        admin_ctx.close()
+    page.locator("#login-btn").click()
+    page.wait_for_url("**/ui/**")
+    expect(page.locator("#whoami")).to_contain_text("Signed in as cy")
+
+
+def choose_person(page: Page, name: str) -> None:
+    page.get_by_role("tab", name="Admin").click()
+    picker = page.locator("#ann-pick input")
+    picker.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    expect(picker).to_have_value(name)
+
+
+def row_of(page: Page, name: str):  # noqa: ANN201
+    return page.locator("#ann-table").get_by_role("row").filter(has=page.get_by_role("gridcell", name=name, exact=True))
+
+
+def test_admin_tab_adds_disables_enables_and_resets_people(page: Page, srv: Server) -> None:
+    login(page, srv.url, "admin")
+    page.get_by_role("tab", name="Admin").click()
+    for name in ("admin", "ann", "bob"):
+        expect(row_of(page, name)).to_contain_text("active")
+    # Add: the password is shown once and the name box clears for the next person.
+    page.locator("#ann-name textarea, #ann-name input").first.fill("dora")
+    page.locator("#ann-add").click()
+    expect(page.locator("#ann-status")).to_contain_text("Added dora (annotator). Password:")
+    expect(page.locator("#ann-name textarea, #ann-name input").first).to_have_value("")
+    expect(row_of(page, "dora")).to_contain_text("annotator")
+    dora_password = re.search(r"Password: (\S+) \(shown once", page.locator("#ann-status").inner_text()).group(1)
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/api/login", json={"name": "dora", "password": dora_password}).status_code == 200
+
+    # bob is logged in elsewhere (a script with his cookie); a disable ends that session at once.
+    bob = srv.login("bob")
+    try:
+        assert bob.get("/api/me").status_code == 200
+        choose_person(page, "bob")
+        page.locator("#ann-disable").click()
+        expect(page.locator("#ann-status")).to_contain_text("Disabled bob")
+        expect(row_of(page, "bob")).to_contain_text("disabled")
+        assert bob.get("/api/me").status_code == 401
+        page.locator("#ann-enable").click()
+        expect(page.locator("#ann-status")).to_contain_text("Enabled bob")
+        expect(row_of(page, "bob")).to_contain_text("active")
+        assert bob.get("/api/me").status_code == 401, "enabling brought an ended session back"
+
+        bob = srv.login("bob")
+        page.locator("#ann-reset").click()
+        expect(page.locator("#ann-status")).to_contain_text("New password for bob:")
+        assert bob.get("/api/me").status_code == 401
+        new = re.search(r"New password for bob: (\S+) \(shown once", page.locator("#ann-status").inner_text()).group(1)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.post("/api/login", json={"name": "bob", "password": PASSWORDS["bob"]}).status_code == 401
+            assert c.post("/api/login", json={"name": "bob", "password": new}).status_code == 200
+    finally:
+        bob.close()
+
+    # The last enabled admin cannot be disabled (nobody could undo it from the UI).
+    choose_person(page, "admin")
+    page.locator("#ann-disable").click()
+    expect(page.locator("#ann-status")).to_contain_text("last enabled admin")
+    expect(row_of(page, "admin")).to_contain_text("active")
