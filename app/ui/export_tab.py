@@ -21,6 +21,9 @@ from storage import studies
 CELL_CHARS = 400
 PREVIEW_ROWS = 5
 PREVIEW_HEADERS = ["prompt", "chosen / completion", "rejected / label", "margin", "annotators", "agreement", "meta"]
+# Shares of the table's width: sized from its contents, the 400-character prompt column took the whole
+# width and hid the others.
+PREVIEW_WIDTHS = ["19%", "19%", "19%", "7%", "10%", "10%", "16%"]
 
 
 @dataclass
@@ -110,7 +113,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         export_btn = gr.Button("Export", variant="primary", elem_id="export-write")
     counts = gr.Markdown(elem_id="export-counts")
     table = gr.Dataframe(headers=PREVIEW_HEADERS, datatype=["str"] * len(PREVIEW_HEADERS), interactive=False,
-                         buttons=NO_COPY, wrap=True, elem_id="export-preview-table")
+                         buttons=NO_COPY, wrap=True, column_widths=PREVIEW_WIDTHS, elem_classes=["fit-table"],
+                         elem_id="export-preview-table")
     status = gr.Markdown(elem_id="export-status")
     download = gr.File(label="Download (.zip: data file and card)", interactive=False, elem_id="export-download")
 
