@@ -103,6 +103,22 @@ def test_overwrite_never_replaces_a_directory(labelled: Database, tmp_path: Path
     assert listing(tmp_path / "out") == ["pairs.card.md"] and runs(labelled) == 0
 
 
+def test_publish_never_swaps_a_file_for_a_folder(tmp_path: Path) -> None:
+    """A folder that appears at a target after the early check is refused even where replacing is allowed."""
+    staged, other = tmp_path / ".new.tmp", tmp_path / ".card.tmp"
+    staged.write_text("new")
+    other.write_text("card")
+    (tmp_path / "pairs.jsonl").write_text("earlier")
+    (tmp_path / "pairs.card.md").mkdir()
+    (tmp_path / "pairs.card.md" / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExists, match="is a directory"):
+        export_files.publish([(staged, tmp_path / "pairs.jsonl", "the data file"),
+                              (other, tmp_path / "pairs.card.md", "the card")], replace=lambda _: True)
+    assert (tmp_path / "pairs.jsonl").read_text() == "earlier"  # the first move was undone
+    assert (tmp_path / "pairs.card.md" / "keep.txt").read_text() == "mine"
+    assert listing(tmp_path) == [".card.tmp", "pairs.card.md", "pairs.jsonl"]  # the caller removes its temps
+
+
 # -- failures between the data file and the card ------------------------------------------------------------------
 def _fail_writing_the_card(monkeypatch: pytest.MonkeyPatch, db: Database) -> None:
     def boom(out: Path, text: str) -> Path:

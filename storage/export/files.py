@@ -7,6 +7,7 @@ primitives live in storage.fileio (shared with the importers) and are re-exporte
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -123,7 +124,8 @@ def _place_new(src: Path, target: Path) -> None:
             raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
         os.rename(src, target)
         return
-    src.unlink()
+    with contextlib.suppress(OSError):  # the caller removes its temp files again after a failure
+        src.unlink()
 
 
 def _remove(path: Path) -> None:
@@ -168,6 +170,9 @@ def publish(moves: list[tuple[Path, Path, str]], *, replace: Callable[[Path], bo
             if os.path.lexists(target):
                 if not replace(target):
                     raise _exists_error(target, what)
+                if staged.is_dir() != (target.is_dir() and not target.is_symlink()):  # never a file for a folder
+                    raise OutputExists(f"{target} exists and is a {'file' if staged.is_dir() else 'directory'} "
+                                       f"({what} goes there); choose another path")
                 backup = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
                 os.replace(target, backup)
                 result.backups.append((backup, target))
