@@ -33,7 +33,7 @@ KIND_HELP = {
 
     Skipped units are counted by reason. Each row carries `meta` (provenance: prompt and response
     ids, origins, votes, ratings, scores, margin, swap consistency, pseudonymised annotators) and
-    the export writes a dataset card (README.md) beside the file.""",
+    the export writes a dataset card (FILE's stem + .card.md) beside the file.""",
     "rm": """Write reward-model pairs: DPO's pairs plus a `margin` column.
 
     The margin is the rating gap (best picks, ratings), the vote-share gap (pairwise votes), or the
@@ -68,7 +68,11 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--study", required=True, help="Study to export."),
         click.option("--out", required=True, type=click.Path(dir_okay=False),
-                     help="Output file: .jsonl or .parquet (a README.md dataset card is written beside it)."),
+                     help="Output file: .jsonl or .parquet. Its dataset card is written beside it as "
+                          "STEM.card.md (pairs.jsonl: pairs.card.md); an existing file or card is refused "
+                          "unless --overwrite, and no other file in the folder is touched."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace an existing --out file and its card (an earlier export; nothing else)."),
         click.option("--style", type=click.Choice(["conversational", "standard", "messages"]),
                      default="conversational", show_default=True,
                      help="conversational: message lists; standard: strings, the prompt rendered with the "
@@ -97,7 +101,9 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kto-threshold", type=float, default=None,
                      help="kto from ratings: desirable above, undesirable below (default: the scale's midpoint)."),
         click.option("--hf-dir", type=click.Path(file_okay=False),
-                     help="Also write a datasets.save_to_disk directory here (needs the datasets package)."),
+                     help="Also write a datasets.save_to_disk directory here, with the card as README.md (needs "
+                          "the datasets package; an earlier one is replaced, any other non-empty directory "
+                          "refused)."),
         click.option("--annotator-names", is_flag=True, help="Write annotator names instead of pseudonyms."),
         click.option("--chat-template", type=click.Path(exists=True),
                      help="--style standard: a GGUF file or Hugging Face tokenizer directory whose chat template "

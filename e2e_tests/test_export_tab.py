@@ -1,10 +1,11 @@
 """The admin-only Export tab in a real Chromium: preview counts (kept, skipped by reason) and first rows,
-export, download, load with `datasets`, a dataset card beside the file; untrusted text in the preview stays
-inert; annotators neither see the tab nor can call its handler."""
+export, download one .zip of the data file and its dataset card, load the file with `datasets`; untrusted
+text in the preview stays inert; annotators neither see the tab nor can call its handler."""
 
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,20 +98,26 @@ def _counts(text: str) -> dict[str, int]:
     return out
 
 
-def _export_and_download(page: Page, tmp_path: Path, done: str) -> tuple[Path, Path]:
+def _export_and_download(page: Page, tmp_path: Path, done: str) -> tuple[Path, Path, Path]:
     """Export, wait for this export's own status (`done`: an earlier export's status is still on screen),
-    download through the browser; the downloaded file and the path the server wrote."""
+    download the .zip through the browser and unpack it; the downloaded data file and card, and the path
+    the server wrote (relative to the database's folder)."""
     page.locator("#export-write").click()
     status = page.locator("#export-status")
     expect(status).to_contain_text(done, timeout=30_000)
-    written = status.inner_text().split("written to ")[1].split()[0].strip("`")
+    written = Path(status.inner_text().split("written to ")[1].split()[0].strip("`"))
+    card_name = f"{written.stem}.card.md"
+    expect(status).to_contain_text(card_name)
     link = page.locator("#export-download a").first
-    expect(link).to_have_attribute("download", Path(written).name)
+    expect(link).to_have_attribute("download", f"{written.stem}.zip")
     with page.expect_download() as dl:
         link.click()
-    saved = tmp_path / Path(written).name
+    saved = tmp_path / f"{written.stem}.zip"
     dl.value.save_as(saved)
-    return saved, Path(written)
+    with zipfile.ZipFile(saved) as z:
+        assert sorted(z.namelist()) == sorted([written.name, card_name])
+        z.extractall(tmp_path / written.stem)
+    return tmp_path / written.stem / written.name, tmp_path / written.stem / card_name, written
 
 
 def test_admin_previews_exports_and_downloads(page: Page, export_server: Server, tmp_path: Path) -> None:
@@ -141,17 +148,19 @@ def test_admin_previews_exports_and_downloads(page: Page, export_server: Server,
     assert table.locator("img").count() == 0
     assert table.locator("script").count() == 0
 
-    saved, rel = _export_and_download(page, tmp_path, "2 pairs written")
-    ds = datasets.load_dataset("json", data_files=str(saved), split="train")
+    saved, saved_card, rel = _export_and_download(page, tmp_path, "2 pairs written")
+    ds = datasets.load_dataset("json", data_files=str(saved), split="train", cache_dir=str(tmp_path / "cache"))
     assert ds.num_rows == shown["kept"]
     assert ds.column_names == ["prompt", "chosen", "rejected", "meta"]
     assert {r["meta"]["prompt_id"] for r in ds} == {"p1", "p2"}
     assert all(r["meta"]["n_annotators"] == 2 for r in ds)
-    # The server's copy sits under <db dir>/exports/ with its card beside it; the download is the same bytes.
+    card = saved_card.read_text()
+    assert f'path: "{rel.name}"' in card and "too_few_annotators" in card
+    # The server's copies sit under <db dir>/exports/, card beside the file; the zip holds the same bytes.
     dpo_file = export_server.db.parent / rel
     assert rel.parts[0] == "exports" and dpo_file.read_bytes() == saved.read_bytes()
-    card = (dpo_file.parent / "README.md").read_text()
-    assert dpo_file.name in card and "too_few_annotators" in card
+    assert sorted(p.name for p in dpo_file.parent.iterdir()) == sorted([rel.name, saved_card.name])
+    assert (dpo_file.parent / saved_card.name).read_bytes() == saved_card.read_bytes()
 
     # A second kind from the same data: SFT needs only the consensus pick, so the tied ratings of p4 no
     # longer matter.
@@ -160,14 +169,13 @@ def test_admin_previews_exports_and_downloads(page: Page, export_server: Server,
     expect(counts).to_contain_text("kind sft", timeout=30_000)
     shown = _counts(counts.inner_text())
     assert shown == {"kept": 3, "skipped: no_consensus": 1, "skipped: too_few_annotators": 1}, counts.inner_text()
-    saved, rel = _export_and_download(page, tmp_path, "3 examples written")
-    ds = datasets.load_dataset("json", data_files=str(saved), split="train")
+    saved, saved_card, rel = _export_and_download(page, tmp_path, "3 examples written")
+    ds = datasets.load_dataset("json", data_files=str(saved), split="train", cache_dir=str(tmp_path / "cache"))
     assert ds.num_rows == shown["kept"]
     assert ds.column_names == ["prompt", "completion", "meta"]
-    sft_file = export_server.db.parent / rel
-    assert sft_file.name in (sft_file.parent / "README.md").read_text()
+    assert f'path: "{rel.name}"' in saved_card.read_text()
     # Each export keeps its own card: the SFT export did not replace the DPO file's.
-    assert dpo_file.name in (dpo_file.parent / "README.md").read_text()
+    assert (dpo_file.parent / f"{dpo_file.stem}.card.md").read_text() == card
 
     page.wait_for_timeout(500)  # let any late image load or handler show itself before the checks
     assert dialogs == []

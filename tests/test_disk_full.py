@@ -136,7 +136,8 @@ def test_cli_output_over_the_size_limit(big_db: Path, tmp_path: Path, args: tupl
     out.parent.mkdir()
     out.write_bytes(b"an earlier export")  # must survive a failed one
     before = dump_file(big_db)
-    r = critlab(*args, "--out", str(out), *(["--overwrite"] if args == ("backup",) else []), db=big_db)
+    overwrite = [] if args[:2] == ("export", "judgments") else ["--overwrite"]  # out holds an earlier file
+    r = critlab(*args, "--out", str(out), *overwrite, db=big_db)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"Error: file size limit reached (the file system's or the process's, `ulimit -f`) while writing {out}" \
         in r.stderr, r.stderr
@@ -144,7 +145,7 @@ def test_cli_output_over_the_size_limit(big_db: Path, tmp_path: Path, args: tupl
     assert files_in(out.parent) == [name] and out.read_bytes() == b"an earlier export"  # no temp file left
     assert dump_file(big_db) == before  # no export_run row either
     # The same command without the limit works, so the limit (not the data) caused the failure.
-    ok = critlab(*args, "--out", str(out), *(["--overwrite"] if args == ("backup",) else []), db=big_db, limit=None)
+    ok = critlab(*args, "--out", str(out), *overwrite, db=big_db, limit=None)
     assert ok.returncode == 0, ok.stderr
     assert out.stat().st_size > LIMIT
 

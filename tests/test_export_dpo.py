@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.db import Database
+from storage.export.files import OutputExists
 from storage.export_dpo import DPO_SCHEMA, META_TYPE, build_dpo_pairs, export_dpo, pseudonym_salt
 from tests.builders import judge, label, make_prompt, make_responses, make_run, make_study
 
@@ -218,7 +219,10 @@ def test_zero_pairs_writes_empty_files_and_says_why(db: Database, sid: int, out_
     label(db, sid, p1, "alice", a, {a: 6, b: 2, c: 2})
     label(db, sid, p1, "bob", a, {a: 6, b: 2, c: 2})
     label(db, sid, p2, "alice", d, {d: 6, e: 2}, shown=[d, e, f])
-    s = export_dpo(db, "demo", out_dir / "none.jsonl")
+    with pytest.raises(OutputExists, match="none.jsonl already exists .*--overwrite"):
+        export_dpo(db, "demo", out_dir / "none.jsonl")  # an earlier file is never replaced unasked
+    assert Path(s.out_path).read_bytes() == b""
+    s = export_dpo(db, "demo", out_dir / "none.jsonl", overwrite=True)
     assert s.message == "0 pairs: 3 skipped (tied_lowest: 2, missing_ratings: 1)"
     assert s.skipped == {"tied_lowest": 2, "missing_ratings": 1}
     assert db.fetchval("SELECT count(*) FROM export_run") == 3

@@ -452,7 +452,9 @@ def test_export_writes_the_card_and_the_export_run(db: Database, sid: int, tmp_p
     assert json.loads(row["params"])["signal"] == "best"
     named = export_dataset(db, "demo", tmp_path / "n.jsonl", ExportOptions(annotator_names=True))
     assert json.loads(Path(named.out_path).read_text())["meta"]["annotators"] == ["alice"]
-    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["README.md", "pairs.jsonl"]  # no temp files
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["pairs.card.md", "pairs.jsonl"]  # no temp files
+    assert r.card_path == str((tmp_path / "x" / "pairs.card.md").resolve())
+    assert json.loads(row["params"])["card"] == r.card_path
 
 
 def test_bad_options_are_refused_before_writing(db: Database, sid: int, tmp_path: Path) -> None:

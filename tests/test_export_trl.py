@@ -180,7 +180,7 @@ DEMO_CASES = [("dpo", {}), ("rm", {}), ("kto", {}), ("sft", {}), ("judge", {}),
 def test_demo_study_exports_load_and_pass_trl(demo: AppContext, tokenizer: Any, tmp_path: Path, kind: str,
                                              extra: dict[str, Any]) -> None:
     for style, ext in (("conversational", "jsonl"), ("conversational", "parquet"), ("standard", "jsonl")):
-        out = tmp_path / style / f"{kind}.{ext}"
+        out = tmp_path / f"{style}-{ext}" / f"{kind}.{ext}"  # a .jsonl and a .parquet of one stem share a card name
         r = export_dataset(demo.db, "sample", out, ExportOptions(kind=kind, style=style, **extra))
         assert r.rows > 0, (kind, extra, r.skipped)
         ds = load(r.out_path, tmp_path / "cache")
@@ -214,8 +214,12 @@ def test_demo_card_states_the_provenance(demo: AppContext, tmp_path: Path) -> No
                    r.content_hash, "Agreement (share of a row's annotators agreeing", "unanimous rows",
                    "| kept | 4 |"):
         assert needle in card, needle
-    # the card's features type every column when the directory is loaded
-    ds = datasets.load_dataset(str(tmp_path), split="train", cache_dir=str(tmp_path / "cache"))
+    # the card's features type every column when a folder of the file and the card as README.md is loaded
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "pairs.jsonl").write_bytes(Path(r.out_path).read_bytes())
+    (hub / "README.md").write_text(card)
+    ds = datasets.load_dataset(str(hub), split="train", cache_dir=str(tmp_path / "cache"))
     assert ds.features == datasets.Features.from_arrow_schema(row_schema("dpo", "conversational"))
     assert len(ds) == 4
 
@@ -226,7 +230,7 @@ def test_hf_dir_is_a_datasets_directory(demo: AppContext, tmp_path: Path) -> Non
     ds = datasets.load_from_disk(str(tmp_path / "hf"))
     assert len(ds) == r.rows and ds.column_names == ["prompt", "completion", "label", "meta"]
     assert ds.features == datasets.Features.from_arrow_schema(row_schema("kto", "conversational"))
-    again = export_dataset(demo.db, "sample", tmp_path / "kto.jsonl", ExportOptions(kind="kto"), hf_dir=r.hf_dir)
+    again = export_dataset(demo.db, "sample", tmp_path / "kto2.jsonl", ExportOptions(kind="kto"), hf_dir=r.hf_dir)
     assert len(datasets.load_from_disk(again.hf_dir)) == r.rows  # an earlier datasets directory is replaced
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
@@ -246,7 +250,7 @@ IMPORTED_CASES = [("dpo", {}), ("rm", {}), ("kto", {}), ("sft", {}), ("judge", {
 def test_imported_judgments_export_and_load(imported: Database, tokenizer: Any, tmp_path: Path, kind: str,
                                             extra: dict[str, Any]) -> None:
     for ext in ("jsonl", "parquet"):
-        r = export_dataset(imported, "mt", tmp_path / f"{kind}.{ext}", ExportOptions(kind=kind, **extra))
+        r = export_dataset(imported, "mt", tmp_path / ext / f"{kind}.{ext}", ExportOptions(kind=kind, **extra))
         assert r.rows == (6 if kind == "kto" else 3), (kind, extra, r.skipped)
         ds = load(r.out_path, tmp_path / "cache")
         check_trl(ds, kind, "conversational", tokenizer)
@@ -296,7 +300,7 @@ def test_cli_commands_help_and_export(demo: AppContext, tmp_path: Path) -> None:
     assert r.output.startswith("0 pairs: 4 skipped (low_agreement: 4)"), r.output  # every pick is 2 of 3
     summary = json.loads(r.output.split("\n", 1)[1])
     assert summary["rows"] == 0 and summary["skipped"] == {"low_agreement": 4} and summary["export_run_id"]
-    r = runner.invoke(group, ["rm", "--study", "sample", "--out", str(tmp_path / "p.parquet"), "--per-annotator",
+    r = runner.invoke(group, ["rm", "--study", "sample", "--out", str(tmp_path / "p2.parquet"), "--per-annotator",
                               "--min-margin", "5.5"])
     assert r.exit_code == 0 and r.output.startswith("8 pairs written to"), r.output  # carol's picks: gap 3
     assert "4 skipped (below_min_margin: 4)" in r.output

@@ -1,18 +1,24 @@
 """Preference-data exports as admin operations (CLI, admin API, Export tab): `export` writes the file, its
 dataset card and an export_run row; `export_preview` counts what an export would keep and skip, and returns
-the first rows, writing nothing. `EXPORT_OPS` is merged into `app.services.ops.OPS`."""
+the first rows, writing nothing; `export_download` is the Export tab's export (a new folder under
+`<db dir>/exports/`, then one .zip of data file and card to download). `EXPORT_OPS` is merged into
+`app.services.ops.OPS`."""
 
 from __future__ import annotations
 
+import re
+import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.services.context import AppContext, ServiceError
 from storage.export import ExportOptions, export_dataset, preview_dataset
 from storage.export.data import model_sources
+from storage.export.files import zip_export
 from storage.export.options import IncludedOrigin, Signal
 from storage.export.schema import Kind, Style
 from storage.studies import get_study
@@ -38,7 +44,7 @@ class _ExportFields(BaseModel):
     chat_template: str | None = None
 
     def options(self) -> ExportOptions:
-        data = self.model_dump(exclude={"study", "out", "hf_dir", "rows"})
+        data = self.model_dump(exclude={"study", "out", "hf_dir", "rows", "overwrite", "format"})
         try:
             return ExportOptions.model_validate(data)
         except ValidationError as e:
@@ -48,6 +54,11 @@ class _ExportFields(BaseModel):
 class Export(_ExportFields):
     out: str
     hf_dir: str | None = None
+    overwrite: bool = False  # replace an earlier data file and card at `out` (never anything else)
+
+
+class ExportDownload(_ExportFields):
+    format: Literal["jsonl", "parquet"] = "jsonl"
 
 
 class ExportPreview(_ExportFields):
@@ -67,7 +78,7 @@ def _short(err: dict[str, Any]) -> str:
 
 def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
     try:
-        r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir)
+        r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite)
     except ServiceError:
         raise
     except ValueError as e:
@@ -105,6 +116,50 @@ def exports_dir(ctx: AppContext) -> Path:
     """Where the Export tab writes: `<database directory>/exports/`."""
     base = Path(ctx.db.path).resolve().parent if ctx.db.path != ":memory:" else Path.cwd()
     return base / EXPORTS_DIR
+
+
+def file_name(study: str, kind: str, fmt: str) -> str:
+    """A safe file name for the exports directory.
+
+    >>> file_name("my study/../x", "dpo", "jsonl")[:20]
+    'my_study_.._x-dpo-20'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{safe}-{kind}-{stamp}.{fmt}"
+
+
+def export_path(base: Path, study: str, kind: str, fmt: str) -> Path:
+    """A new folder per export under `base`, holding just the data file and its card (what the download
+    zips). `mkdir` claims the folder atomically, so two exports in the same second get two."""
+    name = file_name(study, kind, fmt)
+    stem = name.rsplit(".", 1)[0]
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = base / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder / name
+    raise ServiceError(f"too many exports named {stem} in {base}")
+
+
+def export_download(ctx: AppContext, user: str, p: ExportDownload) -> dict[str, Any]:
+    """The Export tab's export: into a new folder under `<db dir>/exports/`, then one .zip of the data file and
+    its card in a temp folder (which Gradio serves). Adds `rel_path` (the file beside the database) and
+    `zip_path` to `export`'s result."""
+    base = exports_dir(ctx)
+    out = export_path(base, p.study, p.kind, p.format)
+    try:
+        r = export(ctx, user, Export.model_validate({**p.model_dump(exclude={"format"}), "out": str(out)}))
+    finally:
+        if not any(out.parent.iterdir()):  # a refused export leaves no empty folder behind
+            out.parent.rmdir()
+    data, card = Path(r["out_path"]), Path(r["card_path"])
+    bundle = Path(tempfile.mkdtemp(prefix="critlab-export-")) / f"{data.stem}.zip"
+    zip_export([data, card], bundle)
+    return {**r, "rel_path": str(out.relative_to(base.parent)), "zip_path": str(bundle)}
 
 
 EXPORT_OPS: dict[str, tuple[type[BaseModel], Callable[[AppContext, str, Any], dict[str, Any]]]] = {

@@ -103,6 +103,7 @@ class ExportJudgments(_Payload):
 class ExportDpo(_Payload):
     study: str
     out: str
+    overwrite: bool = False
 
 
 class Backup(_Payload):
@@ -234,7 +235,7 @@ def reset_password(ctx: AppContext, user: str, p: ResetPassword) -> dict[str, An
 def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
     from storage.export_dpo import export_dpo as do_export
 
-    return do_export(ctx.db, p.study, p.out).model_dump(mode="json")
+    return do_export(ctx.db, p.study, p.out, overwrite=p.overwrite).model_dump(mode="json")
 
 
 def import_judgments(ctx: AppContext, user: str, p: ImportJudgments) -> dict[str, Any]:

@@ -19,6 +19,10 @@ from app.ui.tables import NO_COPY
 
 HEADLINE_COLUMNS = ["model", "method", "compared with", "metric", "value", "95% CI", "n", "κ vs consensus",
                     "human ceiling", "baseline"]
+# Shares of the table's width (summing to 100%): left alone, Gradio sizes each column from its first rows, so
+# a long model id pushed the last columns out of view and an empty "95% CI" squeezed its header into a tall
+# column of single letters.
+HEADLINE_WIDTHS = ["18%", "10%", "12%", "13%", "7%", "11%", "5%", "8%", "8%", "8%"]
 
 
 @dataclass
@@ -78,7 +82,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     compute = gr.Button("Compute", variant="primary", elem_id="agr-compute")
     status = gr.Markdown(elem_id="agr-status")
     headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-headline",
-                            wrap=True)
+                            wrap=True, column_widths=HEADLINE_WIDTHS, elem_classes=["fit-table"])
     plot = gr.LinePlot(x="confidence", y="accuracy", color="series", x_lim=[0, 1], y_lim=[0, 1],
                        title="Calibration (reliability diagram, 10 equal-count bins)", elem_id="agr-plot")
     gr.Markdown("#### Most disagreed items")

@@ -1,16 +1,12 @@
 """The Export tab (admins only; every handler checks the role again server-side): choose a kind, a style and
-a pair policy, preview what would be kept and skipped (and the first rows), export into a directory of its
-own under `<db dir>/exports/` (so each file keeps its dataset card) and download the file. Texts in the
+a pair policy, preview what would be kept and skipped (and the first rows), export into a folder of its
+own under `<db dir>/exports/` and download one .zip of the data file and its dataset card. Texts in the
 preview are plain strings in a Dataframe (never HTML)."""
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,9 @@ from storage import studies
 CELL_CHARS = 400
 PREVIEW_ROWS = 5
 PREVIEW_HEADERS = ["prompt", "chosen / completion", "rejected / label", "margin", "annotators", "agreement", "meta"]
+# Shares of the table's width: sized from its contents, the 400-character prompt column took the whole
+# width and hid the others.
+PREVIEW_WIDTHS = ["19%", "19%", "19%", "7%", "10%", "10%", "16%"]
 
 
 @dataclass
@@ -79,52 +78,11 @@ def counts_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def download_copy(path: str) -> str:
-    """A link (or copy) of an export in the system temp directory, which Gradio serves for download."""
-    src = Path(path)
-    folder = Path(tempfile.mkdtemp(prefix="critlab-export-"))
-    dest = folder / src.name
-    try:
-        os.link(src, dest)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(src, dest)
-    return str(dest)
-
-
-def file_name(study: str, kind: str, fmt: str) -> str:
-    """A safe file name for the exports directory.
-
-    >>> file_name("my study/../x", "dpo", "jsonl")[:20]
-    'my_study_.._x-dpo-20'
-    """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{safe}-{kind}-{stamp}.{fmt}"
-
-
-def export_path(base: Path, study: str, kind: str, fmt: str) -> Path:
-    """A new directory per export under `base`: an export replaces the README.md beside it, so exports
-    sharing one directory would keep only the last one's card. `mkdir` claims the directory atomically, so
-    two exports in the same second get two."""
-    name = file_name(study, kind, fmt)
-    stem = name.rsplit(".", 1)[0]
-    base.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        folder = base / (stem if n == 1 else f"{stem}-{n}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder / name
-    raise ServiceError(f"too many exports named {stem} in {base}")
-
-
 def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
     gr.Markdown("### Export preference data\n"
-                "Files load as is in Hugging Face `datasets` and TRL; each carries a dataset card (README.md) with "
-                "its provenance. See docs/formats.md, \"Preference data exports\".")
+                "Files load as is in Hugging Face `datasets` and TRL; each comes with a dataset card "
+                "(`<name>.card.md`) stating its provenance, and the download is one .zip of both. See "
+                "docs/formats.md, \"Preference data exports\".")
     with gr.Row():
         study = gr.Dropdown(label="Study", choices=[], elem_id="export-study")
         kind = gr.Radio(["dpo", "rm", "kto", "sft", "judge"], value="dpo", label="Kind", elem_id="export-kind")
@@ -155,9 +113,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         export_btn = gr.Button("Export", variant="primary", elem_id="export-write")
     counts = gr.Markdown(elem_id="export-counts")
     table = gr.Dataframe(headers=PREVIEW_HEADERS, datatype=["str"] * len(PREVIEW_HEADERS), interactive=False,
-                         buttons=NO_COPY, wrap=True, elem_id="export-preview-table")
+                         buttons=NO_COPY, wrap=True, column_widths=PREVIEW_WIDTHS, elem_classes=["fit-table"],
+                         elem_id="export-preview-table")
     status = gr.Markdown(elem_id="export-status")
-    download = gr.File(label="Download", interactive=False, elem_id="export-download")
+    download = gr.File(label="Download (.zip: data file and card)", interactive=False, elem_id="export-download")
 
     form = [study, kind, style, source, signal, origins, min_annotators, min_agreement, min_margin, kto_threshold,
             per_annotator, all_pairs, names]
@@ -193,18 +152,11 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
                        names_)
-        base = exports.exports_dir(ctx)
-        out = export_path(base, data["study"], data["kind"], fmt_)
-        try:
-            r = exports.export(ctx, user, exports.Export.model_validate({**data, "out": str(out)}))
-        finally:
-            if not any(out.parent.iterdir()):  # a refused export leaves no empty directory behind
-                out.parent.rmdir()
-        rel = out.relative_to(base.parent)
-        text = (f"{r['message'].split(' written to ')[0]} written to `{rel}` beside the database (card: "
-                f"README.md in the same directory; export_run #{r['export_run_id']}; sha256 "
-                f"`{r['content_hash'][:16]}…`).")
-        return text, download_copy(r["out_path"])
+        r = exports.export_download(ctx, user, exports.ExportDownload.model_validate({**data, "format": fmt_}))
+        text = (f"{r['message'].split(' written to ')[0]} written to `{r['rel_path']}` beside the database, with "
+                f"its card `{Path(r['card_path']).name}` (export_run #{r['export_run_id']}; sha256 "
+                f"`{r['content_hash'][:16]}…`). The download holds both.")
+        return text, r["zip_path"]
 
     def studies_list(request: gr.Request) -> Any:
         try:

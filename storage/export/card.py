@@ -1,5 +1,6 @@
-"""The dataset card (README.md beside the exported file): Hugging Face YAML header with the features, then
-where the data came from, the pair policy and filters, the counts, and the agreement of what was kept."""
+"""The dataset card (`<stem>.card.md` beside the exported file, and README.md in the --hf-dir copy, a folder
+critlab makes): Hugging Face YAML header with the features, then where the data came from, the pair policy
+and filters, the counts, and the agreement of what was kept."""
 
 from __future__ import annotations
 
@@ -119,8 +120,13 @@ class Stats:
 def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, study: dict[str, Any],
                 runs: list[dict[str, Any]], policy: list[str], filters: dict[str, Any], stats: Stats,
                 content_hash: str, export_run_id: int | None, created: str, version: str,
-                template_source: str | None) -> str:
+                template_source: str | None, saved_copy: bool = False) -> str:
+    """The card of the data file `file_name`; `saved_copy`: the README.md of its `save_to_disk` copy, whose
+    header names that folder's Arrow shards."""
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the file name holds
+    data_path = "data-*.arrow" if saved_copy else file_name
+    rows_text = f"{stats.kept} row{'' if stats.kept == 1 else 's'}"
+    fmt = "Parquet" if file_name.lower().endswith(".parquet") else "JSON Lines"
     unit = "pair" if kind in ("dpo", "rm", "judge") else "example"
     units = unit + ("" if stats.kept == 1 else "s")
     n_skipped = sum(stats.skipped.values())
@@ -130,7 +136,7 @@ def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, stu
         "- config_name: default",
         "  data_files:",
         "  - split: train",
-        f"    path: {q(file_name)}",
+        f"    path: {q(data_path)}",
         "dataset_info:",
         "  features:",
         features_yaml(schema, 2),
@@ -146,9 +152,9 @@ def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, stu
         "",
         "| | |",
         "|---|---|",
-        f"| file | `{file_name}` ({'Parquet' if file_name.lower().endswith('.parquet') else 'JSON Lines'}, "
-        f"{stats.kept} row{'' if stats.kept == 1 else 's'}) |",
-        f"| content hash | sha256 `{content_hash}` |",
+        (f"| files | `data-*.arrow` (`datasets.save_to_disk` copy of `{file_name}`, {rows_text}) |" if saved_copy
+         else f"| file | `{file_name}` ({fmt}, {rows_text}) |"),
+        f"| content hash | sha256 `{content_hash}`" + (f" (of `{file_name}`)" if saved_copy else "") + " |",
         f"| export_run | {export_run_id if export_run_id is not None else '— (preview)'} |",
         f"| layout | {LAYOUTS[(kind, style)]} |",
         f"| columns | {', '.join(f'`{f.name}`' for f in schema)} |",
@@ -194,11 +200,17 @@ def render_card(*, file_name: str, schema: pa.Schema, kind: str, style: str, stu
                      f"human {unit}s checked ({fig['human_model_agreement']:.1%})")
     if stats.labels:
         lines.append(f"- Labels: {stats.labels['true']} true, {stats.labels['false']} false")
-    load = (f'load_dataset("parquet", data_files="{file_name}", split="train")' if file_name.lower().endswith(".parquet")
+    load = (f'load_dataset("parquet", data_files="{file_name}", split="train")' if fmt == "Parquet"
             else f'load_dataset("json", data_files="{file_name}", split="train")')
-    lines += ["", "## Loading", "", "```python", "from datasets import load_dataset", "",
-              f"ds = {load}", "# or load_dataset(DIR, split=\"train\") on this directory: the features above type every "
-              "column", "```", "",
-              "Text is verbatim (never the sanitised rendering shown in critlab). `meta` has one fixed schema in "
+    if saved_copy:
+        lines += ["", "## Loading", "", "```python", "from datasets import load_from_disk", "",
+                  "ds = load_from_disk(DIR)  # this folder", "```", ""]
+    else:
+        lines += ["", "## Loading", "", "```python", "from datasets import load_dataset", "",
+                  f"ds = {load}", "```", "",
+                  f"To publish it on the Hugging Face Hub (or load a folder with `load_dataset(DIR)`, typed by the "
+                  f"features above), put `{file_name}` and this card, renamed `README.md`, in a folder of their own.",
+                  ""]
+    lines += ["Text is verbatim (never the sanitised rendering shown in critlab). `meta` has one fixed schema in "
               "every row; see critlab's docs/formats.md, \"Preference data exports\".", ""]
     return "\n".join(lines)

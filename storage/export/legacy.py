@@ -32,7 +32,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from storage.db import Database
-from storage.export.files import _atomic_write, pseudonymizer
+from storage.export.files import _atomic_write, check_free, pseudonymizer
 from storage.studies import get_study
 
 PAIR_POLICY = "best_vs_strictly_lowest_rated"
@@ -200,16 +200,19 @@ def _shared(a: Any, b: Any) -> Any:
 
 
 # -- writing ---------------------------------------------------------------------------------
-def export_dpo(db: Database, study_name: str, out_path: str | os.PathLike[str]) -> ExportSummary:
-    """Write the study's DPO pairs to `.jsonl` or `.parquet` (atomically) and record an export_run."""
+def export_dpo(db: Database, study_name: str, out_path: str | os.PathLike[str], *,
+               overwrite: bool = False) -> ExportSummary:
+    """Write the study's DPO pairs to `.jsonl` or `.parquet` (atomically) and record an export_run. An
+    existing file at `out_path` is refused unless `overwrite`."""
     out = Path(out_path)
     fmt = out.suffix.lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {out.suffix or '(no extension)'!r} for {out}: "
                          "use .jsonl or .parquet")
+    check_free({out: "the data file"}, overwrite=overwrite)
     study = get_study(db, study_name)
     rows, skipped = build_dpo_pairs(db, study.id)
-    content_hash = _atomic_write(out, rows, fmt)
+    content_hash = _atomic_write(out, rows, fmt, overwrite=overwrite)
     labels = len(rows) + sum(skipped.values())
     message = _message(len(rows), skipped, labels, out)
     with db.write() as cur:

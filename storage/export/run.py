@@ -1,5 +1,6 @@
 """One export from plan to files: resolve the policy, stream the rows (chunk by chunk) through the filters
-into the writer, then the dataset card, the optional `datasets` directory and the `export_run` row."""
+into the writer, then the dataset card, the optional `datasets` directory and the `export_run` row, all
+published together."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
@@ -20,11 +22,11 @@ from storage.db import Database
 from storage.export.card import Stats, render_card
 from storage.export.chat_template import ChatTemplate, embedded_template, load_chat_template
 from storage.export.data import Chunk, chunks, human_methods_present, model_judges
-from storage.export.files import atomic_write_text, pseudonymizer
+from storage.export.files import Published, card_path, check_free, publish, pseudonymizer, write_temp_text
 from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
 from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, model_view
 from storage.export.schema import row_schema
-from storage.export.writer import RowWriter, check_format, write_hf_dir
+from storage.export.writer import RowWriter, check_format, check_hf_dir, is_datasets_dir, staged_hf_dir
 from storage.models import Study
 from storage.studies import get_study
 
@@ -313,39 +315,68 @@ def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, An
 
 # -- entry points ------------------------------------------------------------------------------------------
 def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[str], options: ExportOptions,
-                   *, hf_dir: str | os.PathLike[str] | None = None) -> ExportResult:
-    """Write the export to `.jsonl` / `.parquet` (atomically, streaming), its card (README.md beside it), the
-    `datasets` directory when asked, and record an export_run."""
+                   *, hf_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> ExportResult:
+    """Write the export to `.jsonl` / `.parquet` (streaming) with its card (`<stem>.card.md` beside it), the
+    `datasets` directory when asked (with the card as README.md), and record an export_run.
+
+    Everything is written to temp names first and moved into place together once the export_run row is in,
+    so a failure anywhere leaves none of the files (and no row). An existing data file or card is refused
+    unless `overwrite`; nothing else in the folder (a README.md, say) is ever touched."""
     out = Path(out_path)
-    check_format(out)
+    fmt = check_format(out)
+    card = card_path(out)
+    check_free({out: "the data file", card: f"the dataset card of {out.name}"}, overwrite=overwrite)
+    hf = Path(hf_dir) if hf_dir is not None else None
+    if hf is not None:
+        check_hf_dir(hf, out)
     plan = plan_export(db, study, options)
     stats = Stats()
     writer = RowWriter(out, plan.schema)
+    card_tmp: Path | None = None
     try:
         for row in stream_rows(db, plan, stats):
             writer.write(row)
-    except BaseException:
-        writer.abort()
-        raise
-    content_hash = writer.commit()
-    if hf_dir is not None:
-        write_hf_dir(out, plan.schema, Path(hf_dir))
-    card = out.parent / "README.md"
-    params = {**options.model_dump(), "format": out.suffix.lower().lstrip("."), "signal": plan.signal,
-              "source_resolved": plan.source_label, "columns": plan.schema.names,
-              "hf_dir": str(Path(hf_dir).resolve()) if hf_dir is not None else None, "card": str(card.resolve())}
-    counts = {**stats.counts(), "agreement": stats.agreement_figures()}
-    with db.write() as cur:
-        run_id = cur.execute(
-            "INSERT INTO export_run (kind, study_id, params, counts, out_path, content_hash) VALUES (?, ?, ?, ?, ?, ?) "
-            "RETURNING id", [options.kind, plan.study.id, json.dumps(params), json.dumps(counts),
-                             str(out.resolve()), content_hash]).fetchall()[0][0]
-        atomic_write_text(card, _card(db, plan, stats, out.name, content_hash, run_id))
+        content_hash = writer.finish()
+        params = {**options.model_dump(), "format": fmt.lstrip("."), "signal": plan.signal,
+                  "source_resolved": plan.source_label, "columns": plan.schema.names,
+                  "hf_dir": str(hf.resolve()) if hf is not None else None, "card": str(card.resolve())}
+        counts = {**stats.counts(), "agreement": stats.agreement_figures()}
+        with staged_hf_dir(writer.tmp, fmt, plan.schema, hf) if hf is not None else nullcontext() as staged:
+            placed: Published | None = None
+            try:
+                with db.write() as cur:
+                    run_id = cur.execute(
+                        "INSERT INTO export_run (kind, study_id, params, counts, out_path, content_hash) "
+                        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                        [options.kind, plan.study.id, json.dumps(params), json.dumps(counts), str(out.resolve()),
+                         content_hash]).fetchall()[0][0]
+                    card_tmp = write_card(out, _card(db, plan, stats, out.name, content_hash, run_id))
+                    moves = [(writer.tmp, out, "the data file"), (card_tmp, card, f"the dataset card of {out.name}")]
+                    if hf is not None and staged is not None:
+                        (staged / "README.md").write_text(
+                            _card(db, plan, stats, out.name, content_hash, run_id, saved_copy=True), encoding="utf-8")
+                        moves.append((staged, hf, "the --hf-dir datasets directory"))
+                    # Last step of the transaction, so only the COMMIT can fail after the files are in place.
+                    placed = publish(moves, replace=lambda t: is_datasets_dir(t) if t == hf else overwrite)
+            except BaseException:
+                if placed is not None:  # the export_run row did not commit: take the files out again
+                    placed.undo()
+                raise
+            placed.done()
+    finally:
+        writer.abort()  # the temp files are gone once published; after a failure, this removes them
+        if card_tmp is not None:
+            card_tmp.unlink(missing_ok=True)
     return ExportResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
                         signal=plan.signal, source=plan.source_label, out_path=str(out.resolve()),
                         card_path=str(card.resolve()), content_hash=content_hash,
                         message=message(options.kind, stats.kept, stats.skipped, out, plan.signal),
                         export_run_id=run_id, hf_dir=params["hf_dir"], agreement=counts["agreement"])
+
+
+def write_card(out: Path, text: str) -> Path:
+    """The card's text in a temp file beside the data file `out` (published with it)."""
+    return write_temp_text(card_path(out), text)
 
 
 def preview_dataset(db: Database, study: str | int, options: ExportOptions, *, n_rows: int = 5) -> PreviewResult:
@@ -382,7 +413,8 @@ def message(kind: str, kept: int, skipped: Counter[str], out: Path | None, signa
     return f"{text}; {n_skipped} skipped ({why})" if n_skipped else text
 
 
-def _card(db: Database, plan: Plan, stats: Stats, file_name: str, content_hash: str, run_id: int | None) -> str:
+def _card(db: Database, plan: Plan, stats: Stats, file_name: str, content_hash: str, run_id: int | None,
+          *, saved_copy: bool = False) -> str:
     s = plan.study
     runs = [r for r in db.fetchdicts("SELECT * FROM generation_run WHERE study_id = ? ORDER BY id", [s.id])
             if r["id"] in stats.runs]
@@ -393,7 +425,7 @@ def _card(db: Database, plan: Plan, stats: Stats, file_name: str, content_hash: 
                "prompts": db.fetchval("SELECT count(*) FROM prompt WHERE study_id = ?", [s.id])},
         runs=runs, policy=policy_text(plan), filters=_filters(plan), stats=stats, content_hash=content_hash,
         export_run_id=run_id, created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        version=_version(), template_source=plan.template.source if plan.template else None)
+        version=_version(), template_source=plan.template.source if plan.template else None, saved_copy=saved_copy)
 
 
 def _version() -> str:

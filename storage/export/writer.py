@@ -1,5 +1,6 @@
-"""Streaming row writers: JSONL or Parquet, written in batches to a temp file beside the target and renamed
-at the end (readers never see half a file), so an export of any size holds one batch in memory.
+"""Streaming row writers: JSONL or Parquet, written in batches to a temp file beside the target (the export
+then publishes it together with its card, so readers never see half a file), so an export of any size holds
+one batch in memory; and the `datasets.save_to_disk` copy, staged the same way.
 
 critlab writes no CSV: exports are JSONL or Parquet (plus the Markdown card and the agreement report's
 Markdown/HTML), so no output can turn a cell such as `=HYPERLINK(...)` into a spreadsheet formula. A CSV
@@ -19,8 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.export.files import replace_dir
-from storage.fileio import fsync_dir, sha256_file, temp_beside, umask, write_error
+from storage.fileio import sha256_file, temp_beside, umask, write_error
 
 FORMATS = (".jsonl", ".parquet")
 BATCH_ROWS = 1000
@@ -34,7 +34,7 @@ def check_format(out: Path) -> str:
 
 
 class RowWriter:
-    """`write(row)` … `commit()` → sha256 of the file; `abort()` removes the temp file.
+    """`write(row)` … `finish()` → sha256 of the temp file; `abort()` removes the temp file.
 
     Disk full, a file size limit or read-only storage raise `storage.fileio.StorageWriteError` naming `out`,
     with the temp file already removed (the caller's `abort()` is then harmless)."""
@@ -76,7 +76,9 @@ class RowWriter:
             self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._batch).encode("utf-8"))
         self._batch.clear()
 
-    def commit(self) -> str:
+    def finish(self) -> str:
+        """Close the temp file (`self.tmp`, flushed to disk) and return its sha256; the caller moves it into
+        place (storage.export.files.publish) or calls `abort()`."""
         try:
             with self._failing_storage():
                 self._flush()
@@ -86,12 +88,10 @@ class RowWriter:
                 os.fsync(self._file.fileno())
                 self._file.close()
                 os.chmod(self.tmp, 0o666 & ~umask())
-                os.replace(self.tmp, self.out)
         except BaseException:
             self.abort()
             raise
-        fsync_dir(self.out.parent)
-        return sha256_file(self.out)
+        return sha256_file(self.tmp)
 
     def abort(self) -> None:
         # Closing flushes what is buffered, which fails again on a full disk; the file is deleted anyway.
@@ -104,19 +104,37 @@ class RowWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_hf_dir(data_file: Path, schema: pa.Schema, hf_dir: Path) -> None:
-    """A `datasets.save_to_disk` directory of the written file (needs the `datasets` package)."""
+def check_hf_dir(hf_dir: Path, out: Path) -> None:
+    """Refuse, before anything is written, an --hf-dir that would replace something that is not an earlier
+    `datasets` directory (an empty directory is fine), or that holds the data file itself."""
     try:
-        import datasets
+        import datasets  # noqa: F401
     except ImportError as e:
         raise ValueError("--hf-dir needs the `datasets` package: pip install datasets") from e
+    hf, folder = hf_dir.resolve(), out.parent.resolve()
+    if hf == folder or hf in folder.parents:
+        raise ValueError(f"--hf-dir {hf_dir} would hold the data file {out}: choose a directory of its own")
     if hf_dir.exists() and (not hf_dir.is_dir() or (any(hf_dir.iterdir()) and not (hf_dir / "state.json").is_file())):
         raise ValueError(f"--hf-dir {hf_dir} exists and is not an earlier datasets directory; choose a new path")
+
+
+def is_datasets_dir(path: Path) -> bool:
+    """An earlier --hf-dir (replaced by the next export there), or an empty directory."""
+    return path.is_dir() and not path.is_symlink() and (
+        (path / "state.json").is_file() or not any(path.iterdir()))
+
+
+@contextlib.contextmanager
+def staged_hf_dir(data_file: Path, fmt: str, schema: pa.Schema, hf_dir: Path) -> Iterator[Path]:
+    """A `datasets.save_to_disk` directory of the written (temp) `data_file`, staged beside `hf_dir`; the
+    caller publishes it (or leaves it, and it is removed with the staging folder). Needs `datasets`."""
+    import datasets
+
     features = datasets.Features.from_arrow_schema(schema)
     hf_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=hf_dir.parent, prefix=f".{hf_dir.name}.") as work:
         cache = Path(work) / "cache"
-        if data_file.suffix.lower() == ".parquet":
+        if fmt == ".parquet":
             ds = datasets.Dataset.from_parquet(str(data_file), features=features, cache_dir=str(cache))
         elif data_file.stat().st_size == 0:
             ds = datasets.Dataset(schema.empty_table())
@@ -125,4 +143,4 @@ def write_hf_dir(data_file: Path, schema: pa.Schema, hf_dir: Path) -> None:
         staged = Path(work) / "out"
         ds.save_to_disk(str(staged), num_shards=1 if len(ds) == 0 else None)  # an empty one still gets a shard
         del ds
-        replace_dir(staged, hf_dir)
+        yield staged
