@@ -6,7 +6,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 # llama-cpp-python compiles from source (3-5 min once; pip's wheel cache reuses the build).
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: demo test install install-test chromium
+.PHONY: demo test screenshots install install-test chromium
 
 install:
 	$(PIP) install -q -e .
@@ -25,3 +25,8 @@ demo: install
 
 test: install-test chromium
 	$(PYTHON) -m pytest -q --durations=15 -W ignore::pytest.PytestRemovedIn10Warning
+
+# Refresh the README's screenshots (docs/label-tab.png, docs/live-tab.png) from real runs; not part of `make test`,
+# whose tests keep their screenshots under pytest's tmp_path.
+screenshots: install-test chromium
+	CRITLAB_SCREENSHOTS=docs $(PYTHON) -m pytest -q e2e_tests/test_screenshot.py e2e_tests/test_live_tab.py

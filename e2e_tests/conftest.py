@@ -25,6 +25,15 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
                      "--disable-component-update", "--disable-sync", "--no-first-run"]}
 
 
+@pytest.fixture
+def shot_dir(tmp_path: Path) -> Path:
+    """Where a test saves the screenshots the README shows: tmp_path, so a test run writes no tracked file;
+    `make screenshots` sets CRITLAB_SCREENSHOTS=docs to refresh docs/*.png."""
+    target = Path(os.environ.get("CRITLAB_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}

@@ -53,7 +53,7 @@ def _rate_and_submit(page: Page, best: int, ratings: dict[int, int]) -> None:
     """Pick with a digit, move with J/K, rate with Shift+digit, submit with Ctrl+Enter."""
     page.keyboard.press(str(best))
     expect(page.locator(f"#best input[value='{best}']")).to_be_checked()
-    active = best
+    active = 1  # a digit picks the best; the highlight stays where it was (card 1 on a new item)
     for card, rating in ratings.items():
         while active != card:
             page.keyboard.press("j")

@@ -5,7 +5,10 @@ the Label tab's small promises (8) and a fast typist in the Live tab (9)."""
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
@@ -28,6 +31,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     f = d / "items.jsonl"
     f.write_text("\n".join(json.dumps(x) for x in items) + "\n")
     critlab("import", "judgments", str(f), "--study", "trust", db=db)
+    long_item = {"item_id": "long-1", "prompt": "Read this and answer. " + "A long prompt sentence. " * 150,
+                 "responses": [{"id": f"long-r{c}", "text": "\n\n".join(f"Paragraph {k} of a long answer."
+                                                                         for k in range(60))} for c in "ab"]}
+    g = d / "long.jsonl"
+    g.write_text(json.dumps(long_item) + "\n")
+    critlab("import", "judgments", str(g), "--study", "long", db=db)
     for i, name in enumerate(("other", "fresh")):
         g = d / f"{name}.jsonl"
         g.write_text(json.dumps({"id": f"{name}-1", "prompt": f"A {name} prompt, never labelled."}) + "\n")
@@ -189,3 +198,99 @@ def test_add_to_study_before_generating_says_generate_first(page: Page, srv: Ser
     page.get_by_role("option", name="other", exact=True).click()
     page.locator("#live-add").click()
     expect(page.locator("#live-add-status")).to_contain_text("generate first")
+
+
+def _held_submits(page: Page, srv: Server) -> list[Route]:
+    """Hold the Label tab's submit requests (answered when the test releases them)."""
+    config = page.request.get(f"{srv.url}/ui/config").json()
+    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "submit-btn")
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        body = route.request.post_data_json or {}
+        held.append(route) if body.get("trigger_id") == button else route.continue_()
+    page.route("**/gradio_api/queue/join*", hold)
+    return held
+
+
+def test_digits_pick_without_moving_the_rating_highlight_and_a_pick_rated_below_asks_twice(
+        page: Page, srv: Server) -> None:
+    """Finding 3: intended ratings 5/3/6 with best 2 land on cards 1/2/3; the contradiction needs Ctrl+Enter twice."""
+    login(page, srv.url, "ann")
+    expect(page.locator("#prompt")).to_contain_text("Prompt k")
+    page.locator("#progress").click()
+    page.keyboard.press("2")  # best: card 2; the highlight stays on card 1
+    expect(page.locator("#best input[value='2']")).to_be_checked()
+    expect(page.locator("#card-1")).to_have_class(re.compile("active-card"))
+    for key, card, rating in (("", 1, 5), ("j", 2, 3), ("j", 3, 6)):
+        if key:
+            page.keyboard.press(key)
+        page.keyboard.press(f"Shift+Digit{rating}")
+        expect(page.locator(f"#rating-{card} input[value='{rating}']")).to_be_checked()
+    expect(page.locator("#card-3")).to_have_class(re.compile("active-card"))
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#status")).to_contain_text("response 2, is rated 3, below response 3 (rated 6)")
+    wait_idle(page)
+    page.keyboard.press("Control+Enter")  # the second press submits it as it is
+    expect(page.locator("#status")).to_contain_text("model's view is now shown")
+    page.locator("#resp-2").click()  # a click highlights that card
+    expect(page.locator("#card-2")).to_have_class(re.compile("active-card"))
+
+
+def test_submitting_shows_on_the_button_and_a_second_ctrl_enter_says_so(page: Page, srv: Server) -> None:
+    login(page, srv.url, "admin")
+    expect(page.locator("#prompt")).to_contain_text("Prompt")
+    page.locator("#study-select input").click()
+    page.get_by_role("option", name="trust", exact=True).click()
+    expect(page.locator("#prompt")).to_contain_text("Prompt k")
+    held = _held_submits(page, srv)
+    page.locator("#progress").click()
+    page.keyboard.press("1")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#submit-btn")).to_have_text("Submitting…")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#submit-note")).to_contain_text("Still submitting")
+    assert len(held) == 1, "the second Ctrl+Enter sent nothing"
+    held[0].continue_()
+    page.unroute("**/gradio_api/queue/join*")
+    expect(page.locator("#status")).to_contain_text("Saved prompt")
+    expect(page.locator("#submit-btn")).to_have_text("Submit (Ctrl+Enter)")
+    expect(page.locator("#submit-note")).to_be_hidden()
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_a_long_prompt_is_collapsed_and_a_cut_response_shows_a_scroll_cue(browser: Browser, srv: Server,
+                                                                           width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    login(page, srv.url, "bob")
+    page.locator("#study-select input").click()
+    page.get_by_role("option", name="long", exact=True).click()
+    expect(page.locator("#prompt")).to_contain_text("Prompt long-1")
+    expect(page.locator("#prompt")).to_have_class(re.compile("prompt-long"))
+    box = page.locator("#prompt .prompt-box")  # the prose inside the block holds the text
+    shown, full = box.evaluate("e => [e.clientHeight, e.scrollHeight]")
+    assert shown < full / 3, (shown, full)
+    page.locator("#prompt-toggle").click()
+    expect(page.locator("#prompt-toggle")).to_have_text("Show less")
+    shown, full = box.evaluate("e => [e.clientHeight, e.scrollHeight]")
+    assert shown >= full - 2
+    expect(page.locator("#card-2 .scroll-cue")).to_be_visible()
+    page.locator("#card-2 .scroll-cue").scroll_into_view_if_needed()
+    assert page.locator("#card-2 .scroll-cue").evaluate(  # on top, not clipped by the scrolling box
+        "e => { const r = e.getBoundingClientRect(); return document.elementFromPoint(r.x + r.width / 2,"
+        " r.y + r.height / 2) === e; }")
+    cue = page.locator("#card-1 .scroll-cue")
+    expect(cue).to_be_visible()
+    page.locator("#resp-1 .resp-text").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    expect(cue).to_be_hidden()
+    page.locator("#card-1").scroll_into_view_if_needed()
+    page.locator("#progress").click()
+    for _ in range(2):  # J moves the highlight and brings the card into view
+        page.keyboard.press("j")
+    assert page.locator("#card-1").evaluate("e => e.classList.contains('active-card')")  # wrapped round
+    page.keyboard.press("j")
+    card = page.locator("#card-2").bounding_box()
+    assert card and card["y"] < 900 and card["y"] + min(card["height"], 900) > 0, card
+    page.screenshot(path=str(Path(tempfile.gettempdir()) / f"critlab-long-{width}.png"), full_page=False)
+    context.close()

@@ -14,7 +14,6 @@ from e2e_tests.conftest import Server, critlab, login, wait_idle
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 QUESTION = "Name one colour of the rainbow."
-SHOT_DIR = Path(__file__).resolve().parents[1] / "docs"  # docs/live-tab.png, shown in the README
 
 # Records every text the first card and the status line show, to prove the samples arrived in pieces.
 RECORDER = """() => {
@@ -29,7 +28,8 @@ RECORDER = """() => {
 }"""
 
 
-def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: Server, tmp_path: Path) -> None:
+def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: Server, tmp_path: Path,
+                                        shot_dir: Path) -> None:
     f = tmp_path / "one.jsonl"
     f.write_text(json.dumps({"id": "seed", "prompt": "A prompt that has no responses yet."}) + "\n")
     critlab("import", "prompts", str(f), "--study", "live", db=server.db)
@@ -69,7 +69,7 @@ def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: S
     page.locator("#live-rating-2 input[value='6']").check()
     page.locator("#live-comment textarea").fill("the second names a colour")
     page.wait_for_timeout(300)
-    page.screenshot(path=str(SHOT_DIR / "live-tab.png"), full_page=True)
+    page.screenshot(path=str(shot_dir / "live-tab.png"), full_page=True)  # docs/ with `make screenshots`
     page.locator("#live-add").click()
     expect(page.locator("#live-add-status")).to_contain_text("Added to live as prompt", timeout=30_000)
     expect(page.locator("#live-add-status")).to_contain_text("2 responses")

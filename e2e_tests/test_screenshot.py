@@ -1,11 +1,12 @@
-"""The README's screenshot: the Label tab with 4 real responses of the embedded model.
+"""The README's screenshot: the Label tab with 4 real responses of the embedded model (written to
+docs/ only by `make screenshots`; a test run keeps it under tmp_path).
 
 Also covers `critlab import prompts` and `critlab generate` run locally (no server yet)."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,9 @@ from playwright.sync_api import Page, expect
 from e2e_tests.conftest import PASSWORDS, critlab, login, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def test_label_tab_screenshot(page: Page, tmp_path: Path) -> None:
+def test_label_tab_screenshot(page: Page, tmp_path: Path, shot_dir: Path) -> None:
     db = tmp_path / "shot.duckdb"
     src = Path(__file__).resolve().parents[1] / "app" / "data"
     first = json.loads((src / "sample_prompts.jsonl").read_text().splitlines()[0])
@@ -35,11 +35,10 @@ def test_label_tab_screenshot(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#card-5")).to_be_hidden()
         page.locator("#progress").click()
         page.keyboard.press("2")
+        page.keyboard.press("j")
         page.keyboard.press("Shift+Digit6")
-        page.wait_for_timeout(500)
-        DOCS.mkdir(exist_ok=True)
-        shot = tmp_path / "label-tab.png"
-        page.screenshot(path=str(shot), full_page=True)
-        shutil.copy(shot, DOCS / "label-tab.png")
+        expect(page.locator("#rating-2 input[value='6']")).to_be_checked()
+        expect(page.locator("#card-2")).to_have_class(re.compile("active-card"))
+        page.screenshot(path=str(shot_dir / "label-tab.png"), full_page=True)
     finally:
         srv.stop()

@@ -44,9 +44,41 @@ def open_study(ctx: AppContext, user: str, study_name: str | None) -> Step:
     return _step(ctx, user, study_name, labelling.next_item(ctx, user, study_name), "opened")
 
 
-def submit_and_next(ctx: AppContext, user: str, sub: LabelSubmission) -> Step:
+class PickBelowRating(ServiceError):
+    """The best pick is rated below another response: submitted only when the person confirms."""
+
+
+def pick_rating_conflict(sub: LabelSubmission) -> str | None:
+    """Why the answers contradict each other, naming both cards by their position, or None.
+
+    >>> sub = LabelSubmission(study="s", prompt_id=1, shown_order=[7, 8, 9], best=8, ratings={7: 5, 8: 3, 9: 6},
+    ...                       idempotency_key="k" * 8)
+    >>> pick_rating_conflict(sub)
+    'Your best pick, response 2, is rated 3, below response 3 (rated 6).'
+    >>> pick_rating_conflict(sub.model_copy(update={"best": 9})) is None
+    True
+    """
+    if sub.best is None or sub.best not in sub.ratings:
+        return None
+    mine = sub.ratings[sub.best]
+    top = max(((v, -sub.shown_order.index(r), r) for r, v in sub.ratings.items() if r != sub.best), default=None)
+    if top is None or top[0] <= mine:
+        return None
+    pos = {r: i + 1 for i, r in enumerate(sub.shown_order)}
+    return (f"Your best pick, response {pos[sub.best]}, is rated {mine}, below response {pos[top[2]]} "
+            f"(rated {top[0]}).")
+
+
+def submit_and_next(ctx: AppContext, user: str, sub: LabelSubmission, *, confirmed: bool = False) -> Step:
     """Store the label; then the reveal step of the same item (a blind label in a study with reveal and
-    model judgments), else the next item. ServiceError when the label cannot be taken (nothing stored)."""
+    model judgments), else the next item. ServiceError when the label cannot be taken (nothing stored);
+    PickBelowRating when the best pick is rated below another card and the person has not `confirmed` it
+    (the guidelines forbid it, and preference exports drop such pairs)."""
+    conflict = pick_rating_conflict(sub)
+    if conflict and not confirmed:
+        raise PickBelowRating(f"{conflict} The guidelines ask for the best response to be rated highest, and "
+                              "exports drop such pairs: change the pick or the ratings, or press Ctrl+Enter again "
+                              "to submit it as it is.")
     result = labelling.submit(ctx, user, sub)
     name = _external_id(ctx, sub.prompt_id)
     if result.reveal:

@@ -2,7 +2,9 @@
 // elem_id. Keys typed into text fields are left alone.
 (() => {
   const MAX = 8;
-  let active = 1;
+  let active = 1;       // the highlighted card: Shift+1..7 rate it; only J/K or a click move it
+  let submitting = false;
+  const SUBMIT_LABEL = "Submit (Ctrl+Enter)";
   const $ = (sel) => document.querySelector(sel);
   const visible = (el) => el && el.offsetParent !== null;
   const labelTabShown = () => visible($("#label-panel"));
@@ -12,6 +14,11 @@
       const c = $(`#card-${i}`);
       if (c) c.classList.toggle("active-card", i === active);
     }
+  }
+  function moveTo(k) {
+    active = k;
+    highlight();
+    $(`#card-${k}`)?.scrollIntoView({block: "nearest", inline: "nearest"});
   }
   function typing(t) {
     if (!t) return false;
@@ -23,38 +30,93 @@
     if (input) { input.click(); return true; }
     return false;
   }
+  function note(text) {
+    let el = $("#submit-note");
+    if (!el) {
+      const button = $("#submit-btn");
+      if (!button) return;
+      el = document.createElement("span");
+      el.id = "submit-note";
+      el.setAttribute("role", "status");
+      button.after(el);
+    }
+    el.textContent = text;
+    el.style.display = text ? "" : "none";
+  }
   window.critlabSetActiveCard = (k) => { active = k; highlight(); };
+  // The Submit button says so while a submit runs; a second Ctrl+Enter then only says it is still running.
+  window.critlabSubmitStart = () => {
+    submitting = true;
+    const b = $("#submit-btn");
+    if (b) b.textContent = "Submitting…";
+  };
+  window.critlabSubmitEnd = () => {
+    submitting = false;
+    const b = $("#submit-btn");
+    if (b) b.textContent = SUBMIT_LABEL;
+    note("");
+  };
   document.addEventListener("keydown", (e) => {
     if (!labelTabShown() || typing(e.target)) return;
     const n = cards().length;
-    if (e.ctrlKey && e.key === "Enter") { $("#submit-btn")?.click(); e.preventDefault(); return; }
+    if (e.ctrlKey && e.key === "Enter") {
+      e.preventDefault();
+      if (submitting) { note("Still submitting the last label…"); return; }
+      $("#submit-btn")?.click();
+      return;
+    }
     if (e.ctrlKey || e.altKey || e.metaKey) return;
     const digit = /^Digit([1-8])$/.exec(e.code);
     if (digit && e.shiftKey) {          // Shift+1..7: rate the highlighted card
       if (clickRadio(`#rating-${active}`, digit[1])) e.preventDefault();
       return;
     }
-    if (digit && !e.shiftKey && Number(digit[1]) <= n) {  // 1..8: pick the best
-      active = Number(digit[1]);
-      highlight();
+    if (digit && !e.shiftKey && Number(digit[1]) <= n) {  // 1..8: pick the best (the highlight stays)
       clickRadio("#best", digit[1]);
       e.preventDefault();
       return;
     }
     if (e.target && e.target.type === "radio" && e.key.startsWith("Arrow")) return;  // native radio moves
     if (e.key === "j" || e.key === "ArrowRight" || e.key === "ArrowDown") {
-      if (n) { active = (active % n) + 1; highlight(); e.preventDefault(); }
+      if (n) { moveTo((active % n) + 1); e.preventDefault(); }
     } else if (e.key === "k" || e.key === "ArrowUp") {
-      if (n) { active = ((active + n - 2) % n) + 1; highlight(); e.preventDefault(); }
+      if (n) { moveTo(((active + n - 2) % n) + 1); e.preventDefault(); }
     } else if (e.key === "s" || e.key === "S") {
       $("#skip-btn")?.click(); e.preventDefault();
     } else if (e.key === "ArrowLeft") {
       $("#back-btn")?.click(); e.preventDefault();
     }
   });
+  // A click anywhere in a Label card (its text, its rating) highlights that card.
+  document.addEventListener("click", (e) => {
+    const card = e.target && e.target.closest ? e.target.closest("[id^='card-']") : null;
+    const k = card ? Number(card.id.slice(5)) : 0;
+    if (k >= 1 && k <= MAX && k !== active) { active = k; highlight(); }
+  }, true);
   // The Live tab: typing in the prompt box after picking a study prompt keeps what was typed (live_tab.py).
   document.addEventListener("input", (e) => {
     if (e.target && e.target.closest && e.target.closest("#live-prompt")) window.critlabLiveEdited = true;
   }, true);
-  new MutationObserver(highlight).observe(document.documentElement, {childList: true, subtree: true});
+  // A response taller than its box gets a cue until it is scrolled to the end.
+  const resized = new ResizeObserver(() => scrollCues());
+  function scrollCues() {
+    for (const box of document.querySelectorAll(".resp-text")) {
+      if (box.querySelector(".resp-text")) continue;  // Gradio puts the class on the block and its prose: the inner one scrolls
+      const outer = box.parentElement?.closest(".resp-text") || box;  // the cue goes outside both
+      let cue = outer.nextElementSibling;
+      if (!cue || !cue.classList.contains("scroll-cue")) {
+        cue = document.createElement("div");
+        cue.className = "scroll-cue";
+        cue.textContent = "▼ more below: scroll the response";
+        outer.after(cue);
+        box.addEventListener("scroll", scrollCues, {passive: true});
+        resized.observe(box);  // a card shown later (hidden when the text arrived) has its size only then
+      }
+      const more = box.scrollHeight - box.scrollTop - box.clientHeight > 4;
+      cue.style.display = more ? "" : "none";
+    }
+  }
+  new MutationObserver(() => { highlight(); scrollCues(); })
+    .observe(document.documentElement, {childList: true, subtree: true});
+  window.addEventListener("resize", scrollCues);
 })();

@@ -23,6 +23,17 @@ from storage.models import MAX_RESPONSES
 KEY_HELP = ("Keys: **1–8** pick the best · **J/K** move between cards · **Shift+1–7** rate the highlighted "
             "card · **Ctrl+Enter** submit · **S** skip · **←** back to the previous item")
 RESET_ACTIVE_JS = "() => { window.critlabSetActiveCard && window.critlabSetActiveCard(1); }"
+SUBMIT_START_JS = "() => { window.critlabSubmitStart && window.critlabSubmitStart(); }"
+SUBMIT_END_JS = ("() => { window.critlabSubmitEnd && window.critlabSubmitEnd(); "
+                 "window.critlabSetActiveCard && window.critlabSetActiveCard(1); }")
+LONG_PROMPT = 2000  # characters: a longer prompt shows collapsed, with "Show all"
+# Gradio puts elem_classes on the block and on its prose inside: both are toggled.
+TOGGLE_PROMPT_JS = """() => {
+  const box = document.querySelector('#prompt'), b = document.querySelector('#prompt-toggle');
+  const open = !box.classList.contains('prompt-open');
+  for (const e of [box, ...box.querySelectorAll('.prompt-box')]) e.classList.toggle('prompt-open', open);
+  if (b) b.textContent = open ? 'Show less' : 'Show all of the prompt';
+}"""
 PAIR_CHOICES = [("Response 1 is better", "A"), ("Response 2 is better", "B"), ("Tie", "tie"), ("Both bad", "both_bad")]
 
 
@@ -55,6 +66,7 @@ class LabelTab:
     comment: gr.Textbox
     status: gr.Markdown
     state: gr.State
+    prompt_toggle: gr.Button
     load: Callable[..., list[Any]] = field(default=lambda *a: [])
 
     def per_card(self, name: str) -> list[Any]:
@@ -62,7 +74,8 @@ class LabelTab:
 
     def outputs(self) -> list[Any]:
         names = ("column", "title", "text", "view_box", "view", "rating", "correct", "checklist", "critique", "pick")
-        return [self.progress, self.prompt, self.guidelines, *[x for n in names for x in self.per_card(n)],
+        return [self.progress, self.prompt, self.prompt_toggle, self.guidelines,
+                *[x for n in names for x in self.per_card(n)],
                 self.best, self.pairwise, self.invalid, self.reference, self.comment, self.status, self.state]
 
     def answer_inputs(self) -> list[Any]:
@@ -99,6 +112,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             prompt = gr.Markdown(elem_id="prompt", elem_classes=["prompt-box"])
+            prompt_toggle = gr.Button("Show all of the prompt", visible=False, size="sm", elem_id="prompt-toggle")
             cards: list[CardControls] = []
             for start in (0, 4):
                 with gr.Row(equal_height=False):
@@ -120,7 +134,8 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             guidelines = gr.Markdown(elem_id="guidelines", elem_classes=["guidelines"])
     state = gr.State(None)
     tab = LabelTab(study, progress, prompt, guidelines, cards, best, pairwise, invalid, reference, comment, status,
-                   state)
+                   state, prompt_toggle)
+    prompt_toggle.click(None, js=TOGGLE_PROMPT_JS)
 
     for k, c in enumerate(cards, start=1):
         c.pick.click(None, None, best, js=f"() => {{ window.critlabSetActiveCard && window.critlabSetActiveCard({k});"
@@ -135,8 +150,13 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         st = values[0]
         if not st:
             return keep_status(tab, "Nothing to submit.")
+        sub = _submission(st, values)
+        # The same answers submitted again after the pick-below-rating warning: the person confirms them.
+        answered = [sub.best, sorted(sub.ratings.items())]
         try:
-            step = label_flow.submit_and_next(ctx, user_of(request), _submission(st, values))
+            step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=st.get("warned") == answered)
+        except label_flow.PickBelowRating as e:
+            return keep_status(tab, f"⚠️ {e}", state={**st, "warned": answered})
         except ServiceError as e:
             return keep_status(tab, f"⚠️ {e}")
         return render_step(tab, step)
@@ -153,8 +173,9 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         return keep_status(tab, STATUS["no_back"]) if step.item is None else render_step(tab, step)
 
     # One submit at a time per session ("once") and a serialised writer underneath.
+    submit.click(None, js=SUBMIT_START_JS)
     submit.click(do_submit, set(tab.answer_inputs()), tab.outputs(), api_visibility="private").then(
-        None, js=RESET_ACTIVE_JS)
+        None, js=SUBMIT_END_JS)
     skip.click(do_skip, [state], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     back.click(do_back, [state, study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     study.input(load, [study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
@@ -216,8 +237,9 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
     item = step.item
     hidden = [gr.skip()] * MAX_RESPONSES
     if item is None:
-        return [labelling.progress_text(None, step.done, step.total), "Nothing to label here right now: every ready item is done "
-                "(or the responses are still being generated).", guidelines_md,
+        return [labelling.progress_text(None, step.done, step.total),
+                gr.Markdown("Nothing to label here right now: every ready item is done (or the responses are still "
+                            "being generated).", elem_classes=["prompt-box"]), gr.Button(visible=False), guidelines_md,
                 *[gr.Column(visible=False)] * MAX_RESPONSES, *hidden * 9, gr.Radio(choices=[], value=None),
                 gr.Radio(visible=False, value=None), gr.CheckboxGroup(visible=False, value=[]),
                 gr.Textbox(visible=False, value=""), "", status_text, None]
@@ -255,16 +277,21 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
           "shown_at": time.time()}
     flags = " · *the model's view is shown*" if item.show_model_view else ""
     header = f"**Prompt {md_literal(item.prompt_external_id)}**" + (" · *editing your earlier label*" if item.editing else "") + flags
-    return [labelling.progress_text(item), header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
-            guidelines_md, *[x for k in per for x in per[k]],
+    long = sum(len(m.content) for m in item.messages) > LONG_PROMPT
+    prompt_md = gr.Markdown(header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
+                            elem_classes=["prompt-box", "prompt-long"] if long else ["prompt-box"])
+    return [labelling.progress_text(item), prompt_md,
+            gr.Button("Show all of the prompt", visible=long), guidelines_md, *[x for k in per for x in per[k]],
             gr.Radio(choices=[str(i) for i in range(1, n + 1)], value=best_pos, visible="best" in q),
             gr.Radio(visible="pairwise" in q and n >= 2, value=pair_value),
             gr.CheckboxGroup(choices=items, visible="checklist" in q and bool(items), value=[str(x) for x in a.invalid_items]),
             gr.Textbox(visible="reference" in q, value=a.reference), a.comment, status_text, st]
 
 
-def keep_status(tab: LabelTab, status_text: str) -> list[Any]:
-    """Leave everything as it is except the status line."""
+def keep_status(tab: LabelTab, status_text: str, state: dict | None = None) -> list[Any]:
+    """Leave everything as it is except the status line (and the item's state, when given)."""
     outs = [gr.skip()] * len(tab.outputs())
     outs[tab.outputs().index(tab.status)] = status_text
+    if state is not None:
+        outs[tab.outputs().index(tab.state)] = state
     return outs
