@@ -131,8 +131,8 @@ def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = Fal
             cols["superseded"] = [last[_slot(j, t)] != j.idempotency_key for j, t in rows]
             known.update({k: (jid, None, None, None) for k, jid in cur.execute(_INSERT_ROWS, cols).fetchall()})
         ids = [known[j.idempotency_key][0] for j in judgments]
-        if new and whole_stage:
-            j = judgments[0]
+        j = judgments[0]
+        if new and whole_stage and (j.study_id, j.prompt_id, j.judge_kind, j.judge) in occupied:
             cur.execute(
                 """UPDATE judgment SET superseded_at = now() WHERE study_id = $study AND prompt_id = $prompt
                    AND judge_kind = $kind AND judge = $judge AND stage = $stage AND superseded_at IS NULL

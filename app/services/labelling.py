@@ -310,15 +310,26 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
     """Validate a label against what the annotator was shown and store it (one transaction).
 
     Every judgment gets an idempotency key derived from the client's, so a double submit stores
-    nothing new; a changed label supersedes the earlier one of the same stage. Labels from the Live
+    nothing new; a submit replaces the person's answers of its stage (the old rows stay as history).
+    ServiceError, with nothing stored, when the reveal rules or the study refuse it. Labels from the Live
     tab (`source='live'`) saw the model's scores: they are always 'revealed', with no blind label.
     """
     study = studies.get_study(ctx.db, sub.study)
     expected = _checked_label_ids(ctx, study, sub.prompt_id)
+    live = source == "live"
+    stage: Stage = "revealed" if live or not study.config.blind else sub.stage
     try:
-        stage = _stage_of(ctx, study, annotator, sub, live=source == "live")
         sub = sub.model_copy(update={"stage": stage})
         _validate(ctx, study, sub, expected)
+        # Each query here costs about a millisecond under load: ask only what this study uses.
+        checklist = _model_checklist(ctx, sub.prompt_id) if "checklist" in study.config.questions else []
+        rows = _judgments(study, annotator, sub, source, checklist)
+        with ctx.db.write():  # the reveal rules are checked under the write lock: another tab may reveal meanwhile
+            if study.config.blind and not live:
+                _check_stage(ctx, study, annotator, sub)
+            ids = judgments.record(ctx.db, rows, whole_stage=True)
+            label_queue.update_disagreement(ctx.db, study.id, sub.prompt_id)
+            label_queue.release(ctx.db, study.id, sub.prompt_id, annotator)
     except ServiceError:
         # A retry of a submit that was stored (its answer lost on the way) answers as the first time did,
         # even when the item has moved on since (the reveal was shown, the settings changed).
@@ -326,32 +337,19 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
         if stored:
             return SubmitResult(judgment_ids=stored, reveal=False)
         raise
-    # Each query here costs about a millisecond under load: ask only what this study uses.
-    checklist = _model_checklist(ctx, sub.prompt_id) if "checklist" in study.config.questions else []
-    rows = _judgments(study, annotator, sub, source, checklist)
-    with ctx.db.write():
-        if stage == "blind" and reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator):
-            raise ServiceError("you have seen the model's view of this item meanwhile (in another tab?), so your "
-                               "label can no longer be stored as blind; reload the item")
-        ids = judgments.record(ctx.db, rows, whole_stage=True)
-        label_queue.update_disagreement(ctx.db, study.id, sub.prompt_id)
-        label_queue.release(ctx.db, study.id, sub.prompt_id, annotator)
     reveal = (stage == "blind" and study.config.reveal
               and judgments.has_current(ctx.db, study_id=study.id, prompt_id=sub.prompt_id, judge_kind="model"))
     return SubmitResult(judgment_ids=ids, reveal=reveal)
 
 
-def _stage_of(ctx: AppContext, study: Study, annotator: str, sub: LabelSubmission, *, live: bool) -> Stage:
-    """The stage the submit is stored at, or ServiceError when the rules forbid it."""
-    stage: Stage = "revealed" if live or not study.config.blind else sub.stage
-    if study.config.blind and not live:
-        seen = reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator)
-        if stage == "blind" and seen:
-            raise ServiceError("you have already seen the model's view of this item, so your label can no longer "
-                               "be stored as blind; reload the item and submit it as a revised label")
-        if stage == "revealed" and not seen and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
-            raise ServiceError("a revised label needs a blind label first")
-    return stage
+def _check_stage(ctx: AppContext, study: Study, annotator: str, sub: LabelSubmission) -> None:
+    """ServiceError when the reveal rules forbid storing the submit at its stage in this blind study."""
+    seen = reveals.has_seen(ctx.db, study.id, sub.prompt_id, annotator)
+    if sub.stage == "blind" and seen:
+        raise ServiceError("you have already seen the model's view of this item, so your label can no longer "
+                           "be stored as blind; reload the item and submit it as a revised label")
+    if sub.stage == "revealed" and not seen and not _has_blind_label(ctx, study, annotator, sub.prompt_id):
+        raise ServiceError("a revised label needs a blind label first")
 
 
 def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
