@@ -64,4 +64,5 @@ def test_model_view_shows_only_after_a_blind_submit(db: Database) -> None:
     shown = labelling.open_item(ctx, "ann", s.name, p, stage="revealed")
     assert shown.show_model_view and shown.views[a].badges[0].text == "0.90" and shown.answers.best == a
     back = labelling.previous_item(ctx, "ann", s.name, None)
-    assert not back.show_model_view  # an edit of the blind label stays blind
+    # The model's view was seen: back reopens the revealed stage (an edit can no longer be blind).
+    assert back.show_model_view and back.stage == "revealed"
