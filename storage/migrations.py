@@ -317,3 +317,11 @@ def m016_live_runs(cur: duckdb.DuckDBPyConnection) -> None:
     # 'live': the samples of one prompt typed in the Live tab and added to a study. Live runs never
     # become a study's labelling run; their prompts are labelled on their own samples.
     cur.execute("ALTER TABLE generation_run ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'batch'")
+
+
+@migration
+def m017_job_figures(cur: duckdb.DuckDBPyConnection) -> None:
+    # What a job asked of its engine (reads, generations) and how long that took, and which engine and
+    # model that was: the Score button's time estimate uses the last finished job of the same model.
+    cur.execute("ALTER TABLE job ADD COLUMN engine_model VARCHAR")
+    cur.execute("ALTER TABLE job ADD COLUMN figures JSON")

@@ -29,13 +29,11 @@ from backend.engines.base import Chat, Engine, EngineError, EngineInfo, Sample, 
 from backend.engines.llamacpp import LIVE_PRIORITY
 from backend.engines.prioritised import Prioritised
 from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, method_seed
-from backend.methods.registry import get_method, method_ids
+from backend.methods.registry import DEFAULT_METHODS, get_method, method_ids
 from backend.token_stats import token_stats
 from storage import annotators, checklists, prompts, responses, studies
 from storage.models import MAX_RESPONSES, JudgmentIn, PromptIn, ResponseIn, SamplingSettings, Study, TokenStats
 
-# Cheap enough to watch: prefill-only reads and token statistics, seconds per card on a laptop.
-DEFAULT_METHODS = ["p_true", "judge_score", "self_certainty"]
 MAX_SESSIONS = 64  # per server; the oldest is dropped first
 CardState = Literal["waiting", "streaming", "done", "stopped", "failed"]
 
