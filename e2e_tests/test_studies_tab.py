@@ -27,9 +27,11 @@ ALPHA = [{"item_id": f"a{i}", "prompt": f"What is {i} + {i}?",
                                                                           f"{i} + {i} = {2 * i}"], 1)],
           "judgments": []} for i in range(1, 5)]
 BETA = [{"id": f"b{i}", "prompt": f"Write one sentence about the number {i}."} for i in range(1, 11)]
+# Both jobs running, each with its own bar and some of its work done, in one look at the panel.
 RUNNING_BOTH = r"""() => {
     const t = document.querySelector('#job-progress').innerText;
-    return /Job #\d+ \(generate\) · beta: running/.test(t) && /Job #\d+ \(score\) · alpha: running/.test(t);
+    return /Job #\d+ \(generate\) · beta: running\s+[█░]{20}\s+[1-9]\d* \/ 40/.test(t)
+        && /Job #\d+ \(score\) · alpha: running\s+[█░]{20}\s+[1-9]\d* \/ 28/.test(t);
 }"""
 
 
@@ -56,8 +58,10 @@ def _choose(page: Page, elem_id: str, option: str) -> None:
 
 def _has_option(page: Page, elem_id: str, option: str) -> None:
     """The picker lists `option` (opened, checked, closed again without choosing)."""
-    page.locator(f"#{elem_id} input").click()
-    expect(page.get_by_role("option", name=option, exact=True)).to_be_visible()
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    options = box.get_attribute("aria-controls")  # this picker's own list (another may still be closing)
+    expect(page.locator(f"[id^='{options}-option-'][aria-label='{option}']")).to_be_visible()
     page.keyboard.press("Escape")
     page.locator("body").click(position={"x": 5, "y": 5})
 
@@ -152,9 +156,7 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
     page.locator("#score-start").click()
     expect(page.locator("#job-start-status")).to_contain_text("(score)", timeout=30_000)
 
-    page.wait_for_function(RUNNING_BOTH, timeout=60_000)  # two bars, one per job
-    text = page.locator("#job-progress").inner_text()
-    assert len(re.findall(r"`?[█░]{20}`?", text)) >= 2
+    page.wait_for_function(RUNNING_BOTH, timeout=120_000)
     _shot(page, tmp_path, "studies-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
     _shot(page, tmp_path, "studies-800.png")

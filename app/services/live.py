@@ -316,8 +316,12 @@ def check_access(ctx: AppContext, user: str, study_name: str | None) -> None:
 
 
 def granted_studies(ctx: AppContext, user: str) -> list[str]:
-    """The studies this person may use the Live tab with."""
-    return [s.name for s in studies.list_studies(ctx.db) if can_use(ctx, user, s.name)]
+    """The studies this person may use the Live tab with (as `can_use` decides, in two queries: every open
+    page asks on its refresh timer)."""
+    a = annotators.get_annotator(ctx.db, user)
+    if a is None or a.disabled:
+        return []
+    return [s.name for s in studies.list_studies(ctx.db) if a.role == "admin" or s.config.live_annotators]
 
 
 # -- adding a session to a study ---------------------------------------------------------------------

@@ -53,7 +53,7 @@ def wire(ctx: AppContext, role_of: Callable[[str | None], str | None], user_of: 
     timer = gr.Timer(REFRESH_SECONDS)
     focused = gr.Textbox(visible=False, elem_id="refresh-focus")
     ids = [p.elem_id for p in pickers.all()]
-    outputs = [sent, studies.jobs, studies.overview, *pickers.all()]
+    outputs = [sent, studies.jobs, studies.ended, studies.overview, *pickers.all()]
 
     assert len(pickers.follow) == 2, "tick takes the Agreement and Export values by name"
 
@@ -86,11 +86,12 @@ def wire(ctx: AppContext, role_of: Callable[[str | None], str | None], user_of: 
         out: list[Any] = [shown]
         if admin:
             jobs_text, rows = studies_tab.jobs_markdown(ov), studies_tab.table_rows(ov)
-            out.append(jobs_text if shown.get("jobs") != jobs_text else gr.skip())
-            out.append(rows if shown.get("table") != rows else gr.skip())
-            shown["jobs"], shown["table"] = jobs_text, rows
+            ended = ",".join(str(j.job.id) for j in ov.ended)
+            for key, value in (("jobs", jobs_text), ("ended", ended), ("table", rows)):
+                out.append(value if shown.get(key) != value else gr.skip())
+                shown[key] = value
         else:
-            out += [gr.skip(), gr.skip()]
+            out += [gr.skip()] * 3
         return out + [updates.get(i, gr.skip()) for i in ids]
 
     timer.tick(tick, [sent, focused, pickers.gen, pickers.label, *pickers.follow], outputs, js=_focus_js(ids),

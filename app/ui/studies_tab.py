@@ -93,6 +93,7 @@ class StudiesTab:
     gen_study: gr.Dropdown
     overview: gr.Dataframe
     jobs: gr.Markdown
+    ended: gr.Textbox  # hidden: the ids of the last ended jobs, so the estimate follows what they stored
 
 
 def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pickers: list[gr.Dropdown]) -> StudiesTab:
@@ -145,6 +146,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
 
     gr.Markdown("### Jobs")
     jobs_box = gr.Markdown("No job is running.", elem_id="job-progress")
+    ended = gr.Textbox(visible=False, elem_id="jobs-ended")
 
     gr.Markdown("### Studies")
     overview_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="studies-table")
@@ -227,12 +229,12 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
                 [start_status], api_visibility="private")
     score_btn.click(do_score, [gen_study, engine, sglang_url, methods], [start_status], api_visibility="private")
     estimate_inputs = [gen_study, engine, sglang_url, methods]
-    for changed in (gen_study.change, engine.change, methods.change, jobs_box.change):
-        # A job that progresses or ends changes what is stored, and the speed measured.
+    for changed in (gen_study.change, engine.change, methods.change, ended.change):
+        # A job that ends changes what is stored, and the speed measured.
         changed(do_estimate, estimate_inputs, [estimate_box], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
         btn.click(refresh, None, [overview_table, *pickers], api_visibility="private")
-    return StudiesTab([import_study, gen_study, cfg_study], gen_study, overview_table, jobs_box)
+    return StudiesTab([import_study, gen_study, cfg_study], gen_study, overview_table, jobs_box, ended)
 
 
 def build_admin(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> gr.Dataframe:
