@@ -24,6 +24,7 @@ import click
 from app import lockfile
 from app.cli_export import add_export_commands
 from app.services.context import EngineConfig
+from backend.methods.registry import DEFAULT_METHODS
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
 
@@ -260,17 +261,21 @@ def import_judgments(file: str, study: str, db_path: str) -> None:
 
 @main.command()
 @click.option("--study", required=True, help="Study whose responses the model judges.")
-@click.option("--methods", default="all", show_default=True,
-              help="Comma-separated method ids (see docs/methods.md), or 'all'.")
+@click.option("--methods", default=None, metavar="IDS",
+              help=f"Comma-separated method ids, or 'all' for every method (`critlab methods` lists them with "
+                   f"their cost). Default: {', '.join(DEFAULT_METHODS)}.")
 @engine_options
 @db_option
-def score(study: str, methods: str, db_path: str, **kw: Any) -> None:
+def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
     """Let the model check, critique and score its own responses.
 
-    Runs each self-evaluation method (checklists, P(True), token confidence, judge score,
-    critique, rubric, pairwise with order swap, selectors, aggregation) over every prompt that
-    has responses. Idempotent and resumable: what is already stored for the same model, method
-    version and responses is skipped, so rerun it after a failure or when new responses arrive.
+    Runs self-evaluation methods over every prompt that has responses. By default the methods
+    that write no text (token confidence, self-certainty, majority and Borda votes, P(True),
+    judge score: stored statistics and one prefill read per response); --methods all adds
+    checklists, critiques, rubric scores, pairwise judgments with order swap, USC, brainstormed
+    P(True) and aggregation, which generate text or read long prompts and take far longer.
+    Idempotent and resumable: what is already stored for the same model, method version and
+    responses is skipped, so rerun it after a failure or when new responses arrive.
     """
     from backend.methods.registry import parse_method_list
 
@@ -585,9 +590,11 @@ add_export_commands(export, call, db_option)
 def methods_cmd() -> None:
     """Print the self-evaluation method table: ids, outputs, costs, sources, and which human
     question and metrics each is compared with."""
-    from backend.methods.table import method_table_markdown
+    from backend.methods.table import calls_table_markdown, method_table_markdown
 
     click.echo(method_table_markdown())
+    click.echo()
+    click.echo(calls_table_markdown())
 
 
 @main.command()

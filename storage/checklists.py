@@ -49,3 +49,15 @@ def get_checklist(db: Database, prompt_id: int, *, author: str | None = None, me
     items = [ChecklistItem(**r) for r in db.fetchdicts(
         "SELECT id, position, question FROM checklist_item WHERE checklist_id = ? ORDER BY position", [row["id"]])]
     return Checklist(**row, items=items)
+
+
+def item_counts(db: Database, study_id: int, *, author: str, method: str, version: str) -> dict[int, int]:
+    """Per prompt of the study: the number of items of its newest checklist by this author, method and
+    version (prompts without one are left out)."""
+    return {pid: n for pid, n in db.fetchall(
+        """SELECT c.prompt_id, (SELECT count(*) FROM checklist_item i WHERE i.checklist_id = c.id)
+           FROM checklist c JOIN prompt p ON p.id = c.prompt_id
+           WHERE p.study_id = ? AND c.author = ? AND c.method = ? AND c.version = ?
+             AND c.id = (SELECT max(c2.id) FROM checklist c2 WHERE c2.prompt_id = c.prompt_id
+                         AND c2.author = c.author AND c2.method = c.method AND c2.version = c.version)""",
+        [study_id, author, method, version])}

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from storage.db import Database
-from storage.models import Job
+from storage.models import CallTally, Job, JobFigures
 
 
 def create_job(db: Database, kind: str, *, study_id: int | None = None, run_id: int | None = None,
@@ -49,6 +49,34 @@ def list_jobs(db: Database, study_id: int | None = None, limit: int = 20) -> lis
     else:
         rows = db.fetchdicts("SELECT * FROM job WHERE study_id = ? ORDER BY id DESC LIMIT ?", [study_id, limit])
     return [Job(**r) for r in rows]
+
+
+def active_and_recent(db: Database, recent: int = 5) -> tuple[list[Job], list[Job]]:
+    """(every queued or running job, oldest first; the `recent` jobs that ended last, newest first)."""
+    active = db.fetchdicts("SELECT * FROM job WHERE status IN ('queued', 'running') ORDER BY id")
+    ended = db.fetchdicts(
+        "SELECT * FROM job WHERE status NOT IN ('queued', 'running') "
+        "ORDER BY coalesce(finished_at, created_at) DESC, id DESC LIMIT ?", [recent])
+    return [Job(**r) for r in active], [Job(**r) for r in ended]
+
+
+def record_figures(db: Database, job_id: int, engine_model: str, figures: JobFigures) -> None:
+    with db.write() as cur:
+        cur.execute("UPDATE job SET engine_model = ?, figures = ? WHERE id = ?",
+                    [engine_model, figures.model_dump_json(), job_id])
+
+
+def latest_rate(db: Database, engine_model: str, kind: str) -> tuple[int, CallTally] | None:
+    """(job id, its tally) of the job of this engine and model that ended last having made calls of
+    `kind` ("reads" or "generations"), or None when none has."""
+    rows = db.fetchall(
+        "SELECT id, figures FROM job WHERE engine_model = ? AND finished_at IS NOT NULL AND figures IS NOT NULL "
+        "ORDER BY finished_at DESC, id DESC", [engine_model])
+    for job_id, raw in rows:
+        tally: CallTally = getattr(JobFigures.model_validate_json(raw), kind)
+        if tally.calls > 0:
+            return job_id, tally
+    return None
 
 
 def fail_interrupted(db: Database) -> int:

@@ -29,3 +29,10 @@ def mark_done(db: Database, prompt_id: int, method: str, version: str, judge: st
             "INSERT INTO method_run (prompt_id, method, method_version, judge, responses_key, status, error, "
             "duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [prompt_id, method, version, judge, key, status, error, duration_ms])
+
+
+def done_keys(db: Database, study_id: int, judge: str) -> set[tuple[int, str, str, str]]:
+    """(prompt id, method, version, responses key) of every run of this judge on the study's prompts."""
+    return {tuple(r) for r in db.fetchall(  # type: ignore[misc]
+        "SELECT m.prompt_id, m.method, m.method_version, m.responses_key FROM method_run m "
+        "JOIN prompt p ON p.id = m.prompt_id WHERE p.study_id = ? AND m.judge = ?", [study_id, judge])}

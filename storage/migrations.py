@@ -391,3 +391,11 @@ def m019_annotator_sessions(cur: duckdb.DuckDBPyConnection) -> None:
     # Session tokens carry the generation they were issued under; disabling a person or resetting their
     # password moves it on, so every session issued before ends at once (a token cannot be recalled).
     cur.execute("ALTER TABLE annotator ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m020_job_figures(cur: duckdb.DuckDBPyConnection) -> None:
+    # What a job asked of its engine (reads, generations) and how long that took, and which engine and
+    # model that was: the Score button's time estimate uses the last finished job of the same model.
+    cur.execute("ALTER TABLE job ADD COLUMN engine_model VARCHAR")
+    cur.execute("ALTER TABLE job ADD COLUMN figures JSON")

@@ -209,6 +209,21 @@ class Annotator(BaseModel):
     session_gen: int = Field(0, exclude=True)
 
 
+class CallTally(BaseModel):
+    """Engine calls of one kind during a job and the wall time while at least one was in flight."""
+
+    calls: int = 0
+    seconds: float = 0.0
+
+    def per_call(self) -> float | None:
+        return self.seconds / self.calls if self.calls else None
+
+
+class JobFigures(BaseModel):
+    reads: CallTally = Field(default_factory=CallTally)  # prefill-only passes
+    generations: CallTally = Field(default_factory=CallTally)  # sampled completions
+
+
 class Job(BaseModel):
     id: int
     kind: str
@@ -222,3 +237,10 @@ class Job(BaseModel):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    engine_model: str | None = None  # "engine:model id" that ran it, once known
+    figures: JobFigures | None = None
+
+    @field_validator("figures", mode="before")
+    @classmethod
+    def _parse_figures(cls, v: Any) -> Any:
+        return JobFigures.model_validate_json(v) if isinstance(v, str) else v

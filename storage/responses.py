@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+from pydantic import BaseModel
 
 from storage.db import Database
-from storage.models import Response, ResponseIn
+from storage.models import Origin, Response, ResponseIn
 
 _COLS = ("prompt_id, run_id, sample_index, origin, parent_id, external_id, text, engine, model_id, params, "
          "seed, token_count, finish_reason, mean_logprob, neg_perplexity, mean_topk_entropy, self_certainty, "
@@ -58,16 +61,62 @@ def responses_for_prompt(db: Database, prompt_id: int, run_id: int | None = None
     return [Response(**r) for r in rows]
 
 
+def _label_rows(rows: list[dict[str, Any]], run_id: int | None) -> list[dict[str, Any]]:
+    """Of one prompt's response rows (with the run's `run_kind`), those people label and the model
+    judges: the labelling run's samples in sample order (with no run, the imported and reference ones by
+    id), or, for a prompt added from the Live tab that has none, its live samples."""
+    if run_id is None:
+        chosen = sorted((r for r in rows if r["run_id"] is None and r["origin"] in ("imported", "reference")),
+                        key=lambda r: r["id"])
+    else:
+        chosen = sorted((r for r in rows if r["run_id"] == run_id and r["origin"] == "sampled"),
+                        key=lambda r: r["sample_index"])
+    if chosen:
+        return chosen
+    return sorted((r for r in rows if r["run_kind"] == "live" and r["origin"] == "sampled"),
+                  key=lambda r: (r["run_id"], r["sample_index"]))
+
+
 def label_set(db: Database, prompt_id: int, run_id: int | None) -> list[Response]:
-    """The responses people label and the model judges for this prompt: the labelling run's samples,
-    or, for a prompt added from the Live tab that has none, its live samples."""
-    rows = responses_for_prompt(db, prompt_id, run_id)
-    if rows:
-        return rows
-    return [Response(**r) for r in db.fetchdicts(
-        """SELECT r.* FROM response r JOIN generation_run g ON g.id = r.run_id
-           WHERE r.prompt_id = ? AND g.kind = 'live' AND r.origin = 'sampled' ORDER BY r.run_id, r.sample_index""",
-        [prompt_id])]
+    """The responses people label and the model judges for this prompt (see `_label_rows`)."""
+    rows = db.fetchdicts(
+        "SELECT r.*, g.kind AS run_kind FROM response r LEFT JOIN generation_run g ON g.id = r.run_id "
+        "WHERE r.prompt_id = ? AND r.origin IN ('sampled', 'imported', 'reference')", [prompt_id])
+    return [Response(**r) for r in _label_rows(rows, run_id)]
+
+
+class ResponseFigures(BaseModel):
+    """A response without its text: what a cost estimate needs to know about it."""
+
+    id: int
+    origin: Origin
+    token_count: int | None = None
+    mean_logprob: float | None = None
+    neg_perplexity: float | None = None
+    mean_topk_entropy: float | None = None
+    self_certainty: float | None = None
+    self_certainty_mode: str | None = None
+    logprob_mode: str | None = None
+
+
+def study_label_sets(db: Database, study_id: int, run_id: int | None
+                     ) -> dict[int, tuple[list[ResponseFigures], list[ResponseFigures]]]:
+    """Per prompt of the study that has any response: (its label set as `label_set` picks it, its
+    revisions and aggregates oldest first), in one query instead of one per prompt."""
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for r in db.fetchdicts(
+            """SELECT r.prompt_id, r.run_id, r.sample_index, g.kind AS run_kind, r.id, r.origin, r.token_count,
+                      r.mean_logprob, r.neg_perplexity, r.mean_topk_entropy, r.self_certainty,
+                      r.self_certainty_mode, r.logprob_mode
+               FROM response r JOIN prompt p ON p.id = r.prompt_id
+               LEFT JOIN generation_run g ON g.id = r.run_id WHERE p.study_id = ?""", [study_id]):
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    out = {}
+    for prompt_id, rows in by_prompt.items():
+        derived = sorted((r for r in rows if r["origin"] in ("revision", "aggregate")), key=lambda r: r["id"])
+        out[prompt_id] = ([ResponseFigures(**r) for r in _label_rows(rows, run_id)],
+                          [ResponseFigures(**r) for r in derived])
+    return out
 
 
 def missing_samples(db: Database, run_id: int, study_id: int, n: int) -> list[tuple[int, int]]:

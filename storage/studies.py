@@ -9,6 +9,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
 from storage import settings_history
 from storage.db import Database
 from storage.models import GenerationRun, SamplingSettings, Study, StudyConfig
@@ -111,6 +113,27 @@ def get_or_create_study(db: Database, name: str) -> Study:
 
 def list_studies(db: Database) -> list[Study]:
     return [_study(r) for r in db.fetchdicts("SELECT * FROM study ORDER BY id")]
+
+
+class StudyCounts(BaseModel):
+    name: str
+    prompts: int
+    runs: int
+    responses: int
+    labelled_prompts: int  # prompts with at least one current human judgment
+
+
+def study_counts(db: Database) -> list[StudyCounts]:
+    """Every study with its sizes, in creation order (the Studies tab's table)."""
+    cols = list(StudyCounts.model_fields)
+    return [StudyCounts(**dict(zip(cols, r))) for r in db.fetchall(
+        """SELECT s.name,
+                  (SELECT count(*) FROM prompt p WHERE p.study_id = s.id),
+                  (SELECT count(*) FROM generation_run g WHERE g.study_id = s.id),
+                  (SELECT count(*) FROM response r JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = s.id),
+                  (SELECT count(DISTINCT prompt_id) FROM judgment j WHERE j.study_id = s.id
+                     AND j.judge_kind = 'human' AND j.superseded_at IS NULL)
+           FROM study s ORDER BY s.id""")]
 
 
 def update_study(db: Database, study_id: int, *, description: str | None = None,

@@ -797,8 +797,9 @@ def test_sglang_api_key_is_never_logged_stored_or_shown(tmp_path: Path) -> None:
         on_load = next(e for e in events if e.name == "on_load")
         session = uuid.uuid4().hex
         seen.append(json.dumps(queue_call(admin, on_load, [], session)))
-        poll = next(e for e in events if e.name == "poll")
-        seen.append(json.dumps(queue_call(admin, poll, [None], session)))  # the Studies tab's job progress
+        tick = next(e for e in events if e.name == "tick")  # the page's refresh: the jobs with their errors
+        seen.append(json.dumps(queue_call(admin, tick, [None, "", None, None, None, None], uuid.uuid4().hex)))
+        assert "401" in seen[-1]  # the refresh did show the failed job's error
         admin.close()
         ann.close()
     finally:

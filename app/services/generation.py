@@ -8,8 +8,9 @@ import random
 from collections.abc import Callable
 
 from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.engine_meter import MeteredEngine, engine_model
 from app.services.in_flight import run_in_flight
-from backend.engines.base import Engine, EngineError, Sample, SampleParams
+from backend.engines.base import Engine, EngineError, EngineInfo, Sample, SampleParams
 from backend.token_stats import token_stats
 from storage import jobs as job_rows
 from storage import prompts as prompt_rows
@@ -108,9 +109,11 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
     failures: list[str] = []
     in_a_row = 0  # failures since the last prompt that succeeded
     cancelled = False
+    meter: MeteredEngine | None = None
+    info: EngineInfo | None = None
     try:
-        engine = ctx.engine(engine_cfg)
-        info = engine.info()
+        info = ctx.engine(engine_cfg).info()
+        engine = meter = MeteredEngine(ctx.engine(engine_cfg))
         if (info.engine, info.model_id) != (run.engine, run.model_id):
             raise ServiceError(f"{_describe(run)} was sampled with {run.engine}/{run.model_id}, but the engine "
                                f"now serves {info.engine}/{info.model_id}; start a new run instead")
@@ -160,6 +163,9 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
         run_in_flight(width, by_prompt.items(), prepare, store, fail, stop, f"generate-{job_id}")
     except (EngineError, ServiceError) as e:
         failures.insert(0, str(e))
+    finally:  # before the final status: an ended job always has its figures
+        if meter is not None and info is not None:
+            job_rows.record_figures(ctx.db, job_id, engine_model(info), meter.figures())
     if failures:
         more = f" (and {len(failures) - 1} more failed prompts)" if len(failures) > 1 else ""
         job_rows.update_job(ctx.db, job_id, status="failed", done=done,

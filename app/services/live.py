@@ -29,13 +29,11 @@ from backend.engines.base import Chat, Engine, EngineError, EngineInfo, Sample, 
 from backend.engines.llamacpp import LIVE_PRIORITY
 from backend.engines.prioritised import Prioritised
 from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, method_seed
-from backend.methods.registry import get_method, method_ids
+from backend.methods.registry import DEFAULT_METHODS, get_method, method_ids
 from backend.token_stats import token_stats
 from storage import annotators, checklists, prompts, responses, studies
 from storage.models import MAX_RESPONSES, JudgmentIn, PromptIn, ResponseIn, SamplingSettings, Study, TokenStats
 
-# Cheap enough to watch: prefill-only reads and token statistics, seconds per card on a laptop.
-DEFAULT_METHODS = ["p_true", "judge_score", "self_certainty"]
 MAX_SESSIONS = 64  # per server; the oldest is dropped first
 CardState = Literal["waiting", "streaming", "done", "stopped", "failed"]
 
@@ -320,8 +318,12 @@ def check_access(ctx: AppContext, user: str, study_name: str | None) -> None:
 
 
 def granted_studies(ctx: AppContext, user: str) -> list[str]:
-    """The studies this person may use the Live tab with."""
-    return [s.name for s in studies.list_studies(ctx.db) if can_use(ctx, user, s.name)]
+    """The studies this person may use the Live tab with (as `can_use` decides, in two queries: every open
+    page asks on its refresh timer)."""
+    a = annotators.get_annotator(ctx.db, user)
+    if a is None or a.disabled:
+        return []
+    return [s.name for s in studies.list_studies(ctx.db) if a.role == "admin" or s.config.live_annotators]
 
 
 # -- adding a session to a study ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ class _Payload(BaseModel):
 class ImportPrompts(_Payload):
     study: str
     path: str
+    display_name: str | None = None  # how errors name the file (an upload's own name, not its temp path)
     description: str = ""
     guidelines_path: str | None = None
 
@@ -42,7 +43,7 @@ class Generate(_Payload):
 
 class Score(_Payload):
     study: str
-    methods: str | None = None  # "id,id"; None = every method
+    methods: str | None = None  # "id,id" or "all"; None = backend.methods.registry.DEFAULT_METHODS
     engine: EngineConfig | None = None
 
 
@@ -128,7 +129,7 @@ def import_prompts(ctx: AppContext, user: str, p: ImportPrompts) -> dict[str, An
         if guidelines is not None or p.description:
             studies.update_study(ctx.db, study.id, description=p.description or None, guidelines=guidelines,
                                  changed_by=user)
-        n = do_import(ctx.db, study.id, p.path)
+        n = do_import(ctx.db, study.id, p.path, display_name=p.display_name)
     return {"study": study.name, "imported": n, "total": prompts.count_prompts(ctx.db, study.id)}
 
 

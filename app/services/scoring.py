@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.engine_meter import MeteredEngine, engine_model
 from app.services.in_flight import run_in_flight
 from app.services.labelling import label_run
 from backend.engines.base import Engine, EngineError, EngineInfo
@@ -91,13 +93,13 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
                 for r in fresh])
         judgments.record(ctx.db, verdict_rows(study.id, inp.prompt_id, judge, method, result, item_ids))
         failed = [v.error for v in result.verdicts if v.status == "failed"]
-        method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge, _responses_key(method, inp),
+        method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge, input_key(method, inp),
                               status="failed" if failed and len(failed) == len(result.verdicts) else "ok",
                               error=failed[0] if failed else None, duration_ms=duration_ms)
     return ctx.db.fetchval("SELECT count(*) FROM judgment") - rows_before
 
 
-def _responses_key(method: Method, inp: MethodInput) -> str:
+def input_key(method: Method, inp: MethodInput) -> str:
     ids = [r.id for r in inp.responses] + ([r.id for r in inp.derived] if method.uses_derived else [])
     return method_runs.responses_key(ids)
 
@@ -108,7 +110,7 @@ def score_prompt(ctx: AppContext, study: Study, prompt_id: int, method: Method, 
     inp = method_input(ctx, study, prompt_id, method, info)
     if not inp.responses:
         return None
-    key = _responses_key(method, inp)
+    key = input_key(method, inp)
     if method_runs.is_done(ctx.db, prompt_id, method.id, method.version, info.model_id, key):
         return None
     t0 = time.perf_counter()
@@ -145,21 +147,32 @@ def run_scoring(ctx: AppContext, job_id: int, study: Study, prompt_ids: list[int
                 engine_cfg: EngineConfig) -> None:
     progress = _Progress(ctx, job_id, len(prompt_ids) * len(ids))
     job_rows.update_job(ctx.db, job_id, status="running", message=f"scoring with {', '.join(ids)}")
+    meter: MeteredEngine | None = None
+    info: EngineInfo | None = None
+
+    def finish(**fields: Any) -> None:
+        if meter is not None and info is not None:  # before the status: an ended job always has its figures
+            job_rows.record_figures(ctx.db, job_id, engine_model(info), meter.figures())
+        job_rows.update_job(ctx.db, job_id, done=progress.done, **fields)
+
     try:
         engine = ctx.engine(engine_cfg)
         info = engine.info()
+        meter = MeteredEngine(engine)
         # Method by method, so a study's cheap signals are all there before the slow ones start.
         for method_id in ids:
-            if not _score_method(ctx, job_id, study, prompt_ids, get_method(method_id), engine, info, progress):
-                job_rows.update_job(ctx.db, job_id, status="cancelled", done=progress.done)
+            if not _score_method(ctx, job_id, study, prompt_ids, get_method(method_id), meter, info, progress):
+                finish(status="cancelled")
                 return
     except (EngineError, ServiceError) as e:
-        job_rows.update_job(ctx.db, job_id, status="failed", done=progress.done,
-                            error=f"{e} ({progress.done} of {progress.total} runs are stored; run again to finish)")
+        finish(status="failed",
+               error=f"{e} ({progress.done} of {progress.total} runs are stored; run again to finish)")
         return
-    job_rows.update_job(ctx.db, job_id, status="done", done=progress.done,
-                        message=f"{progress.done} / {progress.total} (prompt, method) runs, "
-                                f"{progress.written} new judgments")
+    except BaseException:
+        finish()  # the job runner marks it failed; what was measured is kept
+        raise
+    finish(status="done", message=f"{progress.done} / {progress.total} (prompt, method) runs, "
+                                  f"{progress.written} new judgments")
 
 
 class _Progress:
@@ -192,7 +205,7 @@ def _score_method(ctx: AppContext, job_id: int, study: Study, prompt_ids: list[i
     def prepare(prompt_id: int) -> tuple[MethodInput, Callable[[], tuple[MethodResult, int]]] | None:
         inp = method_input(ctx, study, prompt_id, method, info)
         if not inp.responses or method_runs.is_done(ctx.db, prompt_id, method.id, method.version, info.model_id,
-                                                    _responses_key(method, inp)):
+                                                    input_key(method, inp)):
             progress.step(method.id, 0)
             return None
         return inp, lambda: _timed_run(method, inp, engine)

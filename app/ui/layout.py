@@ -8,9 +8,9 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.render import md_literal
-from app.services import label_flow, labelling, live
+from app.services import label_flow, labelling, live, overview
 from app.services.context import AppContext, PermissionDenied, ServiceError
-from app.ui import admin_tab, agreement_tab, export_tab, label_tab, live_tab, studies_tab
+from app.ui import admin_tab, agreement_tab, export_tab, label_tab, live_tab, refresh, studies_tab
 from storage import studies
 
 # The page's own scripts: keyboard shortcuts, and what happens when the session ends (session.js).
@@ -55,7 +55,11 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             with gr.Tab("Admin", id="admin", visible=False, elem_id="admin-panel") as admin_panel:
                 adm = admin_tab.build(ctx, admin_of)
             with gr.Tab("Export", id="export", visible=False, elem_id="export-panel") as export_panel:
-                export_tab.build(ctx, admin_of)
+                exp = export_tab.build(ctx, admin_of)
+        sent = gr.State({})  # what the refresh timer last sent this page (app/ui/refresh.py)
+        pickers = refresh.Pickers(label=label.study, live=lv.study, admin=st.study_choices,
+                                  follow=[agr.study, exp.study], gen=st.gen_study)
+        refresh.wire(ctx, role_of, user_of, pickers, st, sent)
 
         def refresh_agreement_studies(request: gr.Request) -> Any:
             admin_of(request)
@@ -75,20 +79,24 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         def on_load(request: gr.Request) -> list[Any]:
             user = user_of(request)
             is_admin = role_of(user) == "admin"
-            names = [s.name for s in studies.list_studies(ctx.db)]
+            ov = overview.page_overview(ctx, user, admin=is_admin)
+            names, live_studies = ov.studies, ov.live_studies
             # Open the first study with work left for this person.
             first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
             header = f"Signed in as **{user}** ({role_of(user)})"
-            live_studies = live.granted_studies(ctx, user)
             live_first = first if first in live_studies else None
-            admin_updates = ([studies_tab.overview_rows(ctx), *admin_tab.load(ctx, user)] if is_admin
-                             else [gr.skip()] * (1 + len(adm.outputs())))
+            admin_updates = ([studies_tab.table_rows(ov), studies_tab.jobs_markdown(ov), *admin_tab.load(ctx, user),
+                              *[gr.Dropdown(choices=names, value=first) for _ in (agr.study, exp.study)]]
+                             if is_admin else [gr.skip()] * (4 + len(adm.outputs())))
+            shown = refresh.initial(names, live_studies, pickers, is_admin)
+            if is_admin:  # the tick sends the table and the jobs again only when they change
+                shown.update(table=admin_updates[0], jobs=admin_updates[1])
             return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
                     gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
                     gr.Dropdown(choices=live_studies, value=live_first),
                     gr.Dropdown(choices=live.study_prompts(ctx, user, live_first) if live_first else [], value=None),
                     gr.Dropdown(choices=names, value=first),
-                    *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates,
+                    *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates, shown,
                     *label.load(first, request)]
 
         logout.click(None, None, None, js="() => window.critlabLogout()")
@@ -96,7 +104,8 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
         demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
-                                  lv.study, lv.pick, label.study, *st.study_choices, st.overview,
-                                  *adm.outputs(), *label.outputs()], api_visibility="private").then(
+                                  lv.study, lv.pick, label.study, *st.study_choices, st.overview, st.jobs,
+                                  *adm.outputs(), agr.study, exp.study, sent, *label.outputs()],
+                api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

@@ -22,7 +22,7 @@ from app.services.context import AppContext
 from app.ui.errors import USER_ERRORS
 from app.ui.label_tab import PAIR_CHOICES, CardControls, card
 from app.ui.model_view_md import render_view
-from backend.methods.registry import all_methods
+from backend.methods.registry import DEFAULT_METHODS, method_choices
 from storage.models import MAX_RESPONSES
 
 POLL_SECONDS = 0.25
@@ -167,10 +167,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
                                   elem_id="live-temperature-b")
         top_p_b = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p (second setting)", visible=False,
                             elem_id="live-top-p-b")
-    with gr.Accordion(f"Self-evaluation methods (default: {', '.join(live.DEFAULT_METHODS)}: seconds per card)",
+    with gr.Accordion(f"Self-evaluation methods ({len(DEFAULT_METHODS)} by default, none of which writes text: "
+                      "seconds per card)",
                       open=False, elem_id="live-methods-box"):
-        methods = gr.CheckboxGroup([(f"{m.id}: {m.title}", m.id) for m in all_methods()],
-                                   value=live.DEFAULT_METHODS, elem_id="live-methods",
+        methods = gr.CheckboxGroup(method_choices(), value=list(DEFAULT_METHODS), elem_id="live-methods",
                                    label="Run once the samples are complete (checklist, critique, rubric and gsa "
                                          "write text: minutes on the embedded model)")
     with gr.Row():

@@ -3,40 +3,97 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
+from app.services import estimate, overview
 from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
 from app.services.ops import run_op
+from app.render import md_literal
 from app.ui import study_settings
 from app.ui.errors import shown_errors
-from backend.methods.registry import method_ids
-from storage import jobs, studies
+from backend.methods.registry import DEFAULT_METHODS, method_choices
+from storage import studies
 from storage.models import Job
 
+TABLE_HEADERS = ["study", "prompts", "runs", "responses", "labelled prompts"]
 
 
-def progress_markdown(job: Job | None) -> str:
-    """A text progress bar for a job.
+def progress_markdown(job: Job, study: str | None = None) -> str:
+    """One job as a line of text with a progress bar; texts from the database are escaped.
 
-    >>> progress_markdown(Job(id=3, kind="generate", status="running", done=5, total=10))
-    '**Job #3 (generate): running** `██████████░░░░░░░░░░` 5 / 10 (50%)'
+    >>> progress_markdown(Job(id=3, kind="generate", status="running", done=5, total=10), "s1")
+    '**Job #3 (generate) · s1: running** `██████████░░░░░░░░░░` 5 / 10 (50%)'
     """
-    if job is None:
-        return "No job yet."
     frac = job.done / job.total if job.total else (1.0 if job.status == "done" else 0.0)
     bar = "█" * round(20 * frac) + "░" * (20 - round(20 * frac))
-    text = f"**Job #{job.id} ({job.kind}): {job.status}** `{bar}` {job.done} / {job.total} ({frac:.0%})"
+    where = f" · {md_literal(study)}" if study else ""
+    text = f"**Job #{job.id} ({job.kind}){where}: {job.status}** `{bar}` {job.done} / {job.total} ({frac:.0%})"
+    if job.message:
+        text += f" — {md_literal(job.message)}"
     if job.error:
-        text += f"\n\n⚠️ {job.error}"
+        text += f"  \n⚠️ {md_literal(job.error)}"
     return text
+
+
+def jobs_markdown(ov: overview.PageOverview) -> str:
+    """Every running job with its own bar, then the jobs that ended last with their outcome."""
+    lines = ["**Running**", ""]
+    lines += [f"- {progress_markdown(j.job, j.study)}" for j in ov.running] or ["- No job is running."]
+    if ov.ended:
+        lines += ["", "**Ended last**", ""] + [f"- {progress_markdown(j.job, j.study)}" for j in ov.ended]
+    return "\n".join(lines)
+
+
+def table_rows(ov: overview.PageOverview) -> list[list[Any]]:
+    return [[c.name, c.prompts, c.runs, c.responses, c.labelled_prompts] for c in ov.table]
+
+
+def _duration(seconds: float) -> str:
+    """
+    >>> _duration(42.4), _duration(540), _duration(7200)
+    ('42 s', '9.0 min', '2.0 h')
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_markdown(est: estimate.ScoreEstimate) -> str:
+    """The estimate as a sentence and a per-method table."""
+    rates = []
+    for kind, rate in (("read", est.read_rate), ("generation", est.generation_rate)):
+        if rate is not None:
+            rates.append(f"{rate.seconds_per_call:.2f} s per {kind} (measured on job #{rate.job_id}, "
+                         f"{rate.calls} {kind}s)")
+    total = est.seconds
+    if total is None:
+        missing = [k for k, n, r in (("reads", est.reads, est.read_rate),
+                                     ("generations", est.generations, est.generation_rate)) if n and r is None]
+        when = (f"time unknown: no finished job of {md_literal(est.engine)} has measured {' or '.join(missing)} "
+                "yet (the first job measures it)")
+    else:
+        when = f"about **{_duration(total)}**"
+    lines = [f"**Estimate** for **{md_literal(est.study)}**: {est.reads} prefill reads and {est.generations} "
+             f"generations still to run, {when}." + (f" At {'; '.join(rates)}." if rates else ""), "",
+             "| method | prompts | already scored | reads | generations | time |", "|---|---|---|---|---|---|"]
+    for m in est.methods:
+        t = "–" if not (m.reads or m.generations) else ("unknown" if m.seconds is None else _duration(m.seconds))
+        lines.append(f"| {m.method} | {m.prompts} | {m.stored} | {m.reads} | {m.generations} | {t} |")
+    return "\n".join(lines)
 
 
 @dataclass
 class StudiesTab:
-    study_choices: list[gr.Dropdown]
+    study_choices: list[gr.Dropdown]  # import, generate/score, settings
+    gen_study: gr.Dropdown
     overview: gr.Dataframe
+    jobs: gr.Markdown
+    ended: gr.Textbox  # hidden: the ids of the last ended jobs, so the estimate follows what they stored
     settings: study_settings.SettingsPanel
 
 
@@ -79,17 +136,21 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
 
     gr.Markdown("### Self-scoring")
     gr.Markdown("The model checks, critiques and scores its own responses (study and engine as above). "
-                "Idempotent: what is already stored for the same model and method version is skipped.")
-    methods = gr.CheckboxGroup(method_ids(), value=method_ids(), label="Methods (see docs/methods.md)",
+                "Idempotent: what is already stored for the same model and method version is skipped. "
+                f"The {len(DEFAULT_METHODS)} methods ticked at first write no text; checklist, critique, rubric "
+                "and gsa generate text and take far longer (see docs/methods.md).")
+    methods = gr.CheckboxGroup(method_choices(), value=list(DEFAULT_METHODS), label="Methods",
                                elem_id="score-methods")
+    estimate_box = gr.Markdown(elem_id="score-estimate")
     score_btn = gr.Button("Score", variant="primary", elem_id="score-start")
-    job_state = gr.State(None)
-    job_progress = gr.Markdown("No job yet.", elem_id="job-progress")
-    timer = gr.Timer(1.0)
+    start_status = gr.Markdown(elem_id="job-start-status")
+
+    gr.Markdown("### Jobs")
+    jobs_box = gr.Markdown("No job is running.", elem_id="job-progress")
+    ended = gr.Textbox(visible=False, elem_id="jobs-ended")
 
     gr.Markdown("### Studies")
-    overview = gr.Dataframe(headers=["study", "prompts", "runs", "responses", "labelled prompts"],
-                            interactive=False, elem_id="studies-table")
+    overview_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="studies-table")
 
     @shown_errors(1)
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
@@ -104,12 +165,13 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
             raise ServiceError("choose or type a study name first")
         if not path:
             raise ServiceError("upload a prompts file first")
-        r = run_op(ctx, user, "import_prompts", {"study": study_, "path": path})
+        # Gradio keeps an upload as <temp dir>/<hash>/<its own name>: errors name the file as the admin knows it.
+        r = run_op(ctx, user, "import_prompts", {"study": study_, "path": path, "display_name": Path(path).name})
         return f"Imported {r['imported']} prompts into **{r['study']}** ({r['total']} in all)."
 
-    @shown_errors(2)
+    @shown_errors(1)
     def do_start(study_: str | None, engine_: str, url: str, n_: float, t: float, p: float, mt: float | None,
-                 seed_: str, new: bool, request: gr.Request) -> tuple[str, int]:
+                 seed_: str, new: bool, request: gr.Request) -> str:
         user = admin_of(request)
         if not study_:
             raise ServiceError("choose a study first")
@@ -119,28 +181,32 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         payload = {"study": study_, "new_run": bool(new), "engine": cfg.model_dump(),
                    "settings": {"n": int(n_), "temperature": float(t), "top_p": float(p),
                                 "max_tokens": int(mt or 256), "seed": int(seed_) if seed_.strip() else None}}
-        job = run_op(ctx, user, "generate", payload)
-        return progress_markdown(jobs.get_job(ctx.db, job["id"])), job["id"]
+        return started(run_op(ctx, user, "generate", payload))
 
-    @shown_errors(2)
-    def do_score(study_: str | None, engine_: str, url: str, chosen: list[str], request: gr.Request
-                 ) -> tuple[str, int]:
+    @shown_errors(1)
+    def do_score(study_: str | None, engine_: str, url: str, chosen: list[str], request: gr.Request) -> str:
         user = admin_of(request)
         if not study_:
             raise ServiceError("choose a study first")
         if not chosen:
             raise ServiceError("choose at least one method")
         cfg = engine_from_form(engine_, url)
-        job = run_op(ctx, user, "score", {"study": study_, "methods": ",".join(chosen), "engine": cfg.model_dump()})
-        return progress_markdown(jobs.get_job(ctx.db, job["id"])), job["id"]
+        return started(run_op(ctx, user, "score", {"study": study_, "methods": ",".join(chosen),
+                                                    "engine": cfg.model_dump()}))
+
+    def started(job: dict[str, Any]) -> str:
+        if job["status"] == "failed":
+            return f"⚠️ Job #{job['id']} ({job['kind']}) failed: {md_literal(job['error'] or '')}"
+        return f"Started job #{job['id']} ({job['kind']}); its progress is under **Jobs**."
 
     @shown_errors(1)
-    def poll(job_id: int | None, request: gr.Request) -> str:
+    def do_estimate(study_: str | None, engine_: str, url: str, chosen: list[str], request: gr.Request) -> str:
         admin_of(request)
-        if job_id is None:
-            latest = jobs.list_jobs(ctx.db, limit=1)
-            return progress_markdown(latest[0]) if latest else "No job yet."
-        return progress_markdown(jobs.get_job(ctx.db, job_id))
+        if not study_:
+            return "Choose a study to see what scoring it would take."
+        if not chosen:
+            return "Choose at least one method."
+        return estimate_markdown(estimate.estimate_scoring(ctx, study_, chosen, engine_from_form(engine_, url)))
 
     settings_panel = study_settings.build(ctx, admin_of)
     cfg_study = settings_panel.study
@@ -153,37 +219,21 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
 
     def refresh(request: gr.Request) -> list[Any]:
         """After a study changes: the overview table and every study picker's choices."""
-        if not role_ok(request):
-            return [gr.skip()] * (1 + len(pickers))
-        names = [s.name for s in studies.list_studies(ctx.db)]
-        return [overview_rows(ctx), *[gr.Dropdown(choices=names) for _ in pickers]]
-
-    def role_ok(request: gr.Request) -> bool:
         try:
-            admin_of(request)
+            ov = overview.page_overview(ctx, admin_of(request), admin=True)
         except PermissionDenied:
-            return False
-        return True
+            return [gr.skip()] * (1 + len(pickers))
+        return [table_rows(ov), *[gr.Dropdown(choices=ov.studies) for _ in pickers]]
 
     create.click(do_create, [name, description, guidelines], [create_status], api_visibility="private")
     import_btn.click(do_import, [import_study, upload], [import_status], api_visibility="private")
     start.click(do_start, [gen_study, engine, sglang_url, n, temperature, top_p, max_tokens, seed, new_run],
-                [job_progress, job_state], api_visibility="private")
-    score_btn.click(do_score, [gen_study, engine, sglang_url, methods], [job_progress, job_state],
-                    api_visibility="private")
-    timer.tick(poll, [job_state], [job_progress], api_visibility="private", show_progress="hidden")
+                [start_status], api_visibility="private")
+    score_btn.click(do_score, [gen_study, engine, sglang_url, methods], [start_status], api_visibility="private")
+    estimate_inputs = [gen_study, engine, sglang_url, methods]
+    for changed in (gen_study.change, engine.change, methods.change, ended.change):
+        # A job that ends changes what is stored, and the speed measured.
+        changed(do_estimate, estimate_inputs, [estimate_box], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
-        btn.click(refresh, None, [overview, *pickers], api_visibility="private")
-    return StudiesTab([import_study, gen_study, cfg_study], overview, settings_panel)
-
-
-def overview_rows(ctx: AppContext) -> list[list[Any]]:
-    return [list(r) for r in ctx.db.fetchall(
-        """SELECT s.name,
-                  (SELECT count(*) FROM prompt p WHERE p.study_id = s.id),
-                  (SELECT count(*) FROM generation_run g WHERE g.study_id = s.id),
-                  (SELECT count(*) FROM response r JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = s.id),
-                  (SELECT count(DISTINCT prompt_id) FROM judgment j WHERE j.study_id = s.id
-                     AND j.judge_kind = 'human' AND j.superseded_at IS NULL)
-           FROM study s ORDER BY s.id""")]
-
+        btn.click(refresh, None, [overview_table, *pickers], api_visibility="private")
+    return StudiesTab([import_study, gen_study, cfg_study], gen_study, overview_table, jobs_box, ended, settings_panel)

@@ -8,7 +8,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import jinja2
 from pydantic import BaseModel, Field
@@ -88,6 +88,13 @@ class MethodResult(BaseModel):
     new_responses: list[NewResponse] = Field(default_factory=list)
 
 
+class EngineCalls(NamedTuple):
+    """What a method asks of the engine for one prompt, in the units a job's speed is measured in."""
+
+    reads: int = 0  # prefill-only passes: one chat of next_token_probs, or one score_response
+    generations: int = 0  # sampled completions: one chat x one sample of sample()
+
+
 class Method(ABC):
     """A self-evaluation method. Class attributes feed the method table (docs/methods.md) and the
     agreement report's method ↔ human-question mapping."""
@@ -96,6 +103,8 @@ class Method(ABC):
     version: ClassVar[str]
     layer: ClassVar[Literal["decoding", "response"]]
     title: ClassVar[str]
+    brief: ClassVar[str]  # a few words for a picker ("P(True) self-check")
+    calls_brief: ClassVar[str]  # its engine calls in a few words ("1 prefill read per response")
     outputs: ClassVar[str]  # column, range, orientation (higher = better everywhere)
     cost: ClassVar[str]
     source: ClassVar[str]
@@ -108,6 +117,12 @@ class Method(ABC):
     @abstractmethod
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         """Turn engine calls into verdicts for one prompt. Pure: no storage, no global state."""
+
+    @abstractmethod
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        """The engine calls `run(inp)` makes when every chat fits the context and every reply parses
+        (an overflow or an empty response makes fewer; a retried reply one more). Text is not read, so
+        an estimate can pass responses without it."""
 
     # -- helpers shared by methods ---------------------------------------------------------------
     def template(self, name: str, **values: Any) -> str:

@@ -25,7 +25,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ValidationError
 
 from backend.engines.base import Chat, Engine, Sample, SampleParams
-from backend.methods.base import Method, MethodInput, MethodResult, Verdict, context_overflow
+from backend.methods.base import EngineCalls, Method, MethodInput, MethodResult, Verdict, context_overflow
 
 QUESTIONS_SCHEMA: dict = {
     "type": "object",
@@ -34,6 +34,9 @@ QUESTIONS_SCHEMA: dict = {
     "required": ["questions"],
 }
 MIN_ITEMS, MAX_ITEMS, MIN_CHARS = 3, 10, 5
+# Items a checklist not yet written is assumed to get, for cost estimates (3-10 are accepted; the
+# embedded model mostly wrote 4-6).
+PLANNED_ITEMS = 5
 # Reply budget of one next-token read: the answer prefix ("Answer:" = 2 tokens) plus the answer token,
 # with room for tokenizers that split the prefix finer.
 PREFIX_BUDGET = 8
@@ -93,6 +96,8 @@ class ChecklistMethod(Method):
     version = "1"
     layer = "response"
     title = "TICK checklist: generated YES/NO items, pass rate"
+    brief = "a YES/NO checklist the model writes, then answers"
+    calls_brief = "1 generation per prompt + 1 prefill read per response × item"
     outputs = ("value: pass rate = share of items with P(Yes) > 0.5, in [0, 1], higher = better; "
                "prob: mean P(Yes) over the items, in [0, 1]; per item (method checklist_item): prob = P(Yes) "
                "normalised over Yes/No, label YES/NO, dist {YES, NO, label_mass}")
@@ -110,6 +115,14 @@ class ChecklistMethod(Method):
     candidates: ClassVar[tuple[str, str]] = ("Yes", "No")
     max_new_tokens: ClassVar[int] = 200
     temperature: ClassVar[float] = 0.7
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        """A stored checklist is reused; a new one is assumed to get `PLANNED_ITEMS` items."""
+        if not inp.responses:
+            return EngineCalls()
+        if inp.checklist:
+            return EngineCalls(reads=len(inp.responses) * len(inp.checklist))
+        return EngineCalls(reads=len(inp.responses) * PLANNED_ITEMS, generations=1)
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         if not inp.responses:

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from backend.engines.base import Chat, Engine, SampleParams
 from backend.methods.base import (
+    EngineCalls,
     Method,
     MethodInput,
     MethodResult,
@@ -102,6 +103,8 @@ class Critique(Method):
     version = "1"
     layer = "response"
     title = "Critique, verdict and correction (CriticBench / RealCritic)"
+    brief = "critique, verdict and a correction, sampled twice"
+    calls_brief = "2 generations per response (≤ 512 tokens each)"
     outputs = ("value: share of the k=2 sampled critiques whose verdict is 'correct', 0–1, higher = better "
                "(label: majority verdict or 'split'); per sample (variant s0/s1): value 1 = correct / 0 = incorrect, "
                "rationale = critique + 'First error: …'; corrections of 'incorrect' samples become revision responses")
@@ -134,6 +137,9 @@ class Critique(Method):
             chat.append({"role": "assistant", "content": json.dumps(ex["reply"], ensure_ascii=False)})
         chat.append({"role": "user", "content": self.template("user", question=question, response=response)})
         return chat
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(generations=self.samples * len(inp.responses))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         k = self.samples

@@ -10,7 +10,7 @@ often they prefer it.
 from __future__ import annotations
 
 from backend.engines.base import Engine, SampleParams
-from backend.methods.base import Method, MethodInput, MethodResult, NewResponse, Verdict, context_overflow
+from backend.methods.base import EngineCalls, Method, MethodInput, MethodResult, NewResponse, Verdict, context_overflow
 
 
 class GSA(Method):
@@ -18,6 +18,8 @@ class GSA(Method):
     version = "1"
     layer = "response"
     title = "Generative Self-Aggregation (write one better response from the N samples)"
+    brief = "the model writes one new response from the N samples"
+    calls_brief = "1 generation per prompt (≤ 256 tokens)"
     outputs = ("a new response (origin 'aggregate', metadata.sources = the N response ids) that people judge "
                "like any other response (best-of-N pick, rating); one prompt-level verdict with label 'written' "
                "and value = the number of source responses; failed verdict and no response on context "
@@ -31,6 +33,9 @@ class GSA(Method):
     temperature = 0.7
     top_p = 0.9
     max_tokens = 256
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(generations=1 if inp.responses else 0)
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         if not inp.responses:

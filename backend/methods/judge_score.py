@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from backend.engines.base import Chat, Engine
-from backend.methods.base import Method, MethodInput, MethodResult, Verdict, context_overflow
+from backend.methods.base import EngineCalls, Method, MethodInput, MethodResult, Verdict, context_overflow
 
 DIGITS = [str(d) for d in range(10)]
 PREFIX_BUDGET = 8  # "Score: " (3 tokens on SmolLM2) plus the digit, with slack
@@ -45,6 +45,8 @@ class JudgeScore(Method):
     version = "1"
     layer = "response"
     title = "Self-J judge score: expected digit 0–9"
+    brief = "judge score 0–9 (expected digit)"
+    calls_brief = "1 prefill read per response"
     outputs = ("value = Σ d·p̃(d) over the digit distribution at the answer slot, in [0, 9], higher = better; "
                "dist = p̃(0..9) + digit_mass; label = with_reference | no_reference")
     cost = "1 prefill-only next-token read per response (all responses of a prompt in one call)"
@@ -64,6 +66,9 @@ class JudgeScore(Method):
         if kind == "with_reference":
             values["reference"] = (inp.reference or "").strip()
         return [{"role": "user", "content": self.template(kind, **values)}]
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(reads=len(inp.responses))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         kind = self.variant_of(inp)

@@ -26,7 +26,15 @@ import random
 from typing import ClassVar
 
 from backend.engines.base import Chat, Engine
-from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, Verdict, context_overflow
+from backend.methods.base import (
+    EngineCalls,
+    Method,
+    MethodInput,
+    MethodResult,
+    ResponseInput,
+    Verdict,
+    context_overflow,
+)
 
 # The prefix ("The proposed answer is: (" = 6 tokens on SmolLM2) plus the answer token, with slack.
 PREFIX_BUDGET = 16
@@ -49,6 +57,8 @@ class PTrue(Method):
     version = "1"
     layer = "response"
     title = "P(True): is the proposed answer (A) True or (B) False?"
+    brief = "P(True) self-check"
+    calls_brief = "1 prefill read per response"
     outputs = ("prob = value = P(True) = P(A) / (P(A) + P(B)), in [0, 1], higher = better; "
                "dist {A, B, label_mass}")
     cost = "1 prefill-only next-token read per response (all responses of a prompt in one call)"
@@ -65,6 +75,9 @@ class PTrue(Method):
         return [(r, [{"role": "user", "content": self.template("question", question=inp.question,
                                                                 answer=r.text.strip())}], None)
                 for r in inp.responses]
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(reads=len(inp.responses))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         planned = self.prompts(inp)
@@ -100,6 +113,8 @@ class PTrueBrainstorm(PTrue):
     id = "p_true_brainstorm"
     version = "1"
     title = "P(True) with brainstorming: the other samples shown as ideas"
+    brief = "P(True) with the other samples shown as ideas"
+    calls_brief = "1 prefill read per response (a longer prompt)"
     outputs = ("prob = value = P(True) = P(A) / (P(A) + P(B)), in [0, 1], higher = better; "
                "dist {A, B, label_mass}; shown_order = ids of the brainstormed responses as listed")
     cost = ("1 prefill-only next-token read per response; the prompt holds the N-1 other samples "
@@ -118,6 +133,9 @@ class PTrueBrainstorm(PTrue):
                 "question", question=inp.question, ideas=[o.text.strip() for o in others], answer=r.text.strip())}]
             out.append((r, chat, [o.id for o in others]))
         return out
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(reads=len(inp.responses) if len(inp.responses) >= 2 else 0)
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         if len(inp.responses) < 2:

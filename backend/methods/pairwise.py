@@ -30,6 +30,7 @@ from typing import ClassVar
 
 from backend.engines.base import Chat, Engine
 from backend.methods.base import (
+    EngineCalls,
     Method,
     MethodInput,
     MethodResult,
@@ -84,6 +85,8 @@ class PairwiseSwap(Method):
     version = "1"
     layer = "response"
     title = "Pairwise judge with position swap (MT-Bench)"
+    brief = "pairwise judge, each pair in both orders"
+    calls_brief = "2 prefill reads per pair (all pairs for n ≤ 4, n pairs above)"
     outputs = ("label: winner's response id when both orders agree, else 'tie' (value 1 / 0.5 / 0 = lower id "
                "wins / tie / loses; prob = mean P(lower id wins), 0–1; dist.swap_consistent 1/0); per order "
                "(variant order:<first>-<second>): prob = P(first shown wins), dist over A/B/tie")
@@ -106,6 +109,9 @@ class PairwiseSwap(Method):
         chat.append({"role": "user", "content": self.template("user", question=question, answer_a=first,
                                                               answer_b=second)})
         return chat
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(reads=2 * len(select_pairs([r.id for r in inp.responses], inp.seed)))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         text = {r.id: r.text for r in inp.responses}

@@ -25,8 +25,20 @@ _SPEC = {
 }
 
 
+# What `critlab score`, the Score button and the Live tab run unless told otherwise: the methods that
+# generate no text (stored token statistics, answer votes, one prefill read per response), so a first
+# pass over a study takes minutes on a laptop. The others (checklist, critique, rubric, gsa generate;
+# pairwise and brainstorming read much longer prompts) are chosen on purpose, or with "all".
+DEFAULT_METHODS: tuple[str, ...] = ("neg_perplexity", "neg_entropy", "self_certainty", "select_majority",
+                                    "select_borda", "p_true", "judge_score")
+
+
 def method_ids() -> list[str]:
     return list(_SPEC)
+
+
+def default_method_ids() -> list[str]:
+    return list(DEFAULT_METHODS)
 
 
 def get_method(method_id: str) -> Method:
@@ -40,13 +52,32 @@ def all_methods() -> list[Method]:
     return [get_method(m) for m in _SPEC]
 
 
+def choice_label(method: Method) -> str:
+    """How a picker names a method: its id, what it is, what it costs.
+
+    >>> choice_label(get_method("p_true"))
+    'p_true — P(True) self-check · 1 prefill read per response'
+    """
+    return f"{method.id} — {method.brief} · {method.calls_brief}"
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """(label, id) of every method in table order, for a checkbox group."""
+    return [(choice_label(m), m.id) for m in all_methods()]
+
+
 def parse_method_list(text: str | None) -> list[str]:
-    """`--methods id,id` → ids in table order; None or "all" → every method.
+    """`--methods id,id` → ids in table order; None, "" or "default" → `DEFAULT_METHODS` (in that
+    order: the cheapest first); "all" → every method.
 
     >>> parse_method_list("p_true, checklist")
     ['checklist', 'p_true']
+    >>> parse_method_list(None) == list(DEFAULT_METHODS)
+    True
     """
-    if text is None or text.strip() in ("", "all"):
+    if text is None or text.strip() in ("", "default"):
+        return default_method_ids()
+    if text.strip() == "all":
         return method_ids()
     wanted = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [w for w in wanted if w not in _SPEC]

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.engines.base import Chat, Engine, Sample, SampleParams
 from backend.methods.base import (
+    EngineCalls,
     Method,
     MethodInput,
     MethodResult,
@@ -100,6 +101,8 @@ class AdditiveRubric(Method):
     version = "1"
     layer = "response"
     title = "Additive 5-point rubric (Self-Rewarding LMs)"
+    brief = "additive 5-point rubric score, sampled three times"
+    calls_brief = "3 generations per response (≤ 256 tokens each)"
     outputs = ("value: mean of k=3 sampled additive-rubric scores, 0–5, higher = better; per sample "
                "(variant s0..s2): value = integer score 0–5, rationale = justification")
     cost = "3 short JSON-constrained generations per response (≤ max_tokens each, one retry if unparseable): ≈ 3 × 0.3–0.5×"
@@ -135,6 +138,9 @@ class AdditiveRubric(Method):
             chat.append({"role": "assistant", "content": self.reply_text(ex["justification"], ex["score"])})
         chat.append({"role": "user", "content": self.template("user", question=question, response=response)})
         return chat
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(generations=self.samples * len(inp.responses))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         variants = [f"s{j}" for j in range(self.samples)]

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 
 from backend.engines.base import Engine
 from backend.methods.answers import extract_answer, normalise, validate_mode
-from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, Verdict, context_overflow
+from backend.methods.base import (
+    EngineCalls,
+    Method,
+    MethodInput,
+    MethodResult,
+    ResponseInput,
+    Verdict,
+    context_overflow,
+)
 from backend.token_stats import token_stats
 
 
@@ -73,6 +81,8 @@ class MajorityVote(Method):
     version = "1"
     layer = "response"
     title = "Majority vote (self-consistency)"
+    brief = "majority vote over the extracted answers"
+    calls_brief = "no engine calls"
     outputs = ("response_id = the first response (in response order) of the largest answer cluster; "
                "label = its answer; value = its vote share among the responses with an extractable answer "
                "(0–1], higher = more agreement); dist = {answer: count} (sum = extractable responses). "
@@ -83,6 +93,9 @@ class MajorityVote(Method):
     compared_with = "best_of_n"
     metric_family = "top1"
     score_column = "response_id"
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls()
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         mode, n = inp.answer_extraction, len(inp.responses)
@@ -126,6 +139,8 @@ class Borda(Method):
     version = "1"
     layer = "decoding"
     title = "Borda vote weighted by self-certainty rank"
+    brief = "answer vote weighted by self-certainty rank"
+    calls_brief = "free for sampled responses; 1 prefill read per imported one"
     outputs = ("response_id = the highest-self-certainty response of the answer with the largest Borda vote "
                "(sum of (N − r + 1)^p, p = 0.5); label = that answer, or 'self-certainty best-of-N (…)' without "
                "extraction; value = the winner's share of all votes (0–1], higher = more agreement); "
@@ -138,6 +153,13 @@ class Borda(Method):
     score_column = "response_id"
 
     power: float = 0.5
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        try:
+            validate_mode(inp.answer_extraction)
+        except ValueError:
+            return EngineCalls()
+        return EngineCalls(reads=sum(r.self_certainty is None for r in inp.responses))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         mode, n = inp.answer_extraction, len(inp.responses)
@@ -220,6 +242,8 @@ class USC(Method):
     version = "1"
     layer = "response"
     title = "Universal Self-Consistency (model picks the most consistent response)"
+    brief = "the model picks the most consistent response"
+    calls_brief = "1 prefill read per prompt (all N responses in it)"
     outputs = ("response_id = the response whose shown index has the highest P(next token); value = that "
                "probability renormalised over the N candidate indices (1/N–1, higher = more decided); "
                "dist = {response_id: probability}; shown_order = response ids in the order shown as "
@@ -233,6 +257,9 @@ class USC(Method):
 
     prefix = "The most consistent response is Response "
     reply_budget = 16  # tokens of the assistant prefix plus the index
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(reads=1 if 1 <= len(inp.responses) <= 10 else 0)
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         n = len(inp.responses)

@@ -3,7 +3,7 @@ method classes so the docs and the agreement report read one source."""
 
 from __future__ import annotations
 
-from backend.methods.registry import all_methods
+from backend.methods.registry import DEFAULT_METHODS, all_methods
 
 HUMAN_QUESTION = {
     "correct": "human correct / incorrect",
@@ -30,5 +30,16 @@ def method_table_markdown() -> str:
     return "\n".join(rows)
 
 
+def calls_table_markdown() -> str:
+    """Which methods run by default and what each asks of the engine per prompt (the unit the Score
+    button's time estimate counts in)."""
+    rows = ["| id | default | engine calls |", "|---|---|---|"]
+    for m in all_methods():
+        rows.append(f"| `{m.id}` | {'yes' if m.id in DEFAULT_METHODS else ''} | {m.calls_brief} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(method_table_markdown())
+    print()
+    print(calls_table_markdown())

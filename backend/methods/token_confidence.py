@@ -20,7 +20,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from backend.engines.base import Engine
-from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, Verdict, context_overflow
+from backend.methods.base import (
+    EngineCalls,
+    Method,
+    MethodInput,
+    MethodResult,
+    ResponseInput,
+    Verdict,
+    context_overflow,
+)
 from backend.token_stats import token_stats
 from storage.models import TokenStats
 
@@ -49,12 +57,23 @@ class _TokenConfidence(Method):
     score_column = "value"
 
     needs: ClassVar[str]  # the TokenStats field the value is computed from
+    calls_brief = "free for sampled responses; 1 prefill read per other one"
 
     def value(self, stats: TokenStats) -> float:
         raise NotImplementedError
 
     def label(self, stats: TokenStats) -> str | None:
         return stats.logprob_mode
+
+    def planned_calls(self, inp: MethodInput) -> EngineCalls:
+        return EngineCalls(reads=sum(self._forced(r) for r in [*inp.responses, *inp.derived]))
+
+    def _forced(self, r: ResponseInput) -> bool:
+        """Whether `score` has to teacher-force this response (its stored figure is missing)."""
+        stats = stored_stats(r)
+        if stats is not None and stats.token_count == 0:
+            return False
+        return stats is None or getattr(stats, self.needs) is None
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         return MethodResult(verdicts=[self.score(inp, engine, r) for r in [*inp.responses, *inp.derived]])
@@ -63,7 +82,7 @@ class _TokenConfidence(Method):
         stats, forced = stored_stats(r), False
         if stats is not None and stats.token_count == 0:
             return self.failed("empty response", response_id=r.id)
-        if stats is None or getattr(stats, self.needs) is None:
+        if self._forced(r):
             chat = [*inp.messages, {"role": "assistant", "content": r.text}]
             overflow = context_overflow(engine, chat, 0, inp.context_length)
             if overflow:
@@ -84,6 +103,7 @@ class _TokenConfidence(Method):
 class NegPerplexity(_TokenConfidence):
     id = "neg_perplexity"
     title = "Negative perplexity of the response"
+    brief = "negative perplexity of the response"
     outputs = "value = −exp(−mean token logprob), in [−inf, −1], higher = better; label = logprob mode"
     cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
     source = ("Kadavath et al. 2022, App. B (arXiv 2207.05221); the baseline of Kang et al. 2025, "
@@ -98,6 +118,7 @@ class NegPerplexity(_TokenConfidence):
 class NegEntropy(_TokenConfidence):
     id = "neg_entropy"
     title = "Negative mean token entropy (top-k)"
+    brief = "negative mean token entropy"
     outputs = ("value = −mean over tokens of the renormalised top-k entropy, in [−log k, 0], higher = better; "
                "label = logprob mode")
     cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
@@ -112,6 +133,7 @@ class NegEntropy(_TokenConfidence):
 class SelfCertainty(_TokenConfidence):
     id = "self_certainty"
     title = "Self-certainty: mean KL(uniform ‖ next-token distribution)"
+    brief = "self-certainty (KL of tokens from uniform)"
     outputs = ("value = mean over tokens of KL(U ‖ p), >= 0, higher = better; "
                "label = exact | topk_proxy (uniform-tail lower bound)")
     cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
