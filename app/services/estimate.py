@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.context import AppContext, EngineConfig
 from app.services.engine_meter import engine_model
 from app.services.labelling import label_run
-from app.services.scoring import input_key
+from app.services.scoring import chosen_methods, input_key
 from backend.methods.base import ChecklistItemInput, EngineCalls, MethodInput, ResponseInput, method_seed
-from backend.methods.registry import get_method, parse_method_list
+from backend.methods.registry import get_method
 from storage import checklists, jobs, method_runs, prompts, responses, studies
 from storage.models import MAX_RESPONSES
 
@@ -88,11 +88,7 @@ def estimate_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | s
                      engine_cfg: EngineConfig | None = None) -> ScoreEstimate:
     """The calls and time `start_scoring(study_name, method_ids, engine_cfg)` would need now."""
     study = studies.get_study(ctx.db, study_name)
-    try:
-        ids = parse_method_list(method_ids if isinstance(method_ids, str) or method_ids is None
-                                else ",".join(method_ids))
-    except ValueError as e:
-        raise ServiceError(str(e)) from e
+    ids = chosen_methods(method_ids)
     info = ctx.engine(engine_cfg or ctx.default_engine).info()
     model = engine_model(info)
     run_id, _ = label_run(ctx.db, study)

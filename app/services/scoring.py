@@ -118,16 +118,21 @@ def score_prompt(ctx: AppContext, study: Study, prompt_id: int, method: Method, 
     return store_result(ctx, study, inp, method, info, result, int((time.perf_counter() - t0) * 1000))
 
 
+def chosen_methods(method_ids: list[str] | str | None) -> list[str]:
+    """Method ids from a list or an "id,id" string (None: the default list), or ServiceError naming the bad one."""
+    try:
+        return parse_method_list(method_ids if isinstance(method_ids, str) or method_ids is None
+                                 else ",".join(method_ids))
+    except ValueError as e:
+        raise ServiceError(str(e)) from e
+
+
 def start_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | str | None = None,
                   engine_cfg: EngineConfig | None = None, *, created_by: str | None = None,
                   background: bool = True) -> Job:
     """A job that runs the methods over every prompt of the study that has responses."""
     study = studies.get_study(ctx.db, study_name)
-    try:
-        ids = parse_method_list(method_ids if isinstance(method_ids, str) or method_ids is None
-                                else ",".join(method_ids))
-    except ValueError as e:
-        raise ServiceError(str(e)) from e
+    ids = chosen_methods(method_ids)
     engine_cfg = engine_cfg or ctx.default_engine
     prompt_ids = [p.id for p in prompts.list_prompts(ctx.db, study.id)]
     job = job_rows.create_job(ctx.db, "score", study_id=study.id, total=len(prompt_ids) * len(ids),

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from app.services.context import AppContext, ServiceError
 from storage import judgments, settings_history, studies
-from storage.models import Study, StudyConfig
+from storage.models import Study, StudyConfig  # noqa: F401 - StudyConfig: the doctests
 
 # The settings the Studies tab's form edits (the rest of StudyConfig stays as it is).
 FORM_KEYS = ("blind", "reveal", "questions", "overlap", "extra_on_disagreement", "answer_extraction",
