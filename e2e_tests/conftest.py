@@ -111,3 +111,17 @@ def gradio_call(client: httpx.Client, url: str, button_id: str, data: list,
     assert r.status_code == 200, r.text
     with client.stream("GET", f"{url}/ui/gradio_api/queue/data", params={"session_hash": session}) as s:
         return "".join(s.iter_text())
+
+
+def submit_anyway(page, saved: str = "Saved prompt") -> None:  # noqa: ANN001
+    """Ctrl+Enter, and once more if the Label tab asks to confirm unfinished answers; waits for `saved`."""
+    page.keyboard.press("Control+Enter")
+    status = page.locator("#status")
+    page.wait_for_function(
+        "([saved]) => { const t = document.querySelector('#status')?.innerText || '';"
+        " return t.includes(saved) || t.includes('press Ctrl+Enter again'); }", arg=[saved])
+    if "press Ctrl+Enter again" in status.inner_text():
+        wait_idle(page)
+        page.keyboard.press("Control+Enter")
+    from playwright.sync_api import expect
+    expect(status).to_contain_text(saved)

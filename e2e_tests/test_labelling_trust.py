@@ -128,6 +128,22 @@ def test_a_stale_form_is_refused_and_weakening_a_labelled_study_needs_confirmati
     other.close()
 
 
+def _choose_study(page: Page, name: str) -> None:
+    """Pick the study in the Label tab and wait until its item is rendered (the page load may have shown
+    the same item already; answers typed before the re-render would be replaced)."""
+    page.locator("#study-select input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    wait_idle(page)
+
+
+def _rate_all(page: Page, ratings: list[int]) -> None:
+    """Shift+digit on each card in turn (J moves the highlight), then back to card 1."""
+    for i, rating in enumerate(ratings):
+        page.keyboard.press(f"Shift+Digit{rating}")
+        expect(page.locator(f"#rating-{i + 1} input[value='{rating}']")).to_be_checked()
+        page.keyboard.press("j")
+
+
 def _submit_and_wait(page: Page, text: str) -> None:
     page.keyboard.press("Control+Enter")
     expect(page.locator("#status")).to_contain_text(text)
@@ -140,10 +156,10 @@ def test_back_to_a_revealed_item_shows_the_revealed_stage_with_the_revision(page
     prompt = page.locator("#prompt").inner_text().split("\n")[0]
     page.locator("#progress").click()
     page.keyboard.press("1")
-    page.keyboard.press("Shift+Digit6")
+    _rate_all(page, [6, 3, 2])
     _submit_and_wait(page, "model's view is now shown")
     expect(page.locator("#view-1")).to_be_visible()
-    page.locator("#rating-1 input[value='2']").check()  # the revision after reveal
+    page.locator("#rating-1 input[value='5']").check()  # the revision after reveal
     page.locator("#progress").click()
     _submit_and_wait(page, "revised label after reveal")
     expect(page.locator("#prompt")).not_to_contain_text(prompt)
@@ -152,7 +168,7 @@ def test_back_to_a_revealed_item_shows_the_revealed_stage_with_the_revision(page
     expect(page.locator("#prompt")).to_contain_text(prompt.removeprefix("Prompt ").split(" ")[0])
     expect(page.locator("#prompt")).to_contain_text("the model's view is shown")
     expect(page.locator("#view-1")).to_be_visible()
-    expect(page.locator("#rating-1 input[value='2']")).to_be_checked()  # the latest answers, not the blind 6
+    expect(page.locator("#rating-1 input[value='5']")).to_be_checked()  # the latest answers, not the blind 6
 
 
 def test_a_prompt_typed_right_after_picking_one_is_kept(page: Page, srv: Server) -> None:
@@ -235,17 +251,22 @@ def test_digits_pick_without_moving_the_rating_highlight_and_a_pick_rated_below_
     expect(page.locator("#status")).to_contain_text("model's view is now shown")
     page.locator("#resp-2").click()  # a click highlights that card
     expect(page.locator("#card-2")).to_have_class(re.compile("active-card"))
+    expect(page.locator("#card-2")).to_have_class(re.compile("best-card"))  # the pick is marked on its card
+    wait_idle(page)
+    page.locator("#progress").click()
+    page.keyboard.press("Control+Enter")  # the reveal step as it is: answers already confirmed, no second warning
+    expect(page.locator("#status")).to_contain_text("revised label after reveal")
 
 
 def test_submitting_shows_on_the_button_and_a_second_ctrl_enter_says_so(page: Page, srv: Server) -> None:
     login(page, srv.url, "admin")
     expect(page.locator("#prompt")).to_contain_text("Prompt")
-    page.locator("#study-select input").click()
-    page.get_by_role("option", name="trust", exact=True).click()
+    _choose_study(page, "trust")
     expect(page.locator("#prompt")).to_contain_text("Prompt k")
-    held = _held_submits(page, srv)
     page.locator("#progress").click()
     page.keyboard.press("1")
+    _rate_all(page, [6, 3, 2])
+    held = _held_submits(page, srv)
     page.keyboard.press("Control+Enter")
     expect(page.locator("#submit-btn")).to_have_text("Submitting…")
     page.keyboard.press("Control+Enter")
@@ -264,8 +285,7 @@ def test_a_long_prompt_is_collapsed_and_a_cut_response_shows_a_scroll_cue(browse
     context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     login(page, srv.url, "bob")
-    page.locator("#study-select input").click()
-    page.get_by_role("option", name="long", exact=True).click()
+    _choose_study(page, "long")
     expect(page.locator("#prompt")).to_contain_text("Prompt long-1")
     expect(page.locator("#prompt")).to_have_class(re.compile("prompt-long"))
     box = page.locator("#prompt .prompt-box")  # the prose inside the block holds the text
@@ -294,3 +314,41 @@ def test_a_long_prompt_is_collapsed_and_a_cut_response_shows_a_scroll_cue(browse
     assert card and card["y"] < 900 and card["y"] + min(card["height"], 900) > 0, card
     page.screenshot(path=str(Path(tempfile.gettempdir()) / f"critlab-long-{width}.png"), full_page=False)
     context.close()
+
+
+def test_unfinished_answers_warn_in_view_and_leaving_them_needs_a_second_press(browser: Browser, srv: Server) -> None:
+    """A missing rating is pointed out where the person is looking; ← and S do not drop typed answers silently;
+    the comment box follows the study's questions."""
+    context = browser.new_context(viewport={"width": 800, "height": 700})
+    page = context.new_page()
+    login(page, srv.url, "admin")
+    _choose_study(page, "trust")
+    expect(page.locator("#prompt")).to_contain_text("Prompt k")
+    first = page.locator("#prompt").inner_text().split("\n")[0]
+    page.locator("#progress").click()
+    page.keyboard.press("2")
+    page.keyboard.press("Control+Enter")
+    status = page.locator("#status")
+    expect(status).to_contain_text("No response is rated")
+    box = status.bounding_box()
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= 700, f"the warning is out of view: {box}"
+    page.keyboard.press("s")  # a pick is an answer: leaving needs a second press
+    expect(page.locator("#submit-note")).to_contain_text("press S (Skip) again")
+    expect(page.locator("#prompt")).to_contain_text(first)
+    page.keyboard.press("s")
+    expect(status).to_contain_text("Skipped prompt")
+    expect(page.locator("#prompt")).not_to_contain_text(first)
+    page.locator("#comment textarea").fill("half a thought")
+    page.locator("#progress").click()
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#submit-note")).to_contain_text("press ← (Back) again")
+    expect(page.locator("#comment textarea")).to_have_value("half a thought")
+    context.close()
+    r = srv.login("admin").post("/api/admin/op/configure", json={"study": "long", "config": {"questions": ["best"]}})
+    assert r.status_code == 200, r.text
+    page = browser.new_page()
+    login(page, srv.url, "admin")
+    _choose_study(page, "long")
+    expect(page.locator("#prompt")).to_contain_text("Prompt long-1")
+    expect(page.locator("#comment")).to_be_hidden()
+    page.close()

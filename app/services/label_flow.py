@@ -44,41 +44,48 @@ def open_study(ctx: AppContext, user: str, study_name: str | None) -> Step:
     return _step(ctx, user, study_name, labelling.next_item(ctx, user, study_name), "opened")
 
 
-class PickBelowRating(ServiceError):
-    """The best pick is rated below another response: submitted only when the person confirms."""
+class CheckAnswers(ServiceError):
+    """The answers look unfinished or contradict themselves: submitted only when the person confirms."""
 
 
-def pick_rating_conflict(sub: LabelSubmission) -> str | None:
-    """Why the answers contradict each other, naming both cards by their position, or None.
+def answer_warnings(sub: LabelSubmission, questions: list[str]) -> list[str]:
+    """What a careful labeller would want pointed out before submitting, naming cards by their position.
 
     >>> sub = LabelSubmission(study="s", prompt_id=1, shown_order=[7, 8, 9], best=8, ratings={7: 5, 8: 3, 9: 6},
     ...                       idempotency_key="k" * 8)
-    >>> pick_rating_conflict(sub)
-    'Your best pick, response 2, is rated 3, below response 3 (rated 6).'
-    >>> pick_rating_conflict(sub.model_copy(update={"best": 9})) is None
-    True
+    >>> answer_warnings(sub, ["best", "rating"])
+    ['Your best pick, response 2, is rated 3, below response 3 (rated 6).']
+    >>> answer_warnings(sub.model_copy(update={"best": None, "ratings": {7: 5}}), ["best", "rating"])
+    ['No best pick.', 'Responses 2 and 3 are not rated.']
     """
-    if sub.best is None or sub.best not in sub.ratings:
-        return None
-    mine = sub.ratings[sub.best]
-    top = max(((v, -sub.shown_order.index(r), r) for r, v in sub.ratings.items() if r != sub.best), default=None)
-    if top is None or top[0] <= mine:
-        return None
     pos = {r: i + 1 for i, r in enumerate(sub.shown_order)}
-    return (f"Your best pick, response {pos[sub.best]}, is rated {mine}, below response {pos[top[2]]} "
-            f"(rated {top[0]}).")
+    out = []
+    if "best" in questions and sub.best is None:
+        out.append("No best pick.")
+    if sub.best is not None and sub.best in sub.ratings:
+        mine = sub.ratings[sub.best]
+        top = max(((v, -pos[r], r) for r, v in sub.ratings.items() if r != sub.best), default=None)
+        if top is not None and top[0] > mine:
+            out.append(f"Your best pick, response {pos[sub.best]}, is rated {mine}, below response {pos[top[2]]} "
+                       f"(rated {top[0]}).")
+    unrated = [pos[r] for r in sub.shown_order if r not in sub.ratings]
+    if "rating" in questions and not sub.ratings:
+        out.append("No response is rated.")
+    elif "rating" in questions and unrated:
+        many = len(unrated) > 1
+        names = f"{', '.join(map(str, unrated[:-1]))} and {unrated[-1]}" if many else str(unrated[0])
+        out.append(f"Response{'s' * many} {names} {'are' if many else 'is'} not rated.")
+    return out
 
 
 def submit_and_next(ctx: AppContext, user: str, sub: LabelSubmission, *, confirmed: bool = False) -> Step:
     """Store the label; then the reveal step of the same item (a blind label in a study with reveal and
     model judgments), else the next item. ServiceError when the label cannot be taken (nothing stored);
-    PickBelowRating when the best pick is rated below another card and the person has not `confirmed` it
-    (the guidelines forbid it, and preference exports drop such pairs)."""
-    conflict = pick_rating_conflict(sub)
-    if conflict and not confirmed:
-        raise PickBelowRating(f"{conflict} The guidelines ask for the best response to be rated highest, and "
-                              "exports drop such pairs: change the pick or the ratings, or press Ctrl+Enter again "
-                              "to submit it as it is.")
+    CheckAnswers when answer_warnings has something to say and the person has not `confirmed` it."""
+    warnings = answer_warnings(sub, studies.get_study(ctx.db, sub.study).config.questions)
+    if warnings and not confirmed:
+        raise CheckAnswers(" ".join(warnings) + " Change your answers, or press Ctrl+Enter again to submit them "
+                           "as they are.")
     result = labelling.submit(ctx, user, sub)
     name = _external_id(ctx, sub.prompt_id)
     if result.reveal:

@@ -73,7 +73,7 @@ class LabelItem(BaseModel):
     answers: Answers = Field(default_factory=Answers)
     stage: Stage = "blind"
     blind: bool = True  # the study is blind (so a 'revealed' stage here is a revision after reveal)
-    editing: bool = False  # the person labelled this item before (← back, or the reveal step)
+    editing: bool = False  # the person has answers of this stage already (← back to a labelled item)
     done: int = 0
     total: int = 0
     scale: tuple[int, int] = (1, 7)
@@ -195,7 +195,7 @@ def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: 
         item.checklist = _model_checklist(ctx, prompt_id)
     mine = judgments.current(ctx.db, study_id=study.id, judge=annotator, prompt_id=prompt_id, judge_kind="human",
                              stage=None)
-    item.editing = bool(mine)
+    item.editing = any(j.stage == stage for j in mine)  # the reveal step is not an edit: nothing revealed yet
     # Prefill with this stage's answers; a reveal step starts from the blind answers.
     same = [j for j in mine if j.stage == stage] or [j for j in mine if j.stage == "blind"]
     item.answers = _answers(same)
@@ -284,7 +284,7 @@ def _validate(ctx: AppContext, study: Study, sub: LabelSubmission, expected: set
         raise ServiceError("pick the best response (or rate at least one) before submitting")
     asked = {"best": sub.best is not None, "rating": bool(sub.ratings), "pairwise": sub.pairwise is not None,
              "correct": bool(sub.correct), "checklist": bool(sub.checklist_yes or sub.invalid_items),
-             "critique": bool(sub.critique), "reference": bool(sub.reference.strip())}
+             "critique": bool(sub.critique), "reference": bool(sub.reference.strip()), "comment": bool(sub.comment.strip())}
     extra = [name for name, given in asked.items() if given and name not in q]
     if extra:
         raise ServiceError(f"this study does not ask for: {', '.join(extra)}")

@@ -4,16 +4,36 @@
   const MAX = 8;
   let active = 1;       // the highlighted card: Shift+1..7 rate it; only J/K or a click move it
   let submitting = false;
+  // Unsaved answers on the shown item: ← / Back and S / Skip then need a second press (nothing is lost
+  // silently). Cleared whenever another item (or the same item at another stage) is shown.
+  let dirty = false, armed = null, shownItem = null;
   const SUBMIT_LABEL = "Submit (Ctrl+Enter)";
   const $ = (sel) => document.querySelector(sel);
   const visible = (el) => el && el.offsetParent !== null;
   const labelTabShown = () => visible($("#label-panel"));
   const cards = () => [...Array(MAX).keys()].map((i) => $(`#card-${i + 1}`)).filter(visible);
   function highlight() {
+    const best = Number($("#best input:checked")?.value || 0);
     for (let i = 1; i <= MAX; i++) {
       const c = $(`#card-${i}`);
-      if (c) c.classList.toggle("active-card", i === active);
+      if (c) {
+        c.classList.toggle("active-card", i === active);
+        c.classList.toggle("best-card", i === best);
+      }
     }
+  }
+  function itemChanged() {
+    // The markdown itself: Gradio also puts its progress text inside the block while an event runs.
+    const head = ($("#prompt [data-testid='markdown']")?.innerText || "").split("\n")[0];
+    if (head !== shownItem) { shownItem = head; dirty = false; armed = null; if (!submitting) note(""); }
+  }
+  // True when the action may go ahead; otherwise says why and arms it for the next press.
+  function leaveOk(action) {
+    if (!dirty || armed === action) { armed = null; return true; }
+    armed = action;
+    note(`Your answers on this item are not saved: press ${action === "back" ? "← (Back)" : "S (Skip)"} again to `
+         + "leave it without saving, or Ctrl+Enter to submit.");
+    return false;
   }
   function moveTo(k) {
     active = k;
@@ -68,11 +88,12 @@
     if (e.ctrlKey || e.altKey || e.metaKey) return;
     const digit = /^Digit([1-8])$/.exec(e.code);
     if (digit && e.shiftKey) {          // Shift+1..7: rate the highlighted card
-      if (clickRadio(`#rating-${active}`, digit[1])) e.preventDefault();
+      if (clickRadio(`#rating-${active}`, digit[1])) { dirty = true; e.preventDefault(); }
       return;
     }
     if (digit && !e.shiftKey && Number(digit[1]) <= n) {  // 1..8: pick the best (the highlight stays)
-      clickRadio("#best", digit[1]);
+      if (clickRadio("#best", digit[1])) dirty = true;
+      highlight();
       e.preventDefault();
       return;
     }
@@ -82,11 +103,27 @@
     } else if (e.key === "k" || e.key === "ArrowUp") {
       if (n) { moveTo(((active + n - 2) % n) + 1); e.preventDefault(); }
     } else if (e.key === "s" || e.key === "S") {
-      $("#skip-btn")?.click(); e.preventDefault();
+      $("#skip-btn")?.click(); e.preventDefault();   // held by the click guard below while answers are unsaved
     } else if (e.key === "ArrowLeft") {
       $("#back-btn")?.click(); e.preventDefault();
     }
   });
+  // A person's own change of an answer makes the item dirty; a click on Back or Skip is held as above.
+  for (const type of ["input", "change"]) {
+    document.addEventListener(type, (e) => {
+      if (e.isTrusted && labelTabShown() && e.target?.closest?.("#label-panel")
+          && !e.target.closest("#study-select")) dirty = true;
+      if (type === "change" && e.target?.closest?.("#best")) highlight();
+    }, true);
+  }
+  document.addEventListener("click", (e) => {
+    if (e.isTrusted && e.target?.closest?.("#label-panel [id^='pick-']")) dirty = true;
+    const button = e.target?.closest?.("#back-btn, #skip-btn");
+    if (button && !leaveOk(button.id === "back-btn" ? "back" : "skip")) {
+      e.stopImmediatePropagation();
+      e.preventDefault();
+    }
+  }, true);
   // A click anywhere in a Label card (its text, its rating) highlights that card.
   document.addEventListener("click", (e) => {
     const card = e.target && e.target.closest ? e.target.closest("[id^='card-']") : null;
@@ -116,7 +153,7 @@
       cue.style.display = more ? "" : "none";
     }
   }
-  new MutationObserver(() => { highlight(); scrollCues(); })
+  new MutationObserver(() => { itemChanged(); highlight(); scrollCues(); })
     .observe(document.documentElement, {childList: true, subtree: true});
   window.addEventListener("resize", scrollCues);
 })();

@@ -124,11 +124,13 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             reference = gr.Textbox(label="Your reference answer (optional)", lines=2, visible=False,
                                    elem_id="reference")
             comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="comment")
-            with gr.Row():
-                back = gr.Button("← Back", elem_id="back-btn", size="sm")
-                skip = gr.Button("Skip (S)", elem_id="skip-btn", size="sm")
-                submit = gr.Button("Submit (Ctrl+Enter)", variant="primary", elem_id="submit-btn")
-            status = gr.Markdown(elem_id="status")
+            # Kept in view at the bottom of the window (style.css): a warning must not land below the fold.
+            with gr.Column(elem_id="label-actions"):
+                with gr.Row():
+                    back = gr.Button("← Back", elem_id="back-btn", size="sm")
+                    skip = gr.Button("Skip (S)", elem_id="skip-btn", size="sm")
+                    submit = gr.Button("Submit (Ctrl+Enter)", variant="primary", elem_id="submit-btn")
+                status = gr.Markdown(elem_id="status")
             gr.Markdown(KEY_HELP, elem_classes=["key-help"])
         with gr.Column(scale=1, min_width=240):
             guidelines = gr.Markdown(elem_id="guidelines", elem_classes=["guidelines"])
@@ -151,11 +153,13 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         if not st:
             return keep_status(tab, "Nothing to submit.")
         sub = _submission(st, values)
-        # The same answers submitted again after the pick-below-rating warning: the person confirms them.
-        answered = [sub.best, sorted(sub.ratings.items())]
+        # Answers already warned about (submitted again), or shown as they were stored (the reveal step, an
+        # edit), need no second warning: the person confirms them by submitting.
+        answered = _signature(sub)
+        confirmed = answered in (st.get("warned"), st.get("prefill"))
         try:
-            step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=st.get("warned") == answered)
-        except label_flow.PickBelowRating as e:
+            step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=confirmed)
+        except label_flow.CheckAnswers as e:
             return keep_status(tab, f"⚠️ {e}", state={**st, "warned": answered})
         except ServiceError as e:
             return keep_status(tab, f"⚠️ {e}")
@@ -181,6 +185,11 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
     study.input(load, [study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     tab.load = load
     return tab
+
+
+def _signature(a: labelling.Answers) -> list:
+    """What the answer warnings look at, comparable across a round trip through Gradio's state."""
+    return [a.best, sorted([int(r), v] for r, v in a.ratings.items())]
 
 
 def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
@@ -274,7 +283,7 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
     pair_value = a.pairwise
     st = {"study": item.study, "prompt_id": item.prompt_id, "order": [c.response_id for c in item.cards],
           "stage": item.stage, "revision": item.stage == "revealed" and item.blind, "key": uuid.uuid4().hex,
-          "shown_at": time.time()}
+          "shown_at": time.time(), "prefill": _signature(a) if item.editing or item.stage == "revealed" else None}
     flags = " · *the model's view is shown*" if item.show_model_view else ""
     header = f"**Prompt {md_literal(item.prompt_external_id)}**" + (" · *editing your earlier label*" if item.editing else "") + flags
     long = sum(len(m.content) for m in item.messages) > LONG_PROMPT
@@ -285,7 +294,8 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
             gr.Radio(choices=[str(i) for i in range(1, n + 1)], value=best_pos, visible="best" in q),
             gr.Radio(visible="pairwise" in q and n >= 2, value=pair_value),
             gr.CheckboxGroup(choices=items, visible="checklist" in q and bool(items), value=[str(x) for x in a.invalid_items]),
-            gr.Textbox(visible="reference" in q, value=a.reference), a.comment, status_text, st]
+            gr.Textbox(visible="reference" in q, value=a.reference), gr.Textbox(visible="comment" in q, value=a.comment),
+            status_text, st]
 
 
 def keep_status(tab: LabelTab, status_text: str, state: dict | None = None) -> list[Any]:
