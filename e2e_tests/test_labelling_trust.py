@@ -93,7 +93,7 @@ def test_settings_open_filled_and_a_save_changes_only_what_was_ticked(page: Page
     expect(page.locator("#cfg-guidelines textarea")).to_have_value(GUIDE)
     _question(page, "correct").check()
     page.locator("#cfg-save").click()
-    expect(page.locator("#cfg-status")).to_contain_text("changed: questions")
+    expect(page.locator("#cfg-status")).to_contain_text("questions: + correct / incorrect per response")
     s = _settings(srv, "trust")
     assert s["config"]["blind"] and s["config"]["reveal"] and s["guidelines"] == GUIDE
     assert s["config"]["questions"] == ["best", "rating", "comment", "correct"]
@@ -113,11 +113,11 @@ def test_a_stale_form_is_refused_and_weakening_a_labelled_study_needs_confirmati
 
     _question(page, "correct").uncheck()  # removes a question: weakens
     page.locator("#cfg-save").click()
-    expect(page.locator("#cfg-status")).to_contain_text("remove the question correct")
+    expect(page.locator("#cfg-status")).to_contain_text("remove the question 'correct / incorrect per response'")
     expect(page.locator("#cfg-confirm")).to_be_visible()
     assert "correct" in _settings(srv, "trust")["config"]["questions"]  # not saved yet
     page.locator("#cfg-confirm").click()
-    expect(page.locator("#cfg-status")).to_contain_text("changed: questions")
+    expect(page.locator("#cfg-status")).to_contain_text("questions: − correct / incorrect per response")
     expect(page.locator("#cfg-confirm")).to_be_hidden()
     assert "correct" not in _settings(srv, "trust")["config"]["questions"]
 
@@ -125,6 +125,12 @@ def test_a_stale_form_is_refused_and_weakening_a_labelled_study_needs_confirmati
     page2.locator("#cfg-save").click()
     expect(page2.locator("#cfg-status")).to_contain_text("changed since this form was loaded")
     assert _settings(srv, "trust")["config"]["overlap"] is None
+    page2.locator("#cfg-reload").click()  # the stale form reloads in place, and the change saves then
+    expect(_question(page2, "correct")).not_to_be_checked()
+    page2.locator("#cfg-overlap input").fill("2")
+    page2.locator("#cfg-save").click()
+    expect(page2.locator("#cfg-status")).to_contain_text("annotators per prompt: everyone → 2")
+    assert _settings(srv, "trust")["config"]["overlap"] == 2
     other.close()
 
 

@@ -71,6 +71,15 @@ def test_samples_stream_then_scores_fill_in(ctx: AppContext, engine: ScriptedEng
     assert len(engine.calls[-1][1]) == 4
 
 
+def test_a_selector_with_nothing_to_extract_is_not_applicable_rather_than_failed(ctx: AppContext) -> None:
+    from app.ui.live_tab import _status
+
+    snap = _run(live.LiveSessions(ctx), methods=["select_majority", "p_true"]).snapshot()
+    assert [(m.method, m.state) for m in snap.methods] == [("select_majority", "n/a"), ("p_true", "done")]
+    text = _status(snap)
+    assert "select_majority – " in text and "answer extraction is a study setting" in text and "✗" not in text
+
+
 def test_add_to_study_stores_everything_once(ctx: AppContext) -> None:
     study = make_study(ctx.db, "s1")
     pid_batch = make_prompt(ctx.db, study.id, "q1")

@@ -17,6 +17,7 @@ from backend.methods.registry import DEFAULT_METHODS, all_methods, get_method, m
 from storage import jobs, responses, studies
 from storage.db import Database
 from storage.models import CallTally, JobFigures, ResponseIn, StudyConfig, TokenStats
+from app.ui import studies_tab
 from tests.builders import make_prompt, make_responses, make_run
 from tests.scripted_engine import ScriptedEngine
 
@@ -160,6 +161,9 @@ def test_exact_calls_of_the_default_methods_and_unknown_time_before_any_job(ctx:
     assert est.read_rate is None and est.seconds is None
     assert {m.method: m.seconds for m in est.methods}["select_majority"] == 0.0
     assert {m.method: m.seconds for m in est.methods}["p_true"] is None
+    assert (est.n_prompts, est.without_responses) == (4, 2)  # p3 has nothing; p4's imports are not the run's
+    text = studies_tab.estimate_markdown(est)
+    assert "2 of 4 prompts have no responses yet" in text and " per generation" not in text
 
 
 def test_exact_calls_of_the_other_methods(ctx: AppContext, study) -> None:

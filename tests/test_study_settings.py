@@ -75,7 +75,7 @@ def test_a_save_from_a_form_loaded_before_another_change_is_refused(db: Database
 @pytest.mark.parametrize("edit, reason", [
     ({"blind": False}, "turn blind labelling off"),
     ({"reveal": False}, "turn reveal after submit off"),
-    ({"questions": ["best", "comment"]}, "remove the question rating"),
+    ({"questions": ["best", "comment"]}, "remove the question '1–7 rating per response'"),
     ({"guidelines": "  "}, "clear the guidelines"),
 ])
 def test_weakening_a_study_with_labels_needs_confirmation(db: Database, edit: dict, reason: str) -> None:

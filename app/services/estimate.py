@@ -45,6 +45,8 @@ class ScoreEstimate(BaseModel):
     methods: list[MethodEstimate]
     read_rate: Rate | None
     generation_rate: Rate | None
+    n_prompts: int = 0
+    without_responses: int = 0  # prompts not counted: no responses yet (a generation job may still be running)
 
     @property
     def reads(self) -> int:
@@ -98,7 +100,8 @@ def estimate_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | s
     items = checklists.item_counts(ctx.db, study.id, author=info.model_id, method=checklist.id,
                                    version=checklist.version)
     base = []  # one input per prompt with responses, as scoring.method_input builds it (without texts)
-    for p in prompts.list_prompts(ctx.db, study.id):
+    all_prompts = prompts.list_prompts(ctx.db, study.id)
+    for p in all_prompts:
         label, derived = sets.get(p.id, ([], []))
         shown = sorted(label[:MAX_RESPONSES], key=lambda r: r.id)
         if not shown:
@@ -123,4 +126,5 @@ def estimate_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | s
             gens += calls.generations
         out.append(MethodEstimate(method=method.id, prompts=len(base), stored=stored, reads=reads, generations=gens,
                                   seconds=_seconds(EngineCalls(reads, gens), read, generation)))
-    return ScoreEstimate(study=study.name, engine=model, methods=out, read_rate=read, generation_rate=generation)
+    return ScoreEstimate(study=study.name, engine=model, methods=out, read_rate=read, generation_rate=generation,
+                         n_prompts=len(all_prompts), without_responses=len(all_prompts) - len(base))

@@ -83,7 +83,7 @@ class LiveCard(BaseModel):
 
 class MethodStatus(BaseModel):
     method: str
-    state: Literal["waiting", "running", "done", "failed"] = "waiting"
+    state: Literal["waiting", "running", "done", "failed", "n/a"] = "waiting"
     error: str | None = None
     seconds: float | None = None
 
@@ -231,7 +231,10 @@ class LiveSession:
                 self._view_rows[method.id] = scoring.verdict_rows(
                     0, 0, self.info.model_id, method, result, list(range(len(result.checklist or []))))
                 failed = [v.error for v in result.verdicts if v.status == "failed"]
-                status.state = "failed" if failed and len(failed) == len(result.verdicts) else "done"
+                # "n/a" (e.g. majority vote with no extractable answers) is not a failure of the method.
+                all_failed = bool(failed) and len(failed) == len(result.verdicts)
+                status.state = ("n/a" if all_failed and all((e or "").startswith("n/a") for e in failed)
+                                else "failed" if all_failed else "done")
                 status.error = failed[0] if failed else None
                 status.seconds = ms / 1000
 

@@ -155,6 +155,7 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
     a whole, as is a save from a form loaded before someone else's change, and a change that weakens a study
     with labels unless confirmed (study_settings.NeedsConfirmation). Every change lands in the history."""
     from app.services.study_settings import check_change
+    from app.services.study_settings import notes as settings_notes
     from backend.methods.answers import validate_mode
 
     study = studies.get_study(ctx.db, p.study)
@@ -177,7 +178,7 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
         s = studies.update_study(ctx.db, study.id, config=config, guidelines=p.guidelines, description=p.description,
                                  changed_by=user, confirmed=p.confirm) if changes else study
     return {"study": s.name, "config": s.config.model_dump(), "changed": changes,
-            "version": settings_history.version(s)}
+            "version": settings_history.version(s), "notes": settings_notes(s.config)}
 
 
 def requeue(ctx: AppContext, user: str, p: Requeue) -> dict[str, Any]:

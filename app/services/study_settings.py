@@ -9,8 +9,18 @@ from pydantic import BaseModel
 
 from app.services.context import AppContext, ServiceError
 from storage import judgments, settings_history, studies
-from storage.models import Study, StudyConfig  # noqa: F401 - StudyConfig: the doctests
+from storage.models import Study, StudyConfig
 
+QUESTION_LABELS = {"best": "best-of-N pick", "rating": "1–7 rating per response",
+                   "pairwise": "pairwise: response 1 vs 2 (A / B / tie / both bad)",
+                   "correct": "correct / incorrect per response", "checklist": "answers to the model's checklist",
+                   "critique": "agree / disagree with the model's critique (after reveal)",
+                   "reference": "reference answer written by the annotator", "comment": "comment"}
+SETTING_NAMES = {"blind": "blind labelling", "reveal": "reveal after submit", "questions": "questions",
+                 "overlap": "annotators per prompt", "extra_on_disagreement": "extra annotators on disagreement",
+                 "answer_extraction": "answer extraction", "live_annotators": "Live tab for annotators",
+                 "guidelines": "guidelines", "description": "description", "label_run_id": "labelling run",
+                 "rating_scale": "rating scale"}
 # The settings the Studies tab's form edits (the rest of StudyConfig stays as it is).
 FORM_KEYS = ("blind", "reveal", "questions", "overlap", "extra_on_disagreement", "answer_extraction",
              "live_annotators", "guidelines")
@@ -77,10 +87,51 @@ def weakening(before: Study, after: Study) -> list[str]:
         reasons.append(f"turn reveal after submit {'on' if a.reveal else 'off'}")
     removed = [q for q in b.questions if q not in a.questions]
     if removed:
-        reasons.append(f"remove the question{'s' * (len(removed) > 1)} {', '.join(removed)}")
+        reasons.append(f"remove the question{'s' * (len(removed) > 1)} "
+                       + ", ".join(f"'{QUESTION_LABELS.get(q, q)}'" for q in removed))
     if before.guidelines.strip() and not after.guidelines.strip():
         reasons.append("clear the guidelines")
     return reasons
+
+
+def describe(changes: dict[str, list]) -> str:
+    """A saved change in the form's words, old → new.
+
+    >>> describe({"reveal": [True, False], "questions": [["best", "rating"], ["best", "correct"]],
+    ...           "overlap": [None, 2], "guidelines": ["Old.", "New."]})
+    'reveal after submit: on → off; questions: − 1–7 rating per response, + correct / incorrect per response; annotators per prompt: everyone → 2; guidelines: edited'
+    """
+    parts = []
+    for key, (old, new) in changes.items():
+        name = SETTING_NAMES.get(key, key)
+        if key == "questions":
+            gone = [QUESTION_LABELS.get(q, q) for q in old if q not in new]
+            added = [QUESTION_LABELS.get(q, q) for q in new if q not in old]
+            parts.append(f"{name}: " + ", ".join([f"− {q}" for q in gone] + [f"+ {q}" for q in added]))
+        elif key in ("guidelines", "description"):
+            parts.append(f"{name}: {'cleared' if not new.strip() else 'edited'}")
+        else:
+            parts.append(f"{name}: {_value(key, old)} → {_value(key, new)}")
+    return "; ".join(parts)
+
+
+def _value(key: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if v is None:
+        return "everyone" if key == "overlap" else "none"
+    return str(v)
+
+
+def notes(config: StudyConfig) -> list[str]:
+    """Settings that are saved but have no effect as they stand."""
+    out = []
+    if config.extra_on_disagreement and config.overlap is None:
+        out.append("extra annotators on disagreement have no effect while annotators per prompt is blank "
+                   "(everyone labels everything)")
+    if "critique" in config.questions and not (config.blind and config.reveal):
+        out.append("the critique question is asked after the reveal, so it needs blind labelling and reveal on")
+    return out
 
 
 def check_change(ctx: AppContext, before: Study, after: Study, expected_version: str | None,

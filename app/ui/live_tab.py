@@ -79,11 +79,13 @@ def _card_text(c: live.LiveCard) -> str:
 def _status(snap: live.Snapshot) -> str:
     done = sum(c.state in ("done", "stopped", "failed") for c in snap.cards)
     parts = [f"Samples: {done} / {len(snap.cards)} complete"]
-    marks = {"waiting": "…", "running": "⏳", "done": "✓", "failed": "✗"}
+    marks = {"waiting": "…", "running": "⏳", "done": "✓", "failed": "✗", "n/a": "–"}
     if snap.methods:
         parts.append("Scores: " + ", ".join(
             f"{m.method} {marks[m.state]}" + (f" ({m.seconds:.1f} s)" if m.seconds is not None else "")
-            + (f" — {md_literal(m.error)}" if m.state == "failed" and m.error else "") for m in snap.methods))
+            + (f" — {md_literal(m.error)}" if m.state in ("failed", "n/a") and m.error else "")
+            + (" (answer extraction is a study setting)" if m.state == "n/a" and "extract" in (m.error or "") else "")
+            for m in snap.methods))
     if not snap.busy:
         parts.append("**done**: label below, then Add to study" if snap.sampling_done else "stopped")
     return " · ".join(parts)

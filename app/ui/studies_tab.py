@@ -66,8 +66,8 @@ def _duration(seconds: float) -> str:
 def estimate_markdown(est: estimate.ScoreEstimate) -> str:
     """The estimate as a sentence and a per-method table."""
     rates = []
-    for kind, rate in (("read", est.read_rate), ("generation", est.generation_rate)):
-        if rate is not None:
+    for kind, rate, n in (("read", est.read_rate, est.reads), ("generation", est.generation_rate, est.generations)):
+        if rate is not None and n:
             rates.append(f"{rate.seconds_per_call:.2f} s per {kind} (measured on job #{rate.job_id}, "
                          f"{rate.calls} {kind}s)")
     total = est.seconds
@@ -78,8 +78,10 @@ def estimate_markdown(est: estimate.ScoreEstimate) -> str:
                 "yet (the first job measures it)")
     else:
         when = f"about **{_duration(total)}**"
+    pending = (f" {est.without_responses} of {est.n_prompts} prompts have no responses yet and are not counted "
+               "(their samples may still be generating)." if est.without_responses else "")
     lines = [f"**Estimate** for **{md_literal(est.study)}**: {est.reads} prefill reads and {est.generations} "
-             f"generations still to run, {when}." + (f" At {'; '.join(rates)}." if rates else ""), "",
+             f"generations still to run, {when}." + (f" At {'; '.join(rates)}." if rates else "") + pending, "",
              "| method | prompts | already scored | reads | generations | time |", "|---|---|---|---|---|---|"]
     for m in est.methods:
         t = "–" if not (m.reads or m.generations) else ("unknown" if m.seconds is None else _duration(m.seconds))

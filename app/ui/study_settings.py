@@ -15,11 +15,7 @@ from app.services.ops import run_op
 from app.ui.errors import USER_ERRORS, shown_errors
 from storage.models import QUESTIONS
 
-QUESTION_LABELS = {"best": "best-of-N pick", "rating": "1–7 rating per response",
-                   "pairwise": "pairwise: response 1 vs 2 (A / B / tie / both bad)",
-                   "correct": "correct / incorrect per response", "checklist": "answers to the model's checklist",
-                   "critique": "agree / disagree with the model's critique (after reveal)",
-                   "reference": "reference answer written by the annotator", "comment": "comment"}
+QUESTION_LABELS = settings.QUESTION_LABELS
 
 
 @dataclass
@@ -51,6 +47,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
     with gr.Row():
         save = gr.Button("Save settings", elem_id="cfg-save")
         confirm = gr.Button("Confirm and save", variant="stop", visible=False, elem_id="cfg-confirm")
+        reload = gr.Button("↻ Reload settings and progress", elem_id="cfg-reload")
     status = gr.Markdown(elem_id="cfg-status")
     loaded = gr.State(None)  # the form as loaded (study_settings.SettingsForm), to send only what changed
     gr.Markdown("#### Annotators' progress")
@@ -76,7 +73,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
         def do_save(study_name: str | None, form_state: dict | None, blind_: bool, reveal_: bool, qs: list[str],
                     overlap_: float | None, extra_: float | None, answers_: str, live_: bool, guide: str,
                     request: gr.Request) -> tuple[Any, ...]:
-            keep = (gr.skip(),) * (len(form) + 2)
+            keep = (gr.skip(),) * (len(form) + 1)  # the form and the progress table
             try:
                 user = admin_of(request)
                 if not study_name or not form_state or form_state.get("study") != study_name:
@@ -97,8 +94,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
                 return (f"⚠️ {e}", gr.skip(), gr.Button(visible=True), *keep)
             except USER_ERRORS as e:
                 return (f"⚠️ {e}", gr.skip(), gr.Button(visible=False), *keep)
-            names = ", ".join(r["changed"]) or "nothing"
-            return fill(study_name, request, f"Saved the settings of **{md_literal(study_name)}** (changed: {names}).")
+            text = f"Saved the settings of **{md_literal(study_name)}**: {md_literal(settings.describe(r['changed']))}."
+            if r["notes"]:
+                text += " Note: " + "; ".join(md_literal(n) for n in r["notes"]) + "."
+            return fill(study_name, request, text)
         return do_save
 
     @shown_errors(1)
@@ -117,6 +116,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
     # load's first output is the status line (errors land there), then the form.
     # .change, not .input: the form also fills when the page load selects a study.
     study.change(load, [study], outputs, api_visibility="private")
+    reload.click(load, [study], outputs, api_visibility="private")
     for button, confirmed in ((save, False), (confirm, True)):
         button.click(save_with(confirmed), [study, loaded, *form], outputs, api_visibility="private")
     requeue.click(do_requeue, [study, requeue_id], [status], api_visibility="private")

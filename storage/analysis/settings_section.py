@@ -4,6 +4,7 @@ knows which labels were made under which questions, blind/reveal protocol and gu
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from storage import settings_history
@@ -28,6 +29,16 @@ def settings_changes(db: Database, study_id: int) -> dict[str, Any]:
             "first_label_at": first.isoformat() if first is not None else None}
 
 
+def _when(iso: str | None) -> str:
+    """
+    >>> _when("2026-12-06T03:04:05.123456+01:00")
+    '2026-12-06 02:04:05 UTC'
+    """
+    if not iso:
+        return "–"
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -41,8 +52,8 @@ def settings_blocks(doc: _Doc, section: dict[str, Any] | None) -> None:
         return
     n_after = section.get("n_after_first_label", 0)  # type: ignore[union-attr]
     doc.p(f"{len(changes)} change(s); {n_after} made after the first human label "
-          f"({section.get('first_label_at') or '–'}): labels before and after such a change were made "  # type: ignore[union-attr]
+          f"({_when(section.get('first_label_at'))}): labels before and after such a change were made "  # type: ignore[union-attr]
           "under different settings.")
     doc.table(["changed at", "by", "setting", "from", "to", "after labelling began", "confirmed"],
-              [[c["changed_at"], c["changed_by"] or "–", c["setting"], _short(c["old"]), _short(c["new"]),
+              [[_when(c["changed_at"]), c["changed_by"] or "–", c["setting"], _short(c["old"]), _short(c["new"]),
                 "yes" if c["after_first_label"] else "no", "yes" if c["confirmed"] else "no"] for c in changes])
