@@ -39,6 +39,6 @@ def test_label_tab_screenshot(page: Page, tmp_path: Path, shot_dir: Path) -> Non
         page.keyboard.press("Shift+Digit6")
         expect(page.locator("#rating-2 input[value='6']")).to_be_checked()
         expect(page.locator("#card-2")).to_have_class(re.compile("active-card"))
-        page.screenshot(path=str(shot_dir / "label-tab.png"), full_page=True)
+        page.screenshot(path=str(shot_dir / "label-tab.png"))  # the window as a person sees it
     finally:
         srv.stop()
