@@ -45,6 +45,17 @@ _MANAGED_FLAGS = frozenset({
 _WORKER_PORT = re.compile(r"Launching DP server process 0 on port (\d+)")
 
 
+
+def new_api_key() -> str:
+    """A fresh key for the launched server. Hex, not url-safe base64: SGLang's argparse reads a key that
+    starts with "-" as an option and the server exits ("--api-key: expected one argument").
+
+    >>> keys = [new_api_key() for _ in range(2000)]
+    >>> all(len(k) == 48 and not k.startswith("-") for k in keys) and len(set(keys)) == 2000
+    True
+    """
+    return secrets.token_hex(24)
+
 class SGLangLaunchError(RuntimeError):
     """The launched SGLang server failed to start; the message says why and where its log is."""
 
@@ -255,7 +266,7 @@ class SGLangLauncher:
             self._pump.join(timeout=2)  # the log is complete once every writer has exited
 
     def _spawn(self) -> None:
-        self._api_key = secrets.token_urlsafe(24)
+        self._api_key = new_api_key()
         self.port = free_port()
         self.worker_base_port = free_port() if self.dp > 1 else 0
         self._metrics_port = free_port() if self.dp > 1 else 0

@@ -159,7 +159,8 @@ def _submit_and_wait(page: Page, text: str) -> None:
 def test_back_to_a_revealed_item_shows_the_revealed_stage_with_the_revision(page: Page, srv: Server) -> None:
     login(page, srv.url, "bob")
     expect(page.locator("#prompt")).to_contain_text("Prompt k")
-    prompt = page.locator("#prompt").inner_text().split("\n")[0]
+    wait_idle(page)  # while an event runs, Gradio's progress text sits inside the block too
+    prompt = page.locator("#prompt [data-testid='markdown']").inner_text().split("\n")[0]
     page.locator("#progress").click()
     page.keyboard.press("1")
     _rate_all(page, [6, 3, 2])

@@ -66,8 +66,9 @@ def _duration(seconds: float) -> str:
 def estimate_markdown(est: estimate.ScoreEstimate) -> str:
     """The estimate as a sentence and a per-method table."""
     rates = []
+    nothing_left = not (est.reads or est.generations)  # then every measured speed is worth showing
     for kind, rate, n in (("read", est.read_rate, est.reads), ("generation", est.generation_rate, est.generations)):
-        if rate is not None and n:
+        if rate is not None and (n or nothing_left):
             rates.append(f"{rate.seconds_per_call:.2f} s per {kind} (measured on job #{rate.job_id}, "
                          f"{rate.calls} {kind}s)")
     total = est.seconds
