@@ -67,7 +67,7 @@ def test_a_save_from_a_form_loaded_before_another_change_is_refused(db: Database
     theirs = study_settings.load_form(ctx, "s")
     _save(ctx, theirs, overlap=3)
     before = _state(db)
-    with pytest.raises(ServiceError, match="changed since this form was loaded.*overlap by root"):
+    with pytest.raises(ServiceError, match="changed since this form was loaded.*annotators per prompt by root"):
         _save(ctx, mine, answer_extraction="boxed")
     assert _state(db) == before
 

@@ -284,7 +284,8 @@ def _validate(ctx: AppContext, study: Study, sub: LabelSubmission, expected: set
         raise ServiceError("pick the best response (or rate at least one) before submitting")
     asked = {"best": sub.best is not None, "rating": bool(sub.ratings), "pairwise": sub.pairwise is not None,
              "correct": bool(sub.correct), "checklist": bool(sub.checklist_yes or sub.invalid_items),
-             "critique": bool(sub.critique), "reference": bool(sub.reference.strip()), "comment": bool(sub.comment.strip())}
+             "critique": bool(sub.critique), "reference": bool(sub.reference.strip()),
+             "comment": bool(sub.comment.strip())}
     extra = [name for name, given in asked.items() if given and name not in q]
     if extra:
         raise ServiceError(f"this study does not ask for: {', '.join(extra)}")

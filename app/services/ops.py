@@ -167,7 +167,8 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
         validate_mode(config.answer_extraction)
     except ValueError as e:
         raise ServiceError(f"invalid study settings: {e}") from e
-    if config.label_run_id is not None and config.label_run_id not in {r.id for r in studies.list_runs(ctx.db, study.id)}:
+    runs = {r.id for r in studies.list_runs(ctx.db, study.id)}
+    if config.label_run_id is not None and config.label_run_id not in runs:
         raise ServiceError(f"generation run {config.label_run_id} is not a run of study {study.name!r}")
     with ctx.db.write():  # checked and written under the write lock: two saves cannot both pass the check
         study = studies.get_study(ctx.db, p.study)

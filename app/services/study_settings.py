@@ -139,8 +139,8 @@ def check_change(ctx: AppContext, before: Study, after: Study, expected_version:
     """The changed settings (setting -> [old, new]), after the stale-form and confirmation checks."""
     if expected_version is not None and expected_version != settings_history.version(before):
         last = next(reversed(settings_history.history(ctx.db, before.id)), None)
-        by = f" (last change: {last.setting} by {last.changed_by or 'unknown'} at {last.changed_at:%Y-%m-%d %H:%M:%S})" \
-            if last and last.changed_at else ""
+        by = (f" (last change: {SETTING_NAMES.get(last.setting, last.setting)} by {last.changed_by or 'unknown'} "
+              f"at {last.changed_at:%Y-%m-%d %H:%M:%S})" if last and last.changed_at else "")
         raise ServiceError(f"the settings of study {before.name!r} changed since this form was loaded{by}; "
                            "reload them and make your change again")
     changes = settings_history.diff(before, after)

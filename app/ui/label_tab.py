@@ -285,7 +285,8 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
           "stage": item.stage, "revision": item.stage == "revealed" and item.blind, "key": uuid.uuid4().hex,
           "shown_at": time.time(), "prefill": _signature(a) if item.editing or item.stage == "revealed" else None}
     flags = " · *the model's view is shown*" if item.show_model_view else ""
-    header = f"**Prompt {md_literal(item.prompt_external_id)}**" + (" · *editing your earlier label*" if item.editing else "") + flags
+    editing = " · *editing your earlier label*" if item.editing else ""
+    header = f"**Prompt {md_literal(item.prompt_external_id)}**" + editing + flags
     long = sum(len(m.content) for m in item.messages) > LONG_PROMPT
     prompt_md = gr.Markdown(header + "\n\n" + chat_to_safe_html([m.model_dump() for m in item.messages]),
                             elem_classes=["prompt-box", "prompt-long"] if long else ["prompt-box"])
