@@ -581,10 +581,50 @@ def test_best_of_n_rejects_picks_outside_the_candidates():
 
 
 def ece_reference(p: np.ndarray, y: np.ndarray, bins: int) -> tuple[float, list]:
-    """Kadavath App. A, written out: sort, split into equal-count bins (numpy.array_split), mean |acc - conf|."""
-    order = np.lexsort((y, p))
-    parts = [(p[idx].mean(), y[idx].mean(), len(idx)) for idx in np.array_split(order, bins)]
+    """The binning rule written out from its definition, apart from the code under test: position k of the
+    sorted probabilities belongs to equal-count bin j when it falls in the j-th chunk of numpy.array_split;
+    every distinct probability value joins the bin of its lowest position; ECE = mean |acc - conf| over the
+    bins that received anything."""
+    chunk_of = {}
+    for j, positions in enumerate(np.array_split(np.arange(len(p)), bins)):
+        for k in positions:
+            chunk_of[int(k)] = j
+    members: dict[int, list[tuple[float, int]]] = {}
+    seen = 0
+    for value in sorted(set(float(v) for v in p)):
+        pairs = [(float(v), int(t)) for v, t in zip(p, y) if float(v) == value]
+        members.setdefault(chunk_of[seen], []).extend(pairs)
+        seen += len(pairs)
+    parts = [(sum(v for v, _ in m) / len(m), sum(t for _, t in m) / len(m), len(m))
+             for _, m in sorted(members.items())]
     return float(np.mean([abs(a - c) for c, a, _ in parts])), parts
+
+
+def test_ece_does_not_split_tied_probabilities_by_label():
+    """Finding 1 of the statistics issue: a calibrated judge saying 0.5 on 100 responses, half correct, has
+    ECE 0 (sorting ties by label put every negative in the lower bins: ECE 0.5)."""
+    p, y = np.full(100, 0.5), np.array([0, 1] * 50)
+    assert A.ece(p, y) == 0.0 and A.rms_calibration_error(p, y) == 0.0
+    bins = A.reliability_bins(p, y)
+    assert bins.rows() == [(0, 100, 0.5, 0.5, 0.5, 0.5)]
+    rep = A.calibration_report(pl.DataFrame({"prob": p, "label": y}))
+    assert rep["ece"] == 0.0 and rep["n_bins_used"] == 1
+    # critique-like scores (0, 0.5, 1), each run calibrated: 30 at 0 (all wrong), 40 at 0.5 (half right),
+    # 30 at 1 (all right). Runs start at positions 0, 30, 70: bins 0, 3, 7; ECE 0 over the 3 bins used.
+    p = np.repeat([0.0, 0.5, 1.0], [30, 40, 30])
+    y = np.r_[np.zeros(30), np.tile([1, 0], 20), np.ones(30)].astype(int)
+    assert A.ece(p, y) == 0.0
+    assert A.reliability_bins(p, y)["bin"].to_list() == [0, 3, 7]
+    assert A.ece_weighted(p, y, np.ones((1, 100), dtype=int)).tolist() == [0.0]
+
+
+def test_rms_calibration_error_by_hand():
+    # bins {0.1, 0.2}: conf 0.15, acc 0.5 → gap 0.35; {0.7, 0.9}: conf 0.8, acc 1.0 → gap 0.2 (acc − conf > 0)
+    assert A.rms_calibration_error([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=2) == pytest.approx(
+        np.sqrt((0.35 ** 2 + 0.2 ** 2) / 2))
+    # one bin over-confident (conf 0.9, acc 0.5 → −0.4) and one under (conf 0.2, acc 1.0 → +0.8)
+    assert A.rms_calibration_error([0.2, 0.2, 0.9, 0.9], [1, 1, 1, 0], n_bins=2) == pytest.approx(
+        np.sqrt((0.8 ** 2 + 0.4 ** 2) / 2))
 
 
 @pytest.mark.parametrize("seed,n", [(0, 10), (1, 57), (2, 1000), (3, 5003)])
@@ -602,6 +642,11 @@ def test_calibration_matches_references(seed, n):
     assert bins["count"].to_list() == [c for _, _, c in parts]
     assert bins["confidence"].to_list() == pytest.approx([c for c, _, _ in parts])
     assert bins["accuracy"].to_list() == pytest.approx([a for _, a, _ in parts])
+    rms = np.sqrt(np.mean([(a - c) ** 2 for c, a, _ in parts]))
+    assert A.rms_calibration_error(p, y) == pytest.approx(rms)
+    edges = sorted(set(p))
+    for lo, hi, count in zip(bins["p_min"], bins["p_max"], bins["count"]):  # a bin holds every value in its range
+        assert count == int(((p >= lo) & (p <= hi)).sum()) and lo in edges and hi in edges
     rep = A.calibration_report(pl.DataFrame({"prob": p, "label": y.astype(bool)}))
     assert rep["ece"] == pytest.approx(ref) and rep["auroc"] == pytest.approx(skm.roc_auc_score(y, p))
 

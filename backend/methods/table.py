@@ -13,7 +13,7 @@ HUMAN_QUESTION = {
     "checklist": "human YES/NO on the same checklist items",
 }
 METRICS = {
-    "calibration": "AUROC, Brier, ECE (10 equal-count bins)",
+    "calibration": "AUROC, Brier, ECE (10 equal-count bins, tied probabilities kept whole)",
     "rank": "Spearman / Kendall τ-b per prompt and pooled",
     "top1": "top-1 accuracy vs random (1/N) and majority",
     "agreement": "agreement (with/without ties), Cohen's κ",

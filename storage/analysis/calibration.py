@@ -3,6 +3,11 @@
 Kadavath et al. 2022 (arXiv 2207.05221), Appendix A: sort the predictions, split them into 10 equal-count
 bins, ECE = (1/B) Σ_b |acc_b − conf_b| — the UNWEIGHTED mean over bins (with equal-count bins the bin weights
 are equal up to one prediction), RMS-CE = sqrt((1/B) Σ_b (acc_b − conf_b)²).
+
+Ties: predictions are sorted by probability only, and a run of tied probabilities goes wholly into the bin of
+its first element, so no bin boundary splits equal probabilities (splitting them would sort the run's
+negatives and positives into different bins by nothing but their label). Bins left empty by that are dropped;
+B is the number of bins actually used (``n_bins_used`` in the report).
 """
 
 from __future__ import annotations
@@ -59,31 +64,50 @@ def brier(prob: Any, label: Any) -> float:
 
 
 def reliability_bins(prob: Any, label: Any, n_bins: int = 10) -> pl.DataFrame:
-    """Equal-count bins for a reliability diagram: predictions sorted by probability (ties broken by label,
-    so the result does not depend on input order), then split into `n_bins` consecutive bins whose sizes
-    differ by at most one (the first ``n mod n_bins`` bins hold one more, as ``numpy.array_split``).
+    """Equal-count bins for a reliability diagram: predictions sorted by probability, split into `n_bins`
+    consecutive bins whose sizes differ by at most one (the first ``n mod n_bins`` bins hold one more, as
+    ``numpy.array_split``), except that a run of tied probabilities goes wholly into the bin of its first
+    element; bins left empty are dropped (see the module docstring).
 
-    Returns per bin: ``bin, count, confidence`` (mean probability), ``accuracy`` (share of label 1),
-    ``p_min, p_max``.
+    Returns per bin used: ``bin`` (its equal-count index), ``count, confidence`` (mean probability),
+    ``accuracy`` (share of label 1), ``p_min, p_max``.
 
     >>> reliability_bins([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=2).rows()
     [(0, 2, 0.15000000000000002, 0.5, 0.1, 0.2), (1, 2, 0.8, 1.0, 0.7, 0.9)]
+    >>> reliability_bins([0.5] * 4, [0, 1, 0, 1], n_bins=2).rows()   # one tied run: one bin, not 0/0 | 1/1
+    [(0, 4, 0.5, 0.5, 0.5, 0.5)]
     """
     p, y = _inputs(prob, label)
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     if p.size < n_bins:
         raise ValueError(f"{n_bins} equal-count bins need at least {n_bins} predictions, got {p.size}")
-    order = np.lexsort((y, p))
+    order = np.argsort(p, kind="stable")
     p, y = p[order], y[order]
-    b, sizes = _bin_of_position(p.size, n_bins)
+    b = _tie_bins(p, n_bins)
     count = np.bincount(b, minlength=n_bins)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    used = np.flatnonzero(count)
+    first = np.searchsorted(b, used, side="left")  # b never decreases along the sorted predictions
+    last = np.searchsorted(b, used, side="right") - 1
     return pl.DataFrame({
-        "bin": np.arange(n_bins, dtype=np.int64), "count": count.astype(np.int64),
-        "confidence": np.bincount(b, weights=p, minlength=n_bins) / count,
-        "accuracy": np.bincount(b, weights=y, minlength=n_bins) / count,
-        "p_min": p[starts], "p_max": p[starts + sizes - 1]})
+        "bin": used.astype(np.int64), "count": count[used].astype(np.int64),
+        "confidence": np.bincount(b, weights=p, minlength=n_bins)[used] / count[used],
+        "accuracy": np.bincount(b, weights=y, minlength=n_bins)[used] / count[used],
+        "p_min": p[first], "p_max": p[last]})
+
+
+def _tie_bins(sorted_p: np.ndarray, n_bins: int) -> np.ndarray:
+    """The bin of each sorted prediction: its equal-count bin, but a run of tied probabilities in the bin of
+    the run's first element.
+
+    >>> _tie_bins(np.array([0.2, 0.5, 0.5, 0.5, 0.5, 0.9]), 3).tolist()  # positions in bins 0 0 1 1 2 2
+    [0, 0, 0, 0, 0, 2]
+    """
+    b, _ = _bin_of_position(sorted_p.size, n_bins)
+    new_run = np.empty(sorted_p.size, dtype=bool)
+    new_run[:1] = True
+    new_run[1:] = sorted_p[1:] != sorted_p[:-1]
+    return b[np.flatnonzero(new_run)][np.cumsum(new_run) - 1]
 
 
 def _bin_of_position(n: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,11 +131,14 @@ def _mean_abs_gap(accuracy: np.ndarray, confidence: np.ndarray) -> np.ndarray:
 
 def ece(prob: Any, label: Any, n_bins: int = 10) -> float:
     """Expected calibration error over `n_bins` EQUAL-COUNT bins, the unweighted mean
-    (1/B) Σ_b |acc_b − conf_b| (Kadavath et al. 2022, App. A); bins as in `reliability_bins`.
+    (1/B) Σ_b |acc_b − conf_b| over the B bins used (Kadavath et al. 2022, App. A); bins as in
+    `reliability_bins`.
 
     >>> # bins {0.1, 0.2} → conf 0.15, acc 0.5; {0.7, 0.9} → conf 0.8, acc 1.0; ECE = (0.35 + 0.2) / 2
     >>> round(ece([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=2), 6)
     0.275
+    >>> ece([0.5] * 100, [0, 1] * 50)   # calibrated: says 0.5, right half the time
+    0.0
     """
     bins = reliability_bins(prob, label, n_bins)
     return float(_mean_abs_gap(bins["accuracy"].to_numpy(), bins["confidence"].to_numpy())[0])
@@ -190,7 +217,8 @@ def ece_weighted(prob: Any, label: Any, weights: Any, groups: Any = None, n_bins
     """`ece` for each row of `weights` (resamples × groups: how often each group of predictions counts; `groups`
     as in `auroc_weighted`), equal to `ece` on the predictions repeated that many times; nan where a row holds
     fewer than `n_bins` predictions. The predictions are sorted once; the probabilities of each bin are added
-    one repeated prediction at a time in sorted order, as `reliability_bins` adds them.
+    one repeated prediction at a time in sorted order, as `reliability_bins` adds them; tied runs and empty
+    bins as there.
 
     >>> # row 2 keeps 0.2 and 0.7 (both label 1): bins {0.2}, {0.7} → (0.8 + 0.3) / 2
     >>> ece_weighted([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], [[1, 1, 1, 1], [0, 1, 1, 0]], n_bins=2).round(6).tolist()
@@ -200,34 +228,32 @@ def ece_weighted(prob: Any, label: Any, weights: Any, groups: Any = None, n_bins
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     w, col = _weights(weights, groups, p.size)
-    order = np.lexsort((y, p))
+    order = np.argsort(p, kind="stable")
     ps, ys, col = p[order], y[order].astype(np.int8), col[order]
-    acc = np.zeros((w.shape[0], n_bins))
-    conf = np.zeros((w.shape[0], n_bins))
-    ok = np.zeros(w.shape[0], dtype=bool)
+    out = np.full(w.shape[0], np.nan)
     for r in range(w.shape[0]):  # one resample at a time: its sorted predictions are the sorted rows, repeated
         wr = w[r, col]
         values = np.repeat(ps, wr)
         if values.size < n_bins:
             continue
-        _, sizes = _bin_of_position(values.size, n_bins)
-        ends = np.cumsum(sizes)
-        starts = ends - sizes
-        for b in range(n_bins):  # cumsum adds in order from 0, as bincount does in reliability_bins
-            conf[r, b] = np.cumsum(values[starts[b]:ends[b]])[-1] / sizes[b]
+        b = _tie_bins(values, n_bins)
+        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])  # the bins used, in order
+        ends = np.r_[starts[1:], values.size]
+        sizes = ends - starts
+        # cumsum adds in order from 0, as bincount does in reliability_bins
+        conf = np.array([np.cumsum(values[a:e])[-1] for a, e in zip(starts, ends)]) / sizes
         # labels are 0/1: a bin's sum is a count, exact in any order
-        acc[r] = np.add.reduceat(np.repeat(ys, wr), starts, dtype=np.int64) / sizes
-        ok[r] = True
-    out = np.full(w.shape[0], np.nan)
-    out[ok] = _mean_abs_gap(acc[ok], conf[ok])
+        acc = np.add.reduceat(np.repeat(ys, wr), starts, dtype=np.int64) / sizes
+        out[r] = _mean_abs_gap(acc, conf)[0]
     return out
 
 
 def calibration_report(data: Any, *, prob_col: str = "prob", label_col: str = "label",
                        n_bins: int = 10) -> dict[str, Any]:
     """All calibration figures of one scorer: ``n, base_rate, auroc`` (nan with one class), ``brier, ece,
-    rms_ce, accuracy_above_half`` (share of label 1 among prob > 0.5, nan if none), ``n_above_half`` and
-    ``bins`` (the reliability diagram, a DataFrame); the bin figures are nan when n < n_bins.
+    rms_ce, accuracy_above_half`` (share of label 1 among prob > 0.5, nan if none), ``n_above_half``,
+    ``bins`` (the reliability diagram, a DataFrame) and ``n_bins_used``; the bin figures are nan when
+    n < n_bins.
 
     >>> r = calibration_report(pl.DataFrame({"prob": [0.1, 0.2, 0.7, 0.9], "label": [0, 1, 1, 1]}), n_bins=2)
     >>> # Brier = (0.01 + 0.64 + 0.09 + 0.01) / 4
@@ -239,9 +265,9 @@ def calibration_report(data: Any, *, prob_col: str = "prob", label_col: str = "l
     both = 0 < y.sum() < y.size
     enough = p.size >= n_bins
     above = p > 0.5
+    bins = reliability_bins(p, y, n_bins) if enough else None
     return {"n": int(p.size), "base_rate": float(y.mean()), "auroc": auroc(p, y) if both else float("nan"),
             "brier": brier(p, y), "ece": ece(p, y, n_bins) if enough else float("nan"),
             "rms_ce": rms_calibration_error(p, y, n_bins) if enough else float("nan"),
             "accuracy_above_half": float(y[above].mean()) if above.any() else float("nan"),
-            "n_above_half": int(above.sum()),
-            "bins": reliability_bins(p, y, n_bins) if enough else None}
+            "n_above_half": int(above.sum()), "bins": bins, "n_bins_used": bins.height if bins is not None else 0}

@@ -891,7 +891,8 @@ def _calibration(d: _Data, boot: _Boot) -> dict[str, Any]:
             "brier": _figure("brier", judges, rep["brier"], rep["n"], boot.sums(sq, _ratio("se", "one")), **extra),
             "ece": _figure("ece", judges, rep["ece"], rep["n"],
                            boot.weighted(f["prompt_id"], ece_fn) if rep["n"] >= 10 else None,
-                           bins=10, binning="equal-count", **extra),
+                           bins=10, bins_used=rep["n_bins_used"], binning="equal-count, tied runs kept whole",
+                           **extra),
             "rms_ce": _figure("rms_calibration_error", judges, rep["rms_ce"], rep["n"], **extra),
             "accuracy_above_half": _figure("accuracy_above_half", judges, rep["accuracy_above_half"],
                                            rep["n_above_half"], **extra),
@@ -1476,12 +1477,14 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
               f"{ca['n_no_consensus']} without." + (f" {ca['note']}." if ca.get("note") else ""))
         ok = [r for r in ca["methods"] if r.get("available")]
         if ca["methods"]:
-            doc.table(["judges", "method", "n", "base rate", "AUROC", "Brier", "ECE (10 equal-count bins)", "RMS-CE",
+            doc.p("ECE and RMS-CE: 10 equal-count bins, a run of tied probabilities kept whole in the bin of its "
+                  "first element, empty bins dropped; the mean is over the bins used.")
+            doc.table(["judges", "method", "n", "base rate", "AUROC", "Brier", "ECE", "bins used", "RMS-CE",
                        "acc. above 0.5"],
                       [[_vs(r["auroc"]), r["method"], r["n"], _fig(r["base_rate"], n=False), _fig(r["auroc"], n=False),
-                        _fig(r["brier"], n=False), _fig(r["ece"], n=False), _fig(r["rms_ce"], n=False),
-                        _fig(r["accuracy_above_half"])] if r.get("available") else
-                       [f"{r['judge']} vs {CONSENSUS}", r["method"], 0, r.get("reason", ""), "", "", "", "", ""]
+                        _fig(r["brier"], n=False), _fig(r["ece"], n=False), r["ece"].get("bins_used", "–"),
+                        _fig(r["rms_ce"], n=False), _fig(r["accuracy_above_half"])] if r.get("available") else
+                       [f"{r['judge']} vs {CONSENSUS}", r["method"], 0, r.get("reason", ""), "", "", "", "", "", ""]
                        for r in ca["methods"]])
         for r in ok:
             title = f"{r['judge']} · {r['method']}"
