@@ -15,6 +15,7 @@ import pandas as pd
 from app.render import to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
+from storage.analysis.report import interval_text
 from app.ui.tables import NO_COPY
 
 HEADLINE_COLUMNS = ["model", "method", "compared with", "metric", "value", "95% CI", "n", "κ vs consensus",
@@ -42,9 +43,8 @@ def headline_rows(rep: dict) -> list[list[str]]:
     rows = []
     for r in head.get("rows", []) if head.get("available", True) else []:
         main, kappa, ceiling, base = r.get("main") or {}, r.get("kappa") or {}, r.get("ceiling") or {}, r.get("baseline") or {}
-        ci = main.get("ci")
         rows.append([r["judge"], r["method"], r.get("human_question") or "", main.get("metric") or r.get("reason") or "",
-                     _fmt(main.get("value")), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "", _fmt(main.get("n")),
+                     _fmt(main.get("value")), interval_text(main), _fmt(main.get("n")),
                      _fmt(kappa.get("value")), _fmt(ceiling.get("value")), _fmt(base.get("value"))])
     return rows
 

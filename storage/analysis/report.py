@@ -120,6 +120,8 @@ def _jsonable(x: Any) -> Any:
         # 12 significant digits: sums in another order (polars group-bys) must not change the report's bytes
         return float(f"{x:.12g}") if math.isfinite(x) else None
     if t is dict:
+        if "ci" in x and isinstance(x["ci"], _CI):
+            x = _with_interval(x)
         return {k if type(k) is str else str(k): _jsonable(v) for k, v in x.items()}
     if t is list:
         return [_jsonable(v) for v in x]
@@ -143,6 +145,51 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+# An interval from fewer than this share of the resamples is marked (`ci_partial`); below CI_MIN_SHARE it is
+# withheld (null, with `ci_reason`): a metric undefined in most resamples (κ with one class, say) has no
+# interval worth printing.
+CI_FULL_SHARE = 0.95
+CI_MIN_SHARE = 0.5
+
+
+def _with_interval(fig: dict[str, Any]) -> dict[str, Any]:
+    """A figure whose `ci` is still a pending _CI, with its interval: `ci`, `n_valid` (the resamples in which
+    the metric was defined) and `n_resamples`, and `ci_partial` / `ci_reason` as CI_FULL_SHARE says."""
+    r = fig["ci"].pending.result()
+    n, valid = int(r["n_resamples"]), int(r["n_valid"])
+    lo, hi = _num(r["low"]), _num(r["high"])
+    out = {**fig, "ci": None if lo is None or hi is None else [lo, hi], "n_valid": valid, "n_resamples": n}
+    if valid < CI_MIN_SHARE * n:
+        out["ci"] = None
+        out["ci_reason"] = (f"the metric is defined in only {valid} of {n} resamples (fewer than "
+                            f"{CI_MIN_SHARE:.0%}): no interval")
+    elif valid < CI_FULL_SHARE * n:
+        out["ci_partial"] = True
+    return out
+
+
+def interval_text(fig: dict[str, Any] | None) -> str:
+    """A figure's interval as printed: '[0.201, 0.600]', marked '† 682/1000 resamples' when built on fewer than
+    95% of them, or why there is none.
+
+    >>> interval_text({"ci": [0.2, 0.6], "n_valid": 1000, "n_resamples": 1000})
+    '[0.200, 0.600]'
+    >>> interval_text({"ci": [0.2, 0.6], "n_valid": 682, "n_resamples": 1000, "ci_partial": True})
+    '[0.200, 0.600]† (682/1000 resamples)'
+    >>> interval_text({"ci": None, "n_valid": 120, "n_resamples": 1000, "ci_reason": "..."})
+    'no interval (120/1000 resamples)'
+    """
+    if not fig:
+        return ""
+    ci = fig.get("ci")
+    if ci:
+        text = f"[{_f(ci[0])}, {_f(ci[1])}]"
+        return text + f"† ({fig['n_valid']}/{fig['n_resamples']} resamples)" if fig.get("ci_partial") else text
+    if fig.get("ci_reason"):
+        return f"no interval ({fig['n_valid']}/{fig['n_resamples']} resamples)"
+    return ""
+
+
 class _CI:
     """A figure's interval while the report is being built: every interval is computed at once by
     `_Boot.run` (one set of draws per number of prompts, see `BootstrapBatch`) and becomes [low, high] or
@@ -156,7 +203,7 @@ class _CI:
     def pair(self) -> list[float] | None:
         r = self.pending.result()
         lo, hi = _num(r["low"]), _num(r["high"])
-        return None if lo is None or hi is None else [lo, hi]
+        return None if lo is None or hi is None or r["n_valid"] < CI_MIN_SHARE * r["n_resamples"] else [lo, hi]
 
 
 class _Boot:
@@ -1278,8 +1325,8 @@ def _fig(fig: dict[str, Any] | None, *, n: bool = True) -> str:
     if not fig:
         return "–"
     s = _f(fig.get("value"))
-    if fig.get("ci"):
-        s += f" [{_f(fig['ci'][0])}, {_f(fig['ci'][1])}]"
+    if interval_text(fig):
+        s += " " + interval_text(fig)
     if n:
         s += f" (n={fig.get('n', 0)})"
     return s
