@@ -127,8 +127,9 @@ def _per_judge(rows: pl.DataFrame, classes: Sequence[Any]) -> pl.DataFrame:
 def judge_vs_consensus(human_votes: Any, model_votes: Any = None,
                        classes: Sequence[Any] = PAIR_CLASSES) -> pl.DataFrame:
     """Every judge against the human consensus: humans against the consensus of the OTHER humans
-    (leave-one-out), models against the consensus of all humans. Units without a (unique-mode) consensus
-    are left out and counted in ``n_no_consensus``.
+    (leave-one-out), models against the consensus of all humans. Units the humans judged without a
+    (unique-mode) consensus are left out and counted in ``n_no_consensus``; a model's votes on units no human
+    judged are left out and not counted (there was no consensus to reach).
 
     Returns one row per judge: ``judge, kind ('human'|'model'), n, n_no_consensus, accuracy,
     precision_macro, recall_macro, f1_macro, kappa, confusion`` (rows = consensus, columns = the judge, in
@@ -142,7 +143,7 @@ def judge_vs_consensus(human_votes: Any, model_votes: Any = None,
     [('h1', 'human', 1, 1, 1.0), ('h2', 'human', 1, 1, 1.0), ('h3', 'human', 2, 0, 0.5), ('m', 'model', 2, 0, 0.5)]
     """
     loo = consensus(human_votes, classes, leave_one_out=True).select("judge", "label", "consensus")
-    parts = [loo.with_columns(kind=pl.lit("human"))]
+    parts = [loo.with_columns(kind=pl.lit("human"), judged=pl.lit(True))]
     if model_votes is not None:
         model_votes = frame(model_votes, VOTE_COLS, "model_votes")
         check_labels(model_votes, "label", classes, "model_votes")
@@ -151,13 +152,15 @@ def judge_vs_consensus(human_votes: Any, model_votes: Any = None,
         both = set(loo["judge"].unique().to_list()) & set(model_votes["judge"].unique().to_list())
         if both:
             raise ValueError(f"judge name(s) {sorted(both)[:5]} appear among both the humans and the models")
-        full = consensus(human_votes, classes).select(*UNIT_KEYS, "consensus")
+        full = consensus(human_votes, classes).select(*UNIT_KEYS, "consensus", judged=pl.lit(True))
         mv = model_votes.select(*UNIT_KEYS, "judge", pl.col("label").cast(loo["label"].dtype)).join(
             full, on=list(UNIT_KEYS), how="left", maintain_order="left")
-        parts.append(mv.select("judge", "label", "consensus", kind=pl.lit("model")))
+        parts.append(mv.select("judge", "label", "consensus", kind=pl.lit("model"),
+                               judged=pl.col("judged").fill_null(False)))
     rows = pl.concat(parts)
     kinds = rows.group_by("judge", maintain_order=True).agg(
-        kind=pl.col("kind").first(), n_no_consensus=pl.col("consensus").is_null().sum().cast(pl.Int64))
+        kind=pl.col("kind").first(),
+        n_no_consensus=(pl.col("consensus").is_null() & pl.col("judged")).sum().cast(pl.Int64))
     scored = _per_judge(rows.filter(pl.col("consensus").is_not_null()), classes)
     out = kinds.join(scored, on="judge", how="left", maintain_order="left").with_columns(pl.col("n").fill_null(0))
     return out.select("judge", "kind", "n", "n_no_consensus", "accuracy", "precision_macro", "recall_macro",

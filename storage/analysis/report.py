@@ -546,6 +546,26 @@ def _kappa_matrix(votes: pl.DataFrame, classes: Sequence[str], boot: _Boot) -> l
     return out
 
 
+def fleiss_overlap(configured: int | None, votes_per_unit: Sequence[int]) -> tuple[int, str]:
+    """The number of raters per unit Fleiss' κ is computed at, and where it came from: the study's configured
+    overlap, else the most common number of human votes per unit (the larger on a tie), so that a few units
+    with extra annotators cannot shrink κ to a handful of units.
+
+    >>> fleiss_overlap(None, [3, 3, 3, 2, 5])
+    (3, 'most common human votes per unit')
+    >>> fleiss_overlap(None, [2, 2, 4, 4, 7])
+    (4, 'most common human votes per unit')
+    >>> fleiss_overlap(2, [3, 3, 3])
+    (2, 'study config')
+    """
+    if configured:
+        return configured, "study config"
+    counts: dict[int, int] = {}
+    for n in votes_per_unit:
+        counts[n] = counts.get(n, 0) + 1
+    return max(counts, key=lambda n: (counts[n], n)), "most common human votes per unit"
+
+
 def _fleiss(votes: pl.DataFrame, overlap: int, classes: Sequence[str], boot: _Boot, source: str) -> dict[str, Any]:
     judges = [HUMANS, HUMANS]
     if overlap < 2:
@@ -656,9 +676,8 @@ def _pairwise(d: _Data, boot: _Boot) -> dict[str, Any]:
 
     vs = _vs_consensus_rows(human_votes, variants, PAIR_CLASSES, names, boot)
     kappa_votes = pl.concat([human_votes.select(VOTE), combined]) if combined is not None else human_votes.select(VOTE)
-    overlap_cfg = d.study.config.overlap
-    max_votes = int(human_votes.group_by("prompt_id", "unit").len()["len"].max())
-    overlap, source = (overlap_cfg, "study config") if overlap_cfg else (max_votes, "max human votes per unit")
+    overlap, source = fleiss_overlap(d.study.config.overlap,
+                                     human_votes.group_by("prompt_id", "unit").len()["len"].to_list())
     return {
         "available": True, "classes": list(PAIR_CLASSES), "humans": humans, "models": models, "units": units,
         "agreement": agreement,
