@@ -84,7 +84,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-headline",
                             wrap=True, column_widths=HEADLINE_WIDTHS, elem_classes=["fit-table"])
     plot = gr.LinePlot(x="confidence", y="accuracy", color="series", x_lim=[0, 1], y_lim=[0, 1],
-                       title="Calibration (reliability diagram, 10 equal-count bins)", elem_id="agr-plot")
+                       title="Calibration (reliability diagram: 10 equal-count bins, tied probabilities kept whole)", elem_id="agr-plot")
     gr.Markdown("#### Most disagreed items")
     disagreed = gr.Dataframe(headers=["prompt", "between", "disagreement rate", "vote pairs"], interactive=False,
                              buttons=NO_COPY, elem_id="agr-disagreed")
