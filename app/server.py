@@ -24,6 +24,7 @@ from app.api_label import label_router
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.services.ops import run_op
+from app.services.paths import web_paths
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
 from storage.fileio import SPACE_ERRNOS
@@ -41,10 +42,14 @@ class ServerState:
         self.ctx, self.sessions, self.admin_token = ctx, sessions, admin_token
         self.limiter = LoginLimiter()
 
+    def is_cli(self, request: Request) -> bool:
+        """Whether the request carries the admin token from the lock file (the CLI, as the database owner)."""
+        auth = request.headers.get("authorization", "")
+        return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode())
+
     def user_from_request(self, request: Request) -> Annotator | None:
         """The logged-in person (signed cookie) or the CLI (admin bearer token), else None."""
-        auth = request.headers.get("authorization", "")
-        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode()):
+        if self.is_cli(request):
             return Annotator(id=0, name=CLI_USER, role="admin")
         claims = self.sessions.claims(request.cookies.get(COOKIE))
         if claims is None:
@@ -256,8 +261,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         payload = await request.json()
         if not isinstance(payload, dict):
             raise HTTPException(400, "the body must be a JSON object")
+        # A login session names files only in the uploads and exports folders; the admin token (the CLI, run
+        # by the database owner) names any. Decided by how the caller authenticated, not by their name.
+        web = None if state.is_cli(request) else web_paths(ctx)
         # Runs in a worker thread: ops touch the database and may take a while.
-        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload))
+        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload, web=web))
 
     from app.ui.layout import CSS, HEAD, build_ui
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
+from app.services.paths import OptionalReadPath
 from backend.engines.base import Engine, EngineError
 from storage import jobs as job_rows
 from storage.db import Database
@@ -23,7 +24,7 @@ class EngineConfig(BaseModel):
 
     engine: str = "embedded"  # embedded | sglang
     sglang_url: str | None = None
-    sglang_tokenizer: str | None = None
+    sglang_tokenizer: OptionalReadPath = None  # a local tokenizer directory
     sglang_tokenize_url: str | None = None
     sglang_model_id: str | None = None
     # True when the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1 (critlab's --launch-sglang does);
