@@ -308,10 +308,14 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
 @click.option("--sglang-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=1),
               help="With --launch-sglang: seconds to wait for the server to answer /health (model download and "
                    "loading included).")
+@click.option("--forwarded-allow-ips", metavar="IPS", default="",
+              help="Behind a reverse proxy: the proxy addresses (comma-separated IPs or networks) whose "
+                   "X-Forwarded-For and X-Forwarded-Proto critlab believes. Default: none, so the login rate "
+                   "limit counts the address that connects.")
 @db_option
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
-          sglang_args: tuple[str, ...], sglang_timeout: float, **kw: Any) -> None:
+          sglang_args: tuple[str, ...], sglang_timeout: float, forwarded_allow_ips: str, **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
@@ -331,7 +335,7 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw))
+        _serve(db_path, host, port, _engine_cfg(kw), forwarded_allow_ips=forwarded_allow_ips)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
@@ -341,11 +345,11 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
         extra = [arg for value in sglang_args for arg in shlex.split(value)]
     except ValueError as e:
         fail(f"--sglang-arg: {e}")
-    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw)
+    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw, forwarded_allow_ips)
 
 
 def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp: int, extra: list[str],
-                    timeout: float, kw: dict[str, Any]) -> None:
+                    timeout: float, kw: dict[str, Any], forwarded_allow_ips: str) -> None:
     from app.sglang_launch import SGLangLauncher, SGLangLaunchError
     from backend.engines.sglang import API_KEY_ENV
 
@@ -377,7 +381,7 @@ def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp:
                                   sglang_tokenize_url=kw["sglang_tokenize_url"] or launcher.worker_url,
                                   sglang_tokenizer=kw["sglang_tokenizer"], sglang_model_id=kw["sglang_model_id"],
                                   sglang_raw_logprobs=True)
-            _serve(db_path, host, port, engine,
+            _serve(db_path, host, port, engine, forwarded_allow_ips=forwarded_allow_ips,
                    banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}")
     except SGLangLaunchError as e:
         fail(str(e))
@@ -394,7 +398,8 @@ def _exit_on_termination() -> None:
     signal.signal(signal.SIGHUP, leave)
 
 
-def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "") -> None:  # noqa: ANN001
+def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
+           forwarded_allow_ips: str = "") -> None:
     import uvicorn
 
     from app.server import create_app
@@ -408,7 +413,10 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
     click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
     if banner:
         click.echo(banner)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning")
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: then anyone on this machine
+    # could pick the address the login rate limit counts. Only the proxies named are believed.
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning",
+                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
 
 
 @main.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
@@ -206,14 +207,27 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         _check_json_post(request)
         body = await request.json()
         name, password = str(body.get("name", "")), str(body.get("password", ""))
+        # The client's own address: uvicorn rewrites it from X-Forwarded-For only for the proxies named by
+        # `critlab serve --forwarded-allow-ips` (none by default).
         client = request.client.host if request.client else "?"
-        if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
-            return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
-        # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
-        user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+        keys = (f"name:{name}", f"ip:{client}")
+        limiter = state.limiter
+        if not limiter.check_slot():
+            return JSONResponse({"error": "too many logins at once; try again in a few seconds"}, status_code=503,
+                                headers={"Retry-After": "2"})
+        try:
+            ticket = limiter.reserve(*keys)  # counted before the password is checked: see LoginLimiter
+            if ticket is None:
+                wait = limiter.retry_after(*keys)
+                return JSONResponse({"error": f"too many failed logins; try again in {math.ceil(wait / 60)} min"},
+                                    status_code=429, headers={"Retry-After": str(wait)})
+            # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
+            user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+        finally:
+            limiter.end_check()
         if user is None:
-            state.limiter.failed(f"name:{name}", f"ip:{client}")
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
+        limiter.release(ticket)  # a right password is no failed attempt
         resp = JSONResponse({"name": user.name, "role": user.role})
         resp.set_cookie(COOKIE, state.sessions.issue(user.name, user.session_gen), max_age=state.sessions.max_age, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
