@@ -17,6 +17,7 @@ from app.render import chat_to_safe_html, md_literal, to_safe_html
 from app.services import label_flow, labelling
 from app.services.context import AppContext, ServiceError
 from app.services.label_flow import Step
+from app.ui.errors import warning
 from app.ui.model_view_md import render_view
 from storage.models import MAX_RESPONSES
 
@@ -160,9 +161,9 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=confirmed)
         except label_flow.CheckAnswers as e:
-            return keep_status(tab, f"⚠️ {e}", state={**st, "warned": answered})
+            return keep_status(tab, warning(e), state={**st, "warned": answered})
         except ServiceError as e:
-            return keep_status(tab, f"⚠️ {e}")
+            return keep_status(tab, warning(e))
         return render_step(tab, step)
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
