@@ -23,9 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import lockfile
 from app.api_label import label_router
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
-from app.services.context import AppContext, PermissionDenied, ServiceError
+from app.services.context import AppContext, PermissionDenied, ServiceError, TooManyRequests
 from app.services.ops import run_op
 from app.services.paths import web_paths
+from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
 from storage.fileio import SPACE_ERRNOS
@@ -127,9 +128,12 @@ def _no_store(send: Send) -> Send:
 
 
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
-               url: str | None = None, on_start: Callable[[], None] | None = None) -> FastAPI:
+               url: str | None = None, on_start: Callable[[], None] | None = None,
+               submits_per_minute: int = SUBMITS_PER_MINUTE) -> FastAPI:
     """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
-    `on_start` runs once the server owns the database (the demo starts its generation job there)."""
+    `on_start` runs once the server owns the database (the demo starts its generation job there).
+    `submits_per_minute`: the labels one person may submit per minute (0: no limit)."""
+    ctx.submit_limit = RateLimit(submits_per_minute) if submits_per_minute else None
     state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path)),
                         admin_token or secrets.token_urlsafe(32))
 
@@ -177,6 +181,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     @api.exception_handler(ValueError)
     async def _user_error(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @api.exception_handler(TooManyRequests)
+    async def _too_many(_: Request, exc: Exception) -> JSONResponse:
+        wait = exc.retry_after if isinstance(exc, TooManyRequests) else 60
+        return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
 
     @api.exception_handler(PermissionDenied)
     async def _denied(_: Request, exc: Exception) -> JSONResponse:
