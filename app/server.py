@@ -27,6 +27,7 @@ from app.services.context import AppContext, PermissionDenied, ServiceError, Too
 from app.services.ops import run_op
 from app.services.paths import web_paths
 from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
+from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
 from storage.fileio import SPACE_ERRNOS
@@ -300,6 +301,7 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         return user.name if user and user.name != CLI_USER else None
 
     api.add_middleware(SessionGate, state=state, gradio_user=gradio_user)
+    add_web_headers(api)  # after the gate: outermost, so its refusals carry the headers too
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
                                head=HEAD, css=CSS, ssr_mode=False, run_history=False,
