@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
 from storage import annotators, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn, StudyConfig
@@ -83,8 +84,6 @@ def test_comment_and_reference_have_a_length_limit(live: Live) -> None:
 
 
 def test_each_person_has_a_submit_rate_limit(live: Live) -> None:
-    from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
-
     assert live.ctx.submit_limit is not None and live.ctx.submit_limit.limit == SUBMITS_PER_MINUTE == 120
     clock = Clock()
     live.ctx.submit_limit = RateLimit(5, 60, clock=clock)

@@ -19,10 +19,10 @@ from app import lockfile
 from app.services.context import EngineConfig, ServiceError
 from app.services.ops import Backup, Generate, ImportPrompts
 from app.services.paths import WebPaths, confine
-from tests.server_process import ENV, start_serve, stop
-from tests.test_security import _labelled_study
 from storage import annotators
 from storage.db import Database
+from tests.server_process import ENV, start_serve, stop
+from tests.test_security import _labelled_study
 
 ADMIN_PASSWORD = "web-admin-pass-1"
 JUDGMENTS_LINE = ('{"item_id": "j1", "prompt": "2+2?", "responses": [{"id": "a", "text": "4"}, {"id": "b", "text": "5"}], '
