@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import threading
@@ -105,24 +106,71 @@ class Sessions:
 
 
 class LoginLimiter:
-    """At most `attempts` failed logins per name and per client address in `window` seconds."""
+    """At most `attempts` failed logins per name and per client address in `window` seconds, and at most
+    `concurrent` password checks at once.
 
-    def __init__(self, attempts: int = 10, window: float = 300.0):
-        self.attempts, self.window = attempts, window
+    An attempt is reserved before its password is checked, under one lock for every key, and given back
+    only when the password was right: guesses sent all at once cannot all pass the check before the
+    first failure is counted. `clock` lets a test move time forward instead of waiting out the window.
+
+    >>> t = [0.0]; lim = LoginLimiter(attempts=2, window=60, clock=lambda: t[0])
+    >>> a, b = lim.reserve("name:x"), lim.reserve("name:x")
+    >>> lim.reserve("name:x"), lim.retry_after("name:x")
+    (None, 60)
+    >>> lim.release(b); lim.reserve("name:x") is not None
+    True
+    >>> t[0] = 60.0; lim.reserve("name:x") is not None
+    True
+    """
+
+    def __init__(self, attempts: int = 10, window: float = 300.0, concurrent: int = 4,
+                 clock: Callable[[], float] = time.monotonic):
+        self.attempts, self.window, self._clock = attempts, window, clock
         self._fails: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(concurrent)
 
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
+    def _recent(self, key: str, now: float) -> list[float]:
+        recent = [t for t in self._fails.get(key, []) if now - t < self.window]
+        if recent:
+            self._fails[key] = recent
+        else:
+            self._fails.pop(key, None)
+        return recent
+
+    def reserve(self, *keys: str) -> tuple[float, tuple[str, ...]] | None:
+        """Count one attempt against every key, or None (nothing counted) when any key is used up."""
+        now = self._clock()
+        with self._lock:
+            if len(self._fails) > 10_000:  # one-off names would otherwise pile up until a restart
+                for k in list(self._fails):
+                    self._recent(k, now)
+            if any(len(self._recent(k, now)) >= self.attempts for k in keys):
+                return None
+            for k in keys:
+                self._fails.setdefault(k, []).append(now)
+        return now, keys
+
+    def release(self, ticket: tuple[float, tuple[str, ...]]) -> None:
+        """Give a reserved attempt back (the password was right)."""
+        when, keys = ticket
         with self._lock:
             for k in keys:
-                recent = [t for t in self._fails.get(k, []) if now - t < self.window]
-                self._fails[k] = recent
-                if len(recent) >= self.attempts:
-                    return True
-        return False
+                if when in self._fails.get(k, []):
+                    self._fails[k].remove(when)
 
-    def failed(self, *keys: str) -> None:
+    def retry_after(self, *keys: str) -> int:
+        """Whole seconds until the first used-up key has an attempt again."""
+        now = self._clock()
         with self._lock:
-            for k in keys:
-                self._fails.setdefault(k, []).append(time.monotonic())
+            waits = [self.window - (now - r[-self.attempts]) for k in keys
+                     if len(r := self._recent(k, now)) >= self.attempts]
+        return max(1, math.ceil(max(waits, default=0)))
+
+    def check_slot(self) -> bool:
+        """Take one of the `concurrent` password-check slots without waiting; False when all are busy.
+        (scrypt is slow and memory-hungry by design, so a flood of logins is refused, not queued.)"""
+        return self._checks.acquire(blocking=False)
+
+    def end_check(self) -> None:
+        self._checks.release()

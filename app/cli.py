@@ -24,6 +24,7 @@ import click
 from app import lockfile
 from app.cli_export import add_export_commands
 from app.services.context import EngineConfig
+from app.services.rate import SUBMITS_PER_MINUTE
 from backend.methods.registry import DEFAULT_METHODS
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
@@ -308,10 +309,18 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
 @click.option("--sglang-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=1),
               help="With --launch-sglang: seconds to wait for the server to answer /health (model download and "
                    "loading included).")
+@click.option("--submits-per-minute", default=SUBMITS_PER_MINUTE, show_default=True, type=click.IntRange(0),
+              help="Labels one person may submit per minute (Label tab, Live, JSON API); more answer 429. "
+                   "0: no limit.")
+@click.option("--forwarded-allow-ips", metavar="IPS", default="",
+              help="Behind a reverse proxy: the proxy addresses (comma-separated IPs or networks) whose "
+                   "X-Forwarded-For and X-Forwarded-Proto critlab believes. Default: none, so the login rate "
+                   "limit counts the address that connects.")
 @db_option
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
-          sglang_args: tuple[str, ...], sglang_timeout: float, **kw: Any) -> None:
+          sglang_args: tuple[str, ...], sglang_timeout: float, submits_per_minute: int, forwarded_allow_ips: str,
+          **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
@@ -331,7 +340,8 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw))
+        _serve(db_path, host, port, _engine_cfg(kw), forwarded_allow_ips=forwarded_allow_ips,
+               submits_per_minute=submits_per_minute)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
@@ -341,11 +351,12 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
         extra = [arg for value in sglang_args for arg in shlex.split(value)]
     except ValueError as e:
         fail(f"--sglang-arg: {e}")
-    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw)
+    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw,
+                    {"forwarded_allow_ips": forwarded_allow_ips, "submits_per_minute": submits_per_minute})
 
 
 def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp: int, extra: list[str],
-                    timeout: float, kw: dict[str, Any]) -> None:
+                    timeout: float, kw: dict[str, Any], web: dict[str, Any]) -> None:
     from app.sglang_launch import SGLangLauncher, SGLangLaunchError
     from backend.engines.sglang import API_KEY_ENV
 
@@ -377,7 +388,7 @@ def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp:
                                   sglang_tokenize_url=kw["sglang_tokenize_url"] or launcher.worker_url,
                                   sglang_tokenizer=kw["sglang_tokenizer"], sglang_model_id=kw["sglang_model_id"],
                                   sglang_raw_logprobs=True)
-            _serve(db_path, host, port, engine,
+            _serve(db_path, host, port, engine, **web,
                    banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}")
     except SGLangLaunchError as e:
         fail(str(e))
@@ -394,7 +405,8 @@ def _exit_on_termination() -> None:
     signal.signal(signal.SIGHUP, leave)
 
 
-def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "") -> None:  # noqa: ANN001
+def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
+           forwarded_allow_ips: str = "", submits_per_minute: int = SUBMITS_PER_MINUTE) -> None:
     import uvicorn
 
     from app.server import create_app
@@ -404,11 +416,15 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
     ctx = Local(db_path, engine).ctx
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None)
+    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
+                     submits_per_minute=submits_per_minute)
     click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
     if banner:
         click.echo(banner)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning")
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: then anyone on this machine
+    # could pick the address the login rate limit counts. Only the proxies named are believed.
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning",
+                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
 
 
 @main.command()

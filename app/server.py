@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
@@ -22,8 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import lockfile
 from app.api_label import label_router
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
-from app.services.context import AppContext, PermissionDenied, ServiceError
+from app.services.context import AppContext, PermissionDenied, ServiceError, TooManyRequests
 from app.services.ops import run_op
+from app.services.paths import web_paths
+from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
+from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
 from storage.fileio import SPACE_ERRNOS
@@ -41,10 +45,14 @@ class ServerState:
         self.ctx, self.sessions, self.admin_token = ctx, sessions, admin_token
         self.limiter = LoginLimiter()
 
+    def is_cli(self, request: Request) -> bool:
+        """Whether the request carries the admin token from the lock file (the CLI, as the database owner)."""
+        auth = request.headers.get("authorization", "")
+        return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode())
+
     def user_from_request(self, request: Request) -> Annotator | None:
         """The logged-in person (signed cookie) or the CLI (admin bearer token), else None."""
-        auth = request.headers.get("authorization", "")
-        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode()):
+        if self.is_cli(request):
             return Annotator(id=0, name=CLI_USER, role="admin")
         claims = self.sessions.claims(request.cookies.get(COOKIE))
         if claims is None:
@@ -121,9 +129,12 @@ def _no_store(send: Send) -> Send:
 
 
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
-               url: str | None = None, on_start: Callable[[], None] | None = None) -> FastAPI:
+               url: str | None = None, on_start: Callable[[], None] | None = None,
+               submits_per_minute: int = SUBMITS_PER_MINUTE) -> FastAPI:
     """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
-    `on_start` runs once the server owns the database (the demo starts its generation job there)."""
+    `on_start` runs once the server owns the database (the demo starts its generation job there).
+    `submits_per_minute`: the labels one person may submit per minute (0: no limit)."""
+    ctx.submit_limit = RateLimit(submits_per_minute) if submits_per_minute else None
     state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path)),
                         admin_token or secrets.token_urlsafe(32))
 
@@ -172,6 +183,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     async def _user_error(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
+    @api.exception_handler(TooManyRequests)
+    async def _too_many(_: Request, exc: Exception) -> JSONResponse:
+        wait = exc.retry_after if isinstance(exc, TooManyRequests) else 60
+        return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
+
     @api.exception_handler(PermissionDenied)
     async def _denied(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=403)
@@ -201,14 +217,27 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         _check_json_post(request)
         body = await request.json()
         name, password = str(body.get("name", "")), str(body.get("password", ""))
+        # The client's own address: uvicorn rewrites it from X-Forwarded-For only for the proxies named by
+        # `critlab serve --forwarded-allow-ips` (none by default).
         client = request.client.host if request.client else "?"
-        if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
-            return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
-        # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
-        user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+        keys = (f"name:{name}", f"ip:{client}")
+        limiter = state.limiter
+        if not limiter.check_slot():
+            return JSONResponse({"error": "too many logins at once; try again in a few seconds"}, status_code=503,
+                                headers={"Retry-After": "2"})
+        try:
+            ticket = limiter.reserve(*keys)  # counted before the password is checked: see LoginLimiter
+            if ticket is None:
+                wait = limiter.retry_after(*keys)
+                return JSONResponse({"error": f"too many failed logins; try again in {math.ceil(wait / 60)} min"},
+                                    status_code=429, headers={"Retry-After": str(wait)})
+            # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
+            user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+        finally:
+            limiter.end_check()
         if user is None:
-            state.limiter.failed(f"name:{name}", f"ip:{client}")
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
+        limiter.release(ticket)  # a right password is no failed attempt
         resp = JSONResponse({"name": user.name, "role": user.role})
         resp.set_cookie(COOKIE, state.sessions.issue(user.name, user.session_gen), max_age=state.sessions.max_age, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
@@ -256,8 +285,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         payload = await request.json()
         if not isinstance(payload, dict):
             raise HTTPException(400, "the body must be a JSON object")
+        # A login session names files only in the uploads and exports folders; the admin token (the CLI, run
+        # by the database owner) names any. Decided by how the caller authenticated, not by their name.
+        web = None if state.is_cli(request) else web_paths(ctx)
         # Runs in a worker thread: ops touch the database and may take a while.
-        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload))
+        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload, web=web))
 
     from app.ui.layout import CSS, HEAD, build_ui
 
@@ -269,6 +301,7 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         return user.name if user and user.name != CLI_USER else None
 
     api.add_middleware(SessionGate, state=state, gradio_user=gradio_user)
+    add_web_headers(api)  # after the gate: outermost, so its refusals carry the headers too
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
                                head=HEAD, css=CSS, ssr_mode=False, run_history=False,

@@ -45,10 +45,11 @@ def test_session_key_persists_with_mode_0600(tmp_path: Path) -> None:
 def test_login_limiter_blocks_after_repeated_failures() -> None:
     lim = LoginLimiter(attempts=3, window=60)
     for _ in range(3):
-        assert not lim.blocked("name:a", "ip:1")
-        lim.failed("name:a", "ip:1")
-    assert lim.blocked("name:a", "ip:2")
-    assert not lim.blocked("name:b", "ip:2")
+        assert lim.reserve("name:a", "ip:1") is not None
+    assert lim.reserve("name:a", "ip:2") is None
+    assert lim.reserve("name:b", "ip:2") is not None
+    assert lim.reserve("name:b", "ip:1") is None  # ip:1 is used up too, so nothing was counted for name:b
+    assert lim.reserve("name:b", "ip:3") is not None
 
 
 def test_session_tokens_carry_the_generation_they_were_issued_under() -> None:

@@ -699,15 +699,15 @@ def test_sql_payloads_through_the_json_api_are_harmless(live: Live) -> None:
     # As a study name: refused as unknown, then created, imported into and exported under exactly that name;
     # as an annotator's name; as a prompt id.
     assert admin.get(f"/api/studies/{SQL_PAYLOAD}/judgments").status_code == 400
-    where = Path(live.db.path).parent
-    (where / "sql.jsonl").write_text(json.dumps({"id": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}) + "\n")
+    # A web admin reads only uploads and writes only into the exports folder (tests/test_web_paths.py).
+    uploaded = upload(admin, "sql.jsonl", json.dumps({"id": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}) + "\n")["path"]
     for op, payload, status in [
             ("create_study", {"name": SQL_PAYLOAD}, 200),
-            ("import_prompts", {"study": SQL_PAYLOAD, "path": str(where / "sql.jsonl")}, 200),
+            ("import_prompts", {"study": SQL_PAYLOAD, "path": uploaded}, 200),
             ("add_annotator", {"name": sneaky, "password": "pw-12345678"}, 200),
             ("requeue", {"study": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}, 200),
             ("requeue", {"study": STUDY, "prompt": SQL_PAYLOAD}, 400),  # no such prompt in that study
-            ("export_judgments", {"study": SQL_PAYLOAD, "out": str(where / "sql-out.jsonl")}, 200),
+            ("export_judgments", {"study": SQL_PAYLOAD, "out": "sql-out.jsonl"}, 200),
             ("agreement", {"study": SQL_PAYLOAD, "n_boot": 0}, 200)]:
         r = admin.post(f"/api/admin/op/{op}", json=payload)
         assert r.status_code == status, (op, r.text)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.services.context import AppContext, ServiceError
+from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
 from storage.export import ExportOptions, export_dataset, preview_dataset
 from storage.export.data import model_sources
 from storage.export.files import zip_export
@@ -41,7 +42,7 @@ class _ExportFields(BaseModel):
     include_origin: list[IncludedOrigin] | str = Field(default_factory=lambda: ["sampled"])
     kto_threshold: float | None = None
     annotator_names: bool = False
-    chat_template: str | None = None
+    chat_template: OptionalReadPath = None  # a GGUF file or a tokenizer directory
 
     def options(self) -> ExportOptions:
         data = self.model_dump(exclude={"study", "out", "hf_dir", "rows", "overwrite", "format"})
@@ -52,8 +53,8 @@ class _ExportFields(BaseModel):
 
 
 class Export(_ExportFields):
-    out: str
-    hf_dir: str | None = None
+    out: WritePath
+    hf_dir: OptionalWritePath = None
     overwrite: bool = False  # replace an earlier data file and card at `out` (never anything else)
 
 

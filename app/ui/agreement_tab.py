@@ -12,7 +12,7 @@ from typing import Any, Callable
 import gradio as gr
 import pandas as pd
 
-from app.render import to_safe_html
+from app.render import md_literal, to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
 from storage.analysis.report import interval_text
@@ -104,7 +104,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         out = Path(tempfile.mkdtemp(prefix="critlab-report-")) / f"agreement-{study_name}.html"
         out.write_text(agreement.render(rep, "html"), encoding="utf-8")
         counts = rep.get("counts", {})
-        note = (f"Study **{study_name}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
+        note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
         return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep), str(out),
                 to_safe_html(agreement.render(rep, "md")))  # names and ids in it come from imported data

@@ -17,6 +17,8 @@ from app.render import chat_to_safe_html, md_literal, to_safe_html
 from app.services import label_flow, labelling
 from app.services.context import AppContext, ServiceError
 from app.services.label_flow import Step
+from app.services.labelling import MAX_COMMENT_CHARS, MAX_REFERENCE_CHARS
+from app.ui.errors import warning
 from app.ui.model_view_md import render_view
 from storage.models import MAX_RESPONSES
 
@@ -121,9 +123,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             pairwise = gr.Radio(PAIR_CHOICES, label="Response 1 vs Response 2", visible=False, elem_id="pairwise")
             invalid = gr.CheckboxGroup([], label="Checklist items that are not a valid criterion for this prompt",
                                        visible=False, elem_id="invalid-items")
-            reference = gr.Textbox(label="Your reference answer (optional)", lines=2, visible=False,
-                                   elem_id="reference")
-            comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="comment")
+            reference = gr.Textbox(label=f"Your reference answer (optional, up to {MAX_REFERENCE_CHARS:,} characters)",
+                                   lines=2, max_length=MAX_REFERENCE_CHARS, visible=False, elem_id="reference")
+            comment = gr.Textbox(label=f"Comment (optional, up to {MAX_COMMENT_CHARS:,} characters)", lines=2,
+                                 max_length=MAX_COMMENT_CHARS, elem_id="comment")
             # Kept in view at the bottom of the window (style.css): a warning must not land below the fold.
             with gr.Column(elem_id="label-actions"):
                 with gr.Row():
@@ -152,7 +155,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         st = values[0]
         if not st:
             return keep_status(tab, "Nothing to submit.")
-        sub = _submission(st, values)
+        try:
+            sub = _submission(st, values)
+        except ServiceError as e:  # a text over its length limit
+            return keep_status(tab, warning(e))
         # Answers already warned about (submitted again), or shown as they were stored (the reveal step, an
         # edit), need no second warning: the person confirms them by submitting.
         answered = _signature(sub)
@@ -160,9 +166,9 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=confirmed)
         except label_flow.CheckAnswers as e:
-            return keep_status(tab, f"⚠️ {e}", state={**st, "warned": answered})
+            return keep_status(tab, warning(e), state={**st, "warned": answered})
         except ServiceError as e:
-            return keep_status(tab, f"⚠️ {e}")
+            return keep_status(tab, warning(e))
         return render_step(tab, step)
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
@@ -198,7 +204,7 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
     ratings, correct, checks, critique = (per_card[i * MAX_RESPONSES:(i + 1) * MAX_RESPONSES] for i in range(4))
     order: list[int] = st["order"]
     n = len(order)
-    return labelling.LabelSubmission(
+    return labelling.submission(
         study=st["study"], prompt_id=st["prompt_id"], shown_order=order, stage=st["stage"],
         best=order[int(best_pos) - 1] if best_pos else None,
         ratings={order[i]: int(v) for i, v in enumerate(ratings[:n]) if v},
