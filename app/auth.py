@@ -1,6 +1,7 @@
 """One session mechanism for the Gradio UI and every JSON route: an HMAC-signed cookie.
 
-The signing key is persisted beside the database (mode 0600), so a restart keeps people logged in.
+The signing key is persisted beside the database (mode 0600), so a restart keeps people logged in; a key
+file that is not the user's own private file is refused (app.private_files).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
+
+from app.private_files import UntrustedFileError, create_private, read_private
 
 COOKIE = "critlab_session"
 SESSION_SECONDS = 12 * 3600
@@ -37,22 +40,34 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or (path.startswith(PUBLIC_PREFIXES) and ".." not in path)
 
 
+SECRET_PURPOSE = "it is the key that signs login cookies: whoever chose it can forge an admin's login"
+
+
 def load_or_create_key(db_path: str) -> bytes:
-    """The signing key stored at `<db>.secret`, created with mode 0600 on first use."""
+    """The signing key stored at `<db>.secret`, created with mode 0600 on first use. A `.secret` that is
+    not this user's private regular file is refused (UntrustedFileError): another user who can write the
+    directory could otherwise plant a key of their choosing and forge any session."""
     if db_path == ":memory:":
         return secrets.token_bytes(32)
     path = Path(f"{db_path}.secret")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = bytes.fromhex(path.read_text().strip())
-        if len(key) < 32:
-            raise RuntimeError(f"{path} is not a valid critlab session key; delete it to make a new one")
+    for _ in range(2):  # a second try when another process created it between our read and create
+        data = read_private(path, SECRET_PURPOSE)
+        if data is not None:
+            try:
+                key = bytes.fromhex(data.decode("ascii").strip())
+            except ValueError:
+                key = b""
+            if len(key) < 32:
+                raise RuntimeError(f"{path} is not a valid critlab session key; delete it to make a new one "
+                                   "(everyone will have to log in again)")
+            return key
+        key = secrets.token_bytes(32)
+        try:
+            create_private(path, key.hex().encode())
+        except FileExistsError:
+            continue
         return key
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex())
-    return key
+    raise UntrustedFileError(f"{path} keeps appearing and disappearing; is another process changing it?")
 
 
 class Sessions:
@@ -85,7 +100,8 @@ class Sessions:
         if not token or "." not in token:
             return None
         body, sig = token.rsplit(".", 1)
-        if not hmac.compare_digest(sig, self._sign(body)):
+        # compare_digest takes only ASCII text (a cookie can carry any byte): anything else is not our hex.
+        if not sig.isascii() or not hmac.compare_digest(sig, self._sign(body)):
             return None
         try:
             data = json.loads(base64.urlsafe_b64decode(body.encode()))
@@ -105,24 +121,52 @@ class Sessions:
 
 
 class LoginLimiter:
-    """At most `attempts` failed logins per name and per client address in `window` seconds."""
+    """At most `attempts` failed logins per name and per client address in `window` seconds.
 
-    def __init__(self, attempts: int = 10, window: float = 300.0):
-        self.attempts, self.window = attempts, window
-        self._fails: dict[str, list[float]] = {}
+    Memory stays bounded whatever names are tried: only failures are recorded (asking whether a key is
+    blocked adds nothing), each key keeps its last `attempts` times, keys whose last failure is older
+    than the window are dropped, and beyond `max_keys` the keys with the oldest last failure go first.
+
+    >>> lim = LoginLimiter(attempts=2, window=60, max_keys=3)
+    >>> for n in "abcde": lim.failed(f"name:{n}")
+    >>> len(lim), lim.blocked("name:zz"), len(lim)
+    (3, False, 3)
+    """
+
+    def __init__(self, attempts: int = 10, window: float = 300.0, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.attempts, self.window, self.max_keys = attempts, window, max_keys
+        self._clock = clock
+        self._fails: OrderedDict[str, deque[float]] = OrderedDict()  # oldest last failure first
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._fails)
+
+    def _expire(self, now: float) -> None:
+        while self._fails:
+            key, times = next(iter(self._fails.items()))
+            if now - times[-1] < self.window:
+                return
+            del self._fails[key]
+
     def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
+            self._expire(now)
             for k in keys:
-                recent = [t for t in self._fails.get(k, []) if now - t < self.window]
-                self._fails[k] = recent
-                if len(recent) >= self.attempts:
+                times = self._fails.get(k)
+                if times and sum(now - t < self.window for t in times) >= self.attempts:
                     return True
         return False
 
     def failed(self, *keys: str) -> None:
+        now = self._clock()
         with self._lock:
+            self._expire(now)
             for k in keys:
-                self._fails.setdefault(k, []).append(time.monotonic())
+                times = self._fails.pop(k, None) or deque(maxlen=self.attempts)
+                times.append(now)
+                self._fails[k] = times  # to the end: the newest last failure
+            while len(self._fails) > self.max_keys:
+                self._fails.popitem(last=False)
