@@ -11,22 +11,24 @@ import hmac
 import secrets
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import lockfile
 from app.api_label import label_router
+from app.body_guard import BodyGuard
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.services.ops import run_op
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
-from storage.fileio import SPACE_ERRNOS
+from storage.fileio import SPACE_ERRNOS, json_error, kind, loads
 from storage.models import Annotator
 from storage.studies import NotFoundError
 
@@ -34,6 +36,7 @@ CLI_USER = "cli-admin"
 # Where the session gate leaves the user it checked, so the route's dependency does not look them up again
 # (each lookup is a database round trip). Set only by the gate, for this one request.
 USER_SCOPE_KEY = "critlab.user"
+MAX_ID = 2**63 - 1  # ids are BIGINT: a larger number in a path is refused before it reaches DuckDB
 
 
 class ServerState:
@@ -199,12 +202,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     @api.post("/api/login")
     async def login(request: Request) -> JSONResponse:
         _check_json_post(request)
-        body = await request.json()
-        name, password = str(body.get("name", "")), str(body.get("password", ""))
+        name, password = _login_fields(await request.body())  # at most 64 KiB: BodyGuard
         client = request.client.host if request.client else "?"
         if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
             return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
-        # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
+        # scrypt takes ~0.3 s by design: in a worker thread, or every other request would wait behind it.
         user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
         if user is None:
             state.limiter.failed(f"name:{name}", f"ip:{client}")
@@ -247,8 +249,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     api.include_router(label_router(ctx, current_user, _check_json_post, machine_user=CLI_USER))
 
     @api.get("/api/jobs/{job_id}")
-    def job(job_id: int, _: Annotator = needs_admin) -> dict[str, Any]:
-        return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+    def job(job_id: Annotated[int, FastAPIPath(ge=1, le=MAX_ID)], _: Annotator = needs_admin) -> dict[str, Any]:
+        try:
+            return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
 
     @api.post("/api/admin/op/{name}")
     async def admin_op(name: str, request: Request, user: Annotator = needs_admin) -> dict[str, Any]:
@@ -268,11 +273,31 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         user = state.user_from_request(request)
         return user.name if user and user.name != CLI_USER else None
 
+    # Added first, so it runs inside the gate: a request without a session is refused before its body is read.
+    api.add_middleware(BodyGuard)
     api.add_middleware(SessionGate, state=state, gradio_user=gradio_user)
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
                                head=HEAD, css=CSS, ssr_mode=False, run_history=False,
                                theme=gr.themes.Soft())
+
+
+def _login_fields(raw: bytes) -> tuple[str, str]:
+    """(name, password) of a login body, or a 400 naming what is wrong with it."""
+    try:
+        body = loads(raw.decode("utf-8"))
+    except ValueError as e:  # includes UnicodeDecodeError; BodyGuard has usually refused these already
+        raise HTTPException(400, f"the login body is not JSON: {json_error(e)}") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, f'send a JSON object {{"name": ..., "password": ...}}, not {kind(body)}')
+    name, password = body.get("name", ""), body.get("password", "")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise HTTPException(400, "name and password must be text")
+    if len(name) > annotators.MAX_NAME:
+        raise HTTPException(400, f"the name is longer than {annotators.MAX_NAME} characters")
+    if len(password) > annotators.MAX_PASSWORD:
+        raise HTTPException(400, f"the password is longer than {annotators.MAX_PASSWORD} characters")
+    return name, password
 
 
 def _role(ctx: AppContext, name: str | None) -> str | None:

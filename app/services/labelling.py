@@ -17,7 +17,7 @@ import hashlib
 import random
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from app.services.context import AppContext, ServiceError
 from app.services.model_view import CardView, card_views
@@ -34,6 +34,7 @@ from storage.models import (
 )
 
 PairVerdict = Literal["A", "B", "tie", "both_bad"]
+MAX_DURATION_MS = 2**31 - 1  # the judgment.duration_ms column is a 32-bit INTEGER (24.8 days)
 
 
 class Card(BaseModel):
@@ -87,7 +88,19 @@ class LabelSubmission(Answers):
     shown_order: list[int]
     stage: Stage = "blind"
     idempotency_key: str = Field(min_length=8, max_length=100)
-    duration_ms: int | None = None
+    duration_ms: int | None = Field(None, ge=0, le=MAX_DURATION_MS)
+
+    @field_validator("reference", "comment", "idempotency_key")
+    @classmethod
+    def _storable_text(cls, v: str) -> str:
+        # A lone UTF-16 surrogate (valid in JSON as an escape) is not a character: UTF-8, and so the
+        # database, cannot store it.
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text contains \\u{ord(v[e.start]):04x}, half of a UTF-16 surrogate pair, which is "
+                             "not a character") from None
+        return v
 
 
 class SubmitResult(BaseModel):
