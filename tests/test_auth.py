@@ -70,3 +70,27 @@ def test_session_tokens_carry_the_generation_they_were_issued_under() -> None:
     assert s.claims(signed({"u": "ann", "exp": exp})) == ("ann", 0)  # issued before generations existed
     for bad in ({"u": "ann", "g": "1", "exp": exp}, {"u": "ann", "g": True, "exp": exp}, {"u": 3, "g": 0, "exp": exp}):
         assert s.claims(signed(bad)) is None, bad
+
+
+def test_login_limiter_memory_is_bounded() -> None:
+    """Asking about a name records nothing, a key whose failures are all older than the window goes, and
+    the table never holds more than `max_keys` keys (the oldest last failure goes first)."""
+    now = [0.0]
+    lim = LoginLimiter(attempts=3, window=60, max_keys=100, clock=lambda: now[0])
+    for i in range(1000):
+        assert not lim.blocked(f"name:probe-{i}", "ip:9")
+    assert len(lim) == 0
+    for i in range(1000):
+        lim.failed(f"name:user-{i}", "ip:9")
+    assert len(lim) == 100
+    for _ in range(2):
+        lim.failed("name:user-999")
+    assert lim.blocked("name:user-999") and lim.blocked("ip:9")  # recent keys are still counted
+    now[0] = 61.0
+    assert not lim.blocked("name:user-999") and len(lim) == 0  # all aged out: dropped
+
+
+def test_a_cookie_signature_of_non_ascii_text_is_no_session() -> None:
+    s = Sessions(b"k" * 32)
+    body = s.issue("ann").rsplit(".", 1)[0]
+    assert s.verify(f"{body}.{'é' * 64}") is None and s.claims(f"{body}.\udcff") is None
