@@ -74,7 +74,7 @@ def verify_password(password: str, stored: str) -> bool:
 def needs_rehash(stored: str) -> bool:
     """Whether a stored hash is below the current cost (made before n was raised).
 
-    >>> needs_rehash("scrypt$16384$8$1$c2FsdA==$ZA=="), needs_rehash(f"scrypt${scrypt_n()}$8$1$c2FsdA==$ZA==")
+    >>> needs_rehash("scrypt$512$8$1$c2FsdA==$ZA=="), needs_rehash(f"scrypt${scrypt_n()}$8$1$c2FsdA==$ZA==")
     (True, False)
     """
     try:
