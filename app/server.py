@@ -43,6 +43,9 @@ class ServerState:
     def __init__(self, ctx: AppContext, sessions: Sessions, admin_token: str):
         self.ctx, self.sessions, self.admin_token = ctx, sessions, admin_token
         self.limiter = LoginLimiter()
+        # Password checks in flight (each scrypt takes 128 MiB): the rest wait on the event loop, not in
+        # worker threads that every other request needs. Made on first use, inside the event loop.
+        self.login_slots: anyio.CapacityLimiter | None = None
 
     def user_from_request(self, request: Request) -> Annotator | None:
         """The logged-in person (signed cookie) or the CLI (admin bearer token), else None."""
@@ -206,8 +209,10 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         client = request.client.host if request.client else "?"
         if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
             return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
-        # scrypt takes ~0.3 s by design: in a worker thread, or every other request would wait behind it.
-        user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+        # scrypt takes ~0.5 s by design: in a worker thread, or every other request would wait behind it.
+        state.login_slots = state.login_slots or anyio.CapacityLimiter(2)
+        user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password,
+                                              limiter=state.login_slots)
         if user is None:
             state.limiter.failed(f"name:{name}", f"ip:{client}")
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
