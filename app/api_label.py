@@ -32,7 +32,7 @@ class JudgmentsBody(labelling.Answers):
     shown_order: list[int]
     stage: Stage = "blind"
     idempotency_key: str = Field(min_length=8, max_length=100)
-    duration_ms: int | None = Field(None, ge=0)
+    duration_ms: int | None = Field(None, ge=0, le=labelling.MAX_DURATION_MS)
 
 
 def label_router(ctx: AppContext, current_user: Callable[..., Annotator],

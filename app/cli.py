@@ -7,22 +7,20 @@ lock file beside the database), which runs the same service functions.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import click
 
-from app import lockfile
 from app.cli_export import add_export_commands
+from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
 from app.services.rate import SUBMITS_PER_MINUTE
 from backend.methods.registry import DEFAULT_METHODS
@@ -57,90 +55,6 @@ def _engine_cfg(kw: dict[str, Any]) -> EngineConfig:
                         sglang_model_id=kw.pop("sglang_model_id"))
 
 
-def fail(msg: str) -> None:
-    click.secho(f"Error: {msg}", fg="red", err=True)
-    sys.exit(1)
-
-
-# -- reaching the database: directly, or through the running server --------------------------------
-class Remote:
-    """Operations sent to the critlab server that holds the database."""
-
-    def __init__(self, lock: lockfile.ServerLock):
-        self.lock = lock
-        click.echo(f"(sent to the critlab server at {lock.url}, PID {lock.pid})", err=True)
-
-    def _request(self, method: str, path: str, payload: dict | None = None) -> dict[str, Any]:
-        import httpx
-
-        try:
-            r = httpx.request(method, f"{self.lock.url}{path}", json=payload, timeout=600,
-                              headers={"Authorization": f"Bearer {self.lock.token}"})
-        except httpx.HTTPError as e:
-            fail(f"the critlab server (PID {self.lock.pid}) at {self.lock.url} holds the database but did not "
-                 f"answer: {e}")
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"error": r.text}
-        if r.status_code >= 400:
-            fail(body.get("error") or body.get("detail") or f"server answered {r.status_code}")
-        return body
-
-    def op(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", f"/api/admin/op/{name}", payload)
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        return self._request("GET", f"/api/jobs/{job_id}")
-
-
-class Local:
-    """Operations run in this process on the database file."""
-
-    def __init__(self, db_path: str, engine: EngineConfig | None):
-        from app.services.context import AppContext
-        from storage.db import Database, DatabaseLockedError
-
-        try:
-            db = Database(db_path)
-        except DatabaseLockedError as e:
-            fail(str(e))
-        self.ctx = AppContext(db=db, default_engine=engine or EngineConfig())
-
-    def op(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        from app.services.context import ServiceError
-        from app.services.ops import run_op
-        from backend.engines.base import EngineError
-
-        try:
-            return run_op(self.ctx, "cli", name, payload)
-        except (ServiceError, EngineError, ValueError, LookupError, PermissionError, OSError) as e:
-            fail(str(e))
-        raise AssertionError("unreachable")
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        return self.op("job_status", {"id": job_id})
-
-    def close(self) -> None:
-        self.ctx.close()
-
-
-@contextlib.contextmanager
-def target(db_path: str, engine: EngineConfig | None = None) -> Iterator[Remote | Local]:
-    """The server holding the database when one runs (found through its lock file), else the file."""
-    lock = lockfile.read_lock(db_path)
-    if lock is not None:
-        yield Remote(lock)
-        return
-    local = Local(db_path, engine)
-    try:
-        yield local
-    finally:
-        local.close()
-
-
-def call(db_path: str, op: str, payload: dict[str, Any]) -> dict[str, Any]:
-    with target(db_path) as t:
-        return t.op(op, payload)
-
-
 # -- commands ------------------------------------------------------------------------------------------
 # critlab itself never downloads models and sets HF_HUB_OFFLINE=1 unless told otherwise; a server it
 # launches must still be able to download its model, so only a value the user set is passed on to it.
@@ -169,6 +83,9 @@ def main() -> None:
     _USER_HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Everything critlab creates is for this user only: the database and its WAL (password hashes),
+    # exports, backups, reports and Gradio's copies of downloads.
+    os.umask(0o077)
 
 
 @main.group("import")
@@ -361,7 +278,7 @@ def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp:
     from backend.engines.sglang import API_KEY_ENV
 
     # What would stop critlab from serving is checked before minutes of model loading, not after.
-    running = lockfile.read_lock(db_path)
+    running = _running_server(db_path)
     if running:
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -407,24 +324,57 @@ def _exit_on_termination() -> None:
 
 def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
            forwarded_allow_ips: str = "", submits_per_minute: int = SUBMITS_PER_MINUTE) -> None:
+    import shutil
+
     import uvicorn
 
-    from app.server import create_app
+    from app.auth import Sessions, load_or_create_key
+    from app.private_files import UntrustedFileError
+    from storage.annotators import TEST_ONLY_N_ENV
 
-    running = lockfile.read_lock(db_path)
+    running = _running_server(db_path)
     if running:
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
-    ctx = Local(db_path, engine).ctx
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
-                     submits_per_minute=submits_per_minute)
-    click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
-    if banner:
-        click.echo(banner)
-    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: then anyone on this machine
-    # could pick the address the login rate limit counts. Only the proxies named are believed.
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning",
-                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
+    try:
+        sessions = Sessions(load_or_create_key(db_path))
+    except (UntrustedFileError, RuntimeError) as e:
+        fail(str(e))
+    if os.environ.get(TEST_ONLY_N_ENV):
+        click.secho(f"Warning: {TEST_ONLY_N_ENV} is set: new password hashes are weaker than they should be. "
+                    "It is meant for test suites only.", fg="yellow", err=True)
+    gradio_dir = _private_gradio_dir()
+    _exit_on_termination()  # SIGTERM unwinds too, so the folder is removed below
+    try:
+        from app.server import create_app
+
+        ctx = Local(db_path, engine).ctx
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        app = create_app(ctx, sessions=sessions, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
+                         submits_per_minute=submits_per_minute)
+        click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
+        if banner:
+            click.echo(banner)
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: then anyone on this machine
+        # could pick the address the login rate limit counts. Only the proxies named are believed.
+        uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning",
+                    proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
+    finally:
+        shutil.rmtree(gradio_dir, ignore_errors=True)
+
+
+def _private_gradio_dir() -> str:
+    """A new folder only this user can open (mode 0700, a name nobody could have made in advance) for
+    Gradio's uploads and download copies. Gradio's default, <tmp>/gradio, is shared by every user of the
+    machine: another could create it first and read or swap the files. Under $GRADIO_TEMP_DIR when set.
+    Gradio reads the variable when it is imported, so this runs before app.server imports it."""
+    import tempfile
+
+    parent = os.environ.get("GRADIO_TEMP_DIR") or None
+    if parent:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="critlab-gradio-", dir=parent)
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    return folder
 
 
 @main.command()

@@ -12,16 +12,18 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import lockfile
 from app.api_label import label_router
+from app.body_guard import BodyGuard
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
 from app.services.context import AppContext, PermissionDenied, ServiceError, TooManyRequests
 from app.services.ops import run_op
@@ -30,7 +32,7 @@ from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
 from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, studies
-from storage.fileio import SPACE_ERRNOS
+from storage.fileio import SPACE_ERRNOS, json_error, kind, loads
 from storage.models import Annotator
 from storage.studies import NotFoundError
 
@@ -38,12 +40,16 @@ CLI_USER = "cli-admin"
 # Where the session gate leaves the user it checked, so the route's dependency does not look them up again
 # (each lookup is a database round trip). Set only by the gate, for this one request.
 USER_SCOPE_KEY = "critlab.user"
+MAX_ID = 2**63 - 1  # ids are BIGINT: a larger number in a path is refused before it reaches DuckDB
 
 
 class ServerState:
     def __init__(self, ctx: AppContext, sessions: Sessions, admin_token: str):
         self.ctx, self.sessions, self.admin_token = ctx, sessions, admin_token
         self.limiter = LoginLimiter()
+        # Password checks in flight (each scrypt takes 128 MiB): the rest wait on the event loop, not in
+        # worker threads that every other request needs. Made on first use, inside the event loop.
+        self.login_slots: anyio.CapacityLimiter | None = None
 
     def is_cli(self, request: Request) -> bool:
         """Whether the request carries the admin token from the lock file (the CLI, as the database owner)."""
@@ -215,8 +221,7 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     @api.post("/api/login")
     async def login(request: Request) -> JSONResponse:
         _check_json_post(request)
-        body = await request.json()
-        name, password = str(body.get("name", "")), str(body.get("password", ""))
+        name, password = _login_fields(await request.body())  # at most 64 KiB: BodyGuard
         # The client's own address: uvicorn rewrites it from X-Forwarded-For only for the proxies named by
         # `critlab serve --forwarded-allow-ips` (none by default).
         client = request.client.host if request.client else "?"
@@ -231,8 +236,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
                 wait = limiter.retry_after(*keys)
                 return JSONResponse({"error": f"too many failed logins; try again in {math.ceil(wait / 60)} min"},
                                     status_code=429, headers={"Retry-After": str(wait)})
-            # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
-            user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+            # scrypt takes ~0.5 s by design: in a worker thread, or every other request would wait behind it;
+            # at most two at once (128 MiB each), the others of the admitted logins wait on the event loop.
+            state.login_slots = state.login_slots or anyio.CapacityLimiter(2)
+            user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password,
+                                                  limiter=state.login_slots)
         finally:
             limiter.end_check()
         if user is None:
@@ -276,8 +284,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     api.include_router(label_router(ctx, current_user, _check_json_post, machine_user=CLI_USER))
 
     @api.get("/api/jobs/{job_id}")
-    def job(job_id: int, _: Annotator = needs_admin) -> dict[str, Any]:
-        return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+    def job(job_id: Annotated[int, FastAPIPath(ge=1, le=MAX_ID)], _: Annotator = needs_admin) -> dict[str, Any]:
+        try:
+            return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
 
     @api.post("/api/admin/op/{name}")
     async def admin_op(name: str, request: Request, user: Annotator = needs_admin) -> dict[str, Any]:
@@ -300,12 +311,32 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         user = state.user_from_request(request)
         return user.name if user and user.name != CLI_USER else None
 
+    # Added first, so it runs inside the gate: a request without a session is refused before its body is read.
+    api.add_middleware(BodyGuard)
     api.add_middleware(SessionGate, state=state, gradio_user=gradio_user)
     add_web_headers(api)  # after the gate: outermost, so its refusals carry the headers too
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
                                head=HEAD, css=CSS, ssr_mode=False, run_history=False,
                                theme=gr.themes.Soft())
+
+
+def _login_fields(raw: bytes) -> tuple[str, str]:
+    """(name, password) of a login body, or a 400 naming what is wrong with it."""
+    try:
+        body = loads(raw.decode("utf-8"))
+    except ValueError as e:  # includes UnicodeDecodeError; BodyGuard has usually refused these already
+        raise HTTPException(400, f"the login body is not JSON: {json_error(e)}") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, f'send a JSON object {{"name": ..., "password": ...}}, not {kind(body)}')
+    name, password = body.get("name", ""), body.get("password", "")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise HTTPException(400, "name and password must be text")
+    if len(name) > annotators.MAX_NAME:
+        raise HTTPException(400, f"the name is longer than {annotators.MAX_NAME} characters")
+    if len(password) > annotators.MAX_PASSWORD:
+        raise HTTPException(400, f"the password is longer than {annotators.MAX_PASSWORD} characters")
+    return name, password
 
 
 def _role(ctx: AppContext, name: str | None) -> str | None:

@@ -71,3 +71,25 @@ def test_session_tokens_carry_the_generation_they_were_issued_under() -> None:
     assert s.claims(signed({"u": "ann", "exp": exp})) == ("ann", 0)  # issued before generations existed
     for bad in ({"u": "ann", "g": "1", "exp": exp}, {"u": "ann", "g": True, "exp": exp}, {"u": 3, "g": 0, "exp": exp}):
         assert s.claims(signed(bad)) is None, bad
+
+
+def test_login_limiter_memory_is_bounded() -> None:
+    """A refused attempt records nothing, a key whose attempts are all older than the window goes, and the
+    table never holds more than `max_keys` keys (the oldest last attempt goes first)."""
+    now = [0.0]
+    lim = LoginLimiter(attempts=3, window=60, max_keys=100, clock=lambda: now[0])
+    for i in range(1000):
+        assert lim.reserve(f"name:user-{i}") is not None
+    assert len(lim) == 100
+    for _ in range(2):
+        lim.reserve("name:user-999")
+    assert lim.reserve("name:user-999") is None and len(lim) == 100  # recent keys are still counted
+    assert lim.reserve("name:user-0") is not None  # evicted: counted afresh
+    now[0] = 61.0
+    assert lim.reserve("name:user-999") is not None and len(lim) == 1  # all aged out: dropped
+
+
+def test_a_cookie_signature_of_non_ascii_text_is_no_session() -> None:
+    s = Sessions(b"k" * 32)
+    body = s.issue("ann").rsplit(".", 1)[0]
+    assert s.verify(f"{body}.{'é' * 64}") is None and s.claims(f"{body}.\udcff") is None

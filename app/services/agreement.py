@@ -3,10 +3,12 @@ table's mapping (which human question each model method is compared with) from t
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from app.services.context import AppContext, ServiceError
+from app.services.exports import safe_stem
 from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
@@ -50,6 +52,23 @@ def render(rep: dict, fmt: Format) -> str:
     if fmt == "html":
         return report_html(rep)
     raise ServiceError(f"format must be json, md or html, not {fmt!r}")
+
+
+def report_file_name(study_name: str) -> str:
+    """The downloadable report's file name: a study name may hold `/` or `..`, a file name may not.
+
+    >>> report_file_name("team/a b"), report_file_name("../../etc/x")
+    ('agreement-team_a_b.html', 'agreement-etc_x.html')
+    """
+    return f"agreement-{safe_stem(study_name)}.html"
+
+
+def html_download(rep: dict, study_name: str) -> str:
+    """The report as one HTML page in a new private temp folder (mode 0700, the file 0600), for the
+    Agreement tab's download; returns its path."""
+    out = Path(tempfile.mkdtemp(prefix="critlab-report-")) / report_file_name(study_name)
+    write(render(rep, "html"), str(out))
+    return str(out)
 
 
 def write(text: str, out: str) -> dict[str, Any]:

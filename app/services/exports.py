@@ -119,13 +119,22 @@ def exports_dir(ctx: AppContext) -> Path:
     return base / EXPORTS_DIR
 
 
+def safe_stem(study: str) -> str:
+    """A study name as a file name's stem: no path separators, nothing a shell or a zip would mind.
+
+    >>> safe_stem("my study/../x"), safe_stem("../.."), safe_stem("ünï/cödé")
+    ('my_study_.._x', 'study', 'n_c_d')
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+
+
 def file_name(study: str, kind: str, fmt: str) -> str:
     """A safe file name for the exports directory.
 
     >>> file_name("my study/../x", "dpo", "jsonl")[:20]
     'my_study_.._x-dpo-20'
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+    safe = safe_stem(study)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{safe}-{kind}-{stamp}.{fmt}"
 
@@ -135,11 +144,11 @@ def export_path(base: Path, study: str, kind: str, fmt: str) -> Path:
     zips). `mkdir` claims the folder atomically, so two exports in the same second get two."""
     name = file_name(study, kind, fmt)
     stem = name.rsplit(".", 1)[0]
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)  # exports hold study data: for the owner only
     for n in range(1, 1000):
         folder = base / (stem if n == 1 else f"{stem}-{n}")
         try:
-            folder.mkdir()
+            folder.mkdir(mode=0o700)
         except FileExistsError:
             continue
         return folder / name

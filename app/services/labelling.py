@@ -17,7 +17,7 @@ import hashlib
 import random
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
@@ -34,6 +34,7 @@ from storage.models import (
 )
 
 PairVerdict = Literal["A", "B", "tie", "both_bad"]
+MAX_DURATION_MS = 2**31 - 1  # the judgment.duration_ms column is a 32-bit INTEGER (24.8 days)
 
 # Free text a person types with a label. A reference answer may be as long as a response; a comment is a
 # note. Stored once per submit (an edit keeps the old rows as history), so they bound what one submit adds.
@@ -92,9 +93,21 @@ class LabelSubmission(Answers):
     shown_order: list[int]
     stage: Stage = "blind"
     idempotency_key: str = Field(min_length=8, max_length=100)
-    duration_ms: int | None = None
+    duration_ms: int | None = Field(None, ge=0, le=MAX_DURATION_MS)
     reference: str = Field("", max_length=MAX_REFERENCE_CHARS)
     comment: str = Field("", max_length=MAX_COMMENT_CHARS)
+
+    @field_validator("reference", "comment", "idempotency_key")
+    @classmethod
+    def _storable_text(cls, v: str) -> str:
+        # A lone UTF-16 surrogate (valid in JSON as an escape) is not a character: UTF-8, and so the
+        # database, cannot store it.
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text contains \\u{ord(v[e.start]):04x}, half of a UTF-16 surrogate pair, which is "
+                             "not a character") from None
+        return v
 
 
 def submission(**fields: object) -> LabelSubmission:

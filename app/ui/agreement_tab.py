@@ -4,9 +4,7 @@ disagreed items (each opens in the Label tab) and the self-contained HTML report
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -101,12 +99,11 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         if not study_name:
             raise ValueError("choose a study")
         rep = agreement.report(ctx, study_name, stage=stage_, n_boot=int(boot or 0))
-        out = Path(tempfile.mkdtemp(prefix="critlab-report-")) / f"agreement-{study_name}.html"
-        out.write_text(agreement.render(rep, "html"), encoding="utf-8")
+        out = agreement.html_download(rep, study_name)
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
-        return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep), str(out),
+        return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep), out,
                 to_safe_html(agreement.render(rep, "md")))  # names and ids in it come from imported data
 
     compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, full],

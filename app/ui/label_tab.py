@@ -214,7 +214,7 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
         invalid_items=[int(x) for x in invalid or []],
         critique={order[i]: v for i, v in enumerate(critique[:n]) if v},
         reference=reference or "", comment=comment or "",
-        idempotency_key=st["key"], duration_ms=int((time.time() - st["shown_at"]) * 1000))
+        idempotency_key=st["key"], duration_ms=min(max(0, int((time.time() - st["shown_at"]) * 1000)), labelling.MAX_DURATION_MS))
 
 
 STATUS = {
