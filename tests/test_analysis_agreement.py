@@ -230,6 +230,10 @@ def test_classification_metrics_on_yes_no_match_sklearn():
         A.confusion_matrix(["first", "tie"], ["tie"])
     with pytest.raises(ValueError, match="a: 1 missing label"):
         A.cohen_kappa(["first", None], ["first", "tie"])
+    with pytest.raises(ValueError, match="^y_pred: 1 missing label"):
+        A.confusion_matrix(["first", "tie"], ["tie", None])
+    with pytest.raises(ValueError, match="^y_true: 1 missing label"):
+        A.confusion_matrix([None, "tie"], ["tie", "tie"])
 
 
 def test_fleiss_kappa_edge_cases_by_hand():

@@ -5,6 +5,7 @@ resamples left out when a metric is undefined, and the batch's block-wise path o
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -167,3 +168,18 @@ def test_sums_interval_by_hand_on_two_prompts():
     rates = (draws == 0).mean(axis=1)  # prompt 1 (agree 1) is position 0 in sorted order
     assert r["estimate"] == 0.5
     assert (r["low"], r["high"]) == pytest.approx(tuple(np.quantile(rates, [0.25, 0.75])))
+
+
+def test_metrics_that_divide_by_zero_give_undefined_resamples_without_warnings():
+    # a metric may divide by a resample's zero total: inf / nan values are left out, and numpy stays quiet
+    pp = pl.DataFrame({"prompt_id": [1, 2, 3], "hit": [1, 0, 0], "n": [1, 0, 0]})
+    batch = BootstrapBatch(n=200, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sums = batch.sums(pp, "prompt_id", lambda t: t["hit"] / t["n"])
+        weighted = batch.weighted([1, 2, 3], lambda counts, g: counts[:, 0] / (counts[:, 0] * 0.0))
+        batch.run()
+    assert sums.error is None and weighted.error is None
+    draws = np.random.default_rng(4).integers(0, 3, size=(200, 3))
+    assert sums.result()["n_valid"] == int((draws == 0).any(axis=1).sum())  # defined when prompt 1 is drawn
+    assert sums.result()["low"] == 1.0 and weighted.result()["n_valid"] == 0

@@ -5,6 +5,7 @@ AUROC / ECE of the bootstrap, each against a reference written here from the def
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -189,3 +190,13 @@ def test_weighted_metrics_reject_bad_weights():
         C.auroc_weighted([0.1, 0.9], [0], [[1, 1]])
     empty = C.auroc_weighted([], [], np.zeros((2, 0), dtype=int))
     assert empty.shape == (2,) and np.isnan(empty).all()
+
+
+def test_undefined_figures_are_nan_without_numpy_warnings():
+    # one class in a resample, empty resamples, fewer predictions than bins: nan, and no division warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auc = C.auroc_weighted([0.2, 0.8], [0, 1], [[1, 0], [0, 0], [1, 1]])
+        ece = C.ece_weighted([0.2, 0.8], [0, 1], [[1, 0], [0, 0], [1, 1]], n_bins=2)
+    assert np.isnan(auc[:2]).all() and auc[2] == 1.0
+    assert np.isnan(ece[:2]).all() and ece[2] == pytest.approx((0.2 + 0.2) / 2)

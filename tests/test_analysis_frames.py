@@ -42,6 +42,14 @@ def test_check_labels_and_check_unique():
         F.check_unique(df, ["k"], "t", "once")
     with pytest.raises(ValueError, match="duplicated \\('j',\\) key\\(s\\), e.g. \\{'j': 'a', 'len': 3\\}$"):
         F.check_unique(df, ["j"], "t")
+    # two duplicated keys: the message counts both and shows one
+    with pytest.raises(ValueError, match="^t: 2 duplicated \\('k',\\) key\\(s\\), e.g. \\{'k': [12], 'len': 2\\}$"):
+        F.check_unique(pl.DataFrame({"k": [1, 2, 2, 1, 3]}), ["k"], "t")
+    # the examples of bad labels are the first five in frame order
+    bad = pl.DataFrame({"v": [f"b{i}" for i in range(50)] + ["x"]})
+    with pytest.raises(ValueError, match="^t: 50 row\\(s\\) with v outside \\['x'\\], e.g. "
+                                         "\\['b0', 'b1', 'b2', 'b3', 'b4'\\]$"):
+        F.check_labels(bad, "v", ["x"], "t")
 
 
 def test_index_of_and_codes():
@@ -52,6 +60,13 @@ def test_index_of_and_codes():
     assert idx.tolist() == [0, 1, 0, 2, 3] and idx.dtype == np.int64
     assert F.codes(pl.Series(["tie", "first", "second", "tie"]), ("first", "second", "tie")).tolist() == [2, 0, 1, 2]
     assert F.codes(pl.Series([5, 3]), (3, 4, 5)).tolist() == [2, 0]
+    # categorical labels: looked up in their own type
+    assert F.codes(pl.Series(["tie", "first"], dtype=pl.Categorical), ("first", "second", "tie")).tolist() == [2, 0]
+    enum = pl.Enum(["first", "second", "tie"])
+    assert F.codes(pl.Series(["second", "tie"], dtype=enum), ("first", "second", "tie")).tolist() == [1, 2]
+    v = pl.DataFrame({"prompt_id": 1, "unit": ["a", "a", "a"], "judge": ["x", "y", "z"],
+                      "label": pl.Series(["tie", "tie", "first"], dtype=enum)})
+    assert A.consensus(v).row(0) == (1, "a", "tie", 3, 2)
     # a frame built empty without a schema has columns of type Null: no codes, and no error
     assert F.codes(pl.Series([]), ("a", "b")).tolist() == []
     empty = pl.DataFrame({"prompt_id": [], "unit": [], "judge": [], "label": []})
@@ -75,12 +90,17 @@ def test_numbers_and_labels():
     assert F.binary_labels([True, False, 1, 0], "y").tolist() == [1.0, 0.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="y: labels must be 0/1 or bool, got \\[-1.0, 0.5\\]"):
         F.binary_labels([0, 0.5, -1, 1], "y")
+    with pytest.raises(ValueError, match="^y: 1 missing or non-finite value"):
+        F.binary_labels([0, math.nan], "y")
 
 
 def test_divisions_and_ranks():
     assert F.safe_div(np.array([1.0, 2.0, 0.0]), np.array([2.0, 0.0, 0.0])).tolist()[0] == 0.5
     assert np.isnan(F.safe_div(np.array([1.0, 2.0, 0.0]), np.array([2.0, 0.0, 0.0]))[1:]).all()
     assert F.safe_div(3, 4).item() == 0.75
+    # broadcast: one numerator over several denominators
+    assert F.safe_div(1.0, np.array([2.0, 0.0, 4.0])).tolist()[::2] == [0.5, 0.25]
+    assert F.safe_div(np.array([[1.0], [3.0]]), np.array([2.0, 4.0])).tolist() == [[0.5, 0.25], [1.5, 0.75]]
     assert F.zero_div(np.array([1.0, 2.0]), np.array([4.0, 0.0])).tolist() == [0.25, 0.0]
     assert F.zero_div(np.array([[1.0], [2.0]]), np.array([2.0, 4.0])).tolist() == [[0.5, 0.25], [1.0, 0.5]]
     rng = np.random.default_rng(0)
@@ -111,7 +131,7 @@ def test_checklist_agreement_counts_answers_without_a_consensus():
         ("m", 7), ("m", 8), ("m", None), ("z", 7), ("z", 8), ("z", None)]
     with pytest.raises(ValueError, match="model checklist answers: 1 row\\(s\\) with label outside"):
         A.checklist_agreement(h, m.with_columns(label=pl.Series(["YES", "NO", "yes", "NO"])))
-    with pytest.raises(ValueError, match="one answer per judge, response and item"):
+    with pytest.raises(ValueError, match="^model checklist answers: 1 duplicated .*; one answer per judge, response and item"):
         A.checklist_agreement(h, pl.concat([m, m.head(1)]))
 
 
