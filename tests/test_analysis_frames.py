@@ -125,6 +125,8 @@ def test_checklist_agreement_counts_answers_without_a_consensus():
     assert [r[:5] for r in rows] == [("m", 7, 1, 1, 1.0), ("m", 8, 1, 1, 0.0), ("m", None, 2, 2, 0.5)]
     assert math.isnan(rows[0][5]) and rows[1][5] == 0.0
     assert rows[2][5] == pytest.approx(skm.cohen_kappa_score(["YES", "NO"], ["YES", "YES"]))
+    # rows in item order whatever the order of the answers
+    assert [r[1] for r in A.checklist_agreement(h, m.reverse()).rows()] == [7, 8, None]
     # two model judges, sorted by name, each with its pooled row last
     m2 = pl.concat([m.with_columns(judge=pl.lit("z")), m])
     assert [(r[0], r[1]) for r in A.checklist_agreement(h, m2).rows()] == [
@@ -147,6 +149,6 @@ def test_criterion_validity_edge_cases():
     assert empty["n_items"] == 0 and math.isnan(empty["share_unflagged"]) and math.isnan(empty["vote_share_valid"])
     with pytest.raises(ValueError, match="column 'valid' must be boolean, got String"):
         A.criterion_validity(pl.DataFrame({"prompt_id": [1], "item_id": [1], "judge": ["a"], "valid": ["valid"]}))
-    with pytest.raises(ValueError, match="one vote per judge and item"):
+    with pytest.raises(ValueError, match="^criterion validity: 1 duplicated .*; one vote per judge and item$"):
         A.criterion_validity(pl.DataFrame({"prompt_id": 1, "item_id": [1, 1], "judge": ["a", "a"],
                                            "valid": [True, True]}))

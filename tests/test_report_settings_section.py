@@ -3,9 +3,12 @@ checked against text written out by hand. tests/test_study_settings.py checks th
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
+
+import pytest
 
 from storage import judgments
 from storage.analysis.settings_section import _short, _when, settings_blocks, settings_changes
@@ -41,10 +44,18 @@ def test_short_keeps_up_to_the_limit_and_cuts_with_an_ellipsis():
     assert _short({"k": "v" * 100}, limit=10) == '{"k": "vv…'
 
 
-def test_when_is_utc_to_the_second():
+def test_when_is_utc_to_the_second(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _when("2026-12-06T23:59:59.9+00:00") == "2026-12-06 23:59:59 UTC"
     assert _when("2026-12-07T01:30:00-02:00") == "2026-12-07 03:30:00 UTC"
     assert _when(None) == "–" and _when("") == "–"
+    # whatever the machine's time zone
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert _when("2026-12-07T01:30:00-02:00") == "2026-12-07 03:30:00 UTC"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_settings_blocks_without_changes():
