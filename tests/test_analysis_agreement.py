@@ -34,6 +34,8 @@ def test_leave_one_out_rating_consensus_with_two_to_four_raters():
     got = loo["consensus"].to_list()
     assert got[:6] == pytest.approx([6.0, 2.0, 5.0, 14 / 3, 13 / 3, 2.0]) and got[6] is None
     assert loo["n_others"].to_list() == [1, 1, 3, 3, 3, 3, 0]
+    with pytest.raises(ValueError, match="^ratings: 1 duplicated .*; a judge may rate a unit once$"):
+        A.rating_consensus(pl.concat([r, r.head(1)]))
     full = A.rating_consensus(r)
     assert full.select("unit", "consensus", "n_votes").rows() == [("a", 4.0, 2), ("b", 4.0, 4), ("c", 7.0, 1)]
 
@@ -241,6 +243,9 @@ def test_fleiss_kappa_edge_cases_by_hand():
     assert math.isnan(A.fleiss_kappa_counts([[3, 0], [3, 0]]))
     # two items, two raters, complete disagreement: P_i = 0, p = (½, ½), P_e = ½ → κ = (0 − ½)/(1 − ½) = −1
     assert A.fleiss_kappa_counts([[1, 1], [1, 1]]) == pytest.approx(-1.0)
+    assert A.fleiss_kappa_counts([[1, 1]]) == pytest.approx(-1.0)  # one item is enough
+    with pytest.raises(ValueError, match="items x categories matrix with >= 1 item .* got shape \\(0, 2\\)"):
+        A.fleiss_kappa_counts(np.zeros((0, 2)))
     # m = 3: item (3, 0): P = (9 − 3)/6 = 1; item (1, 2): (1 + 4 − 3)/6 = 1/3; P̄ = 2/3;
     # p = (4/6, 2/6) → P_e = 16/36 + 4/36 = 5/9; κ = (2/3 − 5/9)/(4/9) = 1/4
     assert A.fleiss_kappa_counts([[3, 0], [1, 2]]) == pytest.approx(0.25)

@@ -183,3 +183,10 @@ def test_metrics_that_divide_by_zero_give_undefined_resamples_without_warnings()
     draws = np.random.default_rng(4).integers(0, 3, size=(200, 3))
     assert sums.result()["n_valid"] == int((draws == 0).any(axis=1).sum())  # defined when prompt 1 is drawn
     assert sums.result()["low"] == 1.0 and weighted.result()["n_valid"] == 0
+
+
+def test_1000_resamples_by_default():
+    pp = pl.DataFrame({"prompt_id": [1, 2], "hit": [1, 0]})
+    assert bootstrap_ci(pp, "prompt_id", lambda f: f["hit"].mean())["n_resamples"] == 1000
+    assert bootstrap_ci_from_sums(pp, "prompt_id", lambda t: t["hit"] / 2)["n_resamples"] == 1000
+    assert BootstrapBatch().n == 1000 and BootstrapBatch().level == 0.95 and BootstrapBatch().seed == 0

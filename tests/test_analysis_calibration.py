@@ -200,3 +200,10 @@ def test_undefined_figures_are_nan_without_numpy_warnings():
         ece = C.ece_weighted([0.2, 0.8], [0, 1], [[1, 0], [0, 0], [1, 1]], n_bins=2)
     assert np.isnan(auc[:2]).all() and auc[2] == 1.0
     assert np.isnan(ece[:2]).all() and ece[2] == pytest.approx((0.2 + 0.2) / 2)
+
+
+def test_weights_too_large_for_32_bits():
+    # a weight of 2**31 + 5 does not fit an int32: the weighted AUROC must still count it exactly
+    prob, label = [0.9, 0.2, 0.6], [1, 0, 0]
+    w = np.array([[1, 2**31 + 5, 1]], dtype=np.int64)
+    assert C.auroc_weighted(prob, label, w)[0] == pytest.approx(skm.roc_auc_score(label, prob, sample_weight=w[0]))

@@ -188,3 +188,11 @@ def test_order_swap_nan_free_rates_are_shares():
     r = A.order_swap(pl.DataFrame(rows)).row(0, named=True)
     assert r["tie_rate"] + r["n_decisive"] / (2 * r["n_units"]) == pytest.approx(1.0)
     assert r["acc_ab"] is None and r["n_scored"] == 0 and not math.isnan(r["consistency"])
+
+
+def test_order_swap_with_one_decisive_vote():
+    # one unit: ab tie, ba second (the higher id, shown first) → one decisive vote, for the shown-first response
+    o = pl.DataFrame({"prompt_id": [1, 1], "unit": ["1-2", "1-2"], "judge": "m", "shown": ["ab", "ba"],
+                      "label": ["tie", "second"]})
+    r = A.order_swap(o).row(0, named=True)
+    assert (r["n_decisive"], r["first_position_rate"], r["tie_rate"]) == (1, 1.0, 0.5)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -144,3 +145,12 @@ def test_best_of_n_consensus_needs_a_unique_top_pick():
     # consensus only on prompt 2, where s missed; per human: prompt 1 2/5, prompt 2 1/3
     assert (r["n_consensus"], r["n_no_consensus"], r["acc_consensus"]) == (1, 1, 0.0)
     assert r["acc_human_mean"] == pytest.approx((2 / 5 + 1 / 3) / 2)
+
+
+def test_correlations_of_a_constant_side_are_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("table", "blocks"):
+            assert math.isnan(A.kendall_tau_b([1, 1, 1], [1, 2, 3], method=method))
+            assert math.isnan(A.kendall_tau_b([1, 2, 3], [5, 5, 5], method=method))
+        assert math.isnan(A.spearman([2, 2, 2], [1, 2, 3]))
