@@ -208,7 +208,8 @@ def best_of_n_accuracy(human_picks: Any, selector_picks: Any, candidates: Any, *
     sel = (s.select("selector").unique(maintain_order=True)
            .join(by_cons, on="selector", how="left", maintain_order="left")
            .join(per_human, on="selector", how="left", maintain_order="left")
-           .with_columns(kind=pl.when(pl.col("selector") == majority).then(pl.lit("majority"))
+           .with_columns(kind=pl.when((pl.col("selector") == majority) if majority is not None else pl.lit(False))
+                         .then(pl.lit("majority"))
                          .otherwise(pl.lit("selector")),
                          n_consensus=pl.col("n_consensus").fill_null(0),
                          n_no_consensus=pl.col("n_no_consensus").fill_null(0),
