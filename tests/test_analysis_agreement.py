@@ -86,6 +86,7 @@ def test_consensus_counts_votes_and_top_votes():
     # no votes: no units
     empty = pl.DataFrame(schema={"prompt_id": pl.Int64, "unit": pl.String, "judge": pl.String, "label": pl.String})
     assert A.consensus(empty).height == 0 and A.consensus(empty, leave_one_out=True).height == 0
+    assert A.consensus(empty).schema["n_top"] == pl.Int64 and A.consensus(empty).schema["n_votes"] == pl.Int64
     # YES/NO labels: the classes given decide
     yn = pl.DataFrame({"prompt_id": 1, "unit": ["r", "r", "r"], "judge": ["a", "b", "c"], "label": ["NO", "YES", "NO"]})
     assert A.consensus(yn, ("YES", "NO")).row(0) == (1, "r", "NO", 3, 2)

@@ -190,3 +190,17 @@ def test_1000_resamples_by_default():
     assert bootstrap_ci(pp, "prompt_id", lambda f: f["hit"].mean())["n_resamples"] == 1000
     assert bootstrap_ci_from_sums(pp, "prompt_id", lambda t: t["hit"] / 2)["n_resamples"] == 1000
     assert BootstrapBatch().n == 1000 and BootstrapBatch().level == 0.95 and BootstrapBatch().seed == 0
+
+
+def test_one_resample_and_metrics_sharing_whole_number_statistics():
+    pp = pl.DataFrame({"prompt_id": [1, 2, 3], "hit": [1, 0, 2], "n": [1, 2, 2]})
+    assert bootstrap_ci_from_sums(pp, "prompt_id", lambda t: t["hit"] / t["n"], n=1)["n_resamples"] == 1
+    assert BootstrapBatch(n=1).n == 1
+    # two metrics of the same whole-number statistics share one product: each equals its own interval
+    batch = BootstrapBatch(n=300, seed=8)
+    rate, total = batch.sums_many(pp, "prompt_id", [lambda t: t["hit"] / t["n"], lambda t: t["hit"] + 0.0])
+    batch.run()
+    draws = np.random.default_rng(8).integers(0, 3, size=(300, 3))
+    h, n = np.array([1, 0, 2])[draws].sum(1), np.array([1, 2, 2])[draws].sum(1)
+    assert (rate.result()["low"], rate.result()["high"]) == pytest.approx(tuple(np.quantile(h / n, [0.025, 0.975])))
+    assert (total.result()["low"], total.result()["high"]) == pytest.approx(tuple(np.quantile(h, [0.025, 0.975])))

@@ -67,6 +67,8 @@ def test_index_of_and_codes():
     v = pl.DataFrame({"prompt_id": 1, "unit": ["a", "a", "a"], "judge": ["x", "y", "z"],
                       "label": pl.Series(["tie", "tie", "first"], dtype=enum)})
     assert A.consensus(v).row(0) == (1, "a", "tie", 3, 2)
+    assert A.consensus(v)["consensus"].dtype == enum  # the consensus keeps the labels' type
+    assert A.consensus(v, leave_one_out=True)["consensus"].dtype == enum
     # a frame built empty without a schema has columns of type Null: no codes, and no error
     assert F.codes(pl.Series([]), ("a", "b")).tolist() == []
     empty = pl.DataFrame({"prompt_id": [], "unit": [], "judge": [], "label": []})
@@ -78,6 +80,11 @@ def test_unique_mode_by_hand():
     # a unique maximum → its column; a shared maximum or an empty row → −1
     assert F.unique_mode(counts).tolist() == [0, -1, -1, 2, 0]
     assert F.unique_mode(np.zeros((0, 3), dtype=int)).tolist() == []
+    # one class: an empty row still has no mode
+    assert F.unique_mode(np.array([[0], [2]])).tolist() == [-1, 0]
+    one = pl.DataFrame({"prompt_id": 1, "unit": ["a", "b", "b"], "judge": ["x", "x", "y"], "label": "YES"})
+    loo = A.consensus(one, ("YES",), leave_one_out=True)
+    assert loo.select("unit", "consensus", "n_others").rows() == [("a", None, 0), ("b", "YES", 1), ("b", "YES", 1)]
 
 
 def test_numbers_and_labels():
