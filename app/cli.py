@@ -23,6 +23,7 @@ import click
 
 from app import lockfile
 from app.cli_export import add_export_commands
+from app.cli_people import add_people_commands
 from app.services.context import EngineConfig
 from backend.methods.registry import DEFAULT_METHODS
 
@@ -44,6 +45,41 @@ def engine_options(fn):  # noqa: ANN001, ANN201
                      help="Local HF tokenizer directory (needed behind sglang-router, which does not route /tokenize)."),
         click.option("--sglang-tokenize-url", help="A worker URL that serves /tokenize (alternative to --sglang-tokenizer)."),
         click.option("--sglang-model-id", help="Model id to record when the server does not report it (router)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+class Duration(click.ParamType):
+    """A length of time with a unit, e.g. 90m, 2h, 1d or 45s: seconds as a float.
+
+    >>> Duration().convert("90m", None, None), Duration().convert("1.5h", None, None)
+    (5400.0, 5400.0)
+    """
+
+    name = "DURATION"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        try:
+            seconds = float(text[:-1]) * self.UNITS[text[-1]]
+        except (KeyError, ValueError, IndexError):
+            self.fail(f"{value!r} is not a duration: give a number and a unit, e.g. 90m, 2h, 1d", param, ctx)
+        if seconds < 60:
+            self.fail(f"{value!r} is shorter than a minute", param, ctx)
+        return seconds
+
+
+def session_options(fn):  # noqa: ANN001, ANN201
+    opts = [
+        click.option("--session-idle", envvar="CRITLAB_SESSION_IDLE", type=Duration(), default="2h", show_default=True,
+                     help="Log a person out after this long without a request from their browser (e.g. 30m, 2h)."),
+        click.option("--session-lifetime", envvar="CRITLAB_SESSION_LIFETIME", type=Duration(), default="12h",
+                     show_default=True, help="Log a person out this long after they logged in, active or not."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -160,7 +196,7 @@ def main() -> None:
       critlab import prompts prompts.jsonl --study s1
       critlab generate --study s1 --n 4
       critlab score --study s1 --methods p_true,checklist
-      critlab annotators add alice --role annotator
+      critlab annotators add alice --study s1        # an annotator who may label s1
       critlab serve                                  # then open http://127.0.0.1:7860
       critlab export dpo --study s1 --out pairs.jsonl
     """
@@ -308,14 +344,18 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
 @click.option("--sglang-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=1),
               help="With --launch-sglang: seconds to wait for the server to answer /health (model download and "
                    "loading included).")
+@session_options
 @db_option
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
-          sglang_args: tuple[str, ...], sglang_timeout: float, **kw: Any) -> None:
+          sglang_args: tuple[str, ...], sglang_timeout: float, session_idle: float, session_lifetime: float,
+          **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
-    database; other critlab commands on the same --db are sent to it.
+    database; other critlab commands on the same --db are sent to it. Sessions end on logging out, on
+    a password reset or a disable, after --session-idle without a request and --session-lifetime
+    after logging in.
 
     \b
     Engines:
@@ -328,10 +368,11 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     sglang-PORT.log beside the database, waits for it to load, and stops it (and every process it
     started) when critlab exits. See docs/gpu.md.
     """
+    timeouts = {"session_idle": session_idle, "session_lifetime": session_lifetime}
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw))
+        _serve(db_path, host, port, _engine_cfg(kw), **timeouts)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
@@ -341,11 +382,11 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
         extra = [arg for value in sglang_args for arg in shlex.split(value)]
     except ValueError as e:
         fail(f"--sglang-arg: {e}")
-    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw)
+    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw, timeouts)
 
 
 def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp: int, extra: list[str],
-                    timeout: float, kw: dict[str, Any]) -> None:
+                    timeout: float, kw: dict[str, Any], timeouts: dict[str, float]) -> None:
     from app.sglang_launch import SGLangLauncher, SGLangLaunchError
     from backend.engines.sglang import API_KEY_ENV
 
@@ -378,7 +419,7 @@ def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp:
                                   sglang_tokenizer=kw["sglang_tokenizer"], sglang_model_id=kw["sglang_model_id"],
                                   sglang_raw_logprobs=True)
             _serve(db_path, host, port, engine,
-                   banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}")
+                   banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}", **timeouts)
     except SGLangLaunchError as e:
         fail(str(e))
 
@@ -394,7 +435,8 @@ def _exit_on_termination() -> None:
     signal.signal(signal.SIGHUP, leave)
 
 
-def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "") -> None:  # noqa: ANN001
+def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
+           session_idle: float | None = None, session_lifetime: float | None = None) -> None:
     import uvicorn
 
     from app.server import create_app
@@ -404,7 +446,8 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
     ctx = Local(db_path, engine).ctx
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None)
+    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
+                     session_idle=session_idle, session_lifetime=session_lifetime)
     click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
     if banner:
         click.echo(banner)
@@ -465,81 +508,6 @@ def demo(port: int, host: str, n: int, max_tokens: int, db_path: str) -> None:
 
 
 @main.group()
-def annotators() -> None:
-    """Manage annotators and admins: add, list, disable, enable, reset-password.
-
-    While a server runs, the commands go through it and take effect at once: a disabled person, or one
-    whose password was reset, is logged out of every open session.
-    """
-
-
-@annotators.command("add")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["admin", "annotator"]), default="annotator", show_default=True)
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of "
-                                                     "generating one.")
-@db_option
-def annotators_add(name: str, role: str, password_stdin: bool, db_path: str) -> None:
-    """Add a person who can log in. Without --password-stdin a password is generated and printed once."""
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    r = call(db_path, "add_annotator", {"name": name, "role": role, "password": password})
-    click.echo(f"Added {r['name']} ({r['role']}).")
-    if r.get("password"):
-        click.echo(f"Password: {r['password']}")
-
-
-@annotators.command("list")
-@db_option
-def annotators_list(db_path: str) -> None:
-    """List annotators and admins."""
-    for a in call(db_path, "list_annotators", {})["annotators"]:
-        click.echo(f"{a['name']:<24} {a['role']}{'  (disabled)' if a['disabled'] else ''}")
-
-
-@annotators.command("disable")
-@click.argument("name")
-@db_option
-def annotators_disable(name: str, db_path: str) -> None:
-    """Stop NAME from logging in; their open sessions stop working at once. Their labels stay.
-    The last enabled admin cannot be disabled."""
-    r = call(db_path, "disable_annotator", {"name": name})
-    click.echo(f"Disabled {r['name']} ({r['role']}); their sessions have ended.")
-
-
-@annotators.command("enable")
-@click.argument("name")
-@db_option
-def annotators_enable(name: str, db_path: str) -> None:
-    """Let a disabled NAME log in again (sessions ended by the disable stay ended)."""
-    r = call(db_path, "enable_annotator", {"name": name})
-    click.echo(f"Enabled {r['name']} ({r['role']}).")
-
-
-@annotators.command("reset-password")
-@click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input instead of "
-                                                     "generating one.")
-@db_option
-def annotators_reset_password(name: str, password_stdin: bool, db_path: str) -> None:
-    """Give NAME a new password and end all their sessions. Without --password-stdin a password is
-    generated and printed once."""
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    r = call(db_path, "reset_password", {"name": name, "password": password})
-    click.echo(f"Reset the password of {r['name']}; their sessions have ended.")
-    if r.get("password"):
-        click.echo(f"Password: {r['password']}")
-
-
-@main.command("studies")
-@db_option
-def studies_cmd(db_path: str) -> None:
-    """List studies with their prompt counts and generation runs."""
-    for s in call(db_path, "list_studies", {})["studies"]:
-        runs = ", ".join(f"#{r['id']} {r['engine']} n={r['n']} T={r['temperature']}" for r in s["runs"]) or "no runs"
-        click.echo(f"{s['name']:<24} {s['prompts']:>6} prompts   {runs}")
-
-
-@main.group()
 def export() -> None:
     """Export labelled data."""
 
@@ -584,6 +552,7 @@ def export_judgments(study: str, out: str, db_path: str) -> None:
 
 
 add_export_commands(export, call, db_option)
+add_people_commands(main, call, db_option)
 
 
 @main.command("methods")

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 
+from storage import sessions
 from storage.db import Database
 from storage.models import Annotator, Role
 
@@ -57,7 +58,7 @@ def add_annotator(db: Database, name: str, role: Role, password: str) -> Annotat
     return get_annotator(db, name)
 
 
-_SELECT = "SELECT id, name, role, disabled, session_gen"
+_SELECT = "SELECT id, name, role, disabled"
 
 
 def get_annotator(db: Database, name: str) -> Annotator | None:
@@ -84,9 +85,10 @@ def set_password(db: Database, name: str, password: str) -> Annotator:
     if len(password) < 8:
         raise ValueError("password must have at least 8 characters")
     with db.write() as cur:
-        if not cur.execute("UPDATE annotator SET password_hash = ?, session_gen = session_gen + 1 WHERE name = ? "
-                           "RETURNING id", [hash_password(password), name]).fetchall():
+        if not cur.execute("UPDATE annotator SET password_hash = ? WHERE name = ? RETURNING id",
+                           [hash_password(password), name]).fetchall():
             raise ValueError(f"no annotator {name!r}")
+        sessions.end_all(db, name, "password")
     return get_annotator(db, name)
 
 
@@ -103,7 +105,7 @@ def set_disabled(db: Database, name: str, disabled: bool) -> Annotator:
                                  [name]).fetchall()[0][0]
             if others == 0:
                 raise ValueError(f"{name!r} is the last enabled admin; add or enable another admin first")
-        # Disabling moves the session generation on, so re-enabling later does not revive old sessions.
-        cur.execute("UPDATE annotator SET disabled = ?, session_gen = session_gen + ? WHERE name = ?",
-                    [disabled, 1 if disabled and not was else 0, name])
+        cur.execute("UPDATE annotator SET disabled = ? WHERE name = ?", [disabled, name])
+        if disabled:  # ended, not suspended: enabling the person later does not revive these sessions
+            sessions.end_all(db, name, "disabled")
     return get_annotator(db, name)

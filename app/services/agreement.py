@@ -58,3 +58,14 @@ def write(text: str, out: str) -> dict[str, Any]:
     with atomic_file(path) as (_, f):
         f.write(text.encode("utf-8"))
     return {"out": str(path), "bytes": path.stat().st_size}
+
+
+def report_link(ctx: AppContext, user: str, rep: dict) -> dict[str, str]:
+    """The report as one self-contained HTML file, offered to `user` (an admin) through /api/downloads/ for
+    a while (app/services/downloads.py): its `url` and `filename`."""
+    study = rep["study"]
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in study["name"]).strip("._") or "study"
+    out = ctx.downloads.new_file(f"agreement-{safe}.html")
+    out.write_text(render(rep, "html"), encoding="utf-8")
+    url = ctx.downloads.offer(out, user, study_id=study["id"], media_type="text/html", single_use=False)
+    return {"url": url, "filename": out.name}

@@ -10,9 +10,10 @@ import gradio as gr
 from app.services.context import PermissionDenied, ServiceError
 from backend.engines.base import EngineError
 from storage.fileio import StorageWriteError
+from storage.members import NotMember
 
 # StorageWriteError: disk full or read-only storage, which the admin can fix; the operation changed nothing.
-USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied, StorageWriteError)
+USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied, NotMember, StorageWriteError)
 
 
 def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
