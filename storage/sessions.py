@@ -4,11 +4,20 @@ that sat idle or reached their lifetime (app/auth.py decides when).
 
 The cookie carries a random session id; the row holds only its SHA-256, so a copy of the database (a
 backup) holds nothing a browser could present.
+
+Every request looks its session up, so the open sessions are also kept in memory: a request then asks
+the database only for the person (their role, whether they are disabled), as it did before sessions were
+rows. Every change of a session goes through this module, which keeps the memory in step (a session
+ended here is forgotten there before the ending commits, and a read that raced an ending stores nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -38,50 +47,106 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+class _Open:
+    """The open sessions of one database file: id hash -> (person, created_at, last_seen_at)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0  # moves on with every ending: a read that began before one may not store
+        self.rows: dict[str, tuple[str, float, float]] = {}
+
+
+_by_path: dict[str, _Open] = {}  # a file opened twice in one process is one database: one memory
+_by_db: weakref.WeakKeyDictionary[Database, _Open] = weakref.WeakKeyDictionary()
+_open_lock = threading.Lock()
+
+
+def _open(db: Database) -> _Open:
+    mem = _by_db.get(db)
+    if mem is None:
+        with _open_lock:
+            mem = _by_db.get(db)
+            if mem is None:
+                mem = _by_db[db] = (_Open() if db.path == ":memory:"
+                                    else _by_path.setdefault(os.path.realpath(db.path), _Open()))
+    return mem
+
+
+def _ending(db: Database, forget: Callable[[_Open], None]) -> None:
+    """In a write() that ends sessions: forget them now (a request meanwhile reads the row again and sees the
+    ending once it commits) and again once it commits (a read that began before it stores nothing)."""
+    def run() -> None:
+        mem = _open(db)
+        with mem.lock:
+            mem.generation += 1
+            forget(mem)
+    run()
+    db.after_commit(run)
+
+
 def create(db: Database, session_id: str, person: str, now: float) -> None:
     with db.write() as cur:
         cur.execute("INSERT INTO login_session (id_hash, annotator, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
                     [id_hash(session_id), person, _ts(now), _ts(now)])
 
 
-# Two point lookups in one statement (the person's name comes from the signed cookie): a join costs DuckDB
-# about twice a point query, and this runs on every request.
-_LOOKUP = """
-  SELECT 'session', annotator, epoch(created_at), epoch(last_seen_at), NULL::BIGINT, NULL, NULL::BOOLEAN
-  FROM login_session WHERE id_hash = $h AND ended_at IS NULL
-  UNION ALL
-  SELECT 'person', name, NULL, NULL, id, role, disabled FROM annotator WHERE name = $who
-"""
-
-
 def lookup(db: Database, session_id: str, person: str) -> LiveSession | None:
     """The session when it has not ended and belongs to `person`, who exists and is not disabled."""
-    rows = db.fetchall(_LOOKUP, {"h": id_hash(session_id), "who": person})
-    sess = next((r for r in rows if r[0] == "session"), None)
-    who = next((r for r in rows if r[0] == "person"), None)
-    if sess is None or who is None or sess[1] != person or who[6]:
+    h, mem = id_hash(session_id), _open(db)
+    with mem.lock:
+        hit, generation = mem.rows.get(h), mem.generation
+    if hit is None:
+        rows = db.fetchall("SELECT annotator, epoch(created_at), epoch(last_seen_at) FROM login_session "
+                           "WHERE id_hash = ? AND ended_at IS NULL", [h])
+        if not rows:
+            return None
+        hit = rows[0]
+        if not db.in_write():  # inside a write this thread may see its own uncommitted rows
+            with mem.lock:
+                if mem.generation == generation:
+                    mem.rows[h] = hit
+    if hit[0] != person:
         return None
-    return LiveSession(person=Annotator(id=who[4], name=who[1], role=who[5], disabled=who[6]),
-                       created_at=sess[2], last_seen_at=sess[3])
+    # The person is asked every time: a role or a disable may change outside this module.
+    who = db.fetchall("SELECT id, role, disabled FROM annotator WHERE name = ?", [person])
+    if not who or who[0][2]:
+        return None
+    return LiveSession(person=Annotator(id=who[0][0], name=person, role=who[0][1], disabled=False),
+                       created_at=hit[1], last_seen_at=hit[2])
 
 
 def touch(db: Database, session_id: str, now: float) -> None:
     """Record activity (the server does this at most once a minute per session)."""
+    h = id_hash(session_id)
     with db.write() as cur:
-        cur.execute("UPDATE login_session SET last_seen_at = greatest(last_seen_at, ?) WHERE id_hash = ? "
-                    "AND ended_at IS NULL", [_ts(now), id_hash(session_id)])
+        done = cur.execute("UPDATE login_session SET last_seen_at = greatest(last_seen_at, ?) WHERE id_hash = ? "
+                           "AND ended_at IS NULL RETURNING annotator, epoch(created_at), epoch(last_seen_at)",
+                           [_ts(now), h]).fetchall()
+
+        def remember() -> None:
+            mem = _open(db)
+            with mem.lock:
+                if done and h in mem.rows:
+                    mem.rows[h] = done[0]
+        db.after_commit(remember)
 
 
 def end(db: Database, session_id: str, reason: EndReason) -> bool:
     """End one session; False when it had ended already (or never existed)."""
+    h = id_hash(session_id)
     with db.write() as cur:
+        _ending(db, lambda mem: mem.rows.pop(h, None))
         return bool(cur.execute("UPDATE login_session SET ended_at = now(), end_reason = ? WHERE id_hash = ? "
-                                "AND ended_at IS NULL RETURNING 1", [reason, id_hash(session_id)]).fetchall())
+                                "AND ended_at IS NULL RETURNING 1", [reason, h]).fetchall())
 
 
 def end_all(db: Database, person: str, reason: EndReason) -> int:
     """End every open session of `person` (joins the caller's transaction); how many there were."""
+    def forget(mem: _Open) -> None:
+        for h in [h for h, row in mem.rows.items() if row[0] == person]:
+            del mem.rows[h]
     with db.write() as cur:
+        _ending(db, forget)
         return len(cur.execute("UPDATE login_session SET ended_at = now(), end_reason = ? WHERE annotator = ? "
                                "AND ended_at IS NULL RETURNING 1", [reason, person]).fetchall())
 
@@ -99,6 +164,7 @@ def housekeep(db: Database, *, idle: float, lifetime: float, now: float, keep_da
     """At start-up: mark sessions that timed out while the server was down, and forget sessions that ended
     more than `keep_days` ago (a row per login would otherwise pile up)."""
     with db.write() as cur:
+        _ending(db, lambda mem: mem.rows.clear())
         cur.execute("""UPDATE login_session SET ended_at = now(),
                          end_reason = CASE WHEN epoch(created_at) <= $life THEN 'expired' ELSE 'idle' END
                        WHERE ended_at IS NULL AND (epoch(created_at) <= $life OR epoch(last_seen_at) <= $idle)""",

@@ -192,6 +192,24 @@ def test_a_password_reset_or_a_disable_ends_every_session_of_that_person(people:
     assert {_row(people, t, s)[3] for t in ann} == {reason}
 
 
+def test_the_servers_memory_of_open_sessions_follows_the_rows(people: Database) -> None:
+    """Open sessions are kept in memory (a request then reads only the person); an ending that rolls back
+    ends nothing, one that commits ends the session at once."""
+    s = Sessions(KEY)
+    token = s.issue(people, "ann")
+    assert s.check(people, token).name == "ann"
+    with pytest.raises(RuntimeError), people.write():
+        sessions.end_all(people, "ann", "disabled")
+        raise RuntimeError("rolled back")
+    assert s.check(people, token).name == "ann"
+    sessions.end_all(people, "ann", "disabled")
+    assert s.check(people, token) is None
+    token = s.issue(people, "ann")
+    assert s.check(people, token).name == "ann"
+    sessions.housekeep(people, idle=1, lifetime=1, now=time.time() + 10)  # start-up: all timed out
+    assert s.check(people, token) is None
+
+
 def test_a_disabled_person_is_refused_even_with_a_session_row(people: Database) -> None:
     s = Sessions(KEY)
     token = s.issue(people, "ann")

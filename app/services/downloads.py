@@ -86,10 +86,10 @@ class Downloads:
         self.sweep()
         with self._lock:
             offer = self._offers.get(token)
+            if (offer is None or offer.role == "admin") and user.role != "admin":
+                raise PermissionDenied("admins only")  # every offer so far is an admin's
             if offer is None or offer.owner != user.name:
                 raise DownloadGone("no such download: the link has expired or was used (export again)")
-            if offer.role == "admin" and user.role != "admin":
-                raise PermissionDenied("admins only")
             if offer.study_id is not None and not may_label(offer.study_id, user.name):
                 raise PermissionDenied("this file belongs to a study you are not a member of")
             if offer.single_use:
