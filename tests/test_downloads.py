@@ -22,7 +22,7 @@ from app.services.downloads import REUSABLE_SECONDS, SINGLE_USE_SECONDS, Downloa
 from storage import annotators, members, studies
 from storage.db import Database
 from storage.models import Annotator
-from tests.builders import label, make_members, make_prompt, make_responses
+from tests.builders import label, make_prompt, make_responses
 from tests.server_process import start_serve, stop
 
 PASSWORD = "pass-word-123"
