@@ -94,6 +94,9 @@ class Sessions:
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="session-writer")
 
+    def now(self) -> float:
+        return self._clock()
+
     @property
     def max_age(self) -> int:
         """The cookie's Max-Age: the browser forgets it when the server would refuse it anyway."""

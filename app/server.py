@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
 from typing import Any
@@ -134,7 +133,8 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         jobs.fail_interrupted(ctx.db)
-        login_sessions.housekeep(ctx.db, idle=state.sessions.idle, lifetime=state.sessions.lifetime, now=time.time())
+        login_sessions.housekeep(ctx.db, idle=state.sessions.idle, lifetime=state.sessions.lifetime,
+                                 now=state.sessions.now())
         if url:
             lockfile.write_lock(ctx.db.path, url, state.admin_token)
         if on_start:
