@@ -6,7 +6,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 # llama-cpp-python compiles from source (3-5 min once; pip's wheel cache reuses the build).
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: demo test screenshots install install-test chromium
+.PHONY: demo test screenshots mutation install install-test install-mutation chromium
 
 install:
 	$(PIP) install -q -e .
@@ -30,3 +30,14 @@ test: install-test chromium
 # whose tests keep their screenshots under pytest's tmp_path.
 screenshots: install-test chromium
 	CRITLAB_SCREENSHOTS=docs $(PYTHON) -m pytest -q e2e_tests/test_screenshot.py e2e_tests/test_live_tab.py
+
+install-mutation: install-test
+	$(PIP) install -q -e ".[mutation]"
+
+# Mutation testing of storage/analysis/ with its tests (docs/testing.md); not part of `make test`. Starts from a
+# clean mutants/ (mutmut keeps a surviving mutant's verdict across runs even when new tests would kill it), runs
+# every mutant, then prints killed / survived per file without the mutants that only change an error message.
+mutation: install-mutation
+	rm -rf mutants
+	mutmut run
+	$(PYTHON) tests/mutation_summary.py

@@ -32,7 +32,7 @@ class JudgmentsBody(labelling.Answers):
     shown_order: list[int]
     stage: Stage = "blind"
     idempotency_key: str = Field(min_length=8, max_length=100)
-    duration_ms: int | None = Field(None, ge=0)
+    duration_ms: int | None = Field(None, ge=0, le=labelling.MAX_DURATION_MS)
 
 
 def label_router(ctx: AppContext, current_user: Callable[..., Annotator],
@@ -71,7 +71,7 @@ def label_router(ctx: AppContext, current_user: Callable[..., Annotator],
     # Declared in this order so the CSRF check runs before anything reads the body.
     @router.post("/judgments", dependencies=[Depends(same_origin_json)], response_model=dict[str, Any])
     def submit(study: str, body: JudgmentsBody, user: Annotated[Annotator, Depends(labeller)]) -> Response:
-        sub = labelling.LabelSubmission(study=study, **body.model_dump())
+        sub = labelling.submission(study=study, **body.model_dump())  # the length limits: 400 naming the field
         try:
             result = labelling.submit(ctx, user.name, sub, source="api")
         except IdempotencyConflict as e:

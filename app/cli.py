@@ -7,24 +7,22 @@ lock file beside the database), which runs the same service functions.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
 import socket
-import sys
 import time
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import click
 
-from app import lockfile
 from app.cli_export import add_export_commands
 from app.cli_people import add_people_commands
+from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
+from app.services.rate import SUBMITS_PER_MINUTE
 from backend.methods.registry import DEFAULT_METHODS
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
@@ -92,90 +90,6 @@ def _engine_cfg(kw: dict[str, Any]) -> EngineConfig:
                         sglang_model_id=kw.pop("sglang_model_id"))
 
 
-def fail(msg: str) -> None:
-    click.secho(f"Error: {msg}", fg="red", err=True)
-    sys.exit(1)
-
-
-# -- reaching the database: directly, or through the running server --------------------------------
-class Remote:
-    """Operations sent to the critlab server that holds the database."""
-
-    def __init__(self, lock: lockfile.ServerLock):
-        self.lock = lock
-        click.echo(f"(sent to the critlab server at {lock.url}, PID {lock.pid})", err=True)
-
-    def _request(self, method: str, path: str, payload: dict | None = None) -> dict[str, Any]:
-        import httpx
-
-        try:
-            r = httpx.request(method, f"{self.lock.url}{path}", json=payload, timeout=600,
-                              headers={"Authorization": f"Bearer {self.lock.token}"})
-        except httpx.HTTPError as e:
-            fail(f"the critlab server (PID {self.lock.pid}) at {self.lock.url} holds the database but did not "
-                 f"answer: {e}")
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"error": r.text}
-        if r.status_code >= 400:
-            fail(body.get("error") or body.get("detail") or f"server answered {r.status_code}")
-        return body
-
-    def op(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", f"/api/admin/op/{name}", payload)
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        return self._request("GET", f"/api/jobs/{job_id}")
-
-
-class Local:
-    """Operations run in this process on the database file."""
-
-    def __init__(self, db_path: str, engine: EngineConfig | None):
-        from app.services.context import AppContext
-        from storage.db import Database, DatabaseLockedError
-
-        try:
-            db = Database(db_path)
-        except DatabaseLockedError as e:
-            fail(str(e))
-        self.ctx = AppContext(db=db, default_engine=engine or EngineConfig())
-
-    def op(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        from app.services.context import ServiceError
-        from app.services.ops import run_op
-        from backend.engines.base import EngineError
-
-        try:
-            return run_op(self.ctx, "cli", name, payload)
-        except (ServiceError, EngineError, ValueError, LookupError, PermissionError, OSError) as e:
-            fail(str(e))
-        raise AssertionError("unreachable")
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        return self.op("job_status", {"id": job_id})
-
-    def close(self) -> None:
-        self.ctx.close()
-
-
-@contextlib.contextmanager
-def target(db_path: str, engine: EngineConfig | None = None) -> Iterator[Remote | Local]:
-    """The server holding the database when one runs (found through its lock file), else the file."""
-    lock = lockfile.read_lock(db_path)
-    if lock is not None:
-        yield Remote(lock)
-        return
-    local = Local(db_path, engine)
-    try:
-        yield local
-    finally:
-        local.close()
-
-
-def call(db_path: str, op: str, payload: dict[str, Any]) -> dict[str, Any]:
-    with target(db_path) as t:
-        return t.op(op, payload)
-
-
 # -- commands ------------------------------------------------------------------------------------------
 # critlab itself never downloads models and sets HF_HUB_OFFLINE=1 unless told otherwise; a server it
 # launches must still be able to download its model, so only a value the user set is passed on to it.
@@ -204,6 +118,9 @@ def main() -> None:
     _USER_HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Everything critlab creates is for this user only: the database and its WAL (password hashes),
+    # exports, backups, reports, the copies offered for download and Gradio's uploads.
+    os.umask(0o077)
 
 
 @main.group("import")
@@ -344,12 +261,19 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
 @click.option("--sglang-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=1),
               help="With --launch-sglang: seconds to wait for the server to answer /health (model download and "
                    "loading included).")
+@click.option("--submits-per-minute", default=SUBMITS_PER_MINUTE, show_default=True, type=click.IntRange(0),
+              help="Labels one person may submit per minute (Label tab, Live, JSON API); more answer 429. "
+                   "0: no limit.")
+@click.option("--forwarded-allow-ips", metavar="IPS", default="",
+              help="Behind a reverse proxy: the proxy addresses (comma-separated IPs or networks) whose "
+                   "X-Forwarded-For and X-Forwarded-Proto critlab believes. Default: none, so the login rate "
+                   "limit counts the address that connects.")
 @session_options
 @db_option
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
-          sglang_args: tuple[str, ...], sglang_timeout: float, session_idle: float, session_lifetime: float,
-          **kw: Any) -> None:
+          sglang_args: tuple[str, ...], sglang_timeout: float, submits_per_minute: int, forwarded_allow_ips: str,
+          session_idle: float, session_lifetime: float, **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
@@ -368,11 +292,12 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     sglang-PORT.log beside the database, waits for it to load, and stops it (and every process it
     started) when critlab exits. See docs/gpu.md.
     """
-    timeouts = {"session_idle": session_idle, "session_lifetime": session_lifetime}
+    web = {"forwarded_allow_ips": forwarded_allow_ips, "submits_per_minute": submits_per_minute,
+           "session_idle": session_idle, "session_lifetime": session_lifetime}
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw), **timeouts)
+        _serve(db_path, host, port, _engine_cfg(kw), **web)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
@@ -382,16 +307,16 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
         extra = [arg for value in sglang_args for arg in shlex.split(value)]
     except ValueError as e:
         fail(f"--sglang-arg: {e}")
-    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw, timeouts)
+    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw, web)
 
 
 def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp: int, extra: list[str],
-                    timeout: float, kw: dict[str, Any], timeouts: dict[str, float]) -> None:
+                    timeout: float, kw: dict[str, Any], web: dict[str, Any]) -> None:
     from app.sglang_launch import SGLangLauncher, SGLangLaunchError
     from backend.engines.sglang import API_KEY_ENV
 
     # What would stop critlab from serving is checked before minutes of model loading, not after.
-    running = lockfile.read_lock(db_path)
+    running = _running_server(db_path)
     if running:
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -418,8 +343,8 @@ def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp:
                                   sglang_tokenize_url=kw["sglang_tokenize_url"] or launcher.worker_url,
                                   sglang_tokenizer=kw["sglang_tokenizer"], sglang_model_id=kw["sglang_model_id"],
                                   sglang_raw_logprobs=True)
-            _serve(db_path, host, port, engine,
-                   banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}", **timeouts)
+            _serve(db_path, host, port, engine, **web,
+                   banner=f"Engine: SGLang serving {model} (tp={tp}, dp={dp}), log {launcher.log_path}")
     except SGLangLaunchError as e:
         fail(str(e))
 
@@ -436,22 +361,60 @@ def _exit_on_termination() -> None:
 
 
 def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
+           forwarded_allow_ips: str = "", submits_per_minute: int = SUBMITS_PER_MINUTE,
            session_idle: float | None = None, session_lifetime: float | None = None) -> None:
+    import shutil
+
     import uvicorn
 
-    from app.server import create_app
+    from app.auth import Sessions, load_or_create_key
+    from app.private_files import UntrustedFileError
+    from storage.annotators import TEST_ONLY_N_ENV
 
-    running = lockfile.read_lock(db_path)
+    running = _running_server(db_path)
     if running:
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
-    ctx = Local(db_path, engine).ctx
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    app = create_app(ctx, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
-                     session_idle=session_idle, session_lifetime=session_lifetime)
-    click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
-    if banner:
-        click.echo(banner)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning")
+    try:
+        timeouts = {k: v for k, v in (("idle", session_idle), ("lifetime", session_lifetime)) if v is not None}
+        sessions = Sessions(load_or_create_key(db_path), **timeouts)
+    except (UntrustedFileError, RuntimeError) as e:
+        fail(str(e))
+    if os.environ.get(TEST_ONLY_N_ENV):
+        click.secho(f"Warning: {TEST_ONLY_N_ENV} is set: new password hashes are weaker than they should be. "
+                    "It is meant for test suites only.", fg="yellow", err=True)
+    gradio_dir = _private_gradio_dir()
+    _exit_on_termination()  # SIGTERM unwinds too, so the folder is removed below
+    try:
+        from app.server import create_app
+
+        ctx = Local(db_path, engine).ctx
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        app = create_app(ctx, sessions=sessions, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
+                         submits_per_minute=submits_per_minute)
+        click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
+        if banner:
+            click.echo(banner)
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: then anyone on this machine
+        # could pick the address the login rate limit counts. Only the proxies named are believed.
+        uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning",
+                    proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
+    finally:
+        shutil.rmtree(gradio_dir, ignore_errors=True)
+
+
+def _private_gradio_dir() -> str:
+    """A new folder only this user can open (mode 0700, a name nobody could have made in advance) for
+    Gradio's uploads (downloads have their own, app/services/downloads.py). Gradio's default, <tmp>/gradio, is shared by every user of the
+    machine: another could create it first and read or swap the files. Under $GRADIO_TEMP_DIR when set.
+    Gradio reads the variable when it is imported, so this runs before app.server imports it."""
+    import tempfile
+
+    parent = os.environ.get("GRADIO_TEMP_DIR") or None
+    if parent:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="critlab-gradio-", dir=parent)
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    return folder
 
 
 @main.command()

@@ -59,6 +59,12 @@ def _start_time(fields: list[str]) -> int:
     return int(fields[19])  # field 22, starttime: tells a reused pid from the original
 
 
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot; Linux), or None when it is gone or elsewhere."""
+    fields = _read_stat(pid) if LINUX else None
+    return _start_time(fields) if fields is not None else None
+
+
 def alive(pid: int, start_time: int | None = None) -> bool:
     """The process exists and is not a zombie (and, given `start_time`, is the same process)."""
     if not LINUX:

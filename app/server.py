@@ -8,28 +8,34 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import lockfile
 from app.api_label import label_router
+from app.body_guard import BodyGuard
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
-from app.services.context import AppContext, PermissionDenied, ServiceError
+from app.services.context import AppContext, PermissionDenied, ServiceError, TooManyRequests
 from app.services.downloads import DownloadGone
 from app.services.ops import run_op
+from app.services.paths import web_paths
+from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
+from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, members, studies
 from storage import sessions as login_sessions
-from storage.fileio import SPACE_ERRNOS
+from storage.fileio import SPACE_ERRNOS, json_error, kind, loads
 from storage.models import Annotator
 from storage.studies import NotFoundError
 
@@ -37,17 +43,25 @@ CLI_USER = "cli-admin"
 # Where the session gate leaves the user it checked, so the route's dependency does not look them up again
 # (each lookup is a database round trip). Set only by the gate, for this one request.
 USER_SCOPE_KEY = "critlab.user"
+MAX_ID = 2**63 - 1  # ids are BIGINT: a larger number in a path is refused before it reaches DuckDB
 
 
 class ServerState:
     def __init__(self, ctx: AppContext, sessions: Sessions, admin_token: str):
         self.ctx, self.sessions, self.admin_token = ctx, sessions, admin_token
         self.limiter = LoginLimiter()
+        # Password checks in flight (each scrypt takes 128 MiB): the rest wait on the event loop, not in
+        # worker threads that every other request needs. Made on first use, inside the event loop.
+        self.login_slots: anyio.CapacityLimiter | None = None
+
+    def is_cli(self, request: Request) -> bool:
+        """Whether the request carries the admin token from the lock file (the CLI, as the database owner)."""
+        auth = request.headers.get("authorization", "")
+        return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode())
 
     def user_from_request(self, request: Request) -> Annotator | None:
         """The person of a live session (cookie) or the CLI (admin bearer token), else None."""
-        auth = request.headers.get("authorization", "")
-        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode()):
+        if self.is_cli(request):
             return Annotator(id=0, name=CLI_USER, role="admin")
         return self.sessions.check(self.ctx.db, request.cookies.get(COOKIE))
 
@@ -122,11 +136,14 @@ def _no_store(send: Send) -> Send:
 
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
                url: str | None = None, on_start: Callable[[], None] | None = None,
-               session_idle: float | None = None, session_lifetime: float | None = None) -> FastAPI:
+               session_idle: float | None = None, session_lifetime: float | None = None,
+               submits_per_minute: int = SUBMITS_PER_MINUTE) -> FastAPI:
     """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
     `on_start` runs once the server owns the database (the demo starts its generation job there).
-    `session_idle` / `session_lifetime` (seconds) override the defaults of app.auth unless `sessions` is given."""
+    `session_idle` / `session_lifetime` (seconds) override the defaults of app.auth unless `sessions` is given;
+    `submits_per_minute`: the labels one person may submit per minute (0: no limit)."""
     timeouts = {k: v for k, v in (("idle", session_idle), ("lifetime", session_lifetime)) if v is not None}
+    ctx.submit_limit = RateLimit(submits_per_minute) if submits_per_minute else None
     state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path), **timeouts),
                         admin_token or secrets.token_urlsafe(32))
 
@@ -178,6 +195,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     async def _user_error(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
+    @api.exception_handler(TooManyRequests)
+    async def _too_many(_: Request, exc: Exception) -> JSONResponse:
+        wait = exc.retry_after if isinstance(exc, TooManyRequests) else 60
+        return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
+
     @api.exception_handler(PermissionDenied)
     @api.exception_handler(members.NotMember)
     async def _denied(_: Request, exc: Exception) -> JSONResponse:
@@ -210,16 +232,31 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     @api.post("/api/login")
     async def login(request: Request) -> JSONResponse:
         _check_json_post(request)
-        body = await request.json()
-        name, password = str(body.get("name", "")), str(body.get("password", ""))
+        name, password = _login_fields(await request.body())  # at most 64 KiB: BodyGuard
+        # The client's own address: uvicorn rewrites it from X-Forwarded-For only for the proxies named by
+        # `critlab serve --forwarded-allow-ips` (none by default).
         client = request.client.host if request.client else "?"
-        if state.limiter.blocked(f"name:{name}", f"ip:{client}"):
-            return JSONResponse({"error": "too many failed logins; wait a few minutes"}, status_code=429)
-        # scrypt takes ~50 ms by design: in a worker thread, or every other request would wait behind it.
-        user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password)
+        keys = (f"name:{name}", f"ip:{client}")
+        limiter = state.limiter
+        if not limiter.check_slot():
+            return JSONResponse({"error": "too many logins at once; try again in a few seconds"}, status_code=503,
+                                headers={"Retry-After": "2"})
+        try:
+            ticket = limiter.reserve(*keys)  # counted before the password is checked: see LoginLimiter
+            if ticket is None:
+                wait = limiter.retry_after(*keys)
+                return JSONResponse({"error": f"too many failed logins; try again in {math.ceil(wait / 60)} min"},
+                                    status_code=429, headers={"Retry-After": str(wait)})
+            # scrypt takes ~0.5 s by design: in a worker thread, or every other request would wait behind it;
+            # at most two at once (128 MiB each), the others of the admitted logins wait on the event loop.
+            state.login_slots = state.login_slots or anyio.CapacityLimiter(2)
+            user = await anyio.to_thread.run_sync(annotators.authenticate, ctx.db, name, password,
+                                                  limiter=state.login_slots)
+        finally:
+            limiter.end_check()
         if user is None:
-            state.limiter.failed(f"name:{name}", f"ip:{client}")
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
+        limiter.release(ticket)  # a right password is no failed attempt
         token = await anyio.to_thread.run_sync(state.sessions.issue, ctx.db, user.name)
         resp = JSONResponse({"name": user.name, "role": user.role})
         resp.set_cookie(COOKIE, token, max_age=state.sessions.max_age, httponly=True,
@@ -274,8 +311,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     @api.get("/api/jobs/{job_id}")
-    def job(job_id: int, _: Annotator = needs_admin) -> dict[str, Any]:
-        return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+    def job(job_id: Annotated[int, FastAPIPath(ge=1, le=MAX_ID)], _: Annotator = needs_admin) -> dict[str, Any]:
+        try:
+            return jobs.get_job(ctx.db, job_id).model_dump(mode="json")
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
 
     @api.post("/api/admin/op/{name}")
     async def admin_op(name: str, request: Request, user: Annotator = needs_admin) -> dict[str, Any]:
@@ -283,8 +323,11 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         payload = await request.json()
         if not isinstance(payload, dict):
             raise HTTPException(400, "the body must be a JSON object")
+        # A login session names files only in the uploads and exports folders; the admin token (the CLI, run
+        # by the database owner) names any. Decided by how the caller authenticated, not by their name.
+        web = None if state.is_cli(request) else web_paths(ctx)
         # Runs in a worker thread: ops touch the database and may take a while.
-        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload))
+        return await anyio.to_thread.run_sync(lambda: run_op(ctx, user.name, name, payload, web=web))
 
     from app.ui.layout import CSS, HEAD, build_ui
 
@@ -296,11 +339,32 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         user = request.scope[USER_SCOPE_KEY] if USER_SCOPE_KEY in request.scope else state.user_from_request(request)
         return user.name if user and user.name != CLI_USER else None
 
+    # Added first, so it runs inside the gate: a request without a session is refused before its body is read.
+    api.add_middleware(BodyGuard)
     api.add_middleware(SessionGate, state=state, gradio_user=gradio_user)
+    add_web_headers(api)  # after the gate: outermost, so its refusals carry the headers too
 
     return gr.mount_gradio_app(api, blocks, path="/ui", auth_dependency=gradio_user, footer_links=[],
                                head=HEAD, css=CSS, ssr_mode=False, run_history=False,
                                theme=gr.themes.Soft())
+
+
+def _login_fields(raw: bytes) -> tuple[str, str]:
+    """(name, password) of a login body, or a 400 naming what is wrong with it."""
+    try:
+        body = loads(raw.decode("utf-8"))
+    except ValueError as e:  # includes UnicodeDecodeError; BodyGuard has usually refused these already
+        raise HTTPException(400, f"the login body is not JSON: {json_error(e)}") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, f'send a JSON object {{"name": ..., "password": ...}}, not {kind(body)}')
+    name, password = body.get("name", ""), body.get("password", "")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise HTTPException(400, "name and password must be text")
+    if len(name) > annotators.MAX_NAME:
+        raise HTTPException(400, f"the name is longer than {annotators.MAX_NAME} characters")
+    if len(password) > annotators.MAX_PASSWORD:
+        raise HTTPException(400, f"the password is longer than {annotators.MAX_PASSWORD} characters")
+    return name, password
 
 
 def _role(ctx: AppContext, name: str | None) -> str | None:

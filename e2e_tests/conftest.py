@@ -19,6 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 # Playwright's 5 s default is met only on an idle machine: a loaded run (the suite next to two busy
 # cores) once missed a refresh-driven picker update by a margin. Every check still waits on state.
 expect.set_options(timeout=15_000)
+# Cheaper password hashes for the suite's many accounts and logins (see tests/conftest.py, docs/security.md).
+os.environ.setdefault("CRITLAB_TEST_ONLY_SCRYPT_N", str(2**14))
 PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12", "cy": "cy-pass-1234"}
 
 

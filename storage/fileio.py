@@ -50,6 +50,32 @@ def _finite(text: str) -> float:
     return value
 
 
+# Deeper nesting than any record critlab reads; far below the depth where Python's parser gives up
+# (RecursionError, which depends on how deep the caller's own stack already is).
+MAX_JSON_DEPTH = 200
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a whole string (its brackets skipped), or a bracket
+
+
+def _too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON `text` nests arrays/objects more than `limit` deep.
+
+    >>> _too_deep('[[["]]]]]"]]]', 3), _too_deep("[[[[]]]]", 3)
+    (False, True)
+    """
+    if text.count("[") + text.count("{") <= limit:  # the common case: no scan
+        return False
+    depth = 0
+    for m in _TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth -= 1
+    return False
+
+
 _DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=lambda _: None, parse_float=_finite)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -71,7 +97,8 @@ def _lone_surrogate(v: Any) -> str | None:
 
 def loads(text: str) -> Any:
     """JSON with duplicate keys rejected, NaN/Infinity read as null, and numbers or text that strict
-    JSON / UTF-8 cannot hold refused (the database stores strict JSON in UTF-8).
+    JSON / UTF-8 cannot hold refused (the database stores strict JSON in UTF-8), as is nesting deeper
+    than MAX_JSON_DEPTH.
 
     >>> loads('{"a": NaN, "b": [1]}')
     {'a': None, 'b': [1]}
@@ -82,7 +109,12 @@ def loads(text: str) -> Any:
     >>> loads('"\\\\ud83d\\\\ude00"') == "\\U0001f600"  # a surrogate pair is one character
     True
     """
-    value = _DECODER.decode(text)
+    if _too_deep(text):
+        raise JsonProblem(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise JsonProblem("JSON nested too deeply to read") from None
     # Only a \\uD8xx-\\uDFxx escape can produce a surrogate (the text itself is decoded UTF-8), so the
     # walk over the value runs only for lines that have one.
     if _SURROGATE_ESCAPE.search(text):
@@ -297,9 +329,10 @@ def fsync_dir(path: Path) -> None:
 
 
 def temp_beside(out: Path) -> tuple[int, Path]:
-    """A new temp file in `out`'s directory (so the final rename is atomic), as (fd, path)."""
+    """A new temp file in `out`'s directory (so the final rename is atomic), as (fd, path); mode 0600, and a
+    missing directory is made 0700."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as e:
         raise (write_error(e, out, creating=True) or e) from e
@@ -317,8 +350,7 @@ def atomic_file(out: Path) -> Iterator[tuple[Path, BinaryIO]]:
             yield tmp, f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; an export is an ordinary file
-        os.replace(tmp, out)
+        os.replace(tmp, out)  # mode 0600 from mkstemp: exports and reports hold study data, for the owner only
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+# The suite's cheaper password hashes (tests/conftest.py) also when only e2e_tests/ runs.
+ENV = {"CRITLAB_TEST_ONLY_SCRYPT_N": str(2**14), **os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def free_port() -> int:

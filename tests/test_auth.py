@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from app.auth import LoginLimiter, load_or_create_key
+from app.auth import LoginLimiter, Sessions, load_or_create_key
 from storage import annotators
 from storage.db import Database
 
@@ -32,7 +32,30 @@ def test_session_key_persists_with_mode_0600(tmp_path: Path) -> None:
 def test_login_limiter_blocks_after_repeated_failures() -> None:
     lim = LoginLimiter(attempts=3, window=60)
     for _ in range(3):
-        assert not lim.blocked("name:a", "ip:1")
-        lim.failed("name:a", "ip:1")
-    assert lim.blocked("name:a", "ip:2")
-    assert not lim.blocked("name:b", "ip:2")
+        assert lim.reserve("name:a", "ip:1") is not None
+    assert lim.reserve("name:a", "ip:2") is None
+    assert lim.reserve("name:b", "ip:2") is not None
+    assert lim.reserve("name:b", "ip:1") is None  # ip:1 is used up too, so nothing was counted for name:b
+    assert lim.reserve("name:b", "ip:3") is not None
+
+
+def test_login_limiter_memory_is_bounded() -> None:
+    """A refused attempt records nothing, a key whose attempts are all older than the window goes, and the
+    table never holds more than `max_keys` keys (the oldest last attempt goes first)."""
+    now = [0.0]
+    lim = LoginLimiter(attempts=3, window=60, max_keys=100, clock=lambda: now[0])
+    for i in range(1000):
+        assert lim.reserve(f"name:user-{i}") is not None
+    assert len(lim) == 100
+    for _ in range(2):
+        lim.reserve("name:user-999")
+    assert lim.reserve("name:user-999") is None and len(lim) == 100  # recent keys are still counted
+    assert lim.reserve("name:user-0") is not None  # evicted: counted afresh
+    now[0] = 61.0
+    assert lim.reserve("name:user-999") is not None and len(lim) == 1  # all aged out: dropped
+
+
+def test_a_cookie_signature_of_non_ascii_text_is_no_session() -> None:
+    s = Sessions(b"k" * 32)
+    body = s.sign("sid", "ann").rsplit(".", 1)[0]
+    assert s.parse(f"{body}.{'é' * 64}") is None and s.parse(f"{body}.\udcff") is None

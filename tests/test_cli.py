@@ -91,6 +91,7 @@ def test_stale_lock_of_a_dead_process_is_ignored(tmp_path: Path) -> None:
     db = str(tmp_path / "c.duckdb")
     lockfile.lock_path(db).write_text(json.dumps({"pid": 999_999_999, "url": "http://127.0.0.1:1", "token": "t",
                                                   "kind": "critlab-server"}))
+    lockfile.lock_path(db).chmod(0o600)  # the server's own lock (a lock open to others is refused)
     r = run("studies", "--db", db)
     assert r.exit_code == 0
     assert not lockfile.lock_path(db).exists()

@@ -566,7 +566,8 @@ def test_logins_are_rate_limited(live: Live) -> None:
 
 
 # -- stored secrets --------------------------------------------------------------------------------
-def test_passwords_are_stored_salted_and_hashed(db: Database) -> None:
+def test_passwords_are_stored_salted_and_hashed(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(annotators.TEST_ONLY_N_ENV, raising=False)  # the real cost, not the suite's cheaper one
     passwords = {"p1": "same password 1", "p2": "same password 1", "p3": "another-pass"}
     for name, pw in passwords.items():
         annotators.add_annotator(db, name, "annotator", pw)
@@ -574,7 +575,7 @@ def test_passwords_are_stored_salted_and_hashed(db: Database) -> None:
     salts = set()
     for name, stored in rows.items():
         scheme, n, r, p, salt, digest = stored.split("$")
-        assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**14, 8, 1)
+        assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**17, 8, 1)  # OWASP's minimum for scrypt
         assert len(base64.b64decode(salt)) == 16 and len(base64.b64decode(digest)) == 32
         assert passwords[name] not in stored
         salts.add(salt)
@@ -709,17 +710,17 @@ def test_sql_payloads_through_the_json_api_are_harmless(live: Live) -> None:
     # As a study name: refused as unknown, then created, imported into and exported under exactly that name;
     # as an annotator's name; as a prompt id.
     assert admin.get(f"/api/studies/{SQL_PAYLOAD}/judgments").status_code == 400
-    where = Path(live.db.path).parent
-    (where / "sql.jsonl").write_text(json.dumps({"id": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}) + "\n")
+    # A web admin reads only uploads and writes only into the exports folder (tests/test_web_paths.py).
+    uploaded = upload(admin, "sql.jsonl", json.dumps({"id": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}) + "\n")["path"]
     for op, payload, status in [
             ("create_study", {"name": SQL_PAYLOAD}, 200),
-            ("import_prompts", {"study": SQL_PAYLOAD, "path": str(where / "sql.jsonl")}, 200),
+            ("import_prompts", {"study": SQL_PAYLOAD, "path": uploaded}, 200),
             ("add_annotator", {"name": sneaky, "password": "pw-12345678"}, 200),
             ("add_member", {"study": STUDY, "name": sneaky}, 200),
             ("add_member", {"study": STUDY, "name": SQL_PAYLOAD}, 400),  # no such annotator
             ("requeue", {"study": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}, 200),
             ("requeue", {"study": STUDY, "prompt": SQL_PAYLOAD}, 400),  # no such prompt in that study
-            ("export_judgments", {"study": SQL_PAYLOAD, "out": str(where / "sql-out.jsonl")}, 200),
+            ("export_judgments", {"study": SQL_PAYLOAD, "out": "sql-out.jsonl"}, 200),
             ("agreement", {"study": SQL_PAYLOAD, "n_boot": 0}, 200)]:
         r = admin.post(f"/api/admin/op/{op}", json=payload)
         assert r.status_code == status, (op, r.text)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.services.context import AppContext, ServiceError
+from app.services.exports import safe_stem
 from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
@@ -52,6 +53,15 @@ def render(rep: dict, fmt: Format) -> str:
     raise ServiceError(f"format must be json, md or html, not {fmt!r}")
 
 
+def report_file_name(study_name: str) -> str:
+    """The downloadable report's file name: a study name may hold `/` or `..`, a file name may not.
+
+    >>> report_file_name("team/a b"), report_file_name("../../etc/x")
+    ('agreement-team_a_b.html', 'agreement-etc_x.html')
+    """
+    return f"agreement-{safe_stem(study_name)}.html"
+
+
 def write(text: str, out: str) -> dict[str, Any]:
     """Write atomically (a temp file beside the target, then rename; removed if the disk is full)."""
     path = Path(out)
@@ -64,8 +74,7 @@ def report_link(ctx: AppContext, user: str, rep: dict) -> dict[str, str]:
     """The report as one self-contained HTML file, offered to `user` (an admin) through /api/downloads/ for
     a while (app/services/downloads.py): its `url` and `filename`."""
     study = rep["study"]
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in study["name"]).strip("._") or "study"
-    out = ctx.downloads.new_file(f"agreement-{safe}.html")
-    out.write_text(render(rep, "html"), encoding="utf-8")
+    out = ctx.downloads.new_file(report_file_name(study["name"]))
+    write(render(rep, "html"), str(out))
     url = ctx.downloads.offer(out, user, study_id=study["id"], media_type="text/html", single_use=False)
     return {"url": url, "filename": out.name}

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel
 
+from app.services.paths import OptionalReadPath
+from app.services.rate import RateLimit
 from backend.engines.base import Engine, EngineError
 from storage import jobs as job_rows
 from storage.db import Database
@@ -26,7 +28,7 @@ class EngineConfig(BaseModel):
 
     engine: str = "embedded"  # embedded | sglang
     sglang_url: str | None = None
-    sglang_tokenizer: str | None = None
+    sglang_tokenizer: OptionalReadPath = None  # a local tokenizer directory
     sglang_tokenize_url: str | None = None
     sglang_model_id: str | None = None
     # True when the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1 (critlab's --launch-sglang does);
@@ -44,6 +46,14 @@ class ServiceError(ValueError):
 
 class PermissionDenied(PermissionError):
     pass
+
+
+class TooManyRequests(ServiceError):
+    """A rate limit refused the request (429 over HTTP); `retry_after` is in whole seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def make_engine(cfg: EngineConfig) -> Engine:
@@ -73,6 +83,7 @@ class AppContext:
     db: Database
     default_engine: EngineConfig = field(default_factory=EngineConfig)
     engine_factory: Callable[[EngineConfig], Engine] = make_engine
+    submit_limit: RateLimit | None = None  # per person; the server sets it (app/services/rate.py)
     _engines: dict[tuple, Engine] = field(default_factory=dict)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="job"))

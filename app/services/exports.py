@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.services.context import AppContext, ServiceError
+from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
 from storage.export import ExportOptions, export_dataset, preview_dataset
 from storage.export.data import model_sources
 from storage.export.files import card_path, zip_export
@@ -40,7 +41,7 @@ class _ExportFields(BaseModel):
     include_origin: list[IncludedOrigin] | str = Field(default_factory=lambda: ["sampled"])
     kto_threshold: float | None = None
     annotator_names: bool = False
-    chat_template: str | None = None
+    chat_template: OptionalReadPath = None  # a GGUF file or a tokenizer directory
 
     def options(self) -> ExportOptions:
         data = self.model_dump(exclude={"study", "out", "hf_dir", "rows", "overwrite", "format"})
@@ -51,8 +52,8 @@ class _ExportFields(BaseModel):
 
 
 class Export(_ExportFields):
-    out: str
-    hf_dir: str | None = None
+    out: WritePath
+    hf_dir: OptionalWritePath = None
     overwrite: bool = False  # replace an earlier data file and card at `out` (never anything else)
 
 
@@ -117,13 +118,22 @@ def exports_dir(ctx: AppContext) -> Path:
     return base / EXPORTS_DIR
 
 
+def safe_stem(study: str) -> str:
+    """A study name as a file name's stem: no path separators, nothing a shell or a zip would mind.
+
+    >>> safe_stem("my study/../x"), safe_stem("../.."), safe_stem("ünï/cödé")
+    ('my_study_.._x', 'study', 'n_c_d')
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+
+
 def file_name(study: str, kind: str, fmt: str) -> str:
     """A safe file name for the exports directory.
 
     >>> file_name("my study/../x", "dpo", "jsonl")[:20]
     'my_study_.._x-dpo-20'
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+    safe = safe_stem(study)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{safe}-{kind}-{stamp}.{fmt}"
 
@@ -133,11 +143,11 @@ def export_path(base: Path, study: str, kind: str, fmt: str) -> Path:
     zips). `mkdir` claims the folder atomically, so two exports in the same second get two."""
     name = file_name(study, kind, fmt)
     stem = name.rsplit(".", 1)[0]
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)  # exports hold study data: for the owner only
     for n in range(1, 1000):
         folder = base / (stem if n == 1 else f"{stem}-{n}")
         try:
-            folder.mkdir()
+            folder.mkdir(mode=0o700)
         except FileExistsError:
             continue
         return folder / name

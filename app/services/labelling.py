@@ -19,9 +19,9 @@ import hashlib
 import random
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from app.services.context import AppContext, ServiceError
+from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
 from storage import checklists, judgments, label_queue, members, prompts, responses, reveals, studies
 from storage.db import Database
@@ -37,6 +37,12 @@ from storage.models import (
 )
 
 PairVerdict = Literal["A", "B", "tie", "both_bad"]
+MAX_DURATION_MS = 2**31 - 1  # the judgment.duration_ms column is a 32-bit INTEGER (24.8 days)
+
+# Free text a person types with a label. A reference answer may be as long as a response; a comment is a
+# note. Stored once per submit (an edit keeps the old rows as history), so they bound what one submit adds.
+MAX_REFERENCE_CHARS = 20_000
+MAX_COMMENT_CHARS = 5_000
 
 
 class Card(BaseModel):
@@ -90,7 +96,42 @@ class LabelSubmission(Answers):
     shown_order: list[int]
     stage: Stage = "blind"
     idempotency_key: str = Field(min_length=8, max_length=100)
-    duration_ms: int | None = None
+    duration_ms: int | None = Field(None, ge=0, le=MAX_DURATION_MS)
+    reference: str = Field("", max_length=MAX_REFERENCE_CHARS)
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS)
+
+    @field_validator("reference", "comment", "idempotency_key")
+    @classmethod
+    def _storable_text(cls, v: str) -> str:
+        # A lone UTF-16 surrogate (valid in JSON as an escape) is not a character: UTF-8, and so the
+        # database, cannot store it.
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text contains \\u{ord(v[e.start]):04x}, half of a UTF-16 surrogate pair, which is "
+                             "not a character") from None
+        return v
+
+
+def submission(**fields: object) -> LabelSubmission:
+    """A LabelSubmission from the Label tab, the JSON API or Live; ServiceError naming each field that breaks a
+    limit, and the limit, otherwise.
+
+    >>> submission(study="s", prompt_id=1, shown_order=[1], idempotency_key="k" * 8, comment="x" * 5001)
+    Traceback (most recent call last):
+    app.services.context.ServiceError: comment has 5,001 characters; the limit is 5,000
+    """
+    try:
+        return LabelSubmission(**fields)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ServiceError("; ".join(_problem(err) for err in e.errors())) from None
+
+
+def _problem(err: dict) -> str:
+    where = ".".join(str(x) for x in err.get("loc", ()))
+    if err.get("type") == "string_too_long":
+        return f"{where} has {len(err['input']):,} characters; the limit is {err['ctx']['max_length']:,}"
+    return f"{where}: {err.get('msg', 'invalid')}"
 
 
 class SubmitResult(BaseModel):
@@ -325,6 +366,9 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
     the person may not label the study (removed from its members while the item was open). Labels from the Live
     tab (`source='live'`) saw the model's scores: they are always 'revealed', with no blind label.
     """
+    if ctx.submit_limit is not None and (wait := ctx.submit_limit.take(annotator)) is not None:
+        raise TooManyRequests(f"too many labels at once: at most {ctx.submit_limit.limit} submits a minute per "
+                              f"person; try again in {wait} s", retry_after=wait)
     study = studies.get_study(ctx.db, sub.study)
     seen = members.version(ctx.db)  # read before the membership check, for members.recheck
     expected = _checked_label_ids(ctx, study, sub.prompt_id, annotator)

@@ -438,7 +438,7 @@ def _store_labels(ctx: AppContext, user: str, session: LiveSession, study: Study
         return item_ids[i]
 
     order = [ids[c.slot] for c in session.cards if c.slot in ids]
-    sub = labelling.LabelSubmission(
+    sub = labelling.submission(
         study=study.name, prompt_id=prompt_id, shown_order=order, stage="revealed",
         best=rid(answers.best) if answers.best is not None else None,
         ratings={rid(k): v for k, v in answers.ratings.items()},

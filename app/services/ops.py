@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
 from storage import annotators, jobs, label_queue, members, prompts, settings_history, studies
 from storage.models import Annotator, Role, SamplingSettings, StudyConfig
 
@@ -21,10 +22,10 @@ class _Payload(BaseModel):
 
 class ImportPrompts(_Payload):
     study: str
-    path: str
+    path: ReadPath
     display_name: str | None = None  # how errors name the file (an upload's own name, not its temp path)
     description: str = ""
-    guidelines_path: str | None = None
+    guidelines_path: OptionalReadPath = None
 
 
 class CreateStudy(_Payload):
@@ -66,7 +67,7 @@ class Requeue(_Payload):
 class Agreement(_Payload):
     study: str
     format: str = "json"
-    out: str | None = None
+    out: OptionalWritePath = None
     stage: str = "blind"
     n_boot: int = Field(1000, ge=0, le=100_000)
     seed: int = 0
@@ -104,22 +105,22 @@ class ResetPassword(_Payload):
 
 class ImportJudgments(_Payload):
     study: str
-    path: str
+    path: ReadPath
 
 
 class ExportJudgments(_Payload):
     study: str
-    out: str
+    out: WritePath
 
 
 class ExportDpo(_Payload):
     study: str
-    out: str
+    out: WritePath
     overwrite: bool = False
 
 
 class Backup(_Payload):
-    out: str
+    out: WritePath
     overwrite: bool = False
 
 
@@ -225,11 +226,9 @@ def add_annotator(ctx: AppContext, user: str, p: AddAnnotator) -> dict[str, Any]
     if p.studies and p.role == "admin":
         raise ServiceError("admins open every study: --study is for annotators")
     password = p.password or annotators.generate_password()
-    with ctx.db.write():
-        ids = [studies.get_study(ctx.db, name).id for name in dict.fromkeys(p.studies)]
-        a = annotators.add_annotator(ctx.db, p.name, p.role, password)
-        for sid in ids:
-            members.add(ctx.db, sid, a.name, user)
+    ids = [studies.get_study(ctx.db, name).id for name in dict.fromkeys(p.studies)]
+    # One transaction for the person and their memberships, taken after the (slow) password hash.
+    a = annotators.add_annotator(ctx.db, p.name, p.role, password, study_ids=ids, added_by=user)
     return {"name": a.name, "role": a.role, "password": None if p.password else password,
             "studies": list(dict.fromkeys(p.studies))}
 
@@ -399,9 +398,14 @@ from app.services.exports import EXPORT_OPS  # noqa: E402
 OPS.update(EXPORT_OPS)
 
 
-def run_op(ctx: AppContext, user: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Validate the payload for operation `name` and run it as `user` (an admin)."""
+def run_op(ctx: AppContext, user: str, name: str, payload: dict[str, Any], *,
+           web: WebPaths | None = None) -> dict[str, Any]:
+    """Validate the payload for operation `name` and run it as `user` (an admin).
+
+    `web`: the caller is a web session, whose files must lie in these folders (app/services/paths.py);
+    None for the CLI (in process, or through the server with the admin token), which names any file."""
     if name not in OPS:
         raise ServiceError(f"unknown operation {name!r}")
     model, fn = OPS[name]
-    return fn(ctx, user, model.model_validate(payload))
+    p = model.model_validate(payload)
+    return fn(ctx, user, confine(p, web) if web is not None else p)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import gradio as gr
 import pandas as pd
 
-from app.render import to_safe_html
+from app.render import md_literal, to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
@@ -104,7 +104,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         rep = agreement.report(ctx, study_name, stage=stage_, n_boot=int(boot or 0))
         link = agreement.report_link(ctx, user, rep)
         counts = rep.get("counts", {})
-        note = (f"Study **{study_name}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
+        note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
         return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep),
                 gr.Button(f"Download {link['filename']}", visible=True), link["url"],

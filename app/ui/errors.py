@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from app.render import md_literal
 from app.services.context import PermissionDenied, ServiceError
 from backend.engines.base import EngineError
 from storage.fileio import StorageWriteError
@@ -14,6 +15,16 @@ from storage.members import NotMember
 
 # StorageWriteError: disk full or read-only storage, which the admin can fix; the operation changed nothing.
 USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied, NotMember, StorageWriteError)
+
+
+def warning(e: BaseException | str) -> str:
+    """An error as a status line of literal text: messages quote file contents, names and engine output,
+    which Gradio's Markdown would otherwise render (a `![x](http://…)` in an imported file fetched an image).
+
+    >>> print(warning(ValueError("line 2: id '![x](http://t/p.png)'")))
+    ⚠️ line 2\\: id \\'\\!\\[x\\]\\(http\\:\\/\\/t\\/p\\.png\\)\\'
+    """
+    return f"⚠️ {md_literal(str(e))}"
 
 
 def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -24,7 +35,7 @@ def shown_errors(n_out: int) -> Callable[[Callable[..., Any]], Callable[..., Any
             try:
                 return fn(*args, **kwargs)
             except USER_ERRORS as e:
-                msg = f"⚠️ {e}"
+                msg = warning(e)
                 return msg if n_out == 1 else (msg, *[gr.skip()] * (n_out - 1))
         return wrapper
     return deco

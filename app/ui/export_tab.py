@@ -15,7 +15,7 @@ import gradio as gr
 
 from app.services import exports
 from app.services.context import AppContext, ServiceError
-from app.ui.errors import USER_ERRORS, shown_errors
+from app.ui.errors import USER_ERRORS, shown_errors, warning
 from app.ui.tables import NO_COPY
 from storage import studies
 
@@ -178,7 +178,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
                 raise ServiceError("export first")
             r = exports.download_link(ctx, user, run_id)
         except USER_ERRORS as e:
-            return f"⚠️ {e}", ""
+            return warning(e), ""
         return gr.skip(), r["url"]
 
     def studies_list(request: gr.Request) -> Any:

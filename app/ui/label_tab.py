@@ -17,6 +17,8 @@ from app.render import chat_to_safe_html, md_literal, to_safe_html
 from app.services import label_flow, labelling
 from app.services.context import AppContext, ServiceError
 from app.services.label_flow import Step
+from app.services.labelling import MAX_COMMENT_CHARS, MAX_REFERENCE_CHARS
+from app.ui.errors import warning
 from app.ui.model_view_md import render_view
 from storage.members import NotMember
 from storage.models import MAX_RESPONSES
@@ -122,9 +124,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             pairwise = gr.Radio(PAIR_CHOICES, label="Response 1 vs Response 2", visible=False, elem_id="pairwise")
             invalid = gr.CheckboxGroup([], label="Checklist items that are not a valid criterion for this prompt",
                                        visible=False, elem_id="invalid-items")
-            reference = gr.Textbox(label="Your reference answer (optional)", lines=2, visible=False,
-                                   elem_id="reference")
-            comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="comment")
+            reference = gr.Textbox(label=f"Your reference answer (optional, up to {MAX_REFERENCE_CHARS:,} characters)",
+                                   lines=2, max_length=MAX_REFERENCE_CHARS, visible=False, elem_id="reference")
+            comment = gr.Textbox(label=f"Comment (optional, up to {MAX_COMMENT_CHARS:,} characters)", lines=2,
+                                 max_length=MAX_COMMENT_CHARS, elem_id="comment")
             # Kept in view at the bottom of the window (style.css): a warning must not land below the fold.
             with gr.Column(elem_id="label-actions"):
                 with gr.Row():
@@ -148,7 +151,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             return render_step(tab, label_flow.open_study(ctx, user_of(request), study_name))
         except NotMember as e:  # removed from the study while the page still listed it
-            return keep_status(tab, f"⚠️ {e}")
+            return keep_status(tab, warning(e))
 
     def do_submit(data: dict, request: gr.Request) -> list[Any]:
         # The inputs are given as a set, so Gradio passes one {component: value} dict.
@@ -156,7 +159,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         st = values[0]
         if not st:
             return keep_status(tab, "Nothing to submit.")
-        sub = _submission(st, values)
+        try:
+            sub = _submission(st, values)
+        except ServiceError as e:  # a text over its length limit
+            return keep_status(tab, warning(e))
         # Answers already warned about (submitted again), or shown as they were stored (the reveal step, an
         # edit), need no second warning: the person confirms them by submitting.
         answered = _signature(sub)
@@ -164,9 +170,9 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=confirmed)
         except label_flow.CheckAnswers as e:
-            return keep_status(tab, f"⚠️ {e}", state={**st, "warned": answered})
+            return keep_status(tab, warning(e), state={**st, "warned": answered})
         except (ServiceError, NotMember) as e:  # NotMember: removed from the study with the item open
-            return keep_status(tab, f"⚠️ {e}")
+            return keep_status(tab, warning(e))
         return render_step(tab, step)
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
@@ -175,7 +181,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             step = label_flow.skip_and_next(ctx, user_of(request), st["study"], st["prompt_id"])
         except NotMember as e:
-            return keep_status(tab, f"⚠️ {e}")
+            return keep_status(tab, warning(e))
         return render_step(tab, step)
 
     def do_back(st: dict | None, study_name: str | None, request: gr.Request) -> list[Any]:
@@ -184,7 +190,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
         try:
             step = label_flow.back(ctx, user_of(request), study_name, st["prompt_id"] if st else None)
         except NotMember as e:
-            return keep_status(tab, f"⚠️ {e}")
+            return keep_status(tab, warning(e))
         return keep_status(tab, STATUS["no_back"]) if step.item is None else render_step(tab, step)
 
     # One submit at a time per session ("once") and a serialised writer underneath.
@@ -209,7 +215,7 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
     ratings, correct, checks, critique = (per_card[i * MAX_RESPONSES:(i + 1) * MAX_RESPONSES] for i in range(4))
     order: list[int] = st["order"]
     n = len(order)
-    return labelling.LabelSubmission(
+    return labelling.submission(
         study=st["study"], prompt_id=st["prompt_id"], shown_order=order, stage=st["stage"],
         best=order[int(best_pos) - 1] if best_pos else None,
         ratings={order[i]: int(v) for i, v in enumerate(ratings[:n]) if v},
@@ -219,7 +225,7 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
         invalid_items=[int(x) for x in invalid or []],
         critique={order[i]: v for i, v in enumerate(critique[:n]) if v},
         reference=reference or "", comment=comment or "",
-        idempotency_key=st["key"], duration_ms=int((time.time() - st["shown_at"]) * 1000))
+        idempotency_key=st["key"], duration_ms=min(max(0, int((time.time() - st["shown_at"]) * 1000)), labelling.MAX_DURATION_MS))
 
 
 STATUS = {

@@ -11,6 +11,7 @@ from app.render import md_literal
 from app.services import label_flow, labelling, live, overview
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.ui import admin_tab, agreement_tab, export_tab, label_tab, live_tab, refresh, studies_tab
+from app.ui.errors import warning
 from storage import studies
 
 # The page's own scripts: keyboard shortcuts, and what happens when the session ends (session.js).
@@ -71,7 +72,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             try:
                 step = label_flow.open_prompt(ctx, user, study_name or "", prompt)
             except ServiceError as e:
-                return [gr.skip(), gr.skip(), *label_tab.keep_status(label, f"⚠️ {e}")]
+                return [gr.skip(), gr.skip(), *label_tab.keep_status(label, warning(e))]
             return [gr.Tabs(selected="label"), gr.Dropdown(value=step.study),
                     *label_tab.render_step(label, step, f"Opened prompt {md_literal(step.prompt or '')} from the "
                                                         "Agreement tab.")]
@@ -83,7 +84,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             names, live_studies = ov.studies, ov.live_studies
             # Open the first study with work left for this person.
             first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
-            header = f"Signed in as **{user}** ({role_of(user)})"
+            header = f"Signed in as **{md_literal(user)}** ({role_of(user)})"  # a name is any text an admin typed
             live_first = first if first in live_studies else None
             admin_updates = ([studies_tab.table_rows(ov), studies_tab.jobs_markdown(ov), *admin_tab.load(ctx, user),
                               *[gr.Dropdown(choices=names, value=first) for _ in (agr.study, exp.study)]]

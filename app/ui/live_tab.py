@@ -186,8 +186,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
             cards += [card(k, prefix="live-", regenerate=True) for k in range(start + 1, start + 5)]
     best = gr.Radio([], label="Best response", visible=False, elem_id="live-best")
     pairwise = gr.Radio(PAIR_CHOICES, label="Response 1 vs Response 2", visible=False, elem_id="live-pairwise")
-    reference = gr.Textbox(label="Your reference answer (optional)", lines=2, visible=False, elem_id="live-reference")
-    comment = gr.Textbox(label="Comment (optional)", lines=2, visible=False, elem_id="live-comment")
+    reference = gr.Textbox(label=f"Your reference answer (optional, up to {labelling.MAX_REFERENCE_CHARS:,} characters)",
+                           lines=2, max_length=labelling.MAX_REFERENCE_CHARS, visible=False, elem_id="live-reference")
+    comment = gr.Textbox(label=f"Comment (optional, up to {labelling.MAX_COMMENT_CHARS:,} characters)", lines=2,
+                         max_length=labelling.MAX_COMMENT_CHARS, visible=False, elem_id="live-comment")
     add = gr.Button("Add to study", variant="primary", elem_id="live-add")
     add_status = gr.Markdown(elem_id="live-add-status")
     state = gr.State(None)

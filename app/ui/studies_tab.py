@@ -11,6 +11,7 @@ import gradio as gr
 from app.services import estimate, overview
 from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
 from app.services.ops import run_op
+from app.services.paths import web_paths
 from app.render import md_literal
 from app.ui import study_settings
 from app.ui.errors import shown_errors
@@ -159,8 +160,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
         admin_of(request)
         s = studies.create_study(ctx.db, name_, description=desc, guidelines=guide)
-        return (f"Created study **{s.name}**. Annotators label it once they are its members: tick it for them in "
-                "the Admin tab.")
+        return (f"Created study **{md_literal(s.name)}**. Annotators label it once they are its members: tick it "
+                "for them in the Admin tab.")
 
     @shown_errors(1)
     def do_import(study_: str | None, path: str | None, request: gr.Request) -> str:
@@ -170,8 +171,9 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         if not path:
             raise ServiceError("upload a prompts file first")
         # Gradio keeps an upload as <temp dir>/<hash>/<its own name>: errors name the file as the admin knows it.
-        r = run_op(ctx, user, "import_prompts", {"study": study_, "path": path, "display_name": Path(path).name})
-        return f"Imported {r['imported']} prompts into **{r['study']}** ({r['total']} in all)."
+        r = run_op(ctx, user, "import_prompts", {"study": study_, "path": path, "display_name": Path(path).name},
+                   web=web_paths(ctx))
+        return f"Imported {r['imported']} prompts into **{md_literal(r['study'])}** ({r['total']} in all)."
 
     @shown_errors(1)
     def do_start(study_: str | None, engine_: str, url: str, n_: float, t: float, p: float, mt: float | None,

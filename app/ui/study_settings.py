@@ -12,7 +12,7 @@ from app.render import md_literal
 from app.services import study_settings as settings
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from app.ui.errors import USER_ERRORS, shown_errors
+from app.ui.errors import USER_ERRORS, shown_errors, warning
 from storage.models import QUESTIONS
 
 QUESTION_LABELS = settings.QUESTION_LABELS
@@ -91,9 +91,9 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
                 r = run_op(ctx, user, "configure", {"study": study_name, "config": changed, "guidelines": guidelines_,
                                                      "expected_version": form_state["version"], "confirm": confirmed})
             except settings.NeedsConfirmation as e:
-                return (f"⚠️ {e}", gr.skip(), gr.Button(visible=True), *keep)
+                return (warning(e), gr.skip(), gr.Button(visible=True), *keep)
             except USER_ERRORS as e:
-                return (f"⚠️ {e}", gr.skip(), gr.Button(visible=False), *keep)
+                return (warning(e), gr.skip(), gr.Button(visible=False), *keep)
             text = f"Saved the settings of **{md_literal(study_name)}**: {md_literal(settings.describe(r['changed']))}."
             if r["notes"]:
                 text += " Note: " + "; ".join(md_literal(n) for n in r["notes"]) + "."

@@ -65,6 +65,8 @@ def codes(series: pl.Series, classes: Sequence[Any]) -> np.ndarray:
     """Position of each value in `classes` (values must be in `classes`)."""
     lookup = pl.DataFrame({"_v": list(classes), "_code": np.arange(len(classes), dtype=np.int64)},
                           schema_overrides={"_v": series.dtype} if series.dtype != pl.Null else None)
+    if series.dtype == pl.Null:  # a column of a frame built empty without a schema: join on the classes' type
+        series = series.cast(lookup["_v"].dtype)
     out = pl.DataFrame({"_v": series}).join(lookup, on="_v", how="left", maintain_order="left")["_code"]
     return out.to_numpy().astype(np.int64)
 

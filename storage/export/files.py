@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.db import Database
-from storage.fileio import sha256_file, temp_beside, umask, write_error
+from storage.fileio import sha256_file, temp_beside, write_error
 from storage.fileio import fsync_dir as _fsync_dir
 from storage.fileio import umask as _umask  # noqa: F401 (storage.export_dpo re-exports it)
 
@@ -94,7 +94,7 @@ def write_temp_text(beside: Path, text: str) -> Path:
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())
+        # mode 0600 from mkstemp, kept: an export holds study data, for the owner only
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         problem = write_error(e, beside) if isinstance(e, OSError) else None
@@ -192,7 +192,8 @@ def publish(moves: list[tuple[Path, Path, str]], *, replace: Callable[[Path], bo
 def zip_export(files: list[Path], dest: Path) -> Path:
     """One .zip holding `files` under their own names (the Export tab's download: data file and card).
     Parquet is stored as is (already compressed), text is deflated."""
-    with zipfile.ZipFile(dest, "w") as z:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # for the owner only, like the files in it
+    with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as z:
         for f in files:
             kind = zipfile.ZIP_STORED if f.suffix.lower() == ".parquet" else zipfile.ZIP_DEFLATED
             z.write(f, arcname=f.name, compress_type=kind)
@@ -220,7 +221,7 @@ def _atomic_write(out: Path, rows: list[dict[str, Any]], fmt: str, *, overwrite:
                 pq.write_table(pa.Table.from_pylist(rows, schema=DPO_SCHEMA), f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; an export is an ordinary file
+        # mode 0600 from mkstemp, kept: an export holds study data, for the owner only
         digest = sha256_file(tmp)
         publish([(tmp, out, "the data file")], replace=lambda _: overwrite).done()
     except OSError as e:

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.fileio import sha256_file, temp_beside, umask, write_error
+from storage.fileio import sha256_file, temp_beside, write_error
 
 FORMATS = (".jsonl", ".parquet")
 BATCH_ROWS = 1000
@@ -87,7 +87,6 @@ class RowWriter:
                 self._file.flush()
                 os.fsync(self._file.fileno())
                 self._file.close()
-                os.chmod(self.tmp, 0o666 & ~umask())
         except BaseException:
             self.abort()
             raise
