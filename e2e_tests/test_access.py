@@ -49,6 +49,16 @@ def picker_choices(page: Page) -> list[str]:
     return names
 
 
+def ticks_after_now(page: Page) -> None:
+    """Wait until the page's refresh timer has run after this moment: two of its event streams
+    (/queue/data) finish, and the second one opened after the first closed, so it carries only events
+    joined, and answered, from now on. The timer leaves a focused picker alone, so a test must not open
+    one before its update has arrived."""
+    for _ in range(2):
+        with page.expect_request_finished(lambda r: "/gradio_api/queue/data" in r.url):
+            pass
+
+
 def set_studies(admin: Page, person: str, ticked: dict[str, bool]) -> None:
     """The Admin tab: choose the person, tick or untick studies, save."""
     admin.get_by_role("tab", name="Admin").click()
@@ -91,6 +101,7 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
         admin_ctx.close()
 
     # bob's open page learns of the new study on its refresh timer, and only of that one.
+    ticks_after_now(page)
     page.locator("#study-select input").click()
     expect(page.get_by_role("option", name="beta", exact=True)).to_be_visible()
     assert [t.replace("✓", "").strip() for t in page.get_by_role("option").all_inner_texts()] == ["beta"]
