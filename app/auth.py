@@ -1,7 +1,9 @@
-"""One session mechanism for the Gradio UI and every JSON route: an HMAC-signed cookie.
+"""One session mechanism for the Gradio UI and every JSON route: a server-side session behind an
+HMAC-signed cookie.
 
-The signing key is persisted beside the database (mode 0600), so a restart keeps people logged in; a key
-file that is not the user's own private file is refused (app.private_files).
+The signing key is persisted beside the database (mode 0600) and sessions are rows of the database, so a
+restart keeps people logged in; a key file that is not the user's own private file is refused
+(app.private_files).
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.private_files import UntrustedFileError, create_private, read_private
+from storage import sessions
+from storage.db import Database
+from storage.models import Annotator
 
 COOKIE = "critlab_session"
-SESSION_SECONDS = 12 * 3600
+# Defaults of `critlab serve --session-idle / --session-lifetime`.
+IDLE_SECONDS = 2 * 3600
+LIFETIME_SECONDS = 12 * 3600
+TOUCH_SECONDS = 60.0  # a session's last activity is written at most this often
+SEEN_LIMIT = 10_000  # activity entries kept in memory before the stale ones are dropped
 
 # What answers without a session. Everything else is refused by the server's session gate before any
 # route runs, so a route added later (a new tab's events, a Gradio upgrade's endpoints) is closed until
@@ -72,53 +82,137 @@ def load_or_create_key(db_path: str) -> bytes:
 
 
 class Sessions:
-    """Signed, expiring session tokens: `base64(json{u, g, exp}).hmac`.
+    """Server-side sessions (storage.sessions: one row per login) behind a signed cookie
+    `base64(json{s, u}).hmac`: `s` a random session id, `u` the person. Every request looks the row up, so a
+    session that was logged out, ended by a password reset or a disable, sat idle for `idle` seconds or
+    lived `lifetime` seconds is refused at once, even by a copy of the cookie.
 
-    `g` is the person's session generation when the token was issued: the server compares it with the
-    stored one, so disabling a person or resetting their password ends the tokens issued before.
+    Activity is kept in memory and written to the row at most every TOUCH_SECONDS per session, on a
+    background thread: the check itself is one read (the session row and the person's row, in one
+    statement) and never waits for the database's writer.
 
-    >>> s = Sessions(b"k" * 32); t = s.issue("ann", 3)
-    >>> s.verify(t), s.claims(t), s.verify(t[:-1] + ("0" if t[-1] != "0" else "1"))
-    ('ann', ('ann', 3), None)
+    >>> s = Sessions(b"k" * 32); t = s.sign("sid", "ann")
+    >>> s.parse(t), s.parse(t[:-1] + ("0" if t[-1] != "0" else "1")), s.parse("junk")
+    (('sid', 'ann'), None, None)
     """
 
-    def __init__(self, key: bytes, max_age: int = SESSION_SECONDS, clock: Callable[[], float] = time.time):
-        # `clock` lets a test move time forward instead of sleeping through an expiry.
+    def __init__(self, key: bytes, *, idle: float = IDLE_SECONDS, lifetime: float = LIFETIME_SECONDS,
+                 clock: Callable[[], float] = time.time):
+        # `clock` lets a test move time forward instead of sleeping through a timeout.
+        if idle <= 0 or lifetime <= 0:
+            raise ValueError("session timeouts must be positive")
         self._key = key
-        self.max_age = max_age
+        self.idle, self.lifetime = float(idle), float(lifetime)
         self._clock = clock
+        self._seen: dict[str, float] = {}  # session id -> its latest activity seen by this process
+        self._pending: set[str] = set()  # sessions with a write queued
+        self._lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="session-writer")
 
-    def _sign(self, body: str) -> str:
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def max_age(self) -> int:
+        """The cookie's Max-Age: the browser forgets it when the server would refuse it anyway."""
+        return int(self.lifetime)
+
+    def _mac(self, body: str) -> str:
         return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
 
-    def issue(self, user: str, gen: int = 0) -> str:
-        claims = {"u": user, "g": gen, "exp": int(self._clock()) + self.max_age}
-        body = base64.urlsafe_b64encode(json.dumps(claims).encode())
-        return f"{body.decode()}.{self._sign(body.decode())}"
+    def sign(self, session_id: str, person: str) -> str:
+        body = base64.urlsafe_b64encode(json.dumps({"s": session_id, "u": person}).encode()).decode()
+        return f"{body}.{self._mac(body)}"
 
-    def claims(self, token: str | None) -> tuple[str, int] | None:
-        """(user, session generation) of a genuine, unexpired token, else None."""
+    def parse(self, token: str | None) -> tuple[str, str] | None:
+        """(session id, person) of a cookie this server signed, else None (no database access)."""
         if not token or "." not in token:
             return None
         body, sig = token.rsplit(".", 1)
         # compare_digest takes only ASCII text (a cookie can carry any byte): anything else is not our hex.
-        if not sig.isascii() or not hmac.compare_digest(sig, self._sign(body)):
+        if not sig.isascii() or not hmac.compare_digest(sig, self._mac(body)):
             return None
         try:
             data = json.loads(base64.urlsafe_b64decode(body.encode()))
         except ValueError:
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < self._clock():
-            return None
-        user, gen = data.get("u"), data.get("g", 0)  # tokens from before generations existed count as 0
-        if not isinstance(user, str) or not isinstance(gen, int) or isinstance(gen, bool):
-            return None
-        return user, gen
+        if not isinstance(data, dict) or not isinstance(data.get("s"), str) or not isinstance(data.get("u"), str):
+            return None  # includes the signed tokens of earlier versions ({u, g, exp}): log in again
+        return data["s"], data["u"]
 
-    def verify(self, token: str | None) -> str | None:
-        """The user the token was issued to, or None when it is forged, malformed or expired."""
-        c = self.claims(token)
-        return c[0] if c else None
+    def issue(self, db: Database, person: str) -> str:
+        """A new session for `person` (a row, then the cookie value)."""
+        session_id = secrets.token_urlsafe(32)
+        now = self._clock()
+        sessions.create(db, session_id, person, now)
+        with self._lock:
+            self._seen[session_id] = now
+        return self.sign(session_id, person)
+
+    def check(self, db: Database, token: str | None) -> Annotator | None:
+        """The person of a live session, else None (and a timed-out session is ended)."""
+        parsed = self.parse(token)
+        if parsed is None:
+            return None
+        session_id, person = parsed
+        row = sessions.lookup(db, session_id, person)
+        if row is None:
+            with self._lock:
+                self._seen.pop(session_id, None)
+            return None
+        now = self._clock()
+        with self._lock:
+            last = max(row.last_seen_at, self._seen.get(session_id, 0.0))
+        reason = "expired" if now - row.created_at >= self.lifetime else "idle" if now - last >= self.idle else None
+        if reason is not None:
+            self._later(db, session_id, reason)
+            return None
+        with self._lock:
+            self._seen[session_id] = now
+            due = now - row.last_seen_at >= TOUCH_SECONDS and session_id not in self._pending
+            if due:
+                self._pending.add(session_id)
+            if len(self._seen) > SEEN_LIMIT:  # sessions nobody came back to
+                self._seen = {k: t for k, t in self._seen.items() if now - t < self.idle}
+        if due:
+            self._later(db, session_id, None, now)
+        return row.person
+
+    def end(self, db: Database, token: str | None, reason: str = "logout") -> bool:
+        """End the cookie's session (logging out); False when it was not a live session of this server."""
+        parsed = self.parse(token)
+        if parsed is None:
+            return False
+        with self._lock:
+            self._seen.pop(parsed[0], None)
+        return sessions.end(db, parsed[0], reason)
+
+    def _later(self, db: Database, session_id: str, reason: str | None, now: float = 0.0) -> None:
+        """Write on the background thread: the activity (`reason` None) or the end of a timed-out session."""
+        def write() -> None:
+            try:
+                if reason is None:
+                    sessions.touch(db, session_id, now)
+                else:
+                    sessions.end(db, session_id, reason)
+            except Exception:  # noqa: BLE001 - e.g. the database closing at shutdown; the check is what counts
+                pass
+            finally:
+                with self._lock:
+                    self._pending.discard(session_id)
+                    if reason is not None:
+                        self._seen.pop(session_id, None)
+        try:
+            self._writer.submit(write)
+        except RuntimeError:  # shut down: nothing more to record
+            pass
+
+    def flush(self) -> None:
+        """Wait for the writes queued so far (tests, and shutdown before the database closes)."""
+        self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
 
 class LoginLimiter:

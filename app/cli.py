@@ -11,7 +11,6 @@ import os
 import shlex
 import signal
 import socket
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import click
 
 from app.cli_export import add_export_commands
+from app.cli_people import add_people_commands
 from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
 from app.services.rate import SUBMITS_PER_MINUTE
@@ -43,6 +43,41 @@ def engine_options(fn):  # noqa: ANN001, ANN201
                      help="Local HF tokenizer directory (needed behind sglang-router, which does not route /tokenize)."),
         click.option("--sglang-tokenize-url", help="A worker URL that serves /tokenize (alternative to --sglang-tokenizer)."),
         click.option("--sglang-model-id", help="Model id to record when the server does not report it (router)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+class Duration(click.ParamType):
+    """A length of time with a unit, e.g. 90m, 2h, 1d or 45s: seconds as a float.
+
+    >>> Duration().convert("90m", None, None), Duration().convert("1.5h", None, None)
+    (5400.0, 5400.0)
+    """
+
+    name = "DURATION"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        try:
+            seconds = float(text[:-1]) * self.UNITS[text[-1]]
+        except (KeyError, ValueError, IndexError):
+            self.fail(f"{value!r} is not a duration: give a number and a unit, e.g. 90m, 2h, 1d", param, ctx)
+        if seconds < 60:
+            self.fail(f"{value!r} is shorter than a minute", param, ctx)
+        return seconds
+
+
+def session_options(fn):  # noqa: ANN001, ANN201
+    opts = [
+        click.option("--session-idle", envvar="CRITLAB_SESSION_IDLE", type=Duration(), default="2h", show_default=True,
+                     help="Log a person out after this long without a request from their browser (e.g. 30m, 2h)."),
+        click.option("--session-lifetime", envvar="CRITLAB_SESSION_LIFETIME", type=Duration(), default="12h",
+                     show_default=True, help="Log a person out this long after they logged in, active or not."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -75,7 +110,7 @@ def main() -> None:
       critlab import prompts prompts.jsonl --study s1
       critlab generate --study s1 --n 4
       critlab score --study s1 --methods p_true,checklist
-      critlab annotators add alice --role annotator
+      critlab annotators add alice --study s1        # an annotator who may label s1
       critlab serve                                  # then open http://127.0.0.1:7860
       critlab export dpo --study s1 --out pairs.jsonl
     """
@@ -84,7 +119,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Everything critlab creates is for this user only: the database and its WAL (password hashes),
-    # exports, backups, reports and Gradio's copies of downloads.
+    # exports, backups, reports, the copies offered for download and Gradio's uploads.
     os.umask(0o077)
 
 
@@ -233,15 +268,18 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
               help="Behind a reverse proxy: the proxy addresses (comma-separated IPs or networks) whose "
                    "X-Forwarded-For and X-Forwarded-Proto critlab believes. Default: none, so the login rate "
                    "limit counts the address that connects.")
+@session_options
 @db_option
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
           sglang_args: tuple[str, ...], sglang_timeout: float, submits_per_minute: int, forwarded_allow_ips: str,
-          **kw: Any) -> None:
+          session_idle: float, session_lifetime: float, **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
-    database; other critlab commands on the same --db are sent to it.
+    database; other critlab commands on the same --db are sent to it. Sessions end on logging out, on
+    a password reset or a disable, after --session-idle without a request and --session-lifetime
+    after logging in.
 
     \b
     Engines:
@@ -254,11 +292,12 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     sglang-PORT.log beside the database, waits for it to load, and stops it (and every process it
     started) when critlab exits. See docs/gpu.md.
     """
+    web = {"forwarded_allow_ips": forwarded_allow_ips, "submits_per_minute": submits_per_minute,
+           "session_idle": session_idle, "session_lifetime": session_lifetime}
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw), forwarded_allow_ips=forwarded_allow_ips,
-               submits_per_minute=submits_per_minute)
+        _serve(db_path, host, port, _engine_cfg(kw), **web)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
@@ -268,8 +307,7 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
         extra = [arg for value in sglang_args for arg in shlex.split(value)]
     except ValueError as e:
         fail(f"--sglang-arg: {e}")
-    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw,
-                    {"forwarded_allow_ips": forwarded_allow_ips, "submits_per_minute": submits_per_minute})
+    _serve_launched(db_path, host, port, launch_model, tp, dp, extra, sglang_timeout, kw, web)
 
 
 def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp: int, extra: list[str],
@@ -323,7 +361,8 @@ def _exit_on_termination() -> None:
 
 
 def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
-           forwarded_allow_ips: str = "", submits_per_minute: int = SUBMITS_PER_MINUTE) -> None:
+           forwarded_allow_ips: str = "", submits_per_minute: int = SUBMITS_PER_MINUTE,
+           session_idle: float | None = None, session_lifetime: float | None = None) -> None:
     import shutil
 
     import uvicorn
@@ -336,7 +375,8 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
     if running:
         fail(f"{db_path} is already served by critlab (PID {running.pid}) at {running.url}")
     try:
-        sessions = Sessions(load_or_create_key(db_path))
+        timeouts = {k: v for k, v in (("idle", session_idle), ("lifetime", session_lifetime)) if v is not None}
+        sessions = Sessions(load_or_create_key(db_path), **timeouts)
     except (UntrustedFileError, RuntimeError) as e:
         fail(str(e))
     if os.environ.get(TEST_ONLY_N_ENV):
@@ -364,7 +404,7 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
 
 def _private_gradio_dir() -> str:
     """A new folder only this user can open (mode 0700, a name nobody could have made in advance) for
-    Gradio's uploads and download copies. Gradio's default, <tmp>/gradio, is shared by every user of the
+    Gradio's uploads (downloads have their own, app/services/downloads.py). Gradio's default, <tmp>/gradio, is shared by every user of the
     machine: another could create it first and read or swap the files. Under $GRADIO_TEMP_DIR when set.
     Gradio reads the variable when it is imported, so this runs before app.server imports it."""
     import tempfile
@@ -431,81 +471,6 @@ def demo(port: int, host: str, n: int, max_tokens: int, db_path: str) -> None:
 
 
 @main.group()
-def annotators() -> None:
-    """Manage annotators and admins: add, list, disable, enable, reset-password.
-
-    While a server runs, the commands go through it and take effect at once: a disabled person, or one
-    whose password was reset, is logged out of every open session.
-    """
-
-
-@annotators.command("add")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["admin", "annotator"]), default="annotator", show_default=True)
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of "
-                                                     "generating one.")
-@db_option
-def annotators_add(name: str, role: str, password_stdin: bool, db_path: str) -> None:
-    """Add a person who can log in. Without --password-stdin a password is generated and printed once."""
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    r = call(db_path, "add_annotator", {"name": name, "role": role, "password": password})
-    click.echo(f"Added {r['name']} ({r['role']}).")
-    if r.get("password"):
-        click.echo(f"Password: {r['password']}")
-
-
-@annotators.command("list")
-@db_option
-def annotators_list(db_path: str) -> None:
-    """List annotators and admins."""
-    for a in call(db_path, "list_annotators", {})["annotators"]:
-        click.echo(f"{a['name']:<24} {a['role']}{'  (disabled)' if a['disabled'] else ''}")
-
-
-@annotators.command("disable")
-@click.argument("name")
-@db_option
-def annotators_disable(name: str, db_path: str) -> None:
-    """Stop NAME from logging in; their open sessions stop working at once. Their labels stay.
-    The last enabled admin cannot be disabled."""
-    r = call(db_path, "disable_annotator", {"name": name})
-    click.echo(f"Disabled {r['name']} ({r['role']}); their sessions have ended.")
-
-
-@annotators.command("enable")
-@click.argument("name")
-@db_option
-def annotators_enable(name: str, db_path: str) -> None:
-    """Let a disabled NAME log in again (sessions ended by the disable stay ended)."""
-    r = call(db_path, "enable_annotator", {"name": name})
-    click.echo(f"Enabled {r['name']} ({r['role']}).")
-
-
-@annotators.command("reset-password")
-@click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input instead of "
-                                                     "generating one.")
-@db_option
-def annotators_reset_password(name: str, password_stdin: bool, db_path: str) -> None:
-    """Give NAME a new password and end all their sessions. Without --password-stdin a password is
-    generated and printed once."""
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    r = call(db_path, "reset_password", {"name": name, "password": password})
-    click.echo(f"Reset the password of {r['name']}; their sessions have ended.")
-    if r.get("password"):
-        click.echo(f"Password: {r['password']}")
-
-
-@main.command("studies")
-@db_option
-def studies_cmd(db_path: str) -> None:
-    """List studies with their prompt counts and generation runs."""
-    for s in call(db_path, "list_studies", {})["studies"]:
-        runs = ", ".join(f"#{r['id']} {r['engine']} n={r['n']} T={r['temperature']}" for r in s["runs"]) or "no runs"
-        click.echo(f"{s['name']:<24} {s['prompts']:>6} prompts   {runs}")
-
-
-@main.group()
 def export() -> None:
     """Export labelled data."""
 
@@ -550,6 +515,7 @@ def export_judgments(study: str, out: str, db_path: str) -> None:
 
 
 add_export_commands(export, call, db_option)
+add_people_commands(main, call, db_option)
 
 
 @main.command("methods")

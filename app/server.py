@@ -18,7 +18,8 @@ import anyio.to_thread
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as FastAPIPath
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import lockfile
@@ -26,12 +27,14 @@ from app.api_label import label_router
 from app.body_guard import BodyGuard
 from app.auth import COOKIE, LoginLimiter, Sessions, is_public, load_or_create_key
 from app.services.context import AppContext, PermissionDenied, ServiceError, TooManyRequests
+from app.services.downloads import DownloadGone
 from app.services.ops import run_op
 from app.services.paths import web_paths
 from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
 from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
-from storage import annotators, jobs, judgments, studies
+from storage import annotators, jobs, judgments, members, studies
+from storage import sessions as login_sessions
 from storage.fileio import SPACE_ERRNOS, json_error, kind, loads
 from storage.models import Annotator
 from storage.studies import NotFoundError
@@ -57,15 +60,10 @@ class ServerState:
         return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.admin_token.encode())
 
     def user_from_request(self, request: Request) -> Annotator | None:
-        """The logged-in person (signed cookie) or the CLI (admin bearer token), else None."""
+        """The person of a live session (cookie) or the CLI (admin bearer token), else None."""
         if self.is_cli(request):
             return Annotator(id=0, name=CLI_USER, role="admin")
-        claims = self.sessions.claims(request.cookies.get(COOKIE))
-        if claims is None:
-            return None
-        a = annotators.get_annotator(self.ctx.db, claims[0])
-        # A token from before the person was disabled or had their password reset is over.
-        return a if a and not a.disabled and a.session_gen == claims[1] else None
+        return self.sessions.check(self.ctx.db, request.cookies.get(COOKIE))
 
 
 def _check_json_post(request: Request) -> None:
@@ -105,11 +103,13 @@ class SessionGate:
             # Inline, in arrival order: checked in worker threads, Gradio's queue requests (join, data
             # stream, heartbeat) could overtake each other, and a submit then ran twice in the browser
             # (e2e_tests/test_three_annotators.py caught it).
-            allowed = self.gradio_user(request) is not None
+            user = self.state.user_from_request(request)
+            allowed = user is not None and user.name != CLI_USER  # the admin token is not a person
         else:
             user = await anyio.to_thread.run_sync(self.state.user_from_request, request)
             allowed = user is not None
-            scope[USER_SCOPE_KEY] = user
+        # For the route (and Gradio's auth_dependency) not to look the session up a second time.
+        scope[USER_SCOPE_KEY] = user
         if not allowed:
             if request.method == "GET" and path in ("/ui", "/ui/"):  # a person: send them to the login page
                 response: Response = RedirectResponse("/login", status_code=303)
@@ -136,17 +136,22 @@ def _no_store(send: Send) -> Send:
 
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
                url: str | None = None, on_start: Callable[[], None] | None = None,
+               session_idle: float | None = None, session_lifetime: float | None = None,
                submits_per_minute: int = SUBMITS_PER_MINUTE) -> FastAPI:
     """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
     `on_start` runs once the server owns the database (the demo starts its generation job there).
+    `session_idle` / `session_lifetime` (seconds) override the defaults of app.auth unless `sessions` is given;
     `submits_per_minute`: the labels one person may submit per minute (0: no limit)."""
+    timeouts = {k: v for k, v in (("idle", session_idle), ("lifetime", session_lifetime)) if v is not None}
     ctx.submit_limit = RateLimit(submits_per_minute) if submits_per_minute else None
-    state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path)),
+    state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path), **timeouts),
                         admin_token or secrets.token_urlsafe(32))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         jobs.fail_interrupted(ctx.db)
+        login_sessions.housekeep(ctx.db, idle=state.sessions.idle, lifetime=state.sessions.lifetime,
+                                 now=state.sessions.now())
         if url:
             lockfile.write_lock(ctx.db.path, url, state.admin_token)
         if on_start:
@@ -156,7 +161,8 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         finally:
             if url:
                 lockfile.remove_lock(ctx.db.path)
-            ctx.close()  # cancels jobs, CHECKPOINT, close
+            state.sessions.close()  # its queued writes land before the database closes
+            ctx.close()  # cancels jobs, deletes download copies, CHECKPOINT, close
 
     api = FastAPI(title="critlab", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     api.state.critlab = state
@@ -195,8 +201,13 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
 
     @api.exception_handler(PermissionDenied)
+    @api.exception_handler(members.NotMember)
     async def _denied(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=403)
+
+    @api.exception_handler(DownloadGone)
+    async def _gone(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
 
     @api.exception_handler(OSError)
     async def _storage_error(_: Request, exc: Exception) -> JSONResponse:
@@ -246,20 +257,25 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         if user is None:
             return JSONResponse({"error": "wrong name or password"}, status_code=401)
         limiter.release(ticket)  # a right password is no failed attempt
+        token = await anyio.to_thread.run_sync(state.sessions.issue, ctx.db, user.name)
         resp = JSONResponse({"name": user.name, "role": user.role})
-        resp.set_cookie(COOKIE, state.sessions.issue(user.name, user.session_gen), max_age=state.sessions.max_age, httponly=True,
+        resp.set_cookie(COOKIE, token, max_age=state.sessions.max_age, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
         return resp
 
+    # Logging out ends the session on the server: a copy of the cookie (another tab, a script, a stolen
+    # header) stops working too, not only the browser's.
     @api.post("/api/logout")
     def logout(request: Request) -> JSONResponse:
         _check_json_post(request)
+        state.sessions.end(ctx.db, request.cookies.get(COOKIE))
         resp = JSONResponse({"ok": True})
         resp.delete_cookie(COOKIE, path="/")
         return resp
 
     @api.get("/logout", include_in_schema=False)
-    def logout_page() -> RedirectResponse:
+    def logout_page(request: Request) -> RedirectResponse:
+        state.sessions.end(ctx.db, request.cookies.get(COOKIE))
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE, path="/")
         return resp
@@ -271,17 +287,28 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     @api.get("/api/studies/{study}/judgments")
     def study_judgments(study: str, judge: str | None = None, include_superseded: bool = False,
                         user: Annotator = needs_user) -> dict[str, Any]:
-        # Annotators read only their own labels, so nobody sees another's in a blind study.
+        # Annotators read only their own labels, so nobody sees another's in a blind study, and only in a
+        # study they are a member of.
+        s = studies.get_study(ctx.db, study)
         if user.role != "admin":
             if judge not in (None, user.name):
                 raise HTTPException(403, "annotators can read only their own judgments")
             judge = user.name
-        s = studies.get_study(ctx.db, study)
+            members.check(ctx.db, s.id, user.name)
         rows = (judgments.all_rows(ctx.db, study_id=s.id, judge=judge) if include_superseded
                 else judgments.current(ctx.db, study_id=s.id, judge=judge, stage=None))
         return {"study": s.name, "judgments": [j.model_dump(mode="json") for j in rows]}
 
     api.include_router(label_router(ctx, current_user, _check_json_post, machine_user=CLI_USER))
+
+    @api.get("/api/downloads/{token}")
+    def download(token: str, user: Annotator = needs_user) -> FileResponse:
+        """A file the UI offered to this person (app/services/downloads.py): checked again for their role and,
+        for a study's file, their membership; anyone else's link, a used or an expired one answers 404."""
+        offer = ctx.downloads.take(token, user, lambda study_id, who: members.can_label(ctx.db, study_id, who))
+        after = BackgroundTask(ctx.downloads.discard, offer) if offer.single_use else None
+        return FileResponse(offer.path, media_type=offer.media_type, filename=offer.filename, background=after,
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     @api.get("/api/jobs/{job_id}")
     def job(job_id: Annotated[int, FastAPIPath(ge=1, le=MAX_ID)], _: Annotator = needs_admin) -> dict[str, Any]:
@@ -308,7 +335,8 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     blocks.queue(default_concurrency_limit=8, max_size=256)
 
     def gradio_user(request: Request) -> str | None:
-        user = state.user_from_request(request)
+        # Gradio asks this for every one of its requests, which the session gate has just checked.
+        user = request.scope[USER_SCOPE_KEY] if USER_SCOPE_KEY in request.scope else state.user_from_request(request)
         return user.name if user and user.name != CLI_USER else None
 
     # Added first, so it runs inside the gate: a request without a session is refused before its body is read.

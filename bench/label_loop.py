@@ -105,12 +105,14 @@ def build(db_path: Path, n_prompts: int) -> None:
 
 
 def add_annotators(db_path: Path, names: list[str]) -> None:
-    from storage import annotators
+    from storage import annotators, members, studies
     from storage.db import Database
 
     with Database(db_path) as db:
+        study = studies.get_study(db, STUDY)
         for name in names:
             annotators.add_annotator(db, name, "annotator", PASSWORD)
+            members.add(db, study.id, name, "bench")  # annotators label only the studies they are members of
 
 
 class Annotator(threading.Thread):

@@ -1,6 +1,7 @@
 """The admin-only Export tab in a real Chromium: preview counts (kept, skipped by reason) and first rows,
 export, download one .zip of the data file and its dataset card, load the file with `datasets`; untrusted
-text in the preview stays inert; annotators neither see the tab nor can call its handler."""
+text in the preview stays inert; annotators neither see the tab nor can call its handler, nor fetch the
+admin's download link."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from e2e_tests.conftest import (
     PASSWORDS,
@@ -108,10 +109,13 @@ def _export_and_download(page: Page, tmp_path: Path, done: str) -> tuple[Path, P
     written = Path(status.inner_text().split("written to ")[1].split()[0].strip("`"))
     card_name = f"{written.stem}.card.md"
     expect(status).to_contain_text(card_name)
-    link = page.locator("#export-download a").first
-    expect(link).to_have_attribute("download", f"{written.stem}.zip")
+    button = page.locator("#export-download")
+    expect(button).to_have_text(f"Download {written.stem}.zip")
     with page.expect_download() as dl:
-        link.click()
+        button.click()
+    assert dl.value.suggested_filename == f"{written.stem}.zip"
+    # Served by the server's own admin-only route, never by Gradio's file route.
+    assert "/api/downloads/" in dl.value.url and "gradio_api/file" not in dl.value.url
     saved = tmp_path / f"{written.stem}.zip"
     dl.value.save_as(saved)
     with zipfile.ZipFile(saved) as z:
@@ -180,6 +184,36 @@ def test_admin_previews_exports_and_downloads(page: Page, export_server: Server,
     page.wait_for_timeout(500)  # let any late image load or handler show itself before the checks
     assert dialogs == []
     assert not [u for u in requests if u.startswith("http://127.0.0.1:9/")]
+
+
+def test_an_annotator_holding_the_admins_download_link_gets_403(page: Page, browser: Browser,
+                                                               export_server: Server) -> None:
+    """A fresh link is caught on its way out of the admin's page (not fetched), then tried from an
+    annotator's browser: refused; the admin's browser gets the bytes, once."""
+    login(page, export_server.url, "admin")
+    page.get_by_role("tab", name="Export").click()
+    _choose_study(page)
+    page.locator("#export-write").click()
+    expect(page.locator("#export-status")).to_contain_text("written to", timeout=30_000)
+    # The page's download link is caught instead of followed, so it is still unused.
+    page.evaluate("""() => { window.caughtLinks = []; const follow = HTMLAnchorElement.prototype.click;
+      HTMLAnchorElement.prototype.click = function () {
+        if (this.href.includes('/api/downloads/')) { window.caughtLinks.push(this.href); return; }
+        return follow.call(this); }; }""")
+    page.locator("#export-download").click()
+    page.wait_for_function("() => window.caughtLinks.length === 1")
+    link = page.evaluate("() => window.caughtLinks[0]")
+    ann_ctx = browser.new_context()
+    try:
+        ann = ann_ctx.new_page()
+        login(ann, export_server.url, "ann")
+        r = ann.request.get(link)
+        assert r.status == 403 and "admins only" in r.text()
+    finally:
+        ann_ctx.close()
+    r = page.request.get(link)
+    assert r.status == 200 and r.body()[:2] == b"PK"
+    assert page.request.get(link).status == 404  # one download per link
 
 
 def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server: Server) -> None:

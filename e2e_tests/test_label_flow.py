@@ -35,6 +35,9 @@ def test_admin_imports_and_generates_in_the_studies_tab(page: Page, server: Serv
     wait_idle(page)
     page.locator("#import-btn").click()
     expect(page.locator("#import-status")).to_contain_text("Imported 3 prompts into e2e", timeout=30_000)
+    # A new study has no members: the annotators are added (through the running server).
+    r = critlab("studies", "members", "add", "e2e", "ann", "bob", db=server.db)
+    assert "ann is now a member of 'e2e'" in r.stdout and "sent to the critlab server" in r.stderr
 
     gen = page.locator("#gen-study input")
     gen.click()

@@ -43,7 +43,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         critlab("import", "prompts", str(g), "--study", name, db=db)
     critlab("annotators", "add", "admin", "--role", "admin", "--password-stdin", db=db, stdin=PASSWORDS["admin"])
     for who in ("ann", "bob"):
-        critlab("annotators", "add", who, "--password-stdin", db=db, stdin=PASSWORDS[who])
+        critlab("annotators", "add", who, "--study", "trust", "--study", "long", "--study", "other", "--study", "fresh",
+                "--password-stdin", db=db, stdin=PASSWORDS[who])
     server = start_server(db, d / "server.log")
     admin = server.login("admin")
     r = admin.post("/api/admin/op/configure", json={"study": "trust", "guidelines": GUIDE, "config": {

@@ -33,6 +33,7 @@ def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: S
     f = tmp_path / "one.jsonl"
     f.write_text(json.dumps({"id": "seed", "prompt": "A prompt that has no responses yet."}) + "\n")
     critlab("import", "prompts", str(f), "--study", "live", db=server.db)
+    critlab("studies", "members", "add", "live", "ann", db=server.db)
 
     login(page, server.url, "admin")
     page.get_by_role("tab", name="Live").click()

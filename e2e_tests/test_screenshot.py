@@ -26,7 +26,7 @@ def test_label_tab_screenshot(page: Page, tmp_path: Path, shot_dir: Path) -> Non
     critlab("import", "prompts", str(f), "--study", "sample", "--guidelines", str(src / "sample_guidelines.md"), db=db)
     r = critlab("generate", "--study", "sample", "--n", "4", "--max-tokens", "64", "--seed", "1", db=db)
     assert "4 / 4 responses" in r.stdout
-    critlab("annotators", "add", "ann", "--password-stdin", db=db, stdin=PASSWORDS["ann"])
+    critlab("annotators", "add", "ann", "--study", "sample", "--password-stdin", db=db, stdin=PASSWORDS["ann"])
     srv = start_server(db, tmp_path / "server.log")
     try:
         login(page, srv.url, "ann")

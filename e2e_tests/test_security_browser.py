@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from e2e_tests.conftest import submit_anyway, PASSWORDS, Server, login, start_server, wait_idle
-from storage import annotators, checklists, judgments, prompts, responses, studies
+from storage import annotators, checklists, judgments, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn, StudyConfig
 
@@ -77,6 +77,7 @@ def xss2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         judgments.record(db, rows)
     for name in ("admin", "ann"):
         annotators.add_annotator(db, name, "admin" if name == "admin" else "annotator", PASSWORDS[name])
+    members.add(db, s.id, "ann", "admin")
     db.close()
     srv = start_server(d / "xss2.duckdb", d / "server.log")
     yield srv

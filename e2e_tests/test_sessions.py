@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from app.auth import COOKIE
 from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
-from storage import annotators, prompts, responses, studies
+from storage import annotators, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn
 
@@ -48,6 +48,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                         for k in (1, 2)])
     for name, password in PASSWORDS.items():
         annotators.add_annotator(db, name, "admin" if name == "admin" else "annotator", password)
+        if name != "admin":
+            members.add(db, s.id, name, "test")
     db.close()
     server = start_server(d / "sessions.duckdb", d / "server.log")
     yield server
@@ -78,12 +80,16 @@ def test_log_out_happens_in_the_same_tab_and_back_shows_no_ui(page: Page, srv: S
     open_ui(page, srv.url, "ann")
     page.goto(f"{srv.url}/ui/")  # a second /ui/ entry in the history, for Back to land on
     expect(page.locator("#whoami")).to_contain_text("Signed in as ann")
-    assert session_cookies(page.context)
+    copied = session_cookies(page.context)
+    assert copied
     page.get_by_text("Log out", exact=True).click()
     expect(page).to_have_url(re.compile(r"/login\?logged_out=1$"))
     expect(page.locator("#notice")).to_contain_text("You have logged out")
     assert page.context.pages == [page], "logging out opened another tab"
     assert session_cookies(page.context) == []
+    # The session ended on the server: a copy of the cookie taken before logging out is refused too.
+    with httpx.Client(base_url=srv.url, timeout=30, cookies={COOKIE: copied[0]["value"]}) as copy:
+        assert copy.get("/api/me").status_code == 401
     # Back: the earlier /ui/ page is asked for again (no-store) and the session gate answers with the login page.
     page.go_back()
     expect(page).to_have_url(re.compile(r"/login"))

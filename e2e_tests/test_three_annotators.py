@@ -33,7 +33,7 @@ def study_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     critlab("import", "judgments", str(f), "--study", "three", db=db)
     critlab("annotators", "add", "admin", "--role", "admin", "--password-stdin", db=db, stdin=PASSWORDS["admin"])
     for who in PEOPLE:
-        critlab("annotators", "add", who, "--password-stdin", db=db, stdin=PASSWORDS[who])
+        critlab("annotators", "add", who, "--study", "three", "--password-stdin", db=db, stdin=PASSWORDS[who])
     srv = start_server(db, d / "server.log")
     admin = srv.login("admin")
     r = admin.post("/api/admin/op/configure", json={"study": "three", "config": {
@@ -107,7 +107,11 @@ def test_agreement_report_in_the_tab_the_cli_and_as_html(page: Page, study_serve
     page.locator("#agr-compute").click()
     expect(page.locator("#agr-status")).to_contain_text("4 with human labels", timeout=60_000)
     expect(page.locator("#agr-headline")).to_contain_text("p_true")
-    expect(page.locator("#agr-download")).to_contain_text("agreement-three")
+    expect(page.locator("#agr-download")).to_contain_text("agreement-three.html")
+    with page.expect_download() as dl:
+        page.locator("#agr-download").click()
+    assert dl.value.suggested_filename == "agreement-three.html" and "/api/downloads/" in dl.value.url
+    assert "Agreement report: three" in Path(dl.value.path()).read_text()
     out = tmp_path / "report.html"
     r = critlab("agreement", "--study", "three", "--format", "html", "--out", str(out), "--bootstrap", "50",
                 db=study_server.db)

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from e2e_tests.conftest import PASSWORDS, Server, login, start_server
-from storage import annotators, prompts, responses, studies
+from storage import annotators, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn
 
@@ -33,6 +33,7 @@ def xss_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     pid = prompts.list_prompts(db, s.id)[0].id
     responses.insert_responses(db, [ResponseIn(prompt_id=pid, origin="imported", text=t) for t in PAYLOADS])
     annotators.add_annotator(db, "ann", "annotator", PASSWORDS["ann"])
+    members.add(db, s.id, "ann", "test")
     db.close()
     srv = start_server(d / "xss.duckdb", d / "server.log")
     yield srv

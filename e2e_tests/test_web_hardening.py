@@ -25,7 +25,7 @@ def hard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     prompts.insert_prompts(db, s.id, [PromptIn(external_id="h1", messages=[ChatMessage(role="user", content="2+2?")])])
     pid = prompts.list_prompts(db, s.id)[0].id
     responses.insert_responses(db, [ResponseIn(prompt_id=pid, origin="imported", text=t) for t in ("4", "5")])
-    annotators.add_annotator(db, "ann", "annotator", PASSWORDS["ann"])
+    annotators.add_annotator(db, "ann", "annotator", PASSWORDS["ann"], study_ids=[s.id])
     db.close()
     srv = start_server(d / "hard.duckdb", d / "server.log")
     yield srv

@@ -17,7 +17,9 @@ import hmac
 import os
 import secrets
 import threading
+from collections.abc import Sequence
 
+from storage import members, sessions
 from storage.db import Database
 from storage.models import Annotator, Role
 
@@ -95,7 +97,9 @@ def generate_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-def add_annotator(db: Database, name: str, role: Role, password: str) -> Annotator:
+def add_annotator(db: Database, name: str, role: Role, password: str, *, study_ids: Sequence[int] = (),
+                  added_by: str | None = None) -> Annotator:
+    """A new person; an annotator is made a member of `study_ids` in the same transaction (all or nothing)."""
     name = name.strip()
     if not name or len(name) > MAX_NAME or any(c.isspace() for c in name):
         raise ValueError(f"annotator name must be 1-{MAX_NAME} characters with no spaces")
@@ -107,10 +111,12 @@ def add_annotator(db: Database, name: str, role: Role, password: str) -> Annotat
         if cur.execute("SELECT 1 FROM annotator WHERE name = ?", [name]).fetchall():
             raise ValueError(f"annotator {name!r} already exists")
         cur.execute("INSERT INTO annotator (name, role, password_hash) VALUES (?, ?, ?)", [name, role, hashed])
+        for study_id in study_ids:
+            members.add(db, study_id, name, added_by)
     return get_annotator(db, name)
 
 
-_SELECT = "SELECT id, name, role, disabled, session_gen"
+_SELECT = "SELECT id, name, role, disabled"
 
 
 def get_annotator(db: Database, name: str) -> Annotator | None:
@@ -127,8 +133,8 @@ def authenticate(db: Database, name: str, password: str) -> Annotator | None:
     if row["disabled"] or not verify_password(password, stored):
         return None
     if needs_rehash(stored) and not db.read_only:
-        # The password is at hand only now: store it at the current cost (the session generation stays,
-        # so the person's other sessions go on), unless it was changed in the meantime.
+        # The password is at hand only now: store it at the current cost (not a reset: the person's other
+        # sessions go on), unless it was changed in the meantime.
         hashed = hash_password(password)
         with db.write() as cur:
             cur.execute("UPDATE annotator SET password_hash = ? WHERE name = ? AND password_hash = ?",
@@ -145,9 +151,10 @@ def set_password(db: Database, name: str, password: str) -> Annotator:
     _check_password(password)
     hashed = hash_password(password)
     with db.write() as cur:
-        if not cur.execute("UPDATE annotator SET password_hash = ?, session_gen = session_gen + 1 WHERE name = ? "
-                           "RETURNING id", [hashed, name]).fetchall():
+        if not cur.execute("UPDATE annotator SET password_hash = ? WHERE name = ? RETURNING id",
+                           [hashed, name]).fetchall():
             raise ValueError(f"no annotator {name!r}")
+        sessions.end_all(db, name, "password")
     return get_annotator(db, name)
 
 
@@ -164,7 +171,7 @@ def set_disabled(db: Database, name: str, disabled: bool) -> Annotator:
                                  [name]).fetchall()[0][0]
             if others == 0:
                 raise ValueError(f"{name!r} is the last enabled admin; add or enable another admin first")
-        # Disabling moves the session generation on, so re-enabling later does not revive old sessions.
-        cur.execute("UPDATE annotator SET disabled = ?, session_gen = session_gen + ? WHERE name = ?",
-                    [disabled, 1 if disabled and not was else 0, name])
+        cur.execute("UPDATE annotator SET disabled = ? WHERE name = ?", [disabled, name])
+        if disabled:  # ended, not suspended: enabling the person later does not revive these sessions
+            sessions.end_all(db, name, "disabled")
     return get_annotator(db, name)

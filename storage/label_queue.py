@@ -10,7 +10,9 @@ from typing import Any
 
 import duckdb
 
+from storage import members
 from storage.db import Database
+from storage.members import ACCESS_ROWS
 
 # A prompt is ready to label when the labelling run has all n samples for it (or, in a study with no
 # run, when it has imported responses), or when it came from the Live tab with its own samples.
@@ -91,6 +93,11 @@ def _invalidate(db: Database, study_id: int | None, *, only_extra: bool = False)
         stale = _stale.setdefault(db, {})
         any_ = stale.get(study_id, (float("-inf"), float("-inf")))[0]
         stale[study_id] = (any_ if only_extra else now, now)
+
+
+def invalidate(db: Database, study_id: int) -> None:
+    """Rebuild the study's lists on their next use (reservations were released outside this module)."""
+    _invalidate(db, study_id)
 
 
 def _usable(db: Database, key: tuple, cands: _Candidates) -> bool:
@@ -220,9 +227,10 @@ def _walk(cur: duckdb.DuckDBPyConnection, cands: _Candidates, params: dict[str, 
     return None
 
 
-def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[int | None, set[int]]:
+def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[int | None, set[int], bool]:
     """The annotator's oldest open reservation (served, not labelled, not skipped since) that is ready,
-    and the prompts they skipped.
+    the prompts they skipped, and whether they may label the study at all (an admin or a member:
+    storage.members, asked in the same statement).
 
     A submit releases its reservation (`release`), so the rows read here are few; whether they were
     labelled is then checked for those prompts only, not over every judgment of the annotator.
@@ -231,8 +239,11 @@ def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> 
     rows = cur.execute(
         """SELECT 'held', prompt_id, assigned_at FROM assignment WHERE study_id = $study AND annotator = $who
            UNION ALL
-           SELECT 'skipped', prompt_id, created_at FROM skip WHERE annotator = $who AND study_id = $study""",
+           SELECT 'skipped', prompt_id, created_at FROM skip WHERE annotator = $who AND study_id = $study
+           UNION ALL """ + ACCESS_ROWS,
         {k: params[k] for k in ("study", "who")}).fetchall()
+    if not any(kind == "access" for kind, _, _ in rows):
+        return None, set(), False
     last_skip: dict[int, Any] = {}
     for kind, pid, at in rows:
         if kind == "skipped" and (pid not in last_skip or at > last_skip[pid]):
@@ -243,17 +254,17 @@ def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> 
     held = [pid for at, pid in sorted((at, pid) for kind, pid, at in rows if kind == "held")
             if pid != exclude and not (pid in last_skip and last_skip[pid] >= at)]
     if not held:
-        return None, skipped
+        return None, skipped, True
     done = {r[0] for r in cur.execute(
         f"""SELECT prompt_id FROM ({_LABELLED}) WHERE judge = $who
             AND prompt_id BETWEEN $lo AND $hi AND list_contains($only, prompt_id)""",
         {"study": params["study"], "who": params["who"], "lo": min(held), "hi": max(held), "only": held}).fetchall()}
     held = [pid for pid in held if pid not in done]
     if not held:
-        return None, skipped
+        return None, skipped, True
     ready = {r[0] for r in cur.execute(f"SELECT id FROM ({_READY})",
                                        {**{k: params[k] for k in ("study", "run", "n")}, "only": held}).fetchall()}
-    return next((pid for pid in held if pid in ready), None), skipped
+    return next((pid for pid in held if pid in ready), None), skipped, True
 
 
 def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None:
@@ -290,13 +301,21 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
     reservations (so people working at the same time get different items), not skipped before
     skipped (oldest skip first), then the least-labelled, then file order. The pick is checked and
     reserved in one serialised transaction, so two requests cannot take the last slot.
+
+    members.NotMember when the annotator may not label the study (not an admin, not a member): nobody
+    outside a study is ever served or reserves one of its items.
     """
     params = {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
               "extra": extra, "lease": LEASE_MINUTES}
-    own, skipped = _own_reservation(db.cursor(), params)
+    seen = members.version(db)  # read before the check, for members.recheck
+    own, skipped, allowed = _own_reservation(db.cursor(), params)
+    if not allowed:
+        raise members.not_member(db, study_id, annotator)
     if own is not None:
         if reserve:
-            _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
+            with db.write():
+                members.recheck(db, study_id, annotator, seen)
+                _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
         return own
     key = (study_id, run_id, n, overlap, extra)
     cands = _candidates(db, key, params)
@@ -315,6 +334,7 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
                 return found[0]
             continue
         with db.write() as cur:
+            members.recheck(db, study_id, annotator, seen)  # a removal since the check: refused now
             if exact is None:
                 found = _walk(cur, cands, params, skipped)
             else:  # re-checked under the lock: someone may have taken the last slot meanwhile

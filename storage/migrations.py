@@ -399,3 +399,38 @@ def m020_job_figures(cur: duckdb.DuckDBPyConnection) -> None:
     # model that was: the Score button's time estimate uses the last finished job of the same model.
     cur.execute("ALTER TABLE job ADD COLUMN engine_model VARCHAR")
     cur.execute("ALTER TABLE job ADD COLUMN figures JSON")
+
+
+@migration
+def m021_login_sessions(cur: duckdb.DuckDBPyConnection) -> None:
+    # One row per login, so a session ends on the server (logout, password reset, disable, idle or lifetime
+    # timeout) instead of living as long as a signed token. The row holds the SHA-256 of the session id the
+    # cookie carries, never the id itself. The session generations of m019 are replaced by ending rows:
+    # cookies issued before this migration stop working (everyone logs in once more).
+    cur.execute(
+        """CREATE TABLE login_session (
+            id_hash VARCHAR PRIMARY KEY,
+            annotator VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            last_seen_at TIMESTAMPTZ NOT NULL,
+            ended_at TIMESTAMPTZ,
+            end_reason VARCHAR)"""
+    )
+    cur.execute("ALTER TABLE annotator DROP COLUMN session_gen")
+
+
+@migration
+def m022_study_members(cur: duckdb.DuckDBPyConnection) -> None:
+    # Which annotators may label which study (admins reach every study). Until now every annotator could
+    # label every study, so each existing annotator becomes a member of each existing study; studies created
+    # from now on start with no members.
+    cur.execute(
+        """CREATE TABLE study_member (
+            study_id BIGINT NOT NULL,
+            annotator VARCHAR NOT NULL,
+            added_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            added_by VARCHAR,
+            PRIMARY KEY (study_id, annotator))"""
+    )
+    cur.execute("""INSERT INTO study_member (study_id, annotator, added_by)
+                   SELECT s.id, a.name, 'migration' FROM study s, annotator a WHERE a.role = 'annotator'""")

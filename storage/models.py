@@ -204,9 +204,6 @@ class Annotator(BaseModel):
     name: str
     role: Role
     disabled: bool = False
-    # Which generation of session tokens is valid (see storage.annotators.end_sessions); internal, so
-    # left out of what the API and the CLI print.
-    session_gen: int = Field(0, exclude=True)
 
 
 class CallTally(BaseModel):

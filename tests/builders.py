@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import uuid
 
-from storage import judgments, prompts, responses, studies
+from storage import judgments, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn, SamplingSettings, Study
 
 
 def make_study(db: Database, name: str = "demo") -> Study:
     return studies.create_study(db, name)
+
+
+def make_members(db: Database, study_id: int, *names: str) -> None:
+    """Annotators (created when missing, with a password hash nothing verifies: they never log in) who are
+    members of the study, so the label loop serves them."""
+    with db.write() as cur:
+        for name in names:
+            cur.execute("INSERT INTO annotator (name, role, password_hash) VALUES (?, 'annotator', '!') "
+                        "ON CONFLICT DO NOTHING", [name])
+    for name in names:
+        members.add(db, study_id, name, "test")
 
 
 def make_prompt(db: Database, study_id: int, external_id: str = "p1", text: str = "Question?",

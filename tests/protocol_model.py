@@ -1,6 +1,7 @@
 """A small reference model of the labelling protocol, written from its rules (DESIGN.md, "The labelling
-protocol") and not from the service code: what each person has answered at each stage, what they have
-seen, what they hold reserved, skipped and labelled, and what the study asks for.
+protocol", and issue 13's study members) and not from the service code: who may label the study (its
+members), what each person has answered at each stage, what they have seen, what they hold reserved,
+skipped and labelled, and what the study asks for.
 
 tests/test_protocol_machine.py drives the real service layer and this model side by side.
 """
@@ -35,6 +36,7 @@ class ProtocolModel:
     flagged: set[int] = field(default_factory=set)  # the humans' blind best picks split
     submits: int = 0  # a clock: every submit and skip ticks it
     stored_rows: int = 0  # human judgment rows ever stored (superseded ones included)
+    members: set[str] = field(default_factory=set)  # who may label the study; anyone else is refused everything
 
     # -- what the rules say ---------------------------------------------------------------------------
     def labelled(self, who: str, pid: int) -> bool:
@@ -99,6 +101,14 @@ class ProtocolModel:
         picks = {r for (w, p, s), (ans, _) in self.current.items() if p == pid and s == "blind"
                  for m, r, _ in ans if m == "best_of_n"}
         (self.flagged.add if len(picks) > 1 else self.flagged.discard)(pid)
+
+    def add_member(self, who: str) -> None:
+        self.members.add(who)
+
+    def remove_member(self, who: str) -> None:
+        """Their reservations are released; what they labelled stays (and still counts toward the overlap)."""
+        self.members.discard(who)
+        self.held.pop(who, None)
 
     def skip(self, who: str, pid: int) -> None:
         self.submits += 1

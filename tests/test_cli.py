@@ -108,7 +108,7 @@ def test_annotators_disable_enable_and_reset_password(tmp_path: Path) -> None:
     run("annotators", "add", "bob", "--password-stdin", "--db", db, input="bob-pass-12\n")
     r = run("annotators", "disable", "bob", "--db", db)
     assert r.exit_code == 0 and "Disabled bob" in r.output
-    assert "bob                      annotator  (disabled)" in run("annotators", "list", "--db", db).output
+    assert "bob                      annotator  no study  (disabled)" in run("annotators", "list", "--db", db).output
     r = run("annotators", "enable", "bob", "--db", db)
     assert r.exit_code == 0 and "Enabled bob" in r.output
     assert "(disabled)" not in run("annotators", "list", "--db", db).output

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage import annotators, prompts, responses, studies
+from storage import annotators, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn, StudyConfig
 from tests.server_process import free_port, start_serve, stop
@@ -43,6 +43,7 @@ def build_label_db(path: Path, *, n_prompts: int, names: list[str], n_responses:
                                         for p in pids for k in range(n_responses)])
         for name in names:
             annotators.add_annotator(db, name, "annotator", PASSWORD)
+            members.add(db, s.id, name, "test")
 
 
 @dataclass

@@ -22,8 +22,9 @@ from click.testing import CliRunner
 
 from app.cli import main
 from app.services import exports
-from app.services.context import AppContext
+from app.services.context import AppContext, ServiceError
 from storage.db import Database
+from storage.models import Annotator
 from storage.export import ExportOptions, export_dataset
 from storage.export import files as export_files
 from storage.export import run as export_run
@@ -262,9 +263,21 @@ def test_export_download_zips_data_and_card(labelled: Database, tmp_path: Path) 
     data, card = Path(r["out_path"]), Path(r["card_path"])
     assert data.parent.parent == exports.exports_dir(ctx) and listing(data.parent) == sorted([data.name, card.name])
     assert card.name == f"{data.stem}.card.md" and r["rel_path"] == str(data.relative_to(data.parent.parent.parent))
-    with zipfile.ZipFile(r["zip_path"]) as z:
+    # The download: a fresh .zip offered to the admin through /api/downloads/ (app/services/downloads.py).
+    link = exports.download_link(ctx, "admin", r["export_run_id"])
+    offer = ctx.downloads.take(link["url"].rsplit("/", 1)[1], Annotator(id=1, name="admin", role="admin"),
+                               lambda study_id, who: True)
+    assert offer.filename == link["filename"] == f"{data.stem}.zip"
+    with zipfile.ZipFile(offer.path) as z:
         assert sorted(z.namelist()) == sorted([data.name, card.name])
         assert z.read(data.name) == data.read_bytes() and z.read(card.name) == card.read_bytes()
+    ctx.downloads.discard(offer)
+    assert not offer.path.exists()
+    # Only what the Export tab wrote beside the database is offered (a CLI export may sit anywhere).
+    elsewhere = exports.export(ctx, "admin", exports.Export(study="demo", out=str(tmp_path / "cli.jsonl")))
+    with pytest.raises(ServiceError, match="no file under"):
+        exports.download_link(ctx, "admin", elsewhere["export_run_id"])
+    ctx.downloads.close()
     with pytest.raises(LookupError, match="nope"):
         exports.export_download(ctx, "admin", exports.ExportDownload(study="nope"))
     assert listing(exports.exports_dir(ctx)) == [data.parent.name]  # a refused export leaves no empty folder

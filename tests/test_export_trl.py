@@ -24,7 +24,7 @@ from storage.db import Database
 from storage.export import ExportOptions, export_dataset, row_schema
 from storage.import_judgments import import_judgments
 from storage.models import SamplingSettings, StudyConfig
-from tests.builders import make_prompt, make_study
+from tests.builders import make_members, make_prompt, make_study
 from tests.scripted_engine import ScriptedEngine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,6 +82,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> AppContext:
     generation.start_generation(ctx, "sample", SamplingSettings(n=3, seed=0, max_tokens=32), background=False)
     job = start_scoring(ctx, "sample", ["critique", "rubric", "pairwise"], background=False)
     assert job.status == "done", job.error
+    make_members(db, s.id, "alice", "bob", "carol")
     for who, best_pos in (("alice", 0), ("bob", 0), ("carol", 1)):
         for _ in range(4):
             item = labelling.next_item(ctx, who, "sample")

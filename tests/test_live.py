@@ -10,7 +10,7 @@ import pytest
 from app.services import labelling, live
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from backend.engines.base import Sample, SampleParams
-from storage import annotators, judgments, label_queue, responses, studies
+from storage import annotators, judgments, label_queue, members, responses, studies
 from storage.db import Database
 from storage.models import StudyConfig
 from tests.builders import make_prompt, make_responses, make_run, make_study
@@ -86,6 +86,7 @@ def test_add_to_study_stores_everything_once(ctx: AppContext) -> None:
     batch_run = make_run(ctx.db, study.id)
     make_responses(ctx.db, pid_batch, ["a", "b", "c"], run_id=batch_run)
     studies.update_study(ctx.db, study.id, config=StudyConfig(questions=["best", "rating", "comment"]))
+    members.add(ctx.db, study.id, "ann", "root")
     s = _run(live.LiveSessions(ctx))
     answers = labelling.Answers(best=2, ratings={1: 3, 2: 6}, comment="two is better")
     res = live.add_to_study(ctx, "root", s, "s1", answers, "key-live-0001")
@@ -140,6 +141,11 @@ def test_access_is_checked_on_every_call(ctx: AppContext) -> None:
         sessions.start("ann", live.LiveRequest(messages=QUESTION, study="s1"))
     assert live.granted_studies(ctx, "ann") == [] and live.granted_studies(ctx, "root") == ["s1"]
     studies.update_study(ctx.db, study.id, config=StudyConfig(live_annotators=True))
+    with pytest.raises(PermissionDenied, match="members of a study"):  # the study grants Live, to its members
+        sessions.start("ann", live.LiveRequest(messages=QUESTION, study="s1"))
+    assert live.granted_studies(ctx, "ann") == []
+    members.add(ctx.db, study.id, "ann", "root")
+    assert live.granted_studies(ctx, "ann") == ["s1"]
     s = _run(sessions, "ann", study="s1")
     with pytest.raises(PermissionDenied):
         sessions.get("bob", s.id)  # someone else's session

@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from app.auth import load_or_create_key
 from app.private_files import UntrustedFileError
 from app.services.agreement import report_file_name
 from storage import annotators
+from storage import sessions as login_sessions
 from storage.db import Database
 from tests.server_process import ENV, ROOT, free_port, start_serve, stop
 
@@ -230,8 +232,8 @@ def modes(root: Path) -> dict[str, str]:
 
 def test_everything_the_server_creates_is_private(tmp_path: Path) -> None:
     """A real `critlab serve` (umask 022 inherited, as from a login shell): the database and its WAL, an
-    export, a backup, and the Agreement tab's report for a study named with `/` (Gradio's copy of it
-    included) are 0600 in 0700 folders; Gradio works in a private folder that is gone after shutdown."""
+    export, a backup, and the Agreement tab's report for a study named with `/` (the copy the download route
+    serves) are 0600 in 0700 folders; Gradio works in a private folder that is gone after shutdown."""
     data, gradio_base, tmp = tmp_path / "data", tmp_path / "gradio-base", tmp_path / "tmp"
     for d in (data, gradio_base, tmp):
         d.mkdir(mode=0o755)
@@ -259,11 +261,11 @@ def test_everything_the_server_creates_is_private(tmp_path: Path) -> None:
                 assert critlab("backup", "--out", str(data / "copy.duckdb"), "--db", str(db), env=env).returncode == 0
                 msg = agreement_compute(c, "team/a")
                 assert msg["success"], json.dumps(msg)[:3000]
-                report = msg["output"]["data"][4]
-                assert Path(report["path"]).name == "agreement-team_a.html", report
+                link = msg["output"]["data"][5]  # the report is served by the download route, not Gradio
                 assert "Study **team\\/a**" in msg["output"]["data"][0]  # the name as literal Markdown text
-                copy = Path(report["path"])
-                assert copy.is_relative_to(gradio_base) and copy.read_text().startswith("<!")
+                got = c.get(link)
+                assert got.status_code == 200 and got.text.startswith("<!"), got.text[:300]
+                assert 'filename="agreement-team_a.html"' in got.headers["content-disposition"]
                 private = next(gradio_base.iterdir())  # the server's own folder for Gradio
                 assert private.name.startswith("critlab-gradio-")
                 files = {**{f"data/{k}": v for k, v in modes(data).items()},
@@ -272,7 +274,7 @@ def test_everything_the_server_creates_is_private(tmp_path: Path) -> None:
             assert wal_mode == 0o600
             assert {f"data/{n}" for n in ("c.duckdb", "c.duckdb.secret", "c.duckdb.lock",
                                           "out", "out/j.jsonl", "copy.duckdb")} <= set(files)
-            assert any(k.startswith("tmp/critlab-report-") for k in files)
+            assert any(k.startswith("tmp/critlab-downloads-") and k.endswith("/agreement-team_a.html") for k in files)
             loose = {k: v for k, v in files.items() if v not in ("0600", "0700")}
             assert loose == {}, loose
         finally:
@@ -290,7 +292,7 @@ def test_old_cost_hashes_still_verify_and_are_rehashed_at_the_next_login(db: Dat
     annotators.add_annotator(db, "old", "annotator", "old-pass-123")
     monkeypatch.delenv(annotators.TEST_ONLY_N_ENV)
     before = db.fetchval("SELECT password_hash FROM annotator WHERE name = 'old'")
-    gen = db.fetchval("SELECT session_gen FROM annotator WHERE name = 'old'")
+    login_sessions.create(db, "a-session-of-old", "old", time.time())  # a login on another device
     assert before.startswith("scrypt$16384$") and annotators.needs_rehash(before)
     assert annotators.authenticate(db, "old", "wrong-pass-123") is None
     assert db.fetchval("SELECT password_hash FROM annotator WHERE name = 'old'") == before  # not on a failure
@@ -298,7 +300,7 @@ def test_old_cost_hashes_still_verify_and_are_rehashed_at_the_next_login(db: Dat
     after = db.fetchval("SELECT password_hash FROM annotator WHERE name = 'old'")
     assert after.startswith(f"scrypt${2**17}$8$1$") and not annotators.needs_rehash(after)
     assert annotators.authenticate(db, "old", "old-pass-123").name == "old"
-    assert db.fetchval("SELECT session_gen FROM annotator WHERE name = 'old'") == gen  # other sessions go on
+    assert login_sessions.lookup(db, "a-session-of-old", "old") is not None  # not a reset: other sessions go on
     assert base64.b64decode(after.split("$")[4]) != base64.b64decode(before.split("$")[4])  # a new salt
 
 

@@ -14,7 +14,7 @@ from app.ui.model_view_md import render_view
 from storage import checklists, judgments
 from storage.db import Database
 from storage.models import JudgmentIn
-from tests.builders import make_prompt, make_responses, make_study
+from tests.builders import make_members, make_prompt, make_responses, make_study
 
 
 def model(db: Database, study_id: int, prompt_id: int, method: str, **kw) -> None:
@@ -52,6 +52,7 @@ def test_model_view_shows_only_after_a_blind_submit(db: Database) -> None:
     p = make_prompt(db, s.id)
     a, b = make_responses(db, p, ["A", "B"])
     model(db, s.id, p, "p_true", response_id=a, prob=0.9, value=0.9)
+    make_members(db, s.id, "ann")
     ctx = AppContext(db=db)
     item = labelling.next_item(ctx, "ann", s.name)
     assert not item.show_model_view and item.views == {} and item.stage == "blind"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import annotators, studies
+from storage import annotators, sessions, studies
 from storage.db import Database
 from tests.builders import make_prompt, make_study
 
@@ -42,24 +44,35 @@ def test_disable_enable_and_reset_password(db: Database) -> None:
     ctx = AppContext(db=db)
     run_op(ctx, "cli", "add_annotator", {"name": "root", "role": "admin", "password": "root-pass-1"})
     run_op(ctx, "cli", "add_annotator", {"name": "ann", "password": "ann-pass-12"})
-    gen = annotators.get_annotator(db, "ann").session_gen
+    now = time.time()
+    for sid in ("s1", "s2"):
+        sessions.create(db, sid, "ann", now)
+
+    def live_sessions() -> list[str]:
+        # lookup refuses a disabled person as well: read the rows themselves
+        return [r[0] for r in db.fetchall("SELECT end_reason FROM login_session WHERE annotator = 'ann' "
+                                          "ORDER BY created_at, id_hash")]
 
     r = run_op(ctx, "root", "disable_annotator", {"name": "ann"})
     assert r == {"id": 2, "name": "ann", "role": "annotator", "disabled": True}
     assert annotators.authenticate(db, "ann", "ann-pass-12") is None
-    assert annotators.get_annotator(db, "ann").session_gen == gen + 1  # sessions issued before are over
+    assert live_sessions() == ["disabled", "disabled"]  # every session issued before is over
     run_op(ctx, "root", "disable_annotator", {"name": "ann"})  # again: no change, no error
-    assert annotators.get_annotator(db, "ann").session_gen == gen + 1
+    assert live_sessions() == ["disabled", "disabled"]
     assert run_op(ctx, "root", "list_annotators", {})["annotators"][1]["disabled"] is True
 
     assert run_op(ctx, "root", "enable_annotator", {"name": "ann"})["disabled"] is False
     assert annotators.authenticate(db, "ann", "ann-pass-12").name == "ann"
-    assert annotators.get_annotator(db, "ann").session_gen == gen + 1  # ended sessions stay ended
+    assert sessions.lookup(db, "s1", "ann") is None  # ended sessions stay ended
 
+    sessions.create(db, "s3", "ann", now)
+    assert sessions.lookup(db, "s3", "ann") is not None
     r = run_op(ctx, "root", "reset_password", {"name": "ann"})
     assert len(r["password"]) >= 12 and annotators.authenticate(db, "ann", r["password"]).name == "ann"
     assert annotators.authenticate(db, "ann", "ann-pass-12") is None
-    assert annotators.get_annotator(db, "ann").session_gen == gen + 2
+    assert sessions.lookup(db, "s3", "ann") is None
+    assert db.fetchval("SELECT end_reason FROM login_session WHERE id_hash = ?", [sessions.id_hash("s3")]) == \
+        "password"
     r = run_op(ctx, "root", "reset_password", {"name": "ann", "password": "chosen-pass-1"})
     assert r["password"] is None  # a password the admin chose is not echoed back
     assert annotators.authenticate(db, "ann", "chosen-pass-1").name == "ann"

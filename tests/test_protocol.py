@@ -12,7 +12,7 @@ from app.services.context import AppContext, ServiceError
 from storage import checklists, judgments, label_queue, studies
 from storage.db import Database
 from storage.models import JudgmentIn, StudyConfig
-from tests.builders import make_prompt, make_responses
+from tests.builders import make_members, make_prompt, make_responses
 
 
 def _study(db: Database, n_prompts: int = 3, **config) -> tuple[AppContext, int, list[int]]:
@@ -20,6 +20,7 @@ def _study(db: Database, n_prompts: int = 3, **config) -> tuple[AppContext, int,
     pids = [make_prompt(db, s.id, f"q{i}") for i in range(n_prompts)]
     for pid in pids:
         make_responses(db, pid, ["first", "second"])
+    make_members(db, s.id, "a", "b", "c", "d")
     return AppContext(db=db), s.id, pids
 
 

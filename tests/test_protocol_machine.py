@@ -1,9 +1,11 @@
 """The labelling protocol, proven by a model: Hypothesis drives the real service layer (app.services.labelling,
-label_queue, the configure operation) with random sequences of next, submit, edit, back, skip, reveal,
-retry, re-queue and settings changes by three annotators with two browser tabs each, and after every step
-checks that the database equals the reference model (tests/protocol_model.py) and that the invariants hold:
-no blind label after a reveal; exactly one current label per person, question, target and stage; nothing
-lost or stored twice; overlap and reservations respected.
+label_queue, the configure and membership operations) with random sequences of next, submit, edit, back,
+skip, reveal, retry, re-queue, settings changes and members added or removed by three annotators with two
+browser tabs each, and after every step checks that the database equals the reference model
+(tests/protocol_model.py) and that the invariants hold: no blind label after a reveal; exactly one current
+label per person, question, target and stage; nothing lost or stored twice; overlap and reservations
+respected; a non-member is refused everything (a removed member's open item included) and changes nothing,
+holds no reservation, and keeps the labels stored before.
 
 Profiles (tests/conftest.py): `ci`, the default (30 examples of up to 25 steps, no deadline, no example
 database), and `long` (CRITLAB_HYPOTHESIS=long: 300 examples of up to 60 steps).
@@ -14,18 +16,21 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import judgments, label_queue, studies
+from storage import judgments, label_queue, members, studies
 from storage.db import Database
+from storage.members import NotMember
 from storage.models import JudgmentIn, StudyConfig
-from tests.builders import make_prompt, make_responses
+from tests.builders import make_members, make_prompt, make_responses
 from tests.protocol_model import Answer, ProtocolModel, Settings
 
 PEOPLE = ("a", "b", "c")
@@ -64,7 +69,9 @@ class LabellingProtocol(RuleBasedStateMachine):
             make_responses(self.db, pid, ["one", "two", "three"])
             judgments.record(self.db, [JudgmentIn(study_id=s.id, prompt_id=pid, judge_kind="model", judge="m",
                                                   method="p_true", prob=0.5, idempotency_key=uuid.uuid4().hex)])
-        self.model = ProtocolModel(prompts=pids)
+        make_members(self.db, s.id, *PEOPLE)
+        members.remove(self.db, s.id, PEOPLE[-1])  # one person starts outside the study
+        self.model = ProtocolModel(prompts=pids, members=set(PEOPLE[:-1]))
         self.tabs: dict[tuple[str, int], Tab] = {}
         self.last: dict[str, tuple[labelling.LabelSubmission, list[int]]] = {}
 
@@ -77,6 +84,13 @@ class LabellingProtocol(RuleBasedStateMachine):
         return (self.db.fetchall("SELECT id, stage, superseded_at FROM judgment ORDER BY id")
                 + self.db.fetchall("SELECT prompt_id, annotator FROM reveal ORDER BY ALL")
                 + self.db.fetchall("SELECT prompt_id, annotator FROM assignment ORDER BY ALL"))
+
+    def _refused(self, call: Callable[[], object]) -> None:
+        """A non-member's call: refused with the membership error, and nothing changes."""
+        before = self._dump()
+        with pytest.raises(NotMember, match="is not a member of study 'proto'"):
+            call()
+        assert self._dump() == before, "a refused call changed the database"
 
     def _show(self, who: str, tab: int, item: labelling.LabelItem | None, reserve: bool) -> None:
         if item is None:
@@ -99,6 +113,9 @@ class LabellingProtocol(RuleBasedStateMachine):
         m = self.model
         open_tab = self.tabs.get((who, tab))
         exclude = open_tab.pid if open_tab and after_current else None
+        if who not in m.members:
+            self._refused(lambda: labelling.next_item(self.ctx, who, STUDY, after=exclude))
+            return
         own = m.own_reservation(who, exclude)
         eligible = m.eligible(who, exclude)
         needed = {p: m.needed(p) for p in eligible}
@@ -138,6 +155,9 @@ class LabellingProtocol(RuleBasedStateMachine):
     def edit(self, data: st.DataObject, drop: int) -> None:
         """← back to the last labelled item, clear one answer (a rating, the comment) and submit again."""
         who = data.draw(st.sampled_from(sorted(self.last)), label="who")
+        if who not in self.model.members:
+            self._refused(lambda: labelling.previous_item(self.ctx, who, STUDY, None))
+            return
         item = labelling.previous_item(self.ctx, who, STUDY, None)
         self._show(who, 0, item, reserve=False)
         t = self.tabs[(who, 0)]
@@ -165,6 +185,9 @@ class LabellingProtocol(RuleBasedStateMachine):
             best=t.order[best] if best is not None else None,
             ratings={t.order[i]: v for i, v in ratings.items()}, comment=comment,
             idempotency_key=uuid.uuid4().hex)
+        if who not in m.members:  # e.g. removed from the study with this item open
+            self._refused(lambda: labelling.submit(self.ctx, who, sub))
+            return
         stage = "revealed" if not m.settings.blind else t.stage
         refused = m.settings.blind and stage == "blind" and m.has_seen(who, t.pid)
         before = self._dump()
@@ -186,6 +209,9 @@ class LabellingProtocol(RuleBasedStateMachine):
         """The same submit again (a lost answer, a double click): nothing new, the same ids."""
         who = data.draw(st.sampled_from(sorted(self.last)), label="who")
         sub, ids = self.last[who]
+        if who not in self.model.members:
+            self._refused(lambda: labelling.submit(self.ctx, who, sub))
+            return
         before = self._dump()
         assert labelling.submit(self.ctx, who, sub).judgment_ids == ids
         assert self._dump() == before
@@ -194,6 +220,9 @@ class LabellingProtocol(RuleBasedStateMachine):
     @rule(data=st.data())
     def skip(self, data: st.DataObject) -> None:
         who, _, t = self._tab(data)
+        if who not in self.model.members:
+            self._refused(lambda: labelling.skip(self.ctx, who, STUDY, t.pid))
+            return
         labelling.skip(self.ctx, who, STUDY, t.pid)
         self.model.skip(who, t.pid)
 
@@ -201,6 +230,9 @@ class LabellingProtocol(RuleBasedStateMachine):
     def back(self, who: str, tab: int, from_current: bool) -> None:
         t = self.tabs.get((who, tab))
         current = t.pid if t and from_current else None
+        if who not in self.model.members:
+            self._refused(lambda: labelling.previous_item(self.ctx, who, STUDY, current))
+            return
         history = self.model.history(who)
         if current in history:
             history = history[: history.index(current)]
@@ -215,6 +247,9 @@ class LabellingProtocol(RuleBasedStateMachine):
         """The reveal step: the model's view of the tab's item."""
         who, tab, t = self._tab(data)
         m = self.model
+        if who not in m.members:
+            self._refused(lambda: labelling.open_item(self.ctx, who, STUDY, t.pid, stage="revealed"))
+            return
         allowed = not m.settings.blind or m.has_seen(who, t.pid) or (who, t.pid, "blind") in m.current
         try:
             item = labelling.open_item(self.ctx, who, STUDY, t.pid, stage="revealed")
@@ -230,6 +265,22 @@ class LabellingProtocol(RuleBasedStateMachine):
         pid = self.model.prompts[i]
         label_queue.requeue(self.db, pid, "admin")
         self.model.requeues[pid] = self.model.requeues.get(pid, 0) + 1
+
+    @rule(who=st.sampled_from(PEOPLE))
+    def add_member(self, who: str) -> None:
+        r = run_op(self.ctx, "admin", "add_member", {"study": STUDY, "name": who})
+        assert r["added"] == (who not in self.model.members)
+        self.model.add_member(who)
+
+    @rule(who=st.sampled_from(PEOPLE))
+    def remove_member(self, who: str) -> None:
+        """An admin removes a person, maybe while they have an item open (their tabs stay as they were)."""
+        if who not in self.model.members:
+            with pytest.raises(ServiceError, match="is not a member"):
+                run_op(self.ctx, "admin", "remove_member", {"study": STUDY, "name": who})
+            return
+        assert run_op(self.ctx, "admin", "remove_member", {"study": STUDY, "name": who})["removed"]
+        self.model.remove_member(who)
 
     @rule(blind=st.booleans(), reveal=st.booleans(), overlap=st.sampled_from([None, 1, 2]), extra=st.integers(0, 1))
     def change_settings(self, blind: bool, reveal: bool, overlap: int | None, extra: int) -> None:
@@ -266,6 +317,11 @@ class LabellingProtocol(RuleBasedStateMachine):
         seen |= {(w, p) for w, p in self.db.fetchall(
             "SELECT judge, prompt_id FROM judgment WHERE judge_kind = 'human' AND stage = 'revealed'")}
         assert seen == self.model.seen
+
+    @invariant()
+    def only_members_hold_items(self) -> None:
+        holders = {w for (w,) in self.db.fetchall("SELECT DISTINCT annotator FROM assignment")}
+        assert holders <= self.model.members, f"{holders - self.model.members} hold items outside their studies"
 
     @invariant()
     def reservations_match(self) -> None:

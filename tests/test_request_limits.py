@@ -73,6 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                              for i in range(3)))
     r = critlab("import", "judgments", str(items), "--study", STUDY, db=db)
     assert r.returncode == 0, r.stderr
+    r = critlab("studies", "members", "add", STUDY, "ann", db=db)
+    assert r.returncode == 0, r.stderr
     proc, url = start_serve(db, tmp / "server.log")
     yield Server(url, db, proc, tmp)
     stop(proc)

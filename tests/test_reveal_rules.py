@@ -20,7 +20,7 @@ from storage import annotators, judgments, studies
 from storage.db import Database
 from storage.migrations import migrate
 from storage.models import JudgmentIn, StudyConfig
-from tests.builders import make_prompt, make_responses
+from tests.builders import make_members, make_prompt, make_responses
 
 
 def _study(db: Database, n_prompts: int = 2, **config) -> tuple[AppContext, int, list[int]]:
@@ -31,6 +31,7 @@ def _study(db: Database, n_prompts: int = 2, **config) -> tuple[AppContext, int,
         judgments.record(db, [JudgmentIn(study_id=s.id, prompt_id=pid, judge_kind="model", judge="m",
                                          method="p_true", response_id=None, prob=0.7,
                                          idempotency_key=uuid.uuid4().hex)])
+    make_members(db, s.id, "a")
     return AppContext(db=db), s.id, pids
 
 
@@ -114,7 +115,7 @@ def test_an_edit_replaces_the_whole_stage_and_a_late_retry_changes_nothing(db: D
 def test_the_json_api_refuses_a_blind_submit_after_the_reveal_with_400(tmp_path: Path) -> None:
     db = Database(tmp_path / "api.duckdb")
     ctx, _, _ = _study(db)
-    annotators.add_annotator(db, "a", "annotator", "a-password-1")
+    annotators.set_password(db, "a", "a-password-1")  # _study made "a" a member
     with TestClient(create_app(ctx, admin_token="t" * 32), base_url="http://testserver") as client:
         assert client.post("/api/login", json={"name": "a", "password": "a-password-1"}).status_code == 200
         item = client.get("/api/studies/rv/next").json()["item"]

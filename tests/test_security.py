@@ -34,7 +34,7 @@ from app.auth import COOKIE, LoginLimiter, Sessions, is_public
 from app.server import create_app
 from app.services.context import AppContext
 from app.services.ops import run_op
-from storage import annotators, judgments, prompts, responses, studies
+from storage import annotators, judgments, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn
 from tests.scripted_engine import ScriptedEngine
@@ -119,6 +119,8 @@ def seed(db: Database) -> None:
     for name, password in PASSWORDS.items():
         annotators.add_annotator(db, name, "admin" if name == ADMIN else "annotator", password)
     s = studies.create_study(db, STUDY, guidelines=f"guidelines {MARK}")
+    for name in (ANN, BOB):
+        members.add(db, s.id, name, ADMIN)
     prompts.insert_prompts(db, s.id, [
         PromptIn(external_id=f"p{i}", messages=[ChatMessage(role="user", content=f"question {i} {MARK}")])
         for i in (1, 2)])
@@ -409,7 +411,7 @@ def test_the_same_queue_calls_do_work_for_an_admin(queue_live: Live) -> None:
             queue_live.ctx.wait_jobs(timeout=60)  # scoring needs the samples
     assert not failures, "\n".join(failures)
     mallory = annotators.get_annotator(queue_live.db, "mallory")
-    assert mallory.role == "admin" and not mallory.disabled and mallory.session_gen == 2  # disabled, reset
+    assert mallory.role == "admin" and not mallory.disabled  # disabled, enabled, reset: each changed the database
 
 
 # -- nobody reads another person's labels ----------------------------------------------------------
@@ -473,15 +475,23 @@ def test_session_cookie_attributes(live: Live) -> None:
 
 
 def test_sessions_expire(live: Live) -> None:
-    ann = live.login(ANN)
-    token = ann.cookies[COOKIE]
-    assert ann.get("/api/me").status_code == 200
+    """After 12 hours however active (a request every hour), and after 2 hours without a request."""
     start = live.clock.now
     try:
+        ann = live.login(ANN)
+        token = ann.cookies[COOKIE]
+        for hour in range(1, 12):
+            live.clock.now = start + hour * 3600
+            assert ann.get("/api/me").status_code == 200, hour
         live.clock.now = start + 12 * 3600 - 5
         assert {"/api/me -> 200", f"/api/studies/{STUDY}/judgments -> 200",
                 "/ui/config -> 200"} <= set(_refused_everywhere(live, token))  # still valid 5 s before
         live.clock.now = start + 12 * 3600 + 5
+        assert _refused_everywhere(live, token) == []
+        token = live.login(ANN).cookies[COOKIE]
+        live.clock.now += 2 * 3600 - 5
+        assert "/api/me -> 200" in _refused_everywhere(live, token)
+        live.clock.now += 2 * 3600 + 5  # two idle hours after that request
         assert _refused_everywhere(live, token) == []
     finally:
         live.clock.now = start
@@ -492,8 +502,8 @@ def test_forged_and_tampered_cookies_are_refused(live: Live) -> None:
     body, sig = token.rsplit(".", 1)
     claims = json.loads(base64.urlsafe_b64decode(body))
     as_admin = base64.urlsafe_b64encode(json.dumps({**claims, "u": ADMIN}).encode()).decode()
-    longer = base64.urlsafe_b64encode(json.dumps({**claims, "exp": claims["exp"] + 10**6}).encode()).decode()
-    for forged in (f"{as_admin}.{sig}", f"{longer}.{sig}", Sessions(b"x" * 32).issue(ADMIN), f"{body}.",
+    other = base64.urlsafe_b64encode(json.dumps({**claims, "s": "another-session"}).encode()).decode()
+    for forged in (f"{as_admin}.{sig}", f"{other}.{sig}", Sessions(b"x" * 32).sign(claims["s"], ADMIN), f"{body}.",
                    f"{body}.{'0' * len(sig)}", body, "", "null"):
         assert _refused_everywhere(live, forged) == [], forged
     assert _refused_everywhere(live, None) == []
@@ -706,6 +716,8 @@ def test_sql_payloads_through_the_json_api_are_harmless(live: Live) -> None:
             ("create_study", {"name": SQL_PAYLOAD}, 200),
             ("import_prompts", {"study": SQL_PAYLOAD, "path": uploaded}, 200),
             ("add_annotator", {"name": sneaky, "password": "pw-12345678"}, 200),
+            ("add_member", {"study": STUDY, "name": sneaky}, 200),
+            ("add_member", {"study": STUDY, "name": SQL_PAYLOAD}, 400),  # no such annotator
             ("requeue", {"study": SQL_PAYLOAD, "prompt": SQL_PAYLOAD}, 200),
             ("requeue", {"study": STUDY, "prompt": SQL_PAYLOAD}, 400),  # no such prompt in that study
             ("export_judgments", {"study": SQL_PAYLOAD, "out": "sql-out.jsonl"}, 200),

@@ -9,7 +9,7 @@ from app.services.context import AppContext, EngineConfig, ServiceError
 from storage import jobs, judgments, responses, studies
 from storage.db import Database
 from storage.models import SamplingSettings
-from tests.builders import make_prompt, make_responses, make_study
+from tests.builders import make_members, make_prompt, make_responses, make_study
 from tests.scripted_engine import ScriptedEngine
 
 
@@ -87,6 +87,7 @@ def _labelled_study(ctx: AppContext) -> tuple[int, list[int]]:
     pids = [make_prompt(ctx.db, s.id, f"p{i}") for i in range(3)]
     for pid in pids:
         make_responses(ctx.db, pid, ["a", "b", "c"])
+    make_members(ctx.db, s.id, "ann")
     return s.id, pids
 
 
@@ -156,6 +157,7 @@ def test_label_queue_uses_the_latest_complete_run(ctx: AppContext) -> None:
     s = make_study(ctx.db, "runs")
     p = make_prompt(ctx.db, s.id, "p0")
     generation.start_generation(ctx, "runs", SamplingSettings(n=2, seed=3), background=False)
+    make_members(ctx.db, s.id, "ann")
     item = labelling.next_item(ctx, "ann", "runs")
     assert item is not None and len(item.cards) == 2
     assert {c.response_id for c in item.cards} == {r.id for r in responses.responses_for_prompt(

@@ -16,8 +16,9 @@ from app.services.context import AppContext
 from app.ui.layout import build_ui
 from backend.methods.registry import DEFAULT_METHODS, method_ids, parse_method_list
 from backend.methods.table import calls_table_markdown
-from storage import annotators, jobs, studies
+from storage import annotators, jobs, members, studies
 from storage.db import Database
+from storage.models import StudyConfig
 from tests.builders import label, make_prompt, make_responses, make_run
 from tests.scripted_engine import ScriptedEngine
 
@@ -118,10 +119,14 @@ def test_overview_lists_every_running_job_and_the_last_ended(ctx: AppContext, db
 
 def test_an_annotator_gets_the_study_lists_only(ctx: AppContext, db: Database) -> None:
     annotators.add_annotator(db, "ann", "annotator", "ann-pass-12")
-    studies.create_study(db, "alpha")
+    alpha = studies.create_study(db, "alpha")
+    studies.create_study(db, "beta", config=StudyConfig(live_annotators=True))
     jobs.create_job(db, "score")
     ov = overview.page_overview(ctx, "ann", admin=False)
-    assert ov.studies == ["alpha"] and ov.live_studies == []
+    assert ov.studies == [] and ov.live_studies == []  # a new study has no members
+    members.add(db, alpha.id, "ann", "admin")
+    ov = overview.page_overview(ctx, "ann", admin=False)
+    assert ov.studies == ["alpha"] and ov.live_studies == []  # beta grants Live, but only to its members
     assert ov.table == [] and ov.running == [] and ov.ended == []
 
 

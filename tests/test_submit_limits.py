@@ -41,7 +41,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     for p in prompts.list_prompts(db, s.id):
         responses.insert_responses(db, [ResponseIn(prompt_id=p.id, origin="imported", text=f"a{k}") for k in (1, 2)])
     for name, password in PEOPLE.items():
-        annotators.add_annotator(db, name, "annotator", password)
+        annotators.add_annotator(db, name, "annotator", password, study_ids=[s.id])
     srv = serve(db)
     yield srv
     srv.stop()

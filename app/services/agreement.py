@@ -3,7 +3,6 @@ table's mapping (which human question each model method is compared with) from t
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,17 +62,19 @@ def report_file_name(study_name: str) -> str:
     return f"agreement-{safe_stem(study_name)}.html"
 
 
-def html_download(rep: dict, study_name: str) -> str:
-    """The report as one HTML page in a new private temp folder (mode 0700, the file 0600), for the
-    Agreement tab's download; returns its path."""
-    out = Path(tempfile.mkdtemp(prefix="critlab-report-")) / report_file_name(study_name)
-    write(render(rep, "html"), str(out))
-    return str(out)
-
-
 def write(text: str, out: str) -> dict[str, Any]:
     """Write atomically (a temp file beside the target, then rename; removed if the disk is full)."""
     path = Path(out)
     with atomic_file(path) as (_, f):
         f.write(text.encode("utf-8"))
     return {"out": str(path), "bytes": path.stat().st_size}
+
+
+def report_link(ctx: AppContext, user: str, rep: dict) -> dict[str, str]:
+    """The report as one self-contained HTML file, offered to `user` (an admin) through /api/downloads/ for
+    a while (app/services/downloads.py): its `url` and `filename`."""
+    study = rep["study"]
+    out = ctx.downloads.new_file(report_file_name(study["name"]))
+    write(render(rep, "html"), str(out))
+    url = ctx.downloads.offer(out, user, study_id=study["id"], media_type="text/html", single_use=False)
+    return {"url": url, "filename": out.name}

@@ -7,7 +7,7 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel
 
@@ -16,6 +16,9 @@ from app.services.rate import RateLimit
 from backend.engines.base import Engine, EngineError
 from storage import jobs as job_rows
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from app.services.downloads import Downloads
 
 log = logging.getLogger("critlab")
 
@@ -69,6 +72,12 @@ def make_engine(cfg: EngineConfig) -> Engine:
     raise ServiceError(f"unknown engine {cfg.engine!r}: choose embedded or sglang")
 
 
+def _downloads() -> "Downloads":
+    from app.services.downloads import Downloads  # it imports this module
+
+    return Downloads()
+
+
 @dataclass
 class AppContext:
     db: Database
@@ -80,6 +89,7 @@ class AppContext:
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="job"))
     _futures: dict[int, Future] = field(default_factory=dict)
     _cancel: set[int] = field(default_factory=set)
+    downloads: "Downloads" = field(default_factory=_downloads)  # files offered to browsers (app/services/downloads.py)
 
     def engine(self, cfg: EngineConfig | None = None) -> Engine:
         """One engine instance per configuration, created on first use and shared by every caller."""
@@ -124,4 +134,5 @@ class AppContext:
         for eng in self._engines.values():
             eng.close()
         self._engines.clear()
+        self.downloads.close()
         self.db.close()

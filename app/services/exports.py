@@ -1,13 +1,12 @@
 """Preference-data exports as admin operations (CLI, admin API, Export tab): `export` writes the file, its
 dataset card and an export_run row; `export_preview` counts what an export would keep and skip, and returns
 the first rows, writing nothing; `export_download` is the Export tab's export (a new folder under
-`<db dir>/exports/`, then one .zip of data file and card to download). `EXPORT_OPS` is merged into
-`app.services.ops.OPS`."""
+`<db dir>/exports/`), and `download_link` offers one .zip of its data file and card to the admin's browser
+(app/services/downloads.py). `EXPORT_OPS` is merged into `app.services.ops.OPS`."""
 
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from app.services.context import AppContext, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
 from storage.export import ExportOptions, export_dataset, preview_dataset
 from storage.export.data import model_sources
-from storage.export.files import zip_export
+from storage.export.files import card_path, zip_export
 from storage.export.options import IncludedOrigin, Signal
 from storage.export.schema import Kind, Style
 from storage.studies import get_study
@@ -156,9 +155,8 @@ def export_path(base: Path, study: str, kind: str, fmt: str) -> Path:
 
 
 def export_download(ctx: AppContext, user: str, p: ExportDownload) -> dict[str, Any]:
-    """The Export tab's export: into a new folder under `<db dir>/exports/`, then one .zip of the data file and
-    its card in a temp folder (which Gradio serves). Adds `rel_path` (the file beside the database) and
-    `zip_path` to `export`'s result."""
+    """The Export tab's export: into a new folder under `<db dir>/exports/`. Adds `rel_path` (the file beside
+    the database) to `export`'s result; `download_link` then makes the .zip to download."""
     base = exports_dir(ctx)
     out = export_path(base, p.study, p.kind, p.format)
     try:
@@ -166,10 +164,23 @@ def export_download(ctx: AppContext, user: str, p: ExportDownload) -> dict[str, 
     finally:
         if not any(out.parent.iterdir()):  # a refused export leaves no empty folder behind
             out.parent.rmdir()
-    data, card = Path(r["out_path"]), Path(r["card_path"])
-    bundle = Path(tempfile.mkdtemp(prefix="critlab-export-")) / f"{data.stem}.zip"
-    zip_export([data, card], bundle)
-    return {**r, "rel_path": str(out.relative_to(base.parent)), "zip_path": str(bundle)}
+    return {**r, "rel_path": str(out.relative_to(base.parent))}
+
+
+def download_link(ctx: AppContext, user: str, export_run_id: int) -> dict[str, Any]:
+    """One .zip of an Export-tab export's data file and card, offered to `user` (an admin) for one download
+    through /api/downloads/ (app/services/downloads.py): its `url` and `filename`. Each call makes a fresh copy,
+    so the Download button works again after a download."""
+    row = ctx.db.fetchrow("SELECT study_id, out_path FROM export_run WHERE id = ?", [export_run_id])
+    base = exports_dir(ctx).resolve()
+    data = Path(row["out_path"]).resolve() if row else None
+    # Only what the Export tab wrote under <db dir>/exports/ (a CLI export may sit anywhere).
+    if data is None or not data.is_relative_to(base) or not data.is_file():
+        raise ServiceError(f"export #{export_run_id} has no file under {base} to download; export again")
+    bundle = ctx.downloads.new_file(f"{data.stem}.zip")
+    zip_export([data, card_path(data)], bundle)
+    url = ctx.downloads.offer(bundle, user, study_id=row["study_id"], media_type="application/zip")
+    return {"url": url, "filename": bundle.name}
 
 
 EXPORT_OPS: dict[str, tuple[type[BaseModel], Callable[[AppContext, str, Any], dict[str, Any]]]] = {

@@ -5,6 +5,8 @@ reveal on, the model's view is then shown and they may revise (stage 'revealed')
 is not blind the model's view shows from the start, so every label is 'revealed'.
 
 The rules, enforced here for every caller (the Label tab, the JSON API, Live):
+- only admins and the study's members reach its items (storage.members): a person removed from a study
+  gets nothing more of it and their next submit is refused; what they stored stays;
 - once a person has been shown the model's view of an item (storage.reveals), nothing of theirs for
   that item is stored as blind: a blind submit is refused;
 - an item opens at the person's latest stage with their latest answers (← back included);
@@ -21,8 +23,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
-from storage import checklists, judgments, label_queue, prompts, responses, reveals, studies
+from storage import checklists, judgments, label_queue, members, prompts, responses, reveals, studies
 from storage.db import Database
+from storage.members import ACCESS_ROWS
 from storage.models import (
     MAX_RESPONSES,
     ChatMessage,
@@ -172,16 +175,20 @@ def _label_set(ctx: AppContext, study: Study, prompt_id: int,
     return {r.id: r for r in responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
 
 
-def _checked_label_ids(ctx: AppContext, study: Study, prompt_id: int) -> set[int]:
-    """_check_prompt, then the ids of _label_set, in one statement where the labelling run has samples
-    for the prompt (a submit's usual case: two round trips and whole rows cost a millisecond more)."""
+def _checked_label_ids(ctx: AppContext, study: Study, prompt_id: int, annotator: str) -> set[int]:
+    """members.check and _check_prompt, then the ids of _label_set, in one statement where the labelling run
+    has samples for the prompt (a submit's usual case: more round trips and whole rows cost a millisecond
+    more)."""
     run_id, _ = label_run(ctx.db, study)
     rows = ctx.db.fetchall(
         """SELECT 'prompt', study_id, NULL FROM prompt WHERE id = $prompt
            UNION ALL
            SELECT 'sample', id, sample_index FROM response
-           WHERE prompt_id = $prompt AND run_id = $run AND origin = 'sampled'""",
-        {"prompt": prompt_id, "run": run_id})
+           WHERE prompt_id = $prompt AND run_id = $run AND origin = 'sampled'
+           UNION ALL """ + ACCESS_ROWS,
+        {"prompt": prompt_id, "run": run_id, "study": study.id, "who": annotator})
+    if not any(kind == "access" for kind, _, _ in rows):
+        raise members.NotMember(annotator, study.name)
     if next((sid for kind, sid, _ in rows if kind == "prompt"), None) != study.id:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
     samples = sorted((index is None, index or 0, rid) for kind, rid, index in rows if kind == "sample")
@@ -280,6 +287,7 @@ def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int
     """The item labelled just before `current` in this annotator's history (for ← edit), at its latest
     stage with the latest answers: an item whose model's view they have seen reopens revealed."""
     study = studies.get_study(ctx.db, study_name)
+    members.check(ctx.db, study.id, annotator)
     history = label_queue.labelled_history(ctx.db, study.id, annotator)
     if current in history:
         history = history[: history.index(current)]
@@ -293,6 +301,7 @@ def open_item(ctx: AppContext, annotator: str, study_name: str, prompt_id: int,
     """One item of the study for this person: at their latest stage, or `stage='revealed'` to show the
     model's view (the reveal step; in a blind study only after their blind label)."""
     study = studies.get_study(ctx.db, study_name)
+    members.check(ctx.db, study.id, annotator)
     _check_prompt(ctx, study, prompt_id)
     latest = _latest_stage(ctx, study, annotator, prompt_id)
     if stage == "blind" and latest == "revealed":
@@ -353,14 +362,16 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
 
     Every judgment gets an idempotency key derived from the client's, so a double submit stores
     nothing new; a submit replaces the person's answers of its stage (the old rows stay as history).
-    ServiceError, with nothing stored, when the reveal rules or the study refuse it. Labels from the Live
+    ServiceError, with nothing stored, when the reveal rules or the study refuse it; members.NotMember when
+    the person may not label the study (removed from its members while the item was open). Labels from the Live
     tab (`source='live'`) saw the model's scores: they are always 'revealed', with no blind label.
     """
     if ctx.submit_limit is not None and (wait := ctx.submit_limit.take(annotator)) is not None:
         raise TooManyRequests(f"too many labels at once: at most {ctx.submit_limit.limit} submits a minute per "
                               f"person; try again in {wait} s", retry_after=wait)
     study = studies.get_study(ctx.db, sub.study)
-    expected = _checked_label_ids(ctx, study, sub.prompt_id)
+    seen = members.version(ctx.db)  # read before the membership check, for members.recheck
+    expected = _checked_label_ids(ctx, study, sub.prompt_id, annotator)
     live = source == "live"
     stage: Stage = "revealed" if live or not study.config.blind else sub.stage
     try:
@@ -370,6 +381,7 @@ def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str
         checklist = _model_checklist(ctx, sub.prompt_id) if "checklist" in study.config.questions else []
         rows = _judgments(study, annotator, sub, source, checklist)
         with ctx.db.write():  # the reveal rules are checked under the write lock: another tab may reveal meanwhile
+            members.recheck(ctx.db, study.id, annotator, seen)  # removed from the study since: refused
             if study.config.blind and not live:
                 _check_stage(ctx, study, annotator, sub)
             ids = judgments.record(ctx.db, rows, whole_stage=True)
@@ -441,5 +453,6 @@ def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
 
 def skip(ctx: AppContext, annotator: str, study_name: str, prompt_id: int) -> None:
     study = studies.get_study(ctx.db, study_name)
+    members.check(ctx.db, study.id, annotator)
     _check_prompt(ctx, study, prompt_id)
     label_queue.record_skip(ctx.db, study.id, prompt_id, annotator)

@@ -31,7 +31,7 @@ from backend.engines.prioritised import Prioritised
 from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, method_seed
 from backend.methods.registry import DEFAULT_METHODS, get_method, method_ids
 from backend.token_stats import token_stats
-from storage import annotators, checklists, prompts, responses, studies
+from storage import annotators, checklists, members, prompts, responses, studies
 from storage.models import MAX_RESPONSES, JudgmentIn, PromptIn, ResponseIn, SamplingSettings, Study, TokenStats
 
 MAX_SESSIONS = 64  # per server; the oldest is dropped first
@@ -306,18 +306,21 @@ class LiveSessions:
 
 
 def can_use(ctx: AppContext, user: str, study_name: str | None) -> bool:
-    """Admins always; annotators only with a study that grants them the Live tab."""
+    """Admins always; annotators only with a study that grants them the Live tab and has them as a member."""
     a = annotators.get_annotator(ctx.db, user)
     if a is None or a.disabled:
         return False
     if a.role == "admin":
         return True
-    return bool(study_name) and studies.get_study(ctx.db, study_name).config.live_annotators
+    if not study_name:
+        return False
+    study = studies.get_study(ctx.db, study_name)
+    return study.config.live_annotators and members.can_label(ctx.db, study.id, user)
 
 
 def check_access(ctx: AppContext, user: str, study_name: str | None) -> None:
     if not can_use(ctx, user, study_name):
-        raise PermissionDenied("the Live tab is for admins, or for annotators of a study that grants it")
+        raise PermissionDenied("the Live tab is for admins, or for the members of a study that grants it")
 
 
 def granted_studies(ctx: AppContext, user: str) -> list[str]:
@@ -326,7 +329,9 @@ def granted_studies(ctx: AppContext, user: str) -> list[str]:
     a = annotators.get_annotator(ctx.db, user)
     if a is None or a.disabled:
         return []
-    return [s.name for s in studies.list_studies(ctx.db) if a.role == "admin" or s.config.live_annotators]
+    mine = None if a.role == "admin" else members.studies_of(ctx.db, user)
+    return [s.name for s in studies.list_studies(ctx.db)
+            if mine is None or (s.config.live_annotators and s.id in mine)]
 
 
 # -- adding a session to a study ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
-from storage import annotators, jobs, label_queue, prompts, settings_history, studies
+from storage import annotators, jobs, label_queue, members, prompts, settings_history, studies
 from storage.models import Annotator, Role, SamplingSettings, StudyConfig
 
 
@@ -81,6 +81,17 @@ class AddAnnotator(_Payload):
     name: str
     role: Role = "annotator"
     password: str | None = None
+    studies: list[str] = Field(default_factory=list)  # an annotator's studies (members of each)
+
+
+class Membership(_Payload):
+    study: str
+    name: str
+
+
+class PersonStudies(_Payload):
+    name: str
+    studies: list[str]  # every study the annotator should be a member of, and no other
 
 
 class AnnotatorName(_Payload):
@@ -210,13 +221,71 @@ def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, An
 
 
 def add_annotator(ctx: AppContext, user: str, p: AddAnnotator) -> dict[str, Any]:
+    """A new person; an annotator becomes a member of `studies` at once (all of it or nothing: an unknown study
+    adds nobody)."""
+    if p.studies and p.role == "admin":
+        raise ServiceError("admins open every study: --study is for annotators")
     password = p.password or annotators.generate_password()
-    a = annotators.add_annotator(ctx.db, p.name, p.role, password)
-    return {"name": a.name, "role": a.role, "password": None if p.password else password}
+    ids = [studies.get_study(ctx.db, name).id for name in dict.fromkeys(p.studies)]
+    # One transaction for the person and their memberships, taken after the (slow) password hash.
+    a = annotators.add_annotator(ctx.db, p.name, p.role, password, study_ids=ids, added_by=user)
+    return {"name": a.name, "role": a.role, "password": None if p.password else password,
+            "studies": list(dict.fromkeys(p.studies))}
 
 
 def _person(a: Annotator) -> dict[str, Any]:
-    return a.model_dump()  # id, name, role, disabled (the session generation is left out)
+    return a.model_dump()  # id, name, role, disabled
+
+
+def add_member(ctx: AppContext, user: str, p: Membership) -> dict[str, Any]:
+    """Let an annotator label a study; `added` is false when they were a member already."""
+    study = studies.get_study(ctx.db, p.study)
+    return {"study": study.name, "name": p.name, "added": members.add(ctx.db, study.id, p.name, user)}
+
+
+def remove_member(ctx: AppContext, user: str, p: Membership) -> dict[str, Any]:
+    """End an annotator's membership: nothing more of the study is served to them, their reservations there
+    are released and their next submit is refused; the labels they stored stay."""
+    study = studies.get_study(ctx.db, p.study)
+    if annotators.get_annotator(ctx.db, p.name) is None:
+        raise ServiceError(f"no annotator {p.name!r} (see `critlab annotators list`)")
+    if not members.remove(ctx.db, study.id, p.name):
+        raise ServiceError(f"{p.name} is not a member of study {study.name!r}")
+    return {"study": study.name, "name": p.name, "removed": True}
+
+
+def study_members(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
+    study = studies.get_study(ctx.db, p.study)
+    return {"study": study.name, "members": [m.model_dump(mode="json") for m in members.members(ctx.db, study.id)]}
+
+
+def person_studies(ctx: AppContext, user: str, p: AnnotatorName) -> dict[str, Any]:
+    """Every study, and those the person may label as a member (`member_of` None: an admin, every study)."""
+    person = annotators.get_annotator(ctx.db, p.name)
+    if person is None:
+        raise ServiceError(f"no annotator {p.name!r} (see `critlab annotators list`)")
+    all_studies = studies.list_studies(ctx.db)
+    ids = members.studies_of(ctx.db, person.name)
+    return {"name": person.name, "role": person.role, "studies": [s.name for s in all_studies],
+            "member_of": None if ids is None else [s.name for s in all_studies if s.id in ids]}
+
+
+def set_studies(ctx: AppContext, user: str, p: PersonStudies) -> dict[str, Any]:
+    """Make an annotator a member of exactly `studies` (the Admin tab's checkboxes), in one transaction;
+    person_studies' answer afterwards, with what was `added` and `removed`."""
+    person = annotators.get_annotator(ctx.db, p.name)
+    if person is None:
+        raise ServiceError(f"no annotator {p.name!r} (see `critlab annotators list`)")
+    if person.role == "admin":
+        raise ServiceError(f"{p.name} is an admin: admins open every study without being members")
+    with ctx.db.write():
+        wanted = {studies.get_study(ctx.db, name).id: name for name in p.studies}
+        by_id = {s.id: s.name for s in studies.list_studies(ctx.db)}
+        now = members.studies_of(ctx.db, p.name) or set()
+        added = [wanted[i] for i in wanted if i not in now and members.add(ctx.db, i, p.name, user)]
+        removed = [by_id.get(i, str(i)) for i in sorted(now - set(wanted)) if members.remove(ctx.db, i, p.name)]
+    return {"name": p.name, "role": person.role, "studies": list(by_id.values()),
+            "member_of": [n for i, n in by_id.items() if i in wanted], "added": added, "removed": removed}
 
 
 def disable_annotator(ctx: AppContext, user: str, p: AnnotatorName) -> dict[str, Any]:
@@ -286,7 +355,13 @@ def study_settings(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
 
 
 def list_annotators(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
-    return {"annotators": [_person(a) for a in annotators.list_annotators(ctx.db)]}
+    """Everyone who can log in, with the studies each may label (None: every study, an admin's)."""
+    names = {s.id: s.name for s in studies.list_studies(ctx.db)}
+    out = []
+    for a in annotators.list_annotators(ctx.db):
+        ids = members.studies_of(ctx.db, a.name)
+        out.append({**_person(a), "studies": None if ids is None else sorted(names[i] for i in ids if i in names)})
+    return {"annotators": out}
 
 
 OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, Any]]]] = {
@@ -303,6 +378,11 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "disable_annotator": (AnnotatorName, disable_annotator),
     "enable_annotator": (AnnotatorName, enable_annotator),
     "reset_password": (ResetPassword, reset_password),
+    "add_member": (Membership, add_member),
+    "remove_member": (Membership, remove_member),
+    "study_members": (StudyOnly, study_members),
+    "person_studies": (AnnotatorName, person_studies),
+    "set_studies": (PersonStudies, set_studies),
     "export_dpo": (ExportDpo, export_dpo),
     "import_judgments": (ImportJudgments, import_judgments),
     "export_judgments": (ExportJudgments, export_judgments),

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.services import live
 from app.services.context import AppContext
-from storage import annotators, jobs, studies
+from storage import annotators, jobs, members, studies
 from storage.models import Annotator, Job
 from storage.studies import StudyCounts
 
@@ -20,7 +20,9 @@ class JobLine(BaseModel):
 
 
 class PageOverview(BaseModel):
-    studies: list[str]  # every study, for the Label, Studies, Agreement and Export pickers
+    # The studies this person may label (for an admin every study, which the Studies, Agreement and Export
+    # pickers list too; for an annotator the studies they are a member of).
+    studies: list[str]
     live_studies: list[str]  # the studies this person may use in the Live tab
     table: list[StudyCounts] = Field(default_factory=list)  # admins only
     running: list[JobLine] = Field(default_factory=list)  # admins only, oldest first
@@ -28,9 +30,11 @@ class PageOverview(BaseModel):
 
 
 def page_overview(ctx: AppContext, user: str, *, admin: bool, recent: int = RECENT_JOBS) -> PageOverview:
-    """The lists `user`'s page shows; the table and the jobs only when `admin` (the caller checked the role)."""
+    """The lists `user`'s page shows; every study, the table and the jobs only when `admin` (the caller
+    checked the role)."""
     all_studies = studies.list_studies(ctx.db)
-    names = [s.name for s in all_studies]
+    mine = None if admin else members.studies_of(ctx.db, user)
+    names = [s.name for s in all_studies if mine is None or s.id in mine]
     out = PageOverview(studies=names, live_studies=live.granted_studies(ctx, user))
     if admin:
         by_id = {s.id: s.name for s in all_studies}

@@ -13,6 +13,7 @@ import pandas as pd
 from app.render import md_literal, to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
+from app.ui.export_tab import DOWNLOAD_JS
 from storage.analysis.report import interval_text
 from app.ui.tables import NO_COPY
 
@@ -89,23 +90,27 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
-    download = gr.File(label="Self-contained HTML report", elem_id="agr-download")
+    # Served by the server's admin-only download route, never Gradio's file route (see the Export tab).
+    download = gr.Button("Download the HTML report", visible=False, elem_id="agr-download")
+    report_url = gr.Textbox(visible=False, elem_id="agr-download-url")
     with gr.Accordion("Full report", open=False):
         full = gr.Markdown(elem_id="agr-full")
 
-    @shown_errors(6)
+    @shown_errors(7)
     def do_compute(study_name: str | None, stage_: str, boot: float | None, request: gr.Request) -> tuple[Any, ...]:
-        admin_of(request)
+        user = admin_of(request)
         if not study_name:
             raise ValueError("choose a study")
         rep = agreement.report(ctx, study_name, stage=stage_, n_boot=int(boot or 0))
-        out = agreement.html_download(rep, study_name)
+        link = agreement.report_link(ctx, user, rep)
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
-        return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep), out,
+        return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep),
+                gr.Button(f"Download {link['filename']}", visible=True), link["url"],
                 to_safe_html(agreement.render(rep, "md")))  # names and ids in it come from imported data
 
-    compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, full],
+    compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, report_url, full],
                   api_visibility="private")
+    download.click(None, [report_url], None, js=DOWNLOAD_JS)
     return AgreementTab(study, open_id, open_btn)

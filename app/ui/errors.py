@@ -11,9 +11,10 @@ from app.render import md_literal
 from app.services.context import PermissionDenied, ServiceError
 from backend.engines.base import EngineError
 from storage.fileio import StorageWriteError
+from storage.members import NotMember
 
 # StorageWriteError: disk full or read-only storage, which the admin can fix; the operation changed nothing.
-USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied, StorageWriteError)
+USER_ERRORS = (ServiceError, EngineError, ValueError, LookupError, PermissionDenied, NotMember, StorageWriteError)
 
 
 def warning(e: BaseException | str) -> str:

@@ -1,7 +1,8 @@
 """The Export tab (admins only; every handler checks the role again server-side): choose a kind, a style and
 a pair policy, preview what would be kept and skipped (and the first rows), export into a folder of its
-own under `<db dir>/exports/` and download one .zip of the data file and its dataset card. Texts in the
-preview are plain strings in a Dataframe (never HTML)."""
+own under `<db dir>/exports/` and download one .zip of the data file and its dataset card (through the server's
+admin-only download route, not Gradio's file route). Texts in the preview are plain strings in a Dataframe
+(never HTML)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ import gradio as gr
 
 from app.services import exports
 from app.services.context import AppContext, ServiceError
-from app.ui.errors import USER_ERRORS, shown_errors
+from app.ui.errors import USER_ERRORS, shown_errors, warning
 from app.ui.tables import NO_COPY
 from storage import studies
 
 CELL_CHARS = 400
 PREVIEW_ROWS = 5
 PREVIEW_HEADERS = ["prompt", "chosen / completion", "rejected / label", "margin", "annotators", "agreement", "meta"]
+# Opens a same-origin URL as a download in this tab (the server names the file in Content-Disposition).
+DOWNLOAD_JS = """(url) => {
+  if (!url) return;
+  const a = document.createElement('a');
+  a.href = url; a.download = ''; a.style.display = 'none';
+  document.body.appendChild(a); a.click(); a.remove();
+}"""
 # Shares of the table's width: sized from its contents, the 400-character prompt column took the whole
 # width and hid the others.
 PREVIEW_WIDTHS = ["19%", "19%", "19%", "7%", "10%", "10%", "16%"]
@@ -116,7 +124,11 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
                          buttons=NO_COPY, wrap=True, column_widths=PREVIEW_WIDTHS, elem_classes=["fit-table"],
                          elem_id="export-preview-table")
     status = gr.Markdown(elem_id="export-status")
-    download = gr.File(label="Download (.zip: data file and card)", interactive=False, elem_id="export-download")
+    # The download goes through the server's own route (/api/downloads/..., admins only), never Gradio's file
+    # route: the button asks for a fresh one-time link, which the script below opens as a download.
+    download = gr.Button("Download .zip (data file and card)", visible=False, elem_id="export-download")
+    download_url = gr.Textbox(visible=False, elem_id="export-download-url")
+    exported = gr.State(None)  # this page's last export (its export_run id), kept on the server
 
     form = [study, kind, style, source, signal, origins, min_annotators, min_agreement, min_margin, kto_threshold,
             per_annotator, all_pairs, names]
@@ -145,10 +157,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         r = exports.export_preview(ctx, user, exports.ExportPreview.model_validate({**data, "rows": PREVIEW_ROWS}))
         return counts_markdown(r), preview_table(r["first_rows"])
 
-    @shown_errors(2)
+    @shown_errors(3)
     def do_export(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                   origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                  per: bool, allp: bool, names_: bool, fmt_: str, request: gr.Request) -> tuple[str, Any]:
+                  per: bool, allp: bool, names_: bool, fmt_: str, request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
                        names_)
@@ -156,7 +168,18 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         text = (f"{r['message'].split(' written to ')[0]} written to `{r['rel_path']}` beside the database, with "
                 f"its card `{Path(r['card_path']).name}` (export_run #{r['export_run_id']}; sha256 "
                 f"`{r['content_hash'][:16]}…`). The download holds both.")
-        return text, r["zip_path"]
+        return text, r["export_run_id"], gr.Button(f"Download {Path(r['out_path']).stem}.zip", visible=True)
+
+    def do_download(run_id: int | None, request: gr.Request) -> tuple[Any, str]:
+        """(status, the download's URL or "" when there is none: the script below then does nothing)."""
+        try:
+            user = admin_of(request)
+            if run_id is None:
+                raise ServiceError("export first")
+            r = exports.download_link(ctx, user, run_id)
+        except USER_ERRORS as e:
+            return warning(e), ""
+        return gr.skip(), r["url"]
 
     def studies_list(request: gr.Request) -> Any:
         try:
@@ -178,5 +201,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
     study.focus(studies_list, None, [study], api_visibility="private")
     study.change(sources_list, [study], [source], api_visibility="private")
     preview_btn.click(do_preview, form, [counts, table], api_visibility="private")
-    export_btn.click(do_export, [*form, fmt], [status, download], api_visibility="private")
+    export_btn.click(do_export, [*form, fmt], [status, exported, download], api_visibility="private")
+    download.click(do_download, [exported], [status, download_url], api_visibility="private").then(
+        None, [download_url], None, js=DOWNLOAD_JS)
     return ExportTab(study)

@@ -20,6 +20,7 @@ from app.services.label_flow import Step
 from app.services.labelling import MAX_COMMENT_CHARS, MAX_REFERENCE_CHARS
 from app.ui.errors import warning
 from app.ui.model_view_md import render_view
+from storage.members import NotMember
 from storage.models import MAX_RESPONSES
 
 KEY_HELP = ("Keys: **1–8** pick the best · **J/K** move between cards · **Shift+1–7** rate the highlighted "
@@ -147,7 +148,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
                                           f" return '{k}'; }}")
 
     def load(study_name: str | None, request: gr.Request) -> list[Any]:
-        return render_step(tab, label_flow.open_study(ctx, user_of(request), study_name))
+        try:
+            return render_step(tab, label_flow.open_study(ctx, user_of(request), study_name))
+        except NotMember as e:  # removed from the study while the page still listed it
+            return keep_status(tab, warning(e))
 
     def do_submit(data: dict, request: gr.Request) -> list[Any]:
         # The inputs are given as a set, so Gradio passes one {component: value} dict.
@@ -167,19 +171,26 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             step = label_flow.submit_and_next(ctx, user_of(request), sub, confirmed=confirmed)
         except label_flow.CheckAnswers as e:
             return keep_status(tab, warning(e), state={**st, "warned": answered})
-        except ServiceError as e:
+        except (ServiceError, NotMember) as e:  # NotMember: removed from the study with the item open
             return keep_status(tab, warning(e))
         return render_step(tab, step)
 
     def do_skip(st: dict | None, request: gr.Request) -> list[Any]:
         if not st:
             return keep_status(tab, "Nothing to skip.")
-        return render_step(tab, label_flow.skip_and_next(ctx, user_of(request), st["study"], st["prompt_id"]))
+        try:
+            step = label_flow.skip_and_next(ctx, user_of(request), st["study"], st["prompt_id"])
+        except NotMember as e:
+            return keep_status(tab, warning(e))
+        return render_step(tab, step)
 
     def do_back(st: dict | None, study_name: str | None, request: gr.Request) -> list[Any]:
         if not study_name:
             return keep_status(tab, "")
-        step = label_flow.back(ctx, user_of(request), study_name, st["prompt_id"] if st else None)
+        try:
+            step = label_flow.back(ctx, user_of(request), study_name, st["prompt_id"] if st else None)
+        except NotMember as e:
+            return keep_status(tab, warning(e))
         return keep_status(tab, STATUS["no_back"]) if step.item is None else render_step(tab, step)
 
     # One submit at a time per session ("once") and a serialised writer underneath.
@@ -219,7 +230,8 @@ def _submission(st: dict, values: list[Any]) -> labelling.LabelSubmission:
 
 STATUS = {
     "opened": "",
-    "no_study": "No study yet: an admin creates one in the Studies tab.",
+    "no_study": ("No study to label yet: an admin creates one in the Studies tab, and adds annotators to its "
+                 "members in the Admin tab."),
     "saved": "Saved prompt {prompt}.",
     "revised": "Saved prompt {prompt} (revised label after reveal).",
     "reveal": ("Saved prompt {prompt}. The model's view is now shown under each response: change anything and "

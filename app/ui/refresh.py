@@ -23,7 +23,7 @@ REFRESH_SECONDS = 2.0
 
 @dataclass
 class Pickers:
-    label: gr.Dropdown  # every study, for everyone
+    label: gr.Dropdown  # the studies this person may label (every study for an admin)
     live: gr.Dropdown  # the studies this person may use live
     admin: list[gr.Dropdown]  # Studies tab: import, generate/score, settings
     follow: list[gr.Dropdown]  # Agreement, Export: start on a study

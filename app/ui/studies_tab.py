@@ -160,7 +160,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
         admin_of(request)
         s = studies.create_study(ctx.db, name_, description=desc, guidelines=guide)
-        return f"Created study **{md_literal(s.name)}**."
+        return (f"Created study **{md_literal(s.name)}**. Annotators label it once they are its members: tick it "
+                "for them in the Admin tab.")
 
     @shown_errors(1)
     def do_import(study_: str | None, path: str | None, request: gr.Request) -> str:

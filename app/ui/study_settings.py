@@ -102,9 +102,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
 
     @shown_errors(1)
     def do_requeue(study_name: str | None, prompt: str, request: gr.Request) -> str:
+        admin = admin_of(request)  # the role first: a refusal must not depend on what was typed
         if not study_name or not prompt.strip():
             raise ServiceError("choose a study and give a prompt id")
-        run_op(ctx, admin_of(request), "requeue", {"study": study_name, "prompt": prompt.strip()})
+        run_op(ctx, admin, "requeue", {"study": study_name, "prompt": prompt.strip()})
         return f"Prompt **{md_literal(prompt.strip())}** will go to one more annotator."
 
     @shown_errors(1 + len(form) + 3)
