@@ -23,20 +23,13 @@ from storage import annotators, members, studies
 from storage.db import Database
 from storage.models import Annotator
 from tests.builders import label, make_prompt, make_responses
+from tests.clock import Clock
 from tests.server_process import start_serve, stop
 
 PASSWORD = "pass-word-123"
 ADMIN = Annotator(id=1, name="root", role="admin")
 OTHER_ADMIN = Annotator(id=2, name="root2", role="admin")
 ANN = Annotator(id=3, name="ann", role="annotator")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _offer(d: Downloads, text: str = "data", **kw: Any) -> tuple[str, Path]:

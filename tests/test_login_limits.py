@@ -19,16 +19,9 @@ import pytest
 from app.auth import COOKIE, LoginLimiter
 from storage import annotators
 from storage.db import Database
+from tests.clock import Clock
 from tests.server_process import start_serve, stop
 from tests.test_security import ANN, PASSWORDS, Live, seed, serve
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def _login(url: str, name: str, password: str, headers: dict[str, str] | None = 
 
 
 def test_concurrent_guesses_cannot_pass_the_limit(live: Live) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = live.app.state.critlab
     state.limiter = LoginLimiter(attempts=10, window=300, concurrent=64, clock=clock)  # no slot refusals here
     try:

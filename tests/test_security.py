@@ -37,6 +37,7 @@ from app.services.ops import run_op
 from storage import annotators, judgments, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn
+from tests.clock import Clock
 from tests.scripted_engine import ScriptedEngine
 from tests.server_process import free_port, start_serve, stop
 
@@ -54,15 +55,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- a real server in this process ------------------------------------------------------------------
-class Clock:
-    """The session clock: a test moves it forward instead of waiting 12 hours."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @dataclass
 class Live:
@@ -97,7 +89,7 @@ class Live:
 
 
 def serve(db: Database) -> Live:
-    clock = Clock()
+    clock = Clock(time.time())
     # Jobs started through the UI (generate, score) run on a scripted engine: no model, nothing remote.
     ctx = AppContext(db=db, engine_factory=lambda cfg: ScriptedEngine())
     app = create_app(ctx, sessions=Sessions(b"s" * 32, clock=clock))

@@ -20,18 +20,11 @@ from app.auth import COOKIE, IDLE_SECONDS, LIFETIME_SECONDS, TOUCH_SECONDS, Sess
 from app.cli import main
 from storage import annotators, sessions
 from storage.db import Database
+from tests.clock import Clock
 from tests.server_process import start_serve, stop
 
 KEY = b"k" * 32
 PASSWORD = "ann-pass-12"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -18,18 +18,11 @@ from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
 from storage import annotators, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn, StudyConfig
+from tests.clock import Clock
 from tests.test_security import Live, serve
 
 STUDY = "limits"
 PEOPLE = {"ann": "ann-pass-12", "bob": "bob-pass-12"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +80,7 @@ def test_comment_and_reference_have_a_length_limit(live: Live) -> None:
 
 def test_each_person_has_a_submit_rate_limit(live: Live) -> None:
     assert live.ctx.submit_limit is not None and live.ctx.submit_limit.limit == SUBMITS_PER_MINUTE == 120
-    clock = Clock()
+    clock = Clock(5000.0)
     live.ctx.submit_limit = RateLimit(5, 60, clock=clock)
     try:
         ann, bob = _client(live, "ann"), _client(live, "bob")
