@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.server_process import start_serve, stop
 
@@ -97,6 +98,18 @@ def login(page, url: str, name: str) -> None:  # noqa: ANN001
     page.wait_for_url("**/ui/**")
 
 
+@contextlib.contextmanager
+def logged_in(browser: Browser, url: str, name: str) -> Iterator[Page]:
+    """A second person's page, in a browser context of its own (its own cookies), closed afterwards."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        login(page, url, name)
+        yield page
+    finally:
+        context.close()
+
+
 def wait_idle(page) -> None:  # noqa: ANN001
     """Wait until no Gradio event is pending."""
     page.wait_for_function(
@@ -129,5 +142,5 @@ def submit_anyway(page, saved: str = "Saved prompt") -> None:  # noqa: ANN001
     if "press Ctrl+Enter again" in status.inner_text():
         wait_idle(page)
         page.keyboard.press("Control+Enter")
-    from playwright.sync_api import expect
+    from playwright.sync_api import Browser, Page, expect
     expect(status).to_contain_text(saved)

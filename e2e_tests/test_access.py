@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, logged_in, login, start_server, wait_idle
 from storage import annotators, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn, StudyConfig
@@ -83,10 +83,7 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
     expect(page.locator("#status")).to_contain_text("No study to label yet")
     wait_idle(page)
 
-    admin_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        admin = admin_ctx.new_page()
-        login(admin, srv.url, "admin")
+    with logged_in(browser, srv.url, "admin") as admin:
         set_studies(admin, "bob", {"beta": True})
         expect(admin.locator("#ann-status")).to_contain_text("bob may label: beta (added to beta)")
         row = admin.locator("#ann-table").get_by_role("row").filter(
@@ -97,8 +94,6 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
         admin.get_by_role("option", name="admin", exact=True).click()
         expect(admin.locator("#ann-studies")).to_contain_text("Admins open every study")
         expect(admin.locator("#ann-studies").get_by_label("alpha")).to_be_disabled()
-    finally:
-        admin_ctx.close()
 
     # bob's open page learns of the new study on its refresh timer, and only of that one.
     ticks_after_now(page)
@@ -108,14 +103,10 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
     page.get_by_role("option", name="beta", exact=True).click()
     expect(page.locator("#prompt")).to_contain_text("A beta question")
 
-    ann = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    try:
-        login(ann, srv.url, "ann")
+    with logged_in(browser, srv.url, "ann") as ann:
         expect(ann.locator("#prompt")).to_contain_text("A alpha question")
         wait_idle(ann)
         assert picker_choices(ann) == ["alpha"]
-    finally:
-        ann.context.close()
 
 
 def test_a_member_removed_with_an_item_open_is_told_on_submit(page: Page, browser: Browser, srv: Server) -> None:
@@ -129,14 +120,9 @@ def test_a_member_removed_with_an_item_open_is_told_on_submit(page: Page, browse
     wait_idle(page)
     expect(page.locator("#prompt")).to_contain_text("A alpha question")  # the next item, now open
 
-    admin_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        admin = admin_ctx.new_page()
-        login(admin, srv.url, "admin")
+    with logged_in(browser, srv.url, "admin") as admin:
         set_studies(admin, "ann", {"alpha": False})
         expect(admin.locator("#ann-status")).to_contain_text("ann may label: no study (removed from alpha)")
-    finally:
-        admin_ctx.close()
 
     page.locator("#progress").click()
     page.keyboard.press("2")

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from app.auth import COOKIE
-from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, logged_in, login, start_server, wait_idle
 from storage import annotators, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn
@@ -122,10 +122,7 @@ def test_a_person_disabled_by_an_admin_is_sent_to_the_login_form_and_cannot_log_
     """cy has the Label tab open; an admin disables cy in the Admin tab; cy's next key press ends on the
     login form, and cy's password no longer works. Enabling cy lets the password work again."""
     open_ui(page, srv.url, "cy")
-    admin_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        admin = admin_ctx.new_page()
-        login(admin, srv.url, "admin")
+    with logged_in(browser, srv.url, "admin") as admin:
         choose_person(admin, "cy")
         admin.locator("#ann-disable").click()
         expect(admin.locator("#ann-status")).to_contain_text("Disabled cy")
@@ -138,8 +135,6 @@ def test_a_person_disabled_by_an_admin_is_sent_to_the_login_form_and_cannot_log_
         expect(page.locator("#error")).to_contain_text("wrong name or password")
         admin.locator("#ann-enable").click()
         expect(admin.locator("#ann-status")).to_contain_text("Enabled cy")
-    finally:
-        admin_ctx.close()
     page.locator("#login-btn").click()
     page.wait_for_url("**/ui/**")
     expect(page.locator("#whoami")).to_contain_text("Signed in as cy")
