@@ -81,6 +81,8 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
     login(page, srv.url, "bob")
     expect(page.locator("#whoami")).to_contain_text("Signed in as bob")
     expect(page.locator("#status")).to_contain_text("No study to label yet")
+    # The prompt box agrees: nothing claims bob's work is done.
+    expect(page.locator("#prompt")).to_contain_text("No study for you to label yet")
     wait_idle(page)
 
     with logged_in(browser, srv.url, "admin") as admin:

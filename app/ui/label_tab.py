@@ -244,6 +244,11 @@ STATUS = {
 }
 
 
+# What the prompt box says when there is no item: a person with no study must not read "every item is done".
+EMPTY_DONE = "Nothing to label here right now: every ready item is done (or the responses are still being generated)."
+EMPTY_NO_STUDY = "No study for you to label yet (see below)."
+
+
 def status_of(step: Step) -> str:
     """The status line after a step."""
     key = step.event
@@ -265,8 +270,8 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
     hidden = [gr.skip()] * MAX_RESPONSES
     if item is None:
         return [labelling.progress_text(None, step.done, step.total),
-                gr.Markdown("Nothing to label here right now: every ready item is done (or the responses are still "
-                            "being generated).", elem_classes=["prompt-box"]), gr.Button(visible=False), guidelines_md,
+                gr.Markdown(EMPTY_NO_STUDY if step.event == "no_study" else EMPTY_DONE, elem_classes=["prompt-box"]),
+                gr.Button(visible=False), guidelines_md,
                 *[gr.Column(visible=False)] * MAX_RESPONSES, *hidden * 9, gr.Radio(choices=[], value=None),
                 gr.Radio(visible=False, value=None), gr.CheckboxGroup(visible=False, value=[]),
                 gr.Textbox(visible=False, value=""), "", status_text, None]
