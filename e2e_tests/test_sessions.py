@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from app.auth import COOKIE
 from e2e_tests.conftest import PASSWORDS, Server, logged_in, login, start_server, wait_idle
@@ -197,3 +197,39 @@ def test_admin_tab_adds_disables_enables_and_resets_people(page: Page, srv: Serv
     page.locator("#ann-disable").click()
     expect(page.locator("#ann-status")).to_contain_text("last enabled admin")
     expect(row_of(page, "admin")).to_contain_text("active")
+
+
+def test_a_request_that_fails_while_the_page_leaves_reaches_no_handler(page: Page, srv: Server) -> None:
+    """Found by a loaded run: after a 401 the page navigates to the login form, the navigation aborts the
+    requests still in flight (Gradio's event stream among them), and Gradio painted an Error badge for each
+    before the page unloaded. Here the login page is held back so the old page lives on, a request the page
+    started before the 401 is aborted, and then a control request made with the browser's own fetch is
+    aborted: the control's rejection arrives, the page's request has reported nothing (it never reaches
+    Gradio's error handling). The page reports through console messages: Playwright cannot evaluate in a
+    frame whose navigation is held."""
+    page.context.add_init_script("window.__rawFetch = window.fetch;")  # before session.js wraps it
+    open_ui(page, srv.url, "ann")
+    held: list[Route] = []
+    control: list[Route] = []
+    to_login: list[Route] = []
+    reports: list[str] = []
+    page.on("console", lambda msg: reports.append(msg.text) if msg.text.startswith("test:") else None)
+    page.route("**/held-by-test", lambda route: held.append(route))
+    page.route("**/control-by-test", lambda route: control.append(route))
+    with page.expect_request("**/held-by-test"):
+        page.evaluate("""() => { fetch("/held-by-test").then(
+            () => console.log("test:held resolved"), () => console.log("test:held rejected")); }""")
+    with page.expect_request("**/control-by-test"):
+        page.evaluate("""() => { window.__rawFetch("/control-by-test").catch(
+            () => console.log("test:control rejected")); }""")
+    page.route("**/login?expired=1", lambda route: to_login.append(route))
+    page.context.clear_cookies()
+    with page.expect_request("**/login?expired=1"):
+        page.evaluate("() => { fetch('/api/me'); }")  # 401: the page starts leaving
+    held[0].abort()
+    with page.expect_event("console", lambda msg: msg.text == "test:control rejected"):
+        control[0].abort()
+    assert reports == ["test:control rejected"]
+    to_login[0].continue_()
+    assert_sent_to_login_with_message(page)
+

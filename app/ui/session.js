@@ -18,13 +18,44 @@
   };
   // Gradio's client calls the global fetch for every request (queue join, uploads, event streams), so
   // one wrapper sees them all: key presses, clicks and timer ticks alike.
+  // Once the page is leaving, nothing more reaches Gradio: the navigation aborts the requests still in
+  // flight (the open event stream among them), and Gradio would paint each pending event with an Error
+  // badge before the page unloads, which a busy machine gives it the time to do.
+  const never = () => new Promise(() => {});
+  const quietBody = (response) => {
+    if (!response.body) return response;
+    const reader = response.body.getReader();
+    const body = new ReadableStream({
+      async pull(controller) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          if (leaving) return never();
+          throw e;
+        }
+        if (chunk.done) controller.close(); else controller.enqueue(chunk.value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+    return new Response(body, {status: response.status, statusText: response.statusText, headers: response.headers});
+  };
   window.fetch = async (input, init) => {
-    const response = await nativeFetch(input, init);
+    if (leaving) return never();
+    let response;
+    try {
+      response = await nativeFetch(input, init);
+    } catch (e) {
+      if (leaving) return never();
+      throw e;
+    }
+    if (leaving) return never();
     if (response.status === 401 && sameOrigin(input)) {
       leave(EXPIRED);
-      return new Promise(() => {});  // never settles: Gradio shows no error while the page navigates away
+      return never();  // Gradio shows no error while the page navigates away
     }
-    return response;
+    const type = response.headers.get("content-type") || "";
+    return type.startsWith("text/event-stream") ? quietBody(response) : response;
   };
   // Log out in this tab. replace(): the page that was logged out leaves the history, so Back cannot
   // return to it (and the page is sent with Cache-Control: no-store, so any other copy is asked for again).
