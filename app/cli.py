@@ -392,6 +392,7 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
         from app.server import create_app
 
         ctx = Local(db_path, engine).ctx
+        ctx.db.on_fatal = _stop_on_fatal
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         app = create_app(ctx, sessions=sessions, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
                          submits_per_minute=submits_per_minute, live_token_cap=live_token_cap)
@@ -404,6 +405,13 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
                     proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
     finally:
         shutil.rmtree(gradio_dir, ignore_errors=True)
+
+
+def _stop_on_fatal(why: str) -> None:
+    """The database is unusable and reopening it did not help (storage/db.py): say why and stop, as on
+    SIGTERM (the server shuts down in order and critlab exits with 143), instead of failing every request."""
+    click.secho(f"critlab: stopping: {why}", fg="red", err=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _private_gradio_dir() -> str:

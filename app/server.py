@@ -35,6 +35,7 @@ from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, members, studies
 from storage import sessions as login_sessions
+from storage.db import DatabaseFatalError, DatabaseReopened
 from storage.fileio import SPACE_ERRNOS, json_error, kind, loads
 from storage.models import Annotator
 from storage.studies import NotFoundError
@@ -201,6 +202,12 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     async def _too_many(_: Request, exc: Exception) -> JSONResponse:
         wait = exc.retry_after if isinstance(exc, TooManyRequests) else 60
         return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
+
+    @api.exception_handler(DatabaseReopened)
+    @api.exception_handler(DatabaseFatalError)
+    async def _database_gone(_: Request, exc: Exception) -> JSONResponse:
+        # Reopened: the next request works. Fatal: the server is stopping (the CLI's on_fatal).
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
     @api.exception_handler(PermissionDenied)
     @api.exception_handler(members.NotMember)
