@@ -22,7 +22,7 @@ from app.cli_export import add_export_commands
 from app.cli_people import add_people_commands
 from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
-from app.services.rate import SUBMITS_PER_MINUTE
+from app.services.rate import LIVE_TOKEN_CAP, SUBMITS_PER_MINUTE
 from backend.methods.registry import DEFAULT_METHODS
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
@@ -264,6 +264,9 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
 @click.option("--submits-per-minute", default=SUBMITS_PER_MINUTE, show_default=True, type=click.IntRange(0),
               help="Labels one person may submit per minute (Label tab, Live, JSON API); more answer 429. "
                    "0: no limit.")
+@click.option("--live-token-cap", default=LIVE_TOKEN_CAP, show_default=True, type=click.IntRange(0),
+              help="Most tokens one Live generation may ask for (samples x max tokens); larger requests are "
+                   "refused. Each person runs one Live generation at a time. 0: no cap.")
 @click.option("--forwarded-allow-ips", metavar="IPS", default="",
               help="Behind a reverse proxy: the proxy addresses (comma-separated IPs or networks) whose "
                    "X-Forwarded-For and X-Forwarded-Proto critlab believes. Default: none, so the login rate "
@@ -272,8 +275,8 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
 @db_option
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_model: str | None, tp: int, dp: int,
-          sglang_args: tuple[str, ...], sglang_timeout: float, submits_per_minute: int, forwarded_allow_ips: str,
-          session_idle: float, session_lifetime: float, **kw: Any) -> None:
+          sglang_args: tuple[str, ...], sglang_timeout: float, submits_per_minute: int, live_token_cap: int,
+          forwarded_allow_ips: str, session_idle: float, session_lifetime: float, **kw: Any) -> None:
     """Serve the web UI and JSON API.
 
     Log in with an account made by `critlab annotators add`. While the server runs it owns the
@@ -293,7 +296,7 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     started) when critlab exits. See docs/gpu.md.
     """
     web = {"forwarded_allow_ips": forwarded_allow_ips, "submits_per_minute": submits_per_minute,
-           "session_idle": session_idle, "session_lifetime": session_lifetime}
+           "live_token_cap": live_token_cap, "session_idle": session_idle, "session_lifetime": session_lifetime}
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
@@ -362,7 +365,8 @@ def _exit_on_termination() -> None:
 
 def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=None, banner: str = "",  # noqa: ANN001
            forwarded_allow_ips: str = "", submits_per_minute: int = SUBMITS_PER_MINUTE,
-           session_idle: float | None = None, session_lifetime: float | None = None) -> None:
+           live_token_cap: int = LIVE_TOKEN_CAP, session_idle: float | None = None,
+           session_lifetime: float | None = None) -> None:
     import shutil
 
     import uvicorn
@@ -388,9 +392,10 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
         from app.server import create_app
 
         ctx = Local(db_path, engine).ctx
+        ctx.db.on_fatal = _stop_on_fatal
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         app = create_app(ctx, sessions=sessions, url=url, on_start=(lambda: on_start(ctx)) if on_start else None,
-                         submits_per_minute=submits_per_minute)
+                         submits_per_minute=submits_per_minute, live_token_cap=live_token_cap)
         click.echo(f"critlab serving {os.path.abspath(db_path)} at {url}  (Ctrl+C to stop)")
         if banner:
             click.echo(banner)
@@ -400,6 +405,13 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
                     proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
     finally:
         shutil.rmtree(gradio_dir, ignore_errors=True)
+
+
+def _stop_on_fatal(why: str) -> None:
+    """The database is unusable and reopening it did not help (storage/db.py): say why and stop, as on
+    SIGTERM (the server shuts down in order and critlab exits with 143), instead of failing every request."""
+    click.secho(f"critlab: stopping: {why}", fg="red", err=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _private_gradio_dir() -> str:

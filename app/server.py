@@ -30,11 +30,12 @@ from app.services.context import AppContext, PermissionDenied, ServiceError, Too
 from app.services.downloads import DownloadGone
 from app.services.ops import run_op
 from app.services.paths import web_paths
-from app.services.rate import SUBMITS_PER_MINUTE, RateLimit
+from app.services.rate import LIVE_TOKEN_CAP, SUBMITS_PER_MINUTE, RateLimit
 from app.web_headers import add_web_headers
 from backend.engines.base import EngineError
 from storage import annotators, jobs, judgments, members, studies
 from storage import sessions as login_sessions
+from storage.db import DatabaseFatalError, DatabaseReopened
 from storage.fileio import SPACE_ERRNOS, json_error, kind, loads
 from storage.models import Annotator
 from storage.studies import NotFoundError
@@ -137,13 +138,15 @@ def _no_store(send: Send) -> Send:
 def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Sessions | None = None,
                url: str | None = None, on_start: Callable[[], None] | None = None,
                session_idle: float | None = None, session_lifetime: float | None = None,
-               submits_per_minute: int = SUBMITS_PER_MINUTE) -> FastAPI:
+               submits_per_minute: int = SUBMITS_PER_MINUTE, live_token_cap: int = LIVE_TOKEN_CAP) -> FastAPI:
     """Build the app. With `url`, the lock file is written at start-up and removed at shutdown;
     `on_start` runs once the server owns the database (the demo starts its generation job there).
     `session_idle` / `session_lifetime` (seconds) override the defaults of app.auth unless `sessions` is given;
-    `submits_per_minute`: the labels one person may submit per minute (0: no limit)."""
+    `submits_per_minute`: the labels one person may submit per minute (0: no limit); `live_token_cap`: the
+    tokens (samples x max tokens) one Live generation may ask for (0: no cap)."""
     timeouts = {k: v for k, v in (("idle", session_idle), ("lifetime", session_lifetime)) if v is not None}
     ctx.submit_limit = RateLimit(submits_per_minute) if submits_per_minute else None
+    ctx.live_token_cap = live_token_cap
     state = ServerState(ctx, sessions or Sessions(load_or_create_key(ctx.db.path), **timeouts),
                         admin_token or secrets.token_urlsafe(32))
 
@@ -199,6 +202,12 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
     async def _too_many(_: Request, exc: Exception) -> JSONResponse:
         wait = exc.retry_after if isinstance(exc, TooManyRequests) else 60
         return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
+
+    @api.exception_handler(DatabaseReopened)
+    @api.exception_handler(DatabaseFatalError)
+    async def _database_gone(_: Request, exc: Exception) -> JSONResponse:
+        # Reopened: the next request works. Fatal: the server is stopping (the CLI's on_fatal).
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
     @api.exception_handler(PermissionDenied)
     @api.exception_handler(members.NotMember)

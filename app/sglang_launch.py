@@ -3,9 +3,11 @@ workers) as a child process, wait until it is healthy, and stop it, with its who
 critlab exits.
 
 The server listens on a free 127.0.0.1 port and requires a random API key, so other local users'
-programs cannot use it through HTTP (they can still read the key from the process list: SGLang takes it
-only on the command line). Its output goes to a log file with the key masked; the key is never logged
-or printed. The child runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1, so sampled-token logprobs are raw
+programs cannot use it through HTTP. The key reaches SGLang in a config file (`--config`, mode 0600 in a
+private temporary folder, removed when the server stops), not on the command line, which every local
+user can read in the process list; sglang-router (dp > 1) reads no config file, so there it is still
+on the command line. Its output goes to a log file with the key masked; the key is never logged or
+printed. The child runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1, so sampled-token logprobs are raw
 (not temperature-scaled) and comparable across temperatures.
 
     with SGLangLauncher("Qwen/Qwen2.5-7B-Instruct", tp=2, log_path="/data/sglang-{port}.log") as server:
@@ -14,13 +16,16 @@ or printed. The child runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1, so sampled-tok
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +35,7 @@ from typing import IO, Self
 import httpx
 
 from app import proctree
+from app.private_files import create_private
 
 SERVER_MODULE = "sglang.launch_server"
 ROUTER_MODULE = "sglang_router.launch_server"
@@ -37,7 +43,7 @@ MASK = "***"
 _TAIL_LINES = 20
 # Flags critlab sets itself; a user's --sglang-arg repeating one would silently fight it.
 _MANAGED_FLAGS = frozenset({
-    "--model-path", "--model", "--host", "--port", "--api-key", "--tp-size", "--tp", "--tensor-parallel-size",
+    "--model-path", "--model", "--host", "--port", "--api-key", "--config", "--tp-size", "--tp", "--tensor-parallel-size",
     "--dp-size", "--dp", "--data-parallel-size", "--router-api-key", "--router-dp-worker-base-port",
     "--router-worker-startup-timeout-secs", "--router-prometheus-host", "--router-prometheus-port"})
 # sglang_router.launch_server logs each worker's port as it starts it (the port it probes may differ
@@ -55,6 +61,16 @@ def new_api_key() -> str:
     True
     """
     return secrets.token_hex(24)
+
+def write_key_config(key: str) -> Path:
+    """A new SGLang config file holding only the API key: mode 0600, in a new folder only this user may
+    enter. SGLang (0.5.23, `--config`) turns each YAML key into the flag of that name, so the key is
+    `api-key`; its value is quoted (JSON's string is YAML's too), so a key of digits such as "0123…" stays text."""
+    folder = Path(tempfile.mkdtemp(prefix="critlab-sglang-"))  # mode 0700
+    path = folder / "config.yaml"
+    create_private(path, f"api-key: {json.dumps(key)}\n".encode())
+    return path
+
 
 class SGLangLaunchError(RuntimeError):
     """The launched SGLang server failed to start; the message says why and where its log is."""
@@ -175,6 +191,7 @@ class SGLangLauncher:
         self._metrics_port = 0
         self._worker_port = 0
         self.log_path: Path | None = None
+        self.config_path: Path | None = None  # the key's file (dp == 1), while the server runs
         self.proc: subprocess.Popen[bytes] | None = None
         self._pump: threading.Thread | None = None
 
@@ -210,9 +227,16 @@ class SGLangLauncher:
         return f"http://127.0.0.1:{self._worker_port or self.worker_base_port}"
 
     def command(self) -> list[str]:
-        """The child's command line (with the API key: never log it, use display_command())."""
+        """The child's command line (with dp > 1 it holds the API key: never log it, use display_command())."""
         cmd = [self.python, "-m", self.module, "--model-path", self.model, "--host", "127.0.0.1",
-               "--port", str(self.port), "--api-key", self._api_key, "--tp-size", str(self.tp)]
+               "--port", str(self.port)]
+        if self.dp == 1:
+            cmd += ["--config", str(self.config_path)]
+        else:
+            # sglang_router.launch_server parses its arguments without reading --config (sglang-router
+            # 0.3.2): a config file would leave the workers without a key.
+            cmd += ["--api-key", self._api_key]
+        cmd += ["--tp-size", str(self.tp)]
         if self.dp > 1:
             # Worker flags are plain, router flags carry --router- (reference §6.3). The router's own key
             # is what clients must send; the workers' key is what the router sends them.
@@ -258,15 +282,25 @@ class SGLangLauncher:
         """Stop the server and every process it started (idempotent)."""
         proc, self.proc = self.proc, None
         if proc is None:
+            self._remove_config()  # written before a start that failed
             return
         if proc.poll() is None:
             self._announce(f"Stopping SGLang (PID {proc.pid}) ...")
         proctree.terminate_tree(proc, self.grace)
+        self._remove_config()
         if self._pump is not None:
             self._pump.join(timeout=2)  # the log is complete once every writer has exited
 
+    def _remove_config(self) -> None:
+        path, self.config_path = self.config_path, None
+        if path is not None:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
     def _spawn(self) -> None:
         self._api_key = new_api_key()
+        self._remove_config()  # an earlier attempt's
+        if self.dp == 1:
+            self.config_path = write_key_config(self._api_key)
         self.port = free_port()
         self.worker_base_port = free_port() if self.dp > 1 else 0
         self._metrics_port = free_port() if self.dp > 1 else 0

@@ -4,12 +4,13 @@ their scores arrive, label them, add them to a study, and find the prompt in an 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e_tests.conftest import Server, critlab, login, wait_idle
+from e2e_tests.conftest import Server, critlab, logged_in, login, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -96,3 +97,42 @@ def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: S
     expect(other.locator("#card-3")).to_be_hidden()
     expect(other.get_by_role("tab", name="Live")).to_have_count(0)
     ctx.close()
+
+
+def _ask(page: Page, n: str, max_tokens: str) -> None:
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#live-prompt textarea").fill("Count from 1 to 1000, one number per line.")
+    page.locator("#live-n input[type=range]").fill(n)
+    page.locator("#live-max-tokens input").fill(max_tokens)
+    page.locator("#live-max-tokens input").press("Tab")
+
+
+def test_one_live_generation_per_person_and_the_token_cap(page: Page, browser: Browser, server: Server,
+                                                          tmp_path: Path) -> None:
+    """Finding 7: a person's second Generate (from another tab) while theirs runs is refused, saying why; an
+    over-cap request is refused naming the numbers; after Stop the person may generate again. (In the
+    same tab Gradio ignores Generate while its event runs, so the second one comes from another tab.)"""
+    login(page, server.url, "admin")
+    with logged_in(browser, server.url, "admin") as other:
+        _ask(other, "8", "4096")
+        other.locator("#live-generate").click()
+        expect(other.locator("#live-status")).to_contain_text(
+            "too much for one Live generation: 8 samples × 4,096 max tokens = 32,768 tokens, and this server "
+            "allows at most 4,096 (critlab serve --live-token-cap)", timeout=30_000)
+        _ask(other, "1", "16")
+
+        _ask(page, "8", "512")  # 4,096 tokens, the default cap: then the scores, on this CPU
+        page.locator("#live-generate").click()
+        expect(page.locator("#live-status")).to_contain_text("Samples: 0 / 8", timeout=60_000)
+        other.locator("#live-generate").click()
+        expect(other.locator("#live-status")).to_contain_text("you already have a Live generation running",
+                                                              timeout=30_000)
+        expect(page.locator("#live-status")).not_to_contain_text("done")  # it was still running
+        for width in (1400, 800):
+            other.set_viewport_size({"width": width, "height": 1000})
+            other.screenshot(path=str(tmp_path / f"live-refused-{width}.png"))
+        page.locator("#live-stop").click()
+        expect(page.locator("#live-status")).to_contain_text(re.compile("done|stopped"), timeout=120_000)
+        other.locator("#live-generate").click()
+        expect(other.locator("#live-status")).to_contain_text("done", timeout=120_000)
+        expect(other.locator("#live-status")).to_contain_text("Samples: 1 / 1 complete")

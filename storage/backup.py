@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from storage.db import Database
+from storage.db import Database, DatabaseReopened
 from storage.fileio import (
     StorageWriteError,
     database_write_error,
@@ -73,11 +73,11 @@ def backup(db: Database, out_path: str | os.PathLike[str], *, overwrite: bool = 
                 _room_for_checkpoint(src, wal)
                 try:
                     db.cursor().execute("CHECKPOINT")  # outside any transaction (depth is 0)
-                except duckdb.Error as e:
+                except (duckdb.Error, DatabaseReopened) as e:
                     outcome = "no backup was written (committed changes are safe in the WAL)"
-                    if isinstance(e, duckdb.FatalException):  # the guard above was not enough
-                        outcome += "; DuckDB stops using the database until critlab is restarted"
-                    problem = database_write_error(db.path, e, outcome=outcome)
+                    if isinstance(e, DatabaseReopened):  # the guard above was not enough: a fatal error
+                        outcome += "; critlab reopened the database"
+                    problem = database_write_error(db.path, e.__cause__ or e, outcome=outcome)
                     if problem is None:
                         raise
                     raise problem from e

@@ -3,14 +3,23 @@
 DuckDB connections are not thread-safe (a shared connection silently returns other threads'
 results) and MVCC write conflicts raise instead of waiting, so every write goes through
 `Database.write()`, which holds one process-wide lock around a transaction.
+
+After a DuckDB FatalException (a CHECKPOINT on a full disk, say) DuckDB refuses every later query on
+that database ("database has been invalidated") until it is opened again. Every query runs through a
+`_Guarded` cursor, so the first fatal error closes and reopens the file, once, logged; the request that
+met it fails with `DatabaseReopened`, the next one works. A second fatal error within REOPEN_WINDOW of a
+reopen (or a reopen that fails) calls `on_fatal` with the cause (the server stops there), and every
+later query raises DatabaseFatalError: never an error for each request forever.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -20,6 +29,50 @@ import duckdb
 from storage.fileio import database_write_error
 
 DEFAULT_DB = "critlab.duckdb"
+REOPEN_WINDOW = 60.0  # seconds: a fatal error this soon after a reopen would only repeat
+log = logging.getLogger(__name__)
+
+
+class DatabaseFatalError(RuntimeError):
+    """DuckDB invalidated the database and reopening it did not help: a restart (after fixing the
+    cause, e.g. freeing disk space) is needed."""
+
+
+class DatabaseReopened(RuntimeError):
+    """This request met a DuckDB fatal error; the database was reopened, so the next request works."""
+
+
+class _Guarded:
+    """A DuckDB cursor whose fatal errors reach the Database (which reopens the file) before they are
+    raised; everything else is the cursor's own."""
+
+    __slots__ = ("_cur", "_db", "_gen")
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, db: Database, gen: int) -> None:
+        self._cur, self._db, self._gen = cur, db, gen
+
+    def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._cur, method)(*args, **kwargs)
+        except duckdb.FatalException as e:
+            raise self._db._fatal(self._gen, e) from e
+
+    def execute(self, *args: Any, **kwargs: Any) -> _Guarded:
+        self._run("execute", *args, **kwargs)
+        return self
+
+    def executemany(self, *args: Any, **kwargs: Any) -> _Guarded:
+        self._run("executemany", *args, **kwargs)
+        return self
+
+    def fetchall(self) -> list[tuple]:
+        return self._run("fetchall")
+
+    def sql(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("sql", *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
 
 
 class DatabaseLockedError(RuntimeError):
@@ -56,6 +109,11 @@ class Database:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._closed = False
+        self._gen = 0  # bumped by each reopen: cursors of an older generation are dropped
+        self._reopened_at: float | None = None
+        self._fatal_lock = threading.Lock()
+        self._dead: str | None = None  # why the database is unusable until a restart
+        self.on_fatal: Callable[[str], None] | None = None  # the server stops itself here
         if migrate and not read_only:
             from storage.migrations import migrate as run_migrations
 
@@ -64,10 +122,47 @@ class Database:
     # -- connections -------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (inside `write()`, the writer's transaction cursor)."""
+        if self._dead is not None:
+            raise DatabaseFatalError(self._dead)
         cur = getattr(self._local, "cursor", None)
-        if cur is None:
-            cur = self._local.cursor = self._con.cursor()
-        return cur
+        if cur is None or cur._gen != self._gen:
+            cur = self._local.cursor = _Guarded(self._con.cursor(), self, self._gen)
+        return cur  # type: ignore[return-value]  # a guarded DuckDBPyConnection
+
+    def _fatal(self, gen: int, e: duckdb.FatalException) -> Exception:
+        """Reopen the database after DuckDB invalidated it (once per fatal error: other threads' failures
+        on the same generation find it done), or give up; the error for the caller to raise."""
+        cause = str(e).splitlines()[0]
+        with self._fatal_lock:
+            if self._dead is not None:
+                return DatabaseFatalError(self._dead)
+            if gen != self._gen:
+                return DatabaseReopened(f"the database was reopened after a DuckDB fatal error: try again ({cause})")
+            now = time.monotonic()
+            if self._reopened_at is not None and now - self._reopened_at < REOPEN_WINDOW:
+                return self._give_up(f"DuckDB failed fatally again {now - self._reopened_at:.0f} s after the "
+                                     f"database {self.path} was reopened: {cause}")
+            log.error("DuckDB fatal error on %s: %s; closing and reopening the database", self.path, cause)
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
+            try:
+                self._con = duckdb.connect(self.path, read_only=self.read_only)
+            except duckdb.Error as again:
+                return self._give_up(f"DuckDB failed fatally on the database {self.path} ({cause}) and it could "
+                                     f"not be reopened: {again}")
+            self._gen += 1
+            self._reopened_at = now
+            log.warning("reopened %s after a DuckDB fatal error; the request that met it failed", self.path)
+            return DatabaseReopened(f"DuckDB failed fatally ({cause}); critlab reopened the database: try again")
+
+    def _give_up(self, why: str) -> DatabaseFatalError:
+        self._dead = f"{why}. Fix the cause (e.g. free disk space) and restart critlab."
+        log.critical("%s", self._dead)
+        with contextlib.suppress(duckdb.Error):
+            self._con.close()
+        if self.on_fatal is not None:
+            self.on_fatal(self._dead)
+        return DatabaseFatalError(self._dead)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -87,10 +182,12 @@ class Database:
             self._local.depth = 1
             self._local.after = []
             cur.execute("BEGIN TRANSACTION")
+            gen = self._gen
             try:
                 yield cur
             except BaseException as e:
-                cur.execute("ROLLBACK")
+                if gen == self._gen and self._dead is None:  # else the connection, and its transaction, are gone
+                    cur.execute("ROLLBACK")
                 # Disk full / read-only: one clear message instead of DuckDB's, once, at the outermost write().
                 problem = database_write_error(self.path, e) if isinstance(e, duckdb.Error) else None
                 if problem is not None:
@@ -147,16 +244,17 @@ class Database:
     def checkpoint(self) -> None:
         if not self.read_only and not self._closed:
             with self._write_lock:
-                self._con.execute("CHECKPOINT")
+                self.cursor().execute("CHECKPOINT")
 
     def close(self) -> None:
         if self._closed:
             return
         with self._write_lock:
-            if not self.read_only:
-                with contextlib.suppress(duckdb.Error):
-                    self._con.execute("CHECKPOINT")
-            self._con.close()
+            if not self.read_only and self._dead is None:
+                with contextlib.suppress(duckdb.Error, DatabaseReopened, DatabaseFatalError):
+                    self.cursor().execute("CHECKPOINT")
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
             self._closed = True
 
     def __enter__(self) -> Self:

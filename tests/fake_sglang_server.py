@@ -10,7 +10,8 @@ Environment:
   FAKE_SGLANG_PIDS  a file to write {"server": pid, "grandchild": pid[, "worker": pid], "hf_hub_offline": ...}
                     to before it serves
 
-Like SGLang it prints its parsed arguments, API key included (`server_args=ServerArgs(...)`), so the tests
+Like SGLang the server reads `--config FILE.yaml` (the router parses the flag and ignores it, as
+sglang_router does). Like SGLang it prints its parsed arguments, API key included (`server_args=ServerArgs(...)`), so the tests
 can check that critlab masks the key in the log. Like SGLang it starts helper processes (here one sleeping
 grandchild); the router starts its worker in a process group of its own, as sglang_router does (setpgrp).
 """
@@ -43,6 +44,7 @@ def _parser(router: bool) -> argparse.ArgumentParser:
     p.add_argument("--context-length", type=int)
     p.add_argument("--served-model-name")
     p.add_argument("--enable-deterministic-inference", action="store_true")
+    p.add_argument("--config")  # both parse it; only the server reads the file (see _merge_config)
     if router:
         p.add_argument("--router-api-key")
         p.add_argument("--router-dp-worker-base-port", type=int, default=31000)
@@ -84,9 +86,25 @@ def worker(port: int, api_key: str) -> None:
     _serve(port, "127.0.0.1", api_key=api_key)
 
 
+def _merge_config(argv: list[str]) -> list[str]:
+    """What sglang.launch_server does with `--config FILE.yaml` (0.5.23, ConfigArgumentMerger): each YAML
+    key becomes the flag of that name (`api-key: K` -> `--api-key K`), placed before the command line's
+    own arguments, which therefore win. sglang_router.launch_server does not call it."""
+    import yaml
+
+    if "--config" not in argv:
+        return argv
+    i = argv.index("--config")
+    with open(argv[i + 1]) as f:
+        config = yaml.safe_load(f) or {}
+    extra = [item for key, value in config.items() for item in (f"--{key}", str(value))]
+    return extra + argv[:i] + argv[i + 2:]
+
+
 def main(kind: str) -> None:
     router = kind == "router"
-    args = _parser(router).parse_args()
+    argv = sys.argv[1:] if router else _merge_config(sys.argv[1:])
+    args = _parser(router).parse_args(argv)
     print(f"server_args=ServerArgs(model_path={args.model_path!r}, host={args.host!r}, port={args.port}, "
           f"api_key={args.api_key!r}, tp_size={args.tp_size}, dp_size={args.dp_size})", flush=True)
     mode = os.environ.get("FAKE_SGLANG_MODE", "ok")

@@ -276,3 +276,69 @@ def test_prioritised_engine_passes_the_priority_where_the_engine_queues() -> Non
     assert Prioritised(plain, 0).count_tokens(QUESTION) == plain.count_tokens(QUESTION)  # no priority: plain call
     assert Prioritised(plain, 0).info() == plain.info()
 
+
+
+def _wait_for(cond) -> None:  # noqa: ANN001 - a predicate on the session's state
+    """Wait until `cond()` holds (the Live worker threads change the state), failing after 10 s."""
+    deadline = threading.Event()
+    timer = threading.Timer(10, deadline.set)
+    timer.start()
+    try:
+        while not cond():
+            assert not deadline.wait(0.01), "the Live session never reached the state waited for"
+    finally:
+        timer.cancel()
+
+
+def test_one_live_generation_per_person_at_a_time(db: Database) -> None:
+    """Finding 7: one person's three Live tabs of 8 long samples held up everyone's Live requests. A second
+    generation (Generate, or Regenerate of another session) from the same person is refused while one runs;
+    other people are not held up by the refusal, and the person may go on once theirs ends."""
+    eng = _Blocking()
+    for name in ("root", "boss"):
+        annotators.add_annotator(db, name, "admin", password=f"{name}-pass-123")
+    sessions = live.LiveSessions(AppContext(db=db, engine_factory=lambda cfg: eng))
+    req = live.LiveRequest(messages=QUESTION, n=2, methods=[])
+    eng.release.set()
+    earlier = sessions.start("root", req)
+    assert earlier.wait(10) and not earlier.snapshot().busy
+    eng.release.clear()  # from here each stream stops after its first piece until released
+    running = sessions.start("root", req)
+    _wait_for(lambda: all(c.text for c in running.snapshot().cards))
+
+    with pytest.raises(live.LiveBusy, match=r"^you already have a Live generation running \(0 of 2 samples "
+                                            r"complete\); one runs at a time per person"):
+        sessions.start("root", req)
+    with pytest.raises(live.LiveBusy, match="already have a Live generation running"):
+        sessions.restart("root", earlier.id, None)  # new samples in an idle session of theirs: the same
+    other = sessions.start("boss", req)  # someone else is not refused
+    _wait_for(lambda: all(c.text for c in other.snapshot().cards))
+    running.stop()
+    with pytest.raises(live.LiveBusy, match="still stopping"):
+        sessions.start("root", req)
+    eng.release.set()
+    assert running.wait(10) and other.wait(10)
+    again = sessions.start("root", req)  # theirs has ended: the next one starts
+    assert again.wait(10) and [c.state for c in again.snapshot().cards] == ["done", "done"]
+    assert sessions.restart("root", earlier.id, [1]).wait(10)
+
+
+def test_a_live_generation_asks_for_at_most_the_token_cap(ctx: AppContext, engine: ScriptedEngine) -> None:
+    sessions = live.LiveSessions(ctx)
+    ctx.live_token_cap = 1000
+    with pytest.raises(ServiceError, match=r"^too much for one Live generation: 4 samples × 256 max tokens = 1,024 "
+                                           r"tokens, and this server allows at most 1,000 \(critlab serve "
+                                           r"--live-token-cap\)"):
+        sessions.start("root", live.LiveRequest(messages=QUESTION, n=4, methods=[]))
+    with pytest.raises(ServiceError, match=r": 2 samples × 250 max tokens \+ 2 samples × 300 max tokens = 1,100 "
+                                           r"tokens, and this server allows at most 1,000"):
+        sessions.start("root", live.LiveRequest(messages=QUESTION, n=2, methods=[], settings=[
+            live.LiveSetting(max_tokens=250), live.LiveSetting(max_tokens=300)]))
+    assert engine.calls == []  # nothing was sampled for the refused requests
+    at_cap = live.LiveRequest(messages=QUESTION, n=2, methods=[], settings=[
+        live.LiveSetting(max_tokens=200), live.LiveSetting(max_tokens=300)])
+    assert sessions.start("root", at_cap).wait(10)
+    ctx.live_token_cap = 0  # no cap
+    big = live.LiveRequest(messages=QUESTION, n=8, settings=[live.LiveSetting(max_tokens=4096)], methods=[])
+    assert sessions.start("root", big).wait(10)
+    assert live.LiveSessions(AppContext(db=ctx.db)).ctx.live_token_cap == 4096  # the default

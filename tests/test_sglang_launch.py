@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -120,13 +122,71 @@ def test_launched_server_serves_the_engine_behind_its_key_and_stops_with_its_chi
         log = launcher.log_path.read_text()
         assert "server_args=ServerArgs(" in log and "api_key='***'" in log  # SGLang prints its args: masked
         assert log.startswith("# started by critlab: python -m sglang.launch_server --model-path fake/model ")
-        assert "--api-key '***'" in log.splitlines()[0]
+        assert f"--config {launcher.config_path} " in log.splitlines()[0]
         assert key not in log and key not in launcher.display_command() and key not in repr(launcher)
 
     assert launcher.proc is None
     for name in ("server", "grandchild"):
         assert not proctree.alive(pids[name]), f"{name} (pid {pids[name]}) outlived the launcher"
     assert key not in launcher.log_path.read_text()
+
+
+def test_the_key_is_in_a_private_config_file_not_in_the_process_list(tmp_path: Path, fake_dir: Path,
+                                                                      reap: list[int]) -> None:
+    """Issue 13: `--api-key KEY` on SGLang's command line showed the key to every local user (`ps`). It is
+    now in a 0600 file in a private folder, passed as `--config FILE`, and removed when the server stops."""
+    launcher = _launcher(tmp_path, fake_dir)
+    with launcher:
+        pids = _pids(tmp_path / "pids.json")
+        reap += [pids["server"], pids["grandchild"]]
+        key = launcher.api_key
+        for pid in (pids["server"], pids["grandchild"]):  # what `ps` shows
+            assert key.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        config = launcher.config_path
+        assert config is not None and key not in launcher.command()
+        assert Path(f"/proc/{pids['server']}/cmdline").read_bytes().split(b"\0")[-5:-3] == [
+            b"--config", str(config).encode()]
+        assert config.read_text() == f'api-key: "{key}"\n'
+        st, folder = config.lstat(), config.parent.lstat()
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
+        assert stat.S_IMODE(folder.st_mode) == 0o700 and folder.st_uid == os.getuid()
+        assert list(config.parent.iterdir()) == [config]  # the key and nothing else
+        # The server took the key from the file: it refuses other keys and serves this one.
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{launcher.url}/get_model_info").status_code == 401
+        assert httpx.get(f"{launcher.url}/get_model_info", headers=headers).status_code == 200
+    assert not config.parent.exists()
+
+
+def test_sglangs_own_config_parser_reads_the_key() -> None:
+    """SGLang's own `--config` merge (sglang/srt/utils/server_args_config_parser.py, loaded by path: the
+    rest of SGLang needs a GPU build) turns the file into `--api-key KEY`. Skipped where SGLang is not
+    installed (it is not in the test image; the GPU image has it)."""
+    import argparse
+    import importlib.util
+
+    from app.sglang_launch import new_api_key, write_key_config
+
+    spec = importlib.util.find_spec("sglang")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("SGLang is not installed here")
+    source = Path(next(iter(spec.submodule_search_locations))) / "srt" / "utils" / "server_args_config_parser.py"
+    mod_spec = importlib.util.spec_from_file_location("sglang_config_parser", source)
+    assert mod_spec is not None and mod_spec.loader is not None
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--api-key", type=str, default=None)  # as ServerArgs declares it (fields/serving.py)
+    parser.add_argument("--port", type=int, default=30000)
+    parser.add_argument("--config", type=str)
+    # Unquoted, YAML would read a key of octal digits after a 0 as a number (and pass on other digits).
+    for key in (new_api_key(), "01234567" * 6):
+        path = write_key_config(key)
+        try:
+            argv = module.ConfigArgumentMerger(parser).merge_config_with_args(["--port", "1", "--config", str(path)])
+            assert vars(parser.parse_args(argv)) == {"api_key": key, "port": 1, "config": None}
+        finally:
+            shutil.rmtree(path.parent)
 
 
 def test_router_with_data_parallel_workers_in_their_own_process_groups(
@@ -300,7 +360,9 @@ def test_critlab_serve_launch_sglang_stops_everything_on_sigterm_and_ctrl_c(
     for sig, (home, critlab) in runs.items():
         errs = outputs[sig]
         assert "SGLang is ready" in errs and "Stopping SGLang" in errs, errs
-        assert "--mem-fraction-static 0.8" in errs and "--api-key '***'" in errs
+        assert "--mem-fraction-static 0.8" in errs and "--api-key" not in errs
+        config = Path(errs.split(" --config ", 1)[1].split()[0])  # the key's file: gone with the server
+        assert config.name == "config.yaml" and not config.parent.exists()
         # critlab set HF_HUB_OFFLINE=1 for itself; the server must still be able to download its model.
         assert pids[sig]["hf_hub_offline"] is None
         assert lockfile.read_lock(str(home / "critlab.duckdb")) is None  # critlab itself shut down in order

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from pydantic import BaseModel
 
 from app.services.paths import OptionalReadPath
-from app.services.rate import RateLimit
+from app.services.rate import LIVE_TOKEN_CAP, RateLimit
 from backend.engines.base import Engine, EngineError
 from storage import jobs as job_rows
 from storage.db import Database
@@ -84,6 +84,7 @@ class AppContext:
     default_engine: EngineConfig = field(default_factory=EngineConfig)
     engine_factory: Callable[[EngineConfig], Engine] = make_engine
     submit_limit: RateLimit | None = None  # per person; the server sets it (app/services/rate.py)
+    live_token_cap: int = LIVE_TOKEN_CAP  # samples x max tokens per Live generation; 0: no cap
     _engines: dict[tuple, Engine] = field(default_factory=dict)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="job"))

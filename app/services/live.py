@@ -69,6 +69,17 @@ class LiveRequest(BaseModel):
     def cards(self) -> int:
         return self.n * len(self.settings)
 
+    def tokens(self) -> int:
+        """The most tokens the samples may take: samples x max tokens, over both settings."""
+        return self.n * sum(s.max_tokens for s in self.settings)
+
+    def describe_tokens(self) -> str:
+        """'8 samples × 512 max tokens = 4,096 tokens' (a sum when the two settings differ)."""
+        limits = {s.max_tokens for s in self.settings}
+        parts = [f"{self.cards()} samples × {limits.pop():,} max tokens"] if len(limits) == 1 else \
+            [f"{self.n} samples × {s.max_tokens:,} max tokens" for s in self.settings]
+        return f"{' + '.join(parts)} = {self.tokens():,} tokens"
+
 
 class LiveCard(BaseModel):
     slot: int  # 1-based position on screen
@@ -130,9 +141,17 @@ class LiveSession:
         self._thread: threading.Thread | None = None
 
     # -- the worker ------------------------------------------------------------------------------
+    def busy(self) -> bool:
+        t = self._thread
+        return t is not None and t.is_alive()
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def start(self, slots: list[int] | None = None) -> None:
         """Sample the given cards (all by default) with fresh seeds where they were sampled before,
-        then rescore every card. A run already going is stopped first."""
+        then rescore every card. A run already going is stopped first (LiveSessions waits for that
+        before it calls start, so this does not block there)."""
         self.stop()
         self.wait()
         self._stop.clear()
@@ -262,34 +281,69 @@ class LiveSession:
                 id=self.id, cards=[c.model_copy() for c in self.cards],
                 methods=[m.model_copy() for m in self.method_status],
                 sampling_done=all(c.state in ("done", "stopped", "failed") for c in self.cards),
-                busy=self._thread is not None and self._thread.is_alive(),
+                busy=self.busy(),
                 views=views_from(rows, dict(enumerate(checklist)), [c.slot for c in self.cards]),
                 checklist=checklist, settings=list(self.request.settings),
                 added={k: v.prompt_external_id for k, v in self.added.items()})
 
 
+class LiveBusy(ServiceError):
+    """The person already has a Live generation running."""
+
+
 class LiveSessions:
-    """The Live sessions of one server, by id; each belongs to the person who started it."""
+    """The Live sessions of one server, by id; each belongs to the person who started it.
+
+    One person runs one Live generation at a time (sampling and scoring), and each asks for at most
+    `ctx.live_token_cap` tokens: the engine is shared, so without these one person's three tabs of 8 long
+    samples kept everyone else's Live requests waiting for minutes. A second Generate while one runs is
+    refused rather than replacing the first: the person may be watching the first in another tab, and a
+    stopped generation still holds the engine until its next token, so replacing would not free it."""
 
     def __init__(self, ctx: AppContext, engine_cfg: EngineConfig | None = None) -> None:
         self.ctx, self.engine_cfg = ctx, engine_cfg
         self._sessions: OrderedDict[str, LiveSession] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while checking a person's running session and starting one
 
     def start(self, user: str, request: LiveRequest) -> LiveSession:
         check_access(self.ctx, user, request.study)
+        check_token_cap(request, self.ctx.live_token_cap)
         engine = self.ctx.engine(self.engine_cfg or self.ctx.default_engine)
         extraction = studies.get_study(self.ctx.db, request.study).config.answer_extraction if request.study \
             else "none"
         session = LiveSession(user, request, Prioritised(engine, LIVE_PRIORITY), engine.info(),  # type: ignore[arg-type]
                               extraction)
         with self._lock:
+            self._refuse_if_running(user)
             self._sessions[session.id] = session
             while len(self._sessions) > MAX_SESSIONS:
                 _, old = self._sessions.popitem(last=False)
                 old.stop()
-        session.start()
+            session.start()  # a new session: nothing to wait for
         return session
+
+    def restart(self, user: str, session_id: str | None, slots: list[int] | None = None) -> LiveSession:
+        """New samples for some cards (all by default) of the person's own session, which may be running:
+        its run is stopped and waited for first, outside the lock (until its next token)."""
+        session = self.get(user, session_id)
+        session.stop()
+        session.wait()
+        with self._lock:
+            self._refuse_if_running(user)  # another of their sessions, or this one restarted meanwhile
+            session.start(slots)
+        return session
+
+    def _refuse_if_running(self, user: str) -> None:
+        running = next((s for s in self._sessions.values() if s.owner == user and s.busy()), None)
+        if running is None:
+            return
+        if running.stopping():
+            raise LiveBusy("your previous Live generation is still stopping: press Generate again in a moment")
+        snap = running.snapshot()
+        done = sum(c.state in ("done", "stopped", "failed") for c in snap.cards)
+        what = f"{done} of {len(snap.cards)} samples complete" if not snap.sampling_done else "scoring the samples"
+        raise LiveBusy(f"you already have a Live generation running ({what}); one runs at a time per person, so "
+                       "that the model stays free for others. Wait for it to finish, or press Stop where it runs.")
 
     def get(self, user: str, session_id: str | None) -> LiveSession:
         if not session_id:
@@ -303,6 +357,14 @@ class LiveSessions:
             raise PermissionDenied("this Live session belongs to someone else")
         check_access(self.ctx, user, session.request.study)
         return session
+
+
+def check_token_cap(request: LiveRequest, cap: int) -> None:
+    """Refuse a request whose samples may take more than `cap` tokens in all (0: no cap)."""
+    if cap and request.tokens() > cap:
+        raise ServiceError(f"too much for one Live generation: {request.describe_tokens()}, and this server "
+                           f"allows at most {cap:,} (critlab serve --live-token-cap). Ask for fewer samples or "
+                           "fewer max tokens.")
 
 
 def can_use(ctx: AppContext, user: str, study_name: str | None) -> bool:

@@ -12,6 +12,10 @@ from collections.abc import Callable
 # A script hammering the API is what it stops (with the length limits, it bounds how fast one account can
 # grow the database). `critlab serve --submits-per-minute` changes it; 0 turns it off.
 SUBMITS_PER_MINUTE = 120
+# Tokens one Live generation may ask for (samples x max tokens): the embedded engine works one token at a
+# time for everyone, so one big request holds up every other person's Live tab. 8 samples x 512 tokens,
+# or one 4,096-token answer, fit. `critlab serve --live-token-cap` changes it; 0 turns it off.
+LIVE_TOKEN_CAP = 4096
 
 
 class RateLimit:

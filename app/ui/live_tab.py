@@ -160,7 +160,8 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
         n = gr.Slider(1, MAX_RESPONSES, value=4, step=1, label="Samples per setting (n)", elem_id="live-n")
         temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature", elem_id="live-temperature")
         top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p", elem_id="live-top-p")
-        max_tokens = gr.Number(value=256, precision=0, minimum=1, maximum=4096, label="Max tokens",
+        cap = f"samples × max tokens: at most {ctx.live_token_cap:,}" if ctx.live_token_cap else None
+        max_tokens = gr.Number(value=256, precision=0, minimum=1, maximum=4096, label="Max tokens", info=cap,
                                elem_id="live-max-tokens")
     with gr.Row():
         compare = gr.Checkbox(label="Compare with a second sampling setting (n samples each, side by side)",
@@ -196,8 +197,8 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
     tab = LiveTab(study, pick, prompt, status, cards, best, pairwise, reference, comment, add_status, state)
     n_out = len(tab.outputs())
 
-    def message(text: str) -> list[Any]:
-        return [f"⚠️ {md_literal(text)}", *[gr.skip()] * (n_out - 1)]
+    def message(text: str | BaseException) -> list[Any]:
+        return [f"⚠️ {md_literal(str(text))}", *[gr.skip()] * (n_out - 1)]
 
     def follow(user: str, session: live.LiveSession, q: set[str]) -> Iterator[list[Any]]:
         shown = False
@@ -238,7 +239,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
             yield message("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
             return
         except USER_ERRORS as e:
-            yield message(str(e))
+            yield message(e)
             return
         yield from follow(user, session, q)
 
@@ -252,11 +253,10 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
         def run(session_id: str | None, study_name: str | None, request: gr.Request) -> Iterator[list[Any]]:
             try:
                 user = user_of(request)
-                session = sessions.get(user, session_id)
-                session.start(slots=slots)
+                session = sessions.restart(user, session_id, slots)
                 q = set(live.questions(ctx, study_name or None))
             except USER_ERRORS as e:
-                yield message(str(e))
+                yield message(e)
                 return
             yield from follow(user, session, q)
         return run
