@@ -78,7 +78,19 @@ class SecurityHeaders:
         return with_headers
 
 
+def _all_headers() -> dict[str, str]:
+    return {**{k.decode(): v.decode() for k, v in HEADERS.items()}, "content-security-policy": CSP}
+
+
+async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """A bug's answer. Starlette sends it from its own error middleware, which sits outside every added
+    one, so it carries the headers itself; the exception (which may name paths or data) stays in the log."""
+    return JSONResponse({"error": "internal error: the server's log has the details"}, status_code=500,
+                        headers=_all_headers())
+
+
 def add_web_headers(api: FastAPI) -> None:
     """Install both on the app, outermost, so every answer (a refusal by the session gate too) has them."""
     api.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
     api.add_middleware(SecurityHeaders)
+    api.add_exception_handler(Exception, internal_error)

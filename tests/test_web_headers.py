@@ -16,6 +16,7 @@ import pytest
 from storage import annotators
 from storage.db import Database
 from tests.server_process import ENV, start_serve, stop
+from tests.test_security import PASSWORDS, seed, serve
 
 PASSWORD = "admin-pass-12"
 ORIGINS = ["http://localhost:9999", "http://127.0.0.1:9999", "http://evil.example", "null"]
@@ -99,3 +100,30 @@ def test_every_answer_carries_the_security_headers(served: tuple[str, Path, http
     anonymous.close()
     # The login page keeps its own stricter policy next to the common one.
     assert "img-src 'none'" in " ".join(admin.get("/login").headers.get_list("content-security-policy"))
+
+
+def test_an_unexpected_error_answers_500_with_the_headers_and_no_details(tmp_path: Path) -> None:
+    """A bug in a route (an exception no handler expects) was answered by Starlette's outermost error
+    middleware, outside every other one: a 500 with none of the security headers. A real server in this
+    process, with one route added that fails."""
+    db = Database(tmp_path / "e.duckdb")
+    seed(db)
+    live = serve(db)
+    admin = next(n for n in PASSWORDS if n.startswith("admin"))
+    try:
+        @live.app.get("/api/test-only-fails")
+        def fails() -> None:
+            raise RuntimeError("secret detail /srv/critlab.duckdb")
+
+        r = live.login(admin).get("/api/test-only-fails")
+        assert r.status_code == 500
+        assert r.json() == {"error": "internal error: the server's log has the details"}
+        assert "secret detail" not in r.text
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        # The server goes on (uvicorn closes the connection that met the error: a new one).
+        assert live.login(admin).get("/api/me").status_code == 200
+    finally:
+        live.stop()
+        db.close()
