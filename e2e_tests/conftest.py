@@ -116,6 +116,15 @@ def wait_idle(page) -> None:  # noqa: ANN001
         "[...document.querySelectorAll('[data-testid=status-tracker]')].every(e => e.classList.contains('hide'))")
 
 
+def settled(page) -> None:  # noqa: ANN001
+    """Wait until no Gradio event is pending and then until the page's main thread has nothing queued (an
+    idle callback runs only then), so an image load or handler that some rendered text would start has
+    started, before a check that none did. A state to wait on, where a fixed pause would only guess."""
+    wait_idle(page)
+    page.evaluate("() => new Promise((done) => requestIdleCallback(() => requestAnimationFrame(() => "
+                  "requestIdleCallback(() => done(), {timeout: 10000})), {timeout: 10000}))")
+
+
 def gradio_call(client: httpx.Client, url: str, button_id: str, data: list,
                 session: str = "attacker-session") -> str:
     """Call the event bound to a (possibly hidden) Gradio button through the raw queue API, as a script

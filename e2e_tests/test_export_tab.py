@@ -20,6 +20,7 @@ from e2e_tests.conftest import (
     critlab,
     gradio_call,
     login,
+    settled,
     start_server,
 )
 from storage import annotators
@@ -181,7 +182,7 @@ def test_admin_previews_exports_and_downloads(page: Page, export_server: Server,
     # Each export keeps its own card: the SFT export did not replace the DPO file's.
     assert (dpo_file.parent / f"{dpo_file.stem}.card.md").read_text() == card
 
-    page.wait_for_timeout(500)  # let any late image load or handler show itself before the checks
+    settled(page)  # any late image load or handler has started by now
     assert dialogs == []
     assert not [u for u in requests if u.startswith("http://127.0.0.1:9/")]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e_tests.conftest import Server, critlab, logged_in, login, wait_idle
+from e2e_tests.conftest import Server, critlab, logged_in, login, settled, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -70,7 +70,8 @@ def test_live_sample_score_label_and_add(page: Page, browser: Browser, server: S
     page.locator("#live-rating-1 input[value='3']").check()
     page.locator("#live-rating-2 input[value='6']").check()
     page.locator("#live-comment textarea").fill("the second names a colour")
-    page.wait_for_timeout(300)
+    expect(page.locator("#live-comment textarea")).to_have_value("the second names a colour")
+    settled(page)  # the picks and ratings are painted before the screenshot
     page.screenshot(path=str(shot_dir / "live-tab.png"), full_page=True)  # docs/ with `make screenshots`
     page.locator("#live-add").click()
     expect(page.locator("#live-add-status")).to_contain_text("Added to live as prompt", timeout=30_000)

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import submit_anyway, PASSWORDS, Server, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, login, settled, start_server, submit_anyway, wait_idle
 from storage import annotators, checklists, judgments, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn, StudyConfig
@@ -95,7 +95,7 @@ class Watch:
         page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
     def check(self, page: Page) -> None:
-        page.wait_for_timeout(1000)  # let late loads and handlers fire
+        settled(page)  # any late image load or handler has started by now
         assert page.evaluate("window.__xss") is None
         assert self.dialogs == []
         remote = [u for u in self.requests if urlparse(u).scheme not in ("data", "blob")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, login, start_server
+from e2e_tests.conftest import PASSWORDS, Server, login, settled, start_server
 from storage import annotators, members, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn
@@ -49,7 +49,7 @@ def test_payloads_render_inert(page: Page, xss_server: Server) -> None:
     expect(page.locator("#prompt")).to_contain_text("=HYPERLINK", timeout=30_000)
     for k in range(1, 5):
         expect(page.locator(f"#resp-{k}")).to_be_visible()
-    page.wait_for_timeout(1000)
+    settled(page)  # any late image load or handler has started by now
     assert page.evaluate("window.__xss") is None
     assert dialogs == []
     assert not [u for u in requests if "tracker.invalid" in u or u.endswith("/x")]
