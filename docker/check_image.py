@@ -44,11 +44,11 @@ def wait_for(what: str, probe, deadline_s: float, proc: subprocess.Popen, log: l
     """probe() until it returns something truthy; fail if the server exits or the deadline passes."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        if proc.poll() is not None:
-            fail(f"critlab demo exited with {proc.returncode} while waiting for {what}", log)
         got = probe()
         if got:
             return got
+        if proc.poll() is not None:
+            fail(f"critlab demo exited with {proc.returncode} while waiting for {what}", log)
         time.sleep(POLL_S)
     fail(f"no {what} within {deadline_s:.0f} s", log)
 
