@@ -79,10 +79,11 @@ RUN if [ -s /run/build-ca.crt ]; then export PIP_CERT=/run/build-ca.crt; fi \
 FROM ${CPU_BASE} AS cpu
 # Run time needs Python itself (the venv points at the base's python3), libgomp1 (llama.cpp links OpenMP)
 # and CA certificates (an SGLang server behind https); the python base image has the first and the last.
+# apt-get clean: a bare Debian keeps the downloaded packages and apt's caches (88 MB here) otherwise.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && if ! command -v python3 >/dev/null; then apt-get install -y --no-install-recommends python3 ca-certificates; fi \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY --from=cpu-build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
