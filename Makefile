@@ -6,7 +6,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 # llama-cpp-python compiles from source (3-5 min once; pip's wheel cache reuses the build).
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: demo test screenshots mutation install install-test install-mutation chromium
+.PHONY: demo test screenshots mutation install install-test install-mutation chromium image
 
 install:
 	$(PIP) install -q -e .
@@ -41,3 +41,26 @@ mutation: install-mutation
 	rm -rf mutants
 	mutmut run
 	$(PYTHON) tests/mutation_summary.py
+
+# Build the CPU image with podman and check it during the build (Dockerfile stage `check`: `critlab --help`
+# and the demo until the embedded model has sampled an item); not part of `make test`. The base is a plain
+# Debian bookworm made with debootstrap from $(DEBIAN_MIRROR) and imported once as $(IMAGE_BASE) (root
+# needed), so no container registry is used; a second run reuses it. Needs: apt-get install podman debootstrap.
+PODMAN ?= podman
+IMAGE_BASE ?= localhost/bookworm-base
+IMAGE_TAG ?= critlab:cpu-check
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# A CA bundle for pip inside the build, when HTTPS to PyPI passes a TLS-inspecting proxy (default: the one the
+# host's pip is told to trust, $$PIP_CERT); mounted for the build only, never copied into the image.
+IMAGE_CA ?= $(PIP_CERT)
+
+image:
+	@if $(PODMAN) image exists $(IMAGE_BASE); then echo "Reusing the base image $(IMAGE_BASE)."; else \
+	  set -e; root=$$(mktemp -d); trap 'rm -rf "$$root"' EXIT; \
+	  debootstrap --variant=minbase bookworm "$$root" $(DEBIAN_MIRROR); \
+	  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s-security bookworm-security main\n' \
+	    $(DEBIAN_MIRROR) $(DEBIAN_MIRROR) $(DEBIAN_MIRROR) > "$$root/etc/apt/sources.list"; \
+	  rm -rf "$$root"/var/cache/apt/archives/*.deb "$$root"/var/lib/apt/lists/*; \
+	  tar -C "$$root" -c . | $(PODMAN) import - $(IMAGE_BASE); fi
+	$(PODMAN) build --isolation=chroot --build-arg CPU_BASE=$(IMAGE_BASE) \
+	  $(if $(IMAGE_CA),-v $(abspath $(IMAGE_CA)):/run/build-ca.crt:ro) --target check -t $(IMAGE_TAG) .
