@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from tests.security_server import Live
 
 # Property-based tests: no wall-clock deadline (the suite must pass on a busy machine) and no example
 # database (tests write nothing outside tmp_path). CRITLAB_HYPOTHESIS=long runs many more examples.
@@ -52,3 +56,15 @@ def standin() -> Iterator[str]:
     url, stop = start_standin()
     yield url
     stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A real server in this process on a seeded database (tests/security_server.py), one per module."""
+    from tests.security_server import seed, serve  # imports the app (and Gradio): only where it is used
+
+    db = Database(tmp_path_factory.mktemp("sec") / "sec.duckdb")
+    seed(db)
+    srv = serve(db)
+    yield srv
+    srv.stop()  # the app's lifespan closes the database

@@ -18,7 +18,7 @@ from storage import db as storage_db
 from storage import studies
 from storage.db import Database
 from tests.test_disk_full import fill, mount, umount
-from tests.test_security import PASSWORDS, serve, seed
+from tests.security_server import PASSWORDS, serve, seed
 
 
 @pytest.fixture

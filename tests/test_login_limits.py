@@ -21,7 +21,7 @@ from storage import annotators
 from storage.db import Database
 from tests.clock import Clock
 from tests.server_process import start_serve, stop
-from tests.test_security import ANN, PASSWORDS, Live, seed, serve
+from tests.security_server import ANN, PASSWORDS, Live, seed, serve
 
 
 @pytest.fixture(scope="module")

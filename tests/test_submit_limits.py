@@ -19,7 +19,7 @@ from storage import annotators, prompts, responses, studies
 from storage.db import Database
 from storage.models import ChatMessage, PromptIn, ResponseIn, StudyConfig
 from tests.clock import Clock
-from tests.test_security import Live, serve
+from tests.security_server import Live, serve
 
 STUDY = "limits"
 PEOPLE = {"ann": "ann-pass-12", "bob": "bob-pass-12"}

@@ -16,7 +16,7 @@ import pytest
 from storage import annotators
 from storage.db import Database
 from tests.server_process import ENV, start_serve, stop
-from tests.test_security import PASSWORDS, seed, serve
+from tests.security_server import PASSWORDS, seed, serve
 
 PASSWORD = "admin-pass-12"
 ORIGINS = ["http://localhost:9999", "http://127.0.0.1:9999", "http://evil.example", "null"]

@@ -22,7 +22,7 @@ from app.services.paths import WebPaths, confine
 from storage import annotators
 from storage.db import Database
 from tests.server_process import ENV, start_serve, stop
-from tests.test_security import _labelled_study
+from tests.security_server import labelled_study
 
 ADMIN_PASSWORD = "web-admin-pass-1"
 JUDGMENTS_LINE = ('{"item_id": "j1", "prompt": "2+2?", "responses": [{"id": "a", "text": "4"}, {"id": "b", "text": "5"}], '
@@ -49,7 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     db_path = d / "data" / "paths.duckdb"
     db_path.parent.mkdir()
     db = Database(db_path)
-    _labelled_study(db)  # study "ex" with labels, so every export has rows
+    labelled_study(db)  # study "ex" with labels, so every export has rows
     annotators.add_annotator(db, "webadmin", "admin", ADMIN_PASSWORD)
     db.close()
     uploads = d / "gradio-uploads"
