@@ -84,6 +84,8 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
     # The prompt box agrees: nothing claims bob's work is done.
     expect(page.locator("#prompt")).to_contain_text("No study for you to label yet")
     wait_idle(page)
+    for empty_form in ("#best", "#comment", "#submit-btn", "#skip-btn"):  # nothing to answer, nothing offered
+        expect(page.locator(empty_form)).to_be_hidden()
 
     with logged_in(browser, srv.url, "admin") as admin:
         set_studies(admin, "bob", {"beta": True})
@@ -104,6 +106,8 @@ def test_the_label_tab_lists_member_studies_only_and_the_admin_tab_adds_one(page
     assert [t.replace("✓", "").strip() for t in page.get_by_role("option").all_inner_texts()] == ["beta"]
     page.get_by_role("option", name="beta", exact=True).click()
     expect(page.locator("#prompt")).to_contain_text("A beta question")
+    for form in ("#best", "#submit-btn", "#skip-btn"):  # beta asks for no comment
+        expect(page.locator(form)).to_be_visible()
 
     with logged_in(browser, srv.url, "ann") as ann:
         expect(ann.locator("#prompt")).to_contain_text("A alpha question")

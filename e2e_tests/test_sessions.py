@@ -233,3 +233,48 @@ def test_a_request_that_fails_while_the_page_leaves_reaches_no_handler(page: Pag
     to_login[0].continue_()
     assert_sent_to_login_with_message(page)
 
+
+
+def test_an_event_stream_that_breaks_while_the_page_leaves_reaches_no_handler(page: Page,
+                                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same for a response already streaming (Gradio's event streams): the page leaves, the server's
+    connections break (here: the server is killed), and the control stream, read with the browser's own
+    fetch, reports the error while the page's stream reports nothing."""
+    d = tmp_path_factory.mktemp("broken-stream")
+    with Database(d / "s.duckdb") as db:
+        annotators.add_annotator(db, "ann", "annotator", PASSWORDS["ann"])
+    own = start_server(d / "s.duckdb", d / "server.log")
+    try:
+        page.context.add_init_script("window.__rawFetch = window.fetch;")  # before session.js wraps it
+        login(page, own.url, "ann")
+        expect(page.locator("#whoami")).to_contain_text("Signed in as ann")
+        reports: list[str] = []
+        page.on("console", lambda msg: reports.append(msg.text) if msg.text.startswith("test:") else None)
+        with page.expect_event("console", lambda m: m.text == "test:both open"):
+            page.evaluate("""() => {
+                const open = async (get, name) => (await get("/ui/gradio_api/heartbeat/test-" + name)).body.getReader();
+                const drain = async (reader, name) => {
+                    try { while (!(await reader.read()).done) {} console.log("test:" + name + " ended"); }
+                    catch (e) {
+                        console.log("test:" + name + " error");
+                        // Then, once the page has nothing else to do, a marker: the other stream broke at the
+                        // same moment, so its error, had it been let through, has been handled by now.
+                        if (name === "control") requestIdleCallback(() => setTimeout(() => console.log("test:idle"), 0));
+                    }
+                };
+                Promise.all([open(fetch, "held"), open(window.__rawFetch, "control")]).then(([held, control]) => {
+                    console.log("test:both open");
+                    drain(held, "held");
+                    drain(control, "control");
+                });
+            }""")
+        to_login: list[Route] = []
+        page.route("**/login?expired=1", lambda route: to_login.append(route))
+        page.context.clear_cookies()
+        with page.expect_request("**/login?expired=1"):
+            page.evaluate("() => { fetch('/api/me'); }")  # 401: the page starts leaving
+        with page.expect_event("console", lambda m: m.text == "test:idle"):
+            own.proc.kill()  # every connection breaks mid-stream
+        assert reports == ["test:both open", "test:control error", "test:idle"]
+    finally:
+        own.stop()

@@ -70,6 +70,8 @@ class LabelTab:
     status: gr.Markdown
     state: gr.State
     prompt_toggle: gr.Button
+    submit: gr.Button
+    skip: gr.Button
     load: Callable[..., list[Any]] = field(default=lambda *a: [])
 
     def per_card(self, name: str) -> list[Any]:
@@ -79,7 +81,8 @@ class LabelTab:
         names = ("column", "title", "text", "view_box", "view", "rating", "correct", "checklist", "critique", "pick")
         return [self.progress, self.prompt, self.prompt_toggle, self.guidelines,
                 *[x for n in names for x in self.per_card(n)],
-                self.best, self.pairwise, self.invalid, self.reference, self.comment, self.status, self.state]
+                self.best, self.pairwise, self.invalid, self.reference, self.comment, self.status, self.state,
+                self.submit, self.skip]
 
     def answer_inputs(self) -> list[Any]:
         return [self.state, self.best, self.pairwise, self.invalid, self.reference, self.comment,
@@ -140,7 +143,7 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
             guidelines = gr.Markdown(elem_id="guidelines", elem_classes=["guidelines"])
     state = gr.State(None)
     tab = LabelTab(study, progress, prompt, guidelines, cards, best, pairwise, invalid, reference, comment, status,
-                   state, prompt_toggle)
+                   state, prompt_toggle, submit, skip)
     prompt_toggle.click(None, js=TOGGLE_PROMPT_JS)
 
     for k, c in enumerate(cards, start=1):
@@ -272,9 +275,11 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
         return [labelling.progress_text(None, step.done, step.total),
                 gr.Markdown(EMPTY_NO_STUDY if step.event == "no_study" else EMPTY_DONE, elem_classes=["prompt-box"]),
                 gr.Button(visible=False), guidelines_md,
-                *[gr.Column(visible=False)] * MAX_RESPONSES, *hidden * 9, gr.Radio(choices=[], value=None),
-                gr.Radio(visible=False, value=None), gr.CheckboxGroup(visible=False, value=[]),
-                gr.Textbox(visible=False, value=""), "", status_text, None]
+                *[gr.Column(visible=False)] * MAX_RESPONSES, *hidden * 9,
+                gr.Radio(choices=[], value=None, visible=False), gr.Radio(visible=False, value=None),
+                gr.CheckboxGroup(visible=False, value=[]), gr.Textbox(visible=False, value=""),
+                gr.Textbox(visible=False, value=""), status_text, None,
+                gr.Button(visible=False), gr.Button(visible=False)]  # nothing to answer: no answer form
     q = set(item.questions)
     a = item.answers
     n = len(item.cards)
@@ -319,7 +324,7 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
             gr.Radio(visible="pairwise" in q and n >= 2, value=pair_value),
             gr.CheckboxGroup(choices=items, visible="checklist" in q and bool(items), value=[str(x) for x in a.invalid_items]),
             gr.Textbox(visible="reference" in q, value=a.reference), gr.Textbox(visible="comment" in q, value=a.comment),
-            status_text, st]
+            status_text, st, gr.Button(visible=True), gr.Button(visible=True)]
 
 
 def keep_status(tab: LabelTab, status_text: str, state: dict | None = None) -> list[Any]:

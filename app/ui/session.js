@@ -22,23 +22,15 @@
   // flight (the open event stream among them), and Gradio would paint each pending event with an Error
   // badge before the page unloads, which a busy machine gives it the time to do.
   const never = () => new Promise(() => {});
+  // The body is piped natively (as Gradio's own reader would read it, at once and in full); only an error
+  // is held back: once the page is leaving it never reaches Gradio, before that it passes on unchanged.
   const quietBody = (response) => {
     if (!response.body) return response;
-    const reader = response.body.getReader();
-    const body = new ReadableStream({
-      async pull(controller) {
-        let chunk;
-        try {
-          chunk = await reader.read();
-        } catch (e) {
-          if (leaving) return never();
-          throw e;
-        }
-        if (chunk.done) controller.close(); else controller.enqueue(chunk.value);
-      },
-      cancel: (reason) => reader.cancel(reason),
+    const pass = new TransformStream();
+    response.body.pipeTo(pass.writable, {preventAbort: true}).catch((e) => {
+      if (!leaving) pass.writable.abort(e).catch(() => {});
     });
-    return new Response(body, {status: response.status, statusText: response.statusText, headers: response.headers});
+    return new Response(pass.readable, {status: response.status, statusText: response.statusText, headers: response.headers});
   };
   window.fetch = async (input, init) => {
     if (leaving) return never();
