@@ -61,10 +61,7 @@ def standin() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A real server in this process on a seeded database (tests/security_server.py), one per module."""
-    from tests.security_server import seed, serve  # imports the app (and Gradio): only where it is used
+    from tests.security_server import seeded_server  # imports the app (and Gradio): only where it is used
 
-    db = Database(tmp_path_factory.mktemp("sec") / "sec.duckdb")
-    seed(db)
-    srv = serve(db)
-    yield srv
-    srv.stop()  # the app's lifespan closes the database
+    with seeded_server(tmp_path_factory.mktemp("sec")) as srv:
+        yield srv

@@ -6,6 +6,7 @@ leak shows; every route of the app, and Gradio's queue protocol spoken by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -117,6 +118,20 @@ def seed(db: Database) -> None:
     judgments.record(db, [
         JudgmentIn(**common, method="best_of_n", response_id=r2, idempotency_key=uuid.uuid4().hex),
         JudgmentIn(**common, method="comment", rationale=BOB_COMMENT, idempotency_key=uuid.uuid4().hex)])
+
+
+@contextlib.contextmanager
+def seeded_server(folder: Path) -> Iterator[Live]:
+    """`seed`ed data in a new database in folder, served for the block (the app's lifespan closes the
+    database when the server stops; jobs started through it are waited for first)."""
+    db = Database(folder / "sec.duckdb")
+    seed(db)
+    srv = serve(db)
+    try:
+        yield srv
+    finally:
+        srv.ctx.wait_jobs(timeout=60)
+        srv.stop()
 
 
 def dump(db: Database) -> dict[str, list[str]]:

@@ -17,19 +17,14 @@ import pytest
 from storage import db as storage_db
 from storage import studies
 from storage.db import Database
-from tests.test_disk_full import fill, mount, umount
-from tests.security_server import PASSWORDS, serve, seed
+from tests.security_server import PASSWORDS, seed, serve
+from tests.test_disk_full import fill, tmpfs
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "small"
-    d.mkdir()
-    mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d))
-    try:
+    with tmpfs(tmp_path / "small", "16m") as d:
         yield d
-    finally:
-        umount(d)
 
 
 @contextlib.contextmanager

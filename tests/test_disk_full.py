@@ -303,15 +303,21 @@ def umount(path: Path) -> None:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)  # busy: detach lazily
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "small"
+@contextlib.contextmanager
+def tmpfs(d: Path, size: str) -> Iterator[Path]:
+    """A size-limited tmpfs mounted at the new folder d for the block."""
     d.mkdir()
-    mount("-t", "tmpfs", "-o", "size=32m", "tmpfs", str(d))
+    mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d))
     try:
         yield d
     finally:
         umount(d)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "small", "32m") as d:
+        yield d
 
 
 def fill(d: Path) -> Path:

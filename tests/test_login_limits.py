@@ -9,7 +9,6 @@ uvicorn settings are what is under test.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,17 +19,10 @@ from app.auth import COOKIE, LoginLimiter
 from storage import annotators
 from storage.db import Database
 from tests.clock import Clock
+from tests.security_server import ANN, PASSWORDS, Live
 from tests.server_process import start_serve, stop
-from tests.security_server import ANN, PASSWORDS, Live, seed, serve
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    db = Database(tmp_path_factory.mktemp("login") / "login.duckdb")
-    seed(db)
-    srv = serve(db)
-    yield srv
-    srv.stop()
 
 
 def _login(url: str, name: str, password: str, headers: dict[str, str] | None = None) -> httpx.Response:

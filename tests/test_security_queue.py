@@ -11,22 +11,17 @@ from collections.abc import Iterator
 import pytest
 
 from storage import annotators
-from storage.db import Database
 from tests.security_server import (
     ADMIN, ADMIN_ACTIONS, ANN, BOB, BOB_COMMENT, MARK, PROMPTS_FILE, STUDY, Live, action, answer, concrete_path,
-    denied, dump, failed, inputs_for, queue_call, seed, serve, ui_events, upload, walk_routes,
+    denied, dump, failed, inputs_for, queue_call, seeded_server, ui_events, upload, walk_routes,
 )
 
 
 @pytest.fixture(scope="module")
 def queue_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A server of its own: the admin half of the queue test changes its database a lot."""
-    db = Database(tmp_path_factory.mktemp("queue") / "queue.duckdb")
-    seed(db)
-    srv = serve(db)
-    yield srv
-    srv.ctx.wait_jobs(timeout=60)
-    srv.stop()
+    with seeded_server(tmp_path_factory.mktemp("queue")) as srv:
+        yield srv
 
 
 def test_annotator_cannot_run_any_admin_event_through_the_gradio_queue(queue_live: Live) -> None:
