@@ -15,7 +15,9 @@ and the same everywhere (sampling, prefill-only scoring, teacher forcing), which
 alignment exactly.
 
 Failure simulation (constructor options, changeable at run time through `POST /_standin/config`):
-router mode (404 on the routes sglang-router does not serve), dropped connections (any, or only those
+router mode (sglang-router 0.3.2 as measured against its binary: a typed `/generate` body, see
+`_router_body`; its own `/get_server_info`, `/v1/models` and `/workers`; 404 on the routes it does not
+serve; `/get_model_info` answered as if proxied to a worker), dropped connections (any, or only those
 arriving on a kept-alive connection), N failures with a given status (optionally with `Retry-After`),
 503 from `/health` while "starting", requests that get no answer for a while (a client that gives up
 aborts them, as SGLang does) or never (a server that hangs, then dies when stopped), 200 answers whose
@@ -180,7 +182,8 @@ def _onig_escape(piece: str) -> str:
 @dataclasses.dataclass
 class StandinOptions:
     api_key: str | None = None
-    router: bool = False                 # 404 on the routes sglang-router does not serve (reference §6.3)
+    router: bool = False                 # behave like sglang-router 0.3.2 in front of this server (§6.3)
+    worker_urls: tuple[str, ...] = ()    # router mode: what GET /workers lists (the real router's workers)
     model_id: str = "standin/toy-chatml"
     context_length: int = 4096
     deterministic: bool = True           # reported as enable_deterministic_inference; False ignores seeds
@@ -211,8 +214,10 @@ class StandinOptions:
     token_delay: float = 0.0             # seconds between streamed events
 
 
-_ROUTER_404 = ("/tokenize", "/v1/tokenize", "/detokenize", "/v1/detokenize", "/get_model_info",
-               "/model_info", "/get_server_info", "/server_info", "/v1/score", "/v1/models")
+# Measured on the sglang-router 0.3.2 binary: it proxies /get_model_info but not its newer alias, and has no
+# /server_info alias of its own /get_server_info.
+_ROUTER_404 = ("/tokenize", "/v1/tokenize", "/detokenize", "/v1/detokenize", "/model_info", "/server_info",
+               "/v1/score")
 _AUTH_EXEMPT = ("/health", "/metrics", "/ready", "/_standin")
 
 SAMPLING_KEYS = frozenset({
@@ -385,6 +390,73 @@ def _parse_generate(body: dict[str, Any], state: StandinState) -> tuple[list[_It
                 # with n>1 SGLang regenerates request ids, so the caller's rid is not kept
                 rid=uuid.uuid4().hex if n > 1 or not rid else str(rid), parallel_index=s))
     return items, single and n == 1
+
+
+# What sglang-router 0.3.2 forwards of a /generate body (measured on its binary): it deserialises the body into
+# a typed struct, so other top-level keys and other sampling_params keys are dropped silently, nulls too.
+_ROUTER_TOP_KEYS = ("text", "input_ids", "sampling_params", "return_logprob", "logprob_start_len",
+                    "top_logprobs_num", "token_ids_logprob", "return_text_in_logprobs", "stream", "rid")
+_ROUTER_DEFAULTS = {"model": None, "return_text_in_logprobs": False, "stream": False, "log_metrics": True,
+                    "return_hidden_states": False, "background": False, "no_logs": False, "return_bytes": False,
+                    "return_entropy": False}
+_ROUTER_SAMPLING_KEYS = ("temperature", "max_new_tokens", "top_p", "top_k", "frequency_penalty",
+                         "presence_penalty", "repetition_penalty", "stop", "ignore_eos", "skip_special_tokens",
+                         "min_p", "min_new_tokens", "stop_token_ids", "no_stop_trim", "n", "sampling_seed",
+                         "json_schema", "regex", "ebnf")
+_ROUTER_F32_KEYS = frozenset({"temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty",
+                              "repetition_penalty"})
+
+
+def _f32(value: float) -> float:
+    """A float after a trip through the router's f32 field: the shortest decimal of the nearest f32, as
+    serde writes it (0.7 stays 0.7, 0.123456789 becomes 0.12345679)."""
+    return float(str(np.float32(value)))
+
+
+def _router_body(body: Any) -> dict[str, Any]:
+    """The body sglang-router 0.3.2 forwards to a worker, or BadRequest(422) where its typed parse fails
+    (the messages below are the router's own, without its line/column suffix)."""
+    def refuse(detail: str) -> BadRequest:
+        return BadRequest(f"Failed to deserialize the JSON body into the target type: {detail}", 422)
+    if not isinstance(body, dict):
+        raise refuse("expected a JSON object")
+    sp = body.get("sampling_params")
+    if isinstance(sp, list):  # Option<SamplingParams>: the list's first element is read as a float
+        raise refuse("sampling_params[0]: invalid type: map, expected f32")
+    if sp is not None and not isinstance(sp, dict):
+        raise refuse(f"sampling_params: invalid type: {type(sp).__name__}, expected struct SamplingParams")
+    out: dict[str, Any] = {k: body[k] for k in ("text", "input_ids") if body.get(k) is not None}
+    out.update(_ROUTER_DEFAULTS)
+    if sp is not None:
+        kept: dict[str, Any] = {}
+        for key in _ROUTER_SAMPLING_KEYS:
+            v = sp.get(key)
+            if v is None:
+                continue
+            if key in ("json_schema", "regex", "ebnf") and not isinstance(v, str):
+                raise refuse(f"sampling_params.{key}: invalid type: map, expected a string")
+            if key == "sampling_seed" and isinstance(v, int) and v < 0:
+                raise refuse(f"sampling_params.sampling_seed: invalid value: integer `{v}`, expected u64")
+            kept[key] = _f32(v) if key in _ROUTER_F32_KEYS and isinstance(v, (int, float)) \
+                and not isinstance(v, bool) else v
+        out["sampling_params"] = kept
+    for key in _ROUTER_TOP_KEYS[3:]:
+        if body.get(key) is not None:
+            out[key] = body[key]
+    return out
+
+
+def _router_own(path: str, options: StandinOptions) -> dict[str, Any] | None:
+    """The answers sglang-router 0.3.2 gives itself (no worker server args, no max_model_len)."""
+    if path == "/get_server_info":
+        return {"router_manager": True, "routers_count": 1, "workers_count": max(1, len(options.worker_urls))}
+    if path == "/v1/models":
+        return {"object": "list", "data": [{"id": options.model_id, "object": "model", "owned_by": "local"}]}
+    if path == "/workers":
+        return {"workers": [{"url": u, "model_id": options.model_id, "worker_type": "regular", "is_healthy": True,
+                             "connection_mode": "HTTP"} for u in options.worker_urls],
+                "total": len(options.worker_urls)}
+    return None
 
 
 def _schema_instance(schema: dict[str, Any]) -> Any:
@@ -734,13 +806,15 @@ class StandinApp:
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body: Any = None
+        record: dict[str, Any] = {}
         if not path.startswith("/_standin"):
             try:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode(errors="replace")
+            record = {"method": scope["method"], "path": path, "json": body, "headers": headers}
             with state.lock:
-                state.requests.append({"method": scope["method"], "path": path, "json": body, "headers": headers})
+                state.requests.append(record)
         generate = path == "/generate"
         # Faults aimed with fault_match spare the other requests (and do not use up their budget on them).
         aimed = generate and (opts.fault_match is None or opts.fault_match in _prompt_text(body))
@@ -761,7 +835,17 @@ class StandinApp:
                 and headers.get("authorization") != f"Bearer {opts.api_key}":
             early = JSONResponse({"error": "Unauthorized"}, status_code=401)
         elif opts.router and path in _ROUTER_404:
-            early = Response("Not Found", status_code=404, media_type="text/plain")
+            early = Response("", status_code=404)
+        elif opts.router and scope["method"] == "GET" and (own := _router_own(path, opts)) is not None:
+            early = JSONResponse(own)
+        elif opts.router and generate:
+            try:
+                forwarded = _router_body(body)
+            except BadRequest as exc:
+                early = Response(exc.message, status_code=exc.status, media_type="text/plain")
+            else:
+                raw = json.dumps(forwarded).encode()
+                record["forwarded"] = forwarded  # what a worker behind the real router would get
         elif path in opts.fail_paths and (aimed or not generate) and state.take("fail_times"):
             early = _error(f"Stand-in simulated failure (HTTP {opts.fail_status})", opts.fail_status)
             if opts.retry_after is not None:
@@ -931,7 +1015,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
     parser.add_argument("--api-key", default=None)
-    parser.add_argument("--router", action="store_true", help="behave like sglang-router (404 on info routes)")
+    parser.add_argument("--router", action="store_true",
+                        help="behave like sglang-router 0.3.2 in front of this server (typed /generate body)")
     parser.add_argument("--model-id", default=StandinOptions.model_id)
     parser.add_argument("--context-length", type=int, default=StandinOptions.context_length)
     parser.add_argument("--no-deterministic", action="store_true", help="ignore sampling_seed")
