@@ -214,7 +214,8 @@ class SGLangLauncher:
 
     @property
     def worker_url(self) -> str | None:
-        """With dp > 1, the first worker's URL: the router does not route /tokenize or /get_model_info."""
+        """With dp > 1, the first worker's URL: the router does not route /tokenize, and answers
+        /get_server_info and /v1/models itself (no context length, no server args)."""
         if self.dp == 1:
             return None
         if not self._worker_port and self.log_path:

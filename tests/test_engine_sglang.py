@@ -453,10 +453,15 @@ def test_retries_exhausted_dropped_connections(server: Standin, engine: Callable
 
 # --- router mode --------------------------------------------------------------------------------------------
 
-def test_router_needs_model_id(standin: Callable[..., Standin], engine: Callable[..., SGLangEngine]) -> None:
-    router = standin(router=True)
-    with pytest.raises(EngineError, match="--sglang-model-id"):
-        engine(router.url)
+def test_model_id_needed_only_when_no_route_tells_it(standin: Callable[..., Standin],
+                                                    engine: Callable[..., SGLangEngine], tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")
+    # sglang-router 0.3.2 proxies /get_model_info to a worker: the model id comes through it
+    assert engine(standin(router=True).url, tokenizer_path=str(tok_dir)).info().model_id == "standin/toy-chatml"
+    silent = standin(fail_times=10, fail_status=404, fail_paths=["/get_model_info", "/v1/models"])
+    with pytest.raises(EngineError, match="neither /get_model_info nor /v1/models answered.*--sglang-model-id"):
+        engine(silent.url, tokenizer_path=str(tok_dir))
 
 
 def test_router_without_tokenizer_is_a_clear_error(standin: Callable[..., Standin],
@@ -470,11 +475,16 @@ def test_router_with_worker_tokenize_url(standin: Callable[..., Standin], engine
     router, worker = standin(router=True, api_key="k"), standin(context_length=2048, api_key="k")
     e = engine(router.url, tokenize_url=worker.url, api_key="k")
     info = e.info()
-    assert (info.model_id, info.context_length) == ("standin/toy-chatml", 2048)  # from the worker
+    # from the worker: the router's own /get_server_info and /v1/models carry neither fact
+    assert (info.model_id, info.context_length, info.seeds_honoured) == ("standin/toy-chatml", 2048, True)
     router.reset()
-    e.sample([CHAT], 2, SampleParams(max_tokens=3))
+    router.configure(router=True, api_key="k")  # reset restores the initial (non-router) options
+    [samples] = e.sample([CHAT], 2, SampleParams(max_tokens=3, seed=40))
+    assert [s.seed for s in samples] == [40, 41] and all(s.tokens for s in samples)
     e.next_token_probs([CHAT2], "", ["Yes", "No"])
     assert {r["path"] for r in router.requests(None)} == {"/generate"}
+    sampled = [r["forwarded"] for r in router.requests() if r["json"]["sampling_params"].get("max_new_tokens")]
+    assert sorted(b["sampling_params"]["sampling_seed"] for b in sampled) == [40, 41]
     assert {r["path"] for r in worker.requests(None)} >= {"/tokenize"}
     assert not worker.requests("/generate")
 
@@ -483,9 +493,12 @@ def test_local_tokenizer_behind_router(standin: Callable[..., Standin], engine: 
                                        tmp_path: Path) -> None:
     pytest.importorskip("tokenizers")
     tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")
-    router = standin(router=True)
+    worker = standin(context_length=2048)
+    router = standin(router=True, worker_urls=[worker.url])
     e = engine(router.url, tokenizer_path=str(tok_dir), model_id="toy")
-    assert (e.info().model_id, e.info().context_length, e.vocab_size) == ("toy", 4096, si.VOCAB_SIZE)
+    # the worker the router lists at /workers tells the context length and seeds, not the tokenizer (4096)
+    assert (e.info().model_id, e.info().context_length, e.vocab_size) == ("toy", 2048, si.VOCAB_SIZE)
+    assert e.info().seeds_honoured is True
     for chat in (CHAT, CHAT2, CHAT3):
         assert e._chat_ids(chat) == si.chat_ids(chat)
     for text in ("The answer is Paris.", " Yes", "a\nb {x}: [1, 2]", "yes no"):
@@ -495,7 +508,31 @@ def test_local_tokenizer_behind_router(standin: Callable[..., Standin], engine: 
     tokens = e.score_response(CHAT, "Paris")
     assert [t.token_id for t in tokens] == si.encode("Paris")
     assert not router.requests("/tokenize") and {r["path"] for r in router.requests(None)} <= {
-        "/health", "/get_model_info", "/v1/models", "/get_server_info", "/generate"}
+        "/health", "/get_model_info", "/get_server_info", "/workers", "/generate"}
+    assert not worker.requests("/generate")
+
+
+def test_router_without_reachable_worker(standin: Callable[..., Standin], engine: Callable[..., SGLangEngine],
+                                         tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")
+    router = standin(router=True)  # lists no worker this client can reach
+    e = engine(router.url, tokenizer_path=str(tok_dir))
+    assert (e.info().context_length, e.info().seeds_honoured) == (4096, False)
+    assert any("config.json (max_position_embeddings)" in n for n in e.notes)
+    assert any("behind sglang-router and no worker answered" in n for n in e.notes)
+    # never the tokenizer's model_max_length (tokenizer_config.json here still says 4096)
+    (tok_dir / "config.json").write_text(json.dumps({"vocab_size": si.VOCAB_SIZE}))
+    with pytest.raises(EngineError, match=r"context length .*behind sglang-router: give a worker URL"):
+        engine(router.url, tokenizer_path=str(tok_dir))
+
+
+def test_tokenize_refusing_messages_names_every_cause(standin: Callable[..., Standin],
+                                                      engine: Callable[..., SGLangEngine]) -> None:
+    s = standin(fail_times=1, fail_status=400, fail_paths=["/tokenize"])
+    with pytest.raises(EngineError, match=r"before 0\.5\.23.*0\.5\.23 also refuses.*built-in --chat-template.*"
+                                          r"own chat encoding.*--sglang-tokenizer"):
+        engine(s.url)
 
 
 def test_local_tokenizer_errors(tmp_path: Path, server: Standin, engine: Callable[..., SGLangEngine]) -> None:

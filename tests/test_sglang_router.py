@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 import tests.standin_sglang as si
+from backend.engines.base import SampleParams
 from backend.engines.sglang import SGLangEngine
 from tests.real_router import start_real_router
+from tests.streaming import drain
 
 KEY = "router-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -129,3 +131,51 @@ def test_router_answers_info_itself_and_proxies_model_info(router: Router) -> No
         assert httpx.request(method, f"{router.url}{path}", headers=AUTH, json={}).status_code == 404, path
     workers = httpx.get(f"{router.url}/workers", headers=AUTH).json()["workers"]
     assert sorted(w["url"] for w in workers) == sorted(router.workers)
+
+
+# --- critlab's client through the router ----------------------------------------------------------------------
+
+def test_sample_sends_one_request_per_seed(router: Router, engine: Callable[..., SGLangEngine],
+                                           tok_dir: Path) -> None:
+    e = engine(router.url, tokenizer_path=str(tok_dir))
+    info = e.info()
+    # server facts come from a worker: its context length, its deterministic inference
+    assert (info.model_id, info.context_length, info.seeds_honoured) == ("standin/toy-chatml", WORKER_CTX, True)
+    router.reset()
+    params = SampleParams(max_tokens=6, temperature=0.7, top_p=0.9, seed=100)
+    [samples] = e.sample([CHAT], 3, params, top_logprobs=2)
+    assert [s.seed for s in samples] == [100, 101, 102]
+    assert all(s.tokens and s.finish_reason in ("stop", "length") for s in samples)
+    bodies = [b for b in router.forwarded() if b["sampling_params"].get("max_new_tokens") != 0]
+    assert sorted(b["sampling_params"]["sampling_seed"] for b in bodies) == [100, 101, 102]
+    assert all(isinstance(b["input_ids"][0], int) and "n" not in b["sampling_params"] for b in bodies)
+    # the same seeds give the same samples (each seed reached a worker intact)
+    [again] = e.sample([CHAT], 3, params, top_logprobs=2)
+    assert [s.text for s in again] == [s.text for s in samples]
+
+
+def test_stream_probabilities_and_scoring(router: Router, engine: Callable[..., SGLangEngine],
+                                          tok_dir: Path) -> None:
+    e = engine(router.url, tokenizer_path=str(tok_dir))
+    pieces, sample = drain(e.stream(CHAT, SampleParams(max_tokens=8, temperature=0.7, seed=5)))
+    assert "".join(pieces) == sample.text and sample.text
+    assert e.sample([CHAT], 1, SampleParams(max_tokens=8, temperature=0.7, seed=5))[0][0].text == sample.text
+    probs = e.next_token_probs([CHAT, CHAT2], "", ["Yes", "No"])
+    ids = [si.chat_ids(c) for c in (CHAT, CHAT2)]
+    for p, prompt in zip(probs, ids):
+        exact = si.raw_logprobs_after(prompt)
+        yes = sum(float(si.np.exp(exact[t])) for t in e._resolve_candidates(["Yes", "No"])["Yes"])
+        assert p["Yes"] == pytest.approx(yes, rel=1e-6)
+    tokens = e.score_response(CHAT, "Paris is")
+    assert [t.token_id for t in tokens] == si.encode("Paris is")
+    prompt = si.chat_ids(CHAT)
+    first = si.raw_logprobs_after(prompt)[tokens[0].token_id]
+    assert tokens[0].logprob == pytest.approx(float(first), rel=1e-6)
+
+
+def test_facts_from_a_named_worker_without_a_local_tokenizer(router: Router,
+                                                           engine: Callable[..., SGLangEngine]) -> None:
+    e = engine(router.url, tokenize_url=router.workers[0])
+    assert (e.info().context_length, e.info().seeds_honoured) == (WORKER_CTX, True)
+    [samples] = e.sample([CHAT], 2, SampleParams(max_tokens=4, seed=7))
+    assert [s.seed for s in samples] == [7, 8]

@@ -1,7 +1,8 @@
 """`SGLangEngine`: the engine protocol over HTTP to an SGLang server or sglang-router.
 
 Everything goes through SGLang's native `/generate` (shapes in shared/reference/sglang-api.md):
-sampling with one request item per sample (each with its own `sampling_seed`), prefill-only
+sampling with one request item per sample (each with its own `sampling_seed`; behind sglang-router, whose
+typed body takes one `sampling_params` object, one request per sample), prefill-only
 `max_new_tokens: 0` requests for next-token probabilities, teacher-forced prompt logprobs for scoring,
 and SSE streaming. Prompts are sent as `input_ids` rendered with the model's chat template, either locally
 (`tokenizer_path`, an HF tokenizer directory) or by the server's `/tokenize` (SGLang >= 0.5.23), so there
@@ -274,9 +275,10 @@ class _LocalTokenizer:
             self.special[key] = value.get("content") if isinstance(value, dict) else value
         self.template_kwargs = template_kwargs
         self.vocab_size: int = int(model_config.get("vocab_size") or self.tokenizer.get_vocab_size(True))
-        ctx = model_config.get("max_position_embeddings") or config.get("model_max_length")
-        # transformers writes a huge sentinel model_max_length when it does not know
-        self.context_length: int | None = int(ctx) if ctx and int(ctx) < 10 ** 8 else None
+        # The model's own limit, a last resort when no server tells its --context-length; never
+        # tokenizer_config's model_max_length (a tokenizer default, often a huge sentinel).
+        ctx = model_config.get("max_position_embeddings")
+        self.max_position_embeddings: int | None = int(ctx) if ctx else None
 
     def render(self, chat: Chat) -> str:
         try:
@@ -328,7 +330,6 @@ class _RemoteTokenizer:
         self.http = http
         self.url = f"{base_url}/tokenize"
         self.template_kwargs = template_kwargs
-        self.max_model_len: int | None = None
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -342,14 +343,13 @@ class _RemoteTokenizer:
                     "(tokenize_url / --sglang-tokenize-url).") from exc
             if exc.status in (400, 422) and "messages" in body:
                 raise EngineError(
-                    f"{self.url} rejected chat `messages` ({exc.server_message}); rendering the chat template "
-                    "server-side needs SGLang >= 0.5.23. Give a local tokenizer instead (tokenizer_path / "
-                    "--sglang-tokenizer).") from exc
+                    f"{self.url} rejected chat `messages` ({exc.server_message}): SGLang before 0.5.23 cannot "
+                    "render the chat template for /tokenize, and 0.5.23 also refuses to when the server runs a "
+                    "built-in --chat-template name or a model with its own chat encoding (e.g. DeepSeek-V3.2). "
+                    "Give a local tokenizer instead (tokenizer_path / --sglang-tokenizer).") from exc
             raise
         if not isinstance(out, dict) or "tokens" not in out:
             raise EngineError(f"{self.url}: unexpected answer {str(out)[:200]}")
-        if out.get("max_model_len"):
-            self.max_model_len = int(out["max_model_len"])
         return out
 
     def chat_ids(self, chat: Chat) -> list[int]:
@@ -442,6 +442,7 @@ class SGLangEngine:
         self.raw_logprobs = raw_logprobs
         self.warm_prefix = warm_prefix
         self.notes: list[str] = []  # facts about this server the user should know (also logged)
+        self.behind_router = False  # set at start: the URL is sglang-router (one sampling_params per request)
         # One caller keeps at most `concurrency` requests in flight (this engine's pool, or a generation job
         # sized by it). The connection pool has room for as many again plus Live's streams (n <= 8), so the
         # Live tab and scoring beside a running job never wait for a connection behind it.
@@ -474,9 +475,15 @@ class SGLangEngine:
                context_length: int | None, template_kwargs: dict[str, Any]) -> None:
         self._check_health()
         info_urls = [self.url] + ([self.tokenize_url] if self.tokenize_url != self.url else [])
-        model_info = self._first_json("/get_model_info", info_urls)
-        models = self._first_json("/v1/models", info_urls)
-        server_info = self._first_json("/get_server_info", info_urls)
+        model_info = self._first_json("/get_model_info", info_urls)  # sglang-router 0.3.2 proxies it
+        server_info = self._first_json("/get_server_info", [self.url])
+        # sglang-router answers /get_server_info and /v1/models itself, without any worker's server args or
+        # context length (reference §6.3): those facts come from a worker.
+        self.behind_router = bool((server_info or {}).get("router_manager"))
+        worker = self._worker() if self.behind_router else self.url
+        if self.behind_router:
+            server_info = self._first_json("/get_server_info", [worker]) if worker else None
+        models = self._first_json("/v1/models", [worker] if worker else [self.url])
         card = (models or {}).get("data") or [{}]
         card = card[0] if isinstance(card, list) and card and isinstance(card[0], dict) else {}
 
@@ -486,34 +493,43 @@ class SGLangEngine:
             log.warning("model_id %r given; the server reports %r (using %r)", model_id, served, model_id)
         self._model_id = model_id or served
         if not self._model_id:
-            raise EngineError(f"cannot tell which model {self.url} serves: /get_model_info and /v1/models are "
-                              "not available (sglang-router does not serve them). Pass --sglang-model-id "
-                              "(model_id=...).")
+            raise EngineError(f"cannot tell which model {self.url} serves: neither /get_model_info nor /v1/models "
+                              "answered. Pass --sglang-model-id (model_id=...).")
 
+        config_ctx: int | None = None
         if tokenizer_path:
             local = _LocalTokenizer(tokenizer_path, template_kwargs)
             self._tokenizer: _Tokenizer = local
             vocab_size = vocab_size or local.vocab_size
-            tokenizer_ctx = local.context_length
+            config_ctx = local.max_position_embeddings
         else:
             remote = _RemoteTokenizer(self._http, self.tokenize_url, template_kwargs)
             # Fail at start, not in the middle of a job: probe the exact call every prompt needs.
             remote.chat_ids([{"role": "user", "content": "ping"}])
             self._tokenizer = remote
-            tokenizer_ctx = remote.max_model_len
         self.vocab_size: int | None = vocab_size
 
-        ctx = context_length or card.get("max_model_len") or tokenizer_ctx \
-            or (server_info or {}).get("context_length")
+        # Never the tokenizer's model_max_length (also what /tokenize reports as max_model_len): the server's
+        # --context-length may be shorter or longer.
+        ctx = context_length or card.get("max_model_len") or (server_info or {}).get("context_length")
+        if not ctx and config_ctx:
+            ctx = config_ctx
+            self._note(f"context length {ctx} taken from the model's config.json (max_position_embeddings): no "
+                       "worker told its own; pass context_length=... if the server runs a shorter --context-length")
         if not ctx:
-            raise EngineError(f"cannot tell the context length of the model at {self.url}: /v1/models is not "
-                              "available; pass context_length=... (or a tokenizer_path whose config.json has "
+            raise EngineError(f"cannot tell the context length of the model at {self.url}: no worker answered "
+                              "/v1/models or /get_server_info" + (" (behind sglang-router: give a worker URL with "
+                                                                 "tokenize_url / --sglang-tokenize-url)"
+                                                                 if self.behind_router else "")
+                              + "; pass context_length=... (or a tokenizer_path whose config.json has "
                               "max_position_embeddings).")
 
         seeds = bool((server_info or {}).get("enable_deterministic_inference"))
         if not seeds:
-            why = "does not report --enable-deterministic-inference" if server_info \
-                else "has no /get_server_info to tell whether it runs --enable-deterministic-inference"
+            why = "does not report --enable-deterministic-inference" if server_info else (
+                "is behind sglang-router and no worker answered /get_server_info (give a worker URL with "
+                "--sglang-tokenize-url)" if self.behind_router
+                else "has no /get_server_info to tell whether it runs --enable-deterministic-inference")
             self._note(f"sampling seeds are sent but NOT honoured (the server {why}): samples are not reproducible")
         mode = "raw" if self.raw_logprobs else "temperature_scaled"
         if mode == "temperature_scaled":
@@ -524,6 +540,21 @@ class SGLangEngine:
                        "cannot be computed")
         self._info = EngineInfo(engine="sglang", model_id=str(self._model_id), context_length=int(ctx),
                                 self_certainty="topk_proxy", logprob_mode=mode, seeds_honoured=seeds)
+
+    def _worker(self) -> str | None:
+        """A worker behind the router at self.url to read server facts from: `tokenize_url` when it names one,
+        else the first healthy worker the router lists at /workers that answers as a server (the router's
+        workers may be on a network this client cannot reach: then None)."""
+        candidates = [self.tokenize_url] if self.tokenize_url != self.url else []
+        listed = (self._first_json("/workers", [self.url]) or {}).get("workers")
+        if isinstance(listed, list):
+            candidates += [str(w["url"]).rstrip("/") for w in listed
+                           if isinstance(w, dict) and w.get("url") and w.get("is_healthy", True)]
+        for url in candidates[:3]:
+            info = self._first_json("/get_server_info", [url])
+            if info is not None and not info.get("router_manager"):
+                return url
+        return None
 
     def _note(self, message: str) -> None:
         self.notes.append(message)
@@ -581,12 +612,13 @@ class SGLangEngine:
             return [[] for _ in chats]
         schema = json.dumps(json_schema) if json_schema is not None else None
 
+        if self.behind_router:
+            return self._sample_per_seed(chats, params, top_logprobs, schema, seeds)
+
         def one_chat(i: int) -> list[Sample]:
             ids = self._chat_ids(chats[i])
             if self.warm_prefix and n > 1:
-                # Items prefilled in the same batch do not share a new prefix (reference §7); one
-                # prefill-only request first puts it in the radix cache for all n samples.
-                self._generate({"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}, 1, "prefix warm-up")
+                self._warm(ids)
             body = {
                 "input_ids": [ids] * n,
                 "sampling_params": [self._sampling_params(params, s, schema) for s in seeds[i]],
@@ -597,6 +629,31 @@ class SGLangEngine:
                                   lambda items: [self._to_sample(item, s) for item, s in zip(items, seeds[i])])
 
         return self._map(one_chat, list(range(len(chats))))
+
+    def _sample_per_seed(self, chats: list[Chat], params: SampleParams, top_logprobs: int, schema: str | None,
+                         seeds: list[list[int]]) -> list[list[Sample]]:
+        """Behind sglang-router: its typed /generate body takes ONE sampling_params object (a list is HTTP
+        422) and `n` would share one seed, so each sample is a request of its own with its own seed."""
+        ids = self._many_chat_ids(chats)
+        if self.warm_prefix:
+            self._map(self._warm, [p for p, s in zip(ids, seeds) if len(s) > 1])
+        jobs = [(i, seed) for i, chat_seeds in enumerate(seeds) for seed in chat_seeds]
+
+        def one(job: tuple[int, int]) -> Sample:
+            i, seed = job
+            body = {"input_ids": ids[i], "sampling_params": self._sampling_params(params, seed, schema),
+                    "return_logprob": True, "top_logprobs_num": top_logprobs, "logprob_start_len": -1,
+                    "return_text_in_logprobs": True}
+            return self._generate(body, 1, "sample", lambda items: self._to_sample(items[0], seed))
+
+        flat = iter(self._map(one, jobs))
+        return [[next(flat) for _ in chat_seeds] for chat_seeds in seeds]
+
+    def _warm(self, ids: list[int]) -> None:
+        # Items prefilled in the same batch do not share a new prefix (reference §7); one prefill-only
+        # request first puts it in the radix cache for all n samples (behind a cache_aware router, on the
+        # worker their shared prefix routes them to).
+        self._generate({"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}, 1, "prefix warm-up")
 
     def next_token_probs(self, chats: list[Chat], assistant_prefix: str,
                          candidates: list[str]) -> list[dict[str, float]]:
