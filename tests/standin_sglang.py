@@ -425,6 +425,8 @@ def _router_body(body: Any) -> dict[str, Any]:
         raise refuse("sampling_params[0]: invalid type: map, expected f32")
     if sp is not None and not isinstance(sp, dict):
         raise refuse(f"sampling_params: invalid type: {type(sp).__name__}, expected struct SamplingParams")
+    if body.get("text") is not None and not isinstance(body["text"], str):  # no batched text
+        raise refuse(f"text: invalid type: {type(body['text']).__name__}, expected a string")
     out: dict[str, Any] = {k: body[k] for k in ("text", "input_ids") if body.get(k) is not None}
     out.update(_ROUTER_DEFAULTS)
     if sp is not None:
@@ -437,6 +439,10 @@ def _router_body(body: Any) -> dict[str, Any]:
                 raise refuse(f"sampling_params.{key}: invalid type: map, expected a string")
             if key == "sampling_seed" and isinstance(v, int) and v < 0:
                 raise refuse(f"sampling_params.sampling_seed: invalid value: integer `{v}`, expected u64")
+            if key in ("max_new_tokens", "min_new_tokens", "n") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise refuse(f"sampling_params.{key}: invalid type: {v!r}, expected u32")
+            if key in _ROUTER_F32_KEYS and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise refuse(f"sampling_params.{key}: invalid type: {v!r}, expected f32")
             kept[key] = _f32(v) if key in _ROUTER_F32_KEYS and isinstance(v, (int, float)) \
                 and not isinstance(v, bool) else v
         out["sampling_params"] = kept

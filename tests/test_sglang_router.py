@@ -102,19 +102,26 @@ def test_generate_takes_one_sampling_params_object(router: Router) -> None:
     r = httpx.post(f"{router.url}/generate", headers=AUTH,
                    json={"input_ids": [1, 10], "sampling_params": {"max_new_tokens": 1, "json_schema": {}}})
     assert r.status_code == 422 and "sampling_params.json_schema: invalid type" in r.text
+    for bad, where in (({"text": ["a", "b"], "sampling_params": {"max_new_tokens": 1}}, "text: invalid type"),
+                       ({"input_ids": [1, 10], "sampling_params": {"max_new_tokens": 1.5}}, "expected u32"),
+                       ({"input_ids": [1, 10], "sampling_params": {"temperature": "hot"}}, "expected f32"),
+                       ({"input_ids": [1, 10], "sampling_params": {"sampling_seed": -1}}, "expected u64")):
+        r = httpx.post(f"{router.url}/generate", headers=AUTH, json=bad)
+        assert r.status_code == 422 and where in r.text, (bad, r.text)
     assert not router.forwarded()
 
 
 def test_body_is_rewritten_with_f32_sampling_floats(router: Router) -> None:
     sp = {"max_new_tokens": 1, "temperature": 0.123456789012, "top_p": 0.987654321, "min_p": 0.7,
-          "sampling_seed": 2**40, "logit_bias": {"5": 1.0}, "stream_interval": 3}
+          "repetition_penalty": 1.23456789012, "sampling_seed": 2**40, "logit_bias": {"5": 1.0},
+          "stream_interval": 3}
     r = httpx.post(f"{router.url}/generate", headers=AUTH,
                    json={"input_ids": [1, 10, 11], "sampling_params": sp, "rid": "r1", "not_a_field": 1})
     assert r.status_code == 200, r.text
     [got] = router.forwarded()
     # the shortest decimal of the nearest f32: 0.7 still reads 0.7 on the worker
     assert got["sampling_params"] == {"max_new_tokens": 1, "temperature": 0.12345679, "top_p": 0.9876543,
-                                      "min_p": 0.7, "sampling_seed": 2**40}
+                                      "min_p": 0.7, "repetition_penalty": 1.2345679, "sampling_seed": 2**40}
     assert got["model"] is None and got["rid"] == "r1" and "not_a_field" not in got
 
 
