@@ -201,8 +201,10 @@ def test_router_with_data_parallel_workers_in_their_own_process_groups(
         assert httpx.post(f"{launcher.url}/tokenize", json={"prompt": "x"},
                           headers={"Authorization": f"Bearer {launcher.api_key}"}).status_code == 404
         with SGLangEngine(launcher.url, api_key=launcher.api_key, tokenize_url=launcher.worker_url) as engine:
-            [[sample]] = engine.sample([CHAT], 1, SampleParams(max_tokens=4, seed=1), top_logprobs=0)
-            assert sample.finish_reason in ("stop", "length")
+            # behind the router: one request per sample (its typed body refuses a list of sampling_params)
+            [samples] = engine.sample([CHAT], 2, SampleParams(max_tokens=4, seed=1), top_logprobs=0)
+            assert [s.seed for s in samples] == [1, 2]
+            assert all(s.finish_reason in ("stop", "length") for s in samples)
         assert os.getpgid(pids["worker"]) != os.getpgid(pids["server"])
     # The fake router, unlike the real one, leaves its worker running: the tree snapshot still gets it.
     for name in ("server", "grandchild", "worker"):
