@@ -59,6 +59,24 @@ def standin() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def real_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The real sglang-router 0.3.2 binary in front of one SGLang stand-in (tests/real_router.py); yields
+    (router URL, worker URL). Skips only where the binary cannot run."""
+    from tests.real_router import start_real_router
+    from tests.standin_sglang import start_standin
+
+    worker, stop_worker = start_standin()
+    try:
+        url, stop = start_real_router([worker], log=tmp_path_factory.mktemp("router") / "router.log")
+    except BaseException:
+        stop_worker()
+        raise
+    yield url, worker
+    stop()
+    stop_worker()
+
+
+@pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A real server in this process on a seeded database (tests/security_server.py), one per module."""
     from tests.security_server import seeded_server  # imports the app (and Gradio): only where it is used

@@ -73,3 +73,19 @@ def test_unreachable_server_fails_the_job_with_a_readable_reason(db: Database) -
     job = generation.start_generation(ctx, "s", SamplingSettings(n=1), background=False)
     assert job.status == "failed" and "127.0.0.1:9" in job.error
     assert db.fetchval("SELECT count(*) FROM generation_run") == 0
+
+
+def test_generation_through_the_real_router(db: Database, real_router: tuple[str, str]) -> None:
+    router, worker = real_router
+    httpx.post(f"{worker}/_standin/reset").raise_for_status()
+    _prompts(db, 2)
+    ctx = AppContext(db=db, default_engine=EngineConfig(engine="sglang", sglang_url=router),
+                     engine_factory=lambda cfg: SGLangEngine(cfg.sglang_url, tokenize_url=worker, max_retries=1,
+                                                             backoff=0.01, vocab_size=256))
+    job = generation.start_generation(ctx, "s", SamplingSettings(n=3, max_tokens=8, seed=5), background=False)
+    assert job.status == "done" and job.done == 6, job.error
+    rows = db.fetchdicts("SELECT seed, text FROM response ORDER BY id")
+    sent = httpx.get(f"{worker}/_standin/requests", params={"path": "/generate"}).json()
+    seeds = [r["json"]["sampling_params"]["sampling_seed"] for r in sent
+             if r["json"]["sampling_params"].get("max_new_tokens")]
+    assert sorted(seeds) == sorted(r["seed"] for r in rows) and len(set(seeds)) == 6

@@ -91,3 +91,27 @@ def test_scoring_keeps_the_servers_concurrency_busy_and_stores_the_same(tmp_path
         assert one_rows == four_rows and len(one_rows) == 16
     finally:
         stop()
+
+
+def test_scoring_through_the_real_router(db: Database, real_router: tuple[str, str]) -> None:
+    router, worker = real_router
+    httpx.post(f"{worker}/_standin/reset").raise_for_status()
+    engine = SGLangEngine(router, tokenize_url=worker, max_retries=1, backoff=0.01, vocab_size=256)
+    ctx = AppContext(db=db, default_engine=EngineConfig(engine="sglang", sglang_url=router),
+                     engine_factory=lambda cfg: engine)
+    s = make_study(db, "s")
+    p = make_prompt(db, s.id, "q1", "Say yes")
+    make_responses(db, p, ["yes", "no"])
+    try:
+        job = scoring.start_scoring(ctx, "s", "p_true,judge_score,pairwise,checklist", background=False)
+    finally:
+        engine.close()
+    assert job.status == "done", job.error
+    rows = db.fetchdicts("SELECT method, status FROM judgment WHERE variant IS NULL")
+    assert {r["method"] for r in rows} == {"p_true", "judge_score", "pairwise", "checklist"}
+    # the stand-in writes no meaningful checklist JSON: those verdicts are stored, possibly failed
+    assert all(r["status"] == "ok" for r in rows if r["method"] != "checklist"), rows
+    assert sum(r["method"] == "checklist" for r in rows) == 2
+    sent = [r["json"] for r in httpx.get(f"{worker}/_standin/requests", params={"path": "/generate"}).json()]
+    assert any(r["sampling_params"].get("max_new_tokens") == 0 and r.get("token_ids_logprob") for r in sent)
+    assert any(isinstance(r["sampling_params"].get("json_schema"), str) for r in sent)  # the checklist
