@@ -5,9 +5,11 @@
 Covers start-up (info), sampling with seeds and top-k logprobs, streaming, prefill-only scoring
 (next_token_probs) against teacher-forced scoring (score_response), and JSON-schema constrained output.
 
-Optional: CRITLAB_SGLANG_API_KEY, CRITLAB_SGLANG_MODEL_ID (needed behind a router),
-CRITLAB_SGLANG_TOKENIZER (a local HF tokenizer directory), CRITLAB_SGLANG_TOKENIZE_URL (a worker URL, behind a
-router). Kept small: a few prompts, short outputs.
+Optional: CRITLAB_SGLANG_API_KEY, CRITLAB_SGLANG_MODEL_ID (overrides the id the server reports; sglang-router
+0.3.2 proxies /get_model_info), CRITLAB_SGLANG_TOKENIZER (a local HF tokenizer directory),
+CRITLAB_SGLANG_TOKENIZE_URL (a worker URL, behind a router: it also tells the context length and seed support).
+Kept small: a few prompts, short outputs. The real router binary in front of stand-in workers runs in the
+default suite (tests/test_sglang_router.py).
 """
 
 from __future__ import annotations
