@@ -42,7 +42,9 @@ def engine_options(fn):  # noqa: ANN001, ANN201
         click.option("--sglang-tokenizer", type=click.Path(exists=True, file_okay=False),
                      help="Local HF tokenizer directory (needed behind sglang-router, which does not route /tokenize)."),
         click.option("--sglang-tokenize-url", help="A worker URL that serves /tokenize (alternative to --sglang-tokenizer)."),
-        click.option("--sglang-model-id", help="Model id to record instead of what the server reports (sglang-router proxies /get_model_info)."),
+        click.option("--sglang-model-id",
+                     help="Model id to record instead of the one the server reports (sglang-router proxies "
+                          "/get_model_info to a worker, so it reports one too)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
