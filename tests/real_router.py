@@ -57,7 +57,11 @@ def start_real_router(worker_urls: list[str], *, api_key: str | None = None, log
     if api_key:
         cmd += ["--api-key", api_key]
     out = log.open("wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # The router fetches each worker's tokenizer from the Hugging Face Hub when it registers it (a warning if
+    # that fails); HF_ENDPOINT (read by its Rust hub client) points that at a closed local port, so the
+    # tests make no network request.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
