@@ -59,7 +59,7 @@ def standin() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def real_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def router_on_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The real sglang-router 0.3.2 binary in front of one SGLang stand-in (tests/real_router.py); yields
     (router URL, worker URL). Skips only where the binary cannot run."""
     from tests.real_router import start_real_router

@@ -75,8 +75,8 @@ def test_unreachable_server_fails_the_job_with_a_readable_reason(db: Database) -
     assert db.fetchval("SELECT count(*) FROM generation_run") == 0
 
 
-def test_generation_through_the_real_router(db: Database, real_router: tuple[str, str]) -> None:
-    router, worker = real_router
+def test_generation_through_the_real_router(db: Database, router_on_standin: tuple[str, str]) -> None:
+    router, worker = router_on_standin
     httpx.post(f"{worker}/_standin/reset").raise_for_status()
     _prompts(db, 2)
     ctx = AppContext(db=db, default_engine=EngineConfig(engine="sglang", sglang_url=router),

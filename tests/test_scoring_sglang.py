@@ -93,8 +93,8 @@ def test_scoring_keeps_the_servers_concurrency_busy_and_stores_the_same(tmp_path
         stop()
 
 
-def test_scoring_through_the_real_router(db: Database, real_router: tuple[str, str]) -> None:
-    router, worker = real_router
+def test_scoring_through_the_real_router(db: Database, router_on_standin: tuple[str, str]) -> None:
+    router, worker = router_on_standin
     httpx.post(f"{worker}/_standin/reset").raise_for_status()
     engine = SGLangEngine(router, tokenize_url=worker, max_retries=1, backoff=0.01, vocab_size=256)
     ctx = AppContext(db=db, default_engine=EngineConfig(engine="sglang", sglang_url=router),
