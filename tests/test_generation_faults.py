@@ -27,7 +27,8 @@ import pytest
 from app.services import generation
 from app.services.context import AppContext, EngineConfig
 from backend.engines.base import EngineError, SampleParams
-from backend.engines.sglang import SGLangEngine, _retry_after
+from backend.engines.sglang import SGLangEngine
+from backend.engines.sglang_http import _retry_after
 from storage.db import Database
 from storage.models import Job, SamplingSettings
 from tests.builders import make_prompt, make_study
@@ -161,7 +162,7 @@ def test_transient_fault_is_retried_and_the_job_finishes(
     _study(ctx.db)
     ctx.engine()  # started before the fault is armed: its start-up requests are not the target
     server.configure(**{"fault_match": "Say 2", **once})
-    with caplog.at_level(logging.INFO, logger="backend.engines.sglang"):
+    with caplog.at_level(logging.INFO, logger="backend.engines.sglang_http"):
         job = _generate(ctx)
     assert (job.status, job.done, job.error) == ("done", PROMPTS * N, None)
     assert _stored(ctx.db) == {f"q{i}": N for i in range(PROMPTS)}

@@ -11,22 +11,17 @@ is never a second BOS and identical prefixes are identical token ids (the radix 
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
 import os
 import random
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Self, TypeVar
 
-import httpx
 
 from backend.engines.base import (
     Chat,
@@ -38,334 +33,20 @@ from backend.engines.base import (
     TopToken,
 )
 
+from backend.engines.sglang_http import API_KEY_ENV, KEEPALIVE_EXPIRY_S, Http, SGLangHTTPError
+from backend.engines.sglang_tokenizers import LocalTokenizer, RemoteTokenizer, Tokenizer
+
+# Callers import these from here; the HTTP layer and the tokenizers live in sglang_http / sglang_tokenizers.
+__all__ = ["API_KEY_ENV", "KEEPALIVE_EXPIRY_S", "SGLangEngine", "SGLangHTTPError", "parse_finish_reason",
+           "parse_token_logprobs"]
 log = logging.getLogger(__name__)
 
-API_KEY_ENV = "CRITLAB_SGLANG_API_KEY"
-# SGLang's uvicorn closes idle keep-alive connections after 5 s; reusing one the server is closing at that
-# moment fails with "Server disconnected" (reference §8.5), so the pool forgets idle connections first.
-KEEPALIVE_EXPIRY_S = 2.0
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # 408: router queue timeout (reference §6.3)
-_MAX_BACKOFF_S = 10.0
-# The longest Retry-After obeyed: a server asking for minutes is tried again sooner, and if it still refuses
-# when the retries run out, the job fails with its message instead of sitting silent.
-_MAX_RETRY_AFTER_S = 30.0
 _CHAT_CACHE_SIZE = 2048
 LIVE_HEADROOM = 8  # connections beyond 2 x concurrency: the Live tab's streams (n <= 8)
 _TEXT_CACHE_SIZE = 256
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class SGLangHTTPError(EngineError):
-    """The server answered with an HTTP error status (after any retries)."""
-
-    def __init__(self, message: str, status: int, server_message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.server_message = server_message
-
-
-# ---------------------------------------------------------------------------------------------------------
-# HTTP with retries
-
-def _server_message(resp: httpx.Response) -> str:
-    """The human part of an SGLang / router / FastAPI error body, whatever its shape."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500] or resp.reason_phrase
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        if err is body:
-            err = body.get("message") or body.get("detail") or body
-        return str(err)[:500]
-    return str(body)[:500]
-
-
-class _Http:
-    """httpx with retries. Transient failures are retried with exponential backoff and jitter (at least
-    what a `Retry-After` asks for): connection errors (refused, reset, a kept-alive connection the server
-    dropped), timeouts (the client's disconnect aborts the request on the server, so the retry does not
-    queue behind its own ghost), `_RETRY_STATUSES`, and 2xx bodies that are not the JSON they should be
-    (truncated or garbled on the way). Everything else fails at once with the server's message."""
-
-    def __init__(self, *, api_key: str | None, timeout: float, max_retries: int, backoff: float,
-                 max_connections: int) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout = timeout
-        self.max_retries = max(0, max_retries)
-        self.backoff = backoff
-        self.client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                keepalive_expiry=KEEPALIVE_EXPIRY_S))
-
-    def __repr__(self) -> str:
-        return "<_Http>"  # the default repr could lead someone to print headers; the key lives there
-
-    def close(self) -> None:
-        self.client.close()
-
-    def _wait(self, what: str, url: str, attempt: int, reason: str, resp: httpx.Response | None = None) -> None:
-        delay = min(_MAX_BACKOFF_S, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.5)
-        asked = _retry_after(resp.headers.get("retry-after")) if resp is not None else None
-        if asked is not None:
-            delay = max(delay, min(asked, _MAX_RETRY_AFTER_S))
-        log.info("%s: %s from %s; retry %d of %d in %.3g s", what, reason, url, attempt + 1, self.max_retries,
-                 delay, extra={"retry_delay": delay, "retry_reason": reason, "retry_after": asked})
-        time.sleep(delay)
-
-    def _status_error(self, what: str, url: str, resp: httpx.Response, attempts: int) -> SGLangHTTPError:
-        msg = _server_message(resp)
-        hint = ""
-        if resp.status_code == 401:
-            hint = f" Check the API key (${API_KEY_ENV})."
-        elif resp.status_code == 429:
-            hint = " The server (or router) is over its request limit; lower the concurrency or try later."
-        tried = f" (after {attempts} attempts)" if attempts > 1 else ""
-        return SGLangHTTPError(f"{what}: {url} answered HTTP {resp.status_code}{tried}: {msg}.{hint}",
-                               resp.status_code, msg)
-
-    def _transport_error(self, what: str, url: str, exc: httpx.HTTPError, attempts: int) -> EngineError:
-        tried = f"{attempts} attempt(s)"
-        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-            return EngineError(f"{what}: no answer from {url} within {self.timeout:g} s, {tried} (the server may "
-                               "be overloaded; raise the timeout)")
-        detail = f"{type(exc).__name__}: {exc or 'no details'}"
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return EngineError(f"{what}: cannot connect to {url} after {tried} ({detail})")
-        return EngineError(f"{what}: lost the connection to {url} after {tried} ({detail})")
-
-    def _call(self, method: str, url: str, what: str, body: Any, retry_statuses: frozenset[int],
-              parse: bool) -> tuple[httpx.Response, Any]:
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                resp = self.client.request(method, url, json=body)
-            # DecodingError: a body that fails its Content-Encoding, i.e. damaged on the way.
-            except (httpx.TransportError, httpx.DecodingError) as exc:
-                if last:
-                    raise self._transport_error(what, url, exc, attempt + 1) from exc
-                self._wait(what, url, attempt, type(exc).__name__)
-                continue
-            if resp.status_code >= 400:
-                if resp.status_code in retry_statuses and not last:
-                    self._wait(what, url, attempt, f"HTTP {resp.status_code}", resp)
-                    continue
-                raise self._status_error(what, url, resp, attempt + 1)
-            if not parse:
-                return resp, None
-            try:
-                return resp, resp.json()
-            except ValueError as exc:  # incl. UnicodeDecodeError
-                if last:
-                    start = resp.text[:200] + ("..." if len(resp.text) > 200 else "")  # a proxy's page says who
-                    raise EngineError(
-                        f"{what}: {url} answered with a body that is not valid JSON, {attempt + 1} attempt(s) "
-                        f"({len(resp.content)} bytes: {start!r})") from exc
-                self._wait(what, url, attempt, "a body that is not valid JSON")
-        raise AssertionError("unreachable")
-
-    def request(self, method: str, url: str, what: str, body: Any = None,
-                retry_statuses: frozenset[int] = _RETRY_STATUSES) -> httpx.Response:
-        """A response below 400, after retries (see the class)."""
-        return self._call(method, url, what, body, retry_statuses, parse=False)[0]
-
-    def post_json(self, url: str, what: str, body: Any) -> Any:
-        """The decoded JSON answer to a POST, after retries (see the class)."""
-        return self._call("POST", url, what, body, _RETRY_STATUSES, parse=True)[1]
-
-    def stream_events(self, url: str, what: str, body: Any) -> Iterator[dict[str, Any]]:
-        """SSE `data:` payloads until `[DONE]`. Retries only until the first event: after that a retry would
-        replay text the caller has already shown."""
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            started = False
-            try:
-                with self.client.stream("POST", url, json=body) as resp:
-                    if resp.status_code >= 400:
-                        resp.read()
-                        if resp.status_code in _RETRY_STATUSES and not last:
-                            self._wait(what, url, attempt, f"HTTP {resp.status_code}", resp)
-                            continue
-                        raise self._status_error(what, url, resp, attempt + 1)
-                    for line in resp.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        try:
-                            event = json.loads(data)
-                        except ValueError as exc:
-                            raise EngineError(f"{what}: malformed stream event from {url}: {data[:200]!r}") \
-                                from exc
-                        started = True
-                        yield event
-                    return
-            except (httpx.TransportError, httpx.DecodingError) as exc:
-                if started or last:
-                    raise self._transport_error(what, url, exc, attempt + 1) from exc
-                self._wait(what, url, attempt, type(exc).__name__)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds, or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Tokenizers: chat template -> input_ids
-
-class _Tokenizer(Protocol):
-    def chat_ids(self, chat: Chat) -> list[int]: ...
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Plain text without special tokens."""
-        ...
-
-
-class _LocalTokenizer:
-    """An HF tokenizer directory: `tokenizer.json` through `tokenizers`, the chat template through jinja2
-    rendered the way transformers' apply_chat_template does (sandboxed, trim/lstrip blocks)."""
-
-    def __init__(self, path: str | Path, template_kwargs: dict[str, Any]) -> None:
-        path = Path(path).expanduser()
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as exc:
-            raise EngineError("tokenizer_path needs the `tokenizers` package: pip install tokenizers") from exc
-        if not (path / "tokenizer.json").is_file():
-            raise EngineError(f"no tokenizer.json in {path} (tokenizer_path must be a Hugging Face tokenizer "
-                              "directory, e.g. the model directory)")
-        try:
-            self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        except Exception as exc:  # the Rust side raises plain Exception
-            raise EngineError(f"{path / 'tokenizer.json'}: cannot load: {exc}") from exc
-        config = _read_json(path / "tokenizer_config.json")
-        model_config = _read_json(path / "config.json")
-        template = config.get("chat_template")
-        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
-            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-            template = named.get("default") or next(iter(named.values()), None)
-        if not template and (path / "chat_template.jinja").is_file():
-            template = (path / "chat_template.jinja").read_text()
-        if not template:
-            raise EngineError(f"{path}: no chat_template in tokenizer_config.json or chat_template.jinja")
-        self.template = _jinja_env().from_string(template)
-        self.special: dict[str, Any] = {}
-        for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
-            value = config.get(key)
-            self.special[key] = value.get("content") if isinstance(value, dict) else value
-        self.template_kwargs = template_kwargs
-        self.vocab_size: int = int(model_config.get("vocab_size") or self.tokenizer.get_vocab_size(True))
-        # The model's own limit, a last resort when no server tells its --context-length; never
-        # tokenizer_config's model_max_length (a tokenizer default, often a huge sentinel).
-        ctx = model_config.get("max_position_embeddings")
-        self.max_position_embeddings: int | None = int(ctx) if ctx else None
-
-    def render(self, chat: Chat) -> str:
-        try:
-            return self.template.render(messages=chat, add_generation_prompt=True, tools=None, documents=None,
-                                        **self.special, **self.template_kwargs)
-        except Exception as exc:  # template bugs / raise_exception() in the template
-            raise EngineError(f"chat template failed to render: {exc}") from exc
-
-    def chat_ids(self, chat: Chat) -> list[int]:
-        # Templates carry their own BOS etc., so nothing is added (as transformers does with tokenize=True).
-        return self.tokenizer.encode(self.render(chat), add_special_tokens=False).ids
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-
-def _jinja_env() -> Any:
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-               sort_keys: bool = False) -> str:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise EngineError(f"{path}: invalid JSON: {exc}") from exc
-    return data if isinstance(data, dict) else {}
-
-
-class _RemoteTokenizer:
-    """The server's `/tokenize`: `messages` renders the server's own chat template (0.5.23+)."""
-
-    def __init__(self, http: _Http, base_url: str, template_kwargs: dict[str, Any]) -> None:
-        self.http = http
-        self.url = f"{base_url}/tokenize"
-        self.template_kwargs = template_kwargs
-
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            out = self.http.post_json(self.url, "tokenize", body)
-        except SGLangHTTPError as exc:
-            if exc.status == 404:
-                raise EngineError(
-                    f"{self.url} does not exist (404). sglang-router does not route /tokenize, and SGLang "
-                    "< 0.5.4 has none. Give a local tokenizer (tokenizer_path / --sglang-tokenizer: a Hugging "
-                    "Face tokenizer directory of the served model) or a worker URL to tokenize on "
-                    "(tokenize_url / --sglang-tokenize-url).") from exc
-            if exc.status in (400, 422) and "messages" in body:
-                raise EngineError(
-                    f"{self.url} rejected chat `messages` ({exc.server_message}): SGLang before 0.5.23 cannot "
-                    "render the chat template for /tokenize, and 0.5.23 also refuses to when the server runs a "
-                    "built-in --chat-template name or a model with its own chat encoding (e.g. DeepSeek-V3.2). "
-                    "Give a local tokenizer instead (tokenizer_path / --sglang-tokenizer).") from exc
-            raise
-        if not isinstance(out, dict) or "tokens" not in out:
-            raise EngineError(f"{self.url}: unexpected answer {str(out)[:200]}")
-        return out
-
-    def chat_ids(self, chat: Chat) -> list[int]:
-        body: dict[str, Any] = {"messages": chat, "add_generation_prompt": True}
-        if self.template_kwargs:
-            body["chat_template_kwargs"] = self.template_kwargs
-        tokens = self._post(body)["tokens"]
-        if tokens and isinstance(tokens[0], list):
-            tokens = tokens[0]
-        return [int(t) for t in tokens]
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        tokens = self._post({"prompt": list(texts), "add_special_tokens": False})["tokens"]
-        return [[int(t) for t in row] for row in tokens]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -446,7 +127,7 @@ class SGLangEngine:
         # One caller keeps at most `concurrency` requests in flight (this engine's pool, or a generation job
         # sized by it). The connection pool has room for as many again plus Live's streams (n <= 8), so the
         # Live tab and scoring beside a running job never wait for a connection behind it.
-        self._http = _Http(api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
+        self._http = Http(api_key=api_key, timeout=timeout, max_retries=max_retries, backoff=backoff,
                            max_connections=2 * self.concurrency + LIVE_HEADROOM)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sglang")
         self._lock = threading.Lock()
@@ -498,12 +179,12 @@ class SGLangEngine:
 
         config_ctx: int | None = None
         if tokenizer_path:
-            local = _LocalTokenizer(tokenizer_path, template_kwargs)
-            self._tokenizer: _Tokenizer = local
+            local = LocalTokenizer(tokenizer_path, template_kwargs)
+            self._tokenizer: Tokenizer = local
             vocab_size = vocab_size or local.vocab_size
             config_ctx = local.max_position_embeddings
         else:
-            remote = _RemoteTokenizer(self._http, self.tokenize_url, template_kwargs)
+            remote = RemoteTokenizer(self._http, self.tokenize_url, template_kwargs)
             # Fail at start, not in the middle of a job: probe the exact call every prompt needs.
             remote.chat_ids([{"role": "user", "content": "ping"}])
             self._tokenizer = remote
@@ -781,7 +462,7 @@ class SGLangEngine:
         """`_chat_ids` of each chat. Only a remote tokenizer goes through the pool (its requests overlap); a
         local one is CPU work under the GIL, where threads only add hand-offs (measured: ~0.2 ms of client
         CPU per 4-chat call, bench/sglang_client.py)."""
-        if isinstance(self._tokenizer, _RemoteTokenizer):
+        if isinstance(self._tokenizer, RemoteTokenizer):
             return self._map(self._chat_ids, chats)
         return [self._chat_ids(c) for c in chats]
 
