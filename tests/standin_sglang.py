@@ -208,7 +208,7 @@ class StandinOptions:
     fault_match: str | None = None       # /generate faults hit only requests whose prompt contains this
     health_503_times: int = 0            # /health answers 503 this many times (server starting)
     abort_seeds: tuple[int, ...] = ()    # samples with these sampling_seed values finish with an abort
-    stream_error_after: int | None = None  # a stream sends {"error":...} after this many events
+    stream_error_after: int | None = None  # a stream sends {"error":...} after this many events (or before its last)
     null_top_every: int = 0              # every k-th output_top_logprobs position is null
     delay: float = 0.0                   # seconds before answering /generate
     token_delay: float = 0.0             # seconds between streamed events
@@ -644,7 +644,8 @@ async def _sse(results: list[dict[str, Any]], items: list[_Item], single: bool,
             n_out = len(r["output_ids"])
             if step > n_out:
                 continue
-            if opts.stream_error_after is not None and sent >= opts.stream_error_after:
+            # A stream shorter than the limit breaks before its last event: the fault never misses.
+            if opts.stream_error_after is not None and (sent >= opts.stream_error_after or step == n_out):
                 yield b'data: {"error": {"message": "Stand-in simulated mid-stream failure", "code": 500}}\n\n'
                 yield b"data: [DONE]\n\n"
                 return

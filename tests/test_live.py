@@ -256,7 +256,9 @@ def test_live_on_the_sglang_standin(db: Database, stream_error_after: int | None
                 assert c.stats.mean_logprob == pytest.approx(sum(t.logprob for t in teacher) / len(teacher))
             assert all(any(b.name == "P(True)" for b in v.badges) for v in snap.views.values())
         else:
-            assert all(c.state == "failed" and c.text and "after" in (c.error or "") for c in snap.cards)
+            # Every stream breaks (a short one before its last event), keeping the text that arrived.
+            assert all(c.state == "failed" and "after" in (c.error or "") for c in snap.cards), snap.cards
+            assert any(c.text for c in snap.cards)
     finally:
         eng.close()
         stop()
