@@ -3,8 +3,9 @@ needs no GPU) in front of SGLang stand-ins, for tests that must not trust a re-i
 
     url, stop = start_real_router([worker_url, ...], api_key="k")
 
-Skips the calling test (with the reason) only when the wheel is not installed or its binary cannot run on
-this platform; any other failure to come up is an error.
+A missing or mismatched wheel, or a binary that cannot run on this platform, fails the calling test with the
+reason (it is a pinned test extra, so a skip would hide a broken install); so does any other failure to
+come up.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def start_real_router(worker_urls: list[str], *, api_key: str | None = None, log
     """Start `python -m sglang_router.launch_router` on a free port; wait (bounded) until its /health says
     OK and it lists every worker as healthy; returns (url, stop). `stop` ends it by its PID."""
     reason = router_unavailable()
-    if reason:
-        pytest.skip(reason)
+    if reason:  # a pinned test extra: a broken install must not turn the real-router proof into skips
+        pytest.fail(f"{reason} (install the test extras: pip install -e '.[test]')")
     port = _free_port()
     cmd = [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *worker_urls,
            "--host", "127.0.0.1", "--port", str(port), "--policy", "round_robin", "--log-level", "warn",

@@ -455,7 +455,6 @@ def test_retries_exhausted_dropped_connections(server: Standin, engine: Callable
 
 def test_model_id_needed_only_when_no_route_tells_it(standin: Callable[..., Standin],
                                                     engine: Callable[..., SGLangEngine], tmp_path: Path) -> None:
-    pytest.importorskip("tokenizers")
     tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")
     # sglang-router 0.3.2 proxies /get_model_info to a worker: the model id comes through it
     assert engine(standin(router=True).url, tokenizer_path=str(tok_dir)).info().model_id == "standin/toy-chatml"
@@ -491,7 +490,6 @@ def test_router_with_worker_tokenize_url(standin: Callable[..., Standin], engine
 
 def test_local_tokenizer_behind_router(standin: Callable[..., Standin], engine: Callable[..., SGLangEngine],
                                        tmp_path: Path) -> None:
-    pytest.importorskip("tokenizers")
     tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")
     worker = standin(context_length=2048)
     router = standin(router=True, worker_urls=[worker.url])
@@ -514,7 +512,6 @@ def test_local_tokenizer_behind_router(standin: Callable[..., Standin], engine: 
 
 def test_router_without_reachable_worker(standin: Callable[..., Standin], engine: Callable[..., SGLangEngine],
                                          tmp_path: Path) -> None:
-    pytest.importorskip("tokenizers")
     tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")
     router = standin(router=True)  # lists no worker this client can reach
     e = engine(router.url, tokenizer_path=str(tok_dir))
@@ -536,7 +533,6 @@ def test_tokenize_refusing_messages_names_every_cause(standin: Callable[..., Sta
 
 
 def test_local_tokenizer_errors(tmp_path: Path, server: Standin, engine: Callable[..., SGLangEngine]) -> None:
-    pytest.importorskip("tokenizers")
     with pytest.raises(EngineError, match="no tokenizer.json"):
         engine(server.url, tokenizer_path=str(tmp_path))
     tok_dir = si.write_hf_tokenizer_dir(tmp_path / "tok")

@@ -75,7 +75,6 @@ def router(request: pytest.FixtureRequest) -> Router:
 
 @pytest.fixture
 def tok_dir(tmp_path: Path) -> Path:
-    pytest.importorskip("tokenizers")
     return si.write_hf_tokenizer_dir(tmp_path / "tok")
 
 
