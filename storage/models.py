@@ -27,6 +27,23 @@ QUESTIONS: tuple[str, ...] = ("best", "rating", "pairwise", "correct", "checklis
                               "comment")
 
 
+class ModelIdentity(BaseModel):
+    """Which model produced a run or a judgment. For a GGUF: the name from its metadata, the quantisation,
+    the file's size and SHA-256, so two different files never share a `model_id`; for SGLang: the served
+    model's id. `chat_template` is the template the engine renders chats with (exports reuse it)."""
+
+    model_id: str  # the judge id stored with every run, response and model judgment
+    engine: Literal["embedded", "sglang", "scripted"]
+    name: str
+    quantisation: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    path: str | None = None  # where the file was when it was last loaded (informational)
+    context_length: int | None = None  # what the engine runs with
+    chat_template: str | None = None
+    bundled: bool = False  # the demo model shipped with critlab (no signal in its self-judgments)
+
+
 class StudyConfig(BaseModel):
     """Per-study annotation settings (stored as JSON in study.config)."""
 

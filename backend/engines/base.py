@@ -7,6 +7,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from storage.models import ModelIdentity
+
 Chat = list[dict]  # [{"role": "user", "content": "..."}]
 
 
@@ -54,6 +56,7 @@ class EngineInfo(BaseModel):
     self_certainty: Literal["exact", "topk_proxy"]
     logprob_mode: Literal["raw", "temperature_scaled"]
     seeds_honoured: bool | None = None
+    model: ModelIdentity | None = None  # set by engines that know it (the embedded one always)
 
 
 @runtime_checkable
