@@ -33,10 +33,33 @@ def db_option(fn):  # noqa: ANN001, ANN201
                         help=DB_HELP, type=click.Path(dir_okay=False))(fn)
 
 
+_EMBEDDED_FLAGS = ("model", "chat_template", "ctx", "n_gpu_layers")
+_SGLANG_FLAGS = ("sglang_url", "sglang_tokenizer", "sglang_tokenize_url", "sglang_model_id")
+
+
+def embedded_model_options(fn):  # noqa: ANN001, ANN201
+    opts = [
+        click.option("--model", envvar="CRITLAB_MODEL", type=click.Path(exists=True, dir_okay=False),
+                     help="A local GGUF file for the embedded engine (default: the bundled SmolLM2-135M demo model).",
+                     metavar="PATH.gguf"),
+        click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), metavar="FILE.j2",
+                     help="Jinja chat template to use instead of the one in the GGUF's metadata."),
+        click.option("--ctx", type=click.IntRange(16), metavar="TOKENS",
+                     help="Context length for the embedded model (default: the GGUF's, at most 8192)."),
+        click.option("--n-gpu-layers", type=click.IntRange(-1), metavar="N",
+                     help="Layers to offload to the GPU (-1: all) with a CUDA or Metal build of llama-cpp-python."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
 def engine_options(fn):  # noqa: ANN001, ANN201
     opts = [
-        click.option("--engine", type=click.Choice(["embedded", "sglang"]), default="embedded", show_default=True,
-                     help="embedded: SmolLM2-135M on this CPU (demo quality); sglang: an SGLang server or router."),
+        click.option("--engine", type=click.Choice(["embedded", "sglang"]),
+                     help="embedded: a GGUF on this machine (the bundled SmolLM2-135M demo model unless --model); "
+                          "sglang: an SGLang server or router. Default: the running server's engine when one "
+                          "holds the database, else embedded."),
         click.option("--sglang-url", envvar="CRITLAB_SGLANG_URL",
                      help="SGLang server or sglang-router URL. The API key comes from $CRITLAB_SGLANG_API_KEY."),
         click.option("--sglang-tokenizer", type=click.Path(exists=True, file_okay=False),
@@ -46,6 +69,7 @@ def engine_options(fn):  # noqa: ANN001, ANN201
                      help="Model id to record instead of the one the server reports (sglang-router proxies "
                           "/get_model_info to a worker, so it reports one too)."),
     ]
+    fn = embedded_model_options(fn)
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
@@ -86,10 +110,33 @@ def session_options(fn):  # noqa: ANN001, ANN201
     return fn
 
 
-def _engine_cfg(kw: dict[str, Any]) -> EngineConfig:
-    return EngineConfig(engine=kw.pop("engine"), sglang_url=kw.pop("sglang_url"),
-                        sglang_tokenizer=kw.pop("sglang_tokenizer"), sglang_tokenize_url=kw.pop("sglang_tokenize_url"),
-                        sglang_model_id=kw.pop("sglang_model_id"))
+def _engine_cfg(kw: dict[str, Any]) -> EngineConfig | None:
+    """The engine the flags name; None when no engine flag was given (then a running server's own engine
+    serves the command, and a command run here uses the bundled embedded model). A URL or a model path from
+    the environment alone names no engine; $CRITLAB_MODEL names the embedded one."""
+    engine = kw.pop("engine")
+    embedded = {k: kw.pop(k) for k in _EMBEDDED_FLAGS}
+    sglang = {k: kw.pop(k) for k in _SGLANG_FLAGS}
+    src = click.get_current_context().get_parameter_source
+    named = {k for k in (*_EMBEDDED_FLAGS, *_SGLANG_FLAGS) if src(k) == click.core.ParameterSource.COMMANDLINE}
+    if engine is None:
+        if named & set(_EMBEDDED_FLAGS) and named & set(_SGLANG_FLAGS):
+            fail("give either the embedded engine's flags (--model, --chat-template, --ctx, --n-gpu-layers) or "
+                 "the SGLang ones (--sglang-*), not both")
+        if named & set(_SGLANG_FLAGS):
+            engine = "sglang"
+        elif named or embedded["model"]:
+            engine = "embedded"
+        else:
+            return None
+    if engine == "sglang" and named & set(_EMBEDDED_FLAGS):
+        fail(f"--{sorted(named & set(_EMBEDDED_FLAGS))[0].replace('_', '-')} is for the embedded engine, "
+             "not --engine sglang")
+    if engine == "embedded" and named & set(_SGLANG_FLAGS):
+        fail(f"--{sorted(named & set(_SGLANG_FLAGS))[0].replace('_', '-')} is for --engine sglang")
+    if engine == "sglang":
+        return EngineConfig(engine="sglang", **sglang)
+    return EngineConfig(engine="embedded", **{k: v for k, v in embedded.items() if v is not None})
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -174,12 +221,16 @@ def generate(study: str, n: int, temperature: float, top_p: float, max_tokens: i
     settings = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed,
                 "top_logprobs": top_logprobs}
     with target(db_path, engine) as t:
-        job = t.op("generate", {"study": study, "settings": settings, "engine": engine.model_dump(),
+        job = t.op("generate", {"study": study, "settings": settings, "engine": _dump(engine),
                                 "new_run": new_run})
         job = _follow_job(t, job)
     if job["status"] != "done":
         fail(job["error"] or f"job {job['id']} {job['status']}")
     click.echo(f"Job {job['id']} done: {job['done']} / {job['total']} responses.")
+
+
+def _dump(engine: EngineConfig | None) -> dict[str, Any] | None:
+    return engine.model_dump() if engine else None
 
 
 def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +291,7 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
         fail(str(e))
     engine = _engine_cfg(kw)
     with target(db_path, engine) as t:
-        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": engine.model_dump()}))
+        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": _dump(engine)}))
     if job["status"] != "done":
         fail(job["error"] or f"job {job['id']} {job['status']}")
     click.echo(job["message"])
@@ -302,12 +353,15 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw), **web)
+        _serve(db_path, host, port, _engine_cfg(kw) or EngineConfig(), **web)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
-    if kw["engine"] != "sglang" and click_ctx.get_parameter_source("engine") == click.core.ParameterSource.COMMANDLINE:
+    if kw["engine"] == "embedded":
         fail("--launch-sglang uses the sglang engine: drop --engine embedded")
+    given = [k for k in _EMBEDDED_FLAGS if click_ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        fail(f"--{given[0].replace('_', '-')} is for the embedded engine, not --launch-sglang")
     try:
         extra = [arg for value in sglang_args for arg in shlex.split(value)]
     except ValueError as e:
@@ -436,10 +490,11 @@ def _private_gradio_dir() -> str:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--n", default=4, show_default=True, type=click.IntRange(1, 8), help="Responses per prompt.")
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 4096))
+@embedded_model_options
 @db_option
-def demo(port: int, host: str, n: int, max_tokens: int, db_path: str) -> None:
-    """Run the whole loop on this laptop: the bundled 30-prompt sample study, the embedded model,
-    and the UI.
+def demo(port: int, host: str, n: int, max_tokens: int, db_path: str, **kw: Any) -> None:
+    """Run the whole loop on this laptop: the bundled 30-prompt sample study, the embedded model
+    (the bundled SmolLM2-135M, or --model PATH.gguf), and the UI.
 
     Creates the database if needed, imports the sample study, (re)sets the `admin` password and
     prints it, serves the UI at http://127.0.0.1:7860 and samples N responses per prompt in the
@@ -479,7 +534,8 @@ def demo(port: int, host: str, n: int, max_tokens: int, db_path: str) -> None:
         except ValueError as e:  # e.g. a rerun with another --n: serve what exists and say why
             click.secho(f"Not sampling: {e}", fg="yellow", err=True)
 
-    _serve(db_path, host, port, EngineConfig(), on_start=start_generation,
+    engine = EngineConfig(engine="embedded", **{k: v for k, v in kw.items() if v is not None})
+    _serve(db_path, host, port, engine, on_start=start_generation,
            banner=f"Log in as  admin / {password}\nSampling {n} responses per prompt in the background "
                   "(progress: Studies tab).")
 
@@ -541,6 +597,28 @@ def methods_cmd() -> None:
     click.echo(method_table_markdown())
     click.echo()
     click.echo(calls_table_markdown())
+
+
+@main.command("models")
+@db_option
+def models_cmd(db_path: str) -> None:
+    """List the models this database has seen: id, name, quantisation, size and SHA-256 of each
+    GGUF, and which engine the running server uses (when one holds the database)."""
+    with target(db_path) as t:
+        r = t.op("models", {})
+    if isinstance(t, Remote):
+        click.echo(f"Server engine: {r['engine']['describe']}")
+        for info in r["loaded"]:
+            click.echo(f"  loaded: {info['engine']} {info['model_id']} (context {info['context_length']})")
+    if not r["models"]:
+        click.echo("No model has produced anything in this database yet.")
+    for m in r["models"]:
+        size = f"{m['size_bytes'] / 2**20:,.0f} MiB" if m["size_bytes"] else "-"
+        facts = [m["engine"], m["quantisation"] or "-", size]
+        click.echo(f"{m['model_id']}\n  {m['name']} · {' · '.join(facts)}"
+                   + (f"\n  sha256 {m['sha256']}" if m["sha256"] else "")
+                   + (f"\n  last loaded from {m['path']}" if m["path"] else "")
+                   + ("\n  (the bundled demo model)" if m["bundled"] else ""))
 
 
 @main.command()

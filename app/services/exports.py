@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.services.context import AppContext, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
 from storage.export import ExportOptions, export_dataset, preview_dataset
+from storage import model_registry
+from storage.export.chat_template import load_chat_template
 from storage.export.data import model_sources
 from storage.export.files import card_path, zip_export
 from storage.export.options import IncludedOrigin, Signal
@@ -76,7 +78,24 @@ def _short(err: dict[str, Any]) -> str:
     return f"{where}: {msg}" if where else msg
 
 
+def _bundled_template(ctx: AppContext) -> None:
+    """Databases from before m023 know the bundled demo model only by its id; its template is read from the
+    installed GGUF the first time an export may need it."""
+    from backend.engines.base import EngineError
+    from backend.engines.llamacpp_util import default_model_path
+
+    m = next((m for m in model_registry.list_models(ctx.db) if m.bundled and not m.chat_template), None)
+    if m is None:
+        return
+    try:
+        t = load_chat_template(default_model_path())
+    except (EngineError, ValueError):  # not installed here: the export asks for --chat-template
+        return
+    model_registry.record_model(ctx.db, m.model_copy(update={"chat_template": t.text, "special_tokens": t.special}))
+
+
 def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
+    _bundled_template(ctx)
     try:
         r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite)
     except ServiceError:
@@ -87,6 +106,7 @@ def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
 
 
 def export_preview(ctx: AppContext, user: str, p: ExportPreview) -> dict[str, Any]:
+    _bundled_template(ctx)
     try:
         r = preview_dataset(ctx.db, p.study, p.options(), n_rows=p.rows)
     except ServiceError:

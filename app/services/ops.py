@@ -364,6 +364,16 @@ def list_annotators(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
     return {"annotators": out}
 
 
+def models(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
+    """The server's own engine, the models it has loaded now, and every model that has produced something
+    stored in this database (name, quantisation, size, SHA-256; templates left out)."""
+    from storage import model_registry
+
+    return {"engine": {**ctx.default_engine.model_dump(), "describe": ctx.default_engine.describe()},
+            "loaded": [i.model_dump(mode="json", exclude={"model": {"chat_template"}}) for i in ctx.loaded()],
+            "models": [m.model_dump(mode="json", exclude={"chat_template"}) for m in model_registry.list_models(ctx.db)]}
+
+
 OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, Any]]]] = {
     "import_prompts": (ImportPrompts, import_prompts),
     "create_study": (CreateStudy, create_study),
@@ -390,6 +400,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "job_status": (JobStatus, job_status),
     "list_studies": (NoArgs, list_studies),
     "list_annotators": (NoArgs, list_annotators),
+    "models": (NoArgs, models),
 }
 
 

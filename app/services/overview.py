@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.services import live
 from app.services.context import AppContext
-from storage import annotators, jobs, members, studies
+from storage import annotators, jobs, members, model_registry, studies
 from storage.models import Annotator, Job
 from storage.studies import StudyCounts
 
@@ -43,6 +43,22 @@ def page_overview(ctx: AppContext, user: str, *, admin: bool, recent: int = RECE
         out.running = [JobLine(job=j, study=by_id.get(j.study_id)) for j in active]  # type: ignore[arg-type]
         out.ended = [JobLine(job=j, study=by_id.get(j.study_id)) for j in ended]  # type: ignore[arg-type]
     return out
+
+
+class ModelUse(BaseModel):
+    study: str
+    role: str  # "run #3 (batch, embedded)" or "judge of 5 method(s)"
+    model_id: str
+    name: str | None = None
+    quantisation: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+
+
+def model_usage(ctx: AppContext) -> list[ModelUse]:
+    """Which model each study's runs sampled with and which models judged its responses (admins only; the
+    caller checked the role)."""
+    return [ModelUse(**r) for r in model_registry.usage(ctx.db)]
 
 
 def annotator_list(ctx: AppContext) -> list[Annotator]:

@@ -38,7 +38,7 @@ OptionalWritePath = Annotated[str | None, FileAccess("write")]
 @dataclass(frozen=True)
 class WebPaths:
     """Where a web caller may read (`uploads`) and write (`exports`). `preset` holds values the server was
-    started with (its own tokenizer directory), which a web caller may pass back unchanged; `protected`
+    started with (its own tokenizer directory, GGUF and chat template), which a web caller may pass back unchanged; `protected`
     are files no web caller reaches even inside those folders (the database and its lock, key and WAL)."""
 
     uploads: Path
@@ -57,7 +57,8 @@ def web_paths(ctx: AppContext) -> WebPaths:
     if ctx.db.path != ":memory:":
         db = Path(ctx.db.path).resolve()
         protected = frozenset({db, *(db.with_name(db.name + ext) for ext in (".lock", ".secret", ".wal"))})
-    preset = frozenset(v for v in (ctx.default_engine.sglang_tokenizer,) if v)
+    own = ctx.default_engine
+    preset = frozenset(v for v in (own.sglang_tokenizer, own.model, own.chat_template) if v)
     return WebPaths(Path(get_upload_folder()).resolve(), exports_dir(ctx).resolve(), protected, preset)
 
 

@@ -20,8 +20,8 @@ HEAD = "".join(f"<script>\n{resources.files('app.ui').joinpath(name).read_text(e
 CSS = resources.files("app.ui").joinpath("style.css").read_text(encoding="utf-8")
 
 DEMO_MODEL_NOTE = ("⚠️ **Demo model.** Responses come from the embedded SmolLM2-135M: a tiny model that runs on "
-                   "a laptop. Its answers are weak and its self-judgments carry **no signal**; use an SGLang "
-                   "server with a real model for studies whose numbers matter.")
+                   "a laptop. Its answers are weak and its self-judgments carry **no signal**; for studies whose "
+                   "numbers matter, serve a real model: your own GGUF (`--model PATH.gguf`) or an SGLang server.")
 
 
 def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr.Blocks:
@@ -42,7 +42,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             # A button, not a Markdown link: Gradio opens Markdown links in a new tab, which left this
             # tab looking signed in. session.js logs out and replaces this page with the login form.
             logout = gr.Button("Log out", elem_id="logout-btn", size="sm", scale=0, min_width=90)
-        if ctx.default_engine.engine == "embedded":
+        if ctx.default_engine.is_bundled():
             gr.Markdown(DEMO_MODEL_NOTE, elem_id="demo-note", elem_classes=["demo-note"])
         with gr.Tabs() as tabs:
             with gr.Tab("Label", id="label", elem_id="label-panel"):
@@ -86,9 +86,10 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
             header = f"Signed in as **{md_literal(user)}** ({role_of(user)})"  # a name is any text an admin typed
             live_first = first if first in live_studies else None
-            admin_updates = ([studies_tab.table_rows(ov), studies_tab.jobs_markdown(ov), *admin_tab.load(ctx, user),
+            admin_updates = ([studies_tab.table_rows(ov), studies_tab.jobs_markdown(ov),
+                              studies_tab.model_rows(overview.model_usage(ctx)), *admin_tab.load(ctx, user),
                               *[gr.Dropdown(choices=names, value=first) for _ in (agr.study, exp.study)]]
-                             if is_admin else [gr.skip()] * (4 + len(adm.outputs())))
+                             if is_admin else [gr.skip()] * (5 + len(adm.outputs())))
             shown = refresh.initial(names, live_studies, pickers, is_admin)
             if is_admin:  # the tick sends the table and the jobs again only when they change
                 shown.update(table=admin_updates[0], jobs=admin_updates[1])
@@ -106,7 +107,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
         demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
                                   lv.study, lv.pick, label.study, *st.study_choices, st.overview, st.jobs,
-                                  *adm.outputs(), agr.study, exp.study, sent, *label.outputs()],
+                                  st.models, *adm.outputs(), agr.study, exp.study, sent, *label.outputs()],
                 api_visibility="private").then(
             None, js=label_tab.RESET_ACTIVE_JS)
     return demo

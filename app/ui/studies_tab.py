@@ -52,6 +52,22 @@ def table_rows(ov: overview.PageOverview) -> list[list[Any]]:
     return [[c.name, c.prompts, c.runs, c.responses, c.labelled_prompts] for c in ov.table]
 
 
+MODEL_HEADERS = ["study", "used for", "model id", "name", "quantisation", "size", "SHA-256"]
+
+
+def model_rows(uses: list[overview.ModelUse]) -> list[list[Any]]:
+    """
+    >>> model_rows([overview.ModelUse(study="s", role="run #1 (batch, embedded)", model_id="m@ab", name="M",
+    ...             quantisation="Q4_K_M", size_bytes=4_920_000_000, sha256="ab" * 32)])
+    [['s', 'run #1 (batch, embedded)', 'm@ab', 'M', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
+    """
+    def size(n: int | None) -> str:
+        return "" if n is None else (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB")
+
+    return [[u.study, u.role, u.model_id, u.name or "", u.quantisation or "", size(u.size_bytes), u.sha256 or ""]
+            for u in uses]
+
+
 def _duration(seconds: float) -> str:
     """
     >>> _duration(42.4), _duration(540), _duration(7200)
@@ -98,6 +114,7 @@ class StudiesTab:
     overview: gr.Dataframe
     jobs: gr.Markdown
     ended: gr.Textbox  # hidden: the ids of the last ended jobs, so the estimate follows what they stored
+    models: gr.Dataframe
     settings: study_settings.SettingsPanel
 
 
@@ -155,6 +172,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
 
     gr.Markdown("### Studies")
     overview_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="studies-table")
+    gr.Markdown("### Models")
+    gr.Markdown("The model behind each generation run and each model judge: an embedded GGUF is named by its "
+                "metadata and told apart by its SHA-256; an SGLang model by the id its server reports.")
+    models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, elem_id="models-table", wrap=True)
 
     @shown_errors(1)
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
@@ -242,4 +263,13 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         changed(do_estimate, estimate_inputs, [estimate_box], api_visibility="private", show_progress="hidden")
     for btn in (create, import_btn, start):
         btn.click(refresh, None, [overview_table, *pickers], api_visibility="private")
-    return StudiesTab([import_study, gen_study, cfg_study], gen_study, overview_table, jobs_box, ended, settings_panel)
+
+    def show_models(request: gr.Request) -> list[list[Any]]:
+        admin_of(request)
+        return model_rows(overview.model_usage(ctx))
+
+    # A run starts with its model; a job that ends may have stored a new judge.
+    for changed in (start.click, score_btn.click, ended.change):
+        changed(show_models, None, [models_table], api_visibility="private", show_progress="hidden")
+    return StudiesTab([import_study, gen_study, cfg_study], gen_study, overview_table, jobs_box, ended, models_table,
+                      settings_panel)

@@ -22,6 +22,9 @@ _WANTED = ("tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.
            "tokenizer.ggml.tokens")
 
 
+_JINJA_SUFFIXES = (".j2", ".jinja", ".jinja2")
+
+
 class ChatTemplate:
     def __init__(self, template: str, special: dict[str, str | None], source: str):
         self.source = source
@@ -38,15 +41,22 @@ class ChatTemplate:
 
 
 def load_chat_template(path: str | Path) -> ChatTemplate:
-    """The chat template of a GGUF file or a Hugging Face tokenizer directory."""
+    """The chat template of a GGUF file, a Hugging Face tokenizer directory or a Jinja file (.j2, .jinja)."""
     p = Path(path).expanduser()
     if p.is_dir():
         return _from_hf_dir(p)
     if not p.is_file():
-        raise ValueError(f"chat template source {p} does not exist: give a GGUF file or a tokenizer directory")
+        raise ValueError(f"chat template source {p} does not exist: give a GGUF file, a tokenizer directory or a "
+                         "Jinja template file")
+    if p.suffix in _JINJA_SUFFIXES:
+        try:
+            return ChatTemplate(p.read_text(encoding="utf-8"), {}, str(p))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p} is not a UTF-8 text file: {e}") from e
     with open(p, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
-            raise ValueError(f"{p} is neither a GGUF file nor a tokenizer directory")
+            raise ValueError(f"{p} is neither a GGUF file, a tokenizer directory nor a Jinja template "
+                             f"({', '.join(_JINJA_SUFFIXES)})")
         meta = read_gguf_metadata(f, _WANTED)
     template = meta.get("tokenizer.chat_template")
     if not isinstance(template, str) or not template:
@@ -168,14 +178,6 @@ def _jinja_env() -> Any:
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env
-
-
-def embedded_template() -> tuple[ChatTemplate, str]:
-    """The embedded model's template and model id (what `critlab generate --engine embedded` records)."""
-    from backend.engines.llamacpp_util import default_model_path, model_id_from_path
-
-    path = default_model_path()
-    return load_chat_template(path), model_id_from_path(path)
 
 
 Renderer = Callable[[list[dict[str, str]]], str]

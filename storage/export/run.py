@@ -20,13 +20,14 @@ from pydantic import BaseModel, Field
 
 from storage.db import Database
 from storage.export.card import Stats, render_card
-from storage.export.chat_template import ChatTemplate, embedded_template, load_chat_template
+from storage.export.chat_template import ChatTemplate, load_chat_template
 from storage.export.data import Chunk, chunks, human_methods_present, model_judges
 from storage.export.files import Published, card_path, check_free, publish, pseudonymizer, write_temp_text
 from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
 from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, model_view
 from storage.export.schema import row_schema
 from storage.export.writer import RowWriter, check_format, check_hf_dir, is_datasets_dir, staged_hf_dir
+from storage import model_registry
 from storage.models import Study
 from storage.studies import get_study
 
@@ -146,9 +147,10 @@ def _signal(db: Database, study_id: int, options: ExportOptions) -> str:
 
 
 def _template(db: Database, study: Study, options: ExportOptions, judge: str | None) -> ChatTemplate:
+    """--chat-template when given, else the template recorded for the one model whose responses (or, for
+    judge rows, whose verdicts) are exported."""
     if options.chat_template:
         return load_chat_template(options.chat_template)
-    template, embedded_id = embedded_template()
     if judge is not None:
         models = {judge}
     else:
@@ -156,12 +158,20 @@ def _template(db: Database, study: Study, options: ExportOptions, judge: str | N
             """SELECT DISTINCT coalesce(r.model_id, g.model_id) FROM response r JOIN prompt p ON p.id = r.prompt_id
                LEFT JOIN generation_run g ON g.id = r.run_id WHERE p.study_id = ? AND r.origin IN
                (SELECT unnest(?::VARCHAR[]))""", [study.id, sorted(options.origins())])}
-    others = sorted(str(m) for m in models if m != embedded_id)
-    if others:
+    ask = ("give --chat-template PATH (the model's GGUF file, Hugging Face tokenizer directory or Jinja template "
+           "file)")
+    if len(models) != 1 or None in models:
+        named = ", ".join(sorted(str(m) for m in models if m is not None))
+        extra = " and responses of no recorded model" if None in models else ""
         raise ValueError(f"--style standard renders the prompt with the generating model's chat template, and study "
-                         f"{study.name!r} has responses of {', '.join(others)}: give --chat-template PATH (that "
-                         "model's GGUF file or Hugging Face tokenizer directory)")
-    return template
+                         f"{study.name!r} has responses of {named or 'no recorded model'}{extra}: {ask}")
+    (model_id,) = models
+    m = model_registry.get_model(db, model_id)
+    if m is None or not m.chat_template:
+        raise ValueError(f"--style standard renders the prompt with the generating model's chat template, and none is "
+                         f"recorded for {model_id} (an SGLang model served without --sglang-tokenizer, or a "
+                         f"run stored before critlab recorded templates): {ask}")
+    return ChatTemplate(m.chat_template, dict(m.special_tokens), f"{model_id} (the template it ran with)")
 
 
 # -- rows --------------------------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""Which engine and model a command uses: its own flags, else the running server's engine; the server keeps
+at most one extra embedded model; the demo banner only for the bundled model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+from app.services.context import AppContext, EngineConfig, ServiceError
+from backend.engines.base import EngineInfo
+from storage.db import Database
+from tests.server_process import ENV, ROOT, start_serve, stop
+
+
+def run(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_a_command_without_engine_flags_uses_the_running_servers_engine(tmp_path: Path, standin: str) -> None:
+    db = tmp_path / "c.duckdb"
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Say hi"}\n')
+    assert run("import", "prompts", str(prompts), "--study", "s", "--db", str(db)).exit_code == 0
+    proc, _ = start_serve(db, tmp_path / "server.log", "--engine", "sglang", "--sglang-url", standin)
+    try:
+        # A subprocess, as a person runs it: the lock file beside the database leads it to the server.
+        r = subprocess.run([sys.executable, "-m", "app.cli", "generate", "--study", "s", "--n", "1", "--max-tokens",
+                            "8", "--db", str(db)], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert f"its engine: sglang at {standin}" in r.stderr
+        m = subprocess.run([sys.executable, "-m", "app.cli", "models", "--db", str(db)], capture_output=True,
+                           text=True, env=ENV, cwd=ROOT, timeout=120)
+        assert m.returncode == 0 and f"Server engine: sglang at {standin}" in m.stdout, m.stdout + m.stderr
+    finally:
+        stop(proc)
+    with Database(db) as d:
+        assert d.fetchall("SELECT engine FROM generation_run") == [("sglang",)]
+        assert d.fetchall("SELECT engine FROM model") == [("sglang",)]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "{gguf}", "--sglang-url", "http://x:1"], "not both"),
+    (["--engine", "sglang", "--model", "{gguf}"], "--model is for the embedded engine"),
+    (["--engine", "embedded", "--sglang-url", "http://x:1"], "--sglang-url is for --engine sglang"),
+])
+def test_engine_flags_that_contradict_each_other_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    r = run("generate", "--study", "s", "--db", str(tmp_path / "c.duckdb"), *[a.format(gguf=gguf) for a in args])
+    assert r.exit_code == 1 and message in r.output
+    assert not (tmp_path / "c.duckdb").exists()  # refused before the database was opened
+
+
+def test_launch_sglang_refuses_the_embedded_engines_flags(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    r = run("serve", "--launch-sglang", "org/model", "--ctx", "512", "--db", str(tmp_path / "c.duckdb"))
+    assert r.exit_code == 1 and "--ctx is for the embedded engine" in r.output
+
+
+class _Fake:
+    def __init__(self, cfg: EngineConfig):
+        self.cfg, self.closed = cfg, False
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(engine="scripted", model_id=f"fake-{self.cfg.model}", context_length=64,
+                          self_certainty="exact", logprob_mode="raw")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_server_keeps_one_extra_embedded_model_and_never_unloads_one_a_job_may_use(db: Database,
+                                                                                        tmp_path: Path) -> None:
+    ctx = AppContext(db=db, engine_factory=_Fake)
+    a, b, c = (str(tmp_path / f"{x}.gguf") for x in "abc")
+    own = ctx.engine()
+    first = ctx.engine(EngineConfig(model=a))
+    assert ctx.engine(EngineConfig(model=a)) is first  # the same model again: the loaded one
+    second = ctx.engine(EngineConfig(model=b))
+    assert first.closed and not second.closed and not own.closed
+    assert ctx.engine(EngineConfig()) is own
+    hold = __import__("threading").Event()
+    ctx.submit_job(1, hold.wait)
+    try:
+        with pytest.raises(ServiceError, match="still running"):
+            ctx.engine(EngineConfig(model=c))
+        assert not second.closed
+    finally:
+        hold.set()
+        ctx.wait_jobs()
+    ctx.engine(EngineConfig(model=c))
+    assert second.closed
+    assert [i.model_id for i in ctx.loaded()] == ["fake-None", f"fake-{c}"]  # the server's own first
+    assert db.fetchval("SELECT count(*) FROM model") == 4  # each model used is recorded once
+
+
+def test_the_demo_banner_shows_only_for_the_bundled_model(db: Database, tmp_path: Path) -> None:
+    from app.ui.layout import DEMO_MODEL_NOTE, build_ui
+
+    def banner(cfg: EngineConfig) -> bool:
+        blocks = build_ui(AppContext(db=db, default_engine=cfg), role_of=lambda name: None)
+        return any(getattr(b, "value", None) == DEMO_MODEL_NOTE for b in blocks.blocks.values())
+
+    own = tmp_path / "own.gguf"
+    own.write_bytes(b"GGUF")
+    assert banner(EngineConfig())
+    assert not banner(EngineConfig(model=str(own)))
+    assert not banner(EngineConfig(engine="sglang", sglang_url="http://x:1"))
