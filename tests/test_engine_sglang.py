@@ -326,12 +326,13 @@ def test_candidate_variants_single_token_only_and_collisions(server: Standin,
     e.next_token_probs([CHAT], "", ["YES", "x"])
     wanted = set(server.requests()[-1]["json"]["token_ids_logprob"])
     # "YES" and " YES" are several tokens in the toy vocabulary, so only its case variants count; " x" too.
-    assert wanted == {si.encode(v)[0] for v in ("yes", " yes", "Yes", " Yes", "x", "X")}
+    # A single letter keeps its case (backend/engines/candidates.py): no "X".
+    assert wanted == {si.encode(v)[0] for v in ("yes", " yes", "Yes", " Yes", "x")}
     p = e.next_token_probs([CHAT], "", ["Yes", "yes"])[0]
     lp = si.raw_logprobs_after(si.chat_ids(CHAT))
     assert p["Yes"] == pytest.approx(math.exp(lp[si.encode("Yes")[0]]) + math.exp(lp[si.encode(" Yes")[0]]))
     assert p["yes"] == pytest.approx(math.exp(lp[si.encode("yes")[0]]) + math.exp(lp[si.encode(" yes")[0]]))
-    with pytest.raises(EngineError, match=r"\['Maybe'\] have no single-token form"):
+    with pytest.raises(EngineError, match=r"\['Maybe'\] have no one-token form"):
         e.next_token_probs([CHAT], "", ["Yes", "Maybe"])
 
 
