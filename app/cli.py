@@ -45,6 +45,10 @@ def engine_options(fn):  # noqa: ANN001, ANN201
         click.option("--sglang-model-id",
                      help="Model id to record instead of the one the server reports (sglang-router proxies "
                           "/get_model_info to a worker, so it reports one too)."),
+        click.option("--sglang-raw-logprobs", is_flag=True,
+                     help="The SGLang server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1, so sampled-token logprobs "
+                          "are raw (not detectable over HTTP; --launch-sglang sets it itself). Without it they are "
+                          "recorded as temperature-scaled unless the temperature is 0 or 1."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -89,7 +93,7 @@ def session_options(fn):  # noqa: ANN001, ANN201
 def _engine_cfg(kw: dict[str, Any]) -> EngineConfig:
     return EngineConfig(engine=kw.pop("engine"), sglang_url=kw.pop("sglang_url"),
                         sglang_tokenizer=kw.pop("sglang_tokenizer"), sglang_tokenize_url=kw.pop("sglang_tokenize_url"),
-                        sglang_model_id=kw.pop("sglang_model_id"))
+                        sglang_model_id=kw.pop("sglang_model_id"), sglang_raw_logprobs=kw.pop("sglang_raw_logprobs"))
 
 
 # -- commands ------------------------------------------------------------------------------------------

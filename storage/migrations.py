@@ -434,3 +434,20 @@ def m022_study_members(cur: duckdb.DuckDBPyConnection) -> None:
     )
     cur.execute("""INSERT INTO study_member (study_id, annotator, added_by)
                    SELECT s.id, a.name, 'migration' FROM study s, annotator a WHERE a.role = 'annotator'""")
+
+
+@migration
+def m023_true_logprob_modes(cur: duckdb.DuckDBPyConnection) -> None:
+    # (issue 14 §3; self-contained, renumber freely.) SGLang without SGLANG_RETURN_ORIGINAL_LOGPROB=1 reports
+    # softmax(logits / T) for sampled tokens, but greedy requests (T below 1e-6) and T = 1 are not scaled:
+    # such runs and their responses were labelled temperature_scaled although their logprobs are raw. Live runs
+    # took the engine's label while their SGLang responses were teacher-forced (raw): a run gets its responses'
+    # mode when they all share one.
+    cur.execute("""UPDATE response SET logprob_mode = 'raw' WHERE logprob_mode = 'temperature_scaled'
+                   AND run_id IN (SELECT id FROM generation_run WHERE temperature < 1e-6 OR temperature = 1.0)""")
+    cur.execute("""UPDATE generation_run SET logprob_mode = 'raw' WHERE logprob_mode = 'temperature_scaled'
+                   AND (temperature < 1e-6 OR temperature = 1.0)""")
+    cur.execute("""UPDATE generation_run g SET logprob_mode = 'raw' WHERE logprob_mode = 'temperature_scaled'
+                   AND kind = 'live' AND EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id)
+                   AND NOT EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id
+                                   AND r.logprob_mode IS DISTINCT FROM 'raw')""")

@@ -215,8 +215,9 @@ class SGLangEngine:
             self._note(f"sampling seeds are sent but NOT honoured (the server {why}): samples are not reproducible")
         mode = "raw" if self.raw_logprobs else "temperature_scaled"
         if mode == "temperature_scaled":
-            self._note("sampled-token logprobs are temperature-scaled (softmax(logits/T)) unless temperature is 0; "
-                       "pass raw_logprobs=True if the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1")
+            self._note("sampled-token logprobs are temperature-scaled (softmax(logits/T)) unless temperature is 0 "
+                       "or 1; pass raw_logprobs=True (--sglang-raw-logprobs) if the server runs with "
+                       "SGLANG_RETURN_ORIGINAL_LOGPROB=1")
         if vocab_size is None:
             self._note("vocabulary size unknown (no tokenizer_path / vocab_size): the top-k self-certainty proxy "
                        "cannot be computed")
@@ -276,10 +277,6 @@ class SGLangEngine:
 
     def info(self) -> EngineInfo:
         return self._info
-
-    def logprob_mode_for(self, params: SampleParams) -> str:
-        """What the sampled-token logprobs of a request with `params` are: greedy ones are raw."""
-        return "raw" if self.raw_logprobs or params.temperature < 1e-6 else "temperature_scaled"
 
     def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
                json_schema: dict | None = None, seeds: list[list[int]] | None = None) -> list[list[Sample]]:
