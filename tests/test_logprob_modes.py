@@ -98,3 +98,12 @@ def test_the_migration_relabels_greedy_and_unit_temperature_runs_as_raw(tmp_path
     assert db.fetchall("SELECT run_id, logprob_mode FROM response ORDER BY id") == [
         (1, "raw"), (2, "temperature_scaled"), (3, "raw"), (4, "raw"), (5, "raw"), (None, None)]
     db.close()
+
+
+def test_the_cli_says_the_server_returns_raw_logprobs() -> None:
+    from app.cli import _engine_cfg, generate
+
+    args = ["--study", "s", "--engine", "sglang", "--sglang-url", "http://gpu:30000"]
+    for extra, raw in (([], False), (["--sglang-raw-logprobs"], True)):
+        params = generate.make_context("generate", args + extra).params
+        assert _engine_cfg(dict(params)).sglang_raw_logprobs is raw
