@@ -34,7 +34,7 @@ def db_option(fn):  # noqa: ANN001, ANN201
 
 
 _EMBEDDED_FLAGS = ("model", "chat_template", "ctx", "n_gpu_layers")
-_SGLANG_FLAGS = ("sglang_url", "sglang_tokenizer", "sglang_tokenize_url", "sglang_model_id")
+_SGLANG_FLAGS = ("sglang_url", "sglang_tokenizer", "sglang_tokenize_url", "sglang_model_id", "sglang_raw_logprobs")
 
 
 def embedded_model_options(fn):  # noqa: ANN001, ANN201
@@ -68,6 +68,10 @@ def engine_options(fn):  # noqa: ANN001, ANN201
         click.option("--sglang-model-id",
                      help="Model id to record instead of the one the server reports (sglang-router proxies "
                           "/get_model_info to a worker, so it reports one too)."),
+        click.option("--sglang-raw-logprobs", is_flag=True,
+                     help="The SGLang server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1, so sampled-token logprobs "
+                          "are raw (not detectable over HTTP; --launch-sglang sets it itself). Without it they are "
+                          "recorded as temperature-scaled unless the temperature is 0 or 1."),
     ]
     fn = embedded_model_options(fn)
     for opt in reversed(opts):

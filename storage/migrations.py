@@ -487,3 +487,20 @@ def m023_model_identity(cur: duckdb.DuckDBPyConnection) -> None:
             """INSERT INTO model (model_id, engine, name, quantisation, size_bytes, sha256, bundled)
                VALUES (?, 'embedded', 'Smollm2 135M 8k Lc100K Mix1 Ep2', 'Q4_1', 98362432, ?, true)""",
             [new, BUNDLED_SHA256])
+
+
+@migration
+def m024_true_logprob_modes(cur: duckdb.DuckDBPyConnection) -> None:
+    # SGLang without SGLANG_RETURN_ORIGINAL_LOGPROB=1 reports
+    # softmax(logits / T) for sampled tokens, but greedy requests (T below 1e-6) and T = 1 are not scaled:
+    # such runs and their responses were labelled temperature_scaled although their logprobs are raw. Live runs
+    # took the engine's label while their SGLang responses were teacher-forced (raw): a run gets its responses'
+    # mode when they all share one.
+    cur.execute("""UPDATE response SET logprob_mode = 'raw' WHERE logprob_mode = 'temperature_scaled'
+                   AND run_id IN (SELECT id FROM generation_run WHERE temperature < 1e-6 OR temperature = 1.0)""")
+    cur.execute("""UPDATE generation_run SET logprob_mode = 'raw' WHERE logprob_mode = 'temperature_scaled'
+                   AND (temperature < 1e-6 OR temperature = 1.0)""")
+    cur.execute("""UPDATE generation_run g SET logprob_mode = 'raw' WHERE logprob_mode = 'temperature_scaled'
+                   AND kind = 'live' AND EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id)
+                   AND NOT EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id
+                                   AND r.logprob_mode IS DISTINCT FROM 'raw')""")

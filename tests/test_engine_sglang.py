@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import tests.standin_sglang as si
-from backend.engines.base import Engine, EngineError, SampleParams
+from backend.engines.base import Engine, EngineError, SampleParams, logprob_mode_for
 from backend.engines.sglang import (KEEPALIVE_EXPIRY_S, SGLangEngine, parse_finish_reason,
                                     parse_token_logprobs)
 from tests.streaming import drain
@@ -110,8 +110,7 @@ def test_info_from_server(server: Standin, engine: Callable[..., SGLangEngine]) 
     assert (info.engine, info.model_id, info.context_length) == ("sglang", "standin/toy-chatml", 4096)
     assert (info.self_certainty, info.logprob_mode, info.seeds_honoured) == ("topk_proxy", "temperature_scaled", True)
     assert e.vocab_size == 321
-    assert e.logprob_mode_for(SampleParams(temperature=0)) == "raw"
-    assert e.logprob_mode_for(SampleParams(temperature=0.7)) == "temperature_scaled"
+    assert logprob_mode_for(info, 0) == "raw" and logprob_mode_for(info, 0.7) == "temperature_scaled"
     assert engine(server.url, raw_logprobs=True, model_id="mine").info().model_dump() | {} == {
         **info.model_dump(), "logprob_mode": "raw", "model_id": "mine"}
 
@@ -326,12 +325,13 @@ def test_candidate_variants_single_token_only_and_collisions(server: Standin,
     e.next_token_probs([CHAT], "", ["YES", "x"])
     wanted = set(server.requests()[-1]["json"]["token_ids_logprob"])
     # "YES" and " YES" are several tokens in the toy vocabulary, so only its case variants count; " x" too.
-    assert wanted == {si.encode(v)[0] for v in ("yes", " yes", "Yes", " Yes", "x", "X")}
+    # A single letter keeps its case (backend/engines/candidates.py): no "X".
+    assert wanted == {si.encode(v)[0] for v in ("yes", " yes", "Yes", " Yes", "x")}
     p = e.next_token_probs([CHAT], "", ["Yes", "yes"])[0]
     lp = si.raw_logprobs_after(si.chat_ids(CHAT))
     assert p["Yes"] == pytest.approx(math.exp(lp[si.encode("Yes")[0]]) + math.exp(lp[si.encode(" Yes")[0]]))
     assert p["yes"] == pytest.approx(math.exp(lp[si.encode("yes")[0]]) + math.exp(lp[si.encode(" yes")[0]]))
-    with pytest.raises(EngineError, match=r"\['Maybe'\] have no single-token form"):
+    with pytest.raises(EngineError, match=r"\['Maybe'\] have no one-token form"):
         e.next_token_probs([CHAT], "", ["Yes", "Maybe"])
 
 

@@ -63,7 +63,7 @@ def test_the_migration_makes_every_existing_annotator_a_member_of_every_existing
         cur.execute("UPDATE annotator SET disabled = true WHERE name = 'bob'")
         for name in ("a", "b"):
             cur.execute("INSERT INTO study (name) VALUES (?)", [name])
-    assert migrate(db)[:2] == ["m021_login_sessions", "m022_study_members"]
+    assert migrate(db)[:2] == ["m021_login_sessions", "m022_study_members"]  # later migrations follow
     assert db.fetchall("SELECT s.name, m.annotator FROM study_member m JOIN study s ON s.id = m.study_id "
                        "ORDER BY ALL") == [("a", "ann"), ("a", "bob"), ("b", "ann"), ("b", "bob")]
     assert "session_gen" not in [r[0] for r in db.fetchall("DESCRIBE annotator")]

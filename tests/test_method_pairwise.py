@@ -46,7 +46,7 @@ def pair(result, lo: int, hi: int):
 
 def test_registry_and_attributes() -> None:
     m = get_method("pairwise")
-    assert isinstance(m, PairwiseSwap) and m.version == "1" and m.layer == "response"
+    assert isinstance(m, PairwiseSwap) and m.version == "2" and m.layer == "response"
     assert (m.compared_with, m.metric_family, m.score_column) == ("pairwise", "agreement", "label")
     assert "2306.05685" in m.source
 

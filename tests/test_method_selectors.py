@@ -18,18 +18,20 @@ from tests.method_harness import method_input, score_study
 from tests.scripted_engine import ScriptedEngine
 
 
-def _input(items: list[tuple[str, float | None]], mode: str, **kw) -> MethodInput:
-    """Responses #1.. with the given (text, stored self-certainty)."""
+def _input(items: list[tuple[str, float | None]], mode: str, *, logprob_mode: str = "raw", **kw) -> MethodInput:
+    """Responses #1.. with the given (text, stored self-certainty) from logprobs of `logprob_mode`."""
     return MethodInput(prompt_id=1, prompt_external_id="q1", messages=[{"role": "user", "content": "What is x?"}],
-                       responses=[ResponseInput(id=i + 1, text=t, self_certainty=sc)
+                       responses=[ResponseInput(id=i + 1, text=t, self_certainty=sc,
+                                                logprob_mode=logprob_mode if sc is not None else None)
                                   for i, (t, sc) in enumerate(items)],
                        answer_extraction=mode, **kw)
 
 
 def test_registry_and_class_attributes() -> None:
-    for mid, cls in (("select_majority", MajorityVote), ("select_borda", Borda), ("select_usc", USC)):
+    for mid, cls, version in (("select_majority", MajorityVote, "1"), ("select_borda", Borda, "2"),
+                              ("select_usc", USC, "1")):
         m = get_method(mid)
-        assert isinstance(m, cls) and m.id == mid and m.version == "1"
+        assert isinstance(m, cls) and m.id == mid and m.version == version
         assert (m.compared_with, m.metric_family, m.score_column) == ("best_of_n", "top1", "response_id")
         assert m.title and m.outputs and m.cost and m.source and m.layer in ("decoding", "response")
 
@@ -156,6 +158,20 @@ def test_borda_scores_missing_self_certainty_with_the_engine() -> None:
     assert [c[2] for c in eng.calls if c[0] == "score_response"] == ["It is 5", "I get 4"]
     assert (v.response_id, v.label) == (2, "5")
     assert v.dist == pytest.approx({"4": math.sqrt(3), "5": math.sqrt(2) + 1})
+
+
+def test_borda_ranks_on_raw_self_certainty_only() -> None:
+    # #1's stored figure is temperature-scaled (10.0 > #2's): it is teacher-forced again, raw, with the run's
+    # top-k, as #2 (imported) is. Raw: #1 → 1.0, #2 → 3.0, so without extraction the pick is #2.
+    seen: list[int] = []
+    eng = ScriptedEngine(scores=_scores({"a": 1.0, "b": 3.0}))
+    forced = eng.score_response
+    eng.score_response = lambda chat, text, top_logprobs=5: (seen.append(top_logprobs), forced(chat, text))[1]
+    inp = _input([("a", 10.0), ("b", None)], "none", logprob_mode="temperature_scaled", top_logprobs=20)
+    assert Borda().planned_calls(inp).reads == 2
+    v = Borda().run(inp, eng).verdicts[0]
+    assert v.response_id == 2 and seen == [20, 20]
+    assert "#2 3, #1 1" in v.rationale
 
 
 def test_borda_overflowing_or_empty_responses_rank_last() -> None:

@@ -31,7 +31,7 @@ def _two_tokens(sc: bool = True):
 
 def _stored(id_: int = 1, **kw) -> ResponseInput:
     base = {"token_count": 3, "mean_logprob": -0.5, "neg_perplexity": -math.exp(0.5), "mean_topk_entropy": 0.25,
-            "self_certainty": 4.5, "self_certainty_mode": "topk_proxy", "logprob_mode": "temperature_scaled"}
+            "self_certainty": 4.5, "self_certainty_mode": "topk_proxy", "logprob_mode": "raw"}
     return ResponseInput(id=id_, text="stored text", **{**base, **kw})
 
 
@@ -41,8 +41,8 @@ def test_stored_figures_are_used_without_engine_calls():
     inp.responses = [_stored()]
     nppl, ent, sc = (m().run(inp, eng).verdicts[0] for m in (NegPerplexity, NegEntropy, SelfCertainty))
     assert eng.calls == []
-    assert (nppl.method, nppl.value, nppl.label) == ("neg_perplexity", -math.exp(0.5), "temperature_scaled")
-    assert (ent.method, ent.value, ent.label) == ("neg_entropy", -0.25, "temperature_scaled")
+    assert (nppl.method, nppl.value, nppl.label) == ("neg_perplexity", -math.exp(0.5), "raw")
+    assert (ent.method, ent.value, ent.label) == ("neg_entropy", -0.25, "raw")
     assert (sc.method, sc.value, sc.label) == ("self_certainty", 4.5, "topk_proxy")
     assert nppl.dist == {"token_count": 3.0, "teacher_forced": 0.0}
 
@@ -63,6 +63,34 @@ def test_teacher_forced_for_imported_and_derived_responses_exact():
     forced = [c for c in eng.calls if c[0] == "score_response"]
     assert forced[:2] == [("score_response", [{"role": "user", "content": "What is 2 + 2?"}], "imported answer"),
                           ("score_response", [{"role": "user", "content": "What is 2 + 2?"}], "a revision")]
+
+
+class _TopK(ScriptedEngine):
+    """Records the top-k each teacher-forced call asked for."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.ks: list[int] = []
+
+    def score_response(self, chat, text, top_logprobs=5):
+        self.ks.append(top_logprobs)
+        return super().score_response(chat, text, top_logprobs)
+
+
+@pytest.mark.parametrize("cls", [NegPerplexity, NegEntropy, SelfCertainty])
+def test_a_prompt_is_ranked_on_raw_logprobs_only(cls):
+    """A sampled response whose figures are temperature-scaled (SGLang without SGLANG_RETURN_ORIGINAL_LOGPROB)
+    beside an imported one (teacher-forced, raw): both values come from raw logprobs, with the run's top-k."""
+    eng = _TopK(scores=_two_tokens())
+    inp = method_input(["imported answer"], top_logprobs=20)
+    inp.responses = [_stored(id_=7, logprob_mode="temperature_scaled"), *inp.responses]
+    assert cls().planned_calls(inp).reads == 2
+    verdicts = cls().run(inp, eng).verdicts
+    assert [(v.response_id, v.status, v.dist["teacher_forced"]) for v in verdicts] == [(7, "ok", 1.0),
+                                                                                      (1, "ok", 1.0)]
+    assert verdicts[0].value == verdicts[1].value  # the same scripted raw tokens, not the stored figure
+    assert {v.label for v in verdicts} == ({"exact"} if cls is SelfCertainty else {"raw"})
+    assert eng.ks == [20, 20]
 
 
 def test_a_missing_stored_figure_is_recomputed():

@@ -93,3 +93,26 @@ def test_a_cached_hash_is_used_only_while_size_and_mtime_match(db: Database) -> 
     assert reg.cached_sha256(db, "/m.gguf", 11, 111) is None
     reg.remember_sha256(db, "/m.gguf", 11, 112, "b" * 64)
     assert reg.cached_sha256(db, "/m.gguf", 11, 112) == "b" * 64
+
+
+def test_a_gguf_is_hashed_once_per_version_with_a_progress_line(db: Database, tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from app.services.model_files import gguf_sha256
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    lines: list[str] = []
+    assert gguf_sha256(db, str(f), lines.append) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert len(lines) == 1 and "SHA-256" in lines[0] and str(f) in lines[0]
+    # Same size and mtime: the remembered hash, not the bytes (changed here behind its back) is answered.
+    st = f.stat()
+    f.write_bytes(b"GGUX" + bytes(range(256)) * 64)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert gguf_sha256(db, str(f), lines.append) == hashlib.sha256(b"GGUF" + bytes(range(256)) * 64).hexdigest()
+    assert len(lines) == 1
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # a new version of the file: hashed again
+    assert gguf_sha256(db, str(f), lines.append) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert len(lines) == 2
+    assert gguf_sha256(db, str(tmp_path / "missing.gguf"), lines.append) is None  # the engine names the file

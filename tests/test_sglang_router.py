@@ -170,7 +170,7 @@ def test_stream_probabilities_and_scoring(router: Router, engine: Callable[..., 
     ids = [si.chat_ids(c) for c in (CHAT, CHAT2)]
     for p, prompt in zip(probs, ids):
         exact = si.raw_logprobs_after(prompt)
-        yes = sum(float(si.np.exp(exact[t])) for t in e._resolve_candidates(["Yes", "No"])["Yes"])
+        yes = sum(float(si.np.exp(exact[t])) for t in e.candidate_token_ids(["Yes", "No"])["Yes"])
         assert p["Yes"] == pytest.approx(yes, rel=1e-6)
     tokens = e.score_response(CHAT, "Paris is")
     assert [t.token_id for t in tokens] == si.encode("Paris is")

@@ -17,6 +17,7 @@ from app.services.engine_meter import engine_model
 from app.services.labelling import label_run
 from app.services.scoring import chosen_methods, input_key
 from backend.methods.base import ChecklistItemInput, EngineCalls, MethodInput, ResponseInput, method_seed
+from backend.methods.checklist import ChecklistMethod
 from backend.methods.registry import get_method
 from storage import checklists, jobs, method_runs, prompts, responses, studies
 from storage.models import MAX_RESPONSES
@@ -96,9 +97,8 @@ def estimate_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | s
     run_id, _ = label_run(ctx.db, study)
     sets = responses.study_label_sets(ctx.db, study.id, run_id)
     done = method_runs.done_keys(ctx.db, study.id, info.model_id)
-    checklist = get_method("checklist")
-    items = checklists.item_counts(ctx.db, study.id, author=info.model_id, method=checklist.id,
-                                   version=checklist.version)
+    items = checklists.item_counts(ctx.db, study.id, author=info.model_id, method=ChecklistMethod.id,
+                                   version=ChecklistMethod.checklist_version)
     base = []  # one input per prompt with responses, as scoring.method_input builds it (without texts)
     all_prompts = prompts.list_prompts(ctx.db, study.id)
     for p in all_prompts:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.engine_meter import MeteredEngine, engine_model
 from app.services.in_flight import run_in_flight
-from backend.engines.base import Engine, EngineError, EngineInfo, Sample, SampleParams
+from backend.engines.base import Engine, EngineError, EngineInfo, Sample, SampleParams, logprob_mode_for
 from backend.token_stats import token_stats
 from storage import jobs as job_rows
 from storage import prompts as prompt_rows
@@ -60,7 +60,8 @@ def resolve_run(ctx: AppContext, study_name: str, settings: SamplingSettings, en
                 "Repeat the same settings to fill what is missing, or pass --new-run to start a second run.")
     seed_base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**32)
     return studies.create_run(ctx.db, study.id, info.engine, info.model_id, settings, seed_base,
-                              seeds_honoured=info.seeds_honoured, logprob_mode=info.logprob_mode)
+                              seeds_honoured=info.seeds_honoured,
+                              logprob_mode=logprob_mode_for(info, settings.temperature))
 
 
 def start_generation(ctx: AppContext, study_name: str, settings: SamplingSettings,
@@ -117,6 +118,11 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
         if (info.engine, info.model_id) != (run.engine, run.model_id):
             raise ServiceError(f"{_describe(run)} was sampled with {run.engine}/{run.model_id}, but the engine "
                                f"now serves {info.engine}/{info.model_id}; start a new run instead")
+        mode = logprob_mode_for(info, run.temperature)
+        if run.logprob_mode is not None and mode != run.logprob_mode:  # one run, one logprob mode
+            raise ServiceError(f"{_describe(run)} has {run.logprob_mode} logprobs, but the engine now gives "
+                               f"{mode} ones (is SGLANG_RETURN_ORIGINAL_LOGPROB / --sglang-raw-logprobs set as "
+                               "before?); set it as before, or start a new run")
         vocab = getattr(engine, "vocab_size", None)
         width = max(1, int(getattr(engine, "concurrency", 1) or 1))
         params = SampleParams(temperature=run.temperature, top_p=run.top_p, max_tokens=run.max_tokens)
@@ -137,7 +143,7 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
                            params={"temperature": run.temperature, "top_p": run.top_p,
                                    "max_tokens": run.max_tokens, "seed": seed},
                            finish_reason=s.finish_reason,
-                           stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=info.logprob_mode))
+                           stats=token_stats(s.tokens, vocab_size=vocab, logprob_mode=mode))
                 for i, seed, s in zip(indices, seeds, samples)])
             done += len(indices)
             job_rows.update_job(ctx.db, job_id, done=done, message=f"{done} / {job.total} responses")

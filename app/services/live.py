@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 from app.services import labelling, scoring
 from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
 from app.services.model_view import CardView, views_from
-from backend.engines.base import Chat, Engine, EngineError, EngineInfo, Sample, SampleParams
+from backend.engines.base import Chat, Engine, EngineError, EngineInfo, Sample, SampleParams, logprob_mode_for
 from backend.engines.llamacpp import LIVE_PRIORITY
 from backend.engines.prioritised import Prioritised
 from backend.methods.base import Method, MethodInput, MethodResult, ResponseInput, method_seed
@@ -222,7 +222,8 @@ class LiveSession:
 
     def _stats(self, sample: Sample | None, card: LiveCard) -> TokenStats:
         if sample is not None and sample.tokens:
-            tokens, mode = sample.tokens, self.info.logprob_mode
+            tokens = sample.tokens
+            mode = logprob_mode_for(self.info, self.request.settings[card.setting].temperature)
         else:  # engines that stream text only (SGLang): teacher-forced scoring, whose logprobs are raw
             tokens, mode = self.engine.score_response(self.request.messages, card.text), "raw"
         return token_stats(tokens, vocab_size=getattr(self.engine, "vocab_size", None), logprob_mode=mode)
@@ -435,6 +436,13 @@ def _insert_prompt(ctx: AppContext, user: str, session: LiveSession, study: Stud
     return int(pid), external
 
 
+def _run_mode(cards: list[LiveCard]) -> str | None:
+    """The logprob mode of a Live run: its cards' (sampled on the embedded engine: raw; teacher-forced after an
+    SGLang stream: raw too), None when unknown or mixed."""
+    modes = {c.stats.logprob_mode for c in cards if c.stats is not None}
+    return modes.pop() if len(modes) == 1 else None
+
+
 def _insert_samples(ctx: AppContext, session: LiveSession, study: Study, prompt_id: int,
                     done: list[LiveCard]) -> dict[int, int]:
     """slot -> stored response id."""
@@ -447,7 +455,7 @@ def _insert_samples(ctx: AppContext, session: LiveSession, study: Study, prompt_
             ctx.db, study.id, info.engine, info.model_id,
             SamplingSettings(n=len(cards), temperature=setting.temperature, top_p=setting.top_p,
                              max_tokens=setting.max_tokens),
-            seed_base=cards[0].seed, seeds_honoured=info.seeds_honoured, logprob_mode=info.logprob_mode, kind="live")
+            seed_base=cards[0].seed, seeds_honoured=info.seeds_honoured, logprob_mode=_run_mode(cards), kind="live")
         stored = responses.insert_responses(ctx.db, [
             ResponseIn(prompt_id=prompt_id, run_id=run.id, sample_index=i, origin="sampled", text=c.text,
                        engine=info.engine, model_id=info.model_id, seed=c.seed,

@@ -26,6 +26,7 @@ from backend.methods.base import (
     ResponseInput,
     method_seed,
 )
+from backend.methods.checklist import ChecklistMethod
 from backend.methods.registry import get_method, parse_method_list
 from storage import checklists, judgments, method_runs, prompts, responses, studies
 from storage import jobs as job_rows
@@ -41,14 +42,17 @@ def method_input(ctx: AppContext, study: Study, prompt_id: int, method: Method, 
     run_id, _ = label_run(ctx.db, study)
     shown = sorted(responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES], key=lambda r: r.id)
     checklist = checklists.get_checklist(ctx.db, prompt_id, author=info.model_id, method="checklist",
-                                         version=get_method("checklist").version)
+                                         version=ChecklistMethod.checklist_version)
+    # The top-k the shown responses were sampled with: teacher-forced scoring asks for as many alternatives.
+    runs = {r.run_id for r in shown}
+    ks = [run.top_logprobs for run in studies.list_runs(ctx.db, study.id, include_live=True) if run.id in runs]
     return MethodInput(
         prompt_id=prompt_id, prompt_external_id=prompt.external_id, messages=prompts.chat(prompt),
         reference=prompt.reference, responses=[_response_input(r) for r in shown],
         derived=[_response_input(r) for r in responses.derived_responses(ctx.db, prompt_id)],
         checklist=[ChecklistItemInput(id=i.id, question=i.question) for i in checklist.items] if checklist else [],
         answer_extraction=study.config.answer_extraction, seed=method_seed(prompt.external_id, method.id),
-        context_length=info.context_length)
+        context_length=info.context_length, **({"top_logprobs": max(ks)} if ks else {}))
 
 
 def _idempotency_key(judge: str, method: str, version: str, parts: tuple) -> str:
@@ -81,7 +85,8 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
         item_ids = [i.id for i in inp.checklist]
         if result.checklist is not None:
             item_ids = [i.id for i in checklists.create_checklist(
-                ctx.db, inp.prompt_id, judge, result.checklist, method=method.id, version=method.version).items]
+                ctx.db, inp.prompt_id, judge, result.checklist, method=method.id,
+                version=getattr(method, "checklist_version", method.version)).items]
         # A rerun on a changed response set writes the same revisions again (fixed seeds): keep one.
         known = {(r.parent_id, r.origin, r.text) for r in responses.derived_responses(ctx.db, inp.prompt_id)}
         fresh = [r for r in result.new_responses if (r.parent_id, r.origin, r.text) not in known]

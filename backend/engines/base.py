@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 from storage.models import ModelIdentity
 
 Chat = list[dict]  # [{"role": "user", "content": "..."}]
+LogprobMode = Literal["raw", "temperature_scaled"]
+# SGLang samples greedily below this temperature, and then divides the logits by 1 (reference §2.1).
+GREEDY_BELOW = 1e-6
 
 
 class EngineError(RuntimeError):
@@ -54,9 +57,28 @@ class EngineInfo(BaseModel):
     model_id: str
     context_length: int
     self_certainty: Literal["exact", "topk_proxy"]
-    logprob_mode: Literal["raw", "temperature_scaled"]
+    # What sampled-token logprobs are in general; `logprob_mode_for` gives the mode at one temperature.
+    # Teacher-forced (score_response) and prefill (next_token_probs) logprobs are always raw.
+    logprob_mode: LogprobMode
     seeds_honoured: bool | None = None
     model: ModelIdentity | None = None  # set by engines that know it (the embedded one always)
+
+
+def logprob_mode_for(info: EngineInfo, temperature: float) -> LogprobMode:
+    """The mode of the logprobs of tokens sampled at `temperature`. An engine that reports
+    softmax(logits / T) (SGLang without SGLANG_RETURN_ORIGINAL_LOGPROB=1) still gives raw ones at T = 1
+    (nothing to scale) and below `GREEDY_BELOW` (greedy: SGLang divides by 1).
+
+    >>> info = EngineInfo(engine="sglang", model_id="m", context_length=8, self_certainty="topk_proxy",
+    ...                   logprob_mode="temperature_scaled")
+    >>> [logprob_mode_for(info, t) for t in (0.0, 0.7, 1.0, 1.3)]
+    ['raw', 'temperature_scaled', 'raw', 'temperature_scaled']
+    >>> logprob_mode_for(info.model_copy(update={"logprob_mode": "raw"}), 0.7)
+    'raw'
+    """
+    if info.logprob_mode == "raw" or temperature < GREEDY_BELOW or temperature == 1.0:
+        return "raw"
+    return info.logprob_mode
 
 
 @runtime_checkable

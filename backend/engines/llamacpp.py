@@ -28,10 +28,12 @@ from llama_cpp import LlamaGrammar
 from llama_cpp._internals import LlamaBatch, LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from backend.engines.candidates import CandidateError
+from backend.engines.candidates import resolve as resolve_candidates
 from backend.engines.chat_tokens import tokenize_chat
 from backend.engines.base import Chat, EngineError, EngineInfo, Sample, SampleParams, TokenLogprob
 from backend.engines.llamacpp_util import (
-    PriorityWorker, candidate_variants, default_model_path, llama_seed, load_llama, log_softmax,
+    PriorityWorker, default_model_path, llama_seed, load_llama, log_softmax,
     model_id_from_path, position_record,
 )
 
@@ -74,7 +76,7 @@ class LlamaCppEngine:
             eos_token=model.token_get_text(eos) if eos >= 0 else "",
             bos_token=model.token_get_text(bos) if bos >= 0 else "", add_generation_prompt=True)
         self._pieces: dict[int, bytes] = {}
-        self._candidates: dict[str, list[int]] = {}
+        self._candidates: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self._grammars: dict[str, LlamaGrammar] = {}
         self._lock = threading.Lock()  # guards close() and the grammar cache (filled from caller threads)
         self._abort = threading.Event()
@@ -118,8 +120,8 @@ class LlamaCppEngine:
 
     def next_token_probs(self, chats: list[Chat], assistant_prefix: str, candidates: list[str], *,
                          priority: int = DEFAULT_PRIORITY) -> list[dict[str, float]]:
-        """Per chat, P(next token) summed over each candidate's first-token surface variants; see
-        `llamacpp_util.candidate_variants` for exactly which variants count."""
+        """Per chat, P(next token) summed over each candidate's one-token surface forms (the rule in
+        `backend.engines.candidates`, shared with the SGLang client)."""
         futures = [self._worker.submit(lambda c=chat: self._probs_one(c, assistant_prefix, candidates), priority)
                    for chat in chats]
         return [f.result() for f in futures]
@@ -211,7 +213,7 @@ class LlamaCppEngine:
         full = self._prompt(chat) + self._tokenize(prefix)
         self._feed(full, len(full) - 1)
         p = np.exp(log_softmax(self._logits(-1)))
-        return {c: min(1.0, float(p[self._candidate_ids(c)].sum())) for c in candidates}
+        return {c: min(1.0, float(p[ids].sum())) for c, ids in self.candidate_token_ids(candidates).items()}
 
     def _score_one(self, chat: Chat, text: str, top_k: int) -> list[TokenLogprob]:
         prompt, resp = self._prompt(chat), self._tokenize(text)
@@ -329,16 +331,21 @@ class LlamaCppEngine:
     def _text_of(self, tok: int) -> str:
         return self._piece(tok).decode("utf-8", errors="replace")
 
-    def _candidate_ids(self, candidate: str) -> list[int]:
-        ids = self._candidates.get(candidate)
-        if ids is None:
-            found: set[int] = set()
-            for v in candidate_variants(candidate):
-                toks = self._tokenize(v)
-                own = v == candidate and bool(toks) and self._text_of(toks[0]).strip() != ""
-                if len(toks) == 1 or own:
-                    found.add(toks[0])
-            ids = self._candidates[candidate] = sorted(found)
+    def candidate_token_ids(self, candidates: list[str], *,
+                            priority: int = DEFAULT_PRIORITY) -> dict[str, list[int]]:
+        """candidate -> the token ids `next_token_probs` sums for it (`backend.engines.candidates`)."""
+        key = tuple(candidates)
+        ids = self._candidates.get(key)
+        if ids is None:  # tokenized on the worker, like every other llama.cpp call
+            ids = self._worker.submit(lambda: self._resolve(candidates), priority).result()
+        return ids
+
+    def _resolve(self, candidates: list[str]) -> dict[str, list[int]]:
+        try:
+            ids = resolve_candidates(candidates, lambda texts: [self._tokenize(t) for t in texts])
+        except CandidateError as e:
+            raise EngineError(f"{e} of {model_id_from_path(self._path)}") from e
+        self._candidates[tuple(candidates)] = ids
         return ids
 
     def _grammar(self, schema: dict) -> LlamaGrammar:

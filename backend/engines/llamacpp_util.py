@@ -1,5 +1,5 @@
-"""Helpers for the embedded llama.cpp engine: locating and loading the GGUF, the priority worker thread,
-candidate surface variants and per-position token records."""
+"""Helpers for the embedded llama.cpp engine: locating and loading the GGUF, the priority worker thread
+and per-position token records."""
 
 from __future__ import annotations
 
@@ -147,32 +147,6 @@ def llama_seed(seed: int) -> int:
     (7, 0, 7)
     """
     return (seed & 0xFFFFFFFF) % _LLAMA_RANDOM_SEED
-
-
-def candidate_variants(candidate: str) -> list[str]:
-    """Surface forms of a candidate whose first tokens are summed into its probability.
-
-    The candidate as given, its stripped form, and a leading-space form; for candidates of two or more
-    characters also lower-case, Capitalised and UPPER-case forms (each with and without the leading space).
-    Single characters keep their case because " a" (the article) is not an answer "A". The engine counts a
-    variant other than the candidate itself only when it is exactly one token (so " 1" = " " + "1" or
-    "YES" = "Y" + "ES" add nothing spurious); the candidate itself always counts by its first token.
-
-    >>> candidate_variants("Yes")
-    ['Yes', ' Yes', 'yes', ' yes', 'YES', ' YES']
-    >>> candidate_variants("A")
-    ['A', ' A']
-    """
-    base = candidate.strip() or candidate
-    forms = [candidate, base]
-    if len(base) >= 2:
-        forms += [base.lower(), base.capitalize(), base.upper()]
-    out: list[str] = []
-    for f in forms:
-        for v in (f, " " + f):
-            if v not in out:
-                out.append(v)
-    return out
 
 
 def position_record(logits: np.ndarray, token_id: int, top_k: int, token_text: str | None,

@@ -33,6 +33,8 @@ from backend.engines.base import (
     TopToken,
 )
 
+from backend.engines.candidates import CandidateError
+from backend.engines.candidates import resolve as resolve_candidates
 from backend.engines.sglang_http import API_KEY_ENV, KEEPALIVE_EXPIRY_S, Http, SGLangHTTPError
 from backend.engines.sglang_tokenizers import LocalTokenizer, RemoteTokenizer, Tokenizer
 
@@ -132,7 +134,6 @@ class SGLangEngine:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sglang")
         self._lock = threading.Lock()
         self._chat_cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._surface_ids: dict[str, int | None] = {}
         self._text_cache: dict[str, list[int]] = {}
         self._candidate_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
         try:
@@ -214,8 +215,9 @@ class SGLangEngine:
             self._note(f"sampling seeds are sent but NOT honoured (the server {why}): samples are not reproducible")
         mode = "raw" if self.raw_logprobs else "temperature_scaled"
         if mode == "temperature_scaled":
-            self._note("sampled-token logprobs are temperature-scaled (softmax(logits/T)) unless temperature is 0; "
-                       "pass raw_logprobs=True if the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1")
+            self._note("sampled-token logprobs are temperature-scaled (softmax(logits/T)) unless temperature is 0 "
+                       "or 1; pass raw_logprobs=True (--sglang-raw-logprobs) if the server runs with "
+                       "SGLANG_RETURN_ORIGINAL_LOGPROB=1")
         if vocab_size is None:
             self._note("vocabulary size unknown (no tokenizer_path / vocab_size): the top-k self-certainty proxy "
                        "cannot be computed")
@@ -275,10 +277,6 @@ class SGLangEngine:
 
     def info(self) -> EngineInfo:
         return self._info
-
-    def logprob_mode_for(self, params: SampleParams) -> str:
-        """What the sampled-token logprobs of a request with `params` are: greedy ones are raw."""
-        return "raw" if self.raw_logprobs or params.temperature < 1e-6 else "temperature_scaled"
 
     def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
                json_schema: dict | None = None, seeds: list[list[int]] | None = None) -> list[list[Sample]]:
@@ -340,7 +338,7 @@ class SGLangEngine:
                          candidates: list[str]) -> list[dict[str, float]]:
         if not chats:
             return []
-        owned = self._resolve_candidates(candidates)
+        owned = self.candidate_token_ids(candidates)
         wanted = sorted({t for ids in owned.values() for t in ids})
         prefix_ids = self._text_ids(assistant_prefix) if assistant_prefix else []
         # Token ids are concatenated (not re-tokenized text) so that every chat's prompt is the exact token
@@ -492,31 +490,16 @@ class SGLangEngine:
                 self._chat_cache.popitem(last=False)
         return ids
 
-    def _resolve_candidates(self, candidates: list[str]) -> dict[str, list[int]]:
-        """candidate -> the single-token ids of its surface variants. An id two candidates share goes to the
-        one it is closest to (as given, then with a leading space, then a case variant)."""
+    def candidate_token_ids(self, candidates: list[str]) -> dict[str, list[int]]:
+        """candidate -> the token ids `next_token_probs` sums for it (`backend.engines.candidates`)."""
         key = tuple(candidates)
         with self._lock:
             if key in self._candidate_ids:
                 return self._candidate_ids[key]
-        variants = {c: _surface_variants(c) for c in candidates}
-        missing = sorted({v for vs in variants.values() for v in vs} - self._surface_ids.keys())
-        if missing:
-            for surface, ids in zip(missing, self._tokenizer.encode(missing)):
-                self._surface_ids[surface] = ids[0] if len(ids) == 1 else None
-        owner: dict[int, tuple[int, int, str]] = {}
-        for ci, c in enumerate(candidates):
-            for rank, v in enumerate(variants[c]):
-                tid = self._surface_ids[v]
-                if tid is not None and (tid not in owner or (rank, ci) < owner[tid][:2]):
-                    owner[tid] = (rank, ci, c)
-        owned: dict[str, list[int]] = {c: [] for c in candidates}
-        for tid, (_, _, c) in sorted(owner.items()):
-            owned[c].append(tid)
-        empty = [c for c, ids in owned.items() if not ids]
-        if empty:
-            raise EngineError(f"candidate(s) {empty} have no single-token form in {self._model_id}'s tokenizer "
-                              "(tried as given, with a leading space, lower-case and capitalised)")
+        try:
+            owned = resolve_candidates(candidates, self._tokenizer.encode)
+        except CandidateError as e:
+            raise EngineError(f"{e} of {self._model_id}") from e
         with self._lock:
             self._candidate_ids[key] = owned
         return owned
@@ -532,18 +515,6 @@ class SGLangEngine:
             for f in futures:
                 f.cancel()
             raise
-
-
-def _surface_variants(candidate: str) -> list[str]:
-    """As given, with a leading space, lower-case, capitalised (each with and without the space), deduped,
-    in order of closeness to what was asked for."""
-    core = candidate.strip() or candidate
-    out: list[str] = []
-    for base in (candidate, core, core.lower(), core.capitalize()):
-        for v in (base, base if base.startswith(" ") else " " + base):
-            if v not in out:
-                out.append(v)
-    return out
 
 
 def _normalise_url(url: str, name: str) -> str:

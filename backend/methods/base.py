@@ -50,6 +50,9 @@ class MethodInput(BaseModel):
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN
     seed: int = 0  # fixed per (prompt, method): reruns shuffle and sample the same way
     context_length: int = 4096
+    # Top-k alternatives per token of the responses' run: teacher-forced scoring asks for as many, so its
+    # top-k entropy and self-certainty proxy are the same kind of figure as the sampled ones'.
+    top_logprobs: int = 5
 
     @property
     def question(self) -> str:

@@ -14,18 +14,28 @@ arXiv 2410.03608; reference/methods.md §1).
 3. Pass rate = #items with p_yes > 0.5 / #items (higher = better).
 
 Prompt text lives in backend/templates/checklist.v<version>.*.j2; the answer prefix, the candidates
-and the schema below are part of the prompt too: changing any of them bumps `version`.
+and the schema below are part of the prompt too: changing any of them bumps `version`. The checklist-writing
+templates and the schema are versioned apart, by `checklist_version`, which stored checklists are found by:
+a change to how items are read leaves the checklists (and people's labels of their items) in place.
 """
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
 from backend.engines.base import Chat, Engine, Sample, SampleParams
-from backend.methods.base import EngineCalls, Method, MethodInput, MethodResult, Verdict, context_overflow
+from backend.methods.base import (
+    EngineCalls,
+    Method,
+    MethodInput,
+    MethodResult,
+    Verdict,
+    _template,
+    context_overflow,
+)
 
 QUESTIONS_SCHEMA: dict = {
     "type": "object",
@@ -34,6 +44,7 @@ QUESTIONS_SCHEMA: dict = {
     "required": ["questions"],
 }
 MIN_ITEMS, MAX_ITEMS, MIN_CHARS = 3, 10, 5
+WRITING_TEMPLATES = ("generate", "example_instruction", "example_checklist")
 # Items a checklist not yet written is assumed to get, for cost estimates (3-10 are accepted; the
 # embedded model mostly wrote 4-6).
 PLANNED_ITEMS = 5
@@ -93,7 +104,11 @@ def _clip(text: str, n: int = RAW_CHARS) -> str:
 
 class ChecklistMethod(Method):
     id = "checklist"
-    version = "1"
+    # 2: the Yes/No reading follows backend/engines/candidates.py (on SGLang, "NO"/" NO" now count as No).
+    version = "2"
+    # The checklist-writing step (generate templates, schema) is unchanged since version 1: checklists are
+    # stored and found under this version, so the ones people have labelled are reused, not rewritten.
+    checklist_version: ClassVar[str] = "1"
     layer = "response"
     title = "TICK checklist: generated YES/NO items, pass rate"
     brief = "a YES/NO checklist the model writes, then answers"
@@ -138,6 +153,12 @@ class ChecklistMethod(Method):
         return MethodResult(verdicts=self.judge_items(inp, engine, questions), checklist=written)
 
     # -- 1. the checklist ------------------------------------------------------------------------
+    def template(self, name: str, **values: Any) -> str:
+        """The checklist-writing templates are versioned by `checklist_version`, the judge one by `version`."""
+        if name in WRITING_TEMPLATES:
+            return _template(f"{self.id}.v{self.checklist_version}.{name}.j2").render(**values)
+        return super().template(name, **values)
+
     def generation_chat(self, instruction: str) -> Chat:
         """Few-shot: the worked example is a previous user/assistant exchange."""
         return [

@@ -54,7 +54,8 @@ def p_true(prob_a: float, prob_b: float) -> tuple[float, float] | None:
 
 class PTrue(Method):
     id = "p_true"
-    version = "1"
+    # 2: the A/B reading follows backend/engines/candidates.py (on SGLang, "a"/" a"/"b"/" b" no longer count).
+    version = "2"
     layer = "response"
     title = "P(True): is the proposed answer (A) True or (B) False?"
     brief = "P(True) self-check"
@@ -111,7 +112,7 @@ class PTrue(Method):
 
 class PTrueBrainstorm(PTrue):
     id = "p_true_brainstorm"
-    version = "1"
+    version = "2"  # as p_true 2
     title = "P(True) with brainstorming: the other samples shown as ideas"
     brief = "P(True) with the other samples shown as ideas"
     calls_brief = "1 prefill read per response (a longer prompt)"

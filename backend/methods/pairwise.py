@@ -82,7 +82,8 @@ def order_outcome(probs: dict[str, float]) -> tuple[dict[str, float], str] | Non
 
 class PairwiseSwap(Method):
     id = "pairwise"
-    version = "1"
+    # 2: the A/B/C reading follows backend/engines/candidates.py (on SGLang, lower-case letters no longer count).
+    version = "2"
     layer = "response"
     title = "Pairwise judge with position swap (MT-Bench)"
     brief = "pairwise judge, each pair in both orders"

@@ -136,17 +136,19 @@ class Borda(Method):
     """
 
     id = "select_borda"
-    version = "1"
+    # 2: ranks by raw self-certainty only (temperature-scaled stored figures are teacher-forced again).
+    version = "2"
     layer = "decoding"
     title = "Borda vote weighted by self-certainty rank"
     brief = "answer vote weighted by self-certainty rank"
-    calls_brief = "free for sampled responses; 1 prefill read per imported one"
+    calls_brief = "free for raw-logprob samples; 1 prefill read per other one"
     outputs = ("response_id = the highest-self-certainty response of the answer with the largest Borda vote "
                "(sum of (N − r + 1)^p, p = 0.5); label = that answer, or 'self-certainty best-of-N (…)' without "
                "extraction; value = the winner's share of all votes (0–1], higher = more agreement); "
                "dist = {answer: votes} (or {response_id: votes} in the best-of-N fallback)")
-    cost = ("≈0: uses the self-certainty stored with each sampled response; one teacher-forced prefill per "
-            "response that lacks it (imported responses)")
+    cost = ("≈0: uses the raw self-certainty stored with each sampled response; one teacher-forced prefill per "
+            "response that lacks it (imported responses) or has it temperature-scaled (SGLang without "
+            "SGLANG_RETURN_ORIGINAL_LOGPROB=1)")
     source = "Kang, Zhao, Song 2025, arXiv 2502.18581 (Self-Certainty), repo src/voting_from_list.py (methods.md §3)"
     compared_with = "best_of_n"
     metric_family = "top1"
@@ -159,7 +161,7 @@ class Borda(Method):
             validate_mode(inp.answer_extraction)
         except ValueError:
             return EngineCalls()
-        return EngineCalls(reads=sum(r.self_certainty is None for r in inp.responses))
+        return EngineCalls(reads=sum(_stored_self_certainty(r) is None for r in inp.responses))
 
     def run(self, inp: MethodInput, engine: Engine) -> MethodResult:
         mode, n = inp.answer_extraction, len(inp.responses)
@@ -203,13 +205,14 @@ class Borda(Method):
 
     @staticmethod
     def _self_certainty(inp: MethodInput, engine: Engine) -> tuple[list[float | None], list[str]]:
-        """Stored self-certainty per response, computed by a teacher-forced prefill where it is missing."""
+        """Stored raw self-certainty per response, computed by a teacher-forced prefill (raw logprobs, the run's
+        top-k) where it is missing or temperature-scaled, so the ranking never mixes the two."""
         out: list[float | None] = []
         notes: list[str] = []
-        info = None
         for r in inp.responses:
-            if r.self_certainty is not None:
-                out.append(r.self_certainty)
+            stored = _stored_self_certainty(r)
+            if stored is not None:
+                out.append(stored)
                 continue
             if not r.text.strip():
                 out.append(None)
@@ -221,9 +224,8 @@ class Borda(Method):
                 out.append(None)
                 notes.append(f"#{r.id}: {reason}")
                 continue
-            info = info or engine.info()
-            stats = token_stats(engine.score_response(inp.messages, r.text),
-                                vocab_size=getattr(engine, "vocab_size", None), logprob_mode=info.logprob_mode)
+            stats = token_stats(engine.score_response(inp.messages, r.text, top_logprobs=inp.top_logprobs),
+                                vocab_size=getattr(engine, "vocab_size", None), logprob_mode="raw")
             out.append(stats.self_certainty)
             if stats.self_certainty is None:
                 notes.append(f"#{r.id}: the engine gives neither exact self-certainty nor top-k logprobs "
@@ -289,6 +291,16 @@ class USC(Method):
             dist={str(r.id): p for r, p in zip(shown, probs)},
             rationale=f"picked Response {best} (#{shown[best].id}); P(index digits) summed to {mass:.3g} before "
                       f"renormalising; shown order: " + ", ".join(f"{i} = #{rid}" for i, rid in enumerate(shown_ids)))])
+
+
+def _stored_self_certainty(r: ResponseInput) -> float | None:
+    """The self-certainty stored with a response when it is from raw logprobs, else None.
+
+    >>> _stored_self_certainty(ResponseInput(id=1, text="x", self_certainty=2.5, logprob_mode="raw"))
+    2.5
+    >>> _stored_self_certainty(ResponseInput(id=1, text="x", self_certainty=2.5, logprob_mode="temperature_scaled"))
+    """
+    return r.self_certainty if r.logprob_mode == "raw" else None
 
 
 def _describe(clusters: list[_Cluster], ordered: list[ResponseInput]) -> str:

@@ -8,11 +8,14 @@
   uniform-tail top-k proxy, a lower bound that ranks differently. The label says which one ("exact" /
   "topk_proxy"), so the two are never mixed silently.
 
-No prompt, no template: the figures were stored with each sampled response (`backend.token_stats`). Responses
-without them (imported ones, revisions and aggregates in `inp.derived`) are teacher-forced once through
-`engine.score_response(inp.messages, text)` with raw logprobs (dist["teacher_forced"] = 1). Both
-`inp.responses` and `inp.derived` are scored. A response with no tokens gets a failed "empty response"
-verdict; so does one whose stored figure is missing and cannot be recomputed.
+No prompt, no template: the figures were stored with each sampled response (`backend.token_stats`). Every
+value is computed from raw logprobs, so no ranking of a prompt's responses (nor a pooled one) mixes raw and
+temperature-scaled figures: responses without stored figures (imported ones, revisions and aggregates in
+`inp.derived`) and responses whose stored figures are temperature-scaled (SGLang without
+SGLANG_RETURN_ORIGINAL_LOGPROB=1, sampled at 0 < T != 1) are teacher-forced once through
+`engine.score_response(inp.messages, text, top_logprobs=inp.top_logprobs)`, whose logprobs are raw, with the
+run's top-k (dist["teacher_forced"] = 1). Both `inp.responses` and `inp.derived` are scored. A response with
+no tokens gets a failed "empty response" verdict; so does one whose figure is missing and cannot be recomputed.
 """
 
 from __future__ import annotations
@@ -32,32 +35,39 @@ from backend.methods.base import (
 from backend.token_stats import token_stats
 from storage.models import TokenStats
 
-TOP_K = 5  # top-k alternatives requested when teacher-forcing (the sampling default of a run)
-
-
 def stored_stats(r: ResponseInput) -> TokenStats | None:
-    """The figures stored with a response, or None when it has none (imported, derived).
+    """The raw figures stored with a response, or None when it has none (imported, derived) or they are
+    temperature-scaled.
 
     >>> stored_stats(ResponseInput(id=1, text="x")) is None
     True
-    >>> stored_stats(ResponseInput(id=1, text="x", token_count=3, mean_logprob=-0.5)).mean_logprob
+    >>> r = ResponseInput(id=1, text="x", token_count=3, mean_logprob=-0.5, logprob_mode="raw")
+    >>> stored_stats(r).mean_logprob
     -0.5
+    >>> stored_stats(r.model_copy(update={"logprob_mode": "temperature_scaled"})) is None
+    True
     """
-    if r.token_count is None:
+    if r.token_count is None or (r.token_count > 0 and r.logprob_mode != "raw"):
         return None
     return TokenStats.model_validate(r.model_dump(include=set(TokenStats.model_fields)))
 
 
+COST = ("none for sampled responses with raw logprobs (stored); 1 teacher-forced prefill for imported/derived "
+        "ones and for temperature-scaled ones (SGLang without SGLANG_RETURN_ORIGINAL_LOGPROB=1)")
+
+
 class _TokenConfidence(Method):
     uses_derived = True
-    version = "1"
+    # 2: raw logprobs only (temperature-scaled stored figures are teacher-forced again), teacher-forced with
+    # the run's top-k instead of a fixed 5.
+    version = "2"
     layer = "decoding"
     compared_with = "likert"
     metric_family = "rank"
     score_column = "value"
 
     needs: ClassVar[str]  # the TokenStats field the value is computed from
-    calls_brief = "free for sampled responses; 1 prefill read per other one"
+    calls_brief = "free for raw-logprob samples; 1 prefill read per other one"
 
     def value(self, stats: TokenStats) -> float:
         raise NotImplementedError
@@ -87,7 +97,7 @@ class _TokenConfidence(Method):
             overflow = context_overflow(engine, chat, 0, inp.context_length)
             if overflow:
                 return self.failed(f"teacher-forced scoring: {overflow}", response_id=r.id)
-            tokens = engine.score_response(inp.messages, r.text, top_logprobs=TOP_K)
+            tokens = engine.score_response(inp.messages, r.text, top_logprobs=inp.top_logprobs)
             stats = token_stats(tokens, vocab_size=getattr(engine, "vocab_size", None), logprob_mode="raw")
             forced = True
             if stats.token_count == 0:
@@ -105,7 +115,7 @@ class NegPerplexity(_TokenConfidence):
     title = "Negative perplexity of the response"
     brief = "negative perplexity of the response"
     outputs = "value = −exp(−mean token logprob), in [−inf, −1], higher = better; label = logprob mode"
-    cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
+    cost = COST
     source = ("Kadavath et al. 2022, App. B (arXiv 2207.05221); the baseline of Kang et al. 2025, "
               "Self-Certainty (arXiv 2502.18581)")
     needs = "neg_perplexity"
@@ -121,7 +131,7 @@ class NegEntropy(_TokenConfidence):
     brief = "negative mean token entropy"
     outputs = ("value = −mean over tokens of the renormalised top-k entropy, in [−log k, 0], higher = better; "
                "label = logprob mode")
-    cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
+    cost = COST
     source = "Kadavath et al. 2022, App. B (arXiv 2207.05221); reference/methods.md §3 (token-level entropy)"
     needs = "mean_topk_entropy"
 
@@ -136,7 +146,7 @@ class SelfCertainty(_TokenConfidence):
     brief = "self-certainty (KL of tokens from uniform)"
     outputs = ("value = mean over tokens of KL(U ‖ p), >= 0, higher = better; "
                "label = exact | topk_proxy (uniform-tail lower bound)")
-    cost = "none for sampled responses (stored); 1 teacher-forced prefill for imported/derived ones"
+    cost = COST
     source = "Kang, Zhao, Song 2025, Scalable Best-of-N Selection via Self-Certainty (arXiv 2502.18581)"
     needs = "self_certainty"
 
