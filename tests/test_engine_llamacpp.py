@@ -254,7 +254,7 @@ def test_concurrent_callers_all_complete_correctly(engine: LlamaCppEngine) -> No
 
 @pytest.mark.model
 def test_overlong_prompt_fails_its_samples_only(engine: LlamaCppEngine) -> None:
-    long_chat = [{"role": "user", "content": "word " * 5000}]
+    long_chat = [{"role": "user", "content": "word " * 9000}]
     bad, good = engine.sample([long_chat, CAPITAL], 1, SampleParams(max_tokens=4), seeds=[[1], [1]])
     assert bad[0].finish_reason == "error" and "context window" in (bad[0].error or "")
     assert good[0].finish_reason in ("stop", "length") and good[0].tokens

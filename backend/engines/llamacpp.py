@@ -52,8 +52,9 @@ class LlamaCppEngine:
 
     The chat template is the GGUF's own (`tokenizer.chat_template`) unless `chat_template` (the template
     text) overrides it; a model with neither is refused, never rendered with a guessed format. The
-    context is the GGUF's trained length, capped at 8192 tokens unless `n_ctx` asks for more (see
-    `llamacpp_util.resolve_n_ctx`). `info().model` names the file: metadata name, quantisation, size,
+    context is the GGUF's trained length, capped at 8192 tokens unless `n_ctx` asks for more: the KV
+    cache is reserved for the whole context at load, and a model trained on 128k tokens would otherwise
+    take gigabytes for prompts a few thousand tokens long (`llamacpp_util.resolve_n_ctx`). `info().model` names the file: metadata name, quantisation, size,
     SHA-256, and the judge id derived from them (`llamacpp_util.gguf_model_id`).
     """
 
