@@ -65,7 +65,7 @@ class LlamaCppEngine:
         """`n_ctx` None: the trained context length, at most 8192; above the trained length: EngineError.
         `chat_template`: Jinja template text replacing the GGUF's. `n_gpu_layers`: layers offloaded to a
         CUDA/Metal build's GPU (-1 = all; ignored by CPU builds). `sha256`: the file's SHA-256 when the
-        caller has it cached (else it is computed here, ~0.3 s per GB).
+        caller has it cached (else it is computed here: ~3 s per GB on one core).
         `n_threads` runs the one- and two-token decode steps of generation (default: half the CPUs),
         `n_threads_batch` prompt prefill and scoring (default: all CPUs). `extra_buffers` None means: use
         llama.cpp's extra weight buffers unless the build uses AMX (which segfaults on some hosts)."""
