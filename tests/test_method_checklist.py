@@ -137,6 +137,13 @@ def test_truncated_generation_keeps_the_complete_questions():
     assert salvage_truncated('{"questions": [') is None
 
 
+def test_a_cut_off_checklist_with_a_raw_control_character_is_a_parse_failure_not_a_crash():
+    # Written by a tiny random-weight GGUF under llama-cpp-python's JSON grammar (tests/test_gguf_models.py).
+    cut = '{"questions": ["H\x1f is it?", "Is it 4?", "Is it pol'
+    questions, problem = ChecklistMethod.parse(Sample(text=cut, finish_reason="length"))
+    assert questions is None and "not a JSON checklist" in problem
+
+
 def test_a_stored_checklist_is_reused():
     eng = ScriptedEngine(probs=_probs)
     stored = [ChecklistItemInput(id=70 + k, question=q) for k, q in enumerate(QUESTIONS)]

@@ -57,10 +57,13 @@ def surface_forms(candidate: str) -> list[str]:
     return out
 
 
-def resolve(candidates: Sequence[str], encode: Encode) -> dict[str, list[int]]:
+def resolve(candidates: Sequence[str], encode: Encode,
+            decode: Callable[[int], str] | None = None) -> dict[str, list[int]]:
     """candidate -> the sorted ids of its one-token surface forms; CandidateError when one has none.
 
-    `encode` is called once, with every form of every candidate.
+    `encode` is called once, with every form of every candidate. With `decode` (token id -> its text), a
+    one-token form counts only when its token's text is the form: a tokenizer that drops characters it
+    cannot encode would otherwise turn " A" into the space token.
 
     >>> vocab = {"A": 1, " A": 2, "a": 3, " a": 4, "Yes": 5, " Yes": 6, "yes": 7, "NO": 8, "No": 9, "Y": 10, "ES": 11}
     >>> def encode(texts):  # a toy tokenizer: a text in `vocab` is one token, any other splits in two
@@ -71,6 +74,18 @@ def resolve(candidates: Sequence[str], encode: Encode) -> dict[str, list[int]]:
 (tried ['B', ' B'])
     >>> resolve(["A", "Yes", "No"], encode)
     {'A': [1, 2], 'Yes': [5, 6, 7], 'No': [8, 9]}
+    >>> resolve(["A", "Yes"], encode, decode={v: k for k, v in vocab.items()}.get)
+    {'A': [1, 2], 'Yes': [5, 6, 7]}
+    >>> resolve(["A"], lambda texts: [[4] for _ in texts], decode={4: " "}.get)  # " A" came back as " "
+    Traceback (most recent call last):
+    backend.engines.candidates.CandidateError: candidate(s) ['A'] have no one-token form in this vocabulary \
+(tried ['A', ' A'])
+    >>> resolve(["A", "Yes"], encode, decode={v: k for k, v in vocab.items()}.get)
+    {'A': [1, 2], 'Yes': [5, 6, 7]}
+    >>> resolve(["A"], lambda texts: [[4] for _ in texts], decode={4: " "}.get)  # " A" came back as " "
+    Traceback (most recent call last):
+    backend.engines.candidates.CandidateError: candidate(s) ['A'] have no one-token form in this vocabulary \
+(tried ['A', ' A'])
     >>> resolve(["Yes", "YES"], encode)  # "YES" shares the form "Yes" with the first candidate, which keeps it
     Traceback (most recent call last):
     backend.engines.candidates.CandidateError: candidate(s) ['YES'] have no one-token form in this vocabulary \
@@ -78,7 +93,8 @@ def resolve(candidates: Sequence[str], encode: Encode) -> dict[str, list[int]]:
     """
     forms = {c: surface_forms(c) for c in candidates}
     texts = sorted({f for fs in forms.values() for f in fs})
-    single = {t: ids[0] for t, ids in zip(texts, encode(texts)) if len(ids) == 1}
+    single = {t: ids[0] for t, ids in zip(texts, encode(texts))
+              if len(ids) == 1 and (decode is None or decode(ids[0]) == t)}
     owner: dict[int, tuple[int, int]] = {}  # token id -> (form rank, candidate index) of its closest candidate
     for ci, c in enumerate(candidates):
         for rank, form in enumerate(forms[c]):

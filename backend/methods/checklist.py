@@ -194,10 +194,16 @@ class ChecklistMethod(Method):
         except ValidationError as e:
             # Cut off by the token limit: keep the questions that were written out completely.
             salvaged = salvage_truncated(sample.text) if sample.finish_reason == "length" else None
-            if salvaged is None:
+            try:
+                # The salvaged questions can still be invalid JSON: a grammar may let raw control
+                # characters into a string (seen with llama-cpp-python's schema converter).
+                parsed = GeneratedChecklist.model_validate_json(salvaged) if salvaged is not None else None
+            except ValidationError as again:
+                e = again
+                parsed = None
+            if parsed is None:
                 first = e.errors()[0]
                 return None, f"not a JSON checklist ({first['type']}: {first['msg']})"
-            parsed = GeneratedChecklist.model_validate_json(salvaged)
         questions = clean_questions(parsed.questions)
         if len(questions) < MIN_ITEMS:
             return None, f"only {len(questions)} usable distinct question(s), need {MIN_ITEMS}"
