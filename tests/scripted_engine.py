@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from backend.engines.base import EngineError, EngineInfo, Sample, SampleParams, TokenLogprob, TopToken
+from storage.models import ModelIdentity
 
 HALF = math.log(0.5)
 
@@ -32,18 +33,19 @@ class ScriptedEngine:
     def __init__(self, *, texts: Callable[..., str] | None = None, probs: Callable[..., dict] | None = None,
                  scores: Callable[..., list[TokenLogprob]] | None = None, tokens: Callable[..., int] | None = None,
                  fail_after: int | None = None, model_id: str = "scripted-model", engine: str = "scripted",
-                 context_length: int = 2048):
+                 context_length: int = 2048, model: ModelIdentity | None = None):
         self.calls: list[tuple[Any, ...]] = []
         self.texts, self.probs, self.scores, self.tokens = texts, probs, scores, tokens
         self.fail_after = fail_after  # raise EngineError once this many samples were produced
         self.produced = 0
         self.model_id, self.engine, self.context_length = model_id, engine, context_length
+        self.model = model  # what info() reports of the model (the registry records it)
         self.closed = False
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.engine, model_id=self.model_id,  # type: ignore[arg-type]
                           context_length=self.context_length, self_certainty="exact", logprob_mode="raw",
-                          seeds_honoured=True)
+                          seeds_honoured=True, model=self.model)
 
     def sample(self, chats: list, n: int, params: SampleParams, top_logprobs: int = 5,
                json_schema: dict | None = None, seeds: list[list[int]] | None = None) -> list[list[Sample]]:

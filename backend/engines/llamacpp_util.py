@@ -290,15 +290,6 @@ class PriorityWorker:
             fut.set_exception(e)
 
 
-def model_id_from_path(path: str) -> str:
-    """A model id from the GGUF file name.
-
-    >>> model_id_from_path("/x/SmolLM2-135M-Instruct.Q4_1.gguf")
-    'SmolLM2-135M-Instruct-Q4_1'
-    """
-    return Path(path).name.removesuffix(".gguf").replace(".", "-")
-
-
 def llama_seed(seed: int) -> int:
     """The seed handed to llama.cpp: reduced to 32 bits, avoiding the value that means "random".
 
