@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import random
 import threading
@@ -542,7 +543,8 @@ class SGLangEngine:
 def _check_seeds(seeds: Iterable[int]) -> None:
     """Refuse, before anything is sent, a seed SGLang or sglang-router would not take (see SEED_MAX)."""
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        # numbers.Integral: a numpy integer is a seed too, a float or a bool is not
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
             raise EngineError(f"sampling seed {seed!r} is outside what SGLang and sglang-router both accept "
                               "(an integer in [0, 2**63 - 1]); seeds of one request are the given seed + 0, 1, ..., "
                               "n - 1, so a seed near the top leaves no room for n samples")
