@@ -6,7 +6,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 # llama-cpp-python compiles from source (3-5 min once; pip's wheel cache reuses the build).
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: demo test screenshots mutation install install-test install-mutation chromium image
+.PHONY: demo test screenshots mutation install install-test install-mutation chromium image check-sglang
 
 install:
 	$(PIP) install -q -e .
@@ -30,6 +30,31 @@ test: install-test chromium
 # whose tests keep their screenshots under pytest's tmp_path.
 screenshots: install-test chromium
 	CRITLAB_SCREENSHOTS=docs $(PYTHON) -m pytest -q e2e_tests/test_screenshot.py e2e_tests/test_live_tab.py
+
+# Check the requests critlab sends to SGLang with SGLang's own code (docs/gpu.md); not part of `make test` or CI.
+# sglang==$(SGLANG_VERSION) pins torch, transformers etc. that conflict with the test extras, so it lives in a venv
+# of its own, built once (~7 min and ~11 GB here) and reused: delete $(SGLANG_VENV) to rebuild it. The
+# SGLang-facing tests run in the test environment with every stand-in logging the bodies it receives (via
+# the real sglang-router too), then scripts/check_sglang_bodies.py checks each one inside $(SGLANG_VENV).
+SGLANG_VERSION := 0.5.23
+SGLANG_PYTHON ?= python3.11
+SGLANG_VENV ?= .venv-sglang
+SGLANG_TESTS ?= tests/test_check_sglang_bodies.py tests/test_engine_sglang.py tests/test_generation_sglang.py tests/test_generation_faults.py \
+  tests/test_scoring_sglang.py tests/test_sglang_router.py tests/test_sglang_launch.py \
+  tests/test_live.py::test_live_on_the_sglang_standin tests/test_security.py::test_sglang_api_key_is_never_logged_stored_or_shown
+
+$(SGLANG_VENV)/.sglang-$(SGLANG_VERSION):
+	$(SGLANG_PYTHON) -m venv $(SGLANG_VENV)
+	$(SGLANG_VENV)/bin/python -m pip install -q sglang==$(SGLANG_VERSION)
+	touch $@
+
+check-sglang: install-test $(SGLANG_VENV)/.sglang-$(SGLANG_VERSION)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	pkg=$$($(SGLANG_VENV)/bin/python -c 'import importlib.util as u; print(u.find_spec("sglang").submodule_search_locations[0])'); \
+	vocab=$$($(PYTHON) -c 'from tests.standin_sglang import VOCAB_SIZE; print(VOCAB_SIZE)'); \
+	CRITLAB_SGLANG_BODY_LOG=$$tmp/bodies.jsonl CRITLAB_SGLANG_PACKAGE=$$pkg CRITLAB_SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python \
+	  $(PYTHON) -m pytest -q -W ignore::pytest.PytestRemovedIn10Warning $(SGLANG_TESTS); \
+	$(SGLANG_VENV)/bin/python scripts/check_sglang_bodies.py $$tmp/bodies.jsonl --vocab-size $$vocab --expect-router
 
 install-mutation: install-test
 	$(PIP) install -q -e ".[mutation]"

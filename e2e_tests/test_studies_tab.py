@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server
 from storage import annotators
 from storage.db import Database
+from storage.migrations import BUNDLED_ID, BUNDLED_SHA256
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -173,4 +174,16 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
     expect(estimate).to_contain_text("0 prefill reads and 0 generations", timeout=30_000)
     expect(estimate).to_contain_text(re.compile(r"s per read \(measured on job #\d+, 72 reads\)"))
     expect(page.locator("#studies-table")).to_contain_text("40")  # beta's 10 x 4 responses, no reload
+    # Which model sampled beta and which judged alpha: the bundled GGUF, by name, quantisation and SHA-256.
+    models = page.locator("#models-table")
+    expect(models).to_contain_text(re.compile(r"beta\s+run #\d+ \(batch, embedded\)"))
+    expect(models).to_contain_text(re.compile(r"alpha\s+judge of 7 method\(s\)"))
+    expect(models).to_contain_text(BUNDLED_ID)
+    expect(models).to_contain_text(BUNDLED_SHA256)
     _shot(page, tmp_path, "studies-ended-1400.png")
+    models.scroll_into_view_if_needed()
+    _shot(page, tmp_path, "models-1400.png")
+    page.set_viewport_size({"width": 800, "height": 1000})
+    models.scroll_into_view_if_needed()
+    _shot(page, tmp_path, "models-800.png")
+    page.set_viewport_size({"width": 1400, "height": 1000})

@@ -26,7 +26,8 @@ entries, delays. `fault_match` aims the `/generate` faults at the requests whose
 Every request is recorded; `GET /_standin/requests[?path=/generate]` returns them (tests assert on
 shapes), `GET /_standin/stats` counters (most `/generate` requests in flight at once, requests held
 unanswered now, requests their client gave up on), `POST /_standin/reset` clears them and restores the
-initial options (so one server can serve many tests).
+initial options (so one server can serve many tests). With CRITLAB_SGLANG_BODY_LOG set (option `body_log`),
+every POST/PUT body is also appended to that JSON-lines file for `make check-sglang` (tests/standin_body_log.py).
 
     base_url, stop = start_standin(api_key="k", router=True)
     python -m tests.standin_sglang --port 30000 [--api-key K] [--router] [--delay 0.2]
@@ -41,6 +42,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import socket
 import threading
 import time
@@ -54,6 +56,8 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tests import standin_body_log
 
 # ---------------------------------------------------------------------------------------------------------
 # Toy tokenizer and model
@@ -212,6 +216,9 @@ class StandinOptions:
     null_top_every: int = 0              # every k-th output_top_logprobs position is null
     delay: float = 0.0                   # seconds before answering /generate
     token_delay: float = 0.0             # seconds between streamed events
+    # Append every POST/PUT body received to this JSON-lines file (tests/standin_body_log.py)
+    body_log: str | None = dataclasses.field(
+        default_factory=lambda: os.environ.get(standin_body_log.BODY_LOG_ENV) or None)
 
 
 # Measured on the sglang-router 0.3.2 binary: it proxies /get_model_info but not its newer alias, and has no
@@ -302,7 +309,7 @@ def _check_sampling_params(sp: Any) -> dict[str, Any]:
     number("top_p", lambda v: 0 < v <= 1, "in (0, 1]")
     number("top_k", lambda v: v == -1 or v >= 1, "-1 or >= 1", integer=True)
     number("n", lambda v: v >= 1, ">= 1", integer=True)
-    number("sampling_seed", lambda v: True, "an integer", integer=True)
+    number("sampling_seed", lambda v: -(2**63) <= v <= 2**63 - 1, "in [-2**63, 2**63 - 1]", integer=True)  # verify()
     for key in _GRAMMAR_KEYS:
         if key in ("json_schema", "regex", "ebnf") and sp.get(key) is not None and not isinstance(sp[key], str):
             raise BadRequest(f"sampling_params.{key}: invalid type {type(sp[key]).__name__}, expected a string")
@@ -802,6 +809,40 @@ class StandinApp:
         self.fastapi = _routes(self.standin)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> Any:
+        log = self.standin.options.body_log
+        if scope["type"] != "http" or not log or scope["method"] not in ("POST", "PUT") \
+                or scope["path"].startswith("/_standin"):
+            return await self._handle(scope, receive, send)
+        logged = False
+
+        async def watched(message: dict[str, Any]) -> None:
+            nonlocal logged
+            if message["type"] == "http.response.start" and not logged:
+                # before the answer goes out: a client that has its answer finds the line written
+                logged = True
+                self._log_body(log, scope, message["status"])
+            await send(message)
+
+        try:
+            return await self._handle(scope, receive, watched)
+        finally:
+            if not logged:  # dropped or held until the client gave up: no status
+                self._log_body(log, scope, None)
+
+    def _log_body(self, log: str, scope: dict[str, Any], status: int | None) -> None:
+        record = scope.get("standin.record")
+        if not record or record["json"] is None:
+            return
+        if self.standin.options.router:
+            # Only what would reach a worker: a body the router refused (422) never does.
+            if "forwarded" in record:
+                standin_body_log.append(log, {"path": scope["path"], "source": "standin-router", "status": status,
+                                              "body": record["forwarded"]})
+            return
+        standin_body_log.append(log, {"path": scope["path"], "source": standin_body_log.source_of(record["headers"]),
+                                      "status": status, "body": record["json"]})
+
+    async def _handle(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> Any:
         if scope["type"] != "http":
             return await self.fastapi(scope, receive, send)
         state, opts, path = self.standin, self.standin.options, scope["path"]
@@ -820,6 +861,7 @@ class StandinApp:
             except ValueError:
                 body = raw.decode(errors="replace")
             record = {"method": scope["method"], "path": path, "json": body, "headers": headers}
+            scope["standin.record"] = record
             with state.lock:
                 state.requests.append(record)
         generate = path == "/generate"

@@ -200,6 +200,27 @@ def test_sample_seeds_default_from_params_or_random(server: Standin, engine: Cal
     assert [s.seed for s in out[0]] == sent and all(isinstance(x, int) for x in sent)
 
 
+@pytest.mark.parametrize("call, bad", [
+    (lambda e: e.sample([CHAT], 2, SampleParams(max_tokens=2, seed=-1)), -1),
+    (lambda e: e.sample([CHAT, CHAT2], 2, SampleParams(max_tokens=2), seeds=[[5, 6], [7, -3]]), -3),
+    # seed + j for the second sample runs past SGLang's i64 sampling_seed
+    (lambda e: e.sample([CHAT], 2, SampleParams(max_tokens=2, seed=2**63 - 1)), 2**63),
+    (lambda e: drain(e.stream(CHAT, SampleParams(max_tokens=2, seed=-5))), -5),
+], ids=["negative", "explicit-negative", "past-i64", "stream"])
+def test_a_seed_outside_what_sglang_and_its_router_take_is_refused_before_sending(
+        server: Standin, engine: Callable[..., SGLangEngine], call: Callable[[SGLangEngine], Any], bad: int) -> None:
+    """SGLang 0.5.23 verifies sampling_seed as an i64 and sglang-router 0.3.2 parses it as a u64 (a negative one is
+    its HTTP 422): only [0, 2**63 - 1] works on both, so anything else fails here, naming the seed, unsent."""
+    e = engine(server.url, warm_prefix=False)
+    server.reset()
+    with pytest.raises(EngineError, match=rf"seed {bad} .*\[0, 2\*\*63 - 1\]"):
+        call(e)
+    assert server.requests(None) == []
+    # the largest seed both take goes through
+    [[sample]] = e.sample([CHAT], 1, SampleParams(max_tokens=2, seed=2**63 - 1))
+    assert sample.seed == 2**63 - 1 and server.requests()[-1]["json"]["sampling_params"][0]["sampling_seed"] == sample.seed
+
+
 def test_sample_logprobs_match_the_model(server: Standin, engine: Callable[..., SGLangEngine]) -> None:
     e = engine(server.url)
     prompt = si.chat_ids(CHAT)

@@ -159,18 +159,24 @@ def test_the_key_is_in_a_private_config_file_not_in_the_process_list(tmp_path: P
 
 
 def test_sglangs_own_config_parser_reads_the_key() -> None:
-    """SGLang's own `--config` merge (sglang/srt/utils/server_args_config_parser.py, loaded by path: the
-    rest of SGLang needs a GPU build) turns the file into `--api-key KEY`. Skipped where SGLang is not
-    installed (it is not in the test image; the GPU image has it)."""
+    """SGLang's own `--config` merge (sglang/srt/utils/server_args_config_parser.py, loaded by path, so
+    SGLang's other dependencies need not be importable here) turns the file into `--api-key KEY`.
+    `make check-sglang` runs it against sglang 0.5.23 in .venv-sglang (CRITLAB_SGLANG_PACKAGE names that
+    package directory; then it never skips). Otherwise skipped unless SGLang is installed here (it is not a
+    test dependency: its pins conflict with the test extras)."""
     import argparse
     import importlib.util
 
     from app.sglang_launch import new_api_key, write_key_config
 
-    spec = importlib.util.find_spec("sglang")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("SGLang is not installed here")
-    source = Path(next(iter(spec.submodule_search_locations))) / "srt" / "utils" / "server_args_config_parser.py"
+    package = os.environ.get("CRITLAB_SGLANG_PACKAGE")
+    if not package:
+        spec = importlib.util.find_spec("sglang")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("SGLang is not installed here (make check-sglang runs this against .venv-sglang)")
+        package = next(iter(spec.submodule_search_locations))
+    source = Path(package) / "srt" / "utils" / "server_args_config_parser.py"
+    assert source.is_file(), f"{source} is missing: CRITLAB_SGLANG_PACKAGE must name SGLang's package directory"
     mod_spec = importlib.util.spec_from_file_location("sglang_config_parser", source)
     assert mod_spec is not None and mod_spec.loader is not None
     module = importlib.util.module_from_spec(mod_spec)

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 import tests.standin_sglang as si
-from backend.engines.base import SampleParams
+from backend.engines.base import EngineError, SampleParams
 from backend.engines.sglang import SGLangEngine
+from tests import standin_body_log as si_body_log
 from tests.real_router import start_real_router
 from tests.streaming import drain
 
@@ -185,3 +186,30 @@ def test_facts_from_a_named_worker_without_a_local_tokenizer(router: Router,
     assert (e.info().context_length, e.info().seeds_honoured) == (WORKER_CTX, True)
     [samples] = e.sample([CHAT], 2, SampleParams(max_tokens=4, seed=7))
     assert [s.seed for s in samples] == [7, 8]
+
+
+def test_forwarded_bodies_are_logged_as_the_router_sent_them(router: Router, engine: Callable[..., SGLangEngine],
+                                                            tok_dir: Path, tmp_path: Path) -> None:
+    """What `make check-sglang` checks against SGLang 0.5.23: the body a worker gets, the router's fields in it."""
+    log = tmp_path / "bodies.jsonl"
+    for u in {router.url, *router.workers} if router.kind == "standin" else router.workers:
+        httpx.post(f"{u}/_standin/config", json={"body_log": str(log)}).raise_for_status()
+    e = engine(router.url, tokenizer_path=str(tok_dir))
+    e.sample([CHAT], 2, SampleParams(max_tokens=3, seed=9))
+    entries = si_body_log.read(log)
+    source = "router" if router.kind == "real" else "standin-router"
+    assert entries and {(x["path"], x["source"], x["status"]) for x in entries} == {("/generate", source, 200)}
+    seeds = sorted(x["body"]["sampling_params"].get("sampling_seed", -1) for x in entries)
+    assert seeds == [-1, 9, 10]  # the prefix warm-up (no seed) and one request per sample
+    for x in entries:
+        assert x["body"]["model"] is None and x["body"]["log_metrics"] is True and x["body"]["no_logs"] is False
+
+
+def test_a_negative_seed_is_refused_before_the_router_sees_it(router: Router, engine: Callable[..., SGLangEngine],
+                                                              tok_dir: Path) -> None:
+    """The router's u64 seed would answer HTTP 422; the client names the seed instead and sends nothing."""
+    e = engine(router.url, tokenizer_path=str(tok_dir))
+    router.reset()
+    with pytest.raises(EngineError, match=r"seed -1 is outside"):
+        e.sample([CHAT], 2, SampleParams(max_tokens=2, seed=-1))
+    assert not router.forwarded()

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 _CHAT_CACHE_SIZE = 2048
 LIVE_HEADROOM = 8  # connections beyond 2 x concurrency: the Live tab's streams (n <= 8)
 _TEXT_CACHE_SIZE = 256
+# sampling_seed: SGLang 0.5.23 verifies an i64 (SamplingParams.verify), sglang-router 0.3.2 parses a u64 (a
+# negative seed is its HTTP 422). The client may sit behind either, so only what both take is sent.
+SEED_MAX = 2 ** 63 - 1
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -287,6 +291,7 @@ class SGLangEngine:
                 seeds = [[params.seed + j for j in range(n)] for _ in chats]
             else:  # still one seed per sample, so what was asked for is recorded
                 seeds = [[random.randrange(2 ** 31) for _ in range(n)] for _ in chats]
+        _check_seeds(s for chat_seeds in seeds for s in chat_seeds)
         if n <= 0 or not chats:
             return [[] for _ in chats]
         schema = json.dumps(json_schema) if json_schema is not None else None
@@ -389,8 +394,9 @@ class SGLangEngine:
     def stream(self, chat: Chat, params: SampleParams) -> Generator[str, None, Sample]:
         """Text pieces of one sample; returns the finished Sample (text and finish reason, no per-token
         logprobs: a caller that needs them scores the text teacher-forced)."""
-        ids = self._chat_ids(chat)
         seed = params.seed if params.seed is not None else random.randrange(2 ** 31)
+        _check_seeds([seed])
+        ids = self._chat_ids(chat)
         body = {"input_ids": ids, "sampling_params": self._sampling_params(params, seed, None), "stream": True}
         text, finish, prompt_tokens = "", "length", len(ids)
         try:
@@ -515,6 +521,16 @@ class SGLangEngine:
             for f in futures:
                 f.cancel()
             raise
+
+
+def _check_seeds(seeds: Iterable[int]) -> None:
+    """Refuse, before anything is sent, a seed SGLang or sglang-router would not take (see SEED_MAX)."""
+    for seed in seeds:
+        # numbers.Integral: a numpy integer is a seed too, a float or a bool is not
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+            raise EngineError(f"sampling seed {seed!r} is outside what SGLang and sglang-router both accept "
+                              "(an integer in [0, 2**63 - 1]); seeds of one request are the given seed + 0, 1, ..., "
+                              "n - 1, so a seed near the top leaves no room for n samples")
 
 
 def _normalise_url(url: str, name: str) -> str:

@@ -21,6 +21,9 @@ from backend.engines.base import EngineError
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "CRITLAB_SGLANG_API_KEY"
+# Names the client in the server's (and a proxy's) logs, and lets the test stand-in tell critlab's requests
+# from a test's own (tests/standin_body_log.py).
+USER_AGENT = "critlab-sglang-client"
 
 # SGLang's uvicorn closes idle keep-alive connections after 5 s; reusing one the server is closing at that
 # moment fails with "Server disconnected" (reference §8.5), so the pool forgets idle connections first.
@@ -69,7 +72,9 @@ class Http:
 
     def __init__(self, *, api_key: str | None, timeout: float, max_retries: int, backoff: float,
                  max_connections: int) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = {"User-Agent": USER_AGENT}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
         self.max_retries = max(0, max_retries)
         self.backoff = backoff
