@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server
 from storage import annotators
@@ -67,9 +67,12 @@ def _has_option(page: Page, elem_id: str, option: str) -> None:
     page.locator("body").click(position={"x": 5, "y": 5})
 
 
-def _shot(page: Page, tmp_path: Path, name: str) -> None:
+def _shot(page: Page, tmp_path: Path, name: str, part: Locator | None = None) -> None:
     out = tmp_path / name
-    page.screenshot(path=str(out), full_page=True)
+    if part is not None:
+        part.screenshot(path=str(out))
+    else:
+        page.screenshot(path=str(out), full_page=True)
     if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
         Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
@@ -181,9 +184,7 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
     expect(models).to_contain_text(BUNDLED_ID)
     expect(models).to_contain_text(BUNDLED_SHA256)
     _shot(page, tmp_path, "studies-ended-1400.png")
-    models.scroll_into_view_if_needed()
-    _shot(page, tmp_path, "models-1400.png")
+    _shot(page, tmp_path, "models-1400.png", models)
     page.set_viewport_size({"width": 800, "height": 1000})
-    models.scroll_into_view_if_needed()
-    _shot(page, tmp_path, "models-800.png")
+    _shot(page, tmp_path, "models-800.png", models)
     page.set_viewport_size({"width": 1400, "height": 1000})

@@ -80,12 +80,6 @@ def resolve(candidates: Sequence[str], encode: Encode,
     Traceback (most recent call last):
     backend.engines.candidates.CandidateError: candidate(s) ['A'] have no one-token form in this vocabulary \
 (tried ['A', ' A'])
-    >>> resolve(["A", "Yes"], encode, decode={v: k for k, v in vocab.items()}.get)
-    {'A': [1, 2], 'Yes': [5, 6, 7]}
-    >>> resolve(["A"], lambda texts: [[4] for _ in texts], decode={4: " "}.get)  # " A" came back as " "
-    Traceback (most recent call last):
-    backend.engines.candidates.CandidateError: candidate(s) ['A'] have no one-token form in this vocabulary \
-(tried ['A', ' A'])
     >>> resolve(["Yes", "YES"], encode)  # "YES" shares the form "Yes" with the first candidate, which keeps it
     Traceback (most recent call last):
     backend.engines.candidates.CandidateError: candidate(s) ['YES'] have no one-token form in this vocabulary \
