@@ -16,6 +16,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from pathlib import Path
@@ -30,8 +31,9 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from backend.engines.chat_tokens import tokenize_chat
 from backend.engines.base import Chat, EngineError, EngineInfo, Sample, SampleParams, TokenLogprob
+from backend.engines.llamacpp_grammar import GrammarPicker
 from backend.engines.llamacpp_util import (
-    PriorityWorker, candidate_variants, default_model_path, llama_seed, load_llama, log_softmax,
+    PriorityWorker, ThreadTuner, candidate_variants, default_model_path, llama_seed, load_llama, log_softmax,
     model_id_from_path, position_record,
 )
 
@@ -46,6 +48,8 @@ _DONE = object()
 
 class LlamaCppEngine:
     """The embedded default engine. Extra keyword beyond the protocol: `priority` (lower runs first)."""
+
+    _tuner: ThreadTuner | None = None  # made on the first decode (worker-only state)
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096, *, n_threads: int | None = None,
                  n_threads_batch: int | None = None, extra_buffers: bool | None = None) -> None:
@@ -89,7 +93,8 @@ class LlamaCppEngine:
     def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
                json_schema: dict | None = None, seeds: list[list[int]] | None = None, *,
                priority: int = DEFAULT_PRIORITY) -> list[list[Sample]]:
-        """n samples per chat. Logprobs are raw (un-tempered, before grammar masking)."""
+        """n samples per chat. Logprobs are raw (un-tempered, before grammar masking). With `json_schema`,
+        the grammar applies after temperature and top-p (`llamacpp_grammar`)."""
         if seeds is not None and (len(seeds) != len(chats) or any(len(r) != n for r in seeds)):
             raise EngineError(f"seeds must be {len(chats)} lists of {n} seeds")
         grid = seeds or [[self._seed(params, j) for j in range(n)] for _ in chats]
@@ -170,7 +175,9 @@ class LlamaCppEngine:
     def _generate(self, prompt: list[int], params: SampleParams, seed: int, top_k: int,
                   grammar: LlamaGrammar | None, on_piece: Callable[[str], None] | None,
                   cancel: threading.Event | None) -> Sample:
-        sampler = self._sampler(params, seed, grammar)
+        # With a grammar, the model's own pick is checked instead of the whole vocabulary (llamacpp_grammar).
+        sampler: LlamaSampler | GrammarPicker = (GrammarPicker(self._vocab, grammar, params, seed, self._n_vocab)
+                                                 if grammar is not None else self._sampler(params, seed))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens: list[int] = []
         records: list[TokenLogprob] = []
@@ -183,7 +190,8 @@ class LlamaCppEngine:
                     finish = "abort"
                     break
                 logits = self._logits(-1)
-                tok = sampler.sample(self._ctx, -1)
+                tok = (sampler.pick(logits, self._vocab) if isinstance(sampler, GrammarPicker)
+                       else sampler.sample(self._ctx, -1))
                 if llama_c.llama_vocab_is_eog(self._vocab, tok):
                     finish = "stop"
                     break
@@ -261,31 +269,41 @@ class LlamaCppEngine:
                 b.token[i], b.pos[i], b.n_seq_id[i] = full[pos], pos, 1
                 b.seq_id[i][0] = 0
                 b.logits[i] = pos >= first_out or pos == len(full) - 1
-            # Generation steps are memory-bound and suffer most from oversubscribed cores; prefill is not.
-            threads = self._threads if hi - lo <= 2 else self._threads_batch
+            kind = "step" if hi - lo <= 2 else "batch"
+            threads = self._thread_tuner().pick(kind)
             if threads != self._threads_now:
                 llama_c.llama_set_n_threads(self._ctx.ctx, threads, threads)
                 self._threads_now = threads
+            t0 = time.perf_counter()
             try:
                 self._ctx.decode(self._batch)
             except RuntimeError as e:
                 self._ctx.kv_cache_clear()
                 self._kv.clear()
                 raise EngineError(f"llama.cpp decode failed: {e}") from e
+            self._thread_tuner().record(kind, threads, time.perf_counter() - t0, hi - lo)
             self._kv.extend(full[lo:hi])
             if on_logits is not None:
                 for i, pos in enumerate(range(lo, hi)):
                     if pos >= first_out:
                         on_logits(pos, self._logits(i))
 
+    def _thread_tuner(self) -> ThreadTuner:
+        """Generation steps start on `n_threads`, prefill on `n_threads_batch`; each kind then runs on
+        whichever of the two measures fastest, since a busy machine can make more threads several times
+        slower (`ThreadTuner`). Equal settings leave nothing to choose."""
+        if self._tuner is None:
+            self._tuner = ThreadTuner({"step": [self._threads, self._threads_batch],
+                                       "batch": [self._threads_batch, self._threads]})
+        return self._tuner
+
     def _logits(self, i: int) -> np.ndarray:
         """A view (valid until the next decode) of the raw logits of output `i` of the last batch."""
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, i), shape=(self._n_vocab,))
 
-    def _sampler(self, params: SampleParams, seed: int, grammar: LlamaGrammar | None) -> LlamaSampler:
+    @staticmethod
+    def _sampler(params: SampleParams, seed: int) -> LlamaSampler:
         s = LlamaSampler()
-        if grammar is not None:
-            s.add_grammar(self._llm._model, grammar)  # grammar state is per chain, so per sample
         if params.temperature <= 0:
             s.add_greedy()
         else:
