@@ -13,7 +13,9 @@
     p_true, judge_score, pairwise, selectors, stored token statistics) together, against the time it
     took to sample the responses. Target: <= 1.
 (d) tokens per second inside `sample` of each generating method (checklist writing, critique, rubric,
-    gsa; generation capped at --gen-tokens) against plain sampling's. Target: >= 0.67 each.
+    gsa; generation capped at --gen-tokens, one sample per response), prompt prefill included, against
+    plain sampling's (the better of the response sampling and a repeat of it after the methods).
+    Target: >= 0.67 each.
 
 Prefill-only passes and the naive baseline alternate `--repeats` times, best kept (the machine is
 shared; load that hits one pass only would otherwise decide the ratio).
@@ -141,9 +143,9 @@ def main() -> None:
                                        responses=rs, checklist=items))
             return out
 
-        # (d) generating methods
-        print(f"\n(d) generating methods, tok/s inside sample() vs plain sampling's {plain_tps:.1f} (target >= 0.67)")
+        # (d) generating methods, between two plain sampling passes (the better rate is the reference)
         checklists: list[list[str]] = []
+        rates: dict[str, float] = {}
         for mid in GENERATING:
             method = _capped(get_method(mid), a.gen_tokens)
             meter = Metered(eng)
@@ -152,9 +154,17 @@ def main() -> None:
                 if mid == "checklist":
                     checklists.append(result.checklist or ["Does the response answer the request?"])
             s = meter.seconds.get("sample", 0.0)
-            tps = meter.generated / s if s else 0.0
-            print(f"  {mid:<10} {meter.generated:5d} tokens in {s:6.2f} s: {tps:5.1f} tok/s = "
-                  f"{tps / plain_tps:.2f}x plain; {load()}")
+            rates[mid] = meter.generated / s if s else 0.0
+            print(f"{mid} generating: {meter.generated} tokens in {s:.2f} s; {load()}")
+        t = time.perf_counter()
+        again = eng.sample(chats, a.n, SampleParams(temperature=0.8, top_p=0.9, max_tokens=a.max_tokens),
+                           seeds=[[i * 10 + j for j in range(a.n)] for i in range(len(chats))])
+        again_tps = sum(len(s.tokens) for row in again for s in row) / (time.perf_counter() - t)
+        plain_tps = max(plain_tps, again_tps)
+        print(f"\n(d) generating methods, tok/s inside sample() vs plain sampling's {plain_tps:.1f} (the better of "
+              f"the passes before and after them: {sampled / sampling_s:.1f}, {again_tps:.1f}; target >= 0.67)")
+        for mid, tps in rates.items():
+            print(f"  {mid:<10} {tps:5.1f} tok/s = {tps / plain_tps:.2f}x plain")
 
         # (c) every method that only reads
         print(f"\n(c) methods that only read, against sampling the responses ({sampling_s:.2f} s; target <= 1x)")

@@ -98,7 +98,10 @@ def test_worker_runs_lower_priority_numbers_first() -> None:
 def _run_tuner(tuner: ThreadTuner, ms_per_token: dict[int, float], decodes: int, tokens: int = 30) -> list[int]:
     picks = []
     for _ in range(decodes):
-        t = tuner.pick("batch")
+        known = tuner.rates()["batch"]
+        t, trial = tuner.pick("batch")
+        if not trial and known:  # only the fastest measured count runs full-size decodes
+            assert t == min(known, key=known.__getitem__)
         tuner.record("batch", t, ms_per_token[t] / 1000 * (tokens + 2), tokens)
         picks.append(t)
     return picks
@@ -121,7 +124,7 @@ def test_thread_tuner_settles_on_the_faster_count_and_follows_a_change_of_load()
 def test_thread_tuner_with_one_option_never_explores() -> None:
     tuner = ThreadTuner({"step": [1, 1]})
     assert set(_run_tuner(ThreadTuner({"batch": [4, 4]}), {4: 10.0}, 50)) == {4}
-    assert tuner.pick("step") == 1
+    assert tuner.pick("step") == (1, False)  # nothing to try, so never a trial
 
 
 # ---------------------------------------------------------------- real model

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import itertools
 import json
 import os
 import queue
@@ -44,6 +43,7 @@ DEFAULT_PRIORITY = 10
 _CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
            "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 _DONE = object()
+_PROBE = 6  # tokens of a prefill decode run on a thread count that is being measured
 
 
 class LlamaCppEngine:
@@ -259,18 +259,21 @@ class LlamaCppEngine:
             self._ctx.kv_cache_clear()
             start = 0
         del self._kv[start:]
-        bounds = list(range(start, len(full), self._chunk)) + [len(full)]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            bounds[-2] -= 1  # no one-token tail chunk either
         b = self._batch.batch
-        for lo, hi in itertools.pairwise(bounds):
+        lo = start
+        while lo < len(full):
+            hi = min(lo + self._chunk, len(full))
+            if len(full) - hi == 1:
+                hi -= 1  # no one-token tail chunk either
+            kind = "step" if hi - lo <= 2 else "batch"
+            threads, trial = self._thread_tuner().pick(kind)
+            if trial and hi - lo > _PROBE + 2:
+                hi = lo + _PROBE  # a thread count on trial gets a few tokens, the rest waits for the verdict
             b.n_tokens = hi - lo
             for i, pos in enumerate(range(lo, hi)):
                 b.token[i], b.pos[i], b.n_seq_id[i] = full[pos], pos, 1
                 b.seq_id[i][0] = 0
                 b.logits[i] = pos >= first_out or pos == len(full) - 1
-            kind = "step" if hi - lo <= 2 else "batch"
-            threads = self._thread_tuner().pick(kind)
             if threads != self._threads_now:
                 llama_c.llama_set_n_threads(self._ctx.ctx, threads, threads)
                 self._threads_now = threads
@@ -287,6 +290,7 @@ class LlamaCppEngine:
                 for i, pos in enumerate(range(lo, hi)):
                     if pos >= first_out:
                         on_logits(pos, self._logits(i))
+            lo = hi
 
     def _thread_tuner(self) -> ThreadTuner:
         """Generation steps start on `n_threads`, prefill on `n_threads_batch`; each kind then runs on

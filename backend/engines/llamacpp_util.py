@@ -152,16 +152,18 @@ class ThreadTuner:
         self._count = dict.fromkeys(options, 0)
         self._first = True  # the first decode of a context also allocates its buffers: not a rate
 
-    def pick(self, kind: str) -> int:
+    def pick(self, kind: str) -> tuple[int, bool]:
+        """(threads, trial): trial when the count is being measured rather than known to be the fastest,
+        so the caller can keep the decode small (a wrong count was up to 70x slower here)."""
         opts = self._options[kind]
         self._count[kind] += 1
         unmeasured = [t for t in opts if (kind, t) not in self._rate]
         if unmeasured:
-            return unmeasured[0]
+            return unmeasured[0], len(opts) > 1
         best = min(opts, key=lambda t: self._rate[(kind, t)])
         due = [t for t in opts if t != best and self._count[kind] - self._seen[(kind, t)]
                >= self._every * self._rate[(kind, t)] / self._rate[(kind, best)]]
-        return min(due, key=lambda t: self._seen[(kind, t)]) if due else best
+        return (min(due, key=lambda t: self._seen[(kind, t)]), True) if due else (best, False)
 
     def record(self, kind: str, threads: int, seconds: float, tokens: int) -> None:
         if self._first:
