@@ -15,7 +15,7 @@ import pytest
 from backend.engines import llamacpp_util
 from backend.engines.base import Engine, EngineError, Sample, SampleParams, TokenLogprob
 from backend.engines.llamacpp import LIVE_PRIORITY, LlamaCppEngine
-from backend.engines.llamacpp_util import BUNDLED_SHA256, BUNDLED_SIZE, PriorityWorker
+from backend.engines.llamacpp_util import BUNDLED_SHA256, BUNDLED_SIZE, PriorityWorker, ThreadTuner
 from tests.streaming import drain
 from storage.migrations import BUNDLED_ID
 
@@ -94,6 +94,38 @@ def test_worker_runs_lower_priority_numbers_first() -> None:
         queued.result(timeout=1)
     with pytest.raises(EngineError):
         worker.submit(lambda: None, 0)
+
+
+def _run_tuner(tuner: ThreadTuner, ms_per_token: dict[int, float], decodes: int, tokens: int = 30) -> list[int]:
+    picks = []
+    for _ in range(decodes):
+        known = tuner.rates()["batch"]
+        t, trial = tuner.pick("batch")
+        if not trial and known:  # only the fastest measured count runs full-size decodes
+            assert t == min(known, key=known.__getitem__)
+        tuner.record("batch", t, ms_per_token[t] / 1000 * (tokens + 2), tokens)
+        picks.append(t)
+    return picks
+
+
+def test_thread_tuner_settles_on_the_faster_count_and_follows_a_change_of_load() -> None:
+    tuner = ThreadTuner({"batch": [2, 1]}, explore_every=32)
+    busy = {2: 45.0, 1: 15.0}  # measured on the shared 2-core machine at load ~5
+    picks = _run_tuner(tuner, busy, 400)
+    assert picks[:3] == [2, 2, 1]  # the preferred count first (its first decode is not a rate), then the other
+    late = picks[100:]
+    assert late.count(1) / len(late) > 0.97  # the slow option is re-measured rarely ...
+    assert 2 in late  # ... but it is
+    idle = {2: 8.0, 1: 15.0}  # the other sessions stopped: two threads now win
+    picks = _run_tuner(tuner, idle, 400)
+    assert picks[-100:].count(2) > 95
+    assert tuner.rates()["batch"][2] == pytest.approx(8.0 / 1000)
+
+
+def test_thread_tuner_with_one_option_never_explores() -> None:
+    tuner = ThreadTuner({"step": [1, 1]})
+    assert set(_run_tuner(ThreadTuner({"batch": [4, 4]}), {4: 10.0}, 50)) == {4}
+    assert tuner.pick("step") == (1, False)  # nothing to try, so never a trial
 
 
 # ---------------------------------------------------------------- real model
@@ -260,6 +292,22 @@ def test_overlong_prompt_fails_its_samples_only(engine: LlamaCppEngine) -> None:
     bad, good = engine.sample([long_chat, CAPITAL], 1, SampleParams(max_tokens=4), seeds=[[1], [1]])
     assert bad[0].finish_reason == "error" and "context window" in (bad[0].error or "")
     assert good[0].finish_reason in ("stop", "length") and good[0].tokens
+
+
+@pytest.mark.model
+def test_thread_count_does_not_change_the_numbers(engine: LlamaCppEngine) -> None:
+    """What lets the tuner pick threads freely: 1 and 2 threads give bit-identical logits."""
+    def read(threads: int) -> list[TokenLogprob]:
+        engine._worker.submit(lambda: (engine._kv.clear(), engine._ctx.kv_cache_clear()), 0).result()
+        engine._tuner = ThreadTuner({"step": [threads], "batch": [threads]})
+        return engine.score_response(CAPITAL, "Paris is the capital of France.", top_logprobs=3)
+
+    try:
+        one, two = read(1), read(2)
+    finally:
+        engine._tuner = None
+    assert [(t.token_id, t.logprob, t.self_certainty) for t in one] == \
+        [(t.token_id, t.logprob, t.self_certainty) for t in two]
 
 
 @pytest.mark.model

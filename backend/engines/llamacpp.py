@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import itertools
 import json
 import os
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from pathlib import Path
@@ -34,18 +34,20 @@ from backend.engines.candidates import CandidateError
 from backend.engines.candidates import resolve as resolve_candidates
 from backend.engines.chat_tokens import tokenize_chat
 from backend.engines.base import Chat, EngineError, EngineInfo, Sample, SampleParams, TokenLogprob
-from storage.models import ModelIdentity
+from backend.engines.llamacpp_grammar import GrammarPicker
 from backend.engines.llamacpp_util import (
-    PriorityWorker, default_model_path, file_sha256, gguf_model_id, is_bundled, llama_seed,
+    PriorityWorker, ThreadTuner, default_model_path, file_sha256, gguf_model_id, is_bundled, llama_seed,
     load_llama, log_softmax, model_desc, position_record, quantisation_name, read_gguf_metadata, resolve_n_ctx,
     trained_context,
 )
+from storage.models import ModelIdentity
 
 __all__ = ["LlamaCppEngine", "default_model_path", "LIVE_PRIORITY", "DEFAULT_PRIORITY"]
 
 LIVE_PRIORITY = 0
 DEFAULT_PRIORITY = 10
 _DONE = object()
+_PROBE = 6  # tokens of a prefill decode run on a thread count that is being measured
 
 
 class LlamaCppEngine:
@@ -56,9 +58,12 @@ class LlamaCppEngine:
     text) overrides it; a model with neither is refused, never rendered with a guessed format. The
     context is the GGUF's trained length, capped at 8192 tokens unless `n_ctx` asks for more: the KV
     cache is reserved for the whole context at load, and a model trained on 128k tokens would otherwise
-    take gigabytes for prompts a few thousand tokens long (`llamacpp_util.resolve_n_ctx`). `info().model` names the file: metadata name, quantisation, size,
-    SHA-256, and the judge id derived from them (`llamacpp_util.gguf_model_id`).
+    take gigabytes for prompts a few thousand tokens long (`llamacpp_util.resolve_n_ctx`). `info().model`
+    names the file: metadata name, quantisation, size, SHA-256, and the judge id derived from them
+    (`llamacpp_util.gguf_model_id`).
     """
+
+    _tuner: ThreadTuner | None = None  # made on the first decode (worker-only state)
 
     def __init__(self, model_path: str | None = None, n_ctx: int | None = None, *,
                  chat_template: str | None = None, n_gpu_layers: int = 0, sha256: str | None = None,
@@ -122,7 +127,8 @@ class LlamaCppEngine:
     def sample(self, chats: list[Chat], n: int, params: SampleParams, top_logprobs: int = 5,
                json_schema: dict | None = None, seeds: list[list[int]] | None = None, *,
                priority: int = DEFAULT_PRIORITY) -> list[list[Sample]]:
-        """n samples per chat. Logprobs are raw (un-tempered, before grammar masking)."""
+        """n samples per chat. Logprobs are raw (un-tempered, before grammar masking). With `json_schema`,
+        the grammar applies after temperature and top-p (`llamacpp_grammar`)."""
         if seeds is not None and (len(seeds) != len(chats) or any(len(r) != n for r in seeds)):
             raise EngineError(f"seeds must be {len(chats)} lists of {n} seeds")
         grid = seeds or [[self._seed(params, j) for j in range(n)] for _ in chats]
@@ -203,7 +209,9 @@ class LlamaCppEngine:
     def _generate(self, prompt: list[int], params: SampleParams, seed: int, top_k: int,
                   grammar: LlamaGrammar | None, on_piece: Callable[[str], None] | None,
                   cancel: threading.Event | None) -> Sample:
-        sampler = self._sampler(params, seed, grammar)
+        # With a grammar, the model's own pick is checked instead of the whole vocabulary (llamacpp_grammar).
+        sampler: LlamaSampler | GrammarPicker = (GrammarPicker(self._vocab, grammar, params, seed, self._n_vocab)
+                                                 if grammar is not None else self._sampler(params, seed))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens: list[int] = []
         records: list[TokenLogprob] = []
@@ -216,7 +224,8 @@ class LlamaCppEngine:
                     finish = "abort"
                     break
                 logits = self._logits(-1)
-                tok = sampler.sample(self._ctx, -1)
+                tok = (sampler.pick(logits, self._vocab) if isinstance(sampler, GrammarPicker)
+                       else sampler.sample(self._ctx, -1))
                 if llama_c.llama_vocab_is_eog(self._vocab, tok):
                     finish = "stop"
                     break
@@ -285,41 +294,55 @@ class LlamaCppEngine:
             self._ctx.kv_cache_clear()
             start = 0
         del self._kv[start:]
-        bounds = list(range(start, len(full), self._chunk)) + [len(full)]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            bounds[-2] -= 1  # no one-token tail chunk either
         b = self._batch.batch
-        for lo, hi in itertools.pairwise(bounds):
+        lo = start
+        while lo < len(full):
+            hi = min(lo + self._chunk, len(full))
+            if len(full) - hi == 1:
+                hi -= 1  # no one-token tail chunk either
+            kind = "step" if hi - lo <= 2 else "batch"
+            threads, trial = self._thread_tuner().pick(kind)
+            if trial and hi - lo > _PROBE + 2:
+                hi = lo + _PROBE  # a thread count on trial gets a few tokens, the rest waits for the verdict
             b.n_tokens = hi - lo
             for i, pos in enumerate(range(lo, hi)):
                 b.token[i], b.pos[i], b.n_seq_id[i] = full[pos], pos, 1
                 b.seq_id[i][0] = 0
                 b.logits[i] = pos >= first_out or pos == len(full) - 1
-            # Generation steps are memory-bound and suffer most from oversubscribed cores; prefill is not.
-            threads = self._threads if hi - lo <= 2 else self._threads_batch
             if threads != self._threads_now:
                 llama_c.llama_set_n_threads(self._ctx.ctx, threads, threads)
                 self._threads_now = threads
+            t0 = time.perf_counter()
             try:
                 self._ctx.decode(self._batch)
             except RuntimeError as e:
                 self._ctx.kv_cache_clear()
                 self._kv.clear()
                 raise EngineError(f"llama.cpp decode failed: {e}") from e
+            self._thread_tuner().record(kind, threads, time.perf_counter() - t0, hi - lo)
             self._kv.extend(full[lo:hi])
             if on_logits is not None:
                 for i, pos in enumerate(range(lo, hi)):
                     if pos >= first_out:
                         on_logits(pos, self._logits(i))
+            lo = hi
+
+    def _thread_tuner(self) -> ThreadTuner:
+        """Generation steps start on `n_threads`, prefill on `n_threads_batch`; each kind then runs on
+        whichever of the two measures fastest, since a busy machine can make more threads several times
+        slower (`ThreadTuner`). Equal settings leave nothing to choose."""
+        if self._tuner is None:
+            self._tuner = ThreadTuner({"step": [self._threads, self._threads_batch],
+                                       "batch": [self._threads_batch, self._threads]})
+        return self._tuner
 
     def _logits(self, i: int) -> np.ndarray:
         """A view (valid until the next decode) of the raw logits of output `i` of the last batch."""
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, i), shape=(self._n_vocab,))
 
-    def _sampler(self, params: SampleParams, seed: int, grammar: LlamaGrammar | None) -> LlamaSampler:
+    @staticmethod
+    def _sampler(params: SampleParams, seed: int) -> LlamaSampler:
         s = LlamaSampler()
-        if grammar is not None:
-            s.add_grammar(self._llm._model, grammar)  # grammar state is per chain, so per sample
         if params.temperature <= 0:
             s.add_greedy()
         else:

@@ -1,5 +1,5 @@
 """Helpers for the embedded llama.cpp engine: locating, reading and loading a GGUF and naming it (SHA-256,
-quantisation, model id, context length), the priority worker thread and
+quantisation, model id, context length), the priority worker thread, the decode thread-count tuner and
 per-position token records."""
 
 from __future__ import annotations
@@ -288,6 +288,57 @@ class PriorityWorker:
             fut.set_result(fn())
         except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
             fut.set_exception(e)
+
+
+class ThreadTuner:
+    """The thread count for each kind of decode ("step": the one- and two-token decodes of generation,
+    "batch": prefill and scoring), chosen from the measured seconds per token of each option.
+
+    ggml's threads wait for each other at every operation, so when other processes hold the cores a
+    descheduled thread stalls the rest: on the shared 2-core machine at load 4-5, prefill took 40-48 ms per
+    token on 2 threads and 14-24 ms on 1, while an idle machine gains from every core. So each option is
+    measured and the fastest used; every other option is measured again now and then, less often the
+    slower it was (about every `explore_every` × its slowdown decodes), so a change of load is noticed at
+    a bounded cost. The thread count does not change the numbers (ggml splits a product by rows).
+    """
+
+    def __init__(self, options: dict[str, list[int]], explore_every: int = 32, weight: float = 0.3) -> None:
+        # Options in order of preference: the first is tried first.
+        self._options = {k: list(dict.fromkeys(v)) for k, v in options.items()}
+        self._every, self._weight = explore_every, weight
+        self._rate: dict[tuple[str, int], float] = {}  # smoothed seconds per token
+        self._seen: dict[tuple[str, int], int] = {}  # decode count of the kind when last measured
+        self._count = dict.fromkeys(options, 0)
+        self._first = True  # the first decode of a context also allocates its buffers: not a rate
+
+    def pick(self, kind: str) -> tuple[int, bool]:
+        """(threads, trial): trial when the count is being measured rather than known to be the fastest,
+        so the caller can keep the decode small (a wrong count was up to 70x slower here)."""
+        opts = self._options[kind]
+        self._count[kind] += 1
+        unmeasured = [t for t in opts if (kind, t) not in self._rate]
+        if unmeasured:
+            return unmeasured[0], len(opts) > 1
+        best = min(opts, key=lambda t: self._rate[(kind, t)])
+        due = [t for t in opts if t != best and self._count[kind] - self._seen[(kind, t)]
+               >= self._every * self._rate[(kind, t)] / self._rate[(kind, best)]]
+        return (min(due, key=lambda t: self._seen[(kind, t)]), True) if due else (best, False)
+
+    def record(self, kind: str, threads: int, seconds: float, tokens: int) -> None:
+        if self._first:
+            self._first = False
+            return
+        # A decode costs about as much as two more tokens on top of its own (measured: 16 tokens ~ 18 x the
+        # per-token cost of a 256-token batch), so rates of different batch sizes compare.
+        key, rate = (kind, threads), seconds / (tokens + 2)
+        old = self._rate.get(key)
+        # A faster measurement counts at once (a slow one may be a stall), a slower one gradually.
+        self._rate[key] = rate if old is None or rate < old else old + self._weight * (rate - old)
+        self._seen[key] = self._count[kind]
+
+    def rates(self) -> dict[str, dict[int, float]]:
+        """Smoothed seconds per token (plus two) by kind and thread count (for benchmarks and tests)."""
+        return {k: {t: self._rate[(k, t)] for t in opts if (k, t) in self._rate} for k, opts in self._options.items()}
 
 
 def llama_seed(seed: int) -> int:
