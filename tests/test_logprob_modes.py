@@ -105,5 +105,5 @@ def test_the_cli_says_the_server_returns_raw_logprobs() -> None:
 
     args = ["--study", "s", "--engine", "sglang", "--sglang-url", "http://gpu:30000"]
     for extra, raw in (([], False), (["--sglang-raw-logprobs"], True)):
-        params = generate.make_context("generate", args + extra).params
-        assert _engine_cfg(dict(params)).sglang_raw_logprobs is raw
+        with generate.make_context("generate", args + extra) as ctx:  # the flags' sources are read from it
+            assert _engine_cfg(dict(ctx.params)).sglang_raw_logprobs is raw
