@@ -474,13 +474,12 @@ def m023_model_identity(cur: duckdb.DuckDBPyConnection) -> None:
             hashed_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
     )
     old, new = BUNDLED_OLD_ID, BUNDLED_ID
-    renames = [("generation_run", "model_id", "engine = 'embedded'"), ("response", "model_id", "engine = 'embedded'"),
-               ("checklist", "author", "true"), ("judgment", "judge", "judge_kind = 'model'"),
-               ("method_run", "judge", "true")]
-    used = False
-    for table, col, where in renames:
-        n = cur.execute(f"UPDATE {table} SET {col} = ? WHERE {col} = ? AND {where}", [new, old]).fetchall()[0][0]
-        used = used or n > 0
+    renames = ("UPDATE generation_run SET model_id = ? WHERE model_id = ? AND engine = 'embedded'",
+               "UPDATE response SET model_id = ? WHERE model_id = ? AND engine = 'embedded'",
+               "UPDATE checklist SET author = ? WHERE author = ?",
+               "UPDATE judgment SET judge = ? WHERE judge = ? AND judge_kind = 'model'",
+               "UPDATE method_run SET judge = ? WHERE judge = ?")
+    used = sum(cur.execute(sql, [new, old]).fetchall()[0][0] for sql in renames) > 0
     cur.execute("UPDATE job SET engine_model = ? WHERE engine_model = ?", [f"embedded:{new}", f"embedded:{old}"])
     if used:
         cur.execute(

@@ -9,22 +9,25 @@ from storage.models import ModelIdentity
 
 _COLS = ("model_id", "engine", "name", "quantisation", "size_bytes", "sha256", "path", "context_length",
          "chat_template", "special_tokens", "bundled")
+_SELECT = ("SELECT model_id, engine, name, quantisation, size_bytes, sha256, path, context_length, chat_template, "
+           "special_tokens, bundled FROM model")
 
 
 def record_model(db: Database, m: ModelIdentity) -> None:
     """Store (or refresh) a model's identity. A known id keeps its first sighting; what the engine reports
     now (path, context length, template) replaces what was there, except that a template is never erased."""
     values = [json.dumps(m.special_tokens) if c == "special_tokens" else getattr(m, c) for c in _COLS]
-    kept = ("chat_template", "special_tokens")
-    updates = ", ".join(f"{c} = excluded.{c}" for c in _COLS[1:] if c not in kept)
     with db.write() as cur:
         cur.execute(
-            f"""INSERT INTO model ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})
-                ON CONFLICT (model_id) DO UPDATE SET {updates},
-                    chat_template = coalesce(excluded.chat_template, model.chat_template),
-                    special_tokens = CASE WHEN excluded.chat_template IS NULL THEN model.special_tokens
-                                          ELSE excluded.special_tokens END,
-                    last_seen_at = now()""",
+            """INSERT INTO model (model_id, engine, name, quantisation, size_bytes, sha256, path, context_length,
+                                  chat_template, special_tokens, bundled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (model_id) DO UPDATE SET engine = excluded.engine, name = excluded.name,
+                   quantisation = excluded.quantisation, size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
+                   path = excluded.path, context_length = excluded.context_length, bundled = excluded.bundled,
+                   chat_template = coalesce(excluded.chat_template, model.chat_template),
+                   special_tokens = CASE WHEN excluded.chat_template IS NULL THEN model.special_tokens
+                                         ELSE excluded.special_tokens END,
+                   last_seen_at = now()""",
             values)
 
 
@@ -33,12 +36,12 @@ def _identity(row: dict) -> ModelIdentity:
 
 
 def get_model(db: Database, model_id: str) -> ModelIdentity | None:
-    row = db.fetchrow(f"SELECT {', '.join(_COLS)} FROM model WHERE model_id = ?", [model_id])
+    row = db.fetchrow(_SELECT + " WHERE model_id = ?", [model_id])
     return _identity(row) if row else None
 
 
 def list_models(db: Database) -> list[ModelIdentity]:
-    rows = db.fetchdicts(f"SELECT {', '.join(_COLS)} FROM model ORDER BY first_seen_at, model_id")
+    rows = db.fetchdicts(_SELECT + " ORDER BY first_seen_at, model_id")
     return [_identity(r) for r in rows]
 
 
