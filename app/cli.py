@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from app.cli_engine import EMBEDDED_FLAGS, dump_engine, embedded_model_options, engine_cfg, engine_options
 from app.cli_export import add_export_commands
 from app.cli_people import add_people_commands
 from app.cli_target import Local, Remote, _running_server, call, fail, target
@@ -31,52 +32,6 @@ DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
 def db_option(fn):  # noqa: ANN001, ANN201
     return click.option("--db", "db_path", envvar="CRITLAB_DB", default="critlab.duckdb", show_default=True,
                         help=DB_HELP, type=click.Path(dir_okay=False))(fn)
-
-
-_EMBEDDED_FLAGS = ("model", "chat_template", "ctx", "n_gpu_layers")
-_SGLANG_FLAGS = ("sglang_url", "sglang_tokenizer", "sglang_tokenize_url", "sglang_model_id", "sglang_raw_logprobs")
-
-
-def embedded_model_options(fn):  # noqa: ANN001, ANN201
-    opts = [
-        click.option("--model", envvar="CRITLAB_MODEL", type=click.Path(exists=True, dir_okay=False),
-                     help="A local GGUF file for the embedded engine (default: the bundled SmolLM2-135M demo model).",
-                     metavar="PATH.gguf"),
-        click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), metavar="FILE.j2",
-                     help="Jinja chat template to use instead of the one in the GGUF's metadata."),
-        click.option("--ctx", type=click.IntRange(16), metavar="TOKENS",
-                     help="Context length for the embedded model (default: the GGUF's, at most 8192)."),
-        click.option("--n-gpu-layers", type=click.IntRange(-1), metavar="N",
-                     help="Layers to offload to the GPU (-1: all) with a CUDA or Metal build of llama-cpp-python."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def engine_options(fn):  # noqa: ANN001, ANN201
-    opts = [
-        click.option("--engine", type=click.Choice(["embedded", "sglang"]),
-                     help="embedded: a GGUF on this machine (the bundled SmolLM2-135M demo model unless --model); "
-                          "sglang: an SGLang server or router. Default: the running server's engine when one "
-                          "holds the database, else embedded."),
-        click.option("--sglang-url", envvar="CRITLAB_SGLANG_URL",
-                     help="SGLang server or sglang-router URL. The API key comes from $CRITLAB_SGLANG_API_KEY."),
-        click.option("--sglang-tokenizer", type=click.Path(exists=True, file_okay=False),
-                     help="Local HF tokenizer directory (needed behind sglang-router, which does not route /tokenize)."),
-        click.option("--sglang-tokenize-url", help="A worker URL that serves /tokenize (alternative to --sglang-tokenizer)."),
-        click.option("--sglang-model-id",
-                     help="Model id to record instead of the one the server reports (sglang-router proxies "
-                          "/get_model_info to a worker, so it reports one too)."),
-        click.option("--sglang-raw-logprobs", is_flag=True,
-                     help="The SGLang server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1, so sampled-token logprobs "
-                          "are raw (not detectable over HTTP; --launch-sglang sets it itself). Without it they are "
-                          "recorded as temperature-scaled unless the temperature is 0 or 1."),
-    ]
-    fn = embedded_model_options(fn)
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
 
 
 class Duration(click.ParamType):
@@ -112,35 +67,6 @@ def session_options(fn):  # noqa: ANN001, ANN201
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
-
-
-def _engine_cfg(kw: dict[str, Any]) -> EngineConfig | None:
-    """The engine the flags name; None when no engine flag was given (then a running server's own engine
-    serves the command, and a command run here uses the bundled embedded model). A URL or a model path from
-    the environment alone names no engine; $CRITLAB_MODEL names the embedded one."""
-    engine = kw.pop("engine")
-    embedded = {k: kw.pop(k) for k in _EMBEDDED_FLAGS}
-    sglang = {k: kw.pop(k) for k in _SGLANG_FLAGS}
-    src = click.get_current_context().get_parameter_source
-    named = {k for k in (*_EMBEDDED_FLAGS, *_SGLANG_FLAGS) if src(k) == click.core.ParameterSource.COMMANDLINE}
-    if engine is None:
-        if named & set(_EMBEDDED_FLAGS) and named & set(_SGLANG_FLAGS):
-            fail("give either the embedded engine's flags (--model, --chat-template, --ctx, --n-gpu-layers) or "
-                 "the SGLang ones (--sglang-*), not both")
-        if named & set(_SGLANG_FLAGS):
-            engine = "sglang"
-        elif named or embedded["model"]:
-            engine = "embedded"
-        else:
-            return None
-    if engine == "sglang" and named & set(_EMBEDDED_FLAGS):
-        fail(f"--{sorted(named & set(_EMBEDDED_FLAGS))[0].replace('_', '-')} is for the embedded engine, "
-             "not --engine sglang")
-    if engine == "embedded" and named & set(_SGLANG_FLAGS):
-        fail(f"--{sorted(named & set(_SGLANG_FLAGS))[0].replace('_', '-')} is for --engine sglang")
-    if engine == "sglang":
-        return EngineConfig(engine="sglang", **sglang)
-    return EngineConfig(engine="embedded", **{k: v for k, v in embedded.items() if v is not None})
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -221,20 +147,16 @@ def generate(study: str, n: int, temperature: float, top_p: float, max_tokens: i
     same command to fill only what is missing (after a crash or a failed server); different
     settings need --new-run, so a study can hold several runs to compare (e.g. two temperatures).
     """
-    engine = _engine_cfg(kw)
+    engine = engine_cfg(kw)
     settings = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed,
                 "top_logprobs": top_logprobs}
     with target(db_path, engine) as t:
-        job = t.op("generate", {"study": study, "settings": settings, "engine": _dump(engine),
+        job = t.op("generate", {"study": study, "settings": settings, "engine": dump_engine(engine),
                                 "new_run": new_run})
         job = _follow_job(t, job)
     if job["status"] != "done":
         fail(job["error"] or f"job {job['id']} {job['status']}")
     click.echo(f"Job {job['id']} done: {job['done']} / {job['total']} responses.")
-
-
-def _dump(engine: EngineConfig | None) -> dict[str, Any] | None:
-    return engine.model_dump() if engine else None
 
 
 def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
@@ -293,9 +215,9 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
         parse_method_list(methods)
     except ValueError as e:
         fail(str(e))
-    engine = _engine_cfg(kw)
+    engine = engine_cfg(kw)
     with target(db_path, engine) as t:
-        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": _dump(engine)}))
+        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": dump_engine(engine)}))
     if job["status"] != "done":
         fail(job["error"] or f"job {job['id']} {job['status']}")
     click.echo(job["message"])
@@ -357,13 +279,13 @@ def serve(click_ctx: click.Context, host: str, port: int, db_path: str, launch_m
     if launch_model is None:
         if tp != 1 or dp != 1 or sglang_args:
             fail("--tp, --dp and --sglang-arg go with --launch-sglang MODEL")
-        _serve(db_path, host, port, _engine_cfg(kw) or EngineConfig(), **web)
+        _serve(db_path, host, port, engine_cfg(kw) or EngineConfig(), **web)
         return
     if click_ctx.get_parameter_source("sglang_url") == click.core.ParameterSource.COMMANDLINE:
         fail("--launch-sglang starts its own server: drop --sglang-url")
     if kw["engine"] == "embedded":
         fail("--launch-sglang uses the sglang engine: drop --engine embedded")
-    given = [k for k in _EMBEDDED_FLAGS if click_ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+    given = [k for k in EMBEDDED_FLAGS if click_ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
     if given:
         fail(f"--{given[0].replace('_', '-')} is for the embedded engine, not --launch-sglang")
     try:

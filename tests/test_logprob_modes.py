@@ -101,9 +101,10 @@ def test_the_migration_relabels_greedy_and_unit_temperature_runs_as_raw(tmp_path
 
 
 def test_the_cli_says_the_server_returns_raw_logprobs() -> None:
-    from app.cli import _engine_cfg, generate
+    from app.cli import generate
+    from app.cli_engine import engine_cfg
 
     args = ["--study", "s", "--engine", "sglang", "--sglang-url", "http://gpu:30000"]
     for extra, raw in (([], False), (["--sglang-raw-logprobs"], True)):
         with generate.make_context("generate", args + extra) as ctx:  # the flags' sources are read from it
-            assert _engine_cfg(dict(ctx.params)).sglang_raw_logprobs is raw
+            assert engine_cfg(dict(ctx.params)).sglang_raw_logprobs is raw
