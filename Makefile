@@ -40,7 +40,8 @@ SGLANG_VERSION := 0.5.23
 SGLANG_PYTHON ?= python3.11
 SGLANG_VENV ?= .venv-sglang
 SGLANG_TESTS ?= tests/test_check_sglang_bodies.py tests/test_engine_sglang.py tests/test_generation_sglang.py tests/test_generation_faults.py \
-  tests/test_scoring_sglang.py tests/test_sglang_router.py tests/test_sglang_launch.py \
+  tests/test_scoring_sglang.py tests/test_sglang_router.py tests/test_sglang_launch.py tests/test_candidates.py \
+  tests/test_engine_choice.py::test_a_command_without_engine_flags_uses_the_running_servers_engine \
   tests/test_live.py::test_live_on_the_sglang_standin tests/test_security.py::test_sglang_api_key_is_never_logged_stored_or_shown
 
 $(SGLANG_VENV)/.sglang-$(SGLANG_VERSION):
