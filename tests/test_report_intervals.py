@@ -9,8 +9,10 @@ import numpy as np
 import polars as pl
 
 from storage import judgments
-from storage.analysis import report
 from storage.analysis.report import build_report, interval_text, report_markdown
+from storage.analysis.report.build import _jsonable
+from storage.analysis.report.figures import _figure
+from storage.analysis.report.intervals import _Boot
 from storage.db import Database
 from storage.models import JudgmentIn, StudyConfig
 from storage.studies import create_study
@@ -53,12 +55,12 @@ def test_an_interval_on_part_of_the_resamples_says_so(db: Database) -> None:
 def test_an_interval_on_fewer_than_half_of_the_resamples_is_withheld() -> None:
     """A metric defined only in resamples that draw prompt 1 at least twice (about 26% of them with 5 prompts):
     its interval is null with the reason, and the printed figure says there is none."""
-    boot = report._Boot(N_BOOT, SEED)
+    boot = _Boot(N_BOOT, SEED)
     ids = pl.Series([1, 2, 3, 4, 5])
     ci = boot.weighted(ids, lambda counts, group: np.where(counts[:, 0] >= 2, 1.0, np.nan))
-    fig = report._figure("made_up", ["a", "b"], 1.0, 5, ci)
+    fig = _figure("made_up", ["a", "b"], 1.0, 5, ci)
     assert not boot.run()
-    out = report._jsonable(fig)
+    out = _jsonable(fig)
     draws = np.random.default_rng(SEED).integers(0, 5, size=(N_BOOT, 5), dtype=np.int32)
     expected = int(((draws == 0).sum(axis=1) >= 2).sum())
     assert expected < 0.5 * N_BOOT

@@ -122,7 +122,7 @@ SQL_WORDS = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|WHERE|COPY|ATT
 # a fragment or a placeholder list built from constants in the code, never a value a person typed.
 # A new interpolation fails the test below until someone checks it and adds it here.
 REVIEWED_SQL_INTERPOLATIONS = {
-    ("storage/analysis/report.py", "_COLUMNS"),  # a constant column list
+    ("storage/analysis/report/loading.py", "_COLUMNS"),  # a constant column list
     ("storage/backup.py", "t"),  # table names read from duckdb_tables()
     ("storage/checklists.py", "' AND '.join(where)"),  # "col = ?" for constant column names
     ("storage/import_judgments.py", "columns"), ("storage/import_judgments.py", "select"),  # constant lists

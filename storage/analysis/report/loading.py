@@ -1,0 +1,119 @@
+"""The report's data: one read of the study's current judgments, prompts, responses and checklist items
+(`_load`, giving `_Data`), and the filters the sections apply to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from storage.analysis.report.figures import METHOD_OF
+from storage.db import Database
+
+
+_COLUMNS = """j.id, j.prompt_id, j.judge_kind, j.judge, j.method, j.variant, j.target_key, j.response_id,
+       j.response_b_id, j.checklist_item_id, j.shown_order, j.value, j.label, j.prob, j.stage, j.status,
+       j.created_at"""
+# Current rows on existing prompts (external ids and positions come with `prompts`, joined where shown).
+_CURRENT = f"""SELECT {_COLUMNS} FROM judgment j SEMI JOIN prompt p ON p.id = j.prompt_id
+WHERE j.study_id = $study AND j.superseded_at IS NULL"""
+_MODEL_OK = " AND j.judge_kind = 'model' AND j.status = 'ok'"
+# One row per (judge, method, target): the blind one, else the latest. Ranked on the key columns alone, then
+# fetched whole: sorting every column inside the window costs three times as much. The model frame needs
+# neither the target key nor the shown order.
+_MODEL = _CURRENT.replace("j.target_key, ", "").replace("j.shown_order, ", "") + _MODEL_OK + """ AND j.id IN (
+    SELECT j.id FROM judgment j SEMI JOIN prompt p ON p.id = j.prompt_id
+    WHERE j.study_id = $study AND j.superseded_at IS NULL""" + _MODEL_OK + """
+    QUALIFY row_number() OVER (PARTITION BY j.judge, j.method, j.target_key
+                               ORDER BY (j.stage = 'blind') DESC, j.created_at DESC, j.id DESC) = 1)
+ORDER BY j.created_at, j.id"""
+
+
+@dataclass
+class _Data:
+    study: Any
+    stage: str
+    human: pl.DataFrame  # current human rows of the stage
+    human_all: pl.DataFrame  # current human rows of every stage (reveal)
+    model: pl.DataFrame  # current ok model rows, one per (judge, method, target)
+    prompts: pl.DataFrame  # prompt_id, external_id, position
+    responses: pl.DataFrame  # response_id, prompt_id, origin
+    items: pl.DataFrame  # item_id, question, prompt_id
+    counts: dict[str, Any]
+    mapping: dict[str, dict[str, str] | None]
+    cache: dict[str, Any] = field(default_factory=dict)  # frames several sections derive alike
+
+
+def _sql(db: Database, query: str, params: dict[str, Any]) -> pl.DataFrame:
+    return db.cursor().sql(query, params=params).pl()
+
+
+MethodInfo = Callable[[str], "dict[str, str] | None"]
+
+
+def _no_method_info(method: str) -> dict[str, str] | None:
+    return None
+
+
+def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _Data:
+    from storage.studies import get_study
+
+    study = get_study(db, study_id)
+    p = {"study": study_id}
+    human_all = _sql(db, _CURRENT + " AND j.judge_kind = 'human' ORDER BY j.created_at, j.id", p)
+    human = human_all.filter(pl.col("stage") == stage)
+    model = _sql(db, _MODEL, p)
+    humans = set(human_all["judge"].unique().to_list())
+    clash = sorted(set(model["judge"].unique().to_list()) & humans)
+    if clash:  # a model id equal to an annotator's name: keep them apart in every frame
+        model = model.with_columns(judge=pl.when(pl.col("judge").is_in(clash))
+                                   .then(pl.col("judge") + " (model)").otherwise(pl.col("judge")))
+    prompts = _sql(db, "SELECT id AS prompt_id, external_id, position FROM prompt WHERE study_id = $study "
+                       "ORDER BY position, id", p)
+    responses = _sql(db, "SELECT r.id AS response_id, r.prompt_id, r.origin FROM response r "
+                         "JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = $study ORDER BY r.id", p)
+    items = _sql(db, "SELECT ci.id AS item_id, ci.question, c.prompt_id FROM checklist_item ci "
+                     "JOIN checklist c ON c.id = ci.checklist_id JOIN prompt p ON p.id = c.prompt_id "
+                     "WHERE p.study_id = $study ORDER BY ci.id", p)
+    by_kind = _sql(db, """SELECT judge_kind, method, stage, status, count(*)::BIGINT AS n,
+                                 count(DISTINCT judge)::BIGINT AS n_judges
+                          FROM judgment WHERE study_id = $study AND superseded_at IS NULL
+                          GROUP BY ALL ORDER BY ALL""", p)
+    hum = (human.group_by("judge").agg(n_prompts=pl.col("prompt_id").n_unique().cast(pl.Int64),
+                                       n_judgments=pl.len().cast(pl.Int64)).sort("judge"))
+    failed = _sql(db, """SELECT judge, count(*)::BIGINT AS n_failed FROM judgment WHERE study_id = $study
+                         AND superseded_at IS NULL AND judge_kind = 'model' AND status = 'failed' GROUP BY judge""", p)
+    mod = (model.group_by("judge").agg(methods=pl.col("method").unique().sort(), n_judgments=pl.len().cast(pl.Int64))
+           .join(failed, on="judge", how="left").with_columns(pl.col("n_failed").fill_null(0)).sort("judge"))
+    methods = sorted(set(model["method"].unique().to_list()))
+    mapping = {m: method_info(m) for m in {*methods, *(METHOD_OF.get(m, m) for m in methods)}}
+    counts = {
+        "n_prompts": prompts.height, "n_responses": responses.height,
+        "n_prompts_with_human_labels": human["prompt_id"].n_unique(),
+        "humans": hum, "models": mod,
+        "judgments": by_kind,
+        "n_model_failed": int(failed["n_failed"].sum()) if failed.height else 0,
+        "n_human_other_stage": human_all.height - human.height,
+        "unmapped_methods": [m for m, info in mapping.items() if info is None],
+        "renamed_models": [{"judge": c, "as": f"{c} (model)"} for c in clash],
+    }
+    return _Data(study=study, stage=stage, human=human, human_all=human_all, model=model, prompts=prompts,
+                 responses=responses, items=items, counts=counts, mapping=mapping)
+
+
+def _with_external(df: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+    return df.join(prompts.select("prompt_id", "external_id"), on="prompt_id", how="left", maintain_order="left")
+
+
+def _response_level() -> pl.Expr:
+    """A response-level aggregate row: one response, no pair, no checklist item, no variant (k-sample methods'
+    per-sample rows and pairwise per-order rows are left out)."""
+    return (pl.col("variant").is_null() & pl.col("response_id").is_not_null() & pl.col("response_b_id").is_null()
+            & pl.col("checklist_item_id").is_null())
+
+
+def _mapped(d: _Data, key: str, values: Sequence[str]) -> list[str]:
+    """Stored method ids whose method class has `key` in `values`."""
+    return [m for m, info in d.mapping.items() if info is not None and info[key] in values and m not in METHOD_OF]
