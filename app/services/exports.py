@@ -12,15 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.services.context import AppContext, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
-from storage.export import ExportOptions, export_dataset, preview_dataset
+from storage.export import ExportOptions, Source, export_dataset, preview_dataset
 from storage import model_registry
-from storage.export.chat_template import load_chat_template
+from backend.engines.chat_template import load_chat_template
 from storage.export.data import model_sources
 from storage.export.files import card_path, zip_export
+from storage.export.methods import ExportMethods, Messages
 from storage.export.options import IncludedOrigin, Signal
 from storage.export.schema import Kind, Style
 from storage.studies import get_study
@@ -44,6 +45,16 @@ class _ExportFields(BaseModel):
     kto_threshold: float | None = None
     annotator_names: bool = False
     chat_template: OptionalReadPath = None  # a GGUF file or a tokenizer directory
+
+    @field_validator("source")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from backend.methods.registry import method_ids
+
+        method = Source.parse(v).method
+        if method is not None and method not in method_ids():
+            raise ValueError(f"unknown method {method!r} in source {v!r}; known: {', '.join(method_ids())}")
+        return v
 
     def options(self) -> ExportOptions:
         data = self.model_dump(exclude={"study", "out", "hf_dir", "rows", "overwrite", "format"})
@@ -78,6 +89,31 @@ def _short(err: dict[str, Any]) -> str:
     return f"{where}: {msg}" if where else msg
 
 
+def export_methods() -> ExportMethods:
+    """The method facts and chat templates an export needs, from backend (storage does not import it)."""
+    from backend.engines.chat_template import ChatTemplate
+    from backend.methods.critique import Critique, reply_from_rationale
+    from backend.methods.registry import get_method, method_ids
+
+    critiques: dict[str | None, Critique] = {}  # one per method version, for this export
+
+    def judge_chat(version: str | None, question: str, response: str) -> Messages:
+        method = critiques.get(version)
+        if method is None:
+            method = Critique()
+            if version:
+                method.version = version  # the templates of the version that wrote the critiques
+            critiques[version] = method
+        try:
+            return method.chat(question, response)
+        except FileNotFoundError as e:
+            raise ValueError(f"critique template version {version!r} is not installed: {e}") from e
+
+    return ExportMethods(score_columns={m: get_method(m).score_column for m in method_ids()}, judge_chat=judge_chat,
+                         critique_reply=reply_from_rationale, load_template=load_chat_template,
+                         template_from_text=ChatTemplate)
+
+
 def _bundled_template(ctx: AppContext) -> None:
     """Databases from before m023 know the bundled demo model only by its id; its template is read from the
     installed GGUF the first time an export may need it."""
@@ -97,7 +133,8 @@ def _bundled_template(ctx: AppContext) -> None:
 def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
     _bundled_template(ctx)
     try:
-        r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite)
+        r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite,
+                           methods=export_methods())
     except ServiceError:
         raise
     except ValueError as e:
@@ -108,7 +145,7 @@ def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
 def export_preview(ctx: AppContext, user: str, p: ExportPreview) -> dict[str, Any]:
     _bundled_template(ctx)
     try:
-        r = preview_dataset(ctx.db, p.study, p.options(), n_rows=p.rows)
+        r = preview_dataset(ctx.db, p.study, p.options(), n_rows=p.rows, methods=export_methods())
     except ServiceError:
         raise
     except ValueError as e:
