@@ -15,15 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.services.exports import ExportPreview, export_methods
-
 from storage import checklists, judgments, responses
 from storage.db import Database
 from storage.export import ExportOptions, row_schema
 from storage.export import export_dataset as _export_dataset, preview_dataset as _preview_dataset
 from storage.export.schema import META_FIELDS
-from storage.export_dpo import build_dpo_pairs
 from storage.models import JudgmentIn, ResponseIn
 from tests.builders import judge, label, make_prompt, make_responses, make_run, make_study
+from tests.dpo_reference import build_dpo_pairs
 
 # Model sources, judge rows and standard-style prompts need the method facts the app layer passes in.
 export_dataset = partial(_export_dataset, methods=export_methods())

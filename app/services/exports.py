@@ -78,6 +78,17 @@ class ExportPreview(_ExportFields):
     rows: int = Field(5, ge=0, le=100)
 
 
+class ExportDpo(BaseModel):
+    """The first DPO export's operation, kept for the scripts that send it: `export` with kind dpo, signal best
+    and per_annotator (one pair per prompt and annotator: the pick vs the response that annotator rated
+    strictly lowest), so it writes the same files, card and export_run row as that export."""
+
+    model_config = ConfigDict(extra="forbid")
+    study: str
+    out: WritePath
+    overwrite: bool = False
+
+
 class ExportSources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     study: str
@@ -151,6 +162,11 @@ def export_preview(ctx: AppContext, user: str, p: ExportPreview) -> dict[str, An
     except ValueError as e:
         raise ServiceError(str(e)) from e
     return r.model_dump(mode="json")
+
+
+def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
+    return export(ctx, user, Export(study=p.study, out=p.out, overwrite=p.overwrite, kind="dpo", signal="best",
+                                    per_annotator=True))
 
 
 def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, Any]:
@@ -243,5 +259,6 @@ def download_link(ctx: AppContext, user: str, export_run_id: int) -> dict[str, A
 EXPORT_OPS: dict[str, tuple[type[BaseModel], Callable[[AppContext, str, Any], dict[str, Any]]]] = {
     "export": (Export, export),
     "export_preview": (ExportPreview, export_preview),
+    "export_dpo": (ExportDpo, export_dpo),
     "export_sources": (ExportSources, export_sources),
 }

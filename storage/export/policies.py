@@ -13,17 +13,44 @@ ratings use the mean. docs/formats.md ("Preference data exports") states every r
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 from storage.export.data import Chunk, Human, ModelRow, PromptRow
-from storage.export.legacy import pick_rejected
 
 Vote = tuple[str, int | None, str | None, float | None]          # annotator, response, label, value
 Score = tuple[int | None, str, str, str | None, float | None, str | None]  # response, method, judge, variant, score, label
 TIE_WORDS = ("tie", "both_bad")
+
+
+def pick_rejected(pick: int, shown: Sequence[int], ratings: Mapping[int, float]) -> tuple[int | None, str | None]:
+    """(rejected response id, None), or (None, skip reason).
+
+    >>> pick_rejected(1, [1, 2, 3], {1: 6, 2: 4, 3: 2})
+    (3, None)
+    >>> pick_rejected(1, [1, 2, 3], {1: 6, 2: 2, 3: 2})
+    (None, 'tied_lowest')
+    >>> pick_rejected(1, [2, 1], {1: 3, 2: 3})
+    (None, 'rejected_not_below_chosen')
+    >>> pick_rejected(1, [1, 2, 3], {1: 6, 2: 2})
+    (None, 'missing_ratings')
+    >>> pick_rejected(1, [1], {1: 6})
+    (None, 'no_other_response')
+    """
+    others = [r for r in dict.fromkeys(shown) if r != pick]
+    if not others:
+        return None, "no_other_response"
+    if pick not in ratings or any(r not in ratings for r in others):
+        return None, "missing_ratings"
+    lowest = min(ratings[r] for r in others)
+    at_lowest = [r for r in others if ratings[r] == lowest]
+    if len(at_lowest) > 1:
+        return None, "tied_lowest"
+    if not lowest < ratings[pick]:
+        return None, "rejected_not_below_chosen"
+    return at_lowest[0], None
 
 
 @dataclass
