@@ -474,7 +474,7 @@ def test_bad_options_are_refused_before_writing(db: Database, sid: int, tmp_path
     with pytest.raises(ValueError, match="unknown source"):
         ExportOptions(source="robot")
     with pytest.raises(ValueError, match="unknown method"):
-        ExportPreview(study="demo", source="model:nope")
+        ExportPreview(study="demo", source="model:nope").options()
     with pytest.raises(ValueError, match="kto exports come from human labels"):
         ExportOptions(kind="kto", source="model:rubric")
     with pytest.raises(ValueError, match="does not fit"):

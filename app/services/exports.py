@@ -8,60 +8,61 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from copy import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from app.services.context import AppContext, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
-from storage.export import ExportOptions, Source, export_dataset, preview_dataset
-from storage import model_registry
 from backend.engines.chat_template import load_chat_template
+from storage import model_registry
+from storage.export import ExportOptions, Source, export_dataset, preview_dataset
 from storage.export.data import model_sources
 from storage.export.files import card_path, zip_export
 from storage.export.methods import ExportMethods, Messages
-from storage.export.options import IncludedOrigin, Signal
-from storage.export.schema import Kind, Style
+from storage.export.options import IncludedOrigin
 from storage.studies import get_study
 
 EXPORTS_DIR = "exports"
 
 
-class _ExportFields(BaseModel):
+class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Kind = "dpo"
-    study: str
-    style: Style = "conversational"
-    source: str = "human"
-    signal: Signal = "auto"
-    min_margin: float = Field(0.0, ge=0.0)
-    min_annotators: int = Field(1, ge=1, le=1000)
-    min_agreement: float = Field(0.0, ge=0.0, le=1.0)
-    per_annotator: bool = False
-    all_pairs: bool = False
-    include_origin: list[IncludedOrigin] | str = Field(default_factory=lambda: ["sampled"])
-    kto_threshold: float | None = None
-    annotator_names: bool = False
-    chat_template: OptionalReadPath = None  # a GGUF file or a tokenizer directory
-
-    @field_validator("source")
-    @classmethod
-    def _known_method(cls, v: str) -> str:
-        from backend.methods.registry import method_ids
-
-        method = Source.parse(v).method
-        if method is not None and method not in method_ids():
-            raise ValueError(f"unknown method {method!r} in source {v!r}; known: {', '.join(method_ids())}")
-        return v
 
     def options(self) -> ExportOptions:
-        data = self.model_dump(exclude={"study", "out", "hf_dir", "rows", "overwrite", "format"})
+        """The ExportOptions of this payload; what does not fit together (or names an unknown method) is a
+        ServiceError naming it."""
+        from backend.methods.registry import method_ids
+
+        data = self.model_dump(include=set(ExportOptions.model_fields))
+        try:
+            method = Source.parse(data["source"]).method
+        except ValueError:
+            method = None  # ExportOptions says what is wrong with it
+        if method is not None and method not in method_ids():
+            raise ServiceError(f"unknown method {method!r} in source {data['source']!r}; "
+                               f"known: {', '.join(method_ids())}")
         try:
             return ExportOptions.model_validate(data)
         except ValidationError as e:
             raise ServiceError("; ".join(_short(err) for err in e.errors())) from None
+
+
+def _option_fields() -> dict[str, Any]:
+    """ExportOptions' fields with their defaults and bounds, for the payloads. Only the fields: the checks
+    across fields run in `options()`, so they answer as a ServiceError. `include_origin` also takes the
+    comma-separated text the CLI sends, and `chat_template` names a file a web session may only read from
+    its upload folder (app/services/paths.py)."""
+    fields: dict[str, Any] = {name: (f.annotation, copy(f)) for name, f in ExportOptions.model_fields.items()}
+    fields["include_origin"] = (list[IncludedOrigin] | str, copy(ExportOptions.model_fields["include_origin"]))
+    fields["chat_template"] = (OptionalReadPath, None)  # a GGUF file, tokenizer directory or Jinja file
+    return fields
+
+
+_ExportFields = create_model("_ExportFields", __base__=_Payload, study=(str, ...), **_option_fields())
 
 
 class Export(_ExportFields):
