@@ -26,7 +26,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_storage_export_imports_no_backend_or_app() -> None:
-    files = sorted((ROOT / "storage" / "export").glob("*.py")) + sorted((ROOT / "storage").glob("export*.py"))
+    files = sorted((ROOT / "storage" / "export").rglob("*.py")) + sorted((ROOT / "storage").glob("export*.py"))
     bad = {f"{f.relative_to(ROOT)}: {m}" for f in files for m in _imports(f) if m.split(".")[0] in ("backend", "app")}
     assert not bad, sorted(bad)
 
