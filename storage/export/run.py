@@ -178,7 +178,8 @@ def _template(db: Database, study: Study, options: ExportOptions, judge: str | N
                          f"run stored before critlab recorded templates): {ask}")
     methods.need("template_from_text")
     assert methods.template_from_text is not None
-    return methods.template_from_text(m.chat_template, dict(m.special_tokens), f"{model_id} (the template it ran with)")
+    return methods.template_from_text(m.chat_template, dict(m.special_tokens),
+                                      f"{model_id} (the template it ran with)")
 
 
 # -- rows --------------------------------------------------------------------------------------------------
