@@ -7,8 +7,9 @@ P pairs. Then, each in a fresh subprocess (so peak memory is that run's own):
 - `stream-*`: `critlab export dpo` (storage.export.export_dataset, consensus default), which reads 1,000
   prompts at a time and writes 1,000-row batches (JSONL, or Parquet through pyarrow's ParquetWriter);
   `per-annotator-jsonl` the same with `--per-annotator` (the baseline's own pair rule);
-- `baseline-*`: the first DPO export (storage.export.legacy.export_dpo), which builds every row as a Python
-  dict in one list and then writes the list (one JSON line per row, or one `Table.from_pylist`).
+- `baseline-*`: the first DPO export, which built every row as a Python dict in one list and then wrote the
+  list (one JSON line per row, or one `Table.from_pylist`): its pair builder is kept as the tests' reference
+  (tests/dpo_reference.py), and its whole-list writer is `_write_list` here.
 
 Printed per run: rows, wall time, peak RSS (VmHWM) and its growth over the RSS before the export started.
 
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,11 +81,27 @@ def vm_rss_mib() -> float:
     return float("nan")
 
 
+def _write_list(rows: list[dict[str, Any]], out: Path) -> int:
+    """The first exporter's writer: the whole list at once (JSON lines, or one Arrow table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.dpo_reference import DPO_SCHEMA
+
+    if out.suffix == ".jsonl":
+        with open(out, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows, schema=DPO_SCHEMA), out)
+    return len(rows)
+
+
 def child(db_path: str, mode: str, out_dir: str) -> None:
     """One export in this process; prints a JSON line with the figures."""
     from storage.db import Database
     from storage.export import ExportOptions, export_dataset
-    from storage.export.legacy import export_dpo
+    from tests.dpo_reference import build_dpo_pairs
 
     db = Database(db_path)
     db.fetchval("SELECT count(*) FROM judgment")  # open and warm like any command would
@@ -101,7 +119,8 @@ def child(db_path: str, mode: str, out_dir: str) -> None:
     elif mode.startswith("per-annotator"):
         rows = export_dataset(db, "bench", out, ExportOptions(per_annotator=True)).rows
     else:
-        rows = export_dpo(db, "bench", out).pairs
+        pairs, _ = build_dpo_pairs(db, db.fetchval("SELECT id FROM study WHERE name = 'bench'"))
+        rows = _write_list(pairs, out)
     elapsed = time.perf_counter() - t0
     peak = vm_hwm_mib()
     db.close()

@@ -28,7 +28,7 @@ from app.services.ops import run_op
 from storage import annotators
 from storage.db import Database
 from storage.export import ExportOptions, export_dataset
-from storage.export_dpo import export_dpo, pseudonym_salt
+from storage.export.files import pseudonym_salt
 from storage.export_judgments import export_judgments
 from storage.import_judgments import import_judgments
 from storage.importers import PromptFileError, import_prompts
@@ -313,7 +313,7 @@ def test_formula_text_round_trips_through_dpo_exports(db: Database, tmp_path: Pa
     out = tmp_path / f"dpo{fmt}"
     export_dataset(db, "f", out, ExportOptions())
     legacy = tmp_path / f"legacy{fmt}"
-    export_dpo(db, "f", legacy)
+    run_op(ctx, "cli", "export_dpo", {"study": "f", "out": str(legacy)})
     for path in (out, legacy):
         rows = (pq.read_table(path).to_pylist() if fmt == ".parquet"
                 else [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()])
@@ -327,7 +327,7 @@ def test_exports_refuse_csv_and_write_nothing(seeded: AppContext, tmp_path: Path
     before = dump_all(db)
     out = tmp_path / "out"
     for call in (lambda p: export_judgments(db, "demo", p), lambda p: export_dataset(db, "demo", p, ExportOptions()),
-                 lambda p: export_dpo(db, "demo", p),
+                 lambda p: run_op(seeded, "cli", "export_dpo", {"study": "demo", "out": str(p)}),
                  lambda p: run_op(seeded, "cli", "agreement", {"study": "demo", "format": "csv", "out": str(p),
                                                                "n_boot": 0})):
         with pytest.raises((ValueError, ServiceError), match=r"(?i)csv"):

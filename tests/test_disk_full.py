@@ -33,7 +33,7 @@ from app.services.ops import run_op
 from storage import annotators
 from storage.db import Database
 from storage.export import ExportOptions, export_dataset
-from storage.export_dpo import pseudonym_salt
+from storage.export.files import pseudonym_salt
 from storage.fileio import DatabaseWriteError, StorageWriteError
 from storage.studies import get_study
 from tests.builders import label, make_prompt, make_responses, make_run

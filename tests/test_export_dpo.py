@@ -1,19 +1,20 @@
-"""DPO export: the pair rule, supersede and stage rules, fixed meta schema, files, export_run, pseudonyms."""
+"""The per-annotator DPO pair rule on the reference builder (tests/dpo_reference.py, which
+tests/test_export_policies.py holds the export to): supersede and stage rules, fixed meta schema, pseudonyms.
+The files and export_run row of an export are tested on the one export path (test_export_files.py,
+test_export_policies.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from storage.db import Database
-from storage.export.files import OutputExists
-from storage.export_dpo import DPO_SCHEMA, META_TYPE, build_dpo_pairs, export_dpo, pseudonym_salt
+from storage.export import ExportOptions, export_dataset
+from storage.export.files import pseudonym_salt
 from tests.builders import judge, label, make_prompt, make_responses, make_run, make_study
+from tests.dpo_reference import META_TYPE, build_dpo_pairs
 
 
 @pytest.fixture
@@ -171,72 +172,6 @@ def test_meta_has_one_schema_in_every_row(db: Database, sid: int) -> None:
     assert pa.Table.from_pylist(rows).schema.field("meta").type.equals(META_TYPE)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_jsonl_and_parquet_round_trip(db: Database, sid: int, out_dir: Path) -> None:
-    _mixed_study(db, sid)
-    rows, _ = build_dpo_pairs(db, sid)
-
-    js = export_dpo(db, "demo", out_dir / "out" / "pairs.jsonl")
-    assert js.pairs == 2 and js.skipped == {"tied_lowest": 1}
-    lines = Path(js.out_path).read_text(encoding="utf-8").splitlines()
-    assert [json.loads(x) for x in lines] == rows
-    assert "✓ ünïcode" in lines[1]  # written as UTF-8, not \\u escapes
-    assert js.content_hash == sha256(Path(js.out_path))
-    assert js.message == f"2 pairs written to {out_dir / 'out' / 'pairs.jsonl'}; 1 skipped (tied_lowest: 1)"
-
-    pqs = export_dpo(db, "demo", out_dir / "pairs.parquet")
-    table = pq.read_table(pqs.out_path)
-    assert table.schema.equals(DPO_SCHEMA)
-    assert table.to_pylist() == rows
-    assert pqs.content_hash == sha256(Path(pqs.out_path))
-    assert sorted(p.name for p in out_dir.iterdir()) == ["out", "pairs.parquet"]  # no temp files left
-
-
-def test_export_run_is_recorded(db: Database, sid: int, out_dir: Path) -> None:
-    _mixed_study(db, sid)
-    s = export_dpo(db, "demo", out_dir / "pairs.jsonl")
-    run = db.fetchrow("SELECT * FROM export_run WHERE id = ?", [s.export_run_id])
-    assert run is not None
-    assert (run["kind"], run["study_id"], run["out_path"], run["content_hash"]) == (
-        "dpo", sid, str((out_dir / "pairs.jsonl").resolve()), s.content_hash)
-    assert json.loads(run["counts"]) == {"pairs": 2, "best_of_n_labels": 3, "skipped": {"tied_lowest": 1}}
-    assert json.loads(run["params"])["format"] == "jsonl"
-
-
-def test_zero_pairs_writes_empty_files_and_says_why(db: Database, sid: int, out_dir: Path) -> None:
-    s = export_dpo(db, "demo", out_dir / "none.jsonl")
-    assert (s.pairs, s.skipped, s.message) == (0, {}, "0 pairs: no best-of-N labels yet")
-    assert Path(s.out_path).read_bytes() == b""
-    p = export_dpo(db, "demo", out_dir / "none.parquet")
-    table = pq.read_table(p.out_path)
-    assert table.num_rows == 0 and table.schema.equals(DPO_SCHEMA)
-
-    p1, (a, b, c) = three(db, sid, "p1")
-    p2, (d, e, f) = three(db, sid, "p2")
-    label(db, sid, p1, "alice", a, {a: 6, b: 2, c: 2})
-    label(db, sid, p1, "bob", a, {a: 6, b: 2, c: 2})
-    label(db, sid, p2, "alice", d, {d: 6, e: 2}, shown=[d, e, f])
-    with pytest.raises(OutputExists, match="none.jsonl already exists .*--overwrite"):
-        export_dpo(db, "demo", out_dir / "none.jsonl")  # an earlier file is never replaced unasked
-    assert Path(s.out_path).read_bytes() == b""
-    s = export_dpo(db, "demo", out_dir / "none.jsonl", overwrite=True)
-    assert s.message == "0 pairs: 3 skipped (tied_lowest: 2, missing_ratings: 1)"
-    assert s.skipped == {"tied_lowest": 2, "missing_ratings": 1}
-    assert db.fetchval("SELECT count(*) FROM export_run") == 3
-
-
-def test_bad_extension_and_unknown_study(db: Database, sid: int, out_dir: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown export format '\.csv'.*use \.jsonl or \.parquet"):
-        export_dpo(db, "demo", out_dir / "pairs.csv")
-    with pytest.raises(LookupError):
-        export_dpo(db, "nope", out_dir / "pairs.jsonl")
-    assert not out_dir.exists() or list(out_dir.iterdir()) == []
-    assert db.fetchval("SELECT count(*) FROM export_run") == 0
-
-
 def test_pseudonyms_are_stable_per_database_and_hide_names(db: Database, sid: int, tmp_path: Path) -> None:
     pid, (a, b, c) = three(db, sid)
     label(db, sid, pid, "alice", a, {a: 6, b: 4, c: 2})
@@ -245,7 +180,7 @@ def test_pseudonyms_are_stable_per_database_and_hide_names(db: Database, sid: in
     assert "alice" not in first
     salt = db.fetchval("SELECT value FROM settings WHERE key = 'pseudonym_salt'")
     assert salt and bytes.fromhex(salt) == pseudonym_salt(db)
-    out = export_dpo(db, "demo", tmp_path / "x.jsonl")
+    out = export_dataset(db, "demo", tmp_path / "x.jsonl", ExportOptions(per_annotator=True, signal="best"))
     assert "alice" not in Path(out.out_path).read_text()
     assert build_dpo_pairs(db, sid)[0][0]["meta"]["annotator"] == first
 

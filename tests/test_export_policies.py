@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from app.services.exports import ExportPreview, export_methods
 from storage import checklists, judgments, responses
 from storage.db import Database
-from storage.export import ExportOptions, export_dataset, preview_dataset, row_schema
+from storage.export import ExportOptions, row_schema
+from storage.export import export_dataset as _export_dataset, preview_dataset as _preview_dataset
 from storage.export.schema import META_FIELDS
-from storage.export_dpo import build_dpo_pairs
 from storage.models import JudgmentIn, ResponseIn
 from tests.builders import judge, label, make_prompt, make_responses, make_run, make_study
+from tests.dpo_reference import build_dpo_pairs
+
+# Model sources, judge rows and standard-style prompts need the method facts the app layer passes in.
+export_dataset = partial(_export_dataset, methods=export_methods())
+preview_dataset = partial(_preview_dataset, methods=export_methods())
 
 M = "scripted-model"
 
@@ -467,7 +474,7 @@ def test_bad_options_are_refused_before_writing(db: Database, sid: int, tmp_path
     with pytest.raises(ValueError, match="unknown source"):
         ExportOptions(source="robot")
     with pytest.raises(ValueError, match="unknown method"):
-        ExportOptions(source="model:nope")
+        ExportPreview(study="demo", source="model:nope").options()
     with pytest.raises(ValueError, match="kto exports come from human labels"):
         ExportOptions(kind="kto", source="model:rubric")
     with pytest.raises(ValueError, match="does not fit"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from app.cli_export import add_export_commands
 from app.services import exports, generation, labelling
 from app.services.context import AppContext, ServiceError
 from app.services.scoring import start_scoring
+from app.services.exports import export_methods
 from backend.engines.llamacpp_util import default_model_path
 from storage import studies
 from storage.db import Database
-from storage.export import ExportOptions, export_dataset, row_schema
+from storage.export import ExportOptions, row_schema
+from storage.export import export_dataset as _export_dataset
 from storage.import_judgments import import_judgments
-from storage.export.chat_template import load_chat_template
+from backend.engines.chat_template import load_chat_template
 from storage.migrations import BUNDLED_ID
 from storage.models import ModelIdentity, SamplingSettings, StudyConfig
 from tests.builders import make_members, make_prompt, make_study
@@ -34,6 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the check that TRL accepts the exports.
 import datasets  # noqa: E402
 import trl.data_utils as data_utils  # noqa: E402
+
+# Model sources, judge rows and standard-style prompts need the method facts the app layer passes in.
+export_dataset = partial(_export_dataset, methods=export_methods())
 
 EMBEDDED = BUNDLED_ID
 PAIR_KINDS = ("dpo", "rm", "judge")

@@ -4,6 +4,7 @@ time), its identity in the database, and a standard-style export rendered with t
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -11,11 +12,16 @@ from click.testing import CliRunner
 from app.cli import main
 from app.services import labelling
 from app.services.context import AppContext
+from app.services.exports import export_methods
 from storage import studies
 from storage.db import Database
-from storage.export import ExportOptions, export_dataset
+from storage.export import ExportOptions
+from storage.export import export_dataset as _export_dataset
 from tests.builders import make_members
 from tests.tiny_gguf import LLAMA3_TEMPLATE
+
+# Model sources, judge rows and standard-style prompts need the method facts the app layer passes in.
+export_dataset = partial(_export_dataset, methods=export_methods())
 
 
 def run(*args: str):  # noqa: ANN201

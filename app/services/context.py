@@ -115,7 +115,7 @@ def _identity(cfg: EngineConfig, info: EngineInfo) -> ModelIdentity:
         return info.model
     template, special = None, {}
     if cfg.engine == "sglang" and cfg.sglang_tokenizer:
-        from storage.export.chat_template import load_chat_template
+        from backend.engines.chat_template import load_chat_template
 
         try:
             t = load_chat_template(cfg.sglang_tokenizer)

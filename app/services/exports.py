@@ -8,49 +8,61 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from copy import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from app.services.context import AppContext, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, WritePath
-from storage.export import ExportOptions, export_dataset, preview_dataset
+from backend.engines.chat_template import load_chat_template
 from storage import model_registry
-from storage.export.chat_template import load_chat_template
+from storage.export import ExportOptions, Source, export_dataset, preview_dataset
 from storage.export.data import model_sources
 from storage.export.files import card_path, zip_export
-from storage.export.options import IncludedOrigin, Signal
-from storage.export.schema import Kind, Style
+from storage.export.methods import ExportMethods, Messages
+from storage.export.options import IncludedOrigin
 from storage.studies import get_study
 
 EXPORTS_DIR = "exports"
 
 
-class _ExportFields(BaseModel):
+class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Kind = "dpo"
-    study: str
-    style: Style = "conversational"
-    source: str = "human"
-    signal: Signal = "auto"
-    min_margin: float = Field(0.0, ge=0.0)
-    min_annotators: int = Field(1, ge=1, le=1000)
-    min_agreement: float = Field(0.0, ge=0.0, le=1.0)
-    per_annotator: bool = False
-    all_pairs: bool = False
-    include_origin: list[IncludedOrigin] | str = Field(default_factory=lambda: ["sampled"])
-    kto_threshold: float | None = None
-    annotator_names: bool = False
-    chat_template: OptionalReadPath = None  # a GGUF file or a tokenizer directory
 
     def options(self) -> ExportOptions:
-        data = self.model_dump(exclude={"study", "out", "hf_dir", "rows", "overwrite", "format"})
+        """The ExportOptions of this payload; what does not fit together (or names an unknown method) is a
+        ServiceError naming it."""
+        from backend.methods.registry import method_ids
+
+        data = self.model_dump(include=set(ExportOptions.model_fields))
+        try:
+            method = Source.parse(data["source"]).method
+        except ValueError:
+            method = None  # ExportOptions says what is wrong with it
+        if method is not None and method not in method_ids():
+            raise ServiceError(f"unknown method {method!r} in source {data['source']!r}; "
+                               f"known: {', '.join(method_ids())}")
         try:
             return ExportOptions.model_validate(data)
         except ValidationError as e:
             raise ServiceError("; ".join(_short(err) for err in e.errors())) from None
+
+
+def _option_fields() -> dict[str, Any]:
+    """ExportOptions' fields with their defaults and bounds, for the payloads. Only the fields: the checks
+    across fields run in `options()`, so they answer as a ServiceError. `include_origin` also takes the
+    comma-separated text the CLI sends, and `chat_template` names a file a web session may only read from
+    its upload folder (app/services/paths.py)."""
+    fields: dict[str, Any] = {name: (f.annotation, copy(f)) for name, f in ExportOptions.model_fields.items()}
+    fields["include_origin"] = (list[IncludedOrigin] | str, copy(ExportOptions.model_fields["include_origin"]))
+    fields["chat_template"] = (OptionalReadPath, None)  # a GGUF file, tokenizer directory or Jinja file
+    return fields
+
+
+_ExportFields = create_model("_ExportFields", __base__=_Payload, study=(str, ...), **_option_fields())
 
 
 class Export(_ExportFields):
@@ -67,6 +79,17 @@ class ExportPreview(_ExportFields):
     rows: int = Field(5, ge=0, le=100)
 
 
+class ExportDpo(BaseModel):
+    """The first DPO export's operation, kept for the scripts that send it: `export` with kind dpo, signal best
+    and per_annotator (one pair per prompt and annotator: the pick vs the response that annotator rated
+    strictly lowest), so it writes the same files, card and export_run row as that export."""
+
+    model_config = ConfigDict(extra="forbid")
+    study: str
+    out: WritePath
+    overwrite: bool = False
+
+
 class ExportSources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     study: str
@@ -76,6 +99,31 @@ def _short(err: dict[str, Any]) -> str:
     where = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
     msg = str(err.get("msg", "")).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg
+
+
+def export_methods() -> ExportMethods:
+    """The method facts and chat templates an export needs, from backend (storage does not import it)."""
+    from backend.engines.chat_template import ChatTemplate
+    from backend.methods.critique import Critique, reply_from_rationale
+    from backend.methods.registry import get_method, method_ids
+
+    critiques: dict[str | None, Critique] = {}  # one per method version, for this export
+
+    def judge_chat(version: str | None, question: str, response: str) -> Messages:
+        method = critiques.get(version)
+        if method is None:
+            method = Critique()
+            if version:
+                method.version = version  # the templates of the version that wrote the critiques
+            critiques[version] = method
+        try:
+            return method.chat(question, response)
+        except FileNotFoundError as e:
+            raise ValueError(f"critique template version {version!r} is not installed: {e}") from e
+
+    return ExportMethods(score_columns={m: get_method(m).score_column for m in method_ids()}, judge_chat=judge_chat,
+                         critique_reply=reply_from_rationale, load_template=load_chat_template,
+                         template_from_text=ChatTemplate)
 
 
 def _bundled_template(ctx: AppContext) -> None:
@@ -97,7 +145,8 @@ def _bundled_template(ctx: AppContext) -> None:
 def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
     _bundled_template(ctx)
     try:
-        r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite)
+        r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite,
+                           methods=export_methods())
     except ServiceError:
         raise
     except ValueError as e:
@@ -108,12 +157,17 @@ def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
 def export_preview(ctx: AppContext, user: str, p: ExportPreview) -> dict[str, Any]:
     _bundled_template(ctx)
     try:
-        r = preview_dataset(ctx.db, p.study, p.options(), n_rows=p.rows)
+        r = preview_dataset(ctx.db, p.study, p.options(), n_rows=p.rows, methods=export_methods())
     except ServiceError:
         raise
     except ValueError as e:
         raise ServiceError(str(e)) from e
     return r.model_dump(mode="json")
+
+
+def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
+    return export(ctx, user, Export(study=p.study, out=p.out, overwrite=p.overwrite, kind="dpo", signal="best",
+                                    per_annotator=True))
 
 
 def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, Any]:
@@ -206,5 +260,6 @@ def download_link(ctx: AppContext, user: str, export_run_id: int) -> dict[str, A
 EXPORT_OPS: dict[str, tuple[type[BaseModel], Callable[[AppContext, str, Any], dict[str, Any]]]] = {
     "export": (Export, export),
     "export_preview": (ExportPreview, export_preview),
+    "export_dpo": (ExportDpo, export_dpo),
     "export_sources": (ExportSources, export_sources),
 }

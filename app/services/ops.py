@@ -113,12 +113,6 @@ class ExportJudgments(_Payload):
     out: WritePath
 
 
-class ExportDpo(_Payload):
-    study: str
-    out: WritePath
-    overwrite: bool = False
-
-
 class Backup(_Payload):
     out: WritePath
     overwrite: bool = False
@@ -305,12 +299,6 @@ def reset_password(ctx: AppContext, user: str, p: ResetPassword) -> dict[str, An
     return {**_person(a), "password": None if p.password else password}
 
 
-def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
-    from storage.export_dpo import export_dpo as do_export
-
-    return do_export(ctx.db, p.study, p.out, overwrite=p.overwrite).model_dump(mode="json")
-
-
 def import_judgments(ctx: AppContext, user: str, p: ImportJudgments) -> dict[str, Any]:
     from storage.import_judgments import import_judgments as do_import
 
@@ -393,7 +381,6 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "study_members": (StudyOnly, study_members),
     "person_studies": (AnnotatorName, person_studies),
     "set_studies": (PersonStudies, set_studies),
-    "export_dpo": (ExportDpo, export_dpo),
     "import_judgments": (ImportJudgments, import_judgments),
     "export_judgments": (ExportJudgments, export_judgments),
     "backup": (Backup, backup),

@@ -5,11 +5,11 @@ server's `/tokenize` (SGLang >= 0.5.23).
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from backend.engines.base import Chat, EngineError
+from backend.engines.chat_template import sandboxed_env
 from backend.engines.sglang_http import Http, SGLangHTTPError
 
 
@@ -48,7 +48,7 @@ class LocalTokenizer:
             template = (path / "chat_template.jinja").read_text()
         if not template:
             raise EngineError(f"{path}: no chat_template in tokenizer_config.json or chat_template.jinja")
-        self.template = _jinja_env().from_string(template)
+        self.template = sandboxed_env().from_string(template)
         self.special: dict[str, Any] = {}
         for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
             value = config.get(key)
@@ -73,24 +73,6 @@ class LocalTokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-
-def _jinja_env() -> Any:
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-               sort_keys: bool = False) -> str:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -189,3 +189,15 @@ def _rationale(reply: CritiqueReply, truncated: bool) -> str:
     if reply.first_error:
         text = f"{text}\nFirst error: {reply.first_error}" if text else f"First error: {reply.first_error}"
     return f"{text}\n(reply cut off at max_tokens)" if truncated else text
+
+
+def reply_from_rationale(rationale: str, label: str | None) -> str:
+    """A stored sample's judgment as the reply this method asks for (its JSON keys in order), the inverse of
+    `_rationale`; the correction is not stored per sample, so it is left out. Judge-training exports use it."""
+    text = rationale.removesuffix("\n(reply cut off at max_tokens)")
+    critique, sep, first_error = text.rpartition("\nFirst error: ")
+    if not sep:
+        critique, first_error = (text, "none") if not text.startswith("First error: ") else \
+            ("", text.removeprefix("First error: "))
+    return json.dumps({"critique": critique, "verdict": label, "first_error": first_error or "none"},
+                      ensure_ascii=False)

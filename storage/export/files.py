@@ -1,8 +1,7 @@
 """File plumbing shared by every export: atomic writes, content hashes, annotator pseudonyms, and
 publishing an export's files together without ever replacing a file critlab was not asked to replace.
 
-Moved here from storage/export_dpo.py (which re-exports these names for older imports); the atomic-file
-primitives live in storage.fileio (shared with the importers) and are re-exported here.
+The atomic-file primitives live in storage.fileio (shared with the importers).
 """
 
 from __future__ import annotations
@@ -18,12 +17,10 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from storage.db import Database
-from storage.fileio import sha256_file, temp_beside, write_error
+from storage.fileio import temp_beside, write_error
 from storage.fileio import fsync_dir as _fsync_dir
-from storage.fileio import umask as _umask  # noqa: F401 (storage.export_dpo re-exports it)
 
 SALT_KEY = "pseudonym_salt"
 
@@ -198,37 +195,3 @@ def zip_export(files: list[Path], dest: Path) -> Path:
             kind = zipfile.ZIP_STORED if f.suffix.lower() == ".parquet" else zipfile.ZIP_DEFLATED
             z.write(f, arcname=f.name, compress_type=kind)
     return dest
-
-
-def _atomic_write(out: Path, rows: list[dict[str, Any]], fmt: str, *, overwrite: bool = True) -> str:
-    """Write rows beside the target and move them into place (JSONL, or Parquet with the DPO schema); returns
-    sha256. An existing `out` is replaced only with `overwrite` (else OutputExists, and nothing is written).
-    (The original whole-list writer, kept for the per-annotator DPO export.)"""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    fd, tmp = temp_beside(out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if fmt == ".jsonl":
-                for row in rows:
-                    f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-            else:
-                from storage.export.legacy import DPO_SCHEMA
-
-                pq.write_table(pa.Table.from_pylist(rows, schema=DPO_SCHEMA), f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mode 0600 from mkstemp, kept: an export holds study data, for the owner only
-        digest = sha256_file(tmp)
-        publish([(tmp, out, "the data file")], replace=lambda _: overwrite).done()
-    except OSError as e:
-        problem = write_error(e, out)
-        if problem is not None:
-            raise problem from e
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    return digest

@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 
 from storage.db import Database
 from storage.export.card import Stats, render_card
-from storage.export.chat_template import ChatTemplate, load_chat_template
 from storage.export.data import Chunk, chunks, human_methods_present, model_judges
 from storage.export.files import Published, card_path, check_free, publish, pseudonymizer, write_temp_text
+from storage.export.methods import NO_METHODS, ExportMethods, Template
 from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
 from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, model_view
 from storage.export.schema import row_schema
@@ -77,8 +77,8 @@ class Plan:
     human_methods: list[str]
     schema: pa.Schema
     alias: Callable[[str], str]
-    template: ChatTemplate | None = None
-    judge_chats: dict[str | None, Any] = field(default_factory=dict)
+    methods: ExportMethods = NO_METHODS
+    template: Template | None = None
 
     @property
     def source_label(self) -> str:
@@ -86,7 +86,8 @@ class Plan:
 
 
 # -- planning ----------------------------------------------------------------------------------------------
-def plan_export(db: Database, study: str | int, options: ExportOptions) -> Plan:
+def plan_export(db: Database, study: str | int, options: ExportOptions,
+                methods: ExportMethods = NO_METHODS) -> Plan:
     s = get_study(db, study)
     src = options.parsed_source
     kind = options.kind
@@ -94,9 +95,7 @@ def plan_export(db: Database, study: str | int, options: ExportOptions) -> Plan:
         src = Source("model", "critique", src.judge if src.kind == "model" else None)
     model_method = score_column = model_judge = None
     if src.kind != "human":
-        from backend.methods.registry import get_method
-
-        score_column = get_method(src.method or "").score_column
+        score_column = methods.score_column(src.method or "", options.source)
         if src.method == "gsa":
             raise ValueError("gsa writes one aggregate response per prompt and scores none; export the aggregate "
                              "with --include-origin aggregate under a human or selector policy")
@@ -128,9 +127,12 @@ def plan_export(db: Database, study: str | int, options: ExportOptions) -> Plan:
               origins=options.origins(), kto_threshold=options.kto_threshold if options.kto_threshold is not None
               else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
     alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
-    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias)
+    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods)
+    if kind == "judge":
+        methods.need("judge_chat")
+        methods.need("critique_reply")
     if options.style == "standard":
-        plan.template = _template(db, s, options, model_judge if kind == "judge" else None)
+        plan.template = _template(db, s, options, model_judge if kind == "judge" else None, methods)
     return plan
 
 
@@ -146,11 +148,14 @@ def _signal(db: Database, study_id: int, options: ExportOptions) -> str:
     return next((sig for sig in order if all(m in present for m in SIGNAL_NEEDS[sig])), order[0])
 
 
-def _template(db: Database, study: Study, options: ExportOptions, judge: str | None) -> ChatTemplate:
+def _template(db: Database, study: Study, options: ExportOptions, judge: str | None,
+              methods: ExportMethods) -> Template:
     """--chat-template when given, else the template recorded for the one model whose responses (or, for
     judge rows, whose verdicts) are exported."""
     if options.chat_template:
-        return load_chat_template(options.chat_template)
+        methods.need("load_template")
+        assert methods.load_template is not None
+        return methods.load_template(options.chat_template)
     if judge is not None:
         models = {judge}
     else:
@@ -171,7 +176,10 @@ def _template(db: Database, study: Study, options: ExportOptions, judge: str | N
         raise ValueError(f"--style standard renders the prompt with the generating model's chat template, and none is "
                          f"recorded for {model_id} (an SGLang model served without --sglang-tokenizer, or a "
                          f"run stored before critlab recorded templates): {ask}")
-    return ChatTemplate(m.chat_template, dict(m.special_tokens), f"{model_id} (the template it ran with)")
+    methods.need("template_from_text")
+    assert methods.template_from_text is not None
+    return methods.template_from_text(m.chat_template, dict(m.special_tokens),
+                                      f"{model_id} (the template it ran with)")
 
 
 # -- rows --------------------------------------------------------------------------------------------------
@@ -179,17 +187,9 @@ def _shared(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
 
-def _critique_reply(sample: Any) -> str:
-    """The judgment as the critique method's reply (its JSON keys in order; the correction is not stored per
-    sample, so it is left out): critique and first error from the stored rationale, and the verdict."""
-    text = sample.rationale or ""
-    text = text.removesuffix("\n(reply cut off at max_tokens)")
-    critique, sep, first_error = text.rpartition("\nFirst error: ")
-    if not sep:
-        critique, first_error = (text, "none") if not text.startswith("First error: ") else \
-            ("", text.removeprefix("First error: "))
-    return json.dumps({"critique": critique, "verdict": sample.label, "first_error": first_error or "none"},
-                      ensure_ascii=False)
+def _critique_reply(plan: Plan, sample: Any) -> str:
+    assert plan.methods.critique_reply is not None  # plan_export checked
+    return plan.methods.critique_reply(sample.rationale or "", sample.label)
 
 
 def build_row(it: Item, chunk: Chunk, plan: Plan) -> tuple[dict[str, Any], list[tuple[int, str, int | None, str | None]]]:
@@ -210,8 +210,8 @@ def build_row(it: Item, chunk: Chunk, plan: Plan) -> tuple[dict[str, Any], list[
     row: dict[str, Any]
     if kind == "judge":
         assert it.chosen_sample is not None and it.rejected_sample is not None
-        row = {"prompt": prompt, "chosen": completion(_critique_reply(it.chosen_sample)),
-               "rejected": completion(_critique_reply(it.rejected_sample))}
+        row = {"prompt": prompt, "chosen": completion(_critique_reply(plan, it.chosen_sample)),
+               "rejected": completion(_critique_reply(plan, it.rejected_sample))}
     elif kind in ("dpo", "rm"):
         row = {"prompt": prompt, "chosen": completion(resp[it.chosen].text),  # type: ignore[index]
                "rejected": completion(resp[it.rejected].text)}  # type: ignore[index]
@@ -262,20 +262,10 @@ def build_row(it: Item, chunk: Chunk, plan: Plan) -> tuple[dict[str, Any], list[
 
 
 def _judge_chat(plan: Plan, it: Item, response_text: str) -> list[dict[str, str]]:
-    from backend.methods.critique import Critique
-
-    version = it.method_version
-    method = plan.judge_chats.get(version)
-    if method is None:
-        method = Critique()
-        if version:
-            method.version = version  # the templates of the version that wrote the critiques
-        plan.judge_chats[version] = method
+    """The critique method's chat in the version that wrote the critiques."""
+    assert plan.methods.judge_chat is not None  # plan_export checked
     question = next((m["content"] for m in reversed(it.prompt.messages) if m["role"] == "user"), "")
-    try:
-        return method.chat(question, response_text)
-    except FileNotFoundError as e:
-        raise ValueError(f"critique template version {version!r} is not installed: {e}") from e
+    return plan.methods.judge_chat(it.method_version, question, response_text)
 
 
 # -- streaming ---------------------------------------------------------------------------------------------
@@ -325,13 +315,15 @@ def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, An
 
 # -- entry points ------------------------------------------------------------------------------------------
 def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[str], options: ExportOptions,
-                   *, hf_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> ExportResult:
+                   *, hf_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
+                   methods: ExportMethods = NO_METHODS) -> ExportResult:
     """Write the export to `.jsonl` / `.parquet` (streaming) with its card (`<stem>.card.md` beside it), the
     `datasets` directory when asked (with the card as README.md), and record an export_run.
 
     Everything is written to temp names first and moved into place together once the export_run row is in,
     so a failure anywhere leaves none of the files (and no row). An existing data file or card is refused
-    unless `overwrite`; nothing else in the folder (a README.md, say) is ever touched."""
+    unless `overwrite`; nothing else in the folder (a README.md, say) is ever touched. `methods`: the method
+    facts and chat templates that model sources, judge rows and the standard style need (storage.export.methods)."""
     out = Path(out_path)
     fmt = check_format(out)
     card = card_path(out)
@@ -339,7 +331,7 @@ def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[s
     hf = Path(hf_dir) if hf_dir is not None else None
     if hf is not None:
         check_hf_dir(hf, out)
-    plan = plan_export(db, study, options)
+    plan = plan_export(db, study, options, methods)
     stats = Stats()
     writer = RowWriter(out, plan.schema)
     card_tmp: Path | None = None
@@ -389,9 +381,10 @@ def write_card(out: Path, text: str) -> Path:
     return write_temp_text(card_path(out), text)
 
 
-def preview_dataset(db: Database, study: str | int, options: ExportOptions, *, n_rows: int = 5) -> PreviewResult:
+def preview_dataset(db: Database, study: str | int, options: ExportOptions, *, n_rows: int = 5,
+                    methods: ExportMethods = NO_METHODS) -> PreviewResult:
     """The counts (kept, skipped by reason) and first rows of an export, writing nothing."""
-    plan = plan_export(db, study, options)
+    plan = plan_export(db, study, options, methods)
     stats = Stats()
     first: list[dict[str, Any]] = []
     for row in stream_rows(db, plan, stats):

@@ -1,5 +1,9 @@
-"""Per-annotator DPO pairs from best-of-N picks (the first DPO export; `critlab export dpo --per-annotator`
-uses the same rule through `pick_rejected`), in TRL's conversational explicit-prompt format.
+"""The reference the tests hold `critlab export dpo --per-annotator --signal best` to: the first DPO exporter's
+pair builder, one SQL query and a Python loop, kept as an independent second reading of the pair rule
+(tests/test_export_dpo.py pins the rule on it, tests/test_export_policies.py compares the export with it on
+random studies). Its file writer and export_run insert are gone: exports have one path, storage/export/run.py.
+
+Per-annotator DPO pairs from best-of-N picks, in TRL's conversational explicit-prompt format.
 
 Pair rule (one pair per prompt and annotator): from the annotator's current blind best-of-N pick,
 chosen = the picked response and rejected = the shown response with the strictly lowest rating by
@@ -22,23 +26,19 @@ Annotators appear only as per-database pseudonyms.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, Field
 
 from storage.db import Database
-from storage.export.files import _atomic_write, check_free, pseudonymizer
+from storage.export.files import pseudonymizer
+from storage.export.policies import pick_rejected
 from storage.studies import get_study
 
 PAIR_POLICY = "best_vs_strictly_lowest_rated"
 SKIP_REASONS = ("no_pick", "no_shown_order", "no_other_response", "missing_ratings", "tied_lowest",
                 "rejected_not_below_chosen", "missing_response")
-FORMATS = (".jsonl", ".parquet")
 
 MESSAGE_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 META_TYPE = pa.struct([
@@ -63,44 +63,6 @@ DPO_SCHEMA = pa.schema([
     pa.field("rejected", pa.list_(MESSAGE_TYPE)),
     pa.field("meta", META_TYPE),
 ])
-
-
-class ExportSummary(BaseModel):
-    pairs: int
-    skipped: dict[str, int] = Field(default_factory=dict)
-    out_path: str
-    content_hash: str
-    message: str
-    export_run_id: int | None = None
-
-
-# -- the pair rule ---------------------------------------------------------------------------
-def pick_rejected(pick: int, shown: Sequence[int], ratings: Mapping[int, float]) -> tuple[int | None, str | None]:
-    """(rejected response id, None), or (None, skip reason).
-
-    >>> pick_rejected(1, [1, 2, 3], {1: 6, 2: 4, 3: 2})
-    (3, None)
-    >>> pick_rejected(1, [1, 2, 3], {1: 6, 2: 2, 3: 2})
-    (None, 'tied_lowest')
-    >>> pick_rejected(1, [2, 1], {1: 3, 2: 3})
-    (None, 'rejected_not_below_chosen')
-    >>> pick_rejected(1, [1, 2, 3], {1: 6, 2: 2})
-    (None, 'missing_ratings')
-    >>> pick_rejected(1, [1], {1: 6})
-    (None, 'no_other_response')
-    """
-    others = [r for r in dict.fromkeys(shown) if r != pick]
-    if not others:
-        return None, "no_other_response"
-    if pick not in ratings or any(r not in ratings for r in others):
-        return None, "missing_ratings"
-    lowest = min(ratings[r] for r in others)
-    at_lowest = [r for r in others if ratings[r] == lowest]
-    if len(at_lowest) > 1:
-        return None, "tied_lowest"
-    if not lowest < ratings[pick]:
-        return None, "rejected_not_below_chosen"
-    return at_lowest[0], None
 
 
 # Latest current row per (prompt, judge) / (judge, response), in case an old database holds two.
@@ -197,51 +159,3 @@ def build_dpo_pairs(db: Database, study_id: int) -> tuple[list[dict[str, Any]], 
 
 def _shared(a: Any, b: Any) -> Any:
     return a if a == b else None
-
-
-# -- writing ---------------------------------------------------------------------------------
-def export_dpo(db: Database, study_name: str, out_path: str | os.PathLike[str], *,
-               overwrite: bool = False) -> ExportSummary:
-    """Write the study's DPO pairs to `.jsonl` or `.parquet` (atomically) and record an export_run. An
-    existing file at `out_path` is refused unless `overwrite`."""
-    out = Path(out_path)
-    fmt = out.suffix.lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {out.suffix or '(no extension)'!r} for {out}: "
-                         "use .jsonl or .parquet")
-    check_free({out: "the data file"}, overwrite=overwrite)
-    study = get_study(db, study_name)
-    rows, skipped = build_dpo_pairs(db, study.id)
-    content_hash = _atomic_write(out, rows, fmt, overwrite=overwrite)
-    labels = len(rows) + sum(skipped.values())
-    message = _message(len(rows), skipped, labels, out)
-    with db.write() as cur:
-        run_id = cur.execute(
-            "INSERT INTO export_run (kind, study_id, params, counts, out_path, content_hash) "
-            "VALUES ('dpo', ?, ?, ?, ?, ?) RETURNING id",
-            [study.id,
-             json.dumps({"format": fmt.lstrip("."), "pair_policy": PAIR_POLICY, "judge_kind": "human",
-                         "stage": "blind", "layout": "trl_conversational_explicit_prompt"}),
-             json.dumps({"pairs": len(rows), "best_of_n_labels": labels, "skipped": dict(skipped)}),
-             str(out.resolve()), content_hash],
-        ).fetchall()[0][0]
-    return ExportSummary(pairs=len(rows), skipped=dict(skipped), out_path=str(out.resolve()),
-                         content_hash=content_hash, message=message, export_run_id=run_id)
-
-
-def _message(pairs: int, skipped: Counter[str], labels: int, out: Path) -> str:
-    """What happened, and for an empty export why.
-
-    >>> _message(0, Counter(), 0, Path("x.jsonl"))
-    '0 pairs: no best-of-N labels yet'
-    >>> _message(0, Counter(tied_lowest=2, missing_ratings=1), 3, Path("x.jsonl"))
-    '0 pairs: 3 skipped (tied_lowest: 2, missing_ratings: 1)'
-    >>> _message(1, Counter(tied_lowest=1), 2, Path("x.jsonl"))
-    '1 pair written to x.jsonl; 1 skipped (tied_lowest: 1)'
-    """
-    why = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
-    n_skipped = sum(skipped.values())
-    if pairs == 0:
-        return "0 pairs: no best-of-N labels yet" if labels == 0 else f"0 pairs: {n_skipped} skipped ({why})"
-    text = f"{pairs} pair{'s' if pairs != 1 else ''} written to {out}"
-    return f"{text}; {n_skipped} skipped ({why})" if n_skipped else text

@@ -1,5 +1,6 @@
-"""Chat templates for `--style standard`: the prompt rendered the way the model saw it (transformers'
-`apply_chat_template(..., add_generation_prompt=True)`), without transformers.
+"""Chat templates rendered the way transformers' `apply_chat_template(..., add_generation_prompt=True)` does,
+without transformers: the export's `--style standard` prompts and the SGLang client's local tokenizer
+(backend/engines/sglang_tokenizers.py) share the one sandboxed environment here (`sandboxed_env`).
 
 A template comes from a GGUF file (its `tokenizer.chat_template` metadata, read from the header without
 loading weights) or a Hugging Face tokenizer directory (`tokenizer_config.json`'s `chat_template`, or
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,7 +30,7 @@ class ChatTemplate:
         self.source = source
         self.text = template
         self.special = {k: v for k, v in special.items() if v is not None}
-        self._template = _jinja_env().from_string(template)
+        self._template = sandboxed_env().from_string(template)
 
     def render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
         try:
@@ -162,7 +162,9 @@ def _from_hf_dir(path: Path) -> ChatTemplate:
     return ChatTemplate(template, special, str(path))
 
 
-def _jinja_env() -> Any:
+def sandboxed_env() -> Any:
+    """jinja2's immutable sandbox with the settings transformers renders chat templates with: model files
+    are untrusted, so a template can read its arguments but not reach Python objects."""
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -179,5 +181,3 @@ def _jinja_env() -> Any:
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env
 
-
-Renderer = Callable[[list[dict[str, str]]], str]
