@@ -130,6 +130,15 @@ def test_an_annotator_gets_the_study_lists_only(ctx: AppContext, db: Database) -
     assert ov.table == [] and ov.running == [] and ov.ended == []
 
 
+def test_the_admin_pickers_list_every_study_in_the_order_made(ctx: AppContext, db: Database) -> None:
+    """The Agreement and Export pickers refresh from overview.study_names (no database call in app/ui)."""
+    assert overview.study_names(ctx) == []
+    for name in ("beta", "alpha", "gamma"):
+        studies.create_study(db, name)
+    assert overview.study_names(ctx) == ["beta", "alpha", "gamma"]
+    assert overview.study_names(ctx) == overview.page_overview(ctx, "root", admin=True).studies
+
+
 # -- finding 8 (one item): an upload's own name in import errors ------------------------------------------
 def test_import_error_names_the_uploaded_file_not_its_temp_path(ctx: AppContext, db: Database,
                                                                 tmp_path: Path) -> None:

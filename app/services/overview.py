@@ -45,6 +45,11 @@ def page_overview(ctx: AppContext, user: str, *, admin: bool, recent: int = RECE
     return out
 
 
+def study_names(ctx: AppContext) -> list[str]:
+    """Every study's name, oldest first (the admins' study pickers; the caller checked the role)."""
+    return [s.name for s in studies.list_studies(ctx.db)]
+
+
 class ModelUse(BaseModel):
     study: str
     role: str  # "run #3 (batch, embedded)" or "judge of 5 method(s)"

@@ -12,7 +12,6 @@ from app.services import label_flow, labelling, live, overview
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.ui import admin_tab, agreement_tab, export_tab, label_tab, live_tab, refresh, studies_tab
 from app.ui.errors import warning
-from storage import studies
 
 # The page's own scripts: keyboard shortcuts, and what happens when the session ends (session.js).
 HEAD = "".join(f"<script>\n{resources.files('app.ui').joinpath(name).read_text(encoding='utf-8')}\n</script>"
@@ -64,7 +63,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
 
         def refresh_agreement_studies(request: gr.Request) -> Any:
             admin_of(request)
-            return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
+            return gr.Dropdown(choices=overview.study_names(ctx))
 
         def open_in_label(study_name: str | None, prompt: str, request: gr.Request) -> list[Any]:
             """An admin opens one prompt of the Agreement tab in the Label tab (their own label view)."""
