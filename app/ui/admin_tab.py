@@ -36,7 +36,11 @@ def _studies_cell(studies: list[str] | None) -> str:
 
 def load(ctx: AppContext, admin: str) -> list[Any]:
     """The people table and the person picker's choices, for an admin already checked by the caller."""
-    people = run_op(ctx, admin, "list_annotators", {})["annotators"]
+    return people_updates(run_op(ctx, admin, "list_annotators", {})["annotators"])
+
+
+def people_updates(people: list[dict[str, Any]]) -> list[Any]:
+    """The people table and the person picker's choices for the list_annotators operation's rows."""
     rows = [[a["name"], a["role"], "disabled" if a["disabled"] else "active", _studies_cell(a["studies"])]
             for a in people]
     return [rows, gr.Dropdown(choices=[a["name"] for a in people])]
