@@ -23,7 +23,13 @@ chromium:
 demo: install
 	critlab demo
 
+# The layer contract ([tool.importlinter] in pyproject.toml, docs/architecture.md) first, then the tests.
+# lint-imports through $(PYTHON), so the check runs in the same environment as pytest; without its cache, which
+# here reported an import that a file no longer had (the check takes under a second anyway).
+LINT_IMPORTS ?= $(PYTHON) -c 'from importlinter.cli import lint_imports_command as c; c(["--no-cache"], prog_name="lint-imports")'
+
 test: install-test chromium
+	$(LINT_IMPORTS)
 	$(PYTHON) -m pytest -q --durations=15 -W ignore::pytest.PytestRemovedIn10Warning
 
 # Refresh the README's screenshots (docs/label-tab.png, docs/live-tab.png) from real runs; not part of `make test`,

@@ -65,7 +65,18 @@ _INSERT_ROWS = f"""INSERT INTO judgment ({_INSERT_COLS}, superseded_at)
 
 
 def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = False) -> list[int]:
-    """Store judgments in one transaction; returns their ids.
+    """Store judgments in one transaction; returns their ids (see _record)."""
+    return _record(db, judgments, whole_stage=whole_stage)[0]
+
+
+def record_new(db: Database, judgments: list[JudgmentIn]) -> list[int]:
+    """Store judgments as `record` does; returns the ids of those this call stored, without the ones whose
+    idempotency key was already stored (what a scoring run counts as written)."""
+    return _record(db, judgments, whole_stage=False)[1]
+
+
+def _record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool) -> tuple[list[int], list[int]]:
+    """Store judgments in one transaction; returns (their ids, the ids of the rows this call inserted).
 
     A judgment whose idempotency key is already stored is not stored again (its existing id is
     returned), so a double submit is harmless. A new judgment supersedes the current one of the
@@ -84,7 +95,7 @@ def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = Fal
     of statements (known keys, one supersede per judge and prompt, one insert), not three per row.
     """
     if not judgments:
-        return []
+        return [], []
     if whole_stage and len({(j.study_id, j.prompt_id, j.judge_kind, j.judge, j.stage) for j in judgments}) != 1:
         raise ValueError("a whole-stage submit holds one person's judgments of one prompt at one stage")
     with db.write() as cur:
@@ -105,6 +116,7 @@ def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = Fal
         known = {k: (jid, judge, prompt_id, method) for k, jid, judge, prompt_id, method, _, _ in found if k}
         occupied = {(study_id, prompt_id, kind, judge) for k, _, judge, prompt_id, _, study_id, kind in found if not k}
         new: dict[str, tuple[JudgmentIn, str]] = {}  # key -> (judgment, target key), first of each key
+        inserted: list[int] = []
         for j in judgments:
             k = j.idempotency_key
             if k in known:
@@ -129,7 +141,9 @@ def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = Fal
                     v = t if c == "target_key" else getattr(j, c)
                     values.append(json.dumps(v) if c == "dist" and v is not None else v)
             cols["superseded"] = [last[_slot(j, t)] != j.idempotency_key for j, t in rows]
-            known.update({k: (jid, None, None, None) for k, jid in cur.execute(_INSERT_ROWS, cols).fetchall()})
+            stored = cur.execute(_INSERT_ROWS, cols).fetchall()
+            inserted = [jid for _, jid in stored]
+            known.update({k: (jid, None, None, None) for k, jid in stored})
         ids = [known[j.idempotency_key][0] for j in judgments]
         j = judgments[0]
         if new and whole_stage and (j.study_id, j.prompt_id, j.judge_kind, j.judge) in occupied:
@@ -139,7 +153,7 @@ def record(db: Database, judgments: list[JudgmentIn], *, whole_stage: bool = Fal
                    AND NOT list_contains($ids, id)""",
                 {"study": j.study_id, "prompt": j.prompt_id, "kind": j.judge_kind, "judge": j.judge,
                  "stage": j.stage, "ids": ids})
-    return ids
+    return ids, inserted
 
 
 def _slot(j: JudgmentIn, target: str) -> tuple:

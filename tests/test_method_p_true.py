@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -117,9 +116,7 @@ def test_templates_render():
 @pytest.mark.model
 @pytest.mark.parametrize("method_id", ["p_true", "p_true_brainstorm"])
 def test_real_model(db, embedded_engine, method_id):
-    t0 = time.perf_counter()
     _, first, again = score_study(db, embedded_engine, method_id, ["4", "The answer is 5."])
-    print(f"{method_id}: {(time.perf_counter() - t0) / 2:.3f} s per response")
     assert first == 2 and again == 0
     rows = db.fetchdicts("SELECT method, status, prob, value, dist, shown_order FROM judgment ORDER BY response_id")
     assert all(r["status"] == "ok" and r["method"] == method_id for r in rows), rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -141,9 +140,7 @@ def test_teacher_forcing_overflow_is_a_failed_verdict():
 @pytest.mark.model
 @pytest.mark.parametrize("method_id", ["neg_perplexity", "neg_entropy", "self_certainty"])
 def test_real_model(db, embedded_engine, method_id):
-    t0 = time.perf_counter()
     _, first, again = score_study(db, embedded_engine, method_id, ["4", "The answer is 5."])
-    print(f"{method_id}: {(time.perf_counter() - t0) / 2:.3f} s per response")
     assert first == 2 and again == 0
     rows = db.fetchdicts("SELECT status, value, label FROM judgment ORDER BY response_id")
     assert all(r["status"] == "ok" for r in rows), rows

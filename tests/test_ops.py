@@ -7,7 +7,7 @@ import time
 import pytest
 
 from app.services.context import AppContext, ServiceError
-from app.services.ops import run_op
+from app.services.ops import run_op, run_op_then_people
 from storage import annotators, sessions, studies
 from storage.db import Database
 from tests.builders import make_prompt, make_study
@@ -98,3 +98,15 @@ def test_people_operations_refuse_bad_input_and_change_nothing(db: Database) -> 
     assert run_op(ctx, "root2", "disable_annotator", {"name": "root"})["disabled"] is True
     with pytest.raises(ValueError, match="last enabled admin"):
         run_op(ctx, "root2", "disable_annotator", {"name": "root2"})
+
+
+def test_an_admin_tab_action_returns_the_people_as_they_stand_after_it(db: Database) -> None:
+    """The Admin tab's callbacks make one service call: the action, then the people list it shows next."""
+    ctx = AppContext(db=db)
+    r, people = run_op_then_people(ctx, "cli", "add_annotator", {"name": "ann", "role": "annotator"})
+    assert r["name"] == "ann" and [p["name"] for p in people] == ["ann"]
+    r, people = run_op_then_people(ctx, "cli", "disable_annotator", {"name": "ann"})
+    assert people == run_op(ctx, "cli", "list_annotators", {})["annotators"] and people[0]["disabled"] is True
+    with pytest.raises(ValueError, match="already exists"):  # a refused action lists nobody, changes nothing
+        run_op_then_people(ctx, "cli", "add_annotator", {"name": "ann", "role": "annotator"})
+    assert [a.name for a in annotators.list_annotators(db)] == ["ann"]

@@ -130,6 +130,36 @@ def test_an_annotator_gets_the_study_lists_only(ctx: AppContext, db: Database) -
     assert ov.table == [] and ov.running == [] and ov.ended == []
 
 
+def test_the_admin_pickers_list_every_study_in_the_order_made(ctx: AppContext, db: Database) -> None:
+    """The Agreement and Export pickers refresh from overview.study_names (no database call in app/ui)."""
+    assert overview.study_names(ctx) == []
+    for name in ("beta", "alpha", "gamma"):
+        studies.create_study(db, name)
+    assert overview.study_names(ctx) == ["beta", "alpha", "gamma"]
+    assert overview.study_names(ctx) == overview.page_overview(ctx, "root", admin=True).studies
+
+
+def test_a_page_opens_from_one_service_call(ctx: AppContext, db: Database) -> None:
+    """overview.page_load is all the page load asks of the services (besides the Label tab's first item): the
+    study it opens on (the first with work left), the Live tab's prompts, and for admins the models and people."""
+    annotators.add_annotator(db, "boss", "admin", "boss-pass-12")
+    annotators.add_annotator(db, "ann", "annotator", "ann-pass-12")
+    done = studies.create_study(db, "done")  # nothing to label
+    todo = studies.create_study(db, "todo", config=StudyConfig(live_annotators=True))
+    for s in (done, todo):
+        members.add(db, s.id, "ann", "admin")
+    make_responses(db, make_prompt(db, todo.id, "q1"), ["a", "b"])
+    page = overview.page_load(ctx, "ann", admin=False)
+    assert page.overview == overview.page_overview(ctx, "ann", admin=False)
+    assert (page.first, page.live_first, page.live_prompts) == ("todo", "todo", ["q1"])
+    assert page.models == [] and page.people == []
+    admin = overview.page_load(ctx, "boss", admin=True)
+    assert admin.first == "todo" and admin.live_first == "todo" and admin.live_prompts == ["q1"]
+    assert admin.models == overview.model_usage(ctx)
+    assert admin.people == ops.run_op(ctx, "boss", "list_annotators", {})["annotators"]
+    assert [p["name"] for p in admin.people] == ["boss", "ann"]
+
+
 # -- finding 8 (one item): an upload's own name in import errors ------------------------------------------
 def test_import_error_names_the_uploaded_file_not_its_temp_path(ctx: AppContext, db: Database,
                                                                 tmp_path: Path) -> None:

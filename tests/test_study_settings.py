@@ -128,3 +128,16 @@ def test_import_with_guidelines_is_recorded_with_who_changed_them(db: Database, 
     run_op(ctx, "boss", "import_prompts", {"study": "s", "path": str(prompts_file), "guidelines_path": str(guide)})
     (change,) = settings_history.history(db, studies.get_study(db, "s").id)
     assert (change.setting, change.new, change.changed_by) == ("guidelines", "Prefer short answers.", "boss")
+
+
+def test_the_settings_panel_is_one_service_call_with_the_form_and_the_progress(db: Database) -> None:
+    """The Studies tab's settings panel fills from study_settings.load_panel alone (issue 15: one service call
+    per callback): the same form as load_form and the same rows as the annotator_progress operation."""
+    ctx = _ctx(db)
+    _label(db)
+    panel = study_settings.load_panel(ctx, "s")
+    assert panel.form == study_settings.load_form(ctx, "s")
+    prog = run_op(ctx, "root", "annotator_progress", {"study": "s"})
+    assert [p.model_dump() for p in panel.progress] == prog["annotators"]
+    with pytest.raises(LookupError):
+        study_settings.load_panel(ctx, "nope")

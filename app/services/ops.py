@@ -407,3 +407,10 @@ def run_op(ctx: AppContext, user: str, name: str, payload: dict[str, Any], *,
     model, fn = OPS[name]
     p = model.model_validate(payload)
     return fn(ctx, user, confine(p, web) if web is not None else p)
+
+
+def run_op_then_people(ctx: AppContext, user: str, name: str, payload: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                              list[dict[str, Any]]]:
+    """An Admin tab action and the people list as it stands after it (what the tab shows next)."""
+    r = run_op(ctx, user, name, payload)
+    return r, list_annotators(ctx, user, NoArgs())["annotators"]

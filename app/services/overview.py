@@ -3,9 +3,11 @@ table and the jobs (every one that is queued or running, and the last ones that 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
-from app.services import live
+from app.services import labelling, live, ops
 from app.services.context import AppContext
 from storage import annotators, jobs, members, model_registry, studies
 from storage.models import Annotator, Job
@@ -45,6 +47,11 @@ def page_overview(ctx: AppContext, user: str, *, admin: bool, recent: int = RECE
     return out
 
 
+def study_names(ctx: AppContext) -> list[str]:
+    """Every study's name, oldest first (the admins' study pickers; the caller checked the role)."""
+    return [s.name for s in studies.list_studies(ctx.db)]
+
+
 class ModelUse(BaseModel):
     study: str
     role: str  # "run #3 (batch, embedded)" or "judge of 5 method(s)"
@@ -64,3 +71,27 @@ def model_usage(ctx: AppContext) -> list[ModelUse]:
 def annotator_list(ctx: AppContext) -> list[Annotator]:
     """Everyone who can log in, in the order they were added (the Admin tab's table)."""
     return annotators.list_annotators(ctx.db)
+
+
+class PageLoad(BaseModel):
+    """What a page shows when it opens, besides the Label tab's first item (label_tab loads that)."""
+
+    overview: PageOverview
+    first: str | None  # the study the pickers open: the first with work left for this person
+    live_first: str | None  # `first` when this person may use it in the Live tab
+    live_prompts: list[str]  # the prompts of `live_first`, for the Live tab's picker
+    models: list[ModelUse] = Field(default_factory=list)  # admins only
+    people: list[dict[str, Any]] = Field(default_factory=list)  # admins only: the list_annotators operation's rows
+
+
+def page_load(ctx: AppContext, user: str, *, admin: bool) -> PageLoad:
+    """Everything `user`'s page opens with; the admin parts only when `admin` (the caller checked the role)."""
+    ov = page_overview(ctx, user, admin=admin)
+    first = next((n for n in ov.studies if labelling.has_work(ctx, user, n)), ov.studies[0] if ov.studies else None)
+    live_first = first if first in ov.live_studies else None
+    out = PageLoad(overview=ov, first=first, live_first=live_first,
+                   live_prompts=live.study_prompts(ctx, user, live_first) if live_first else [])
+    if admin:
+        out.models = model_usage(ctx)
+        out.people = ops.list_annotators(ctx, user, ops.NoArgs())["annotators"]
+    return out

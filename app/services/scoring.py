@@ -80,7 +80,6 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
                  result: MethodResult, duration_ms: int) -> int:
     """Store one method run in one transaction; returns the number of judgments written."""
     judge = info.model_id
-    rows_before = ctx.db.fetchval("SELECT count(*) FROM judgment")
     with ctx.db.write():
         item_ids = [i.id for i in inp.checklist]
         if result.checklist is not None:
@@ -96,12 +95,12 @@ def store_result(ctx: AppContext, study: Study, inp: MethodInput, method: Method
                            engine=info.engine, model_id=info.model_id,
                            metadata={**r.metadata, "method": method.id, "method_version": method.version})
                 for r in fresh])
-        judgments.record(ctx.db, verdict_rows(study.id, inp.prompt_id, judge, method, result, item_ids))
+        written = judgments.record_new(ctx.db, verdict_rows(study.id, inp.prompt_id, judge, method, result, item_ids))
         failed = [v.error for v in result.verdicts if v.status == "failed"]
         method_runs.mark_done(ctx.db, inp.prompt_id, method.id, method.version, judge, input_key(method, inp),
                               status="failed" if failed and len(failed) == len(result.verdicts) else "ok",
                               error=failed[0] if failed else None, duration_ms=duration_ms)
-    return ctx.db.fetchval("SELECT count(*) FROM judgment") - rows_before
+    return len(written)
 
 
 def input_key(method: Method, inp: MethodInput) -> str:

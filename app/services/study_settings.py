@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.services.context import AppContext, ServiceError
-from storage import judgments, settings_history, studies
+from storage import judgments, label_queue, settings_history, studies
 from storage.models import Study, StudyConfig
 
 QUESTION_LABELS = {"best": "best-of-N pick", "rating": "1–7 rating per response",
@@ -46,8 +46,31 @@ class SettingsForm(BaseModel):
     has_labels: bool
 
 
+class ProgressRow(BaseModel):
+    name: str
+    labelled: int
+    skipped: int
+
+
+class SettingsPanel(BaseModel):
+    """What the Studies tab's settings panel shows for one study: the form and the annotators' progress."""
+
+    form: SettingsForm
+    progress: list[ProgressRow]
+
+
 def load_form(ctx: AppContext, study_name: str) -> SettingsForm:
+    return _form(ctx, studies.get_study(ctx.db, study_name))
+
+
+def load_panel(ctx: AppContext, study_name: str) -> SettingsPanel:
+    """The form and the progress table, from one read of the study (admins only; the caller checked the role)."""
     s = studies.get_study(ctx.db, study_name)
+    rows = label_queue.annotator_progress(ctx.db, s.id)
+    return SettingsPanel(form=_form(ctx, s), progress=[ProgressRow(name=n, labelled=d, skipped=k) for n, d, k in rows])
+
+
+def _form(ctx: AppContext, s: Study) -> SettingsForm:
     every = settings_history.settings_of(s)
     return SettingsForm(study=s.name, version=settings_history.version(s), values={k: every[k] for k in FORM_KEYS},
                         has_labels=_has_labels(ctx, s))

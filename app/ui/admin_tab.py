@@ -11,7 +11,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.services.context import AppContext, ServiceError
-from app.services.ops import run_op
+from app.services.ops import run_op, run_op_then_people
 from app.render import md_literal
 from app.ui.errors import USER_ERRORS, shown_errors
 
@@ -26,7 +26,7 @@ class AdminTab:
     person: gr.Dropdown
 
     def outputs(self) -> list[gr.components.Component]:
-        """What `load` fills, in order."""
+        """What `people_updates` fills, in order."""
         return [self.table, self.person]
 
 
@@ -34,9 +34,8 @@ def _studies_cell(studies: list[str] | None) -> str:
     return "every study" if studies is None else ", ".join(studies) or "none"
 
 
-def load(ctx: AppContext, admin: str) -> list[Any]:
-    """The people table and the person picker's choices, for an admin already checked by the caller."""
-    people = run_op(ctx, admin, "list_annotators", {})["annotators"]
+def people_updates(people: list[dict[str, Any]]) -> list[Any]:
+    """The people table and the person picker's choices for the list_annotators operation's rows."""
     rows = [[a["name"], a["role"], "disabled" if a["disabled"] else "active", _studies_cell(a["studies"])]
             for a in people]
     return [rows, gr.Dropdown(choices=[a["name"] for a in people])]
@@ -78,10 +77,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> AdminTab:
     @shown_errors(4)
     def do_add(name_: str, role_: str, request: gr.Request) -> tuple[Any, ...]:
         admin = admin_of(request)
-        r = run_op(ctx, admin, "add_annotator", {"name": name_, "role": role_})
+        r, people = run_op_then_people(ctx, admin, "add_annotator", {"name": name_, "role": role_})
         msg = (f"Added **{md_literal(r['name'])}** ({r['role']}). Password: `{r['password']}` (shown once; pass it on "
                "securely).")
-        return msg, *load(ctx, admin), ""  # the name box clears for the next person
+        return msg, *people_updates(people), ""  # the name box clears for the next person
 
     def change(op: str, done: Callable[[dict[str, Any]], str]) -> Callable[..., tuple[Any, ...]]:
         @shown_errors(3)
@@ -89,7 +88,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> AdminTab:
             admin = admin_of(request)
             if not name_:
                 raise ServiceError("choose a person first")
-            return done(run_op(ctx, admin, op, {"name": name_})), *load(ctx, admin)
+            r, people = run_op_then_people(ctx, admin, op, {"name": name_})
+            return done(r), *people_updates(people)
         handler.__name__ = f"do_{op}"  # names the event in /ui/config (the security tests list events)
         return handler
 
@@ -106,12 +106,12 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> AdminTab:
         admin = admin_of(request)
         if not name_:
             raise ServiceError("choose a person first")
-        r = run_op(ctx, admin, "set_studies", {"name": name_, "studies": chosen or []})
+        r, people = run_op_then_people(ctx, admin, "set_studies", {"name": name_, "studies": chosen or []})
         changes = [f"added to {', '.join(map(md_literal, r['added']))}"] * bool(r["added"]) + \
                   [f"removed from {', '.join(map(md_literal, r['removed']))}"] * bool(r["removed"])
         msg = (f"**{md_literal(r['name'])}** may label: {', '.join(map(md_literal, r['member_of'])) or 'no study'}"
                f" ({'; '.join(changes) or 'no change'}).")
-        return msg, *load(ctx, admin)[:1], gr.skip(), studies_box(r)
+        return msg, *people_updates(people)[:1], gr.skip(), studies_box(r)
 
     person.change(do_pick, [person], [member_of], api_visibility="private")
     save_studies.click(do_save_studies, [person, member_of], [status, table, person, member_of],

@@ -13,11 +13,10 @@ from typing import Any
 
 import gradio as gr
 
-from app.services import exports
+from app.services import exports, overview
 from app.services.context import AppContext, ServiceError
 from app.ui.errors import USER_ERRORS, shown_errors, warning
 from app.ui.tables import NO_COPY
-from storage import studies
 
 CELL_CHARS = 400
 PREVIEW_ROWS = 5
@@ -186,7 +185,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
             admin_of(request)
         except USER_ERRORS:
             return gr.skip()
-        return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
+        return gr.Dropdown(choices=overview.study_names(ctx))
 
     def sources_list(study_: str | None, request: gr.Request) -> Any:
         try:

@@ -8,11 +8,10 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.render import md_literal
-from app.services import label_flow, labelling, live, overview
+from app.services import label_flow, overview
 from app.services.context import AppContext, PermissionDenied, ServiceError
 from app.ui import admin_tab, agreement_tab, export_tab, label_tab, live_tab, refresh, studies_tab
 from app.ui.errors import warning
-from storage import studies
 
 # The page's own scripts: keyboard shortcuts, and what happens when the session ends (session.js).
 HEAD = "".join(f"<script>\n{resources.files('app.ui').joinpath(name).read_text(encoding='utf-8')}\n</script>"
@@ -64,7 +63,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
 
         def refresh_agreement_studies(request: gr.Request) -> Any:
             admin_of(request)
-            return gr.Dropdown(choices=[s.name for s in studies.list_studies(ctx.db)])
+            return gr.Dropdown(choices=overview.study_names(ctx))
 
         def open_in_label(study_name: str | None, prompt: str, request: gr.Request) -> list[Any]:
             """An admin opens one prompt of the Agreement tab in the Label tab (their own label view)."""
@@ -80,14 +79,12 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         def on_load(request: gr.Request) -> list[Any]:
             user = user_of(request)
             is_admin = role_of(user) == "admin"
-            ov = overview.page_overview(ctx, user, admin=is_admin)
+            page = overview.page_load(ctx, user, admin=is_admin)
+            ov, first, live_first = page.overview, page.first, page.live_first
             names, live_studies = ov.studies, ov.live_studies
-            # Open the first study with work left for this person.
-            first = next((n for n in names if labelling.has_work(ctx, user, n)), names[0] if names else None)
             header = f"Signed in as **{md_literal(user)}** ({role_of(user)})"  # a name is any text an admin typed
-            live_first = first if first in live_studies else None
             admin_updates = ([studies_tab.table_rows(ov), studies_tab.jobs_markdown(ov),
-                              studies_tab.model_rows(overview.model_usage(ctx)), *admin_tab.load(ctx, user),
+                              studies_tab.model_rows(page.models), *admin_tab.people_updates(page.people),
                               *[gr.Dropdown(choices=names, value=first) for _ in (agr.study, exp.study)]]
                              if is_admin else [gr.skip()] * (5 + len(adm.outputs())))
             shown = refresh.initial(names, live_studies, pickers, is_admin)
@@ -96,7 +93,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
                     gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
                     gr.Dropdown(choices=live_studies, value=live_first),
-                    gr.Dropdown(choices=live.study_prompts(ctx, user, live_first) if live_first else [], value=None),
+                    gr.Dropdown(choices=page.live_prompts, value=None),
                     gr.Dropdown(choices=names, value=first),
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates, shown,
                     *label.load(first, request)]

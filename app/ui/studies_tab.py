@@ -16,7 +16,6 @@ from app.render import md_literal
 from app.ui import study_settings
 from app.ui.errors import shown_errors
 from backend.methods.registry import DEFAULT_METHODS, method_choices
-from storage import studies
 from storage.models import Job
 
 TABLE_HEADERS = ["study", "prompts", "runs", "responses", "labelled prompts"]
@@ -179,9 +178,9 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
 
     @shown_errors(1)
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
-        admin_of(request)
-        s = studies.create_study(ctx.db, name_, description=desc, guidelines=guide)
-        return (f"Created study **{md_literal(s.name)}**. Annotators label it once they are its members: tick it "
+        user = admin_of(request)
+        r = run_op(ctx, user, "create_study", {"name": name_, "description": desc, "guidelines": guide})
+        return (f"Created study **{md_literal(r['study'])}**. Annotators label it once they are its members: tick it "
                 "for them in the Admin tab.")
 
     @shown_errors(1)

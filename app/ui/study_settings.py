@@ -58,13 +58,12 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
     form = [blind, reveal, questions, overlap, extra, answers, live_ok, guidelines]
 
     def fill(study_name: str | None, request: gr.Request, note: str = "") -> tuple[Any, ...]:
-        user = admin_of(request)
+        admin_of(request)
         if not study_name:
             return (note, None, gr.Button(visible=False), *[gr.skip()] * len(form), gr.skip())
-        f = settings.load_form(ctx, study_name)
-        v = f.values
-        prog = run_op(ctx, user, "annotator_progress", {"study": f.study})
-        rows = [[a["name"], a["labelled"], a["skipped"]] for a in prog["annotators"]]
+        panel = settings.load_panel(ctx, study_name)
+        f, v = panel.form, panel.form.values
+        rows = [[a.name, a.labelled, a.skipped] for a in panel.progress]
         return (note, f.model_dump(), gr.Button(visible=False), v["blind"], v["reveal"], list(v["questions"]),
                 v["overlap"], v["extra_on_disagreement"], v["answer_extraction"], v["live_annotators"],
                 v["guidelines"], rows)
