@@ -14,6 +14,7 @@ import json
 import struct
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable, Collection
 from typing import Any, BinaryIO
 
 GGUF_MAGIC = b"GGUF"
@@ -71,9 +72,11 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
                                    "eos_token": tok("tokenizer.ggml.eos_token_id")}, str(p))
 
 
-def read_gguf_metadata(f: BinaryIO, wanted: tuple[str, ...]) -> dict[str, Any]:
-    """The `wanted` keys of a GGUF header (read after the magic). `tokenizer.ggml.tokens` comes back as
-    {index: text} for the token ids among the wanted `*_token_id` keys only (the vocabulary is skipped)."""
+def read_gguf_metadata(f: BinaryIO, wanted: Collection[str] | Callable[[str], bool]) -> dict[str, Any]:
+    """The `wanted` keys of a GGUF header (read after the magic): a collection of keys, or a test of a key.
+    `tokenizer.ggml.tokens` comes back as {index: text} for the token ids among the wanted `*_token_id`
+    keys only (the vocabulary is skipped)."""
+    want = wanted if callable(wanted) else wanted.__contains__
     version, = struct.unpack("<I", f.read(4))
     if version < 2:
         raise ValueError(f"GGUF version {version} is not supported")
@@ -83,12 +86,12 @@ def read_gguf_metadata(f: BinaryIO, wanted: tuple[str, ...]) -> dict[str, Any]:
     for _ in range(n_kv):
         key = _string(f)
         vtype, = struct.unpack("<I", f.read(4))
-        if key == "tokenizer.ggml.tokens" and key in wanted and vtype == 9:
+        if key == "tokenizer.ggml.tokens" and want(key) and vtype == 9:
             etype, n = struct.unpack("<IQ", f.read(12))
             tokens_at = (f.tell(), etype, n)
             for _ in range(n):
                 _skip(f, etype)
-        elif key in wanted:
+        elif want(key):
             out[key] = _value(f, vtype)
         else:
             _skip(f, vtype)

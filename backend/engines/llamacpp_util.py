@@ -12,6 +12,7 @@ import math
 import os
 import queue
 import re
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from typing import Any, TypeVar
 import llama_cpp.llama_cpp as llama_c
 import numpy as np
 from llama_cpp import Llama
-from llama_cpp._internals import LlamaModel
 
 from backend.engines.base import EngineError, TokenLogprob, TopToken
+from backend.engines.chat_template import GGUF_MAGIC
+from backend.engines.chat_template import read_gguf_metadata as gguf_header
 from backend.token_stats import full_distribution_stats
 
 T = TypeVar("T")
@@ -89,19 +91,21 @@ def load_llama(path: str, n_ctx: int, extra_buffers: bool | None = None, **llama
 
 
 def read_gguf_metadata(path: str) -> dict[str, str]:
-    """The GGUF's metadata as llama.cpp reads it (values as strings; arrays other than strings left out),
-    from a vocabulary-only load: no weights, no context, so it can decide the context size before the
-    real load (~0.2 s for SmolLM2's 49k-token vocabulary)."""
-    params = llama_c.llama_model_default_params()
-    params.vocab_only = True
+    """The GGUF's `general.*`, `*.context_length` and chat-template keys (values as strings), read from the
+    file's header alone with the header reader exports use, so the context size is decided before the real
+    load without loading the vocabulary twice."""
     try:
-        model = LlamaModel(path_model=path, params=params, verbose=False)
-    except (ValueError, RuntimeError) as e:
+        with open(path, "rb") as f:
+            if f.read(4) != GGUF_MAGIC:
+                raise ValueError("not a GGUF file")
+            meta = gguf_header(f, _engine_key)
+    except (OSError, ValueError, struct.error) as e:
         raise EngineError(f"could not load the GGUF model {path}: {e}") from e
-    try:
-        return model.metadata()
-    finally:
-        model.close()
+    return {k: str(v) for k, v in meta.items() if isinstance(v, (str, int)) and not isinstance(v, bool)}
+
+
+def _engine_key(key: str) -> bool:
+    return key.startswith("general.") or key.endswith(".context_length") or key == "tokenizer.chat_template"
 
 
 def trained_context(metadata: dict[str, str]) -> int | None:
