@@ -73,6 +73,6 @@ def usage(db: Database) -> list[dict]:
                SELECT j.study_id, 'judge of ' || count(DISTINCT j.method) || ' method(s)', j.judge, 1, 0
                FROM judgment j WHERE j.judge_kind = 'model' AND j.superseded_at IS NULL
                GROUP BY j.study_id, j.judge)
-           SELECT s.name AS study, u.role, u.model_id, m.name, m.quantisation, m.size_bytes, m.sha256
+           SELECT s.name AS study, u.role, u.model_id, m.quantisation, m.size_bytes, m.sha256
            FROM used u JOIN study s ON s.id = u.study_id LEFT JOIN model m ON m.model_id = u.model_id
            ORDER BY s.name, u.part, u.ord, u.model_id""")

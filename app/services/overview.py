@@ -56,7 +56,6 @@ class ModelUse(BaseModel):
     study: str
     role: str  # "run #3 (batch, embedded)" or "judge of 5 method(s)"
     model_id: str
-    name: str | None = None
     quantisation: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None

@@ -51,20 +51,21 @@ def table_rows(ov: overview.PageOverview) -> list[list[Any]]:
     return [[c.name, c.prompts, c.runs, c.responses, c.labelled_prompts] for c in ov.table]
 
 
-MODEL_HEADERS = ["study", "used for", "model id", "name", "quantisation", "size", "SHA-256"]
+# No name column: a GGUF's id is its metadata name with the quantisation and a SHA-256 prefix, an SGLang
+# model's is its name; the full SHA-256 is what makes the table too wide for another column at 1400 px.
+MODEL_HEADERS = ["study", "used for", "model id", "quant", "size", "SHA-256"]
 
 
 def model_rows(uses: list[overview.ModelUse]) -> list[list[Any]]:
     """
-    >>> model_rows([overview.ModelUse(study="s", role="run #1 (batch, embedded)", model_id="m@ab", name="M",
+    >>> model_rows([overview.ModelUse(study="s", role="run #1 (batch, embedded)", model_id="m@ab",
     ...             quantisation="Q4_K_M", size_bytes=4_920_000_000, sha256="ab" * 32)])
-    [['s', 'run #1 (batch, embedded)', 'm@ab', 'M', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
+    [['s', 'run #1 (batch, embedded)', 'm@ab', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
     """
     def size(n: int | None) -> str:
         return "" if n is None else (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB")
 
-    return [[u.study, u.role, u.model_id, u.name or "", u.quantisation or "", size(u.size_bytes), u.sha256 or ""]
-            for u in uses]
+    return [[u.study, u.role, u.model_id, u.quantisation or "", size(u.size_bytes), u.sha256 or ""] for u in uses]
 
 
 def _duration(seconds: float) -> str:
