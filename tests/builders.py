@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from storage import judgments, members, prompts, responses, studies
 from storage.db import Database
+from storage.migrations import MIGRATIONS
 from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn, SamplingSettings, Study
+
+
+def db_before(path: Path, migration: str) -> Database:
+    """A database file as critlab left it before `migration` (a name prefix such as "m023"): every earlier
+    migration applied and recorded, the later ones not, so a test can fill it the way the old code did."""
+    db = Database(path, migrate=False)
+    with db.write() as cur:
+        cur.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())")
+        for fn in MIGRATIONS:
+            if fn.__name__ >= migration:
+                break
+            fn(cur)
+            cur.execute("INSERT INTO schema_migrations (name) VALUES (?)", [fn.__name__])
+    return db
 
 
 def make_study(db: Database, name: str = "demo") -> Study:

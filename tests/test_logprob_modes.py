@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.services import generation, scoring
-from app.services.context import AppContext, EngineConfig, ServiceError
+from app.services.context import AppContext, EngineConfig
 from backend.engines.base import EngineInfo
 from backend.engines.sglang import SGLangEngine
 from backend.methods.registry import get_method
@@ -17,7 +17,7 @@ from storage import studies
 from storage.db import Database
 from storage.migrations import MIGRATIONS, migrate
 from storage.models import SamplingSettings
-from tests.builders import make_prompt, make_responses, make_study
+from tests.builders import db_before, make_prompt, make_responses, make_study
 
 
 def _ctx(db: Database, url: str) -> AppContext:
@@ -70,14 +70,9 @@ MIGRATION = "m024_true_logprob_modes"
 
 
 def test_the_migration_relabels_greedy_and_unit_temperature_runs_as_raw(tmp_path: Path) -> None:
-    db = Database(tmp_path / "old.duckdb", migrate=False)
-    names = [fn.__name__ for fn in MIGRATIONS]
-    assert MIGRATION in names
-    with db.write() as cur:  # a database as it was before this migration
-        cur.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())")
-        for fn in MIGRATIONS[:names.index(MIGRATION)]:
-            fn(cur)
-            cur.execute("INSERT INTO schema_migrations (name) VALUES (?)", [fn.__name__])
+    assert MIGRATION in [fn.__name__ for fn in MIGRATIONS]
+    db = db_before(tmp_path / "old.duckdb", MIGRATION)  # a database as it was before this migration
+    with db.write() as cur:
         cur.execute("INSERT INTO study (name) VALUES ('s')")
         cur.execute("INSERT INTO prompt (study_id, external_id, position, messages) VALUES (1, 'q', 0, '[]')")
         runs = [(1, 0.0, "temperature_scaled", "batch"), (2, 0.7, "temperature_scaled", "batch"),

@@ -22,8 +22,8 @@ from app.services.ops import run_op
 from storage import annotators, label_queue, members, studies
 from storage.db import Database
 from storage.members import NotMember
-from storage.migrations import MIGRATIONS, migrate
-from tests.builders import make_members, make_prompt, make_responses
+from storage.migrations import migrate
+from tests.builders import db_before, make_members, make_prompt, make_responses
 from tests.server_process import start_serve, stop
 
 PASSWORD = "pass-word-123"
@@ -49,14 +49,8 @@ def _state(db: Database) -> list[list[tuple]]:
 
 # -- the migration ------------------------------------------------------------------------------------
 def test_the_migration_makes_every_existing_annotator_a_member_of_every_existing_study(tmp_path: Path) -> None:
-    db = Database(tmp_path / "old.duckdb", migrate=False)
-    with db.write() as cur:  # a database as it was before issue 13 (every migration up to m020)
-        cur.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())")
-        for fn in MIGRATIONS:
-            if fn.__name__ >= "m021":
-                break
-            fn(cur)
-            cur.execute("INSERT INTO schema_migrations (name) VALUES (?)", [fn.__name__])
+    db = db_before(tmp_path / "old.duckdb", "m021")  # a database as it was before issue 13
+    with db.write() as cur:
         for name, role in (("root", "admin"), ("ann", "annotator"), ("bob", "annotator")):
             cur.execute("INSERT INTO annotator (name, role, password_hash, session_gen) VALUES (?, ?, 'x', 3)",
                         [name, role])

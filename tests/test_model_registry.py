@@ -6,20 +6,9 @@ from pathlib import Path
 
 from storage import model_registry as reg
 from storage.db import Database
-from storage.migrations import BUNDLED_ID, BUNDLED_OLD_ID, MIGRATIONS, migrate
+from storage.migrations import BUNDLED_ID, BUNDLED_OLD_ID, migrate
 from storage.models import ModelIdentity
-
-
-def _db_before_m023(path: Path) -> Database:
-    db = Database(path, migrate=False)
-    with db.write() as cur:
-        cur.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())")
-        for fn in MIGRATIONS:
-            if fn.__name__ >= "m023":
-                break
-            fn(cur)
-            cur.execute("INSERT INTO schema_migrations (name) VALUES (?)", [fn.__name__])
-    return db
+from tests.builders import db_before
 
 
 def _old_rows(db: Database, model: str, engine: str = "embedded") -> None:
@@ -51,7 +40,7 @@ def _ids(db: Database) -> list[tuple]:
 
 
 def test_m023_renames_the_bundled_model_everywhere_and_leaves_other_models_alone(tmp_path: Path) -> None:
-    db = _db_before_m023(tmp_path / "old.duckdb")
+    db = db_before(tmp_path / "old.duckdb", "m023")
     _old_rows(db, BUNDLED_OLD_ID)
     _old_rows(db, "Qwen/Qwen2.5-7B-Instruct", engine="sglang")
     assert migrate(db)[0] == "m023_model_identity"
@@ -67,7 +56,7 @@ def test_m023_renames_the_bundled_model_everywhere_and_leaves_other_models_alone
 
 
 def test_m023_on_a_database_that_never_used_the_bundled_model_adds_no_model_row(tmp_path: Path) -> None:
-    db = _db_before_m023(tmp_path / "old.duckdb")
+    db = db_before(tmp_path / "old.duckdb", "m023")
     _old_rows(db, "Qwen/Qwen2.5-7B-Instruct", engine="sglang")
     migrate(db)
     assert db.fetchval("SELECT count(*) FROM model") == 0
