@@ -59,12 +59,9 @@ class EngineConfig(BaseModel):
             return False
         if self.model is None:
             return True
-        from backend.engines.llamacpp_util import default_model_path
+        from backend.engines.llamacpp_util import is_bundled
 
-        try:
-            return os.path.realpath(self.model) == os.path.realpath(default_model_path())
-        except EngineError:  # the demo model is not installed, so this file is not it
-            return False
+        return is_bundled(self.model)
 
     def describe(self) -> str:
         """One line for people: which engine and model this configuration reaches."""

@@ -230,8 +230,9 @@ def model_desc(llm: Llama) -> str:
     return buf.value.decode("utf-8", errors="replace")
 
 
-def is_bundled(path: str, sha256: str) -> bool:
-    """Whether a GGUF is the demo model shipped with critlab: the installed file, or a copy of it."""
+def is_bundled(path: str, sha256: str | None = None) -> bool:
+    """Whether a GGUF is the demo model shipped with critlab: the installed file, or (given its SHA-256) a
+    copy of it."""
     if sha256 == BUNDLED_SHA256:
         return True
     try:
