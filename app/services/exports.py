@@ -7,7 +7,8 @@ the first rows, writing nothing; `export_download` is the Export tab's export (a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from copy import copy
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,25 +145,29 @@ def _bundled_template(ctx: AppContext) -> None:
 
 def export(ctx: AppContext, user: str, p: Export) -> dict[str, Any]:
     _bundled_template(ctx)
-    try:
+    with _as_service_error():
         r = export_dataset(ctx.db, p.study, p.out, p.options(), hf_dir=p.hf_dir, overwrite=p.overwrite,
                            methods=export_methods())
-    except ServiceError:
-        raise
-    except ValueError as e:
-        raise ServiceError(str(e)) from e
     return r.model_dump(mode="json")
 
 
 def export_preview(ctx: AppContext, user: str, p: ExportPreview) -> dict[str, Any]:
     _bundled_template(ctx)
-    try:
+    with _as_service_error():
         r = preview_dataset(ctx.db, p.study, p.options(), n_rows=p.rows, methods=export_methods())
+    return r.model_dump(mode="json")
+
+
+@contextmanager
+def _as_service_error() -> Iterator[None]:
+    """Storage's ValueErrors (a bad option, an empty study, an existing file) are the person's to fix: the
+    UI and the API show them as they are."""
+    try:
+        yield
     except ServiceError:
         raise
     except ValueError as e:
         raise ServiceError(str(e)) from e
-    return r.model_dump(mode="json")
 
 
 def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:

@@ -40,30 +40,26 @@ SIGNAL_NEEDS = {"best": (_H.BEST,), "pairwise": (_H.PAIRWISE,), "ratings": (_H.R
                 "checklist": (_H.CHECKLIST_ITEM,)}
 
 
-class ExportResult(BaseModel):
+class _Summary(BaseModel):
     kind: str
     study: str
     rows: int
     skipped: dict[str, int] = Field(default_factory=dict)
     signal: str
     source: str
+    message: str
+
+
+class ExportResult(_Summary):
     out_path: str
     card_path: str
     content_hash: str
-    message: str
     export_run_id: int | None = None
     hf_dir: str | None = None
     agreement: dict[str, Any] = Field(default_factory=dict)
 
 
-class PreviewResult(BaseModel):
-    kind: str
-    study: str
-    rows: int
-    skipped: dict[str, int] = Field(default_factory=dict)
-    signal: str
-    source: str
-    message: str
+class PreviewResult(_Summary):
     columns: list[str]
     first_rows: list[dict[str, Any]]
     agreement: dict[str, Any] = Field(default_factory=dict)
