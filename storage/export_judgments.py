@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from storage.current import current_sql
 from storage.db import Database
 from storage.fileio import atomic_write_jsonl
 from storage.import_judgments import HUMAN_TYPES, WINNER_WORDS
@@ -73,8 +74,7 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
                               JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = ? ORDER BY r.id""", [study_id]):
         responses[r["prompt_id"]].append(r)
     judgments: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for j in db.fetchdicts("""SELECT * FROM judgment WHERE study_id = ? AND superseded_at IS NULL
-                              ORDER BY id""", [study_id]):
+    for j in db.fetchdicts(current_sql("*", "j.study_id = ?") + " ORDER BY j.id", [study_id]):
         judgments[j["prompt_id"]].append(j)
 
     items: list[dict[str, Any]] = []
