@@ -4,20 +4,20 @@ against the model for `--source consensus:METHOD`."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
-from storage.export.data import Chunk, Human, ModelRow, PromptRow
+from storage.export.data import Chunk, Human, ModelRow, PromptRow, Resp
 from storage.export.policies.base import (
+    correct_tally,
     Ctx,
     _excluded,
     _extremes,
     Item,
     Out,
     Score,
+    _sole_winner,
     TIE_WORDS,
-    _unique_mode,
-    _unique_winner,
     Vote,
 )
 
@@ -37,25 +37,23 @@ def _critique_samples(rows: list[ModelRow]) -> dict[int, list[ModelRow]]:
 def judge_items(p: PromptRow, h: Human | None, chunk: Chunk, c: Ctx) -> Out:
     h = h or Human()
     for rid, samples in sorted(_critique_samples(chunk.model.get(p.id, [])).items()):
-        votes = sorted(h.correct.get(rid, []))
-        if not votes:
+        t = correct_tally(h, rid)
+        if not t.ballots:
             yield "no_human_label"
             continue
         if _excluded(chunk, c.origins, rid):
             yield "excluded_origin"
             continue
-        voters = sorted({v[0] for v in votes})
-        meta_votes: list[Vote] = [(j, rid, "correct" if ok else "incorrect", None) for j, ok, _ in votes]
-        counts = Counter(ok for _, ok, _ in votes)
+        meta_votes: list[Vote] = [(b.judge, rid, "correct" if b.choice else "incorrect", None) for b in t.ballots]
         labels: list[tuple[str | None, bool, float, list[int]]] = []
         if c.per_annotator:
-            labels = [(j, ok, counts[ok] / len(votes), [jid]) for j, ok, jid in votes]
+            labels = [(b.judge, b.choice, t.agreement(b.choice), [b.id]) for b in t.ballots]
         else:
-            mode = _unique_mode(counts)
+            mode = t.consensus()
             if mode is None:
                 yield "no_consensus"
                 continue
-            labels = [(None, mode[0], mode[1] / mode[2], [v[2] for v in votes])]
+            labels = [(None, mode[0], mode[1] / mode[2], t.ids)]
         for annotator, human_ok, agreement, jids in labels:
             if len(samples) < 2:
                 yield "too_few_samples"
@@ -69,8 +67,8 @@ def judge_items(p: PromptRow, h: Human | None, chunk: Chunk, c: Ctx) -> Out:
                 yield "all_agree"
                 continue
             ch, rj = agree[0], disagree[0]
-            yield Item(p, "correct", target=rid, label=human_ok, annotator=annotator, voters=voters,
-                       n_annotators=len(votes), agreement=agreement, votes=meta_votes,
+            yield Item(p, "correct", target=rid, label=human_ok, annotator=annotator, voters=t.voters,
+                       n_annotators=len(t.ballots), agreement=agreement, votes=meta_votes,
                        scores=[(rid, "critique", s.judge, s.variant, s.value, s.label) for s in (ch, rj)],
                        chosen_sample=ch, rejected_sample=rj, method_version=ch.method_version,
                        judgment_ids=jids + [ch.id, rj.id])
@@ -165,6 +163,12 @@ def _score_list(view: ModelView, c: Ctx, rids: list[int]) -> list[Score]:
     return [(r, c.model_method or "", view.judge or "", None, view.scores[r][0], None) for r in rids if r in view.scores]
 
 
+def _scored(view: ModelView, resp: list[Resp], c: Ctx) -> list[tuple[int, float]] | str:
+    """(response, score) of the exported responses the view scores, or why too few are."""
+    cands = [(r.id, view.scores[r.id][0]) for r in resp if r.id in view.scores and r.origin in c.origins]
+    return cands if len(cands) >= 2 else "missing_scores"
+
+
 def model_pairs(p: PromptRow, chunk: Chunk, c: Ctx) -> Out:
     resp = chunk.by_prompt.get(p.id, [])
     if not resp:
@@ -184,9 +188,9 @@ def model_pairs(p: PromptRow, chunk: Chunk, c: Ctx) -> Out:
                        margin_kind="prob_gap", scores=scores, swap_consistent=True, judgment_ids=ids,
                        method_version=view.version)
         return
-    cands = [(r.id, view.scores[r.id][0]) for r in resp if r.id in view.scores and r.origin in c.origins]
-    if len(cands) < 2:
-        yield "missing_scores"
+    cands = _scored(view, resp, c)
+    if isinstance(cands, str):
+        yield cands
         return
     got = _extremes(cands)
     if isinstance(got, str):
@@ -217,21 +221,18 @@ def model_sft(p: PromptRow, chunk: Chunk, c: Ctx) -> Out:
         return
     if c.score_column == "label":
         decided = [(w, b if w == a else a) for (a, b), (st, w, _, _, _) in view.pairs.items() if st == "ok" and w]
-        win = _unique_winner(decided)  # type: ignore[arg-type]
-        if win is None:
-            yield "no_unique_winner"
-            return
-        if _excluded(chunk, c.origins, win):
-            yield "excluded_origin"
+        win = _sole_winner(decided, chunk, c.origins)  # type: ignore[arg-type]
+        if isinstance(win, str):
+            yield win
             return
         pairs = [(k, x) for k, x in view.pairs.items() if x[0] == "ok" and win in k]
         yield Item(p, c.model_method or "", completion=win, swap_consistent=True,
                    scores=[s for _, x in pairs for s in x[3]], judgment_ids=[i for _, x in pairs for i in x[4]],
                    method_version=view.version)
         return
-    cands = [(r.id, view.scores[r.id][0]) for r in resp if r.id in view.scores and r.origin in c.origins]
-    if len(cands) < 2:
-        yield "missing_scores"
+    cands = _scored(view, resp, c)
+    if isinstance(cands, str):
+        yield cands
         return
     hi = max(s for _, s in cands)
     top = [r for r, s in cands if s == hi]
