@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage.export.data import Chunk, Human, ModelRow, PromptRow
 
@@ -99,14 +99,20 @@ def _excluded(chunk: Chunk, origins: set[str], rid: int | None) -> bool:
     return r is not None and r.origin not in origins
 
 
-def _unique_mode(counts: Counter[Any]) -> tuple[Any, int, int] | None:
+class Mode(NamedTuple):
+    choice: Any
+    n_top: int  # ballots for it
+    n: int  # all ballots
+
+
+def _unique_mode(counts: Counter[Any]) -> Mode | None:
     """(mode, its count, total) when the most frequent value is unique, else None."""
     if not counts:
         return None
     (top, n_top), *rest = counts.most_common()
     if rest and rest[0][1] == n_top:
         return None
-    return top, n_top, sum(counts.values())
+    return Mode(top, n_top, sum(counts.values()))
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class Tally:
         """The share of ballots that chose `choice`."""
         return sum(1 for b in self.ballots if b.choice == choice) / len(self.ballots)
 
-    def consensus(self) -> tuple[Any, int, int] | None:
+    def consensus(self) -> Mode | None:
         """(choice, its count, ballots) when one choice has the most ballots, else None."""
         return _unique_mode(self.counts)
 
@@ -156,12 +162,19 @@ def correct_tally(h: Human, rid: int) -> Tally:
                                                                key=lambda x: (x.judge, x.ok, x.id))])
 
 
-def _means(h: Human) -> dict[int, tuple[float, int]]:
+class Mean(NamedTuple):
+    """A response's rating: the mean over its raters (or one person's rating, n = 1) and how many rated it."""
+
+    value: float
+    n: int
+
+
+def _means(h: Human) -> dict[int, Mean]:
     acc: dict[int, list[float]] = defaultdict(list)
     for per in h.ratings.values():
         for rid, r in per.items():
             acc[rid].append(r.value)
-    return {rid: (sum(vs) / len(vs), len(vs)) for rid, vs in acc.items()}
+    return {rid: Mean(sum(vs) / len(vs), len(vs)) for rid, vs in acc.items()}
 
 
 def _rating_ids(h: Human, rids: list[int]) -> list[int]:

@@ -16,7 +16,9 @@ from storage.export.policies.base import (
     _excluded,
     _extremes,
     Item,
+    Mean,
     _means,
+    Mode,
     Out,
     _pair_agreement,
     pick_rejected,
@@ -36,7 +38,7 @@ def _pick_tally(h: Human) -> tuple[Tally, list[Vote]]:
     return t, [(b.judge, b.choice, None, None) for b in sorted(t.ballots, key=lambda b: (b.judge, b.choice, b.id))]
 
 
-def _pick_consensus(t: Tally) -> tuple[int, int, int] | str:
+def _pick_consensus(t: Tally) -> Mode | str:
     """(the consensus pick, its count, picks), or why there is none."""
     if not t.ballots:
         return "no_pick"
@@ -92,15 +94,15 @@ def best_pairs(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
         return
     means = _means(h)
     cands = [r for r in shown if r == chosen or not _excluded(chunk, c.origins, r)]
-    rej, reason = pick_rejected(chosen, cands, {r: m for r, (m, _) in means.items()})
+    rej, reason = pick_rejected(chosen, cands, {r: m.value for r, m in means.items()})
     if reason is not None:
         yield reason
         return
     assert rej is not None
     yield Item(p, "best", chosen=chosen, rejected=rej, voters=t.voters, n_annotators=n, agreement=n_top / n,
                votes=all_votes, ratings=[(r, *means[r]) for r in shown if r in means],
-               chosen_rating=means[chosen][0], rejected_rating=means[rej][0],
-               margin=means[chosen][0] - means[rej][0], margin_kind="rating_gap", shown_order=shown,
+               chosen_rating=means[chosen].value, rejected_rating=means[rej].value,
+               margin=means[chosen].value - means[rej].value, margin_kind="rating_gap", shown_order=shown,
                judgment_ids=t.ids + _rating_ids(h, [chosen, rej]))
 
 
@@ -135,7 +137,7 @@ def best_sft(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
     shown = list(dict.fromkeys(r for x in h.picks if x.response_id is not None for r in (x.shown or [])))
     yield Item(p, "best", completion=chosen, voters=t.voters, n_annotators=n, agreement=n_top / n, votes=votes,
                ratings=[(r, *means[r]) for r in shown if r in means],
-               chosen_rating=means[chosen][0] if chosen in means else None, shown_order=shown,
+               chosen_rating=means[chosen].value if chosen in means else None, shown_order=shown,
                judgment_ids=t.ids)
 
 
@@ -199,8 +201,8 @@ def pairwise_pairs(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
         loser_cls = "second" if cls == "first" else "first"
         yield Item(p, "pairwise", chosen=ch, rejected=rj, voters=t.voters, n_annotators=n, agreement=n_top / n,
                    votes=meta_votes, ratings=[(r, *means[r]) for r in (ch, rj) if r in means],
-                   chosen_rating=means[ch][0] if ch in means else None,
-                   rejected_rating=means[rj][0] if rj in means else None,
+                   chosen_rating=means[ch].value if ch in means else None,
+                   rejected_rating=means[rj].value if rj in means else None,
                    margin=(n_top - counts[loser_cls]) / n, margin_kind="vote_share_gap", judgment_ids=t.ids)
 
 
@@ -225,11 +227,11 @@ def pairwise_sft(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
     decided, ns, agreements, voters, jids = [], [], [], set(), []
     for (lo, hi), t in sorted(units.items()):
         mode = t.consensus()
-        if mode is None or mode[0] == "tie":
+        if mode is None or mode.choice == "tie":
             continue
-        decided.append((lo, hi) if mode[0] == "first" else (hi, lo))
-        ns.append(mode[2])
-        agreements.append(mode[1] / mode[2])
+        decided.append((lo, hi) if mode.choice == "first" else (hi, lo))
+        ns.append(mode.n)
+        agreements.append(mode.n_top / mode.n)
         voters.update(t.voters)
         jids.extend(t.ids)
     win = _sole_winner(decided, chunk, c.origins)
@@ -241,24 +243,24 @@ def pairwise_sft(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
 
 
 # -- human: ratings ---------------------------------------------------------------------------------------
-def _ratings_pair(p: PromptRow, h: Human, ch: int, rj: int, ratings: dict[int, tuple[float, int]],
+def _ratings_pair(p: PromptRow, h: Human, ch: int, rj: int, ratings: dict[int, Mean],
                   annotator: str | None, chunk: Chunk) -> Item:
     voters, n_both, agreement = _pair_agreement(h, ch, rj)
     return Item(p, "ratings", chosen=ch, rejected=rj, annotator=annotator,
                 voters=voters if annotator is None else sorted(set(voters) | {annotator}),
-                n_annotators=n_both if annotator is not None else min(ratings[ch][1], ratings[rj][1]),
+                n_annotators=n_both if annotator is not None else min(ratings[ch].n, ratings[rj].n),
                 agreement=agreement, votes=_rating_votes(h, [ch, rj]),
-                ratings=[(r, *ratings[r]) for r in sorted(ratings)], chosen_rating=ratings[ch][0],
-                rejected_rating=ratings[rj][0], margin=ratings[ch][0] - ratings[rj][0], margin_kind="rating_gap",
+                ratings=[(r, *ratings[r]) for r in sorted(ratings)], chosen_rating=ratings[ch].value,
+                rejected_rating=ratings[rj].value, margin=ratings[ch].value - ratings[rj].value, margin_kind="rating_gap",
                 judgment_ids=_rating_ids(h, [ch, rj]) if annotator is None
                 else [h.ratings[annotator][r].id for r in (ch, rj)])
 
 
-def _rating_sets(h: Human, chunk: Chunk, c: Ctx) -> Iterator[tuple[str | None, dict[int, tuple[float, int]]]]:
+def _rating_sets(h: Human, chunk: Chunk, c: Ctx) -> Iterator[tuple[str | None, dict[int, Mean]]]:
     """(annotator or None, {response: (rating, n)}) over the exported origins: the means, or each person's."""
     if c.per_annotator:
         for judge in sorted(h.ratings):
-            yield judge, {r: (x.value, 1) for r, x in h.ratings[judge].items() if not _excluded(chunk, c.origins, r)}
+            yield judge, {r: Mean(x.value, 1) for r, x in h.ratings[judge].items() if not _excluded(chunk, c.origins, r)}
     else:
         yield None, {r: m for r, m in _means(h).items() if not _excluded(chunk, c.origins, r)}
 
@@ -272,16 +274,16 @@ def ratings_pairs(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
             if len(rated) < 2:
                 yield "missing_ratings"
             for a, b in combinations(rated, 2):
-                if ratings[a][0] == ratings[b][0]:
+                if ratings[a].value == ratings[b].value:
                     yield "tie"
                     continue
-                ch, rj = (a, b) if ratings[a][0] > ratings[b][0] else (b, a)
+                ch, rj = (a, b) if ratings[a].value > ratings[b].value else (b, a)
                 yield _ratings_pair(p, h, ch, rj, ratings, annotator, chunk)
             continue
         if len(rated) < 2:
             yield "missing_ratings"
             continue
-        got = _extremes([(r, ratings[r][0]) for r in rated])
+        got = _extremes([(r, ratings[r].value) for r in rated])
         if isinstance(got, str):
             yield got
             continue
@@ -295,15 +297,15 @@ def ratings_sft(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
         if len(ratings) < 2:
             yield "missing_ratings"
             continue
-        hi = max(m for m, _ in ratings.values())
-        top = [r for r, (m, _) in ratings.items() if m == hi]
+        hi = max(m.value for m in ratings.values())
+        top = [r for r, m in ratings.items() if m.value == hi]
         if len(top) > 1:
             yield "tied_best"
             continue
         best = top[0]
         raters = sorted(j for j, per in h.ratings.items() if best in per)
         yield Item(p, "ratings", completion=best, annotator=annotator, voters=raters,
-                   n_annotators=ratings[best][1], agreement=None, votes=_rating_votes(h, sorted(ratings)),
+                   n_annotators=ratings[best].n, agreement=None, votes=_rating_votes(h, sorted(ratings)),
                    ratings=[(r, *ratings[r]) for r in sorted(ratings)], chosen_rating=hi,
                    judgment_ids=_rating_ids(h, [best]) if annotator is None else [h.ratings[annotator][best].id])
 
