@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from storage.human_labels import CORRECT_LABELS
 from storage.export.data import Chunk, Human, ModelRow, PromptRow, Resp
 from storage.export.policies.base import (
     correct_tally,
@@ -28,7 +29,7 @@ def _critique_samples(rows: list[ModelRow]) -> dict[int, list[ModelRow]]:
     out: dict[int, list[ModelRow]] = defaultdict(list)
     for r in rows:
         if r.variant is not None and r.response_id is not None and r.response_b_id is None \
-                and r.label in ("correct", "incorrect"):
+                and r.label in CORRECT_LABELS:
             out[r.response_id].append(r)
     for samples in out.values():
         samples.sort(key=lambda r: (len(r.variant or ""), r.variant or ""))
