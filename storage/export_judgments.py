@@ -33,8 +33,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from storage.current import current_sql
 from storage.db import Database
 from storage.fileio import atomic_write_jsonl
+from storage.human_labels import CorrectLabel, decode, Pick, Rating, StoredLabel
 from storage.import_judgments import HUMAN_TYPES, WINNER_WORDS
 from storage.models import HumanMethod
 from storage.studies import get_study
@@ -73,8 +75,7 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
                               JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = ? ORDER BY r.id""", [study_id]):
         responses[r["prompt_id"]].append(r)
     judgments: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for j in db.fetchdicts("""SELECT * FROM judgment WHERE study_id = ? AND superseded_at IS NULL
-                              ORDER BY id""", [study_id]):
+    for j in db.fetchdicts(current_sql("*", "j.study_id = ?") + " ORDER BY j.id", [study_id]):
         judgments[j["prompt_id"]].append(j)
 
     items: list[dict[str, Any]] = []
@@ -177,27 +178,21 @@ def _judgment(j: dict[str, Any], ext: dict[int, str], scale: list[float | int]) 
     elif kind == "human":
         if method not in HUMAN_TYPES or j["variant"] is not None or j["checklist_item_id"] is not None:
             return "unsupported"
-        if rid is None:
+        lab = decode(StoredLabel(**{k: j[k] for k in StoredLabel._fields}))
+        if rid is None or lab is None:
             return "incomplete"
-        if method == HumanMethod.RATING:
-            if j["value"] is None:
-                return "incomplete"
+        if isinstance(lab, Rating):
             lo, hi = ((dist["scale_min"], dist["scale_max"]) if dist and "scale_min" in dist and "scale_max" in dist
                       else scale)
-            body = {"response": ext[rid], "score": _num(j["value"]), "scale": [_num(lo), _num(hi)]}
-        elif method == HumanMethod.BEST:
-            shown = j["shown_order"] if j["shown_order"] else list(ext)
+            body = {"response": ext[rid], "score": _num(lab.value), "scale": [_num(lo), _num(hi)]}
+        elif isinstance(lab, Pick):
+            shown = lab.shown if lab.shown else list(ext)
             if rid not in shown or any(s not in ext for s in shown) or len(set(shown)) != len(shown):
                 return "incomplete"
             body = {"shown": [ext[s] for s in shown], "winner": ext[rid]}
         else:  # correct
-            if j["label"] in ("correct", "incorrect"):
-                ok = j["label"] == "correct"
-            elif j["value"] is not None:
-                ok = j["value"] >= 0.5
-            else:
-                return "incomplete"
-            body = {"response": ext[rid], "value": ok}
+            assert isinstance(lab, CorrectLabel)
+            body = {"response": ext[rid], "value": lab.ok}
     else:
         if j["response_b_id"] is not None or j["checklist_item_id"] is not None:
             return "unsupported"

@@ -6,6 +6,7 @@ import json
 
 import duckdb
 
+from storage.current import current_sql
 from storage.db import Database
 from storage.models import HumanMethod, Judgment, JudgmentIn
 
@@ -185,15 +186,15 @@ def _judgment(row: dict) -> Judgment:
 
 def current(db: Database, *, study_id: int, judge: str | None = None, prompt_id: int | None = None,
             method: str | None = None, stage: str | None = "blind", judge_kind: str | None = None) -> list[Judgment]:
-    """Current (not superseded) judgments matching the filters, oldest first."""
-    where, params = ["study_id = ?", "superseded_at IS NULL"], [study_id]
+    """Current judgments matching the filters (every current row: storage.current's rule), oldest first."""
+    where, params = ["j.study_id = ?"], [study_id]
     for col, val in (("judge", judge), ("prompt_id", prompt_id), ("method", method), ("stage", stage),
                      ("judge_kind", judge_kind)):
         if val is not None:
-            where.append(f"{col} = ?")
+            where.append(f"j.{col} = ?")
             params.append(val)
     # Sorted here: DuckDB's ORDER BY costs about half a millisecond even on the few rows of one prompt.
-    rows = db.fetchdicts(f"SELECT * FROM judgment WHERE {' AND '.join(where)}", params)
+    rows = db.fetchdicts(current_sql("*", " AND ".join(where)), params)
     rows.sort(key=lambda r: (r["created_at"], r["id"]))
     return [_judgment(r) for r in rows]
 

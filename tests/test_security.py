@@ -125,6 +125,10 @@ REVIEWED_SQL_INTERPOLATIONS = {
     ("storage/analysis/report/loading.py", "_COLUMNS"),  # a constant column list
     ("storage/backup.py", "t"),  # table names read from duckdb_tables()
     ("storage/checklists.py", "' AND '.join(where)"),  # "col = ?" for constant column names
+    # current_sql: its callers' column lists, conditions (with $named or ? parameters) and FROM clauses, all
+    # written in the code; CURRENT and the windows are constants of the module, `body` is built from those
+    ("storage/current.py", "CURRENT"), ("storage/current.py", "_WINDOWS[one_per]"), ("storage/current.py", "body"),
+    ("storage/current.py", "columns"), ("storage/current.py", "source"), ("storage/current.py", "where"),
     ("storage/import_judgments.py", "columns"), ("storage/import_judgments.py", "select"),  # constant lists
     ("storage/import_judgments.py", "name"), ("storage/import_judgments.py", "table"),  # constant names
     ("storage/import_judgments.py", "sequence"),  # constant sequence names

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
-from storage import checklists, judgments, label_queue, members, prompts, responses, reveals, studies
+from storage import checklists, human_labels, judgments, label_queue, members, prompts, responses, reveals, studies
 from storage.db import Database
 from storage.members import ACCESS_ROWS
 from storage.models import (
@@ -204,28 +204,25 @@ def _model_checklist(ctx: AppContext, prompt_id: int) -> list[ChecklistQuestion]
 
 
 def _answers(rows: list[Judgment]) -> Answers:
+    """A person's rows of one stage as their answers (oldest first, so the latest of a target wins)."""
     a = Answers()
-    for j in rows:
-        rid = j.response_id
-        if j.method == HumanMethod.BEST:
-            a.best = rid
-        elif j.method == HumanMethod.RATING and rid is not None and j.value is not None:
-            a.ratings[rid] = int(j.value)
-        elif j.method == HumanMethod.PAIRWISE:
-            a.pairwise = ("A" if j.label == str(j.response_id) else "B" if j.label == str(j.response_b_id)
-                          else j.label)  # type: ignore[assignment]
-        elif j.method == HumanMethod.CORRECT and rid is not None:
-            a.correct[rid] = j.label == "correct"
-        elif j.method == HumanMethod.CHECKLIST_ITEM and rid is not None and j.label == "YES":
-            a.checklist_yes.setdefault(rid, []).append(j.checklist_item_id)  # type: ignore[arg-type]
-        elif j.method == HumanMethod.CRITERION_VALID and j.label == "invalid":
-            a.invalid_items.append(j.checklist_item_id)  # type: ignore[arg-type]
-        elif j.method == HumanMethod.CRITIQUE_AGREE and rid is not None:
-            a.critique[rid] = j.label  # type: ignore[assignment]
-        elif j.method == HumanMethod.REFERENCE:
-            a.reference = j.rationale or ""
-        elif j.method == HumanMethod.COMMENT:
-            a.comment = j.rationale or ""
+    for lab in map(human_labels.decode, rows):
+        if isinstance(lab, human_labels.Pick):
+            a.best = lab.response_id
+        elif isinstance(lab, human_labels.Rating):
+            a.ratings[lab.response_id] = int(lab.value)
+        elif isinstance(lab, human_labels.PairVote):
+            a.pairwise = lab.verdict  # type: ignore[assignment]
+        elif isinstance(lab, human_labels.CorrectLabel):
+            a.correct[lab.response_id] = lab.ok
+        elif isinstance(lab, human_labels.ChecklistAnswer) and lab.yes:
+            a.checklist_yes.setdefault(lab.response_id, []).append(lab.item_id)
+        elif isinstance(lab, human_labels.CriterionVerdict) and not lab.valid:
+            a.invalid_items.append(lab.item_id)
+        elif isinstance(lab, human_labels.CritiqueVerdict):
+            a.critique[lab.response_id] = lab.verdict
+        elif isinstance(lab, human_labels.Note):
+            setattr(a, lab.kind, lab.text)
     return a
 
 

@@ -11,9 +11,9 @@ import polars as pl
 
 from storage.analysis._frames import check_labels, check_unique, frame, safe_div
 from storage.analysis.consensus import consensus
+from storage.human_labels import YES_NO  # the answers a checklist item takes
 
 CHECKLIST_COLS = ("prompt_id", "response_id", "item_id", "judge", "label")
-YES_NO = ("YES", "NO")
 
 
 def _with_unit(df: pl.DataFrame) -> pl.DataFrame:

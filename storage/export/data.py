@@ -13,7 +13,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.current import current_sql
 from storage.db import Database
+from storage.human_labels import (
+    ChecklistAnswer,
+    CorrectLabel,
+    decode,
+    PairVote,
+    Pick,
+    Rating,
+    StoredLabel,
+)
 from storage.models import HumanMethod
 
 CHUNK_PROMPTS = 1000
@@ -39,14 +49,14 @@ class Resp:
 
 @dataclass
 class Human:
-    """One prompt's current blind human labels (judge names as stored)."""
+    """One prompt's current blind human labels (judge names as stored), decoded by storage.human_labels."""
 
-    picks: list[tuple[str, int | None, list[int] | None, int]] = field(default_factory=list)  # judge, pick, shown, id
-    ratings: dict[str, dict[int, tuple[float, int]]] = field(default_factory=lambda: defaultdict(dict))
-    pairwise: list[tuple[str, int, int, str, int]] = field(default_factory=list)  # judge, a, b, label, id
-    correct: dict[int, list[tuple[str, bool, int]]] = field(default_factory=lambda: defaultdict(list))
-    checklist: dict[int, dict[str, list[tuple[bool, int]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    picks: list[Pick] = field(default_factory=list)
+    ratings: dict[str, dict[int, Rating]] = field(default_factory=lambda: defaultdict(dict))  # judge → response →
+    pairwise: list[PairVote] = field(default_factory=list)  # votes between two different responses
+    correct: dict[int, list[CorrectLabel]] = field(default_factory=lambda: defaultdict(list))  # response →
+    checklist: dict[int, dict[str, list[ChecklistAnswer]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list)))  # response → judge →
 
 
 @dataclass
@@ -77,27 +87,23 @@ def prompt_ids(db: Database, study_id: int) -> list[int]:
     return [r[0] for r in db.fetchall("SELECT id FROM prompt WHERE study_id = ? ORDER BY position, id", [study_id])]
 
 
-_HUMAN_SQL = f"""
-SELECT id, prompt_id, judge, method, response_id, response_b_id, checklist_item_id, shown_order, value, label
-FROM judgment
-WHERE study_id = $study AND judge_kind = 'human' AND stage = 'blind' AND superseded_at IS NULL AND status = 'ok'
-  AND method IN (SELECT unnest($methods::VARCHAR[]))
-  AND prompt_id IN (SELECT unnest($ids::BIGINT[]))
-  AND (method <> '{HumanMethod.RATING}' OR (response_id IS NOT NULL AND value IS NOT NULL))
-QUALIFY row_number() OVER (PARTITION BY prompt_id, judge, method, target_key ORDER BY created_at DESC, id DESC) = 1
-ORDER BY prompt_id, judge, id
-"""
+# The current blind human labels: one per slot (storage.current), should an old database hold two.
+_HUMAN_SQL = current_sql(
+    "j.prompt_id, j.id, j.judge, j.method, j.response_id, j.response_b_id, j.checklist_item_id, j.shown_order, "
+    "j.value, j.label",
+    "j.study_id = $study AND j.judge_kind = 'human' AND j.stage = 'blind' AND j.status = 'ok' "
+    "AND j.method IN (SELECT unnest($methods::VARCHAR[])) AND j.prompt_id IN (SELECT unnest($ids::BIGINT[])) "
+    "AND (j.method <> $rating OR (j.response_id IS NOT NULL AND j.value IS NOT NULL))",
+    one_per="slot") + " ORDER BY j.prompt_id, j.judge, j.id"
 
-_MODEL_SQL = """
-SELECT id, prompt_id, judge, response_id, response_b_id, variant, value, prob, label, dist, rationale, method_version
-FROM judgment
-WHERE study_id = $study AND judge_kind = 'model' AND superseded_at IS NULL AND status = 'ok'
-  AND method = $method AND checklist_item_id IS NULL AND ($judge IS NULL OR judge = $judge)
-  AND prompt_id IN (SELECT unnest($ids::BIGINT[]))
-QUALIFY row_number() OVER (PARTITION BY prompt_id, judge, target_key, stage ORDER BY created_at DESC, id DESC) = 1
-ORDER BY prompt_id, id
-"""
-
+# One method's current ok model verdicts, one per slot: a verdict per stage, as the human rows above.
+_MODEL_SQL = current_sql(
+    "j.id, j.prompt_id, j.judge, j.response_id, j.response_b_id, j.variant, j.value, j.prob, j.label, j.dist, "
+    "j.rationale, j.method_version",
+    "j.study_id = $study AND j.judge_kind = 'model' AND j.status = 'ok' AND j.method = $method "
+    "AND j.checklist_item_id IS NULL AND ($judge IS NULL OR j.judge = $judge) "
+    "AND j.prompt_id IN (SELECT unnest($ids::BIGINT[]))",
+    one_per="slot") + " ORDER BY j.prompt_id, j.id"
 
 def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: list[str],
                model_method: str | None, model_judge: str | None) -> Chunk:
@@ -115,22 +121,19 @@ def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: li
         by_prompt[resp.prompt_id].append(resp)
     human: dict[int, Human] = defaultdict(Human)
     if human_methods:
-        for (jid, pid, judge, method, rid, rid_b, item, shown, value, label) in db.fetchall(
-                _HUMAN_SQL, {"study": study_id, "methods": human_methods, "ids": ids}):
-            h = human[pid]
-            if method == HumanMethod.BEST:
-                h.picks.append((judge, rid, list(shown) if shown else None, jid))
-            elif method == HumanMethod.RATING:
-                h.ratings[judge][rid] = (float(value), jid)
-            elif method == HumanMethod.PAIRWISE and rid is not None and rid_b is not None and rid != rid_b and label:
-                h.pairwise.append((judge, rid, rid_b, label, jid))
-            elif method == HumanMethod.CORRECT and rid is not None:
-                ok = label == "correct" if label in ("correct", "incorrect") else (
-                    value >= 0.5 if value is not None else None)
-                if ok is not None:
-                    h.correct[rid].append((judge, ok, jid))
-            elif method == HumanMethod.CHECKLIST_ITEM and rid is not None and item is not None and label in ("YES", "NO"):
-                h.checklist[rid][judge].append((label == "YES", jid))
+        for pid, *row in db.fetchall(_HUMAN_SQL, {"study": study_id, "methods": human_methods, "ids": ids,
+                                                  "rating": HumanMethod.RATING}):
+            h, lab = human[pid], decode(StoredLabel(*row))
+            if isinstance(lab, Pick):
+                h.picks.append(lab)
+            elif isinstance(lab, Rating):
+                h.ratings[lab.judge][lab.response_id] = lab
+            elif isinstance(lab, PairVote) and lab.decided:
+                h.pairwise.append(lab)
+            elif isinstance(lab, CorrectLabel):
+                h.correct[lab.response_id].append(lab)
+            elif isinstance(lab, ChecklistAnswer):
+                h.checklist[lab.response_id][lab.judge].append(lab)
     model: dict[int, list[ModelRow]] = defaultdict(list)
     if model_method:
         for r in db.fetchall(_MODEL_SQL, {"study": study_id, "method": model_method, "judge": model_judge,

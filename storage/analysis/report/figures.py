@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from storage.human_labels import CORRECT_LABELS
 from storage.models import HumanMethod
 
 if TYPE_CHECKING:  # only for the annotation: intervals imports this module
@@ -22,7 +23,7 @@ LOO = "other humans (consensus)"
 LOO_MEAN = "other humans (mean rating)"
 MEAN_RATING = "humans (mean rating)"
 RANDOM = "random (1/N)"
-CORRECT_CLASSES = ("correct", "incorrect")
+CORRECT_CLASSES = CORRECT_LABELS  # the labels a correctness judgment holds (storage.human_labels)
 TOP_DISAGREED = 20
 MAX_LISTED_UNITS = 100
 # Model rows stored under another id than their method's (the checklist method's per-item answers).

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from storage.analysis.report.figures import METHOD_OF
+from storage.current import current_sql
 from storage.db import Database
 
 
@@ -17,18 +18,15 @@ _COLUMNS = """j.id, j.prompt_id, j.judge_kind, j.judge, j.method, j.variant, j.t
        j.response_b_id, j.checklist_item_id, j.shown_order, j.value, j.label, j.prob, j.stage, j.status,
        j.created_at"""
 # Current rows on existing prompts (external ids and positions come with `prompts`, joined where shown).
-_CURRENT = f"""SELECT {_COLUMNS} FROM judgment j SEMI JOIN prompt p ON p.id = j.prompt_id
-WHERE j.study_id = $study AND j.superseded_at IS NULL"""
-_MODEL_OK = " AND j.judge_kind = 'model' AND j.status = 'ok'"
-# One row per (judge, method, target): the blind one, else the latest. Ranked on the key columns alone, then
-# fetched whole: sorting every column inside the window costs three times as much. The model frame needs
-# neither the target key nor the shown order.
-_MODEL = _CURRENT.replace("j.target_key, ", "").replace("j.shown_order, ", "") + _MODEL_OK + """ AND j.id IN (
-    SELECT j.id FROM judgment j SEMI JOIN prompt p ON p.id = j.prompt_id
-    WHERE j.study_id = $study AND j.superseded_at IS NULL""" + _MODEL_OK + """
-    QUALIFY row_number() OVER (PARTITION BY j.judge, j.method, j.target_key
-                               ORDER BY (j.stage = 'blind') DESC, j.created_at DESC, j.id DESC) = 1)
-ORDER BY j.created_at, j.id"""
+_ON_PROMPTS = "judgment j SEMI JOIN prompt p ON p.id = j.prompt_id"
+# Every current human row of every stage (the sections pick the stage; the reveal section compares them).
+_HUMAN = current_sql(_COLUMNS, "j.study_id = $study AND j.judge_kind = 'human'",
+                     source=_ON_PROMPTS) + " ORDER BY j.created_at, j.id"
+# Current ok model rows, one per (judge, method, target): blind preferred (storage.current). The model frame
+# needs neither the target key nor the shown order.
+_MODEL = current_sql(_COLUMNS.replace("j.target_key, ", "").replace("j.shown_order, ", ""),
+                     "j.study_id = $study AND j.judge_kind = 'model' AND j.status = 'ok'",
+                     one_per="target", source=_ON_PROMPTS) + " ORDER BY j.created_at, j.id"
 
 
 @dataclass
@@ -62,7 +60,7 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
 
     study = get_study(db, study_id)
     p = {"study": study_id}
-    human_all = _sql(db, _CURRENT + " AND j.judge_kind = 'human' ORDER BY j.created_at, j.id", p)
+    human_all = _sql(db, _HUMAN, p)
     human = human_all.filter(pl.col("stage") == stage)
     model = _sql(db, _MODEL, p)
     humans = set(human_all["judge"].unique().to_list())

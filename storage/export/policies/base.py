@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage.export.data import Chunk, Human, ModelRow, PromptRow
 
@@ -99,26 +99,86 @@ def _excluded(chunk: Chunk, origins: set[str], rid: int | None) -> bool:
     return r is not None and r.origin not in origins
 
 
-def _unique_mode(counts: Counter[Any]) -> tuple[Any, int, int] | None:
+class Mode(NamedTuple):
+    choice: Any
+    n_top: int  # ballots for it
+    n: int  # all ballots
+
+
+def _unique_mode(counts: Counter[Any]) -> Mode | None:
     """(mode, its count, total) when the most frequent value is unique, else None."""
     if not counts:
         return None
     (top, n_top), *rest = counts.most_common()
     if rest and rest[0][1] == n_top:
         return None
-    return top, n_top, sum(counts.values())
+    return Mode(top, n_top, sum(counts.values()))
 
 
-def _means(h: Human) -> dict[int, tuple[float, int]]:
+@dataclass(frozen=True)
+class Ballot:
+    """One annotator's vote on one unit (a prompt's pick, a pair, a response): what they chose, the raw label
+    where the choice is coded (pairwise: first / second / tie from the winner's id), their rating where the
+    unit is rated, and the judgment id."""
+
+    judge: str
+    choice: Any
+    id: int
+    raw: str | None = None
+    value: float | None = None
+
+
+@dataclass
+class Tally:
+    """The ballots on one unit and the bookkeeping every human policy does with them: who voted, the counts,
+    each ballot's agreement (per-annotator rows) and the consensus (plurality with a unique mode)."""
+
+    ballots: list[Ballot]
+
+    @property
+    def voters(self) -> list[str]:
+        return sorted({b.judge for b in self.ballots})
+
+    @property
+    def counts(self) -> Counter[Any]:
+        return Counter(b.choice for b in self.ballots)
+
+    @property
+    def ids(self) -> list[int]:
+        return [b.id for b in self.ballots]
+
+    def agreement(self, choice: Any) -> float:
+        """The share of ballots that chose `choice`."""
+        return sum(1 for b in self.ballots if b.choice == choice) / len(self.ballots)
+
+    def consensus(self) -> Mode | None:
+        """(choice, its count, ballots) when one choice has the most ballots, else None."""
+        return _unique_mode(self.counts)
+
+
+def correct_tally(h: Human, rid: int) -> Tally:
+    """The correct / incorrect labels of one response as votes (True = correct), by annotator."""
+    return Tally([Ballot(x.judge, x.ok, x.id) for x in sorted(h.correct.get(rid, []),
+                                                               key=lambda x: (x.judge, x.ok, x.id))])
+
+
+class Mean(NamedTuple):
+    """A response's rating: the mean over its raters (or one person's rating, n = 1) and how many rated it."""
+
+    value: float
+    n: int
+
+
+def _means(h: Human) -> dict[int, Mean]:
     acc: dict[int, list[float]] = defaultdict(list)
     for per in h.ratings.values():
-        for rid, (v, _) in per.items():
-            acc[rid].append(v)
-    return {rid: (sum(vs) / len(vs), len(vs)) for rid, vs in acc.items()}
+        for rid, r in per.items():
+            acc[rid].append(r.value)
+    return {rid: Mean(sum(vs) / len(vs), len(vs)) for rid, vs in acc.items()}
 
 
 def _rating_ids(h: Human, rids: list[int]) -> list[int]:
-    return [per[r][1] for per in h.ratings.values() for r in rids if r in per]
+    return [per[r].id for per in h.ratings.values() for r in rids if r in per]
 
 
 def _pair_agreement(h: Human, chosen: int, rejected: int) -> tuple[list[str], int, float | None]:
@@ -126,12 +186,12 @@ def _pair_agreement(h: Human, chosen: int, rejected: int) -> tuple[list[str], in
     both = [j for j, per in h.ratings.items() if chosen in per and rejected in per]
     if not both:
         return both, 0, None
-    same = sum(1 for j in both if h.ratings[j][chosen][0] > h.ratings[j][rejected][0])
+    same = sum(1 for j in both if h.ratings[j][chosen].value > h.ratings[j][rejected].value)
     return sorted(both), len(both), same / len(both)
 
 
 def _rating_votes(h: Human, rids: list[int]) -> list[Vote]:
-    return [(j, r, None, per[r][0]) for j, per in sorted(h.ratings.items()) for r in rids if r in per]
+    return [(j, r, None, per[r].value) for j, per in sorted(h.ratings.items()) for r in rids if r in per]
 
 
 def _extremes(scored: list[tuple[int, float]]) -> tuple[int, int] | str:
@@ -152,3 +212,11 @@ def _unique_winner(decided: list[tuple[int, int]]) -> int | None:
     wins, losses = Counter(w for w, _ in decided), Counter(loser for _, loser in decided)
     winners = [r for r in wins if losses[r] == 0]
     return winners[0] if len(winners) == 1 else None
+
+
+def _sole_winner(decided: list[tuple[int, int]], chunk: Chunk, origins: set[str]) -> int | str:
+    """`_unique_winner` of the decided (winner, loser) pairs when its origin is exported, else why not."""
+    win = _unique_winner(decided)
+    if win is None:
+        return "no_unique_winner"
+    return "excluded_origin" if _excluded(chunk, origins, win) else win
