@@ -71,9 +71,6 @@ def test_the_export_and_the_prefill_read_the_latest_rating(twice: tuple[Database
     assert _answers(mine).ratings == {a: 6, b: 5}
 
 
-@pytest.mark.xfail(strict=True, reason="the report reads every current human row, not one per slot: on a database "
-                   "holding two current rows of one slot it counts the same person's rating of a response twice "
-                   "(reported, not changed: storage/analysis/report/loading.py _HUMAN uses one_per='row')")
 def test_the_report_counts_one_human_label_per_slot(twice: tuple[Database, int, int, int, int]) -> None:
     db, sid, *_ = twice
     rep = build_report(db, sid, method_info=method_info, n_boot=0)

@@ -19,8 +19,9 @@ _COLUMNS = """j.id, j.prompt_id, j.judge_kind, j.judge, j.method, j.variant, j.t
        j.created_at"""
 # Current rows on existing prompts (external ids and positions come with `prompts`, joined where shown).
 _ON_PROMPTS = "judgment j SEMI JOIN prompt p ON p.id = j.prompt_id"
-# Every current human row of every stage (the sections pick the stage; the reveal section compares them).
-_HUMAN = current_sql(_COLUMNS, "j.study_id = $study AND j.judge_kind = 'human'",
+# The current human rows of every stage, one per slot (the sections pick the stage; the reveal section compares
+# them): a database holding two current rows of one slot must not count one person's label twice.
+_HUMAN = current_sql(_COLUMNS, "j.study_id = $study AND j.judge_kind = 'human'", one_per="slot",
                      source=_ON_PROMPTS) + " ORDER BY j.created_at, j.id"
 # Current ok model rows, one per (judge, method, target): blind preferred (storage.current). The model frame
 # needs neither the target key nor the shown order.
