@@ -9,11 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy.optimize import minimize
+from scipy.stats import kendalltau, spearmanr
 
 from storage.analysis.bradley_terry import (
     bradley_terry,
     bradley_terry_bootstrap,
     fit_scores,
+    ranking_agreement,
     votes_to_comparisons,
     win_matrix,
 )
@@ -143,3 +145,14 @@ def test_bad_input_is_named():
         win_matrix(pl.DataFrame({"a": ["x"], "b": ["y"], "result": ["a"]}), ties="split")
     with pytest.raises(ValueError, match="at least 2 items"):
         fit_scores(np.zeros((1, 1)))
+
+
+def test_ranking_agreement_of_human_and_judge_scores_is_scipys_on_shared_items():
+    c = simulate(6, k=7)
+    human = bradley_terry(c)
+    judge = bradley_terry(simulate(7, k=7).filter(pl.col("a") != "m6").filter(pl.col("b") != "m6"))
+    got = ranking_agreement(human, judge)
+    both = human.join(judge, on="item", suffix="_j")
+    assert got["n_items"] == 6 == both.height
+    assert got["spearman"] == pytest.approx(spearmanr(both["score"], both["score_j"]).statistic, abs=1e-12)
+    assert got["kendall_tau_b"] == pytest.approx(kendalltau(both["score"], both["score_j"]).statistic, abs=1e-12)

@@ -27,6 +27,7 @@ from scipy.sparse.csgraph import connected_components
 
 from storage.analysis._frames import frame
 from storage.analysis.ppi import z_value
+from storage.analysis.scores import kendall_tau_b, spearman
 
 RESULTS = ("a", "b", "tie")
 COLS = ("a", "b", "result")
@@ -172,6 +173,21 @@ def bradley_terry_bootstrap(comparisons: Any, cluster_col: str, *, n: int = 200,
         q = np.quantile(ok, [lo, hi]) if ok.size else (np.nan, np.nan)
         rows.append((item, float(theta[k]), float(q[0]), float(q[1]), int(ok.size)))
     return pl.DataFrame(rows, schema=["item", "score", "low", "high", "n_valid"], orient="row")
+
+
+def ranking_agreement(human: pl.DataFrame, model: pl.DataFrame) -> dict[str, Any]:
+    """Rank correlation of two score tables (`bradley_terry` outputs: ``item, score``) over the items both
+    rank: Spearman ρ and Kendall τ-b (nan with fewer than two shared items or a constant side).
+
+    >>> h = pl.DataFrame({"item": ["a", "b", "c", "d"], "score": [1.0, 0.5, -0.2, -1.3]})
+    >>> m = pl.DataFrame({"item": ["d", "c", "b", "a", "e"], "score": [-0.9, 0.4, 0.1, 0.8, 2.0]})
+    >>> ranking_agreement(h, m)
+    {'spearman': 0.8, 'kendall_tau_b': 0.666..., 'n_items': 4}
+    """
+    both = frame(human, ("item", "score"), "human scores").select("item", h="score").join(
+        frame(model, ("item", "score"), "model scores").select("item", m="score"), on="item", how="inner")
+    return {"spearman": spearman(both["h"], both["m"]), "kendall_tau_b": kendall_tau_b(both["h"], both["m"]),
+            "n_items": both.height}
 
 
 def votes_to_comparisons(votes: Any) -> pl.DataFrame:
