@@ -126,6 +126,9 @@ def test_bad_inputs_are_named():
         ppi_mean([1], [0.5], [0.3])
     with pytest.raises(ValueError, match="missing or infinite"):
         ppi_mean([1, float("nan")], [0.5, 0.4], [0.3])
+    with pytest.raises(ValueError, match="missing value.*on labelled items"):
+        active_mean([0.1, 0.2, 0.3], [1, None, None], [True, True, False], [0.5, 0.5, 0.5])
+    assert active_mean([0.1, 0.2, 0.3], [1, 0, None], [True, True, False], [0.5] * 3, lam=1)["n_labelled"] == 2
     with pytest.raises(ValueError, match="serving probabilities"):
         active_mean([0.1, 0.2], [1, 0], [True, True], [0.5, 0.0])
 

@@ -153,8 +153,8 @@ def bradley_terry_bootstrap(comparisons: Any, cluster_col: str, *, n: int = 200,
     c = frame(comparisons, (*COLS, cluster_col), "pairwise comparisons")
     items, w, _ = win_matrix(c, ties=ties)
     theta = fit_scores(w, prior=prior, items=items)
-    clusters = c[cluster_col].unique().sort()
-    parts = [c.filter(pl.col(cluster_col) == k) for k in clusters.to_list()]
+    by_cluster = c.partition_by(cluster_col, as_dict=True)
+    parts = [by_cluster[(k,)] for k in c[cluster_col].unique().sort().to_list()]
     draws = np.random.default_rng(seed).integers(0, len(parts), size=(n, len(parts)))
     values = np.full((n, len(items)), np.nan)
     index = {item: k for k, item in enumerate(items)}

@@ -175,7 +175,10 @@ def active_mean(f: Any, y: Any, labelled: Any, pi: Any, *, lam: float | None = N
     f = _vector(f, "f (predictions)")
     pi = _vector(pi, "pi (serving probabilities)")
     xi = np.asarray(labelled, dtype=bool)
-    y = np.where(xi, np.nan_to_num(np.asarray(y, dtype=np.float64), nan=0.0), 0.0)
+    y = np.asarray(y, dtype=np.float64)  # None / nan allowed where not labelled
+    if y.shape == xi.shape and not np.isfinite(y[xi]).all():
+        raise ValueError(f"y has {int((~np.isfinite(y[xi])).sum())} missing value(s) on labelled items")
+    y = np.where(xi, y, 0.0)
     if not (f.size == pi.size == xi.size == y.size):
         raise ValueError(f"f, y, labelled and pi must have one entry per item: sizes {f.size}, {y.size}, "
                          f"{xi.size}, {pi.size}")
