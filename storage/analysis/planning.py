@@ -52,7 +52,8 @@ def ppi_labels_for_width(ppi_result: dict, target_width: float) -> dict[str, flo
     n_now = int(ppi_result["n_labelled"])
     _check(target_width, n_now)
     z = z_value(float(ppi_result["level"]))
-    sd_r, sd_i, big_n = float(ppi_result["sd_rectifier"]), float(ppi_result["sd_imputed"]), int(ppi_result["n_unlabelled"])
+    sd_r, sd_i = float(ppi_result["sd_rectifier"]), float(ppi_result["sd_imputed"])
+    big_n = int(ppi_result["n_unlabelled"])
     floor = 2 * z * sd_i / math.sqrt(big_n)
     room = (target_width / (2 * z)) ** 2 - sd_i ** 2 / big_n
     if room <= 0:
