@@ -7,9 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.services import labelling, live, ops
+from app.services import label_flow, labelling, live, ops
 from app.services.context import AppContext
+from app.services.label_flow import Step
 from storage import annotators, jobs, members, model_registry, studies
+from storage.members import NotMember
 from storage.models import Annotator, Job
 from storage.studies import StudyCounts
 
@@ -73,7 +75,7 @@ def annotator_list(ctx: AppContext) -> list[Annotator]:
 
 
 class PageLoad(BaseModel):
-    """What a page shows when it opens, besides the Label tab's first item (label_tab loads that)."""
+    """What a page shows when it opens."""
 
     overview: PageOverview
     first: str | None  # the study the pickers open: the first with work left for this person
@@ -81,6 +83,8 @@ class PageLoad(BaseModel):
     live_prompts: list[str]  # the prompts of `live_first`, for the Live tab's picker
     models: list[ModelUse] = Field(default_factory=list)  # admins only
     people: list[dict[str, Any]] = Field(default_factory=list)  # admins only: the list_annotators operation's rows
+    label: Step | None = None  # the Label tab's first item, as label_flow.open_study gives it for `first`
+    label_refused: str | None = None  # instead of `label`: removed from `first`'s members since it was listed
 
 
 def page_load(ctx: AppContext, user: str, *, admin: bool) -> PageLoad:
@@ -93,4 +97,8 @@ def page_load(ctx: AppContext, user: str, *, admin: bool) -> PageLoad:
     if admin:
         out.models = model_usage(ctx)
         out.people = ops.list_annotators(ctx, user, ops.NoArgs())["annotators"]
+    try:
+        out.label = label_flow.open_study(ctx, user, first)
+    except NotMember as e:
+        out.label_refused = str(e)
     return out
