@@ -25,7 +25,6 @@ from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
 from storage import checklists, judgments, label_queue, members, prompts, responses, reveals, studies
 from storage.db import Database
-from storage.members import ACCESS_ROWS
 from storage.models import (
     MAX_RESPONSES,
     ChatMessage,
@@ -165,13 +164,10 @@ def _label_set(ctx: AppContext, study: Study, prompt_id: int,
                run: tuple[int | None, int] | None = None) -> dict[int, responses.Response]:
     run_id, _ = run or label_run(ctx.db, study)
     if run_id is not None:
-        # responses.label_set's first case, sorted here: DuckDB's ORDER BY of whole rows costs it about
-        # half a millisecond, and this runs on every served item.
-        rows = ctx.db.fetchdicts("SELECT * FROM response WHERE prompt_id = ? AND run_id = ? AND origin = 'sampled'",
-                                 [prompt_id, run_id])
+        # responses.label_set's first case (the usual one), without its join and whole-prompt read.
+        rows = responses.run_samples(ctx.db, prompt_id, run_id)
         if rows:
-            rows.sort(key=lambda r: (r["sample_index"] is None, r["sample_index"] or 0))  # NULLS LAST
-            return {r["id"]: responses.Response(**r) for r in rows[:MAX_RESPONSES]}
+            return {r.id: r for r in rows[:MAX_RESPONSES]}
     return {r.id: r for r in responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
 
 
@@ -180,20 +176,13 @@ def _checked_label_ids(ctx: AppContext, study: Study, prompt_id: int, annotator:
     has samples for the prompt (a submit's usual case: more round trips and whole rows cost a millisecond
     more)."""
     run_id, _ = label_run(ctx.db, study)
-    rows = ctx.db.fetchall(
-        """SELECT 'prompt', study_id, NULL FROM prompt WHERE id = $prompt
-           UNION ALL
-           SELECT 'sample', id, sample_index FROM response
-           WHERE prompt_id = $prompt AND run_id = $run AND origin = 'sampled'
-           UNION ALL """ + ACCESS_ROWS,
-        {"prompt": prompt_id, "run": run_id, "study": study.id, "who": annotator})
-    if not any(kind == "access" for kind, _, _ in rows):
+    check = label_queue.submit_check(ctx.db, study.id, prompt_id, run_id, annotator)
+    if not check.may_label:
         raise members.NotMember(annotator, study.name)
-    if next((sid for kind, sid, _ in rows if kind == "prompt"), None) != study.id:
+    if check.prompt_study_id != study.id:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
-    samples = sorted((index is None, index or 0, rid) for kind, rid, index in rows if kind == "sample")
-    if run_id is not None and samples:
-        return {rid for _, _, rid in samples[:MAX_RESPONSES]}
+    if run_id is not None and check.sample_ids:
+        return set(check.sample_ids[:MAX_RESPONSES])
     return set(_label_set(ctx, study, prompt_id, (run_id, 0)))
 
 
@@ -317,7 +306,7 @@ def progress_text(item: LabelItem | None, done: int | None = None, total: int | 
 
 
 def _check_prompt(ctx: AppContext, study: Study, prompt_id: int) -> None:
-    if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id]) != study.id:
+    if prompts.study_of(ctx.db, prompt_id) != study.id:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
 
 
