@@ -59,11 +59,6 @@ def get_prompt(db: Database, prompt_id: int) -> Prompt:
     return _prompt(row)
 
 
-def study_of(db: Database, prompt_id: int) -> int | None:
-    """The id of the study the prompt belongs to (None: no such prompt)."""
-    return db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id])
-
-
 def find_prompt_id(db: Database, study_id: int, external_id: str) -> int | None:
     """The id of the study's prompt with this external id, or None."""
     return db.fetchval("SELECT id FROM prompt WHERE study_id = ? AND external_id = ?", [study_id, external_id])

@@ -431,9 +431,13 @@ def granted_studies(ctx: AppContext, user: str) -> list[str]:
     a = annotators.get_annotator(ctx.db, user)
     if a is None or a.disabled:
         return []
-    mine = None if a.role == "admin" else members.studies_of(ctx.db, user)
-    return [s.name for s in studies.list_studies(ctx.db)
-            if mine is None or (s.config.live_annotators and s.id in mine)]
+    return granted_of(studies.list_studies(ctx.db), None if a.role == "admin" else members.studies_of(ctx.db, user))
+
+
+def granted_of(every: list[Study], mine: set[int] | None) -> list[str]:
+    """`granted_studies` from what its caller has read already: every study, and the ids of the person's
+    (None: an admin, who may use every study)."""
+    return [s.name for s in every if mine is None or (s.config.live_annotators and s.id in mine)]
 
 
 # -- adding a session to a study ---------------------------------------------------------------------
@@ -572,7 +576,12 @@ def questions(ctx: AppContext, study_name: str | None) -> list[str]:
 def study_prompts(ctx: AppContext, user: str, study_name: str) -> list[str]:
     """External ids of the study's prompts, to pick one instead of typing."""
     check_access(ctx, user, study_name)
-    return [p.external_id for p in prompts.list_prompts(ctx.db, studies.get_study(ctx.db, study_name).id)]
+    return prompt_ids(ctx, studies.get_study(ctx.db, study_name))
+
+
+def prompt_ids(ctx: AppContext, study: Study) -> list[str]:
+    """`study_prompts` for a caller that has checked access already (a study `granted_of` listed)."""
+    return [p.external_id for p in prompts.list_prompts(ctx.db, study.id)]
 
 
 def prompt_text(ctx: AppContext, user: str, study_name: str, external_id: str) -> str:
