@@ -158,3 +158,56 @@ def test_app_ui_imports_from_storage_only_records_and_error_types() -> None:
             elif isinstance(node, ast.Import):
                 found |= {(path.name, a.name) for a in node.names if a.name.split(".")[0] in ("storage", "duckdb")}
     assert {(f, n) for f, n in found if n not in allowed} == set()
+
+
+# Calls into app/services that touch nothing: request models are built with their classes; these format or
+# validate in memory.
+PURE = {"labelling.submission", "labelling.progress_text", "web_paths"}
+
+
+def _service_calls(path: Path) -> dict[str, list[str]]:
+    """Per function of a UI module (its own body, nested functions apart): the calls it makes into app/services
+    (module functions, imported functions, and methods of service objects such as LiveSessions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()  # modules and functions imported from app.services
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("app.services"):
+            names |= {a.asname or a.name for a in node.names if not a.name[0].isupper()}
+    for node in ast.walk(tree):  # sessions = live.LiveSessions(ctx): a service object
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute) and isinstance(node.value.func.value, ast.Name)
+                and node.value.func.value.id in names and node.value.func.attr[0].isupper()):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+
+    def own(fn: ast.AST) -> list[ast.AST]:
+        out, todo = [], list(ast.iter_child_nodes(fn))
+        while todo:
+            n = todo.pop()
+            if not isinstance(n, (ast.FunctionDef, ast.Lambda)):
+                out.append(n)
+                todo += list(ast.iter_child_nodes(n))
+        return out
+
+    calls: dict[str, list[str]] = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            found = []
+            for n in own(fn):
+                if isinstance(n, ast.Call):
+                    f = n.func
+                    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in names \
+                            and not f.attr[0].isupper():
+                        found.append(f"{f.value.id}.{f.attr}")
+                    elif isinstance(f, ast.Name) and f.id in names:
+                        found.append(f.id)
+            calls[fn.name] = [c for c in found if c not in PURE]
+    return calls
+
+
+def test_every_ui_callback_makes_at_most_one_service_call() -> None:
+    over = {(path.name, fn): calls for path in sorted((ROOT / "app" / "ui").glob("*.py"))
+            if not path.name.startswith("test") for fn, calls in _service_calls(path).items()
+            if len(calls) > 1 and fn not in ("build", "build_ui", "wire")}  # set-up code wires callbacks
+    assert over == {}
+    agreement_tab = _service_calls(ROOT / "app" / "ui" / "agreement_tab.py")
+    assert agreement_tab["do_compute"] == ["agreement.tab_report"]  # the scan sees the calls it counts
