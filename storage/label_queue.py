@@ -6,7 +6,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -382,6 +382,29 @@ def progress(db: Database, study_id: int, annotator: str) -> tuple[int, int]:
                   (SELECT count(*) FROM prompt WHERE study_id = $study)""",
         {"study": study_id, "who": annotator})[0]
     return done, total
+
+
+class SubmitCheck(NamedTuple):
+    may_label: bool  # `who` is an admin or a member of the study
+    prompt_study_id: int | None  # the study the prompt belongs to (None: no such prompt)
+    sample_ids: list[int]  # the run's samples of the prompt, in sample order (NULL indexes last)
+
+
+def submit_check(db: Database, study_id: int, prompt_id: int, run_id: int | None, who: str) -> SubmitCheck:
+    """What a submit checks before it stores anything, in one statement: whether `who` may label the study,
+    which study the prompt is in, and the labelling run's samples of it (more round trips and whole rows
+    cost a millisecond more on every submit)."""
+    rows = db.fetchall(
+        """SELECT 'prompt', study_id, NULL FROM prompt WHERE id = $prompt
+           UNION ALL
+           SELECT 'sample', id, sample_index FROM response
+           WHERE prompt_id = $prompt AND run_id = $run AND origin = 'sampled'
+           UNION ALL """ + ACCESS_ROWS,
+        {"prompt": prompt_id, "run": run_id, "study": study_id, "who": who})
+    samples = sorted((index is None, index or 0, rid) for kind, rid, index in rows if kind == "sample")
+    return SubmitCheck(may_label=any(kind == "access" for kind, _, _ in rows),
+                       prompt_study_id=next((sid for kind, sid, _ in rows if kind == "prompt"), None),
+                       sample_ids=[rid for _, _, rid in samples])
 
 
 def annotator_progress(db: Database, study_id: int) -> list[tuple[str, int, int]]:

@@ -126,3 +126,12 @@ def studies_of(db: Database, who: str) -> set[int] | None:
     if any(kind == "admin" for kind, _ in rows):
         return None
     return {sid for _, sid in rows}
+
+
+def memberships(db: Database) -> dict[str, set[int]]:
+    """Every annotator's member studies, by name, in one query (people with none are left out); `studies_of`
+    for everyone at once, admins aside."""
+    out: dict[str, set[int]] = {}
+    for who, study_id in db.fetchall("SELECT annotator, study_id FROM study_member"):
+        out.setdefault(who, set()).add(study_id)
+    return out

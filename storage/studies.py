@@ -176,6 +176,13 @@ def find_run(db: Database, study_id: int, engine: str, model_id: str, s: Samplin
     return GenerationRun(**rows[0]) if rows else None
 
 
+def get_run(db: Database, run_id: int) -> GenerationRun:
+    row = db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [run_id])
+    if row is None:
+        raise NotFoundError(f"no generation run {run_id}")
+    return GenerationRun(**row)
+
+
 def latest_run(db: Database, study_id: int) -> GenerationRun | None:
     runs = list_runs(db, study_id)
     return runs[-1] if runs else None
@@ -202,4 +209,4 @@ def create_run(db: Database, study_id: int, engine: str, model_id: str, s: Sampl
              s.top_logprobs, seeds_honoured, logprob_mode, kind],
         ).fetchall()[0][0]
         _changed(db)
-    return GenerationRun(**db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [rid]))
+    return get_run(db, rid)

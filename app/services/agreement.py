@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from app.services.context import AppContext, ServiceError
 from app.services.exports import safe_stem
 from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
-from storage.analysis.report import METHOD_OF
+from storage.analysis.report import METHOD_OF, interval_text
 from storage.fileio import atomic_file
+
+__all__ = ["interval_text"]  # the Agreement tab formats the report's intervals with it
 
 Format = Literal["json", "md", "html"]
 
@@ -79,3 +83,20 @@ def report_link(ctx: AppContext, user: str, rep: dict) -> dict[str, str]:
     write(render(rep, "html"), str(out))
     url = ctx.downloads.offer(out, user, study_id=study["id"], media_type="text/html", single_use=False)
     return {"url": url, "filename": out.name}
+
+
+class TabReport(BaseModel):
+    """What the Agreement tab shows after Compute: the report, its Markdown, and the HTML file's link."""
+
+    report: dict[str, Any]
+    markdown: str
+    url: str
+    filename: str
+
+
+def tab_report(ctx: AppContext, user: str, study_name: str, *, stage: str = "blind", n_boot: int = 1000) -> TabReport:
+    """The report of a study with everything the Agreement tab renders of it (`user`: the admin the HTML
+    download is offered to; the caller checked the role)."""
+    rep = report(ctx, study_name, stage=stage, n_boot=n_boot)
+    link = report_link(ctx, user, rep)
+    return TabReport(report=rep, markdown=render(rep, "md"), url=link["url"], filename=link["filename"])

@@ -25,6 +25,7 @@ from storage.export.data import model_sources
 from storage.export.files import card_path, zip_export
 from storage.export.methods import ExportMethods, Messages
 from storage.export.options import IncludedOrigin
+from storage.export.run import recorded_file
 from storage.studies import get_study
 
 EXPORTS_DIR = "exports"
@@ -250,15 +251,15 @@ def download_link(ctx: AppContext, user: str, export_run_id: int) -> dict[str, A
     """One .zip of an Export-tab export's data file and card, offered to `user` (an admin) for one download
     through /api/downloads/ (app/services/downloads.py): its `url` and `filename`. Each call makes a fresh copy,
     so the Download button works again after a download."""
-    row = ctx.db.fetchrow("SELECT study_id, out_path FROM export_run WHERE id = ?", [export_run_id])
+    recorded = recorded_file(ctx.db, export_run_id)
     base = exports_dir(ctx).resolve()
-    data = Path(row["out_path"]).resolve() if row else None
+    data = Path(recorded[1]).resolve() if recorded else None
     # Only what the Export tab wrote under <db dir>/exports/ (a CLI export may sit anywhere).
     if data is None or not data.is_relative_to(base) or not data.is_file():
         raise ServiceError(f"export #{export_run_id} has no file under {base} to download; export again")
     bundle = ctx.downloads.new_file(f"{data.stem}.zip")
     zip_export([data, card_path(data)], bundle)
-    url = ctx.downloads.offer(bundle, user, study_id=row["study_id"], media_type="application/zip")
+    url = ctx.downloads.offer(bundle, user, study_id=recorded[0], media_type="application/zip")
     return {"url": url, "filename": bundle.name}
 
 

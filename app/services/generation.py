@@ -99,7 +99,7 @@ def run_generation(ctx: AppContext, job_id: int, engine_cfg: EngineConfig) -> No
     server) stop new prompts from starting, and those already in flight are still stored. So a failure or
     a crash loses at most the prompts in flight, and a rerun samples exactly what is missing."""
     job = job_rows.get_job(ctx.db, job_id)
-    run = GenerationRun(**ctx.db.fetchrow("SELECT * FROM generation_run WHERE id = ?", [job.run_id]))
+    run = studies.get_run(ctx.db, job.run_id)
     missing = response_rows.missing_samples(ctx.db, run.id, run.study_id, run.n)
     by_prompt: dict[int, list[int]] = {}
     for prompt_id, index in missing:

@@ -15,6 +15,7 @@ from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from app.services.labelling import LabelItem, LabelSubmission
 from storage import label_queue, prompts, studies
+from storage.models import Study
 
 Event = Literal["opened", "saved", "reveal", "skipped", "back", "no_back", "no_study"]
 
@@ -30,8 +31,7 @@ class Step(BaseModel):
     revised: bool = False  # the saved label was a revision after reveal
 
 
-def _step(ctx: AppContext, user: str, study_name: str, item: LabelItem | None, event: Event, **extra) -> Step:
-    study = studies.get_study(ctx.db, study_name)
+def _step(ctx: AppContext, user: str, study: Study, item: LabelItem | None, event: Event, **extra) -> Step:
     done, total = (item.done, item.total) if item else label_queue.progress(ctx.db, study.id, user)
     return Step(item=item, study=study.name, guidelines=study.guidelines, done=done, total=total, event=event,
                 **extra)
@@ -41,7 +41,8 @@ def open_study(ctx: AppContext, user: str, study_name: str | None) -> Step:
     """The person's next item of the study (their open reservation first)."""
     if not study_name:
         return Step(event="no_study")
-    return _step(ctx, user, study_name, labelling.next_item(ctx, user, study_name), "opened")
+    study = studies.get_study(ctx.db, study_name)
+    return _step(ctx, user, study, labelling.next_item(ctx, user, study), "opened")
 
 
 class CheckAnswers(ServiceError):
@@ -82,32 +83,34 @@ def submit_and_next(ctx: AppContext, user: str, sub: LabelSubmission, *, confirm
     """Store the label; then the reveal step of the same item (a blind label in a study with reveal and
     model judgments), else the next item. ServiceError when the label cannot be taken (nothing stored);
     CheckAnswers when answer_warnings has something to say and the person has not `confirmed` it."""
-    warnings = answer_warnings(sub, studies.get_study(ctx.db, sub.study).config.questions)
+    study = studies.get_study(ctx.db, sub.study)  # once: every step below is about this study
+    warnings = answer_warnings(sub, study.config.questions)
     if warnings and not confirmed:
         raise CheckAnswers(" ".join(warnings) + " Change your answers, or press Ctrl+Enter again to submit them "
                            "as they are.")
-    result = labelling.submit(ctx, user, sub)
-    name = _external_id(ctx, sub.prompt_id)
+    result = labelling.submit(ctx, user, sub, study=study)
     if result.reveal:
-        item = labelling.open_item(ctx, user, sub.study, sub.prompt_id, stage="revealed")
-        return _step(ctx, user, sub.study, item, "reveal", prompt=name)
-    study = studies.get_study(ctx.db, sub.study)
-    nxt = labelling.next_item(ctx, user, sub.study, after=sub.prompt_id)
-    return _step(ctx, user, sub.study, nxt, "saved", prompt=name,
+        item = labelling.reveal_item(ctx, user, study, sub.prompt_id)
+        return _step(ctx, user, study, item, "reveal", prompt=item.prompt_external_id)
+    name = _external_id(ctx, sub.prompt_id)
+    nxt = labelling.next_item(ctx, user, study, after=sub.prompt_id)
+    return _step(ctx, user, study, nxt, "saved", prompt=name,
                  revised=sub.stage == "revealed" and study.config.blind)
 
 
 def skip_and_next(ctx: AppContext, user: str, study_name: str, prompt_id: int) -> Step:
-    labelling.skip(ctx, user, study_name, prompt_id)
-    nxt = labelling.next_item(ctx, user, study_name, after=prompt_id)
-    return _step(ctx, user, study_name, nxt, "skipped", prompt=_external_id(ctx, prompt_id))
+    study = studies.get_study(ctx.db, study_name)
+    skipped = labelling.skip(ctx, user, study, prompt_id)
+    nxt = labelling.next_item(ctx, user, study, after=prompt_id)
+    return _step(ctx, user, study, nxt, "skipped", prompt=skipped.external_id)
 
 
 def back(ctx: AppContext, user: str, study_name: str, current: int | None) -> Step:
     """The item labelled before `current`, at its latest stage with the latest answers; event 'no_back'
     (and no item) when there is none."""
-    prev = labelling.previous_item(ctx, user, study_name, current)
-    return _step(ctx, user, study_name, prev, "back" if prev else "no_back")
+    study = studies.get_study(ctx.db, study_name)
+    prev = labelling.previous_item(ctx, user, study, current)
+    return _step(ctx, user, study, prev, "back" if prev else "no_back")
 
 
 def open_prompt(ctx: AppContext, user: str, study_name: str, external_id: str) -> Step:
@@ -116,8 +119,7 @@ def open_prompt(ctx: AppContext, user: str, study_name: str, external_id: str) -
     pid = prompts.find_prompt_id(ctx.db, study.id, external_id.strip())
     if pid is None:
         raise ServiceError(f"no prompt {external_id.strip()!r} in study {study.name!r}")
-    return _step(ctx, user, study.name, labelling.open_item(ctx, user, study.name, pid), "opened",
-                 prompt=external_id.strip())
+    return _step(ctx, user, study, labelling.open_item(ctx, user, study, pid), "opened", prompt=external_id.strip())
 
 
 def _external_id(ctx: AppContext, prompt_id: int) -> str:

@@ -25,13 +25,13 @@ from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
 from storage import checklists, human_labels, judgments, label_queue, members, prompts, responses, reveals, studies
 from storage.db import Database
-from storage.members import ACCESS_ROWS
 from storage.models import (
     MAX_RESPONSES,
     ChatMessage,
     Judgment,
     HumanMethod,
     JudgmentIn,
+    Prompt,
     Question,
     Stage,
     Study,
@@ -166,35 +166,25 @@ def _label_set(ctx: AppContext, study: Study, prompt_id: int,
                run: tuple[int | None, int] | None = None) -> dict[int, responses.Response]:
     run_id, _ = run or label_run(ctx.db, study)
     if run_id is not None:
-        # responses.label_set's first case, sorted here: DuckDB's ORDER BY of whole rows costs it about
-        # half a millisecond, and this runs on every served item.
-        rows = ctx.db.fetchdicts("SELECT * FROM response WHERE prompt_id = ? AND run_id = ? AND origin = 'sampled'",
-                                 [prompt_id, run_id])
+        # responses.label_set's first case (the usual one), without its join and whole-prompt read.
+        rows = responses.run_samples(ctx.db, prompt_id, run_id)
         if rows:
-            rows.sort(key=lambda r: (r["sample_index"] is None, r["sample_index"] or 0))  # NULLS LAST
-            return {r["id"]: responses.Response(**r) for r in rows[:MAX_RESPONSES]}
+            return {r.id: r for r in rows[:MAX_RESPONSES]}
     return {r.id: r for r in responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
 
 
 def _checked_label_ids(ctx: AppContext, study: Study, prompt_id: int, annotator: str) -> set[int]:
-    """members.check and _check_prompt, then the ids of _label_set, in one statement where the labelling run
-    has samples for the prompt (a submit's usual case: more round trips and whole rows cost a millisecond
-    more)."""
+    """members.check and _checked_prompt's test, then the ids of _label_set, in one statement where the
+    labelling run has samples for the prompt (a submit's usual case: more round trips and whole rows cost a
+    millisecond more)."""
     run_id, _ = label_run(ctx.db, study)
-    rows = ctx.db.fetchall(
-        """SELECT 'prompt', study_id, NULL FROM prompt WHERE id = $prompt
-           UNION ALL
-           SELECT 'sample', id, sample_index FROM response
-           WHERE prompt_id = $prompt AND run_id = $run AND origin = 'sampled'
-           UNION ALL """ + ACCESS_ROWS,
-        {"prompt": prompt_id, "run": run_id, "study": study.id, "who": annotator})
-    if not any(kind == "access" for kind, _, _ in rows):
+    check = label_queue.submit_check(ctx.db, study.id, prompt_id, run_id, annotator)
+    if not check.may_label:
         raise members.NotMember(annotator, study.name)
-    if next((sid for kind, sid, _ in rows if kind == "prompt"), None) != study.id:
+    if check.prompt_study_id != study.id:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
-    samples = sorted((index is None, index or 0, rid) for kind, rid, index in rows if kind == "sample")
-    if run_id is not None and samples:
-        return {rid for _, _, rid in samples[:MAX_RESPONSES]}
+    if run_id is not None and check.sample_ids:
+        return set(check.sample_ids[:MAX_RESPONSES])
     return set(_label_set(ctx, study, prompt_id, (run_id, 0)))
 
 
@@ -227,8 +217,8 @@ def _answers(rows: list[Judgment]) -> Answers:
 
 
 def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: Stage,
-          run: tuple[int | None, int] | None = None) -> LabelItem:
-    prompt = prompts.get_prompt(ctx.db, prompt_id)
+          run: tuple[int | None, int] | None = None, prompt: Prompt | None = None) -> LabelItem:
+    prompt = prompt or prompts.get_prompt(ctx.db, prompt_id)
     rows = _label_set(ctx, study, prompt_id, run)
     order = shown_order(annotator, prompt_id, list(rows))
     item = LabelItem(study=study.name, study_id=study.id, prompt_id=prompt_id,
@@ -262,9 +252,15 @@ def _latest_stage(ctx: AppContext, study: Study, annotator: str, prompt_id: int)
     return "blind"
 
 
-def next_item(ctx: AppContext, annotator: str, study_name: str, *, after: int | None = None) -> LabelItem | None:
+def _study(ctx: AppContext, study: str | Study) -> Study:
+    """A study named by the caller, or the Study it read already (label_flow reads it once per action)."""
+    return study if isinstance(study, Study) else studies.get_study(ctx.db, study)
+
+
+def next_item(ctx: AppContext, annotator: str, study_name: str | Study, *,
+              after: int | None = None) -> LabelItem | None:
     """The annotator's next prompt, or None when nothing is left (or nothing is ready yet)."""
-    study = studies.get_study(ctx.db, study_name)
+    study = _study(ctx, study_name)
     run_id, n = label_run(ctx.db, study)
     prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after,
                                         overlap=study.config.overlap, extra=study.config.extra_on_disagreement)
@@ -281,10 +277,11 @@ def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
                                    extra=study.config.extra_on_disagreement, reserve=False) is not None
 
 
-def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int | None) -> LabelItem | None:
+def previous_item(ctx: AppContext, annotator: str, study_name: str | Study,
+                  current: int | None) -> LabelItem | None:
     """The item labelled just before `current` in this annotator's history (for ← edit), at its latest
     stage with the latest answers: an item whose model's view they have seen reopens revealed."""
-    study = studies.get_study(ctx.db, study_name)
+    study = _study(ctx, study_name)
     members.check(ctx.db, study.id, annotator)
     history = label_queue.labelled_history(ctx.db, study.id, annotator)
     if current in history:
@@ -294,19 +291,27 @@ def previous_item(ctx: AppContext, annotator: str, study_name: str, current: int
     return _item(ctx, study, annotator, history[-1], _latest_stage(ctx, study, annotator, history[-1]))
 
 
-def open_item(ctx: AppContext, annotator: str, study_name: str, prompt_id: int,
+def open_item(ctx: AppContext, annotator: str, study_name: str | Study, prompt_id: int,
               stage: Stage | None = None) -> LabelItem:
     """One item of the study for this person: at their latest stage, or `stage='revealed'` to show the
     model's view (the reveal step; in a blind study only after their blind label)."""
-    study = studies.get_study(ctx.db, study_name)
+    study = _study(ctx, study_name)
     members.check(ctx.db, study.id, annotator)
-    _check_prompt(ctx, study, prompt_id)
+    prompt = _checked_prompt(ctx, study, prompt_id)
     latest = _latest_stage(ctx, study, annotator, prompt_id)
     if stage == "blind" and latest == "revealed":
         raise ServiceError("you have seen the model's view of this item: it can no longer be opened blind")
     if stage == "revealed" and latest == "blind" and not _has_blind_label(ctx, study, annotator, prompt_id):
         raise ServiceError("label this item blind first; the model's view shows after you submit")
-    return _item(ctx, study, annotator, prompt_id, stage or latest)
+    return _item(ctx, study, annotator, prompt_id, stage or latest, prompt=prompt)
+
+
+def reveal_item(ctx: AppContext, annotator: str, study: Study, prompt_id: int) -> LabelItem:
+    """The reveal step, straight after `submit` stored this person's blind label of the item and answered
+    `reveal`: open_item(stage='revealed') without asking again what that submit has just checked (the
+    prompt's study, the stage, the blind label). Membership is checked again: a removal may come between."""
+    members.check(ctx.db, study.id, annotator)
+    return _item(ctx, study, annotator, prompt_id, "revealed")
 
 
 def progress_text(item: LabelItem | None, done: int | None = None, total: int | None = None) -> str:
@@ -314,9 +319,15 @@ def progress_text(item: LabelItem | None, done: int | None = None, total: int | 
     return f"{d} / {t} labelled by you"
 
 
-def _check_prompt(ctx: AppContext, study: Study, prompt_id: int) -> None:
-    if ctx.db.fetchval("SELECT study_id FROM prompt WHERE id = ?", [prompt_id]) != study.id:
+def _checked_prompt(ctx: AppContext, study: Study, prompt_id: int) -> Prompt:
+    """The prompt, read once for the check and for whoever shows it next; ServiceError unless it is the study's."""
+    try:
+        prompt = prompts.get_prompt(ctx.db, prompt_id)
+    except LookupError:
+        prompt = None
+    if prompt is None or prompt.study_id != study.id:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
+    return prompt
 
 
 def _has_blind_label(ctx: AppContext, study: Study, annotator: str, prompt_id: int) -> bool:
@@ -355,19 +366,21 @@ def _validate(ctx: AppContext, study: Study, sub: LabelSubmission, expected: set
         raise ServiceError("agreeing with the model's critique needs the model's view: it is asked after reveal")
 
 
-def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str = "ui") -> SubmitResult:
+def submit(ctx: AppContext, annotator: str, sub: LabelSubmission, *, source: str = "ui",
+           study: Study | None = None) -> SubmitResult:
     """Validate a label against what the annotator was shown and store it (one transaction).
 
     Every judgment gets an idempotency key derived from the client's, so a double submit stores
     nothing new; a submit replaces the person's answers of its stage (the old rows stay as history).
     ServiceError, with nothing stored, when the reveal rules or the study refuse it; members.NotMember when
     the person may not label the study (removed from its members while the item was open). Labels from the Live
-    tab (`source='live'`) saw the model's scores: they are always 'revealed', with no blind label.
+    tab (`source='live'`) saw the model's scores: they are always 'revealed', with no blind label. `study`: the
+    study `sub.study` names, when the caller has read it already.
     """
     if ctx.submit_limit is not None and (wait := ctx.submit_limit.take(annotator)) is not None:
         raise TooManyRequests(f"too many labels at once: at most {ctx.submit_limit.limit} submits a minute per "
                               f"person; try again in {wait} s", retry_after=wait)
-    study = studies.get_study(ctx.db, sub.study)
+    study = study if study is not None and study.name == sub.study else studies.get_study(ctx.db, sub.study)
     seen = members.version(ctx.db)  # read before the membership check, for members.recheck
     expected = _checked_label_ids(ctx, study, sub.prompt_id, annotator)
     live = source == "live"
@@ -449,8 +462,10 @@ def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
     return rows
 
 
-def skip(ctx: AppContext, annotator: str, study_name: str, prompt_id: int) -> None:
-    study = studies.get_study(ctx.db, study_name)
+def skip(ctx: AppContext, annotator: str, study_name: str | Study, prompt_id: int) -> Prompt:
+    """Put the item back at the end of this person's queue; the prompt skipped."""
+    study = _study(ctx, study_name)
     members.check(ctx.db, study.id, annotator)
-    _check_prompt(ctx, study, prompt_id)
+    prompt = _checked_prompt(ctx, study, prompt_id)
     label_queue.record_skip(ctx.db, study.id, prompt_id, annotator)
+    return prompt

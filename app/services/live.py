@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -288,6 +289,14 @@ class LiveSession:
                 added={k: v.prompt_external_id for k, v in self.added.items()})
 
 
+@dataclass
+class LiveRun:
+    """A session the Live tab follows, and the questions its label controls ask (those of the chosen study)."""
+
+    session: LiveSession
+    questions: list[str]
+
+
 class LiveBusy(ServiceError):
     """The person already has a Live generation running."""
 
@@ -323,6 +332,23 @@ class LiveSessions:
             session.start()  # a new session: nothing to wait for
         return session
 
+    def generate(self, user: str, request: LiveRequest, picked: str | None = None) -> LiveRun:
+        """The Live tab's Generate: start a session and say which label controls to show. `picked`: the
+        study prompt the person chose, recorded as the source only when the prompt sampled is its text
+        unedited."""
+        source = None
+        if picked and request.study:
+            text = prompt_text(self.ctx, user, request.study, picked)
+            source = picked if text.strip() == request.messages[-1]["content"].strip() else None
+        session = self.start(user, request.model_copy(update={"source_prompt": source}))
+        return LiveRun(session=session, questions=questions(self.ctx, request.study))
+
+    def regenerate(self, user: str, session_id: str | None, slots: list[int] | None,
+                   study_name: str | None) -> LiveRun:
+        """The Live tab's ↻ buttons: `restart`, with the label controls of the study chosen now."""
+        session = self.restart(user, session_id, slots)
+        return LiveRun(session=session, questions=questions(self.ctx, study_name))
+
     def restart(self, user: str, session_id: str | None, slots: list[int] | None = None) -> LiveSession:
         """New samples for some cards (all by default) of the person's own session, which may be running:
         its run is stopped and waited for first, outside the lock (until its next token)."""
@@ -333,6 +359,19 @@ class LiveSessions:
             self._refuse_if_running(user)  # another of their sessions, or this one restarted meanwhile
             session.start(slots)
         return session
+
+    def stop(self, user: str, session_id: str | None) -> None:
+        """Stop the person's own session (what has arrived is kept)."""
+        self.get(user, session_id).stop()
+
+    def add(self, user: str, session_id: str | None, study_name: str | None,
+            answers: labelling.Answers | None) -> AddResult:
+        """The Live tab's Add to study: `add_to_study` of the person's own session (adding it again stores
+        nothing new)."""
+        session = self.get(user, session_id)
+        if not study_name:
+            raise ServiceError("choose the study to add to")
+        return add_to_study(self.ctx, user, session, study_name, answers, f"live-{session.id}")
 
     def _refuse_if_running(self, user: str) -> None:
         running = next((s for s in self._sessions.values() if s.owner == user and s.busy()), None)
@@ -392,9 +431,13 @@ def granted_studies(ctx: AppContext, user: str) -> list[str]:
     a = annotators.get_annotator(ctx.db, user)
     if a is None or a.disabled:
         return []
-    mine = None if a.role == "admin" else members.studies_of(ctx.db, user)
-    return [s.name for s in studies.list_studies(ctx.db)
-            if mine is None or (s.config.live_annotators and s.id in mine)]
+    return granted_of(studies.list_studies(ctx.db), None if a.role == "admin" else members.studies_of(ctx.db, user))
+
+
+def granted_of(every: list[Study], mine: set[int] | None) -> list[str]:
+    """`granted_studies` from what its caller has read already: every study, and the ids of the person's
+    (None: an admin, who may use every study)."""
+    return [s.name for s in every if mine is None or (s.config.live_annotators and s.id in mine)]
 
 
 # -- adding a session to a study ---------------------------------------------------------------------
@@ -533,7 +576,12 @@ def questions(ctx: AppContext, study_name: str | None) -> list[str]:
 def study_prompts(ctx: AppContext, user: str, study_name: str) -> list[str]:
     """External ids of the study's prompts, to pick one instead of typing."""
     check_access(ctx, user, study_name)
-    return [p.external_id for p in prompts.list_prompts(ctx.db, studies.get_study(ctx.db, study_name).id)]
+    return prompt_ids(ctx, studies.get_study(ctx.db, study_name))
+
+
+def prompt_ids(ctx: AppContext, study: Study) -> list[str]:
+    """`study_prompts` for a caller that has checked access already (a study `granted_of` listed)."""
+    return [p.external_id for p in prompts.list_prompts(ctx.db, study.id)]
 
 
 def prompt_text(ctx: AppContext, user: str, study_name: str, external_id: str) -> str:

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.services.context import AppContext
 from storage.models import HumanMethod, JudgmentIn
-from storage import judgments
+from storage import checklists, judgments
 
 # method id -> (badge name, how to show the score)
 BADGES: dict[str, tuple[str, str]] = {
@@ -69,11 +69,10 @@ def _badge(j: JudgmentIn) -> Badge:
 def card_views(ctx: AppContext, study_id: int, prompt_id: int, response_ids: list[int]) -> dict[int, CardView]:
     """The model's view per response id (empty views when nothing was scored yet)."""
     rows = judgments.current(ctx.db, study_id=study_id, prompt_id=prompt_id, judge_kind="model", stage=None)
-    items = {}
-    for j in rows:
-        if j.method == HumanMethod.CHECKLIST_ITEM and j.checklist_item_id is not None and j.checklist_item_id not in items:
-            items[j.checklist_item_id] = _question(ctx, j.checklist_item_id)
-    return views_from(rows, items, response_ids)
+    ids = list(dict.fromkeys(j.checklist_item_id for j in rows
+                             if j.method == HumanMethod.CHECKLIST_ITEM and j.checklist_item_id is not None))
+    found = checklists.item_questions(ctx.db, ids)  # type: ignore[arg-type]
+    return views_from(rows, {i: found.get(i, "?") for i in ids}, response_ids)
 
 
 def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: list[int]) -> dict[int, CardView]:
@@ -101,8 +100,3 @@ def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: 
         elif j.method in SELECTOR_NAMES and j.status == "ok" and view is not None:
             view.picked_by.append(SELECTOR_NAMES[j.method])
     return views
-
-
-def _question(ctx: AppContext, item_id: int) -> str:
-    return str(ctx.db.fetchval("SELECT question FROM checklist_item WHERE id = ?", [item_id]) or "?")
-

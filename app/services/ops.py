@@ -13,7 +13,7 @@ from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
 from storage import annotators, jobs, label_queue, members, prompts, settings_history, studies
-from storage.models import Annotator, Role, SamplingSettings, StudyConfig
+from storage.models import Annotator, Role, SamplingSettings, Study, StudyConfig
 
 
 class _Payload(BaseModel):
@@ -344,12 +344,18 @@ def study_settings(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
 
 def list_annotators(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:
     """Everyone who can log in, with the studies each may label (None: every study, an admin's)."""
-    names = {s.id: s.name for s in studies.list_studies(ctx.db)}
+    return {"annotators": people(ctx, studies.list_studies(ctx.db))}
+
+
+def people(ctx: AppContext, every: list[Study]) -> list[dict[str, Any]]:
+    """list_annotators' rows, given every study (read once by a caller that lists them too)."""
+    names = {s.id: s.name for s in every}
+    by_person = members.memberships(ctx.db)  # one query, not one per person
     out = []
     for a in annotators.list_annotators(ctx.db):
-        ids = members.studies_of(ctx.db, a.name)
+        ids = None if a.role == "admin" else by_person.get(a.name, set())  # as members.studies_of answers
         out.append({**_person(a), "studies": None if ids is None else sorted(names[i] for i in ids if i in names)})
-    return {"annotators": out}
+    return out
 
 
 def models(ctx: AppContext, user: str, p: NoArgs) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.services import labelling, live, ops
+from app.services import label_flow, labelling, live, ops
 from app.services.context import AppContext
+from app.services.label_flow import Step
 from storage import annotators, jobs, members, model_registry, studies
-from storage.models import Annotator, Job
+from storage.members import NotMember
+from storage.models import Annotator, Job, Study
 from storage.studies import StudyCounts
 
 RECENT_JOBS = 5  # ended jobs shown below the running ones
@@ -34,10 +36,15 @@ class PageOverview(BaseModel):
 def page_overview(ctx: AppContext, user: str, *, admin: bool, recent: int = RECENT_JOBS) -> PageOverview:
     """The lists `user`'s page shows; every study, the table and the jobs only when `admin` (the caller
     checked the role)."""
-    all_studies = studies.list_studies(ctx.db)
+    return _overview(ctx, user, studies.list_studies(ctx.db), admin=admin, recent=recent)
+
+
+def _overview(ctx: AppContext, user: str, all_studies: list[Study], *, admin: bool, recent: int) -> PageOverview:
+    # Read once for both lists: every open page asks on its timer. The caller checked the role, which for an
+    # annotator is what live.granted_studies would read again.
     mine = None if admin else members.studies_of(ctx.db, user)
     names = [s.name for s in all_studies if mine is None or s.id in mine]
-    out = PageOverview(studies=names, live_studies=live.granted_studies(ctx, user))
+    out = PageOverview(studies=names, live_studies=live.granted_of(all_studies, mine))
     if admin:
         by_id = {s.id: s.name for s in all_studies}
         active, ended = jobs.active_and_recent(ctx.db, recent)
@@ -73,7 +80,7 @@ def annotator_list(ctx: AppContext) -> list[Annotator]:
 
 
 class PageLoad(BaseModel):
-    """What a page shows when it opens, besides the Label tab's first item (label_tab loads that)."""
+    """What a page shows when it opens."""
 
     overview: PageOverview
     first: str | None  # the study the pickers open: the first with work left for this person
@@ -81,16 +88,23 @@ class PageLoad(BaseModel):
     live_prompts: list[str]  # the prompts of `live_first`, for the Live tab's picker
     models: list[ModelUse] = Field(default_factory=list)  # admins only
     people: list[dict[str, Any]] = Field(default_factory=list)  # admins only: the list_annotators operation's rows
+    label: Step | None = None  # the Label tab's first item, as label_flow.open_study gives it for `first`
+    label_refused: str | None = None  # instead of `label`: removed from `first`'s members since it was listed
 
 
 def page_load(ctx: AppContext, user: str, *, admin: bool) -> PageLoad:
     """Everything `user`'s page opens with; the admin parts only when `admin` (the caller checked the role)."""
-    ov = page_overview(ctx, user, admin=admin)
+    every = studies.list_studies(ctx.db)  # once, for the overview and the people's studies
+    ov = _overview(ctx, user, every, admin=admin, recent=RECENT_JOBS)
     first = next((n for n in ov.studies if labelling.has_work(ctx, user, n)), ov.studies[0] if ov.studies else None)
     live_first = first if first in ov.live_studies else None
-    out = PageLoad(overview=ov, first=first, live_first=live_first,
-                   live_prompts=live.study_prompts(ctx, user, live_first) if live_first else [])
+    out = PageLoad(overview=ov, first=first, live_first=live_first,  # live_first is one of the granted studies
+                   live_prompts=live.prompt_ids(ctx, studies.get_study(ctx.db, live_first)) if live_first else [])
     if admin:
         out.models = model_usage(ctx)
-        out.people = ops.list_annotators(ctx, user, ops.NoArgs())["annotators"]
+        out.people = ops.people(ctx, every)
+    try:
+        out.label = label_flow.open_study(ctx, user, first)
+    except NotMember as e:
+        out.label_refused = str(e)
     return out

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.services.context import AppContext, ServiceError
+from app.services.ops import run_op
 from storage import judgments, label_queue, settings_history, studies
 from storage.models import Study, StudyConfig
 
@@ -74,6 +75,32 @@ def _form(ctx: AppContext, s: Study) -> SettingsForm:
     every = settings_history.settings_of(s)
     return SettingsForm(study=s.name, version=settings_history.version(s), values={k: every[k] for k in FORM_KEYS},
                         has_labels=_has_labels(ctx, s))
+
+
+class SavedPanel(BaseModel):
+    """A save from the settings panel: what changed (empty: nothing was, and nothing was saved), in the
+    form's words, notes on settings that have no effect, and the panel as it stands after the save."""
+
+    changed: dict[str, list]
+    described: str = ""
+    notes: list[str] = []
+    panel: SettingsPanel | None = None  # None when nothing changed (the form stays as it is)
+
+
+def save_panel(ctx: AppContext, user: str, loaded: SettingsForm | dict[str, Any], edited: dict[str, Any], *,
+               confirm: bool = False) -> SavedPanel:
+    """Save what the person changed in the panel's form (`loaded`: the form as it was loaded) through the
+    `configure` operation, then the panel again (admins only; the caller checked the role). ServiceError
+    from `configure` (NeedsConfirmation among them) with nothing saved."""
+    form = SettingsForm.model_validate(loaded)
+    changed = form_changes(form.values, edited)
+    if not changed:
+        return SavedPanel(changed={})
+    guidelines = changed.pop("guidelines", None)
+    r = run_op(ctx, user, "configure", {"study": form.study, "config": changed, "guidelines": guidelines,
+                                         "expected_version": form.version, "confirm": confirm})
+    return SavedPanel(changed=r["changed"], described=describe(r["changed"]), notes=r["notes"],
+                      panel=load_panel(ctx, form.study))
 
 
 def form_changes(loaded: dict[str, Any], edited: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from app.render import md_literal, to_safe_html
 from app.services import agreement
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
-from storage.analysis.report import interval_text
+from app.services.agreement import interval_text
 from app.ui.tables import NO_COPY
 
 HEADLINE_COLUMNS = ["model", "method", "compared with", "metric", "value", "95% CI", "n", "κ vs consensus",
@@ -101,14 +101,14 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         user = admin_of(request)
         if not study_name:
             raise ValueError("choose a study")
-        rep = agreement.report(ctx, study_name, stage=stage_, n_boot=int(boot or 0))
-        link = agreement.report_link(ctx, user, rep)
+        r = agreement.tab_report(ctx, user, study_name, stage=stage_, n_boot=int(boot or 0))
+        rep = r.report
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
         return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep),
-                gr.Button(f"Download {link['filename']}", visible=True), link["url"],
-                to_safe_html(agreement.render(rep, "md")))  # names and ids in it come from imported data
+                gr.Button(f"Download {r.filename}", visible=True), r.url,
+                to_safe_html(r.markdown))  # names and ids in it come from imported data
 
     compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, report_url, full],
                   api_visibility="private")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
@@ -72,7 +72,6 @@ class LabelTab:
     prompt_toggle: gr.Button
     submit: gr.Button
     skip: gr.Button
-    load: Callable[..., list[Any]] = field(default=lambda *a: [])
 
     def per_card(self, name: str) -> list[Any]:
         return [getattr(c, name) for c in self.cards]
@@ -203,7 +202,6 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
     skip.click(do_skip, [state], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     back.click(do_back, [state, study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
     study.input(load, [study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
-    tab.load = load
     return tab
 
 

@@ -78,11 +78,12 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
 
         def on_load(request: gr.Request) -> list[Any]:
             user = user_of(request)
-            is_admin = role_of(user) == "admin"
+            role = role_of(user)
+            is_admin = role == "admin"
             page = overview.page_load(ctx, user, admin=is_admin)
             ov, first, live_first = page.overview, page.first, page.live_first
             names, live_studies = ov.studies, ov.live_studies
-            header = f"Signed in as **{md_literal(user)}** ({role_of(user)})"  # a name is any text an admin typed
+            header = f"Signed in as **{md_literal(user)}** ({role})"  # a name is any text an admin typed
             admin_updates = ([studies_tab.table_rows(ov), studies_tab.jobs_markdown(ov),
                               studies_tab.model_rows(page.models), *admin_tab.people_updates(page.people),
                               *[gr.Dropdown(choices=names, value=first) for _ in (agr.study, exp.study)]]
@@ -96,7 +97,8 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
                     gr.Dropdown(choices=page.live_prompts, value=None),
                     gr.Dropdown(choices=names, value=first),
                     *[gr.Dropdown(choices=names, value=first) for _ in st.study_choices], *admin_updates, shown,
-                    *label.load(first, request)]
+                    *(label_tab.render_step(label, page.label) if page.label is not None
+                      else label_tab.keep_status(label, warning(page.label_refused or "")))]
 
         logout.click(None, None, None, js="() => window.critlabLogout()")
         agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")

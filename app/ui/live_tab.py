@@ -200,10 +200,11 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
     def message(text: str | BaseException) -> list[Any]:
         return [f"⚠️ {md_literal(str(text))}", *[gr.skip()] * (n_out - 1)]
 
-    def follow(user: str, session: live.LiveSession, q: set[str]) -> Iterator[list[Any]]:
+    def follow(run: live.LiveRun) -> Iterator[list[Any]]:
+        q = set(run.questions)
         shown = False
         while True:
-            snap = session.snapshot()
+            snap = run.session.snapshot()
             busy = snap.busy
             if snap.sampling_done and not shown:
                 mode: Mode = "reset"
@@ -231,51 +232,36 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LiveTab:
             if n_cards > MAX_RESPONSES:
                 raise ValueError(f"{int(n_)} samples x {len(settings)} settings is more than {MAX_RESPONSES} cards")
             req = live.LiveRequest(messages=[{"role": "user", "content": text.strip()}], n=int(n_), settings=settings,
-                                   methods=methods_ or [], study=study_name or None,
-                                   source_prompt=_source(user, study_name, picked, text))
-            session = sessions.start(user, req)
-            q = set(live.questions(ctx, study_name or None))
+                                   methods=methods_ or [], study=study_name or None)
+            run = sessions.generate(user, req, picked)
         except ValidationError as e:
             yield message("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
             return
         except USER_ERRORS as e:
             yield message(e)
             return
-        yield from follow(user, session, q)
-
-    def _source(user: str, study_name: str | None, picked: str | None, text: str) -> str | None:
-        """The picked study prompt, recorded with the added prompt only when its text was not edited."""
-        if not (picked and study_name):
-            return None
-        return picked if live.prompt_text(ctx, user, study_name, picked).strip() == text.strip() else None
+        yield from follow(run)
 
     def restart(slots: list[int] | None) -> Callable[..., Iterator[list[Any]]]:
         def run(session_id: str | None, study_name: str | None, request: gr.Request) -> Iterator[list[Any]]:
             try:
-                user = user_of(request)
-                session = sessions.restart(user, session_id, slots)
-                q = set(live.questions(ctx, study_name or None))
+                run_ = sessions.regenerate(user_of(request), session_id, slots, study_name or None)
             except USER_ERRORS as e:
                 yield message(e)
                 return
-            yield from follow(user, session, q)
+            yield from follow(run_)
         return run
 
     def do_stop(session_id: str | None, request: gr.Request) -> str:
         try:
-            sessions.get(user_of(request), session_id).stop()
+            sessions.stop(user_of(request), session_id)
         except USER_ERRORS as e:
             return f"⚠️ {md_literal(str(e))}"
         return "Stopping: what has arrived is kept."
 
     def do_add(data: dict, request: gr.Request) -> str:
         try:
-            user = user_of(request)
-            session = sessions.get(user, data[state])
-            study_name = data[study]
-            if not study_name:
-                raise ValueError("choose the study to add to")
-            result = live.add_to_study(ctx, user, session, study_name, _answers(tab, data), f"live-{session.id}")
+            result = sessions.add(user_of(request), data[state], data[study] or None, _answers(tab, data))
         except USER_ERRORS as e:
             return f"⚠️ {md_literal(str(e))}"
         if result.already_added:

@@ -57,11 +57,13 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
         requeue = gr.Button("Re-queue", elem_id="cfg-requeue")
     form = [blind, reveal, questions, overlap, extra, answers, live_ok, guidelines]
 
-    def fill(study_name: str | None, request: gr.Request, note: str = "") -> tuple[Any, ...]:
+    def fill(study_name: str | None, request: gr.Request) -> tuple[Any, ...]:
         admin_of(request)
         if not study_name:
-            return (note, None, gr.Button(visible=False), *[gr.skip()] * len(form), gr.skip())
-        panel = settings.load_panel(ctx, study_name)
+            return ("", None, gr.Button(visible=False), *[gr.skip()] * len(form), gr.skip())
+        return shown(settings.load_panel(ctx, study_name))
+
+    def shown(panel: settings.SettingsPanel, note: str = "") -> tuple[Any, ...]:
         f, v = panel.form, panel.form.values
         rows = [[a.name, a.labelled, a.skipped] for a in panel.progress]
         return (note, f.model_dump(), gr.Button(visible=False), v["blind"], v["reveal"], list(v["questions"]),
@@ -83,20 +85,17 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
                           "overlap": int(overlap_) if overlap_ else None, "extra_on_disagreement": int(extra_ or 0),
                           "answer_extraction": (answers_ or "").strip() or "none", "live_annotators": bool(live_),
                           "guidelines": guide or ""}
-                changed = settings.form_changes(form_state["values"], edited)
-                if not changed:
+                r = settings.save_panel(ctx, user, form_state, edited, confirm=confirmed)
+                if r.panel is None:
                     return ("Nothing changed.", gr.skip(), gr.Button(visible=False), *keep)
-                guidelines_ = changed.pop("guidelines", None)
-                r = run_op(ctx, user, "configure", {"study": study_name, "config": changed, "guidelines": guidelines_,
-                                                     "expected_version": form_state["version"], "confirm": confirmed})
             except settings.NeedsConfirmation as e:
                 return (warning(e), gr.skip(), gr.Button(visible=True), *keep)
             except USER_ERRORS as e:
                 return (warning(e), gr.skip(), gr.Button(visible=False), *keep)
-            text = f"Saved the settings of **{md_literal(study_name)}**: {md_literal(settings.describe(r['changed']))}."
-            if r["notes"]:
-                text += " Note: " + "; ".join(md_literal(n) for n in r["notes"]) + "."
-            return fill(study_name, request, text)
+            text = f"Saved the settings of **{md_literal(study_name)}**: {md_literal(r.described)}."
+            if r.notes:
+                text += " Note: " + "; ".join(md_literal(n) for n in r.notes) + "."
+            return shown(r.panel, text)
         return do_save
 
     @shown_errors(1)

@@ -498,3 +498,9 @@ def policy_text(plan: Plan) -> list[str]:
                         "its pick is the chosen response." if c.score_column == "response_id" else
                         f"its `{c.score_column}` ranks the chosen response strictly higher."))
     return lines
+
+
+def recorded_file(db: Database, export_run_id: int) -> tuple[int | None, str] | None:
+    """(study id, data file path) an export_run row recorded (None: no such export)."""
+    row = db.fetchrow("SELECT study_id, out_path FROM export_run WHERE id = ?", [export_run_id])
+    return (row["study_id"], row["out_path"]) if row else None
