@@ -22,6 +22,7 @@ _SPEC = {
     "select_usc": "selectors:USC",
     "select_borda": "selectors:Borda",
     "gsa": "gsa:GSA",
+    "follow_up_likelihood": "follow_up:FollowUpLikelihood",
 }
 
 
