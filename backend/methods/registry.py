@@ -23,6 +23,7 @@ _SPEC = {
     "select_borda": "selectors:Borda",
     "gsa": "gsa:GSA",
     "follow_up_likelihood": "follow_up:FollowUpLikelihood",
+    "selfcheck_prompt": "selfcheck:SelfCheckPrompt",
 }
 
 
