@@ -24,6 +24,7 @@ _SPEC = {
     "gsa": "gsa:GSA",
     "follow_up_likelihood": "follow_up:FollowUpLikelihood",
     "selfcheck_prompt": "selfcheck:SelfCheckPrompt",
+    "principles_critique": "principles:PrinciplesCritique",
 }
 
 
