@@ -228,7 +228,8 @@ def test_every_method_runs_on_the_tiny_model(tiny: tuple[str, LlamaCppEngine], m
     assert result.verdicts
     for v in result.verdicts:
         _check_verdict(v, method, {r.id for r in inp.responses})
-    if method.layer == "decoding" or method_id in ("p_true", "judge_score", "pairwise", "select_usc"):
+    if method.layer == "decoding" or method_id in ("p_true", "judge_score", "pairwise", "select_usc",
+                                                   "follow_up_likelihood", "selfcheck_prompt"):
         # Reads only (no parsing of generated text): every candidate is in the vocabulary, so all succeed.
         assert all(v.status == "ok" for v in result.verdicts), [v.error for v in result.verdicts]
 

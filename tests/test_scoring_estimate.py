@@ -28,7 +28,7 @@ NO_CERTAINTY = FULL.model_copy(update={"self_certainty": None, "self_certainty_m
 
 def _texts(n_questions: int):  # noqa: ANN202
     """Valid replies for every method that generates: a checklist of `n_questions`, a critique, a rubric
-    score, an aggregate."""
+    score, principles with scores, an aggregate."""
     def texts(chat, j, params, schema, seed) -> str:  # noqa: ANN001
         if schema is checklist.QUESTIONS_SCHEMA:
             return json.dumps({"questions": [f"Does it answer part {k}?" for k in range(n_questions)]})
@@ -37,6 +37,9 @@ def _texts(n_questions: int):  # noqa: ANN202
                                "corrected_response": ""})
         if schema is rubric.REPLY_SCHEMA:
             return json.dumps({"justification": "fine", "score": 3})
+        if schema is not None and "principles" in schema["properties"]:
+            n = schema["properties"]["scores"]["maxItems"]
+            return json.dumps({"principles": "be right", "critique": "fine", "scores": [5] * n})
         return "The answer is 4."
     return texts
 

@@ -22,13 +22,17 @@ _SPEC = {
     "select_usc": "selectors:USC",
     "select_borda": "selectors:Borda",
     "gsa": "gsa:GSA",
+    "follow_up_likelihood": "follow_up:FollowUpLikelihood",
+    "selfcheck_prompt": "selfcheck:SelfCheckPrompt",
+    "principles_critique": "principles:PrinciplesCritique",
 }
 
 
 # What `critlab score`, the Score button and the Live tab run unless told otherwise: the methods that
 # generate no text (stored token statistics, answer votes, one prefill read per response), so a first
-# pass over a study takes minutes on a laptop. The others (checklist, critique, rubric, gsa generate;
-# pairwise and brainstorming read much longer prompts) are chosen on purpose, or with "all".
+# pass over a study takes minutes on a laptop. The others (checklist, critique, rubric, gsa and
+# principles_critique generate; pairwise and brainstorming read much longer prompts; follow_up_likelihood
+# and selfcheck_prompt make tens of reads per response) are chosen on purpose, or with "all".
 DEFAULT_METHODS: tuple[str, ...] = ("neg_perplexity", "neg_entropy", "self_certainty", "select_majority",
                                     "select_borda", "p_true", "judge_score")
 
