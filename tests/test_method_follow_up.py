@@ -34,14 +34,14 @@ def _scores(chat, text):
     return _tokens(-1.0) if NEGATIVE.index(text) < 10 else _tokens(-0.25)
 
 
-def test_the_follow_ups_are_the_authors_lists() -> None:
-    # understanding, engagingness and instruction following of e0397123/FLR utils.py, the repeat dropped
+def test_the_follow_ups_are_critlabs_own_lists() -> None:
+    # understanding, engagingness and instruction following: 10 + 10 + 9 positive, 10 + 10 + 10 negative
     assert (len(POSITIVE), len(NEGATIVE)) == (29, 30)
     assert len(set(POSITIVE)) == 29 and len(set(NEGATIVE)) == 30
-    assert POSITIVE[0] == "You’re very clear and easy to understand."
-    assert POSITIVE[-1] == "That’s exactly what I had in mind."
-    assert NEGATIVE[0] == "I don't think you understood my question."
-    assert NEGATIVE[-1] == "You didn't stick to my instructions."
+    assert POSITIVE[0] == "Got it, that answers my question."
+    assert POSITIVE[-1] == "Exactly the output I asked you for."
+    assert NEGATIVE[0] == "That doesn't answer what I asked."
+    assert NEGATIVE[-1] == "You went against my instructions."
     assert not any(u.startswith(("{#", "#")) for u in [*POSITIVE, *NEGATIVE])  # the source comments are not read
 
 

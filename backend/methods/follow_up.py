@@ -2,9 +2,9 @@
 as Reward Signal", arXiv 2409.13948).
 
 A good answer makes a satisfied reply from the user likely and a complaint unlikely. Per response, every
-follow-up utterance of two fixed lists (29 positive, 30 negative: the authors' lists for understanding,
-engagingness and instruction following, verbatim in backend/templates/follow_up_likelihood.v1.positive.j2 and
-.negative.j2 with their source) is teacher-forced after the exchange, and
+follow-up utterance of two fixed lists (29 positive, 30 negative, in the paper's three categories:
+understanding, engagingness and instruction following; written for critlab, in
+backend/templates/follow_up_likelihood.v1.positive.j2 and .negative.j2) is teacher-forced after the exchange, and
 
     value = mean over positive follow-ups of their mean token logprob
           − mean over negative follow-ups of their mean token logprob
@@ -18,6 +18,8 @@ Where this differs from the paper, and why:
   needs a user-turn scoring call in both engines, which they do not have.
 - The per-utterance figure is the mean token logprob, as the paper describes it; the authors' script
   (run_llama3.py) reads raw logits at one position instead, which is not a likelihood, so it is not copied.
+- The utterances are critlab's own, not the authors' lists, so the figures compare across critlab runs,
+  not with the paper's numbers.
 - The paper's fine-tuned FLR model (trained on natural-language feedback) is not used: the judged model
   scores itself.
 
@@ -70,7 +72,7 @@ class FollowUpLikelihood(Method):
     cost = ("59 teacher-forced reads per response (one per follow-up utterance, ≤ 16 tokens each after a "
             "cached transcript prefix); no generation")
     source = ("Zhang et al. 2024, Aligning Language Models Using Follow-up Likelihood as Reward Signal "
-              "(arXiv 2409.13948); follow-ups from the authors' repository e0397123/FLR")
+              "(arXiv 2409.13948); follow-ups written for critlab in the paper's three categories")
     compared_with = HumanMethod.RATING
     metric_family = "rank"
     score_column = "value"
