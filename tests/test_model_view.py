@@ -47,6 +47,22 @@ def test_card_views_collect_every_signal(db: Database) -> None:
     assert "&lt;b&gt;short&lt;/b&gt;" in md
 
 
+def test_the_newer_methods_have_badges(db: Database) -> None:
+    s = make_study(db)
+    p = make_prompt(db, s.id)
+    a, b = make_responses(db, p, ["A", "B"])
+    model(db, s.id, p, "follow_up_likelihood", response_id=a, value=0.4321)
+    model(db, s.id, p, "selfcheck_prompt", response_id=a, prob=0.625, value=0.625)
+    model(db, s.id, p, "principles_critique", response_id=a, value=15.0, dist={"k": 2.0, "failed": 0.0, "mean": 7.5})
+    model(db, s.id, p, "principles_critique", response_id=a, variant="s0", value=7.0)  # a sample: no badge of its own
+    model(db, s.id, p, "principles_critique", response_id=b, value=9.0)  # no dist: shown as n/a, not an error
+    views = card_views(AppContext(db=db), s.id, p, [a, b])
+    assert {x.name: x.text for x in views[a].badges} == {
+        "Follow-up likelihood": "+0.43", "Supported by the other samples": "0.62",
+        "Principles + critique": "7.5 / 10, mean of 2"}
+    assert [(x.text, x.failed) for x in views[b].badges] == [("n/a", True)]
+
+
 def test_model_view_shows_only_after_a_blind_submit(db: Database) -> None:
     s = make_study(db)
     p = make_prompt(db, s.id)

@@ -20,6 +20,9 @@ BADGES: dict[str, tuple[str, str]] = {
     "self_certainty": ("Self-certainty", "{value:.2f}"),
     "neg_perplexity": ("−Perplexity", "{value:.2f}"),
     "neg_entropy": ("−Entropy", "{value:.2f}"),
+    "follow_up_likelihood": ("Follow-up likelihood", "{value:+.2f}"),
+    "selfcheck_prompt": ("Supported by the other samples", "{prob:.2f}"),
+    "principles_critique": ("Principles + critique", "{dist[mean]:.1f} / 10, mean of {dist[k]:.0f}"),
 }
 SELECTOR_NAMES = {"select_majority": "majority vote", "select_usc": "USC", "select_borda": "Borda"}
 
@@ -58,9 +61,12 @@ def _badge(j: JudgmentIn) -> Badge:
     name, fmt = BADGES[j.method]
     if j.status == "failed":
         return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True)
-    if (j.value if "{value" in fmt else j.prob) is None:
+    if (j.prob if "{prob" in fmt else j.value) is None:
         return Badge(name=name, text="n/a", failed=True)
-    text = fmt.format(value=j.value, prob=j.prob)
+    try:
+        text = fmt.format(value=j.value, prob=j.prob, dist=j.dist or {})
+    except KeyError:  # a row stored without the figures its badge reads (e.g. imported)
+        return Badge(name=name, text="n/a", failed=True)
     if j.method == "self_certainty" and j.label == "topk_proxy":
         text += " (top-k proxy)"
     return Badge(name=name, text=text)
