@@ -25,6 +25,7 @@ from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
 from app.services.rate import LIVE_TOKEN_CAP, SUBMITS_PER_MINUTE
 from backend.methods.registry import DEFAULT_METHODS
+from storage.formats import FORMATS, WRITERS
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
 
@@ -175,19 +176,27 @@ def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+def _format_help(formats: dict[str, tuple[str, str]]) -> str:
+    return "; ".join(f"{name}: {what}" for name, (_, what) in formats.items())
+
+
 @import_group.command("judgments")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--study", required=True, help="Study name (created if it does not exist).")
+@click.option("--from", "fmt", type=click.Choice(list(FORMATS)), default="critlab", show_default=True,
+              help=f"The file's format. {_format_help(FORMATS)}.")
 @db_option
-def import_judgments(file: str, study: str, db_path: str) -> None:
-    """Import items with their responses and existing human and model judgments (JSONL).
+def import_judgments(file: str, study: str, fmt: str, db_path: str) -> None:
+    """Import items with their responses and existing human and model judgments.
 
-    One item per line: `item_id`, `prompt` or `messages`, `responses` [{id, text, model}] and
-    `judgments` (pairwise, likert, best_of_n, correct from people; any method id with a score or
-    prob from models). See docs/formats.md. The whole file is checked first; a bad line stops the
-    import with FILE:LINE and the field, and nothing is imported.
+    critlab's own format: one item per line, `item_id`, `prompt` or `messages`, `responses`
+    [{id, text, model}] and `judgments` (pairwise, likert, best_of_n, correct from people; any method
+    id with a score or prob from models). Other tools' formats (--from) are mapped onto the same
+    tables; what critlab has no column for is kept in metadata, and the summary counts what was
+    mapped, kept aside and ignored. See docs/formats.md. The whole file is checked first; a bad
+    record stops the import with FILE:LINE and the field, and nothing is imported.
     """
-    r = call(db_path, "import_judgments", {"study": study, "path": os.path.abspath(file)})
+    r = call(db_path, "import_judgments", {"study": study, "path": os.path.abspath(file), "format": fmt})
     click.echo(r["message"])
 
 
@@ -501,12 +510,16 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
 
 @export.command("judgments")
 @click.option("--study", required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output file (.jsonl for critlab; .json for label_studio, argilla).")
+@click.option("--to", "fmt", type=click.Choice(list(WRITERS)), default="critlab", show_default=True,
+              help=f"The format written. {_format_help(WRITERS)}.")
 @db_option
-def export_judgments(study: str, out: str, db_path: str) -> None:
+def export_judgments(study: str, out: str, fmt: str, db_path: str) -> None:
     """Write every current human and model judgment of a study in the judgments-file format that
-    `critlab import judgments` reads (judge names as stored: not pseudonymised)."""
-    r = call(db_path, "export_judgments", {"study": study, "out": os.path.abspath(out)})
+    `critlab import judgments` reads (judge names as stored: not pseudonymised), or in another
+    tool's format (--to); the summary counts what that format could not hold."""
+    r = call(db_path, "export_judgments", {"study": study, "out": os.path.abspath(out), "format": fmt})
     click.echo(r["message"])
 
 

@@ -106,11 +106,14 @@ class ResetPassword(_Payload):
 class ImportJudgments(_Payload):
     study: str
     path: ReadPath
+    format: str = "critlab"  # storage.formats.FORMATS
+    display_name: str | None = None  # how errors name the file (an upload's own name, not its temp path)
 
 
 class ExportJudgments(_Payload):
     study: str
     out: WritePath
+    format: str = "critlab"  # storage.formats.WRITERS
 
 
 class Backup(_Payload):
@@ -302,16 +305,24 @@ def reset_password(ctx: AppContext, user: str, p: ResetPassword) -> dict[str, An
 def import_judgments(ctx: AppContext, user: str, p: ImportJudgments) -> dict[str, Any]:
     from storage.import_judgments import import_judgments as do_import
 
+    from storage.formats import FORMATS
+
+    if p.format not in FORMATS:
+        raise ServiceError(f"unknown judgments format {p.format!r}: use one of {', '.join(FORMATS)}")
     with ctx.db.write():  # one transaction: a bad file leaves no new study behind either
         study = studies.get_or_create_study(ctx.db, p.study)
-        summary = do_import(ctx.db, study.id, p.path)
+        summary = do_import(ctx.db, study.id, p.path, fmt=p.format, display_name=p.display_name)
     return {**summary.model_dump(mode="json"), "message": summary.message}
 
 
 def export_judgments(ctx: AppContext, user: str, p: ExportJudgments) -> dict[str, Any]:
     from storage.export_judgments import export_judgments as do_export
 
-    summary = do_export(ctx.db, p.study, p.out)
+    from storage.formats import WRITERS
+
+    if p.format not in WRITERS:
+        raise ServiceError(f"unknown export format {p.format!r}: use one of {', '.join(WRITERS)}")
+    summary = do_export(ctx.db, p.study, p.out, fmt=p.format)
     return {**summary.model_dump(mode="json"), "message": summary.message}
 
 

@@ -1,0 +1,41 @@
+"""Readers and writers for the judgment formats of other tools (docs/formats.md, "Other formats").
+
+Each reader is a module with `read(src, tally)` yielding `(line, item)` in the judgments-file shape
+that `storage.import_judgments` validates and stores; each writer has `write(items, out, study)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+# The table of formats is imported by the CLI for its --help: nothing heavy at module level.
+
+# format name -> (module, one line for --help and the upload's choices)
+FORMATS: dict[str, tuple[str, str]] = {
+    "critlab": ("", "critlab's own judgments file (JSONL)"),
+    "fastchat": ("storage.formats.fastchat", "FastChat / MT-Bench human and GPT-4 pair judgments (JSONL)"),
+}
+WRITERS: dict[str, tuple[str, str]] = {
+    "critlab": ("", "critlab's own judgments file (.jsonl)"),
+}
+
+
+def read_records(fmt: str, path: str | os.PathLike[str], display_name: str | None = None
+                 ) -> tuple[Iterator[tuple[int, dict[str, Any]]], Any]:
+    """The reader's items (a lazy iterator) and the `Tally` it fills while they are read."""
+    from storage.formats.common import Source, Tally  # not at import: the CLI lists FORMATS cheaply
+
+    if fmt not in FORMATS or fmt == "critlab":
+        raise ValueError(f"unknown judgments format {fmt!r}: use one of {', '.join(FORMATS)}")
+    module = importlib.import_module(FORMATS[fmt][0])
+    tally = Tally()
+    return module.read(Source(path, display_name), tally), tally
+
+
+def writer(fmt: str) -> Any:
+    if fmt not in WRITERS or fmt == "critlab":
+        raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(WRITERS)}")
+    return importlib.import_module(WRITERS[fmt][0])
