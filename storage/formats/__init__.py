@@ -17,6 +17,7 @@ from typing import Any
 FORMATS: dict[str, tuple[str, str]] = {
     "critlab": ("", "critlab's own judgments file (JSONL)"),
     "fastchat": ("storage.formats.fastchat", "FastChat / MT-Bench human and GPT-4 pair judgments (JSONL)"),
+    "arena": ("storage.formats.arena", "Chatbot Arena battles (JSONL or a JSON array)"),
 }
 WRITERS: dict[str, tuple[str, str]] = {
     "critlab": ("", "critlab's own judgments file (.jsonl)"),
