@@ -18,6 +18,8 @@ FORMATS: dict[str, tuple[str, str]] = {
     "critlab": ("", "critlab's own judgments file (JSONL)"),
     "fastchat": ("storage.formats.fastchat", "FastChat / MT-Bench human and GPT-4 pair judgments (JSONL)"),
     "arena": ("storage.formats.arena", "Chatbot Arena battles (JSONL or a JSON array)"),
+    "ultrafeedback": ("storage.formats.ultrafeedback",
+                      "UltraFeedback / distilabel ratings and DPO formatter rows (JSONL or a JSON array)"),
 }
 WRITERS: dict[str, tuple[str, str]] = {
     "critlab": ("", "critlab's own judgments file (.jsonl)"),
