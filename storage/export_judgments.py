@@ -50,11 +50,16 @@ class JudgmentsExportSummary(BaseModel):
     out_path: str
     content_hash: str
     export_run_id: int | None = None
+    format: str = "critlab"
+    label_config: str | None = None  # label_studio: the labelling config written beside the tasks
+
 
     @property
     def message(self) -> str:
         text = (f"{self.items} items, {self.responses} responses and {self.judgments} judgments written to "
                 f"{self.out_path}")
+        if self.label_config:
+            text += f" (labelling config: {self.label_config})"
         if self.skipped:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
             text += f"; {sum(self.skipped.values())} judgments skipped ({why})"
@@ -129,15 +134,15 @@ def export_judgments(db: Database, study: str | int, out_path: str | os.PathLike
     s = get_study(db, study)
     items, skipped, bare = build_judgment_items(db, s.id)
     extra: dict[str, Any] = {}
+    extra_lost: Counter[str] = Counter()
     if fmt == "critlab":
         content_hash = atomic_write_jsonl(out, items)
     else:
         # The writer counts what its format cannot hold, by reason, like the skips above.
-        content_hash, lost, extra = module.write(items, out, study=s)
-        skipped.update(lost)
+        content_hash, extra_lost, extra = module.write(items, out, study=s)
+        skipped.update(extra_lost)
     counts = {"items": len(items), "responses": sum(len(i["responses"]) for i in items),
-              "judgments": sum(len(i["judgments"]) for i in items) - sum(v for k, v in skipped.items()
-                                                                         if k.startswith(f"{fmt}:")),
+              "judgments": sum(len(i["judgments"]) for i in items) - sum(extra_lost.values()),
               "skipped": dict(sorted(skipped.items())), "prompts_without_responses": bare}
     with db.write() as cur:
         run_id = cur.execute(
@@ -146,7 +151,7 @@ def export_judgments(db: Database, study: str | int, out_path: str | os.PathLike
             [s.id, json.dumps({"format": "jsonl" if fmt == "critlab" else fmt, "current_only": True, **extra}),
              json.dumps(counts), str(out.resolve()), content_hash]).fetchall()[0][0]
     return JudgmentsExportSummary(**counts, out_path=str(out.resolve()), content_hash=content_hash,
-                                  export_run_id=run_id)
+                                  export_run_id=run_id, format=fmt, label_config=extra.get("label_config"))
 
 
 # -- one judgment row back to the file's shape ---------------------------------------------------

@@ -20,9 +20,12 @@ FORMATS: dict[str, tuple[str, str]] = {
     "arena": ("storage.formats.arena", "Chatbot Arena battles (JSONL or a JSON array)"),
     "ultrafeedback": ("storage.formats.ultrafeedback",
                       "UltraFeedback / distilabel ratings and DPO formatter rows (JSONL or a JSON array)"),
+    "label_studio": ("storage.formats.label_studio",
+                     "Label Studio tasks (JSON), with the project's config beside them as <name>.config.xml"),
 }
 WRITERS: dict[str, tuple[str, str]] = {
     "critlab": ("", "critlab's own judgments file (.jsonl)"),
+    "label_studio": ("storage.formats.label_studio", "Label Studio tasks (.json) and their config (.config.xml)"),
 }
 
 
