@@ -181,7 +181,7 @@ def _format_help(formats: dict[str, tuple[str, str]]) -> str:
 
 
 @import_group.command("judgments")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True))  # a folder for --from argilla (Dataset.to_disk)
 @click.option("--study", required=True, help="Study name (created if it does not exist).")
 @click.option("--from", "fmt", type=click.Choice(list(FORMATS)), default="critlab", show_default=True,
               help=f"The file's format. {_format_help(FORMATS)}.")
@@ -511,7 +511,8 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
 @export.command("judgments")
 @click.option("--study", required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Output file (.jsonl for critlab; .json for label_studio, argilla).")
+              help="Output: a .jsonl file (critlab), a .json file (label_studio; its config is written beside it), "
+                   "a new folder (argilla).")
 @click.option("--to", "fmt", type=click.Choice(list(WRITERS)), default="critlab", show_default=True,
               help=f"The format written. {_format_help(WRITERS)}.")
 @db_option

@@ -22,10 +22,13 @@ FORMATS: dict[str, tuple[str, str]] = {
                       "UltraFeedback / distilabel ratings and DPO formatter rows (JSONL or a JSON array)"),
     "label_studio": ("storage.formats.label_studio",
                      "Label Studio tasks (JSON), with the project's config beside them as <name>.config.xml"),
+    "argilla": ("storage.formats.argilla",
+                "Argilla 2.x dataset folder (Dataset.to_disk) or records file with <name>.settings.json beside it"),
 }
 WRITERS: dict[str, tuple[str, str]] = {
     "critlab": ("", "critlab's own judgments file (.jsonl)"),
     "label_studio": ("storage.formats.label_studio", "Label Studio tasks (.json) and their config (.config.xml)"),
+    "argilla": ("storage.formats.argilla", "an Argilla 2.x dataset folder as Dataset.to_disk writes it"),
 }
 
 
