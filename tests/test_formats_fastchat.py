@@ -117,3 +117,14 @@ def test_cli_from_fastchat_and_help_lists_formats(tmp_path: Path) -> None:
     assert "imported 3 items, 7 responses and 14 judgments" in r.output and "kept aside in metadata" in r.output
     help_text = CliRunner().invoke(main, ["import", "judgments", "--help"]).output
     assert "fastchat" in help_text and "critlab" in help_text
+
+
+def test_gpt4_pair_split_votes_are_one_model_order(db: Database, tmp_path: Path) -> None:
+    """The dataset's gpt4_pair split: the judge is a [model, template] list and the winner already combines
+    both games, so it is one model verdict in the order shown (model_a first)."""
+    rec = {**HUMAN, "judge": ["gpt-4", "pair-v2"], "winner": "tie (bothbad)"}
+    sid = create_study(db, "mt").id
+    s = import_judgments(db, sid, write_lines(tmp_path / "g.jsonl", [HUMAN, rec]), fmt="fastchat")
+    assert s.tally["mapped"] == {"human votes": 1, "model verdicts (both orders combined)": 1}
+    (kind, label, variant), = db.fetchall("SELECT judge_kind, label, variant FROM judgment WHERE judge = 'gpt-4'")
+    assert (kind, label) == ("model", "tie") and variant.startswith("order:")

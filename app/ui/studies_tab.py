@@ -138,8 +138,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     with gr.Row():
         upload = gr.File(label="File", file_types=[".jsonl", ".ndjson", ".csv", ".parquet", ".json"],
                          type="filepath", elem_id="prompts-file")
-        companion = gr.File(label="Second file", file_types=[".xml", ".json"], type="filepath", visible=False,
-                            elem_id="import-companion")
+        # No file_types: which file the format needs is for its reader to check (and say, naming the file).
+        companion = gr.File(label="Second file", type="filepath", visible=False, elem_id="import-companion")
     import_btn = gr.Button("Import", elem_id="import-btn")
     import_status = gr.Markdown(elem_id="import-status")
 
