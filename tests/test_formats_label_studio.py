@@ -157,3 +157,26 @@ def test_missing_config_is_named(db: Database, tmp_path: Path) -> None:
     shutil.copy(SAMPLE, path)
     with pytest.raises(JudgmentFileError, match="t.config.xml"):
         import_judgments(db, create_study(db, "ls").id, path, fmt="label_studio")
+
+
+def test_cli_exports_to_label_studio_with_its_config(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    db = str(tmp_path / "c.duckdb")
+    run = CliRunner().invoke
+    r = run(main, ["import", "judgments", str(SAMPLE), "--study", "ls", "--from", "label_studio", "--db", db],
+            catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.json"
+    r = run(main, ["export", "judgments", "--study", "ls", "--to", "label_studio", "--out", str(out), "--db", db],
+            catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert f"labelling config: {tmp_path / 'out.config.xml'}" in r.output
+    assert problems((tmp_path / "out.config.xml").read_text(), json.loads(out.read_text())) == []
+    help_text = run(main, ["export", "judgments", "--help"]).output
+    assert "label_studio" in help_text and "argilla" in help_text
+    r = run(main, ["export", "judgments", "--study", "ls", "--to", "label_studio", "--out", str(tmp_path / "x.jsonl"),
+                   "--db", db])
+    assert r.exit_code != 0 and "a label_studio export is written as .json" in r.output
