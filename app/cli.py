@@ -489,8 +489,12 @@ def export() -> None:
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0, 100_000),
               help="Bootstrap resamples over prompts for the 95% intervals (0: no intervals).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--by-turn", is_flag=True,
+              help="Only MT-Bench agreement per turn, with and without ties, as FastChat's compute_agreement.py "
+                   "prints it (prompts imported with --from fastchat carry their turn).")
 @db_option
-def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, db_path: str) -> None:
+def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, by_turn: bool,
+              db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
     Human-human and human-model agreement (MT-Bench raw agreement with and without ties, accuracy
@@ -500,6 +504,9 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
     checklist agreement, with bootstrap 95% intervals over prompts. The JSON structure is
     documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
     """
+    if by_turn:
+        click.echo(call(db_path, "agreement_by_turn", {"study": study})["text"])
+        return
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
                                     "stage": stage, "n_boot": n_boot, "seed": seed})
     if out:

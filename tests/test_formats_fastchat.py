@@ -128,3 +128,26 @@ def test_gpt4_pair_split_votes_are_one_model_order(db: Database, tmp_path: Path)
     assert s.tally["mapped"] == {"human votes": 1, "model verdicts (both orders combined)": 1}
     (kind, label, variant), = db.fetchall("SELECT judge_kind, label, variant FROM judgment WHERE judge = 'gpt-4'")
     assert (kind, label) == ("model", "tie") and variant.startswith("order:")
+
+
+def test_agreement_per_turn_as_compute_agreement_prints_it(db: Database, tmp_path: Path) -> None:
+    """The same hand counts as above, split by turn: GPT-4 turn 1 3/5 with ties (q81 2/3, q101 1/2), 2/2
+    without; turn 2 0/2 with, 0/0 without. Humans turn 1 1/4 (q81 1/3, q101 0/1), 1/1 without; turn 2 0/1
+    and 0/1."""
+    from storage.analysis.report.turns import by_turn_text, pairwise_by_turn
+
+    sid = create_study(db, "mt").id
+    import_judgments(db, sid, SAMPLE, fmt="fastchat")
+    rows = {(r["judges"][0], r["turn"]): tuple(r[c] for c in ("s1_agree", "s1_n", "s2_agree", "s2_n"))
+            for r in pairwise_by_turn(db, sid)}
+    assert rows == {("gpt-4", 1): (3, 5, 2, 2), ("gpt-4", 2): (0, 2, 0, 0),
+                    ("humans", 1): (1, 4, 1, 1), ("humans", 2): (0, 1, 0, 1)}
+    text = by_turn_text(pairwise_by_turn(db, sid))
+    assert "gpt-4 vs humans, turn 1 with tie. #total: 5, #agree: 3, ratio: 0.60" in text
+    assert "gpt-4 vs humans, turn 2 without tie. #total: 0, #agree: 0, ratio: n/a" in text
+    cli = CliRunner().invoke(main, ["import", "judgments", str(SAMPLE), "--study", "mt", "--from", "fastchat",
+                                    "--db", str(tmp_path / "c.duckdb")], catch_exceptions=False)
+    assert cli.exit_code == 0
+    cli = CliRunner().invoke(main, ["agreement", "--study", "mt", "--by-turn", "--db", str(tmp_path / "c.duckdb")],
+                             catch_exceptions=False)
+    assert cli.exit_code == 0 and "humans vs humans, turn 2 with tie. #total: 1, #agree: 0, ratio: 0.00" in cli.output

@@ -210,6 +210,14 @@ def agreement(ctx: AppContext, user: str, p: Agreement) -> dict[str, Any]:
     return {"format": p.format, "text": text}
 
 
+def agreement_by_turn(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
+    """MT-Bench agreement per turn (prompts with a `turn` in their metadata, as FastChat imports have)."""
+    from storage.analysis.report.turns import by_turn_text, pairwise_by_turn
+
+    rows = pairwise_by_turn(ctx.db, studies.get_study(ctx.db, p.study).id)
+    return {"rows": rows, "text": by_turn_text(rows) or "no prompt of this study has a turn and human pairwise votes"}
+
+
 def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
     study = studies.get_study(ctx.db, p.study)
     rows = label_queue.annotator_progress(ctx.db, study.id)
@@ -393,6 +401,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "person_studies": (AnnotatorName, person_studies),
     "set_studies": (PersonStudies, set_studies),
     "import_judgments": (ImportJudgments, import_judgments),
+    "agreement_by_turn": (StudyOnly, agreement_by_turn),
     "export_judgments": (ExportJudgments, export_judgments),
     "backup": (Backup, backup),
     "job_status": (JobStatus, job_status),
