@@ -25,6 +25,7 @@ from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
 from app.services.rate import LIVE_TOKEN_CAP, SUBMITS_PER_MINUTE
 from backend.methods.registry import DEFAULT_METHODS
+from storage.formats import FORMATS, WRITERS
 
 DB_HELP = "DuckDB file (default ./critlab.duckdb, or $CRITLAB_DB)."
 
@@ -175,19 +176,27 @@ def _follow_job(t: Remote | Local, job: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-@import_group.command("judgments")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--study", required=True, help="Study name (created if it does not exist).")
-@db_option
-def import_judgments(file: str, study: str, db_path: str) -> None:
-    """Import items with their responses and existing human and model judgments (JSONL).
+def _format_help(formats: dict[str, tuple[str, str]]) -> str:
+    return "; ".join(f"{name}: {what}" for name, (_, what) in formats.items())
 
-    One item per line: `item_id`, `prompt` or `messages`, `responses` [{id, text, model}] and
-    `judgments` (pairwise, likert, best_of_n, correct from people; any method id with a score or
-    prob from models). See docs/formats.md. The whole file is checked first; a bad line stops the
-    import with FILE:LINE and the field, and nothing is imported.
+
+@import_group.command("judgments")
+@click.argument("file", type=click.Path(exists=True))  # a folder for --from argilla (Dataset.to_disk)
+@click.option("--study", required=True, help="Study name (created if it does not exist).")
+@click.option("--from", "fmt", type=click.Choice(list(FORMATS)), default="critlab", show_default=True,
+              help=f"The file's format. {_format_help(FORMATS)}.")
+@db_option
+def import_judgments(file: str, study: str, fmt: str, db_path: str) -> None:
+    """Import items with their responses and existing human and model judgments.
+
+    critlab's own format: one item per line, `item_id`, `prompt` or `messages`, `responses`
+    [{id, text, model}] and `judgments` (pairwise, likert, best_of_n, correct from people; any method
+    id with a score or prob from models). Other tools' formats (--from) are mapped onto the same
+    tables; what critlab has no column for is kept in metadata, and the summary counts what was
+    mapped, kept aside and ignored. See docs/formats.md. The whole file is checked first; a bad
+    record stops the import with FILE:LINE and the field, and nothing is imported.
     """
-    r = call(db_path, "import_judgments", {"study": study, "path": os.path.abspath(file)})
+    r = call(db_path, "import_judgments", {"study": study, "path": os.path.abspath(file), "format": fmt})
     click.echo(r["message"])
 
 
@@ -480,8 +489,12 @@ def export() -> None:
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0, 100_000),
               help="Bootstrap resamples over prompts for the 95% intervals (0: no intervals).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--by-turn", is_flag=True,
+              help="Only MT-Bench agreement per turn, with and without ties, as FastChat's compute_agreement.py "
+                   "prints it (prompts imported with --from fastchat carry their turn).")
 @db_option
-def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, db_path: str) -> None:
+def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, by_turn: bool,
+              db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
     Human-human and human-model agreement (MT-Bench raw agreement with and without ties, accuracy
@@ -491,6 +504,9 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
     checklist agreement, with bootstrap 95% intervals over prompts. The JSON structure is
     documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
     """
+    if by_turn:
+        click.echo(call(db_path, "agreement_by_turn", {"study": study})["text"])
+        return
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
                                     "stage": stage, "n_boot": n_boot, "seed": seed})
     if out:
@@ -501,12 +517,17 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
 
 @export.command("judgments")
 @click.option("--study", required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output: a .jsonl file (critlab), a .json file (label_studio; its config is written beside it), "
+                   "a new folder (argilla).")
+@click.option("--to", "fmt", type=click.Choice(list(WRITERS)), default="critlab", show_default=True,
+              help=f"The format written. {_format_help(WRITERS)}.")
 @db_option
-def export_judgments(study: str, out: str, db_path: str) -> None:
+def export_judgments(study: str, out: str, fmt: str, db_path: str) -> None:
     """Write every current human and model judgment of a study in the judgments-file format that
-    `critlab import judgments` reads (judge names as stored: not pseudonymised)."""
-    r = call(db_path, "export_judgments", {"study": study, "out": os.path.abspath(out)})
+    `critlab import judgments` reads (judge names as stored: not pseudonymised), or in another
+    tool's format (--to); the summary counts what that format could not hold."""
+    r = call(db_path, "export_judgments", {"study": study, "out": os.path.abspath(out), "format": fmt})
     click.echo(r["message"])
 
 

@@ -53,11 +53,16 @@ class JudgmentsExportSummary(BaseModel):
     out_path: str
     content_hash: str
     export_run_id: int | None = None
+    format: str = "critlab"
+    label_config: str | None = None  # label_studio: the labelling config written beside the tasks
+
 
     @property
     def message(self) -> str:
         text = (f"{self.items} items, {self.responses} responses and {self.judgments} judgments written to "
                 f"{self.out_path}")
+        if self.label_config:
+            text += f" (labelling config: {self.label_config})"
         if self.skipped:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
             text += f"; {sum(self.skipped.values())} judgments skipped ({why})"
@@ -71,7 +76,7 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
     prompts = db.fetchdicts("SELECT id, external_id, messages, reference, category, metadata FROM prompt "
                             "WHERE study_id = ? ORDER BY position, id", [study_id])
     responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in db.fetchdicts("""SELECT r.id, r.prompt_id, r.external_id, r.text, r.model_id FROM response r
+    for r in db.fetchdicts("""SELECT r.id, r.prompt_id, r.external_id, r.text, r.model_id, r.metadata FROM response r
                               JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = ? ORDER BY r.id""", [study_id]):
         responses[r["prompt_id"]].append(r)
     judgments: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -100,8 +105,7 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
         metadata = json.loads(p["metadata"] or "{}")
         if metadata:
             item["metadata"] = metadata
-        item["responses"] = [{"id": ext[r["id"]], "text": r["text"], **({"model": r["model_id"]} if r["model_id"]
-                                                                          is not None else {})} for r in rows]
+        item["responses"] = [_response(r, ext) for r in rows]
         out = []
         for j in judgments.get(p["id"], []):
             got = _judgment(j, ext, scale)
@@ -114,28 +118,55 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
     return items, skipped, bare
 
 
-def export_judgments(db: Database, study: str | int, out_path: str | os.PathLike[str]) -> JudgmentsExportSummary:
-    """Write the study as a judgments file (JSONL, atomically) and record an export_run."""
+def export_judgments(db: Database, study: str | int, out_path: str | os.PathLike[str], *,
+                     fmt: str = "critlab") -> JudgmentsExportSummary:
+    """Write the study as a judgments file (JSONL, atomically), or in another tool's format (`fmt`, one of
+    `storage.formats.WRITERS`), and record an export_run."""
     out = Path(out_path)
-    if out.suffix.lower() not in (".jsonl", ".ndjson"):
-        raise ValueError(f"unknown export format {out.suffix or '(no extension)'!r} for {out}: use .jsonl")
+    if fmt == "critlab":
+        if out.suffix.lower() not in (".jsonl", ".ndjson"):
+            raise ValueError(f"unknown export format {out.suffix or '(no extension)'!r} for {out}: use .jsonl")
+    else:
+        from storage.formats import writer
+
+        module = writer(fmt)
+        if out.suffix.lower() not in module.SUFFIXES:
+            raise ValueError(f"a {fmt} export is written as {' or '.join(module.SUFFIXES)}, not "
+                             f"{out.suffix or '(no extension)'!r} ({out})")
     s = get_study(db, study)
     items, skipped, bare = build_judgment_items(db, s.id)
-    content_hash = atomic_write_jsonl(out, items)
+    extra: dict[str, Any] = {}
+    extra_lost: Counter[str] = Counter()
+    if fmt == "critlab":
+        content_hash = atomic_write_jsonl(out, items)
+    else:
+        # The writer counts what its format cannot hold, by reason, like the skips above.
+        content_hash, extra_lost, extra = module.write(items, out, study=s)
+        skipped.update(extra_lost)
     counts = {"items": len(items), "responses": sum(len(i["responses"]) for i in items),
-              "judgments": sum(len(i["judgments"]) for i in items), "skipped": dict(sorted(skipped.items())),
-              "prompts_without_responses": bare}
+              "judgments": sum(len(i["judgments"]) for i in items) - sum(extra_lost.values()),
+              "skipped": dict(sorted(skipped.items())), "prompts_without_responses": bare}
     with db.write() as cur:
         run_id = cur.execute(
             "INSERT INTO export_run (kind, study_id, params, counts, out_path, content_hash) "
             "VALUES ('judgments', ?, ?, ?, ?, ?) RETURNING id",
-            [s.id, json.dumps({"format": "jsonl", "current_only": True}), json.dumps(counts),
-             str(out.resolve()), content_hash]).fetchall()[0][0]
+            [s.id, json.dumps({"format": "jsonl" if fmt == "critlab" else fmt, "current_only": True, **extra}),
+             json.dumps(counts), str(out.resolve()), content_hash]).fetchall()[0][0]
     return JudgmentsExportSummary(**counts, out_path=str(out.resolve()), content_hash=content_hash,
-                                  export_run_id=run_id)
+                                  export_run_id=run_id, format=fmt, label_config=extra.get("label_config"))
 
 
 # -- one judgment row back to the file's shape ---------------------------------------------------
+def _response(r: dict[str, Any], ext: dict[int, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": ext[r["id"]], "text": r["text"]}
+    if r["model_id"] is not None:
+        out["model"] = r["model_id"]
+    metadata = json.loads(r["metadata"]) if r.get("metadata") else None
+    if metadata:
+        out["metadata"] = metadata
+    return out
+
+
 def _response_ids(rows: list[dict[str, Any]]) -> dict[int, str]:
     """db id → the id written to the file: the external id, else `r<db id>`, made unique per item."""
     out: dict[int, str] = {}
@@ -209,6 +240,8 @@ def _judgment(j: dict[str, Any], ext: dict[int, str], scale: list[float | int]) 
             body["label"] = j["label"]
         if j["variant"] is not None:
             body["variant"] = j["variant"]
+        if dist and "scale_min" in dist and "scale_max" in dist and j["value"] is not None:
+            body["scale"] = [_num(dist["scale_min"]), _num(dist["scale_max"])]
     out = {**head, **body}
     if j["stage"] != "blind":
         out["stage"] = j["stage"]

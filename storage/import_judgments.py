@@ -113,6 +113,7 @@ class ResponseItem(_Strict):
     id: FileId
     text: Text
     model: LooseText | None = None
+    metadata: dict[str, Any] | None = None  # e.g. a multi-turn answer's earlier turns
 
 
 class _Judgment(_Strict):
@@ -168,6 +169,7 @@ class ModelScore(_Judgment):
     prob: Prob | None = None
     label: Text | None = None
     variant: Annotated[str, Strict(), Field(min_length=1, max_length=64)] | None = None  # e.g. "s1" of k samples
+    scale: tuple[Num, Num] | None = None  # the score's [lowest, highest] when the judge rated on a scale
 
 
 HumanJudgment = Annotated[HumanPairwise | HumanLikert | HumanBestOfN | HumanCorrect, Field(discriminator="type")]
@@ -216,11 +218,16 @@ class ImportSummary(BaseModel):
     items: int
     responses: int
     judgments: int
+    format: str = "critlab"
+    # Another format's reader: what it mapped, kept aside in metadata, and deliberately did not use.
+    tally: dict[str, dict[str, int]] | None = None
+    tally_line: str | None = None
 
     @property
     def message(self) -> str:
-        return (f"imported {self.items} items, {self.responses} responses and {self.judgments} judgments "
+        text = (f"imported {self.items} items, {self.responses} responses and {self.judgments} judgments "
                 f"into study {self.study!r}")
+        return f"{text} from {self.format} ({self.tally_line})" if self.tally_line else text
 
 
 # -- public API ------------------------------------------------------------------------------
@@ -231,13 +238,23 @@ def read_judgments_file(path: str | os.PathLike[str], *, display_name: str | Non
 
 
 def import_judgments(db: Database, study_id: int, path: str | os.PathLike[str], *,
-                     display_name: str | None = None, max_prompt_chars: int | None = None) -> ImportSummary:
+                     display_name: str | None = None, max_prompt_chars: int | None = None,
+                     fmt: str = "critlab") -> ImportSummary:
     """Validate the whole file, then store every item in one transaction.
 
-    An item_id already in the study is an error naming its line, and nothing is imported.
+    `fmt` names the file's format (`storage.formats.FORMATS`); other formats are read into items by
+    their reader, then validated and stored the same way. An item_id already in the study is an error
+    naming its line, and nothing is imported.
     """
     study = get_study(db, study_id)
-    located = _read(path, display_name, max_prompt_chars)
+    tally = None
+    if fmt == "critlab":
+        located = _read(path, display_name, max_prompt_chars)
+    else:
+        from storage.formats import read_records  # the readers build on this module
+
+        records, tally = read_records(fmt, path, display_name)
+        located = _validate_all(path, display_name, max_prompt_chars, records)
     items = [item for _, item in located]
     with db.write() as cur:
         # Checked inside the transaction that inserts, so no concurrent import can slip in between.
@@ -257,7 +274,8 @@ def import_judgments(db: Database, study_id: int, path: str | os.PathLike[str], 
 
         n_responses = sum(len(it.responses) for it in items)
         response_ids = iter(_reserve(cur, "response_id_seq", n_responses))
-        resp: dict[str, list] = {"id": [], "prompt_id": [], "external_id": [], "text": [], "model_id": []}
+        resp: dict[str, list] = {"id": [], "prompt_id": [], "external_id": [], "text": [], "model_id": [],
+                                 "metadata": []}
         db_ids: list[dict[str, int]] = []
         for it in items:
             pid = prompt_ids[it.item_id]
@@ -265,15 +283,18 @@ def import_judgments(db: Database, study_id: int, path: str | os.PathLike[str], 
             for r in it.responses:
                 ids[r.id] = rid = next(response_ids)
                 for col, val in (("id", rid), ("prompt_id", pid), ("external_id", r.id), ("text", r.text),
-                                 ("model_id", r.model)):
+                                 ("model_id", r.model),
+                                 ("metadata", json.dumps(r.metadata or {}, ensure_ascii=False))):
                     resp[col].append(val)
             db_ids.append(ids)
         _insert(cur, "response", pa.table(resp, schema=_RESPONSE_SCHEMA),
                 "id, prompt_id, run_id, sample_index, origin, external_id, text, model_id, metadata",
-                "id, prompt_id, NULL, NULL, 'imported', external_id, text, model_id, '{}'")
+                "id, prompt_id, NULL, NULL, 'imported', external_id, text, model_id, metadata")
 
         n_judgments = _insert_judgments(cur, study_id, items, [prompt_ids[it.item_id] for it in items], db_ids)
-    return ImportSummary(study=study.name, items=len(items), responses=n_responses, judgments=n_judgments)
+    return ImportSummary(study=study.name, items=len(items), responses=n_responses, judgments=n_judgments,
+                         format=fmt, tally=tally.as_dict() if tally else None,
+                         tally_line=tally.line() if tally else None)
 
 
 def judgment_rows(item: ItemIn, *, study_id: int, prompt_id: int, response_ids: dict[str, int]) -> list[JudgmentIn]:
@@ -305,7 +326,8 @@ def _fields(j: Any, rid: dict[str, int]) -> dict[str, Any]:
         out.update(response_id=rid[j.response], value=1.0 if j.value else 0.0,
                    label="correct" if j.value else "incorrect")
     else:
-        out.update(response_id=rid[j.response], value=j.score, prob=j.prob, label=j.label, variant=j.variant)
+        out.update(response_id=rid[j.response], value=j.score, prob=j.prob, label=j.label, variant=j.variant,
+                   dist={"scale_min": j.scale[0], "scale_max": j.scale[1]} if j.scale else None)
     return out
 
 
@@ -340,41 +362,57 @@ def idempotency_key(study_id: int, item_id: str, index: int) -> str:
 # -- reading ---------------------------------------------------------------------------------
 def _read(path: str | os.PathLike[str], display_name: str | None,
           max_prompt_chars: int | None) -> list[tuple[int, ItemIn]]:
-    limit = max_prompt_chars_setting() if max_prompt_chars is None else max_prompt_chars
-
     def err(line: int, field: str | None, detail: str) -> JudgmentFileError:
         return JudgmentFileError(path, line, field, detail, display_name=display_name)
 
     p = Path(path)
     if not p.is_file():
         raise err(0, None, "file not found" if not p.exists() else "not a file")
+
+    def records() -> Any:
+        first = True
+        with open(p, "rb") as f:
+            # MAX_LINE_BYTES read per call, so a test can lower it instead of writing 64 MiB.
+            for line, text in read_lines(f, err, MAX_LINE_BYTES):
+                if not text.strip():
+                    continue
+                hint = json_lines_hint(text) if first else ""
+                first = False
+                try:
+                    rec = loads(text)
+                except ValueError as e:
+                    raise err(line, None, f"invalid JSON: {hint or json_error(e)}") from None
+                if not isinstance(rec, dict):
+                    raise err(line, None, f'expected a JSON object like {{"item_id": ..., "responses": [...], '
+                              f'"judgments": [...]}}, got {kind(rec)}' + (f"; {hint}" if hint else ""))
+                yield line, rec
+
+    return _validate_all(path, display_name, max_prompt_chars, records())
+
+
+def _validate_all(path: str | os.PathLike[str], display_name: str | None, max_prompt_chars: int | None,
+                  records: Any) -> list[tuple[int, ItemIn]]:
+    """Every (line, item dict) as a validated item; the first problem raises, naming its line."""
+    limit = max_prompt_chars_setting() if max_prompt_chars is None else max_prompt_chars
+
+    def err(line: int, field: str | None, detail: str) -> JudgmentFileError:
+        return JudgmentFileError(path, line, field, detail, display_name=display_name)
+
     out: list[tuple[int, ItemIn]] = []
     first_line: dict[str, int] = {}
-    with open(p, "rb") as f:
-        # MAX_LINE_BYTES read per call, so a test can lower it instead of writing 64 MiB.
-        for line, text in read_lines(f, err, MAX_LINE_BYTES):
-            if not text.strip():
-                continue
-            hint = "" if out else json_lines_hint(text)
-            try:
-                rec = loads(text)
-            except ValueError as e:
-                raise err(line, None, f"invalid JSON: {hint or json_error(e)}") from None
-            if not isinstance(rec, dict):
-                raise err(line, None, f'expected a JSON object like {{"item_id": ..., "responses": [...], '
-                          f'"judgments": [...]}}, got {kind(rec)}' + (f"; {hint}" if hint else ""))
-            try:
-                item = ItemIn.model_validate(rec)
-            except ValidationError as e:
-                raise err(line, *_pydantic_problem(e)) from None
-            problem = _check_item(item, limit)
-            if problem:
-                raise err(line, *problem)
-            if item.item_id in first_line:
-                raise err(line, "item_id", f"duplicate item_id {item.item_id!r} (first used on line "
-                          f"{first_line[item.item_id]})")
-            first_line[item.item_id] = line
-            out.append((line, item))
+    for line, rec in records:
+        try:
+            item = ItemIn.model_validate(rec)
+        except ValidationError as e:
+            raise err(line, *_pydantic_problem(e)) from None
+        problem = _check_item(item, limit)
+        if problem:
+            raise err(line, *problem)
+        if item.item_id in first_line:
+            raise err(line, "item_id", f"duplicate item_id {item.item_id!r} (first used on line "
+                      f"{first_line[item.item_id]})")
+        first_line[item.item_id] = line
+        out.append((line, item))
     if not out:
         raise err(0, None, "file is empty (no items)")
     return out
@@ -507,6 +545,14 @@ def _check_item(item: ItemIn, max_chars: int) -> tuple[str, str] | None:
                     return f"{at}.score", f"score {_num(j.score)} is outside the scale [{_num(lo)}, {_num(hi)}]"
             if isinstance(j, ModelScore) and j.score is None and j.prob is None:
                 return f"{at}.score", f"a model judgment of type {j.type!r} needs a 'score' or a 'prob' (or both)"
+            if isinstance(j, ModelScore) and j.scale is not None:
+                lo, hi = j.scale
+                if not lo < hi:
+                    return f"{at}.scale", (f"expected [lowest, highest] with lowest < highest, got "
+                                           f"[{_num(lo)}, {_num(hi)}]")
+                if j.score is None or not lo <= j.score <= hi:
+                    return f"{at}.score", (f"a score within the scale [{_num(lo)}, {_num(hi)}] is needed, got "
+                                           f"{'none' if j.score is None else _num(j.score)}")
     return _check_duplicates(item, ids)
 
 
@@ -536,7 +582,7 @@ def _num(x: float) -> str:
 
 # -- bulk inserts ------------------------------------------------------------------------------
 _RESPONSE_SCHEMA = pa.schema([("id", pa.int64()), ("prompt_id", pa.int64()), ("external_id", pa.string()),
-                              ("text", pa.string()), ("model_id", pa.string())])
+                              ("text", pa.string()), ("model_id", pa.string()), ("metadata", pa.string())])
 _JUDGMENT_SCHEMA = pa.schema([
     ("id", pa.int64()), ("study_id", pa.int64()), ("prompt_id", pa.int64()), ("judge_kind", pa.string()),
     ("judge", pa.string()), ("method", pa.string()), ("target_key", pa.string()), ("response_id", pa.int64()),

@@ -22,9 +22,19 @@ Format = Literal["json", "md", "html"]
 
 
 
+# Judgments only imported, never computed by a critlab method: a model's direct rating of one response on
+# a scale (UltraFeedback, Label Studio and Argilla model ratings; docs/formats.md) ranks responses as a
+# human rating does.
+IMPORTED_METHODS = {"rating": ("likert", "rank", "value")}
+
+
 def method_info(method: str) -> dict[str, str] | None:
     """compared_with / metric_family / score_column of a method id (None for an unknown method, e.g.
     an imported judge type)."""
+    if method in IMPORTED_METHODS:
+        compared, family, column = IMPORTED_METHODS[method]
+        return {"method": method, "compared_with": compared, "metric_family": family, "score_column": column,
+                "human_question": HUMAN_QUESTION[compared], "metrics": METRICS[family]}
     try:
         m = get_method(METHOD_OF.get(method, method))
     except KeyError:

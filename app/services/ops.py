@@ -106,11 +106,14 @@ class ResetPassword(_Payload):
 class ImportJudgments(_Payload):
     study: str
     path: ReadPath
+    format: str = "critlab"  # storage.formats.FORMATS
+    display_name: str | None = None  # how errors name the file (an upload's own name, not its temp path)
 
 
 class ExportJudgments(_Payload):
     study: str
     out: WritePath
+    format: str = "critlab"  # storage.formats.WRITERS
 
 
 class Backup(_Payload):
@@ -205,6 +208,14 @@ def agreement(ctx: AppContext, user: str, p: Agreement) -> dict[str, Any]:
     if p.out:
         return {**ag.write(text, p.out), "format": p.format}
     return {"format": p.format, "text": text}
+
+
+def agreement_by_turn(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
+    """MT-Bench agreement per turn (prompts with a `turn` in their metadata, as FastChat imports have)."""
+    from storage.analysis.report.turns import by_turn_text, pairwise_by_turn
+
+    rows = pairwise_by_turn(ctx.db, studies.get_study(ctx.db, p.study).id)
+    return {"rows": rows, "text": by_turn_text(rows) or "no prompt of this study has a turn and human pairwise votes"}
 
 
 def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
@@ -302,16 +313,24 @@ def reset_password(ctx: AppContext, user: str, p: ResetPassword) -> dict[str, An
 def import_judgments(ctx: AppContext, user: str, p: ImportJudgments) -> dict[str, Any]:
     from storage.import_judgments import import_judgments as do_import
 
+    from storage.formats import FORMATS
+
+    if p.format not in FORMATS:
+        raise ServiceError(f"unknown judgments format {p.format!r}: use one of {', '.join(FORMATS)}")
     with ctx.db.write():  # one transaction: a bad file leaves no new study behind either
         study = studies.get_or_create_study(ctx.db, p.study)
-        summary = do_import(ctx.db, study.id, p.path)
+        summary = do_import(ctx.db, study.id, p.path, fmt=p.format, display_name=p.display_name)
     return {**summary.model_dump(mode="json"), "message": summary.message}
 
 
 def export_judgments(ctx: AppContext, user: str, p: ExportJudgments) -> dict[str, Any]:
     from storage.export_judgments import export_judgments as do_export
 
-    summary = do_export(ctx.db, p.study, p.out)
+    from storage.formats import WRITERS
+
+    if p.format not in WRITERS:
+        raise ServiceError(f"unknown export format {p.format!r}: use one of {', '.join(WRITERS)}")
+    summary = do_export(ctx.db, p.study, p.out, fmt=p.format)
     return {**summary.model_dump(mode="json"), "message": summary.message}
 
 
@@ -388,6 +407,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "person_studies": (AnnotatorName, person_studies),
     "set_studies": (PersonStudies, set_studies),
     "import_judgments": (ImportJudgments, import_judgments),
+    "agreement_by_turn": (StudyOnly, agreement_by_turn),
     "export_judgments": (ExportJudgments, export_judgments),
     "backup": (Backup, backup),
     "job_status": (JobStatus, job_status),

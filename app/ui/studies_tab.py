@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
-from app.services import estimate, overview
+from app.services import estimate, file_import, overview
 from app.services.context import AppContext, EngineConfig, PermissionDenied, ServiceError
 from app.services.ops import run_op
-from app.services.paths import web_paths
 from app.render import md_literal
 from app.ui import study_settings
 from app.ui.errors import shown_errors
@@ -127,14 +125,21 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     create = gr.Button("Create study", elem_id="create-study-btn")
     create_status = gr.Markdown(elem_id="create-status")
 
-    gr.Markdown("### Import prompts")
-    gr.Markdown("JSONL, CSV or Parquet; each record has `prompt` (text) or `messages` (a chat list), and "
-                "optionally `id`, `reference`, `category`; other fields are kept as metadata.")
+    gr.Markdown("### Import prompts or judgments")
+    gr.Markdown("Prompts: JSONL, CSV or Parquet; each record has `prompt` (text) or `messages` (a chat list), and "
+                "optionally `id`, `reference`, `category`; other fields are kept as metadata. Judgments: items with "
+                "their responses and human or model verdicts, in critlab's format or another tool's "
+                "(docs/formats.md); the whole file is checked before anything is stored.")
     with gr.Row():
         import_study = gr.Dropdown(label="Study (pick one, or type a new name)", choices=[], allow_custom_value=True,
                                    elem_id="import-study")
-        upload = gr.File(label="Prompts file", file_types=[".jsonl", ".ndjson", ".csv", ".parquet"],
+        import_kind = gr.Dropdown(label="What the file holds", choices=[(v, k) for k, v in file_import.KINDS.items()],
+                                  value="prompts", elem_id="import-kind")
+    with gr.Row():
+        upload = gr.File(label="File", file_types=[".jsonl", ".ndjson", ".csv", ".parquet", ".json"],
                          type="filepath", elem_id="prompts-file")
+        # No file_types: which file the format needs is for its reader to check (and say, naming the file).
+        companion = gr.File(label="Second file", type="filepath", visible=False, elem_id="import-companion")
     import_btn = gr.Button("Import", elem_id="import-btn")
     import_status = gr.Markdown(elem_id="import-status")
 
@@ -185,16 +190,18 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
                 "for them in the Admin tab.")
 
     @shown_errors(1)
-    def do_import(study_: str | None, path: str | None, request: gr.Request) -> str:
+    def do_import(study_: str | None, kind: str, path: str | None, second: str | None, request: gr.Request) -> str:
         user = admin_of(request)
-        if not study_:
-            raise ServiceError("choose or type a study name first")
-        if not path:
-            raise ServiceError("upload a prompts file first")
-        # Gradio keeps an upload as <temp dir>/<hash>/<its own name>: errors name the file as the admin knows it.
-        r = run_op(ctx, user, "import_prompts", {"study": study_, "path": path, "display_name": Path(path).name},
-                   web=web_paths(ctx))
-        return f"Imported {r['imported']} prompts into **{md_literal(r['study'])}** ({r['total']} in all)."
+        r = file_import.import_upload(ctx, user, study_, kind, path, second)
+        if r["kind"] == "prompts":
+            return f"Imported {r['imported']} prompts into **{md_literal(r['study'])}** ({r['total']} in all)."
+        return md_literal(r["message"][0].upper() + r["message"][1:]) + "."
+
+    def show_companion(kind: str, request: gr.Request) -> Any:
+        admin_of(request)
+        if kind in file_import.COMPANIONS:
+            return gr.File(visible=True, label=file_import.COMPANIONS[kind][0].capitalize())
+        return gr.File(visible=False)
 
     @shown_errors(1)
     def do_start(study_: str | None, engine_: str, url: str, n_: float, t: float, p: float, mt: float | None,
@@ -253,7 +260,9 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         return [table_rows(ov), *[gr.Dropdown(choices=ov.studies) for _ in pickers]]
 
     create.click(do_create, [name, description, guidelines], [create_status], api_visibility="private")
-    import_btn.click(do_import, [import_study, upload], [import_status], api_visibility="private")
+    import_btn.click(do_import, [import_study, import_kind, upload, companion], [import_status],
+                     api_visibility="private")
+    import_kind.change(show_companion, [import_kind], [companion], api_visibility="private", show_progress="hidden")
     start.click(do_start, [gen_study, engine, sglang_url, n, temperature, top_p, max_tokens, seed, new_run],
                 [start_status], api_visibility="private")
     score_btn.click(do_score, [gen_study, engine, sglang_url, methods], [start_status], api_visibility="private")
