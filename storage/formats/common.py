@@ -99,7 +99,7 @@ def _array_records(src: Source) -> Iterator[tuple[int, Any]]:
                 tok = m.group()
                 if tok.startswith('"'):
                     if depth == 1:
-                        raise src.err(line, None, f"expected an object in the array, got text")
+                        raise src.err(line, None, "expected an object in the array, got text")
                     continue
                 between = text[pos:m.start()] if depth <= 1 else ""
                 if depth <= 1 and between.strip(" \t\r\n,"):
