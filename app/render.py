@@ -55,6 +55,13 @@ def chat_to_safe_html(messages: list[dict]) -> str:
     return "\n<hr>\n".join(parts)
 
 
+def earlier_turns_html(messages: list[dict]) -> str:
+    """The turns before a response's own (a multi-turn answer) as a quoted block above it; '' when none."""
+    if not messages:
+        return ""
+    return f"<p><em>Earlier in this conversation</em></p>\n<blockquote>\n{chat_to_safe_html(messages)}\n</blockquote>\n"
+
+
 def md_literal(text: str) -> str:
     r"""Untrusted one-line text (a prompt id from an imported file) inside Markdown, shown as typed:
     Gradio's Markdown keeps <img> and renders ![..](..), so every ASCII punctuation mark is escaped.

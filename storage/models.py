@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -211,6 +212,14 @@ class Response(BaseModel):
     self_certainty: float | None = None
     self_certainty_mode: str | None = None
     logprob_mode: str | None = None
+    # What an importer kept that has no column (e.g. a multi-turn answer's earlier turns); the column is JSON
+    # text, read here as a dict.
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _json_text(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else (v if v is not None else {})
 
 
 class JudgmentIn(BaseModel):

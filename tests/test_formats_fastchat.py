@@ -151,3 +151,24 @@ def test_agreement_per_turn_as_compute_agreement_prints_it(db: Database, tmp_pat
     cli = CliRunner().invoke(main, ["agreement", "--study", "mt", "--by-turn", "--db", str(tmp_path / "c.duckdb")],
                              catch_exceptions=False)
     assert cli.exit_code == 0 and "humans vs humans, turn 2 with tie. #total: 1, #agree: 0, ratio: 0.00" in cli.output
+
+
+def test_the_label_tab_shows_a_turn_2_answers_earlier_turns(db: Database) -> None:
+    """A person labelling 81#t2 sees, above each model's answer, that model's own turn 1 (its metadata)."""
+    from app.render import earlier_turns_html
+    from app.services import labelling
+    from app.services.context import AppContext
+    from tests.builders import make_members
+
+    sid = create_study(db, "mt").id
+    import_judgments(db, sid, SAMPLE, fmt="fastchat")
+    make_members(db, sid, "ann")
+    pid = db.fetchall("SELECT id FROM prompt WHERE external_id = '81#t2'")[0][0]
+    item = labelling.open_item(AppContext(db=db), "ann", "mt", pid)
+    turns = {c.text[:20]: [(m.role, m.content[:16]) for m in c.earlier_turns] for c in item.cards}
+    assert len(turns) == 2 and all(len(t) == 2 and t[0][0] == "user" and t[1][0] == "assistant"
+                                   for t in turns.values())
+    assert any(t[1][1] == "Lisbon was great"[:16] for t in turns.values())
+    html = earlier_turns_html([{"role": "user", "content": "<script>x</script> hi"}])
+    assert "Earlier in this conversation" in html and "<script>" not in html and "&lt;script&gt;" in html
+    assert earlier_turns_html([]) == ""

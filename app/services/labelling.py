@@ -50,6 +50,18 @@ class Card(BaseModel):
     response_id: int
     text: str
     finish_reason: str | None = None
+    # The turns before this one of a multi-turn answer (an imported MT-Bench turn 2, say): each model's own
+    # earlier replies differ, so they belong to the response (its metadata), not to the prompt.
+    earlier_turns: list[ChatMessage] = Field(default_factory=list)
+
+
+def _earlier_turns(metadata: dict | None) -> list[ChatMessage]:
+    """`metadata["earlier_turns"]` as messages; anything else there (hand-edited, another tool's) shows nothing."""
+    raw = (metadata or {}).get("earlier_turns")
+    try:
+        return [ChatMessage.model_validate(m) for m in raw] if isinstance(raw, list) else []
+    except ValueError:
+        return []
 
 
 class ChecklistQuestion(BaseModel):
@@ -223,8 +235,8 @@ def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: 
     order = shown_order(annotator, prompt_id, list(rows))
     item = LabelItem(study=study.name, study_id=study.id, prompt_id=prompt_id,
                      prompt_external_id=prompt.external_id, messages=prompt.messages,
-                     cards=[Card(response_id=i, text=rows[i].text, finish_reason=rows[i].finish_reason)
-                            for i in order],
+                     cards=[Card(response_id=i, text=rows[i].text, finish_reason=rows[i].finish_reason,
+                                 earlier_turns=_earlier_turns(rows[i].metadata)) for i in order],
                      questions=study.config.questions, scale=study.config.rating_scale, stage=stage,
                      blind=study.config.blind)
     if "checklist" in item.questions:

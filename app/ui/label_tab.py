@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from app.render import chat_to_safe_html, md_literal, to_safe_html
+from app.render import chat_to_safe_html, earlier_turns_html, md_literal, to_safe_html
 from app.services import label_flow, labelling
 from app.services.context import AppContext, ServiceError
 from app.services.label_flow import Step
@@ -292,8 +292,9 @@ def _render(tab: LabelTab, step: Step, guidelines_md: str, status_text: str) -> 
         picked = f" · ★ {', '.join(view.picked_by)}" if view and view.picked_by else ""
         per["column"].append(gr.Column(visible=c is not None))
         per["title"].append(f"**Response {i + 1}**{picked}")
-        per["text"].append(to_safe_html(c.text) + ("\n\n*[cut off at the token limit]*" if c.finish_reason == "length"
-                                                    else "") if c else "")
+        per["text"].append(earlier_turns_html([m.model_dump() for m in c.earlier_turns]) + to_safe_html(c.text)
+                           + ("\n\n*[cut off at the token limit]*" if c.finish_reason == "length" else "")
+                           if c else "")
         per["view_box"].append(gr.Accordion(visible=view is not None))
         per["view"].append(render_view(view, positions) if view is not None else "")
         per["rating"].append(gr.Radio(visible="rating" in q, value=str(a.ratings[rid]) if rid in a.ratings else None))
