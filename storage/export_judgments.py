@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from storage.db import Database
 from storage.fileio import atomic_write_jsonl
 from storage.import_judgments import HUMAN_TYPES, WINNER_WORDS
+from storage.models import HumanMethod
 from storage.studies import get_study
 
 SKIP_REASONS = ("failed", "combined_pairwise", "unsupported", "incomplete")
@@ -157,7 +158,7 @@ def _judgment(j: dict[str, Any], ext: dict[int, str], scale: list[float | int]) 
     rid = j["response_id"]
     if rid is not None and rid not in ext:
         return "incomplete"
-    if method == "pairwise":
+    if method == HumanMethod.PAIRWISE:  # the model method of the same name is stored the same way
         if kind == "model" and j["variant"] is None:
             return "combined_pairwise"
         a, b = j["response_id"], j["response_b_id"]
@@ -178,13 +179,13 @@ def _judgment(j: dict[str, Any], ext: dict[int, str], scale: list[float | int]) 
             return "unsupported"
         if rid is None:
             return "incomplete"
-        if method == "likert":
+        if method == HumanMethod.RATING:
             if j["value"] is None:
                 return "incomplete"
             lo, hi = ((dist["scale_min"], dist["scale_max"]) if dist and "scale_min" in dist and "scale_max" in dist
                       else scale)
             body = {"response": ext[rid], "score": _num(j["value"]), "scale": [_num(lo), _num(hi)]}
-        elif method == "best_of_n":
+        elif method == HumanMethod.BEST:
             shown = j["shown_order"] if j["shown_order"] else list(ext)
             if rid not in shown or any(s not in ext for s in shown) or len(set(shown)) != len(shown):
                 return "incomplete"

@@ -55,11 +55,12 @@ from storage.importers import (
     max_prompt_chars_setting,
 )
 from storage.judgments import target_key
-from storage.models import ChatMessage, JudgmentIn, PromptIn, Stage
+from storage.models import ChatMessage, HumanMethod, JudgmentIn, PromptIn, Stage
 from storage.prompts import insert_prompts
 from storage.studies import get_study
 
-HUMAN_TYPES = ("pairwise", "likert", "best_of_n", "correct")
+# The file's human `type`s are the judgment methods they are stored under.
+HUMAN_TYPES = (HumanMethod.PAIRWISE, HumanMethod.RATING, HumanMethod.BEST, HumanMethod.CORRECT)
 WINNER_WORDS = ("tie", "both_bad")  # pairwise verdicts that are not a response id ("both_bad" counts as a tie)
 SOURCE = "import"
 MAX_LINE_BYTES = 64 * 1024 * 1024  # one item: its prompt, every response and every judgment

@@ -7,10 +7,10 @@ import json
 import duckdb
 
 from storage.db import Database
-from storage.models import Judgment, JudgmentIn
+from storage.models import HumanMethod, Judgment, JudgmentIn
 
 # Methods whose target is the prompt as a whole (a pick among its responses), not one response.
-PROMPT_LEVEL_METHODS = {"best_of_n", "reference", "comment", "gsa"}
+PROMPT_LEVEL_METHODS = {HumanMethod.BEST, HumanMethod.REFERENCE, HumanMethod.COMMENT, "gsa"}
 
 
 class IdempotencyConflict(ValueError):

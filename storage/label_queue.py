@@ -13,6 +13,7 @@ import duckdb
 from storage import members
 from storage.db import Database
 from storage.members import ACCESS_ROWS
+from storage.models import HumanMethod
 
 # A prompt is ready to label when the labelling run has all n samples for it (or, in a study with no
 # run, when it has imported responses), or when it came from the Live tab with its own samples.
@@ -29,9 +30,9 @@ _READY = """
                WHERE r.prompt_id = p.id AND g.kind = 'live'))
 """
 # Who has labelled what: any current human judgment made in the Label tab or imported.
-_LABELLED = """
+_LABELLED = f"""
   SELECT DISTINCT prompt_id, judge FROM judgment WHERE study_id = $study AND judge_kind = 'human'
-  AND superseded_at IS NULL AND method NOT IN ('criterion_valid')
+  AND superseded_at IS NULL AND method <> '{HumanMethod.CRITERION_VALID}'
 """
 # How many annotators a prompt needs: the study's overlap, one more per re-queue, and the extra
 # annotators of a disagreement-flagged prompt. NULL overlap: no limit. Reads rq.n and fl.disagreement:
@@ -177,8 +178,8 @@ def _check(cur: duckdb.DuckDBPyConnection, params: dict[str, Any],
     two milliseconds even on a dozen rows, Python a few microseconds. `needed` is _NEEDED's rule.
     """
     rows = cur.execute(
-        """SELECT 'labelled', judge FROM judgment WHERE prompt_id = $p AND study_id = $study AND judge_kind = 'human'
-             AND superseded_at IS NULL AND method NOT IN ('criterion_valid')
+        f"""SELECT 'labelled', judge FROM judgment WHERE prompt_id = $p AND study_id = $study AND judge_kind = 'human'
+             AND superseded_at IS NULL AND method <> '{HumanMethod.CRITERION_VALID}'
            UNION ALL
            SELECT CASE WHEN study_id = $study AND assigned_at > now() - to_minutes($lease) THEN 'held' ELSE 'row' END,
                   annotator FROM assignment WHERE prompt_id = $p
@@ -375,8 +376,9 @@ def progress(db: Database, study_id: int, annotator: str) -> tuple[int, int]:
     # _LABELLED narrowed to one judge before counting (the same rows; DuckDB's DISTINCT over every
     # judge's rows first cost a millisecond more on every served item).
     done, total = db.fetchall(
-        """SELECT (SELECT count(DISTINCT prompt_id) FROM judgment WHERE study_id = $study AND judge = $who
-                   AND judge_kind = 'human' AND superseded_at IS NULL AND method NOT IN ('criterion_valid')),
+        f"""SELECT (SELECT count(DISTINCT prompt_id) FROM judgment WHERE study_id = $study AND judge = $who
+                   AND judge_kind = 'human' AND superseded_at IS NULL
+                   AND method <> '{HumanMethod.CRITERION_VALID}'),
                   (SELECT count(*) FROM prompt WHERE study_id = $study)""",
         {"study": study_id, "who": annotator})[0]
     return done, total
@@ -451,9 +453,9 @@ def update_disagreement(db: Database, study_id: int, prompt_id: int) -> bool:
         # the few rows that matter read raw and aggregated here: DuckDB's count(DISTINCT), arg_min and
         # list FILTERs cost it about 2 ms even on a dozen rows.
         rows = cur.execute(
-            """SELECT judge_kind, response_id, created_at, id FROM judgment
+            f"""SELECT judge_kind, response_id, created_at, id FROM judgment
                WHERE study_id = $study AND prompt_id = $prompt AND superseded_at IS NULL AND (
-                 (judge_kind = 'human' AND method = 'best_of_n' AND stage = 'blind')
+                 (judge_kind = 'human' AND method = '{HumanMethod.BEST}' AND stage = 'blind')
                  OR (judge_kind = 'model' AND method LIKE 'select\\_%' ESCAPE '\\' AND status = 'ok'))
                UNION ALL
                SELECT 'flag', NULL, NULL, disagreement::INTEGER FROM prompt_flag WHERE prompt_id = $prompt""",

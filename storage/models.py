@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,6 +26,44 @@ class ChatMessage(BaseModel):
 Question = Literal["best", "rating", "pairwise", "correct", "checklist", "critique", "reference", "comment"]
 QUESTIONS: tuple[str, ...] = ("best", "rating", "pairwise", "correct", "checklist", "critique", "reference",
                               "comment")
+
+
+class HumanMethod(StrEnum):
+    """The `judgment.method` a person's answer is stored under: the one vocabulary the labelling service
+    writes and the report, the exports, the importers and the method table read. The values are stored
+    data and documented (docs/formats.md), so they never change; members compare equal to their values.
+    The model's pairwise and checklist methods store their verdicts under the same names (pairwise,
+    checklist_item), which is what lets the report compare the two.
+
+    >>> HumanMethod.BEST == "best_of_n", f"{HumanMethod.RATING}"
+    (True, 'likert')
+    """
+
+    BEST = "best_of_n"  # one pick among the shown responses (a prompt-level judgment)
+    RATING = "likert"  # a score on the study's rating scale, per response
+    PAIRWISE = "pairwise"  # A / B / tie between the first two shown responses
+    CORRECT = "correct"  # correct / incorrect, per response
+    CHECKLIST_ITEM = "checklist_item"  # YES / NO on one checklist item for one response
+    CRITERION_VALID = "criterion_valid"  # whether a checklist item is a fair criterion at all
+    CRITIQUE_AGREE = "critique_agree"  # agree / disagree with the model's critique of a response
+    REFERENCE = "reference"  # a reference answer the person wrote
+    COMMENT = "comment"  # free text
+
+
+# Which judgment methods each question of the Label tab writes (study.config.questions names the questions).
+QUESTION_METHODS: dict[str, tuple[HumanMethod, ...]] = {
+    "best": (HumanMethod.BEST,),
+    "rating": (HumanMethod.RATING,),
+    "pairwise": (HumanMethod.PAIRWISE,),
+    "correct": (HumanMethod.CORRECT,),
+    "checklist": (HumanMethod.CHECKLIST_ITEM, HumanMethod.CRITERION_VALID),
+    "critique": (HumanMethod.CRITIQUE_AGREE,),
+    "reference": (HumanMethod.REFERENCE,),
+    "comment": (HumanMethod.COMMENT,),
+}
+# What a model method's score is compared with (`compared_with` in the method table and the report): a human
+# method, or "checklist", the per-item YES/NO answers of the checklist question (stored as checklist_item).
+ComparedWith = Literal["correct", "likert", "best_of_n", "pairwise", "checklist"]
 
 
 class ModelIdentity(BaseModel):

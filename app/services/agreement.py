@@ -29,7 +29,8 @@ def method_info(method: str) -> dict[str, str] | None:
         m = get_method(METHOD_OF.get(method, method))
     except KeyError:
         return None
-    return {"method": m.id, "compared_with": m.compared_with, "metric_family": m.metric_family,
+    # str(): the report puts these in data frames, which read a Python enum member as an Enum dtype
+    return {"method": m.id, "compared_with": str(m.compared_with), "metric_family": m.metric_family,
             "score_column": m.score_column, "human_question": HUMAN_QUESTION[m.compared_with],
             "metrics": METRICS[m.metric_family]}
 

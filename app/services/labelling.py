@@ -29,6 +29,7 @@ from storage.models import (
     MAX_RESPONSES,
     ChatMessage,
     Judgment,
+    HumanMethod,
     JudgmentIn,
     Prompt,
     Question,
@@ -196,24 +197,24 @@ def _answers(rows: list[Judgment]) -> Answers:
     a = Answers()
     for j in rows:
         rid = j.response_id
-        if j.method == "best_of_n":
+        if j.method == HumanMethod.BEST:
             a.best = rid
-        elif j.method == "likert" and rid is not None and j.value is not None:
+        elif j.method == HumanMethod.RATING and rid is not None and j.value is not None:
             a.ratings[rid] = int(j.value)
-        elif j.method == "pairwise":
+        elif j.method == HumanMethod.PAIRWISE:
             a.pairwise = ("A" if j.label == str(j.response_id) else "B" if j.label == str(j.response_b_id)
                           else j.label)  # type: ignore[assignment]
-        elif j.method == "correct" and rid is not None:
+        elif j.method == HumanMethod.CORRECT and rid is not None:
             a.correct[rid] = j.label == "correct"
-        elif j.method == "checklist_item" and rid is not None and j.label == "YES":
+        elif j.method == HumanMethod.CHECKLIST_ITEM and rid is not None and j.label == "YES":
             a.checklist_yes.setdefault(rid, []).append(j.checklist_item_id)  # type: ignore[arg-type]
-        elif j.method == "criterion_valid" and j.label == "invalid":
+        elif j.method == HumanMethod.CRITERION_VALID and j.label == "invalid":
             a.invalid_items.append(j.checklist_item_id)  # type: ignore[arg-type]
-        elif j.method == "critique_agree" and rid is not None:
+        elif j.method == HumanMethod.CRITIQUE_AGREE and rid is not None:
             a.critique[rid] = j.label  # type: ignore[assignment]
-        elif j.method == "reference":
+        elif j.method == HumanMethod.REFERENCE:
             a.reference = j.rationale or ""
-        elif j.method == "comment":
+        elif j.method == HumanMethod.COMMENT:
             a.comment = j.rationale or ""
     return a
 
@@ -429,17 +430,17 @@ def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
     key = sub.idempotency_key
     rows: list[JudgmentIn] = []
     if sub.best is not None:
-        rows.append(JudgmentIn(**common, method="best_of_n", response_id=sub.best, idempotency_key=f"{key}:best"))
+        rows.append(JudgmentIn(**common, method=HumanMethod.BEST, response_id=sub.best, idempotency_key=f"{key}:best"))
     for rid, rating in sorted(sub.ratings.items()):
-        rows.append(JudgmentIn(**common, method="likert", response_id=rid, value=float(rating),
+        rows.append(JudgmentIn(**common, method=HumanMethod.RATING, response_id=rid, value=float(rating),
                                idempotency_key=f"{key}:r{rid}"))
     if sub.pairwise is not None:
         a, b = sub.shown_order[0], sub.shown_order[1]
         label = {"A": str(a), "B": str(b)}.get(sub.pairwise, sub.pairwise)
-        rows.append(JudgmentIn(**common, method="pairwise", response_id=a, response_b_id=b, label=label,
+        rows.append(JudgmentIn(**common, method=HumanMethod.PAIRWISE, response_id=a, response_b_id=b, label=label,
                                idempotency_key=f"{key}:pair"))
     for rid, ok in sorted(sub.correct.items()):
-        rows.append(JudgmentIn(**common, method="correct", response_id=rid, value=1.0 if ok else 0.0,
+        rows.append(JudgmentIn(**common, method=HumanMethod.CORRECT, response_id=rid, value=1.0 if ok else 0.0,
                                label="correct" if ok else "incorrect", idempotency_key=f"{key}:c{rid}"))
     if "checklist" in study.config.questions and checklist and (sub.checklist_yes or sub.invalid_items):
         for rid in sub.shown_order:
@@ -447,18 +448,18 @@ def _judgments(study: Study, annotator: str, sub: LabelSubmission, source: str,
             for item in checklist:
                 if item.id in sub.invalid_items:
                     continue
-                rows.append(JudgmentIn(**common, method="checklist_item", response_id=rid, checklist_item_id=item.id,
+                rows.append(JudgmentIn(**common, method=HumanMethod.CHECKLIST_ITEM, response_id=rid, checklist_item_id=item.id,
                                        label="YES" if item.id in yes else "NO", value=1.0 if item.id in yes else 0.0,
                                        idempotency_key=f"{key}:i{rid}:{item.id}"))
         for item in checklist:
             bad = item.id in sub.invalid_items
-            rows.append(JudgmentIn(**common, method="criterion_valid", checklist_item_id=item.id,
+            rows.append(JudgmentIn(**common, method=HumanMethod.CRITERION_VALID, checklist_item_id=item.id,
                                    label="invalid" if bad else "valid", value=0.0 if bad else 1.0,
                                    idempotency_key=f"{key}:v{item.id}"))
     for rid, verdict in sorted(sub.critique.items()):
-        rows.append(JudgmentIn(**common, method="critique_agree", response_id=rid, label=verdict,
+        rows.append(JudgmentIn(**common, method=HumanMethod.CRITIQUE_AGREE, response_id=rid, label=verdict,
                                value=1.0 if verdict == "agree" else 0.0, idempotency_key=f"{key}:k{rid}"))
-    for method, text in (("reference", sub.reference), ("comment", sub.comment)):
+    for method, text in ((HumanMethod.REFERENCE, sub.reference), (HumanMethod.COMMENT, sub.comment)):
         if text and text.strip():
             rows.append(JudgmentIn(**common, method=method, rationale=text.strip(), idempotency_key=f"{key}:{method}"))
     return rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from app.services.context import AppContext
-from storage.models import JudgmentIn
+from storage.models import HumanMethod, JudgmentIn
 from storage import checklists, judgments
 
 # method id -> (badge name, how to show the score)
@@ -70,7 +70,7 @@ def card_views(ctx: AppContext, study_id: int, prompt_id: int, response_ids: lis
     """The model's view per response id (empty views when nothing was scored yet)."""
     rows = judgments.current(ctx.db, study_id=study_id, prompt_id=prompt_id, judge_kind="model", stage=None)
     ids = list(dict.fromkeys(j.checklist_item_id for j in rows
-                             if j.method == "checklist_item" and j.checklist_item_id is not None))
+                             if j.method == HumanMethod.CHECKLIST_ITEM and j.checklist_item_id is not None))
     found = checklists.item_questions(ctx.db, ids)  # type: ignore[arg-type]
     return views_from(rows, {i: found.get(i, "?") for i in ids}, response_ids)
 
@@ -85,12 +85,12 @@ def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: 
         view = views.get(j.response_id) if j.response_id is not None else None
         if j.method in BADGES and j.variant is None and view is not None:
             view.badges.append(_badge(j))
-        if j.method == "checklist_item" and view is not None and j.status == "ok":
+        if j.method == HumanMethod.CHECKLIST_ITEM and view is not None and j.status == "ok":
             view.checklist.append(ChecklistAnswer(question=items.get(j.checklist_item_id, "?"),
                                                   answer=j.label or "?", p_yes=j.prob))
         elif j.method == "critique" and j.variant is not None and view is not None and j.rationale:
             view.critiques.append(f"{(j.label or '?').upper()}: {j.rationale}")
-        elif j.method == "pairwise" and j.variant is None and j.status == "ok" and j.response_b_id is not None:
+        elif j.method == HumanMethod.PAIRWISE and j.variant is None and j.status == "ok" and j.response_b_id is not None:
             consistent = None if not j.dist or "swap_consistent" not in j.dist else bool(j.dist["swap_consistent"])
             for me, other in ((j.response_id, j.response_b_id), (j.response_b_id, j.response_id)):
                 if me in views:

@@ -14,8 +14,8 @@ import jinja2
 from pydantic import BaseModel, Field
 
 from backend.engines.base import Chat, Engine
+from storage.models import ComparedWith
 
-HumanQuestion = Literal["correct", "likert", "best_of_n", "pairwise", "checklist"]
 MetricFamily = Literal["calibration", "rank", "top1", "agreement"]
 
 
@@ -111,7 +111,7 @@ class Method(ABC):
     outputs: ClassVar[str]  # column, range, orientation (higher = better everywhere)
     cost: ClassVar[str]
     source: ClassVar[str]
-    compared_with: ClassVar[HumanQuestion]
+    compared_with: ClassVar[ComparedWith]
     metric_family: ClassVar[MetricFamily]
     score_column: ClassVar[Literal["value", "prob", "response_id", "label"]] = "value"
     # Methods that also judge inp.derived (revisions, aggregates) rerun when one is added.

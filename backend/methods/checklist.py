@@ -36,6 +36,7 @@ from backend.methods.base import (
     _template,
     context_overflow,
 )
+from storage.models import HumanMethod
 
 QUESTIONS_SCHEMA: dict = {
     "type": "object",
@@ -240,12 +241,12 @@ class ChecklistMethod(Method):
             item_ps = []
             for k in range(len(questions)):
                 if (r.id, k) in item_error:
-                    verdicts.append(Verdict(method="checklist_item", response_id=r.id, checklist_item=k,
+                    verdicts.append(Verdict(method=HumanMethod.CHECKLIST_ITEM, response_id=r.id, checklist_item=k,
                                             status="failed", error=item_error[(r.id, k)]))
                     continue
                 p, mass = read[(r.id, k)]
                 item_ps.append(p)
-                verdicts.append(Verdict(method="checklist_item", response_id=r.id, checklist_item=k, prob=p,
+                verdicts.append(Verdict(method=HumanMethod.CHECKLIST_ITEM, response_id=r.id, checklist_item=k, prob=p,
                                         label="YES" if p > 0.5 else "NO",
                                         dist={"YES": p, "NO": 1.0 - p, "label_mass": mass}))
             if len(item_ps) < len(questions):

@@ -52,6 +52,7 @@ from backend.methods.base import (
 )
 
 from backend.methods.sampling import Attempt, derive_seed, sample_parse, sample_with_retry, split_by_budget
+from storage.models import HumanMethod
 
 
 class CritiqueReply(BaseModel):
@@ -111,7 +112,7 @@ class Critique(Method):
     cost = "2 JSON-constrained generations per response (≤ max_tokens each, one retry if unparseable): ≈ 2 × 0.5–1.5×"
     source = ("Luo et al. 2023, Critique Ability of LLMs (CriticBench), arXiv 2310.04815; "
               "Tang et al. 2025, RealCritic, arXiv 2501.14492")
-    compared_with = "correct"
+    compared_with = HumanMethod.CORRECT
     metric_family = "calibration"
     score_column = "value"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from backend.engines.base import Engine, SampleParams
 from backend.methods.base import EngineCalls, Method, MethodInput, MethodResult, NewResponse, Verdict, context_overflow
+from storage.models import HumanMethod
 
 
 class GSA(Method):
@@ -26,7 +27,7 @@ class GSA(Method):
                "overflow or an engine abort")
     cost = "one generation (GEN(1), up to max_tokens = 256) per prompt, prompt holding all N responses"
     source = "Li et al. 2025, arXiv 2503.04104 (GSA); methods.md §6"
-    compared_with = "best_of_n"
+    compared_with = HumanMethod.BEST
     metric_family = "top1"
     score_column = "response_id"
 

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from backend.engines.base import Chat, Engine
 from backend.methods.base import EngineCalls, Method, MethodInput, MethodResult, Verdict, context_overflow
+from storage.models import HumanMethod
 
 DIGITS = [str(d) for d in range(10)]
 PREFIX_BUDGET = 8  # "Score: " (3 tokens on SmolLM2) plus the digit, with slack
@@ -51,7 +52,7 @@ class JudgeScore(Method):
                "dist = p̃(0..9) + digit_mass; label = with_reference | no_reference")
     cost = "1 prefill-only next-token read per response (all responses of a prompt in one call)"
     source = "Ye & Ng 2024, Self-Judge: selective instruction following with alignment self-evaluation (arXiv 2409.00935)"
-    compared_with = "likert"
+    compared_with = HumanMethod.RATING
     metric_family = "rank"
     score_column = "value"
 

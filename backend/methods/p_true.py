@@ -35,6 +35,7 @@ from backend.methods.base import (
     Verdict,
     context_overflow,
 )
+from storage.models import HumanMethod
 
 # The prefix ("The proposed answer is: (" = 6 tokens on SmolLM2) plus the answer token, with slack.
 PREFIX_BUDGET = 16
@@ -64,7 +65,7 @@ class PTrue(Method):
                "dist {A, B, label_mass}")
     cost = "1 prefill-only next-token read per response (all responses of a prompt in one call)"
     source = "Kadavath et al. 2022, Language Models (Mostly) Know What They Know (arXiv 2207.05221)"
-    compared_with = "correct"
+    compared_with = HumanMethod.CORRECT
     metric_family = "calibration"
     score_column = "prob"
 

@@ -37,6 +37,7 @@ from backend.methods.base import (
     Verdict,
     context_overflow,
 )
+from storage.models import HumanMethod
 
 CANDIDATES = ["A", "B", "C"]  # C = tie, as in MT-Bench's [[C]]
 PREFIX = "[["
@@ -94,7 +95,7 @@ class PairwiseSwap(Method):
     cost = ("prefill only (one next-token read per order): 2 chats per pair; all pairs for n ≤ 4, "
             "n pairs (a seeded ring) above: ≈ 2 × 0.1–0.3× per pair")
     source = "Zheng et al. 2023, Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena, arXiv 2306.05685"
-    compared_with = "pairwise"
+    compared_with = HumanMethod.PAIRWISE
     metric_family = "agreement"
     score_column = "label"
 

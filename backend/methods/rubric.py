@@ -43,6 +43,7 @@ from backend.methods.sampling import (
     parse_json_object,
     sample_with_retry,
 )
+from storage.models import HumanMethod
 
 MAX_SCORE = 5
 REPLY_SCHEMA: dict = {
@@ -107,7 +108,7 @@ class AdditiveRubric(Method):
                "(variant s0..s2): value = integer score 0–5, rationale = justification")
     cost = "3 short JSON-constrained generations per response (≤ max_tokens each, one retry if unparseable): ≈ 3 × 0.3–0.5×"
     source = "Yuan et al. 2024, Self-Rewarding Language Models, arXiv 2401.10020"
-    compared_with = "likert"
+    compared_with = HumanMethod.RATING
     metric_family = "rank"
     score_column = "value"
 

@@ -27,6 +27,7 @@ from backend.methods.base import (
     context_overflow,
 )
 from backend.token_stats import token_stats
+from storage.models import HumanMethod
 
 
 def random_baseline_accuracy(n_responses: int, n_human_best: int = 1) -> float:
@@ -90,7 +91,7 @@ class MajorityVote(Method):
                "its dist = {extractable, responses}")
     cost = "none: no model calls (answer extraction only)"
     source = "Wang et al. 2022, arXiv 2203.11171 (self-consistency); baseline as in Liu et al. 2025 (methods.md §9)"
-    compared_with = "best_of_n"
+    compared_with = HumanMethod.BEST
     metric_family = "top1"
     score_column = "response_id"
 
@@ -150,7 +151,7 @@ class Borda(Method):
             "response that lacks it (imported responses) or has it temperature-scaled (SGLang without "
             "SGLANG_RETURN_ORIGINAL_LOGPROB=1)")
     source = "Kang, Zhao, Song 2025, arXiv 2502.18581 (Self-Certainty), repo src/voting_from_list.py (methods.md §3)"
-    compared_with = "best_of_n"
+    compared_with = HumanMethod.BEST
     metric_family = "top1"
     score_column = "response_id"
 
@@ -253,7 +254,7 @@ class USC(Method):
     cost = "one prefill (NEXT1) per prompt holding all N responses; no generation"
     source = ("Chen et al. 2023, arXiv 2311.17311 (USC); prompt as in Self-Certainty repo src/templates/USC.py "
               "(methods.md §6)")
-    compared_with = "best_of_n"
+    compared_with = HumanMethod.BEST
     metric_family = "top1"
     score_column = "response_id"
 

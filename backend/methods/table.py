@@ -4,12 +4,13 @@ method classes so the docs and the agreement report read one source."""
 from __future__ import annotations
 
 from backend.methods.registry import DEFAULT_METHODS, all_methods
+from storage.models import HumanMethod
 
-HUMAN_QUESTION = {
-    "correct": "human correct / incorrect",
-    "likert": "human 1–7 rating",
-    "best_of_n": "human best pick",
-    "pairwise": "human pairwise vote",
+HUMAN_QUESTION: dict[str, str] = {
+    HumanMethod.CORRECT: "human correct / incorrect",
+    HumanMethod.RATING: "human 1–7 rating",
+    HumanMethod.BEST: "human best pick",
+    HumanMethod.PAIRWISE: "human pairwise vote",
     "checklist": "human YES/NO on the same checklist items",
 }
 METRICS = {

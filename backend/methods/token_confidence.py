@@ -33,7 +33,7 @@ from backend.methods.base import (
     context_overflow,
 )
 from backend.token_stats import token_stats
-from storage.models import TokenStats
+from storage.models import HumanMethod, TokenStats
 
 def stored_stats(r: ResponseInput) -> TokenStats | None:
     """The raw figures stored with a response, or None when it has none (imported, derived) or they are
@@ -62,7 +62,7 @@ class _TokenConfidence(Method):
     # the run's top-k instead of a fixed 5.
     version = "2"
     layer = "decoding"
-    compared_with = "likert"
+    compared_with = HumanMethod.RATING
     metric_family = "rank"
     score_column = "value"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.db import Database
+from storage.models import HumanMethod
 
 CHUNK_PROMPTS = 1000
 
@@ -76,13 +77,13 @@ def prompt_ids(db: Database, study_id: int) -> list[int]:
     return [r[0] for r in db.fetchall("SELECT id FROM prompt WHERE study_id = ? ORDER BY position, id", [study_id])]
 
 
-_HUMAN_SQL = """
+_HUMAN_SQL = f"""
 SELECT id, prompt_id, judge, method, response_id, response_b_id, checklist_item_id, shown_order, value, label
 FROM judgment
 WHERE study_id = $study AND judge_kind = 'human' AND stage = 'blind' AND superseded_at IS NULL AND status = 'ok'
   AND method IN (SELECT unnest($methods::VARCHAR[]))
   AND prompt_id IN (SELECT unnest($ids::BIGINT[]))
-  AND (method <> 'likert' OR (response_id IS NOT NULL AND value IS NOT NULL))
+  AND (method <> '{HumanMethod.RATING}' OR (response_id IS NOT NULL AND value IS NOT NULL))
 QUALIFY row_number() OVER (PARTITION BY prompt_id, judge, method, target_key ORDER BY created_at DESC, id DESC) = 1
 ORDER BY prompt_id, judge, id
 """
@@ -117,18 +118,18 @@ def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: li
         for (jid, pid, judge, method, rid, rid_b, item, shown, value, label) in db.fetchall(
                 _HUMAN_SQL, {"study": study_id, "methods": human_methods, "ids": ids}):
             h = human[pid]
-            if method == "best_of_n":
+            if method == HumanMethod.BEST:
                 h.picks.append((judge, rid, list(shown) if shown else None, jid))
-            elif method == "likert":
+            elif method == HumanMethod.RATING:
                 h.ratings[judge][rid] = (float(value), jid)
-            elif method == "pairwise" and rid is not None and rid_b is not None and rid != rid_b and label:
+            elif method == HumanMethod.PAIRWISE and rid is not None and rid_b is not None and rid != rid_b and label:
                 h.pairwise.append((judge, rid, rid_b, label, jid))
-            elif method == "correct" and rid is not None:
+            elif method == HumanMethod.CORRECT and rid is not None:
                 ok = label == "correct" if label in ("correct", "incorrect") else (
                     value >= 0.5 if value is not None else None)
                 if ok is not None:
                     h.correct[rid].append((judge, ok, jid))
-            elif method == "checklist_item" and rid is not None and item is not None and label in ("YES", "NO"):
+            elif method == HumanMethod.CHECKLIST_ITEM and rid is not None and item is not None and label in ("YES", "NO"):
                 h.checklist[rid][judge].append((label == "YES", jid))
     model: dict[int, list[ModelRow]] = defaultdict(list)
     if model_method:

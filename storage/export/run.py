@@ -28,14 +28,16 @@ from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, m
 from storage.export.schema import row_schema
 from storage.export.writer import RowWriter, check_format, check_hf_dir, is_datasets_dir, staged_hf_dir
 from storage import model_registry
-from storage.models import Study
+from storage.models import HumanMethod, Study
 from storage.studies import get_study
 
 UNITS = {"dpo": "pair", "rm": "pair", "judge": "pair", "kto": "example", "sft": "example"}
-HUMAN_METHODS = {"best": ["best_of_n", "likert"], "pairwise": ["pairwise", "likert"], "ratings": ["likert"],
-                 "correct": ["correct"], "checklist": ["checklist_item"]}
-SIGNAL_NEEDS = {"best": ("best_of_n",), "pairwise": ("pairwise",), "ratings": ("likert",), "correct": ("correct",),
-                "checklist": ("checklist_item",)}
+_H = HumanMethod
+# The human judgments each export signal reads (ratings break ties and give margins), and those it needs.
+HUMAN_METHODS = {"best": [_H.BEST, _H.RATING], "pairwise": [_H.PAIRWISE, _H.RATING], "ratings": [_H.RATING],
+                 "correct": [_H.CORRECT], "checklist": [_H.CHECKLIST_ITEM]}
+SIGNAL_NEEDS = {"best": (_H.BEST,), "pairwise": (_H.PAIRWISE,), "ratings": (_H.RATING,), "correct": (_H.CORRECT,),
+                "checklist": (_H.CHECKLIST_ITEM,)}
 
 
 class ExportResult(BaseModel):
@@ -142,7 +144,7 @@ def _signal(db: Database, study_id: int, options: ExportOptions) -> str:
     present = human_methods_present(db, study_id)
     order = SIGNALS[options.kind]
     for sig in order:
-        needs = SIGNAL_NEEDS[sig] + (("likert",) if sig == "best" and options.kind in ("dpo", "rm") else ())
+        needs = SIGNAL_NEEDS[sig] + ((_H.RATING,) if sig == "best" and options.kind in ("dpo", "rm") else ())
         if all(m in present for m in needs):
             return sig
     return next((sig for sig in order if all(m in present for m in SIGNAL_NEEDS[sig])), order[0])

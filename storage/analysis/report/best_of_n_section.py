@@ -13,10 +13,11 @@ from storage.analysis.report.intervals import _Boot, _ratio
 from storage.analysis.report.loading import _Data, _mapped
 from storage.analysis.report.votes import _code_picks, _score_rows
 from storage.analysis.scores import best_of_n_accuracy
+from storage.models import HumanMethod
 
 
 def _best_of_n(d: _Data, boot: _Boot) -> dict[str, Any]:
-    picks = d.human.filter((pl.col("method") == "best_of_n") & pl.col("response_id").is_not_null())
+    picks = d.human.filter((pl.col("method") == HumanMethod.BEST) & pl.col("response_id").is_not_null())
     if picks.height == 0:
         return _unavailable("no human best-of-N picks")
     human_picks = picks.select("prompt_id", "judge", "response_id")
@@ -38,7 +39,7 @@ def _best_of_n(d: _Data, boot: _Boot) -> dict[str, Any]:
     inside = sel.join(candidates, on=["prompt_id", "response_id"], how="semi")
     n_outside = sel.height - inside.height
     score_methods = [m for m in _mapped(d, "score_column", ["value", "prob"])
-                     if d.mapping[m]["compared_with"] != "best_of_n"]
+                     if d.mapping[m]["compared_with"] != HumanMethod.BEST]
     sc = _score_rows(d, score_methods).join(candidates, on=["prompt_id", "response_id"], how="semi")
     sc = sc.with_columns(_top=pl.col("score").max().over("judge", "method", "prompt_id"))
     top = sc.filter(pl.col("score") == pl.col("_top"))

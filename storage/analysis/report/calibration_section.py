@@ -15,6 +15,7 @@ from storage.analysis.report.intervals import _Boot, _ratio
 from storage.analysis.report.loading import _Data, _mapped
 from storage.analysis.report.shared import _vs_consensus_rows
 from storage.analysis.report.votes import _correct_votes, _score_rows
+from storage.models import HumanMethod
 
 
 def _calibration(d: _Data, boot: _Boot) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def _calibration(d: _Data, boot: _Boot) -> dict[str, Any]:
     human_rows = []
     if votes["judge"].n_unique() >= 2:
         human_rows = _vs_consensus_rows(votes, None, CORRECT_CLASSES, {}, boot)
-    methods = _mapped(d, "compared_with", ["correct"])
+    methods = _mapped(d, "compared_with", [HumanMethod.CORRECT])
     scores = _score_rows(d, methods)
     rows = []
     for (judge, method), g in scores.group_by("judge", "method", maintain_order=True):

@@ -13,15 +13,16 @@ from storage.analysis.report.figures import CONSENSUS, HUMANS, LOO, _figure, _un
 from storage.analysis.report.intervals import _Boot, _cm_cis, _cm_per_prompt, _ratio
 from storage.analysis.report.loading import _Data, _with_external
 from storage.analysis.report.shared import _vs_consensus_rows
+from storage.models import HumanMethod
 
 
 def _checklist(d: _Data, boot: _Boot) -> dict[str, Any]:
     ans = pl.col("response_id").is_not_null() & pl.col("checklist_item_id").is_not_null() & pl.col("label").is_in(
         list(YES_NO))
     cols = ("prompt_id", "response_id", pl.col("checklist_item_id").alias("item_id"), "judge", "label")
-    h = d.human.filter((pl.col("method") == "checklist_item") & ans).select(*cols)
-    m = d.model.filter((pl.col("method") == "checklist_item") & ans).select(*cols)
-    validity = d.human.filter((pl.col("method") == "criterion_valid") & pl.col("checklist_item_id").is_not_null()
+    h = d.human.filter((pl.col("method") == HumanMethod.CHECKLIST_ITEM) & ans).select(*cols)
+    m = d.model.filter((pl.col("method") == HumanMethod.CHECKLIST_ITEM) & ans).select(*cols)
+    validity = d.human.filter((pl.col("method") == HumanMethod.CRITERION_VALID) & pl.col("checklist_item_id").is_not_null()
                               & pl.col("label").is_in(["valid", "invalid"])).select(
         "prompt_id", item_id="checklist_item_id", judge="judge", valid=pl.col("label") == "valid")
     if h.height == 0 and validity.height == 0:

@@ -12,6 +12,7 @@ from storage.analysis.checklist import YES_NO
 from storage.analysis.report.figures import HUMANS, TOP_DISAGREED, VOTE, _figure, _unavailable
 from storage.analysis.report.loading import _Data, _mapped
 from storage.analysis.report.votes import _combined_orders, _correct_votes, _pairwise_frames
+from storage.models import HumanMethod
 
 
 def _all_votes(d: _Data) -> tuple[pl.DataFrame, list[str], list[str]]:
@@ -27,7 +28,7 @@ def _all_votes(d: _Data) -> tuple[pl.DataFrame, list[str], list[str]]:
         parts.append(_combined_orders(d, orders).select("prompt_id", unit=pl.format("pair:{}", "unit"),
                                                    judge=pl.col("judge") + " · pairwise", label="label",
                                                    kind=pl.lit("model")))
-    best = d.human.filter((pl.col("method") == "best_of_n") & pl.col("response_id").is_not_null())
+    best = d.human.filter((pl.col("method") == HumanMethod.BEST) & pl.col("response_id").is_not_null())
     parts.append(best.select("prompt_id", unit=pl.lit("best"), judge="judge",
                              label=pl.col("response_id").cast(pl.String), kind=pl.lit("human")))
     sel = d.model.filter(pl.col("method").is_in(_mapped(d, "score_column", ["response_id"]))
@@ -35,7 +36,7 @@ def _all_votes(d: _Data) -> tuple[pl.DataFrame, list[str], list[str]]:
     parts.append(sel.select("prompt_id", unit=pl.lit("best"), judge=pl.col("judge") + " · " + pl.col("method"),
                             label=pl.col("response_id").cast(pl.String), kind=pl.lit("model")))
     parts.append(_correct_votes(d).with_columns(unit=pl.format("correct:{}", "unit"), kind=pl.lit("human")))
-    ans = ((pl.col("method") == "checklist_item") & pl.col("response_id").is_not_null()
+    ans = ((pl.col("method") == HumanMethod.CHECKLIST_ITEM) & pl.col("response_id").is_not_null()
            & pl.col("checklist_item_id").is_not_null() & pl.col("label").is_in(list(YES_NO)))
     for frame, kind, suffix in ((d.human, "human", None), (d.model, "model", " · checklist")):
         c = frame.filter(ans)

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from storage.models import HumanMethod
+
 if TYPE_CHECKING:  # only for the annotation: intervals imports this module
     from storage.analysis.report.intervals import _CI
 
@@ -24,7 +26,7 @@ CORRECT_CLASSES = ("correct", "incorrect")
 TOP_DISAGREED = 20
 MAX_LISTED_UNITS = 100
 # Model rows stored under another id than their method's (the checklist method's per-item answers).
-METHOD_OF = {"checklist_item": "checklist"}
+METHOD_OF = {HumanMethod.CHECKLIST_ITEM: "checklist"}
 VOTE = ["prompt_id", "unit", "judge", "label"]
 
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from storage.analysis.report.figures import HUMANS, METHOD_OF, _unavailable
 from storage.analysis.report.loading import _Data
+from storage.models import HumanMethod
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -31,7 +32,7 @@ def _headline(d: _Data, rep: dict[str, Any]) -> dict[str, Any]:
         row.update(compared_with=info["compared_with"], human_question=info["human_question"],
                    metric_family=info["metric_family"])
         q = info["compared_with"]
-        if q == "pairwise":
+        if q == HumanMethod.PAIRWISE:
             sec = rep["pairwise"]
             if not sec.get("available"):
                 row["reason"] = sec.get("reason")
@@ -43,14 +44,14 @@ def _headline(d: _Data, rep: dict[str, Any]) -> dict[str, Any]:
                            ceiling=hh["s1"] if hh else None)
                 if a is None:
                     row["reason"] = "no pairwise verdict of this judge on a pair humans judged"
-        elif q == "likert":
+        elif q == HumanMethod.RATING:
             sec = rep["scores"]
             s = _find(sec.get("methods", []), judge=judge, method=method) if sec.get("available") else None
             if s is None or not s.get("available"):
                 row["reason"] = (s or sec).get("reason") or "no scores"
             else:
                 row.update(main=s["spearman_mean"], ceiling=sec["human_ceiling_mean"])
-        elif q == "best_of_n":
+        elif q == HumanMethod.BEST:
             sec = rep["best_of_n"]
             rows_ = sec.get("selectors", []) if sec.get("available") else []
             s = next((r for r in rows_ if r["judge"] == judge and r["method"] == method
@@ -64,7 +65,7 @@ def _headline(d: _Data, rep: dict[str, Any]) -> dict[str, Any]:
                 rnd = _find(rows_, kind="random")
                 row.update(main=s["accuracy_consensus"], ceiling=sec["human_ceiling"],
                            baseline=rnd["accuracy_consensus"] if rnd else None)
-        elif q == "correct":
+        elif q == HumanMethod.CORRECT:
             sec = rep["calibration"]
             s = _find(sec.get("methods", []), judge=judge, method=method) if sec.get("available") else None
             if s is None or not s.get("available"):

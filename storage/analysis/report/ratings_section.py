@@ -16,6 +16,7 @@ from storage.analysis.report.loading import _Data, _mapped
 from storage.analysis.report.shared import _alphas
 from storage.analysis.report.votes import _human_ratings, _score_rows
 from storage.analysis.scores import rank_correlations, rank_correlations_per_prompt
+from storage.models import HumanMethod
 
 
 def _ratings(d: _Data, boot: _Boot) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def _scores(d: _Data, boot: _Boot) -> dict[str, Any]:
     ratings = _human_ratings(d)
     if ratings.height == 0:
         return _unavailable("no human ratings")
-    methods = _mapped(d, "compared_with", ["likert"])
+    methods = _mapped(d, "compared_with", [HumanMethod.RATING])
     scores = _score_rows(d, methods)
     if scores.height == 0:
         return _unavailable("no model scores of a method compared with human ratings")

@@ -13,9 +13,11 @@ from storage.analysis.report.figures import CORRECT_CLASSES, HUMANS, LOO, VOTE, 
 from storage.analysis.report.intervals import _Boot, _ratio
 from storage.analysis.report.loading import _Data
 from storage.analysis.report.votes import _code_picks
+from storage.models import HumanMethod
 
 
-_REVEAL_METHODS = ("best_of_n", "pairwise", "likert", "correct", "checklist_item", "criterion_valid")
+_H = HumanMethod
+_REVEAL_METHODS = (_H.BEST, _H.PAIRWISE, _H.RATING, _H.CORRECT, _H.CHECKLIST_ITEM, _H.CRITERION_VALID)
 
 
 def _reveal(d: _Data, boot: _Boot) -> dict[str, Any]:
@@ -26,8 +28,8 @@ def _reveal(d: _Data, boot: _Boot) -> dict[str, Any]:
     pairs = b.join(r.select(*key, "response_id", "response_b_id", "label", "value"), on=key, suffix="_r")
     if pairs.height == 0:
         return _unavailable("no annotator has both a blind and a revealed label on the same item")
-    changed = (pl.when(pl.col("method") == "best_of_n").then(pl.col("response_id").ne_missing(pl.col("response_id_r")))
-               .when(pl.col("method") == "likert").then(pl.col("value").ne_missing(pl.col("value_r")))
+    changed = (pl.when(pl.col("method") == _H.BEST).then(pl.col("response_id").ne_missing(pl.col("response_id_r")))
+               .when(pl.col("method") == _H.RATING).then(pl.col("value").ne_missing(pl.col("value_r")))
                .otherwise(pl.col("label").ne_missing(pl.col("label_r"))))
     pairs = pairs.with_columns(changed=changed)
     per_unit = pairs.group_by("judge", "prompt_id", "method").agg(changed=pl.col("changed").any())
@@ -43,7 +45,7 @@ def _reveal(d: _Data, boot: _Boot) -> dict[str, Any]:
                  for m in _REVEAL_METHODS if per_unit.filter(pl.col("method") == m).height]
     by_annotator = [rate(per_any.filter(pl.col("judge") == a), [f"{a} (blind)", f"{a} (revealed)"], judge=a)
                     for a in sorted(per_any["judge"].unique().to_list())]
-    toward = [t for t in (_toward(d, "best_of_n"), _toward(d, "pairwise"), _toward(d, "correct")) if t is not None]
+    toward = [t for t in (_toward(d, _H.BEST), _toward(d, _H.PAIRWISE), _toward(d, _H.CORRECT)) if t is not None]
     return {"available": True, "n_annotator_prompts": per_any.height,
             "overall": rate(per_any, jd, question="any"), "by_question": by_method, "by_annotator": by_annotator,
             "toward_others": toward}
@@ -52,10 +54,10 @@ def _reveal(d: _Data, boot: _Boot) -> dict[str, Any]:
 def _stage_votes(d: _Data, method: str, stage: str) -> pl.DataFrame:
     """One stage's human votes of a categorical question as a vote frame (for the reveal comparison)."""
     h = d.human_all.filter((pl.col("stage") == stage) & (pl.col("method") == method))
-    if method == "best_of_n":
+    if method == _H.BEST:
         h = h.filter(pl.col("response_id").is_not_null())
         return h.select("prompt_id", unit=pl.lit("best"), judge="judge", label=pl.col("response_id").cast(pl.String))
-    if method == "pairwise":
+    if method == _H.PAIRWISE:
         h = h.filter(pl.col("response_id").is_not_null() & pl.col("response_b_id").is_not_null()
                      & pl.col("label").is_not_null())
         if h.height == 0:
@@ -71,7 +73,7 @@ def _toward(d: _Data, method: str) -> dict[str, Any] | None:
     blind, revealed = _stage_votes(d, method, "blind"), _stage_votes(d, method, "revealed")
     if blind.height == 0 or revealed.height == 0:
         return None
-    if method == "best_of_n":  # response ids → per-prompt codes (few classes)
+    if method == _H.BEST:  # response ids → per-prompt codes (few classes)
         both, _ = _code_picks(pl.concat([blind.with_columns(_b=True), revealed.with_columns(_b=False)]))
         blind = both.filter(pl.col("_b")).select(VOTE)
         revealed = both.filter(~pl.col("_b")).select(VOTE)

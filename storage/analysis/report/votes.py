@@ -9,6 +9,7 @@ import polars as pl
 from storage.analysis.pairwise import combine_orders, pairwise_votes
 from storage.analysis.report.figures import CORRECT_CLASSES, VOTE
 from storage.analysis.report.loading import _Data, _response_level
+from storage.models import HumanMethod
 
 
 def _pairwise_frames(d: _Data) -> tuple[pl.DataFrame, pl.DataFrame | None]:
@@ -27,17 +28,17 @@ def _combined_orders(d: _Data, orders: pl.DataFrame) -> pl.DataFrame:
 
 def _make_pairwise_frames(d: _Data) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     ok = pl.col("response_id").is_not_null() & pl.col("response_b_id").is_not_null() & pl.col("label").is_not_null()
-    hp = d.human.filter((pl.col("method") == "pairwise") & ok)
+    hp = d.human.filter((pl.col("method") == HumanMethod.PAIRWISE) & ok)
     human = (pairwise_votes(hp.select("prompt_id", "judge", "response_id", "response_b_id", "label", "created_at"))
              .select(*VOTE, "created_at") if hp.height else pl.DataFrame())
-    mp = d.model.filter((pl.col("method") == "pairwise") & ok & pl.col("variant").str.starts_with("order:"))
+    mp = d.model.filter((pl.col("method") == HumanMethod.PAIRWISE) & ok & pl.col("variant").str.starts_with("order:"))
     orders = (pairwise_votes(mp.select("prompt_id", "judge", "response_id", "response_b_id", "label"))
               .select("prompt_id", "unit", "judge", "shown", "label") if mp.height else None)
     return human, orders
 
 
 def _human_ratings(d: _Data) -> pl.DataFrame:
-    r = d.human.filter((pl.col("method") == "likert") & pl.col("response_id").is_not_null()
+    r = d.human.filter((pl.col("method") == HumanMethod.RATING) & pl.col("response_id").is_not_null()
                        & pl.col("value").is_not_null() & pl.col("value").is_finite())
     return r.select("prompt_id", unit=pl.col("response_id").cast(pl.String), judge="judge", value="value")
 
@@ -68,6 +69,6 @@ def _code_picks(votes: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
 
 
 def _correct_votes(d: _Data) -> pl.DataFrame:
-    c = d.human.filter((pl.col("method") == "correct") & pl.col("response_id").is_not_null()
+    c = d.human.filter((pl.col("method") == HumanMethod.CORRECT) & pl.col("response_id").is_not_null()
                        & pl.col("label").is_in(list(CORRECT_CLASSES)))
     return c.select("prompt_id", unit=pl.col("response_id").cast(pl.String), judge="judge", label="label")
