@@ -152,6 +152,12 @@ def _constant(node: ast.AST) -> bool:
     return False
 
 
+def _enum_member(node: ast.AST) -> bool:
+    """`HumanMethod.BEST`: a member of an enum written in the code (a CapWords class, an UPPER member)."""
+    return (isinstance(node, ast.Attribute) and node.attr.isupper() and isinstance(node.value, ast.Name)
+            and node.value.id[:1].isupper() and not node.value.id.isupper())
+
+
 def sql_interpolations(root: Path) -> set[tuple[str, str]]:
     """(file, expression) of every value formatted into a string that holds SQL, in storage/."""
     found = set()
@@ -161,7 +167,8 @@ def sql_interpolations(root: Path) -> set[tuple[str, str]]:
             if isinstance(node, ast.JoinedStr):
                 text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
                 if SQL_WORDS.search(text):
-                    found |= {(rel, ast.unparse(v.value)) for v in node.values if isinstance(v, ast.FormattedValue)}
+                    found |= {(rel, ast.unparse(v.value)) for v in node.values
+                              if isinstance(v, ast.FormattedValue) and not _enum_member(v.value)}
             elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.Add)) and not _constant(node):
                 if any(isinstance(x, ast.Constant) and isinstance(x.value, str) and SQL_WORDS.search(x.value)
                        for x in (node.left, node.right)):
