@@ -12,20 +12,21 @@ import duckdb
 
 from storage import members
 from storage.db import Database
+from storage.label_sources import LabelSources
 from storage.members import ACCESS_ROWS
 from storage.models import HumanMethod
 
-# A prompt is ready to label when the labelling run has all n samples for it (or, in a study with no
-# run, when it has imported responses), or when it came from the Live tab with its own samples.
+# A prompt is ready to label when the label set's runs hold all their samples of it ($need: the sum of
+# their n; each holds at most n, one per sample index) and, when the imported responses are a source (or
+# the study has no run), it has at least one imported or reference response; or when it came from the Live
+# tab with its own samples (storage.label_sources).
 # $only: NULL, or a list of prompt ids to look at (a check of a few prompts need not scan the study).
 _READY = """
   SELECT p.id, p.position FROM prompt p WHERE p.study_id = $study AND ($only IS NULL OR list_contains($only, p.id)) AND (
-    CASE WHEN $run IS NULL
-      THEN (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id IS NULL
-            AND r.origin IN ('imported', 'reference')) >= 1
-      ELSE (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id = $run
-            AND r.origin = 'sampled') >= $n
-    END
+    ((SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND list_contains($runs, r.run_id)
+            AND r.origin = 'sampled') >= $need
+     AND (NOT $imported OR (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id IS NULL
+            AND r.origin IN ('imported', 'reference')) >= 1))
     OR EXISTS (SELECT 1 FROM response r JOIN generation_run g ON g.id = r.run_id
                WHERE r.prompt_id = p.id AND g.kind = 'live'))
 """
@@ -105,7 +106,7 @@ def _usable(db: Database, key: tuple, cands: _Candidates) -> bool:
     stale = _stale.get(db) or {}
     for study in (key[0], None):
         any_, extra = stale.get(study, (float("-inf"), float("-inf")))
-        if cands.built <= any_ or (key[4] and cands.built <= extra):
+        if cands.built <= any_ or (key[-1] and cands.built <= extra):
             return False
     return True
 
@@ -160,7 +161,7 @@ def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
             LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
             WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
             ORDER BY coalesce(c.c, 0), r.position LIMIT $limit""",
-        {**{k: params[k] for k in ("study", "run", "n", "overlap", "extra", "lease")}, "only": None,
+        {**{k: params[k] for k in ("study", "runs", "need", "imported", "overlap", "extra", "lease")}, "only": None,
          "limit": CANDIDATES}).fetchall()
     cands = _Candidates(built, {pid: c for pid, c in rows})
     with _lists_lock:
@@ -264,7 +265,7 @@ def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> 
     if not held:
         return None, skipped, True
     ready = {r[0] for r in cur.execute(f"SELECT id FROM ({_READY})",
-                                       {**{k: params[k] for k in ("study", "run", "n")}, "only": held}).fetchall()}
+                                       {**{k: params[k] for k in ("study", "runs", "need", "imported")}, "only": held}).fetchall()}
     return next((pid for pid in held if pid in ready), None), skipped, True
 
 
@@ -292,7 +293,7 @@ def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None
     return rows[0][0] if rows else None
 
 
-def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None, n: int,
+def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSources,
                 exclude: int | None = None, *, overlap: int | None = None, extra: int = 0,
                 reserve: bool = True) -> int | None:
     """Serve the annotator's next prompt and reserve it for them (`reserve=False`: only look).
@@ -306,7 +307,7 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
     members.NotMember when the annotator may not label the study (not an admin, not a member): nobody
     outside a study is ever served or reserves one of its items.
     """
-    params = {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
+    params = {"study": study_id, **_source_params(sources), "who": annotator, "exclude": exclude, "overlap": overlap,
               "extra": extra, "lease": LEASE_MINUTES}
     seen = members.version(db)  # read before the check, for members.recheck
     own, skipped, allowed = _own_reservation(db.cursor(), params)
@@ -318,7 +319,7 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
                 members.recheck(db, study_id, annotator, seen)
                 _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
         return own
-    key = (study_id, run_id, n, overlap, extra)
+    key = (study_id, sources, overlap, extra)
     cands = _candidates(db, key, params)
     for attempt in range(2 + EXACT_TRIES):
         if attempt == 1 and time.monotonic() - cands.built > MIN_REBUILD_SECONDS:
@@ -418,8 +419,15 @@ def annotator_progress(db: Database, study_id: int) -> list[tuple[str, int, int]
             FROM annotator a ORDER BY a.id""", {"study": study_id})]
 
 
-def ready_count(db: Database, study_id: int, run_id: int | None, n: int) -> int:
-    return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, "run": run_id, "n": n, "only": None})
+def ready_count(db: Database, study_id: int, run_id: int | None | LabelSources, n: int = 0) -> int:
+    """Prompts ready to label: of a label set (LabelSources), or of one run with n samples (None: imported)."""
+    sources = run_id if isinstance(run_id, LabelSources) else LabelSources.of_run(run_id, n)
+    return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, **_source_params(sources), "only": None})
+
+
+def _source_params(sources: LabelSources) -> dict[str, Any]:
+    """_READY's parameters for a label set (a study with no run labels its imported responses)."""
+    return {"runs": list(sources.runs), "need": sources.need, "imported": sources.imported or not sources.runs}
 
 
 def labelled_history(db: Database, study_id: int, annotator: str) -> list[int]:

@@ -98,8 +98,20 @@ class StudyConfig(BaseModel):
     overlap: int | None = Field(None, ge=1, le=100)  # annotators per prompt; None = everyone labels all
     extra_on_disagreement: int = Field(0, ge=0, le=20)  # more annotators where humans split or the model disagrees
     label_run_id: int | None = None  # the generation run people label; None = the latest run
+    # Cards drawn from several sources: generation runs of the study and "imported" (its imported responses),
+    # mixed per prompt by storage.label_sources' rule (at most MAX_RESPONSES cards); empty = label_run_id's run.
+    label_runs: list[int | Literal["imported"]] = Field(default_factory=list, max_length=MAX_RESPONSES)
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
     live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)
+
+
+    @field_validator("label_runs")
+    @classmethod
+    def _distinct_sources(cls, v: list[int | str]) -> list[int | str]:
+        twice = sorted({str(s) for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"label_runs lists {', '.join(twice)} more than once")
+        return v
 
 
 class Study(BaseModel):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from storage.label_sources import source_order
+
+MAX_CARDS = 8
 Stage = str  # "blind" | "revealed"
 # One stored answer: (method, response id or None, value or text).
 Answer = tuple[str, int | None, object]
@@ -21,6 +24,7 @@ class Settings:
     reveal: bool = True
     overlap: int | None = None
     extra: int = 0
+    label_runs: list[int | str] = field(default_factory=list)  # empty: the latest run
 
 
 @dataclass
@@ -37,6 +41,31 @@ class ProtocolModel:
     submits: int = 0  # a clock: every submit and skip ticks it
     stored_rows: int = 0  # human judgment rows ever stored (superseded ones included)
     members: set[str] = field(default_factory=set)  # who may label the study; anyone else is refused everything
+    study_id: int = 0
+    # prompt -> source (a run id or "imported") -> its response ids in source order
+    responses: dict[int, dict[int | str, list[int]]] = field(default_factory=dict)
+    run_n: dict[int, int] = field(default_factory=dict)  # samples per prompt of each run
+    latest_run: int | None = None
+
+    # -- the label set ----------------------------------------------------------------------------------
+    def sources(self) -> list[int | str]:
+        return self.settings.label_runs or ([self.latest_run] if self.latest_run is not None else ["imported"])
+
+    def cards(self, pid: int) -> list[int]:
+        """The label set: one response of each source per round, in the prompt's seeded source order, at
+        most MAX_CARDS."""
+        queues = [list(self.responses[pid].get(s, [])) for s in source_order(self.study_id, pid, self.sources())]
+        out: list[int] = []
+        while len(out) < MAX_CARDS and any(queues):
+            for q in queues:
+                if q and len(out) < MAX_CARDS:
+                    out.append(q.pop(0))
+        return out
+
+    def ready(self, pid: int) -> bool:
+        """Every listed run holds its n samples of the prompt (and the imported source, if listed, one)."""
+        return all(len(self.responses[pid].get(s, [])) >= (self.run_n[s] if s in self.run_n else 1)
+                   for s in self.sources())
 
     # -- what the rules say ---------------------------------------------------------------------------
     def labelled(self, who: str, pid: int) -> bool:
@@ -66,11 +95,12 @@ class ProtocolModel:
         return len(people - {who})
 
     def eligible(self, who: str, exclude: int | None) -> list[int]:
-        return [p for p in self.prompts if p != exclude and not self.labelled(who, p)
+        return [p for p in self.prompts if p != exclude and not self.labelled(who, p) and self.ready(p)
                 and (self.needed(p) is None or self.others_busy(who, p) < self.needed(p))]
 
     def own_reservation(self, who: str, exclude: int | None) -> int | None:
-        return next((p for p in self.held.get(who, []) if p != exclude and not self.labelled(who, p)), None)
+        return next((p for p in self.held.get(who, []) if p != exclude and not self.labelled(who, p)
+                     and self.ready(p)), None)
 
     def history(self, who: str) -> list[int]:
         """Labelled prompts, by the first submit among the ones whose answers are still current."""

@@ -176,6 +176,12 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
     runs = {r.id for r in studies.list_runs(ctx.db, study.id)}
     if config.label_run_id is not None and config.label_run_id not in runs:
         raise ServiceError(f"generation run {config.label_run_id} is not a run of study {study.name!r}")
+    strangers = [s for s in config.label_runs if s != "imported" and s not in runs]
+    if strangers:
+        raise ServiceError(f"label_runs: generation run{'s' * (len(strangers) > 1)} "
+                           f"{', '.join(map(str, strangers))} {'are' if len(strangers) > 1 else 'is'} not "
+                           f"{'runs' if len(strangers) > 1 else 'a run'} of study {study.name!r} (its runs: "
+                           f"{', '.join(map(str, sorted(runs))) or 'none'})")
     with ctx.db.write():  # checked and written under the write lock: two saves cannot both pass the check
         study = studies.get_study(ctx.db, p.study)
         after = study.model_copy(update={"config": config, "guidelines": study.guidelines if p.guidelines is None
