@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 
-from storage import members
+from storage import members, serving
 from storage.db import Database
 from storage.label_sources import LabelSources
 from storage.members import ACCESS_ROWS
@@ -149,6 +149,7 @@ def _build_in_background(db: Database, key: tuple, params: dict[str, Any], build
 
 def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
     built = time.monotonic()
+    join, order_key = serving.order_sql(params["order"])
     rows = db.cursor().execute(
         f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
             busy AS (SELECT prompt_id, judge AS who FROM labelled
@@ -158,9 +159,9 @@ def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
             counts AS (SELECT prompt_id, count(*) AS c FROM busy GROUP BY prompt_id)
             SELECT r.id, coalesce(c.c, 0) FROM ready r LEFT JOIN counts c ON c.prompt_id = r.id
             LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
-            LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
+            LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id {join}
             WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
-            ORDER BY coalesce(c.c, 0), r.position LIMIT $limit""",
+            ORDER BY coalesce(c.c, 0), {order_key} r.position LIMIT $limit""",
         {**{k: params[k] for k in ("study", "runs", "need", "imported", "overlap", "extra", "lease")}, "only": None,
          "limit": CANDIDATES}).fetchall()
     cands = _Candidates(built, {pid: c for pid, c in rows})
@@ -271,6 +272,7 @@ def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> 
 
 def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None:
     """The queue's definition, over the whole study (slow on a large study: the last resort)."""
+    join, order_key = serving.order_sql(params["order"])
     rows = cur.execute(
         f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
             busy AS (
@@ -284,18 +286,18 @@ def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None
             SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
                  LEFT JOIN counts c ON c.prompt_id = r.id
                  LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
-                 LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
+                 LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id {join}
             WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
               AND ($exclude IS NULL OR r.id <> $exclude)
               AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
-            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
-            LIMIT 1""", {**params, "only": None}).fetchall()
+            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), {order_key} r.position
+            LIMIT 1""", {k: v for k, v in params.items() if k != "order"} | {"only": None}).fetchall()
     return rows[0][0] if rows else None
 
 
 def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSources,
                 exclude: int | None = None, *, overlap: int | None = None, extra: int = 0,
-                reserve: bool = True) -> int | None:
+                reserve: bool = True, order: str = "position") -> int | None:
     """Serve the annotator's next prompt and reserve it for them (`reserve=False`: only look).
 
     Their own open reservation comes first (so a reload or a restart resumes where they were);
@@ -308,7 +310,7 @@ def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSourc
     outside a study is ever served or reserves one of its items.
     """
     params = {"study": study_id, **_source_params(sources), "who": annotator, "exclude": exclude, "overlap": overlap,
-              "extra": extra, "lease": LEASE_MINUTES}
+              "extra": extra, "lease": LEASE_MINUTES, "order": order}
     seen = members.version(db)  # read before the check, for members.recheck
     own, skipped, allowed = _own_reservation(db.cursor(), params)
     if not allowed:
@@ -319,7 +321,7 @@ def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSourc
                 members.recheck(db, study_id, annotator, seen)
                 _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
         return own
-    key = (study_id, sources, overlap, extra)
+    key = (study_id, sources, order, overlap, extra)
     cands = _candidates(db, key, params)
     for attempt in range(2 + EXACT_TRIES):
         if attempt == 1 and time.monotonic() - cands.built > MIN_REBUILD_SECONDS:
@@ -344,11 +346,31 @@ def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSourc
                 found = (exact, has_row) if not labelled and (needed is None or others < needed) else None
             if found is not None:
                 pid, has_row = found
+                _record_serving(cur, params, pid)
                 _reserve(db, study_id, pid, annotator, new=not has_row)
                 with cands.lock:
                     cands.order.pop(pid, None)
                 return pid
     return None
+
+
+def _record_serving(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int) -> None:
+    """Record how this fresh pick was served (storage.serving), under the write lock of the pick."""
+    busy, others, _, needed, _ = _check(cur, params, prompt_id)
+    routine = None if params["overlap"] is None else needed - (params["extra"] if _flagged(cur, prompt_id) else 0)
+    if routine is not None and others >= routine:
+        serving.record(cur, params["study"], prompt_id, params["who"], "disagreement", None)
+        return
+    probability = None
+    if params["order"] == "random":
+        tier = serving.tier_size(cur, _READY, _LABELLED, params, others)
+        probability = 1.0 / tier if tier else None
+    serving.record(cur, params["study"], prompt_id, params["who"], params["order"], probability)
+
+
+def _flagged(cur: duckdb.DuckDBPyConnection, prompt_id: int) -> bool:
+    return bool(cur.execute("SELECT count(*) FROM prompt_flag WHERE prompt_id = ? AND disagreement",
+                            [prompt_id]).fetchone()[0])
 
 
 def _reserve(db: Database, study_id: int, prompt_id: int, annotator: str, *, new: bool = False) -> None:

@@ -101,6 +101,10 @@ class StudyConfig(BaseModel):
     # Cards drawn from several sources: generation runs of the study and "imported" (its imported responses),
     # mixed per prompt by storage.label_sources' rule (at most MAX_RESPONSES cards); empty = label_run_id's run.
     label_runs: list[int | Literal["imported"]] = Field(default_factory=list, max_length=MAX_RESPONSES)
+    # The order a person's next item is picked in, among the least-labelled open prompts (storage.label_queue):
+    # file position; "random", a uniform permutation seeded by the study; "informative", the prompts whose
+    # model self-evaluations disagree most or are least certain first (label_queue.INFORMATIVE).
+    queue_order: Literal["position", "random", "informative"] = "position"
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
     live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)
 

@@ -25,6 +25,7 @@ class Settings:
     overlap: int | None = None
     extra: int = 0
     label_runs: list[int | str] = field(default_factory=list)  # empty: the latest run
+    queue_order: str = "position"
 
 
 @dataclass
@@ -46,6 +47,8 @@ class ProtocolModel:
     responses: dict[int, dict[int | str, list[int]]] = field(default_factory=dict)
     run_n: dict[int, int] = field(default_factory=dict)  # samples per prompt of each run
     latest_run: int | None = None
+    # (person, prompt) -> the policy of the last fresh serving (a renewal of one's own reservation keeps it)
+    served: dict[tuple[str, int], str] = field(default_factory=dict)
 
     # -- the label set ----------------------------------------------------------------------------------
     def sources(self) -> list[int | str]:
@@ -109,6 +112,14 @@ class ProtocolModel:
             if w == who:
                 first[p] = min(first.get(p, at), at)
         return sorted(first, key=first.__getitem__)
+
+    def policy(self, who: str, pid: int) -> str:
+        """How a fresh serving is recorded: "disagreement" for an annotator beyond the overlap and its
+        re-queues (there only because the prompt is flagged), else the queue order in force."""
+        s = self.settings
+        if s.overlap is not None and self.others_busy(who, pid) >= s.overlap + self.requeues.get(pid, 0):
+            return "disagreement"
+        return s.queue_order
 
     # -- what the actions do ----------------------------------------------------------------------------
     def serve(self, who: str, pid: int, stage: Stage, reserve: bool) -> None:

@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import judgments, label_queue, members, studies
+from storage import judgments, label_queue, members, serving, studies
 from storage.db import Database
 from storage.members import NotMember
 from storage.models import JudgmentIn, StudyConfig
@@ -145,6 +145,7 @@ class LabellingProtocol(RuleBasedStateMachine):
                 assert pid in fresh, "a skipped prompt comes after every other one"
             else:
                 assert skipped[pid] == min(skipped[p] for p in eligible), "the oldest skip comes back first"
+            m.served[(who, pid)] = m.policy(who, pid)  # recorded before the item is reserved
         self._show(who, tab, item, reserve=True)
 
     def _tab(self, data: st.DataObject) -> tuple[str, int, Tab]:
@@ -296,15 +297,16 @@ class LabellingProtocol(RuleBasedStateMachine):
         self.model.remove_member(who)
 
     @rule(blind=st.booleans(), reveal=st.booleans(), overlap=st.sampled_from([None, 1, 2]), extra=st.integers(0, 1),
-          sources=st.sampled_from([(), (0,), (0, 1), (1, IMPORTED), (IMPORTED,), (0, 1, IMPORTED)]))
+          sources=st.sampled_from([(), (0,), (0, 1), (1, IMPORTED), (IMPORTED,), (0, 1, IMPORTED)]),
+          order=st.sampled_from(serving.ORDERS))
     def change_settings(self, blind: bool, reveal: bool, overlap: int | None, extra: int,
-                        sources: tuple[int | str, ...]) -> None:
+                        sources: tuple[int | str, ...], order: str) -> None:
         label_runs = [self.runs[s] if isinstance(s, int) else s for s in sources]
         run_op(self.ctx, "admin", "configure", {"study": STUDY, "confirm": True, "config": {
             "blind": blind, "reveal": reveal, "overlap": overlap, "extra_on_disagreement": extra,
-            "label_runs": label_runs}})
+            "label_runs": label_runs, "queue_order": order}})
         self.model.settings = Settings(blind=blind, reveal=reveal, overlap=overlap, extra=extra,
-                                       label_runs=label_runs)
+                                       label_runs=label_runs, queue_order=order)
 
     # -- invariants -----------------------------------------------------------------------------------
     @invariant()
@@ -340,6 +342,12 @@ class LabellingProtocol(RuleBasedStateMachine):
     def only_members_hold_items(self) -> None:
         holders = {w for (w,) in self.db.fetchall("SELECT DISTINCT annotator FROM assignment")}
         assert holders <= self.model.members, f"{holders - self.model.members} hold items outside their studies"
+
+    @invariant()
+    def servings_match(self) -> None:
+        """Each fresh serving is recorded with the policy it was served by; only members' servings exist."""
+        rows = self.db.fetchall("SELECT annotator, prompt_id, policy FROM serving")
+        assert {(w, p): pol for w, p, pol in rows} == self.model.served
 
     @invariant()
     def reservations_match(self) -> None:

@@ -278,7 +278,8 @@ def next_item(ctx: AppContext, annotator: str, study_name: str | Study, *,
     study = _study(ctx, study_name)
     sources = label_sources(ctx.db, study)
     prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, sources, exclude=after,
-                                        overlap=study.config.overlap, extra=study.config.extra_on_disagreement)
+                                        overlap=study.config.overlap, extra=study.config.extra_on_disagreement,
+                                        order=study.config.queue_order)
     if prompt_id is None:
         return None
     return _item(ctx, study, annotator, prompt_id, _latest_stage(ctx, study, annotator, prompt_id), sources)
@@ -288,8 +289,8 @@ def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
     """Whether the study has an item for this annotator now (nothing is reserved by asking)."""
     study = studies.get_study(ctx.db, study_name)
     return label_queue.next_prompt(ctx.db, study.id, annotator, label_sources(ctx.db, study),
-                                   overlap=study.config.overlap,
-                                   extra=study.config.extra_on_disagreement, reserve=False) is not None
+                                   overlap=study.config.overlap, extra=study.config.extra_on_disagreement,
+                                   reserve=False, order=study.config.queue_order) is not None
 
 
 def previous_item(ctx: AppContext, annotator: str, study_name: str | Study,
