@@ -521,3 +521,20 @@ def m025_serving(cur: duckdb.DuckDBPyConnection) -> None:
             served_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (prompt_id, annotator))"""
     )
+
+
+@migration
+def m026_gold(cur: duckdb.DuckDBPyConnection) -> None:
+    # Items with known answers, set by an admin, against which each person's labels are checked
+    # (storage.gold): a best pick (response_id, answer NULL) or a correct/incorrect verdict on one response.
+    cur.execute(
+        """CREATE TABLE gold (
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            method VARCHAR NOT NULL,
+            response_id BIGINT NOT NULL,
+            answer VARCHAR,
+            created_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (prompt_id, method, response_id))"""
+    )

@@ -105,6 +105,9 @@ class StudyConfig(BaseModel):
     # file position; "random", a uniform permutation seeded by the study; "informative", the prompts whose
     # model self-evaluations disagree most or are least certain first (label_queue.INFORMATIVE).
     queue_order: Literal["position", "random", "informative"] = "position"
+    # A person whose accuracy on the gold items (storage.gold) is below this is gated: storage.gold.gated
+    # names them, for consensus and exports to leave out. None: no gate.
+    gold_min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
     live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)
 

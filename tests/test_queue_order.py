@@ -100,6 +100,6 @@ def test_an_unknown_queue_order_is_refused(db: Database) -> None:
 def test_the_migration_adds_the_serving_table_to_an_old_database(tmp_path: Path) -> None:
     old = db_before(tmp_path / "old.duckdb", "m025")
     assert not old.fetchall("SELECT 1 FROM information_schema.tables WHERE table_name = 'serving'")
-    assert migrate(old) == ["m025_serving"]
+    assert migrate(old)[0] == "m025_serving"
     assert old.fetchval("SELECT count(*) FROM serving") == 0
     old.close()
