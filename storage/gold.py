@@ -3,11 +3,19 @@
 A gold answer is a best pick (HumanMethod.BEST: the response that is best) or a verdict on one response
 (HumanMethod.CORRECT: "correct" or "incorrect"). A person's answer is their current label of that method and
 target, the blind one where they have both stages (what they chose before any model view).
+
+Serving (storage.label_queue.next_prompt, StudyConfig.gold_rate > 0): gold items leave the routine queue and
+come unannounced, at a fresh pick with probability gold_rate (`draws_gold`), the person's next one by
+`next_gold`; once nothing else is left, the rest in turn. Each is recorded in `serving` as policy "gold".
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import hashlib
+import random
+from typing import Any, NamedTuple
+
+import duckdb
 
 from storage.db import Database
 from storage.models import HumanMethod
@@ -86,3 +94,29 @@ def gated(db: Database, study_id: int, min_accuracy: float | None) -> set[str]:
     if min_accuracy is None:
         return set()
     return {a.annotator for a in accuracy(db, study_id) if a.accuracy < min_accuracy}
+
+
+def draws_gold(db: Database, study_id: int, who: str, rate: float) -> bool:
+    """Whether this fresh pick of `who` is a gold item: a uniform draw below `rate`, seeded by (study, person,
+    how many fresh servings they have had), so a reload asks the same question and the next pick a new one."""
+    if rate <= 0:
+        return False
+    n = db.fetchval("SELECT count(*) FROM serving WHERE study_id = ? AND annotator = ?", [study_id, who])
+    seed = int.from_bytes(hashlib.sha256(f"gold:{study_id}:{who}:{n}".encode()).digest()[:8], "big")
+    return random.Random(seed).random() < rate
+
+
+def next_gold(cur: duckdb.DuckDBPyConnection, ready_sql: str, labelled_sql: str, params: dict[str, Any]) -> int | None:
+    """The person's next gold item: ready, not labelled by them, not `exclude`; the ones they never skipped
+    first in file order, then the skipped ones, the oldest skip first."""
+    rows = cur.execute(
+        f"""WITH ready AS ({ready_sql}), labelled AS ({labelled_sql}),
+            sk AS (SELECT prompt_id, max(created_at) AS t FROM skip
+                   WHERE annotator = $who AND study_id = $study GROUP BY prompt_id)
+            SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
+            WHERE r.id IN (SELECT prompt_id FROM gold WHERE study_id = $study)
+              AND r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
+              AND ($exclude IS NULL OR r.id <> $exclude)
+            ORDER BY sk.t NULLS FIRST, r.position LIMIT 1""",
+        {k: params[k] for k in ("study", "runs", "need", "imported", "who", "exclude")} | {"only": None}).fetchall()
+    return rows[0][0] if rows else None

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 
-from storage import members, serving
+from storage import gold, members, serving
 from storage.db import Database
 from storage.label_sources import LabelSources
 from storage.members import ACCESS_ROWS
@@ -46,6 +46,9 @@ _NEEDED = """
     + CASE WHEN coalesce(fl.disagreement, false) THEN $extra ELSE 0 END
   END
 """
+
+# While gold items are served on their own (gold rate > 0), the routine order leaves them out.
+_NOT_GOLD = "(NOT $gold OR r.id NOT IN (SELECT prompt_id FROM gold WHERE study_id = $study))"
 
 
 LEASE_MINUTES = 30  # how long a served, unlabelled item stays reserved for its annotator
@@ -160,9 +163,10 @@ def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
             SELECT r.id, coalesce(c.c, 0) FROM ready r LEFT JOIN counts c ON c.prompt_id = r.id
             LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
             LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id {join}
-            WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
+            WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED}) AND {_NOT_GOLD}
             ORDER BY coalesce(c.c, 0), {order_key} r.position LIMIT $limit""",
-        {**{k: params[k] for k in ("study", "runs", "need", "imported", "overlap", "extra", "lease")}, "only": None,
+        {**{k: params[k] for k in ("study", "runs", "need", "imported", "overlap", "extra", "lease", "gold")},
+         "only": None,
          "limit": CANDIDATES}).fetchall()
     cands = _Candidates(built, {pid: c for pid, c in rows})
     with _lists_lock:
@@ -289,7 +293,7 @@ def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None
                  LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id {join}
             WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
               AND ($exclude IS NULL OR r.id <> $exclude)
-              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
+              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED}) AND {_NOT_GOLD}
             ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), {order_key} r.position
             LIMIT 1""", {k: v for k, v in params.items() if k != "order"} | {"only": None}).fetchall()
     return rows[0][0] if rows else None
@@ -297,7 +301,7 @@ def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None
 
 def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSources,
                 exclude: int | None = None, *, overlap: int | None = None, extra: int = 0,
-                reserve: bool = True, order: str = "position") -> int | None:
+                reserve: bool = True, order: str = "position", gold_rate: float = 0.0) -> int | None:
     """Serve the annotator's next prompt and reserve it for them (`reserve=False`: only look).
 
     Their own open reservation comes first (so a reload or a restart resumes where they were);
@@ -308,9 +312,14 @@ def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSourc
 
     members.NotMember when the annotator may not label the study (not an admin, not a member): nobody
     outside a study is ever served or reserves one of its items.
+
+    Gold items (storage.gold), when `gold_rate` > 0: they leave the routine order and are served on their
+    own, unannounced: at a fresh pick, with probability `gold_rate` (gold.draws_gold), the person's next
+    gold item not labelled by them comes instead (overlap does not apply: everyone answers every gold item),
+    and once nothing else is left the remaining gold items come in turn.
     """
     params = {"study": study_id, **_source_params(sources), "who": annotator, "exclude": exclude, "overlap": overlap,
-              "extra": extra, "lease": LEASE_MINUTES, "order": order}
+              "extra": extra, "lease": LEASE_MINUTES, "order": order, "gold": gold_rate > 0}
     seen = members.version(db)  # read before the check, for members.recheck
     own, skipped, allowed = _own_reservation(db.cursor(), params)
     if not allowed:
@@ -321,7 +330,21 @@ def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSourc
                 members.recheck(db, study_id, annotator, seen)
                 _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
         return own
-    key = (study_id, sources, order, overlap, extra)
+    if params["gold"] and gold.draws_gold(db, study_id, annotator, gold_rate):
+        pid = _serve_gold(db, params, seen, gold_rate, reserve)
+        if pid is not None:
+            return pid
+    pid = _next_routine(db, params, seen, skipped, reserve)
+    if pid is None and params["gold"]:  # nothing else is left: the gold items not yet labelled come now
+        pid = _serve_gold(db, params, seen, gold_rate, reserve)
+    return pid
+
+
+def _next_routine(db: Database, params: dict[str, Any], seen: Any, skipped: set[int], reserve: bool) -> int | None:
+    """next_prompt's pick by the queue order (gold items left out while gold is served on its own)."""
+    study_id, annotator = params["study"], params["who"]
+    key = (study_id, tuple(params["runs"]), params["need"], params["imported"], params["order"], params["gold"],
+           params["overlap"], params["extra"])
     cands = _candidates(db, key, params)
     for attempt in range(2 + EXACT_TRIES):
         if attempt == 1 and time.monotonic() - cands.built > MIN_REBUILD_SECONDS:
@@ -352,6 +375,21 @@ def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSourc
                     cands.order.pop(pid, None)
                 return pid
     return None
+
+
+def _serve_gold(db: Database, params: dict[str, Any], seen: Any, rate: float, reserve: bool) -> int | None:
+    """The person's next gold item (storage.gold.next_gold), reserved and recorded as served by "gold" with
+    the gold rate as its probability; None when none is open to them."""
+    pid = gold.next_gold(db.cursor(), _READY, _LABELLED, params)
+    if pid is None or not reserve:
+        return pid
+    with db.write() as cur:
+        members.recheck(db, params["study"], params["who"], seen)
+        if gold.next_gold(cur, _READY, _LABELLED, params) != pid:  # labelled in another tab meanwhile
+            return None
+        serving.record(cur, params["study"], pid, params["who"], serving.GOLD, rate)
+        _reserve(db, params["study"], pid, params["who"])
+    return pid
 
 
 def _record_serving(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int) -> None:

@@ -108,6 +108,8 @@ class StudyConfig(BaseModel):
     # A person whose accuracy on the gold items (storage.gold) is below this is gated: storage.gold.gated
     # names them, for consensus and exports to leave out. None: no gate.
     gold_min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    # How often a fresh pick is a gold item (unannounced; 0 = gold items are ordinary items): label_queue.next_prompt.
+    gold_rate: float = Field(0.0, ge=0.0, le=1.0)
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
     live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)
 

@@ -7,10 +7,11 @@ Orders, applied among the open prompts of the same busy count (the least-labelle
 - "informative": the highest INFORMATIVE score first, ties (and prompts with no score, 0) in file order.
 
 Policies recorded when a person is served a prompt afresh (a renewal of their own reservation keeps the
-first record): the queue order in force, or "disagreement" when they are an extra annotator of a prompt
-flagged for disagreement (served beyond the overlap and its re-queues). `probability`: for "random", one over
-the number of prompts the pick was drawn from uniformly (the open prompts of its busy count, not skipped by
-the person); NULL for the deterministic policies.
+first record): the queue order in force, "disagreement" when they are an extra annotator of a prompt
+flagged for disagreement (served beyond the overlap and its re-queues), or "gold" for a gold item
+(storage.gold). `probability`: for "random", one over the number of prompts the pick was drawn from
+uniformly (the open prompts of its busy count, not skipped by the person); for "gold", the gold rate; NULL
+for the deterministic policies.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import duckdb
 from storage.db import Database
 
 ORDERS = ("position", "random", "informative")
+GOLD = "gold"  # a gold item (storage.gold), served at the study's gold rate
 UNSERVED = "unserved"  # a label with no serving: imported, added from the Live tab, or opened by link
 
 # A prompt's informativeness, from its current model self-evaluations that carry a probability (`prob`: P(True),
@@ -77,7 +79,7 @@ def tier_size(cur: duckdb.DuckDBPyConnection, ready_sql: str, labelled_sql: str,
 class Served(NamedTuple):
     prompt_id: int
     annotator: str
-    policy: str  # position | random | informative | disagreement | unserved
+    policy: str  # position | random | informative | disagreement | gold | unserved
     probability: float | None
 
 

@@ -26,6 +26,7 @@ class Settings:
     extra: int = 0
     label_runs: list[int | str] = field(default_factory=list)  # empty: the latest run
     queue_order: str = "position"
+    gold_rate: float = 0.0
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ProtocolModel:
     latest_run: int | None = None
     # (person, prompt) -> the policy of the last fresh serving (a renewal of one's own reservation keeps it)
     served: dict[tuple[str, int], str] = field(default_factory=dict)
+    gold: set[int] = field(default_factory=set)  # prompts with a gold answer
 
     # -- the label set ----------------------------------------------------------------------------------
     def sources(self) -> list[int | str]:
@@ -99,6 +101,7 @@ class ProtocolModel:
 
     def eligible(self, who: str, exclude: int | None) -> list[int]:
         return [p for p in self.prompts if p != exclude and not self.labelled(who, p) and self.ready(p)
+                and not self.gold_served(p)
                 and (self.needed(p) is None or self.others_busy(who, p) < self.needed(p))]
 
     def own_reservation(self, who: str, exclude: int | None) -> int | None:
@@ -113,10 +116,24 @@ class ProtocolModel:
                 first[p] = min(first.get(p, at), at)
         return sorted(first, key=first.__getitem__)
 
+    def gold_served(self, pid: int) -> bool:
+        """Gold items leave the routine queue while the gold rate is above 0."""
+        return self.settings.gold_rate > 0 and pid in self.gold
+
+    def gold_open(self, who: str, exclude: int | None) -> list[int]:
+        """Gold items the person may be served, in serving order: never skipped by them first, in file order,
+        then the skipped ones, the oldest skip first (overlap does not apply)."""
+        skipped = self.skipped.get(who, {})
+        open_ = [p for p in self.prompts if p in self.gold and p != exclude and not self.labelled(who, p)
+                 and self.ready(p)]
+        return sorted(open_, key=lambda p: (p in skipped, skipped.get(p, 0), self.prompts.index(p)))
+
     def policy(self, who: str, pid: int) -> str:
         """How a fresh serving is recorded: "disagreement" for an annotator beyond the overlap and its
         re-queues (there only because the prompt is flagged), else the queue order in force."""
         s = self.settings
+        if self.gold_served(pid):
+            return "gold"
         if s.overlap is not None and self.others_busy(who, pid) >= s.overlap + self.requeues.get(pid, 0):
             return "disagreement"
         return s.queue_order

@@ -8,9 +8,10 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
+from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import gold, judgments, studies
+from storage import gold, judgments, serving, studies
 from storage.db import Database
 from storage.models import HumanMethod, JudgmentIn, StudyConfig
 from tests.builders import label, make_members, make_prompt, make_responses
@@ -68,3 +69,40 @@ def test_a_new_best_pick_replaces_the_old_one(db: Database) -> None:
     for rid in rids[0]:
         run_op(ctx, "admin", "gold_add", {"study": "g", "prompt": "p0", "question": "best", "response_id": rid})
     assert gold.list_gold(db, sid) == [gold.GoldAnswer(pids[0], "best_of_n", rids[0][1], None)]
+
+
+def _label_all(ctx: AppContext, who: str) -> list[int]:
+    served = []
+    while (item := labelling.next_item(ctx, who, "g")) is not None:
+        served.append(item.prompt_id)
+        order = [c.response_id for c in item.cards]
+        labelling.submit(ctx, who, labelling.LabelSubmission(study="g", prompt_id=item.prompt_id, shown_order=order,
+                                                             best=order[0], idempotency_key=uuid.uuid4().hex))
+    return served
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.5, 0.0])
+def test_gold_items_are_served_at_the_gold_rate_and_recorded(db: Database, rate: float) -> None:
+    ctx, sid, pids, rids = _study(db)
+    more = [make_prompt(db, sid, f"p{i}") for i in range(3, 8)]
+    for pid in more:
+        make_responses(db, pid, ["x", "y"])
+    pids += more
+    for i in (2, 5):
+        run_op(ctx, "admin", "gold_add", {"study": "g", "prompt": f"p{i}", "question": "best",
+                                          "response_id": db.fetchval("SELECT min(id) FROM response WHERE prompt_id = ?",
+                                                                     [pids[i]])})
+    run_op(ctx, "admin", "configure", {"study": "g", "config": {"gold_rate": rate, "overlap": 1}})
+    good = _label_all(ctx, "good")
+    poor = _label_all(ctx, "poor")
+    gold_items = [pids[2], pids[5]]
+    if rate == 1.0:
+        assert good[:2] == gold_items, "every fresh pick is a gold item while one is open"
+    assert sorted(good) == sorted(pids)
+    if rate > 0:
+        assert sorted(poor) == gold_items, "overlap does not apply to gold items"
+    else:
+        assert poor == [], "with gold off, gold items are ordinary items under the overlap"
+    policies = {(s.prompt_id, s.annotator): (s.policy, s.probability) for s in serving.labelled_servings(db, sid)}
+    for p in gold_items:
+        assert policies[(p, "good")] == (("gold", rate) if rate > 0 else ("position", None))

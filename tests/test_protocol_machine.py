@@ -5,7 +5,12 @@ browser tabs each, and after every step checks that the database equals the refe
 (tests/protocol_model.py) and that the invariants hold: no blind label after a reveal; exactly one current
 label per person, question, target and stage; nothing lost or stored twice; overlap and reservations
 respected; a non-member is refused everything (a removed member's open item included) and changes nothing,
-holds no reservation, and keeps the labels stored before.
+holds no reservation, and keeps the labels stored before. The settings changes include the label set
+(label_runs: two runs, one of them missing a sample of the last prompt, and the imported responses), the queue
+order and the gold rate: every item shows exactly the model's mix of cards, only prompts whose listed runs hold
+all their samples are served, a submit about cards no longer in the set is refused, the one gold item leaves the
+routine queue while the gold rate is above 0 (served first at rate 1, whatever the overlap), and the `serving`
+table equals the model's record of how each (person, prompt) was last served afresh.
 
 Profiles (tests/conftest.py): `ci`, the default (30 examples of up to 25 steps, no deadline, no example
 database), and `long` (CRITLAB_HYPOTHESIS=long: 300 examples of up to 60 steps).
@@ -26,10 +31,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from app.services import labelling
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import judgments, label_queue, members, serving, studies
+from storage import gold, judgments, label_queue, members, serving, studies
 from storage.db import Database
 from storage.members import NotMember
-from storage.models import JudgmentIn, StudyConfig
+from storage.models import HumanMethod, JudgmentIn, StudyConfig
 from storage.label_sources import IMPORTED
 from tests.builders import make_members, make_prompt, make_responses, make_run
 from tests.protocol_model import Answer, ProtocolModel, Settings
@@ -81,6 +86,9 @@ class LabellingProtocol(RuleBasedStateMachine):
         members.remove(self.db, s.id, PEOPLE[-1])  # one person starts outside the study
         self.model = ProtocolModel(prompts=pids, members=set(PEOPLE[:-1]), study_id=s.id, responses=groups,
                                    run_n={r: 3 for r in self.runs}, latest_run=self.runs[1])
+        # One gold item: served on its own while the gold rate is above 0.
+        gold.add(self.db, s.id, pids[1], HumanMethod.BEST, groups[pids[1]][IMPORTED][0], None, "admin")
+        self.model.gold = {pids[1]}
         self.tabs: dict[tuple[str, int], Tab] = {}
         self.last: dict[str, tuple[labelling.LabelSubmission, list[int]]] = {}
 
@@ -127,17 +135,22 @@ class LabellingProtocol(RuleBasedStateMachine):
             return
         own = m.own_reservation(who, exclude)
         eligible = m.eligible(who, exclude)
+        gold_open = m.gold_open(who, exclude) if m.settings.gold_rate > 0 else []
         needed = {p: m.needed(p) for p in eligible}
         busy = {p: m.others_busy(who, p) for p in eligible}
         item = labelling.next_item(self.ctx, who, STUDY, after=exclude)
         if own is not None:
             assert item is not None and item.prompt_id == own, "a person's open reservation comes first"
-        elif not eligible:
+        elif not eligible and not gold_open:
             assert item is None, f"{who} was served {item and item.prompt_id}, but nothing is open to them"
+        elif item is not None and item.prompt_id in gold_open:
+            assert item.prompt_id == gold_open[0], "gold items come in their order"
+            m.served[(who, item.prompt_id)] = m.policy(who, item.prompt_id)
         else:
-            assert item is not None, f"{who} got nothing, but {eligible} are open to them"
+            assert item is not None, f"{who} got nothing, but {eligible or gold_open} are open to them"
             pid = item.prompt_id
-            assert pid in eligible, f"{who} was served {pid}: not open to them (overlap or labelled)"
+            assert m.settings.gold_rate < 1 or not gold_open, "at gold rate 1 an open gold item comes first"
+            assert pid in eligible, f"{who} was served {pid}: not open to them (overlap, labelled or gold)"
             assert needed[pid] is None or busy[pid] < needed[pid], "the overlap holds"
             skipped = m.skipped.get(who, {})
             fresh = [p for p in eligible if p not in skipped]
@@ -298,15 +311,15 @@ class LabellingProtocol(RuleBasedStateMachine):
 
     @rule(blind=st.booleans(), reveal=st.booleans(), overlap=st.sampled_from([None, 1, 2]), extra=st.integers(0, 1),
           sources=st.sampled_from([(), (0,), (0, 1), (1, IMPORTED), (IMPORTED,), (0, 1, IMPORTED)]),
-          order=st.sampled_from(serving.ORDERS))
+          order=st.sampled_from(serving.ORDERS), gold_rate=st.sampled_from([0.0, 0.5, 1.0]))
     def change_settings(self, blind: bool, reveal: bool, overlap: int | None, extra: int,
-                        sources: tuple[int | str, ...], order: str) -> None:
+                        sources: tuple[int | str, ...], order: str, gold_rate: float) -> None:
         label_runs = [self.runs[s] if isinstance(s, int) else s for s in sources]
         run_op(self.ctx, "admin", "configure", {"study": STUDY, "confirm": True, "config": {
             "blind": blind, "reveal": reveal, "overlap": overlap, "extra_on_disagreement": extra,
-            "label_runs": label_runs, "queue_order": order}})
+            "label_runs": label_runs, "queue_order": order, "gold_rate": gold_rate}})
         self.model.settings = Settings(blind=blind, reveal=reveal, overlap=overlap, extra=extra,
-                                       label_runs=label_runs, queue_order=order)
+                                       label_runs=label_runs, queue_order=order, gold_rate=gold_rate)
 
     # -- invariants -----------------------------------------------------------------------------------
     @invariant()

@@ -279,7 +279,7 @@ def next_item(ctx: AppContext, annotator: str, study_name: str | Study, *,
     sources = label_sources(ctx.db, study)
     prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, sources, exclude=after,
                                         overlap=study.config.overlap, extra=study.config.extra_on_disagreement,
-                                        order=study.config.queue_order)
+                                        order=study.config.queue_order, gold_rate=study.config.gold_rate)
     if prompt_id is None:
         return None
     return _item(ctx, study, annotator, prompt_id, _latest_stage(ctx, study, annotator, prompt_id), sources)
@@ -290,7 +290,8 @@ def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
     study = studies.get_study(ctx.db, study_name)
     return label_queue.next_prompt(ctx.db, study.id, annotator, label_sources(ctx.db, study),
                                    overlap=study.config.overlap, extra=study.config.extra_on_disagreement,
-                                   reserve=False, order=study.config.queue_order) is not None
+                                   reserve=False, order=study.config.queue_order,
+                                   gold_rate=study.config.gold_rate) is not None
 
 
 def previous_item(ctx: AppContext, annotator: str, study_name: str | Study,

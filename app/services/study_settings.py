@@ -21,7 +21,7 @@ SETTING_NAMES = {"blind": "blind labelling", "reveal": "reveal after submit", "q
                  "overlap": "annotators per prompt", "extra_on_disagreement": "extra annotators on disagreement",
                  "answer_extraction": "answer extraction", "live_annotators": "Live tab for annotators",
                  "guidelines": "guidelines", "description": "description", "label_run_id": "labelling run",
-                 "rating_scale": "rating scale", "label_runs": "label set (runs)", "queue_order": "queue order", "gold_min_accuracy": "gold accuracy gate"}
+                 "rating_scale": "rating scale", "label_runs": "label set (runs)", "queue_order": "queue order", "gold_min_accuracy": "gold accuracy gate", "gold_rate": "gold rate"}
 # The settings the Studies tab's form edits (the rest of StudyConfig stays as it is).
 FORM_KEYS = ("blind", "reveal", "questions", "overlap", "extra_on_disagreement", "answer_extraction",
              "live_annotators", "guidelines")
