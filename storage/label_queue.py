@@ -10,22 +10,23 @@ from typing import Any, NamedTuple
 
 import duckdb
 
-from storage import members
+from storage import gold, members, serving
 from storage.db import Database
+from storage.label_sources import LabelSources
 from storage.members import ACCESS_ROWS
 from storage.models import HumanMethod
 
-# A prompt is ready to label when the labelling run has all n samples for it (or, in a study with no
-# run, when it has imported responses), or when it came from the Live tab with its own samples.
+# A prompt is ready to label when the label set's runs hold all their samples of it ($need: the sum of
+# their n; each holds at most n, one per sample index) and, when the imported responses are a source (or
+# the study has no run), it has at least one imported or reference response; or when it came from the Live
+# tab with its own samples (storage.label_sources).
 # $only: NULL, or a list of prompt ids to look at (a check of a few prompts need not scan the study).
 _READY = """
   SELECT p.id, p.position FROM prompt p WHERE p.study_id = $study AND ($only IS NULL OR list_contains($only, p.id)) AND (
-    CASE WHEN $run IS NULL
-      THEN (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id IS NULL
-            AND r.origin IN ('imported', 'reference')) >= 1
-      ELSE (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id = $run
-            AND r.origin = 'sampled') >= $n
-    END
+    ((SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND list_contains($runs, r.run_id)
+            AND r.origin = 'sampled') >= $need
+     AND (NOT $imported OR (SELECT count(*) FROM response r WHERE r.prompt_id = p.id AND r.run_id IS NULL
+            AND r.origin IN ('imported', 'reference')) >= 1))
     OR EXISTS (SELECT 1 FROM response r JOIN generation_run g ON g.id = r.run_id
                WHERE r.prompt_id = p.id AND g.kind = 'live'))
 """
@@ -45,6 +46,9 @@ _NEEDED = """
     + CASE WHEN coalesce(fl.disagreement, false) THEN $extra ELSE 0 END
   END
 """
+
+# While gold items are served on their own (gold rate > 0), the routine order leaves them out.
+_NOT_GOLD = "(NOT $gold OR r.id NOT IN (SELECT prompt_id FROM gold WHERE study_id = $study))"
 
 
 LEASE_MINUTES = 30  # how long a served, unlabelled item stays reserved for its annotator
@@ -105,7 +109,7 @@ def _usable(db: Database, key: tuple, cands: _Candidates) -> bool:
     stale = _stale.get(db) or {}
     for study in (key[0], None):
         any_, extra = stale.get(study, (float("-inf"), float("-inf")))
-        if cands.built <= any_ or (key[4] and cands.built <= extra):
+        if cands.built <= any_ or (key[-1] and cands.built <= extra):
             return False
     return True
 
@@ -148,6 +152,7 @@ def _build_in_background(db: Database, key: tuple, params: dict[str, Any], build
 
 def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
     built = time.monotonic()
+    join, order_key = serving.order_sql(params["order"])
     rows = db.cursor().execute(
         f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
             busy AS (SELECT prompt_id, judge AS who FROM labelled
@@ -157,10 +162,11 @@ def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
             counts AS (SELECT prompt_id, count(*) AS c FROM busy GROUP BY prompt_id)
             SELECT r.id, coalesce(c.c, 0) FROM ready r LEFT JOIN counts c ON c.prompt_id = r.id
             LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
-            LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
-            WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
-            ORDER BY coalesce(c.c, 0), r.position LIMIT $limit""",
-        {**{k: params[k] for k in ("study", "run", "n", "overlap", "extra", "lease")}, "only": None,
+            LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id {join}
+            WHERE ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED}) AND {_NOT_GOLD}
+            ORDER BY coalesce(c.c, 0), {order_key} r.position LIMIT $limit""",
+        {**{k: params[k] for k in ("study", "runs", "need", "imported", "overlap", "extra", "lease", "gold")},
+         "only": None,
          "limit": CANDIDATES}).fetchall()
     cands = _Candidates(built, {pid: c for pid, c in rows})
     with _lists_lock:
@@ -264,12 +270,13 @@ def _own_reservation(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> 
     if not held:
         return None, skipped, True
     ready = {r[0] for r in cur.execute(f"SELECT id FROM ({_READY})",
-                                       {**{k: params[k] for k in ("study", "run", "n")}, "only": held}).fetchall()}
+                                       {**{k: params[k] for k in ("study", "runs", "need", "imported")}, "only": held}).fetchall()}
     return next((pid for pid in held if pid in ready), None), skipped, True
 
 
 def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None:
     """The queue's definition, over the whole study (slow on a large study: the last resort)."""
+    join, order_key = serving.order_sql(params["order"])
     rows = cur.execute(
         f"""WITH ready AS ({_READY}), labelled AS ({_LABELLED}),
             busy AS (
@@ -283,18 +290,18 @@ def _exact(cur: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int | None
             SELECT r.id FROM ready r LEFT JOIN sk ON sk.prompt_id = r.id
                  LEFT JOIN counts c ON c.prompt_id = r.id
                  LEFT JOIN (SELECT prompt_id, count(*) AS n FROM requeue GROUP BY prompt_id) rq ON rq.prompt_id = r.id
-                 LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id
+                 LEFT JOIN prompt_flag fl ON fl.prompt_id = r.id {join}
             WHERE r.id NOT IN (SELECT prompt_id FROM labelled WHERE judge = $who)
               AND ($exclude IS NULL OR r.id <> $exclude)
-              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED})
-            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), r.position
-            LIMIT 1""", {**params, "only": None}).fetchall()
+              AND ({_NEEDED} IS NULL OR coalesce(c.c, 0) < {_NEEDED}) AND {_NOT_GOLD}
+            ORDER BY sk.t NULLS FIRST, coalesce(c.c, 0), {order_key} r.position
+            LIMIT 1""", {k: v for k, v in params.items() if k != "order"} | {"only": None}).fetchall()
     return rows[0][0] if rows else None
 
 
-def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None, n: int,
+def next_prompt(db: Database, study_id: int, annotator: str, sources: LabelSources,
                 exclude: int | None = None, *, overlap: int | None = None, extra: int = 0,
-                reserve: bool = True) -> int | None:
+                reserve: bool = True, order: str = "position", gold_rate: float = 0.0) -> int | None:
     """Serve the annotator's next prompt and reserve it for them (`reserve=False`: only look).
 
     Their own open reservation comes first (so a reload or a restart resumes where they were);
@@ -305,9 +312,14 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
 
     members.NotMember when the annotator may not label the study (not an admin, not a member): nobody
     outside a study is ever served or reserves one of its items.
+
+    Gold items (storage.gold), when `gold_rate` > 0: they leave the routine order and are served on their
+    own, unannounced: at a fresh pick, with probability `gold_rate` (gold.draws_gold), the person's next
+    gold item not labelled by them comes instead (overlap does not apply: everyone answers every gold item),
+    and once nothing else is left the remaining gold items come in turn.
     """
-    params = {"study": study_id, "run": run_id, "n": n, "who": annotator, "exclude": exclude, "overlap": overlap,
-              "extra": extra, "lease": LEASE_MINUTES}
+    params = {"study": study_id, **_source_params(sources), "who": annotator, "exclude": exclude, "overlap": overlap,
+              "extra": extra, "lease": LEASE_MINUTES, "order": order, "gold": gold_rate > 0}
     seen = members.version(db)  # read before the check, for members.recheck
     own, skipped, allowed = _own_reservation(db.cursor(), params)
     if not allowed:
@@ -318,7 +330,21 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
                 members.recheck(db, study_id, annotator, seen)
                 _reserve(db, study_id, own, annotator)  # renews the lease while they look at it
         return own
-    key = (study_id, run_id, n, overlap, extra)
+    if params["gold"] and gold.draws_gold(db, study_id, annotator, gold_rate):
+        pid = _serve_gold(db, params, seen, gold_rate, reserve)
+        if pid is not None:
+            return pid
+    pid = _next_routine(db, params, seen, skipped, reserve)
+    if pid is None and params["gold"]:  # nothing else is left: the gold items not yet labelled come now
+        pid = _serve_gold(db, params, seen, gold_rate, reserve)
+    return pid
+
+
+def _next_routine(db: Database, params: dict[str, Any], seen: Any, skipped: set[int], reserve: bool) -> int | None:
+    """next_prompt's pick by the queue order (gold items left out while gold is served on its own)."""
+    study_id, annotator = params["study"], params["who"]
+    key = (study_id, tuple(params["runs"]), params["need"], params["imported"], params["order"], params["gold"],
+           params["overlap"], params["extra"])
     cands = _candidates(db, key, params)
     for attempt in range(2 + EXACT_TRIES):
         if attempt == 1 and time.monotonic() - cands.built > MIN_REBUILD_SECONDS:
@@ -343,11 +369,46 @@ def next_prompt(db: Database, study_id: int, annotator: str, run_id: int | None,
                 found = (exact, has_row) if not labelled and (needed is None or others < needed) else None
             if found is not None:
                 pid, has_row = found
+                _record_serving(cur, params, pid)
                 _reserve(db, study_id, pid, annotator, new=not has_row)
                 with cands.lock:
                     cands.order.pop(pid, None)
                 return pid
     return None
+
+
+def _serve_gold(db: Database, params: dict[str, Any], seen: Any, rate: float, reserve: bool) -> int | None:
+    """The person's next gold item (storage.gold.next_gold), reserved and recorded as served by "gold" with
+    the gold rate as its probability; None when none is open to them."""
+    pid = gold.next_gold(db.cursor(), _READY, _LABELLED, params)
+    if pid is None or not reserve:
+        return pid
+    with db.write() as cur:
+        members.recheck(db, params["study"], params["who"], seen)
+        if gold.next_gold(cur, _READY, _LABELLED, params) != pid:  # labelled in another tab meanwhile
+            return None
+        serving.record(cur, params["study"], pid, params["who"], serving.GOLD, rate)
+        _reserve(db, params["study"], pid, params["who"])
+    return pid
+
+
+def _record_serving(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int) -> None:
+    """Record how this fresh pick was served (storage.serving), under the write lock of the pick."""
+    busy, others, _, needed, _ = _check(cur, params, prompt_id)
+    routine = None if params["overlap"] is None else needed - (params["extra"] if _flagged(cur, prompt_id) else 0)
+    if routine is not None and others >= routine:
+        serving.record(cur, params["study"], prompt_id, params["who"], "disagreement", None)
+        return
+    probability = None
+    if params["order"] == "random":
+        tier = serving.tier_size(cur, _READY, _LABELLED, params, others)
+        probability = 1.0 / tier if tier else None
+    serving.record(cur, params["study"], prompt_id, params["who"], params["order"], probability)
+
+
+def _flagged(cur: duckdb.DuckDBPyConnection, prompt_id: int) -> bool:
+    return bool(cur.execute("SELECT count(*) FROM prompt_flag WHERE prompt_id = ? AND disagreement",
+                            [prompt_id]).fetchone()[0])
 
 
 def _reserve(db: Database, study_id: int, prompt_id: int, annotator: str, *, new: bool = False) -> None:
@@ -418,8 +479,15 @@ def annotator_progress(db: Database, study_id: int) -> list[tuple[str, int, int]
             FROM annotator a ORDER BY a.id""", {"study": study_id})]
 
 
-def ready_count(db: Database, study_id: int, run_id: int | None, n: int) -> int:
-    return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, "run": run_id, "n": n, "only": None})
+def ready_count(db: Database, study_id: int, run_id: int | None | LabelSources, n: int = 0) -> int:
+    """Prompts ready to label: of a label set (LabelSources), or of one run with n samples (None: imported)."""
+    sources = run_id if isinstance(run_id, LabelSources) else LabelSources.of_run(run_id, n)
+    return db.fetchval(f"SELECT count(*) FROM ({_READY})", {"study": study_id, **_source_params(sources), "only": None})
+
+
+def _source_params(sources: LabelSources) -> dict[str, Any]:
+    """_READY's parameters for a label set (a study with no run labels its imported responses)."""
+    return {"runs": list(sources.runs), "need": sources.need, "imported": sources.imported or not sources.runs}
 
 
 def labelled_history(db: Database, study_id: int, annotator: str) -> list[int]:

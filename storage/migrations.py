@@ -503,3 +503,38 @@ def m024_true_logprob_modes(cur: duckdb.DuckDBPyConnection) -> None:
                    AND kind = 'live' AND EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id)
                    AND NOT EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id
                                    AND r.logprob_mode IS DISTINCT FROM 'raw')""")
+
+
+@migration
+def m025_serving(cur: duckdb.DuckDBPyConnection) -> None:
+    # How each (prompt, person) was served, so the report can tell which human labels are a uniform random
+    # sample (valid for prediction-powered inference) and which were routed: the queue order in force
+    # (position | random | informative), or the extra annotators of a disagreement. `probability`: the
+    # chance of this pick under the policy, where one is defined (NULL for a deterministic order).
+    cur.execute(
+        """CREATE TABLE serving (
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            annotator VARCHAR NOT NULL,
+            policy VARCHAR NOT NULL,
+            probability DOUBLE,
+            served_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (prompt_id, annotator))"""
+    )
+
+
+@migration
+def m026_gold(cur: duckdb.DuckDBPyConnection) -> None:
+    # Items with known answers, set by an admin, against which each person's labels are checked
+    # (storage.gold): a best pick (response_id, answer NULL) or a correct/incorrect verdict on one response.
+    cur.execute(
+        """CREATE TABLE gold (
+            study_id BIGINT NOT NULL,
+            prompt_id BIGINT NOT NULL,
+            method VARCHAR NOT NULL,
+            response_id BIGINT NOT NULL,
+            answer VARCHAR,
+            created_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (prompt_id, method, response_id))"""
+    )

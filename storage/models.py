@@ -99,8 +99,29 @@ class StudyConfig(BaseModel):
     overlap: int | None = Field(None, ge=1, le=100)  # annotators per prompt; None = everyone labels all
     extra_on_disagreement: int = Field(0, ge=0, le=20)  # more annotators where humans split or the model disagrees
     label_run_id: int | None = None  # the generation run people label; None = the latest run
+    # Cards drawn from several sources: generation runs of the study and "imported" (its imported responses),
+    # mixed per prompt by storage.label_sources' rule (at most MAX_RESPONSES cards); empty = label_run_id's run.
+    label_runs: list[int | Literal["imported"]] = Field(default_factory=list, max_length=MAX_RESPONSES)
+    # The order a person's next item is picked in, among the least-labelled open prompts (storage.label_queue):
+    # file position; "random", a uniform permutation seeded by the study; "informative", the prompts whose
+    # model self-evaluations disagree most or are least certain first (label_queue.INFORMATIVE).
+    queue_order: Literal["position", "random", "informative"] = "position"
+    # A person whose accuracy on the gold items (storage.gold) is below this is gated: storage.gold.gated
+    # names them, for consensus and exports to leave out. None: no gate.
+    gold_min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    # How often a fresh pick is a gold item (unannounced; 0 = gold items are ordinary items): label_queue.next_prompt.
+    gold_rate: float = Field(0.0, ge=0.0, le=1.0)
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
     live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)
+
+
+    @field_validator("label_runs")
+    @classmethod
+    def _distinct_sources(cls, v: list[int | str]) -> list[int | str]:
+        twice = sorted({str(s) for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"label_runs lists {', '.join(twice)} more than once")
+        return v
 
 
 class Study(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from storage.db import Database
+from storage.label_sources import IMPORTED, LabelSources, mix
 from storage.models import Origin, Response, ResponseIn
 
 _COLS = ("prompt_id, run_id, sample_index, origin, parent_id, external_id, text, engine, model_id, params, "
@@ -70,28 +71,59 @@ def run_samples(db: Database, prompt_id: int, run_id: int) -> list[Response]:
     return [Response(**r) for r in rows]
 
 
-def _label_rows(rows: list[dict[str, Any]], run_id: int | None) -> list[dict[str, Any]]:
+def _source_rows(rows: list[dict[str, Any]], source: int | str | None) -> list[dict[str, Any]]:
+    """One source's responses of a prompt in its order: a run's samples by sample index, or (None or
+    "imported") the imported and reference responses by id."""
+    if source is None or source == IMPORTED:
+        return sorted((r for r in rows if r["run_id"] is None and r["origin"] in ("imported", "reference")),
+                      key=lambda r: r["id"])
+    return sorted((r for r in rows if r["run_id"] == source and r["origin"] == "sampled"),
+                  key=lambda r: (r["sample_index"] is None, r["sample_index"] or 0))
+
+
+def _label_rows(rows: list[dict[str, Any]], run_id: int | None | LabelSources,
+                study_id: int | None = None) -> list[dict[str, Any]]:
     """Of one prompt's response rows (with the run's `run_kind`), those people label and the model
     judges: the labelling run's samples in sample order (with no run, the imported and reference ones by
-    id), or, for a prompt added from the Live tab that has none, its live samples."""
-    if run_id is None:
-        chosen = sorted((r for r in rows if r["run_id"] is None and r["origin"] in ("imported", "reference")),
-                        key=lambda r: r["id"])
+    id), or the mix of several sources (storage.label_sources, at most MAX_RESPONSES), or, for a prompt
+    added from the Live tab that has none, its live samples."""
+    if isinstance(run_id, LabelSources) and run_id.single_run is None:
+        prompt_id = rows[0]["prompt_id"] if rows else 0
+        chosen = mix(study_id or 0, prompt_id, {s: _source_rows(rows, s) for s in run_id.names})
     else:
-        chosen = sorted((r for r in rows if r["run_id"] == run_id and r["origin"] == "sampled"),
-                        key=lambda r: r["sample_index"])
+        chosen = _source_rows(rows, run_id.single_run if isinstance(run_id, LabelSources) else run_id)
     if chosen:
         return chosen
     return sorted((r for r in rows if r["run_kind"] == "live" and r["origin"] == "sampled"),
                   key=lambda r: (r["run_id"], r["sample_index"]))
 
 
-def label_set(db: Database, prompt_id: int, run_id: int | None) -> list[Response]:
-    """The responses people label and the model judges for this prompt (see `_label_rows`)."""
+def label_set(db: Database, prompt_id: int, run_id: int | None | LabelSources,
+              study_id: int | None = None) -> list[Response]:
+    """The responses people label and the model judges for this prompt (see `_label_rows`); `study_id`
+    seeds the mix of several sources."""
     rows = db.fetchdicts(
         "SELECT r.*, g.kind AS run_kind FROM response r LEFT JOIN generation_run g ON g.id = r.run_id "
         "WHERE r.prompt_id = ? AND r.origin IN ('sampled', 'imported', 'reference')", [prompt_id])
-    return [Response(**r) for r in _label_rows(rows, run_id)]
+    return [Response(**r) for r in _label_rows(rows, run_id, study_id)]
+
+
+class CardOrigin(BaseModel):
+    """Where a card came from: the response's run (None: imported), its model and origin."""
+
+    response_id: int
+    run_id: int | None = None
+    model_id: str | None = None
+    origin: Origin
+
+
+def origins(db: Database, response_ids: list[int]) -> list[CardOrigin]:
+    """The origin of each response id, in the order given (e.g. a judgment's shown_order: what was shown,
+    card by card); an id with no response is left out."""
+    found = {r["id"]: r for r in db.fetchdicts(
+        "SELECT id AS response_id, run_id, model_id, origin, id FROM response WHERE list_contains(?, id)",
+        [list(response_ids)])}
+    return [CardOrigin(**found[i]) for i in response_ids if i in found]
 
 
 class ResponseFigures(BaseModel):
@@ -108,7 +140,7 @@ class ResponseFigures(BaseModel):
     logprob_mode: str | None = None
 
 
-def study_label_sets(db: Database, study_id: int, run_id: int | None
+def study_label_sets(db: Database, study_id: int, run_id: int | None | LabelSources
                      ) -> dict[int, tuple[list[ResponseFigures], list[ResponseFigures]]]:
     """Per prompt of the study that has any response: (its label set as `label_set` picks it, its
     revisions and aggregates oldest first), in one query instead of one per prompt."""
@@ -123,7 +155,7 @@ def study_label_sets(db: Database, study_id: int, run_id: int | None
     out = {}
     for prompt_id, rows in by_prompt.items():
         derived = sorted((r for r in rows if r["origin"] in ("revision", "aggregate")), key=lambda r: r["id"])
-        out[prompt_id] = ([ResponseFigures(**r) for r in _label_rows(rows, run_id)],
+        out[prompt_id] = ([ResponseFigures(**r) for r in _label_rows(rows, run_id, study_id)],
                           [ResponseFigures(**r) for r in derived])
     return out
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from storage.label_sources import source_order
+
+MAX_CARDS = 8
 Stage = str  # "blind" | "revealed"
 # One stored answer: (method, response id or None, value or text).
 Answer = tuple[str, int | None, object]
@@ -21,6 +24,9 @@ class Settings:
     reveal: bool = True
     overlap: int | None = None
     extra: int = 0
+    label_runs: list[int | str] = field(default_factory=list)  # empty: the latest run
+    queue_order: str = "position"
+    gold_rate: float = 0.0
 
 
 @dataclass
@@ -37,6 +43,34 @@ class ProtocolModel:
     submits: int = 0  # a clock: every submit and skip ticks it
     stored_rows: int = 0  # human judgment rows ever stored (superseded ones included)
     members: set[str] = field(default_factory=set)  # who may label the study; anyone else is refused everything
+    study_id: int = 0
+    # prompt -> source (a run id or "imported") -> its response ids in source order
+    responses: dict[int, dict[int | str, list[int]]] = field(default_factory=dict)
+    run_n: dict[int, int] = field(default_factory=dict)  # samples per prompt of each run
+    latest_run: int | None = None
+    # (person, prompt) -> the policy of the last fresh serving (a renewal of one's own reservation keeps it)
+    served: dict[tuple[str, int], str] = field(default_factory=dict)
+    gold: set[int] = field(default_factory=set)  # prompts with a gold answer
+
+    # -- the label set ----------------------------------------------------------------------------------
+    def sources(self) -> list[int | str]:
+        return self.settings.label_runs or ([self.latest_run] if self.latest_run is not None else ["imported"])
+
+    def cards(self, pid: int) -> list[int]:
+        """The label set: one response of each source per round, in the prompt's seeded source order, at
+        most MAX_CARDS."""
+        queues = [list(self.responses[pid].get(s, [])) for s in source_order(self.study_id, pid, self.sources())]
+        out: list[int] = []
+        while len(out) < MAX_CARDS and any(queues):
+            for q in queues:
+                if q and len(out) < MAX_CARDS:
+                    out.append(q.pop(0))
+        return out
+
+    def ready(self, pid: int) -> bool:
+        """Every listed run holds its n samples of the prompt (and the imported source, if listed, one)."""
+        return all(len(self.responses[pid].get(s, [])) >= (self.run_n[s] if s in self.run_n else 1)
+                   for s in self.sources())
 
     # -- what the rules say ---------------------------------------------------------------------------
     def labelled(self, who: str, pid: int) -> bool:
@@ -66,11 +100,13 @@ class ProtocolModel:
         return len(people - {who})
 
     def eligible(self, who: str, exclude: int | None) -> list[int]:
-        return [p for p in self.prompts if p != exclude and not self.labelled(who, p)
+        return [p for p in self.prompts if p != exclude and not self.labelled(who, p) and self.ready(p)
+                and not self.gold_served(p)
                 and (self.needed(p) is None or self.others_busy(who, p) < self.needed(p))]
 
     def own_reservation(self, who: str, exclude: int | None) -> int | None:
-        return next((p for p in self.held.get(who, []) if p != exclude and not self.labelled(who, p)), None)
+        return next((p for p in self.held.get(who, []) if p != exclude and not self.labelled(who, p)
+                     and self.ready(p)), None)
 
     def history(self, who: str) -> list[int]:
         """Labelled prompts, by the first submit among the ones whose answers are still current."""
@@ -79,6 +115,28 @@ class ProtocolModel:
             if w == who:
                 first[p] = min(first.get(p, at), at)
         return sorted(first, key=first.__getitem__)
+
+    def gold_served(self, pid: int) -> bool:
+        """Gold items leave the routine queue while the gold rate is above 0."""
+        return self.settings.gold_rate > 0 and pid in self.gold
+
+    def gold_open(self, who: str, exclude: int | None) -> list[int]:
+        """Gold items the person may be served, in serving order: never skipped by them first, in file order,
+        then the skipped ones, the oldest skip first (overlap does not apply)."""
+        skipped = self.skipped.get(who, {})
+        open_ = [p for p in self.prompts if p in self.gold and p != exclude and not self.labelled(who, p)
+                 and self.ready(p)]
+        return sorted(open_, key=lambda p: (p in skipped, skipped.get(p, 0), self.prompts.index(p)))
+
+    def policy(self, who: str, pid: int) -> str:
+        """How a fresh serving is recorded: "disagreement" for an annotator beyond the overlap and its
+        re-queues (there only because the prompt is flagged), else the queue order in force."""
+        s = self.settings
+        if self.gold_served(pid):
+            return "gold"
+        if s.overlap is not None and self.others_busy(who, pid) >= s.overlap + self.requeues.get(pid, 0):
+            return "disagreement"
+        return s.queue_order
 
     # -- what the actions do ----------------------------------------------------------------------------
     def serve(self, who: str, pid: int, stage: Stage, reserve: bool) -> None:

@@ -106,6 +106,7 @@ def test_add_to_study_stores_everything_once(ctx: AppContext) -> None:
                                                               ("comment", "revealed", "live")}
     best = next(j for j in human if j.method == "best_of_n")
     assert best.response_id == stored[1].id
+    assert all(j.duration_ms is not None and j.duration_ms >= 0 for j in human), "time on task is recorded"
     assert not judgments.current(ctx.db, study_id=study.id, judge_kind="human", stage="blind")
     model = judgments.current(ctx.db, study_id=study.id, prompt_id=res.prompt_id, judge_kind="model", stage=None)
     assert {j.response_id for j in model} == {r.id for r in stored}

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from app.services.context import AppContext, EngineConfig
 from app.services.engine_meter import engine_model
-from app.services.labelling import label_run
+from app.services.labelling import label_sources
 from app.services.scoring import chosen_methods, input_key
 from backend.methods.base import ChecklistItemInput, EngineCalls, MethodInput, ResponseInput, method_seed
 from backend.methods.checklist import ChecklistMethod
@@ -94,8 +94,7 @@ def estimate_scoring(ctx: AppContext, study_name: str, method_ids: list[str] | s
     ids = chosen_methods(method_ids)
     info = ctx.engine(engine_cfg or ctx.default_engine).info()
     model = engine_model(info)
-    run_id, _ = label_run(ctx.db, study)
-    sets = responses.study_label_sets(ctx.db, study.id, run_id)
+    sets = responses.study_label_sets(ctx.db, study.id, label_sources(ctx.db, study))
     done = method_runs.done_keys(ctx.db, study.id, info.model_id)
     items = checklists.item_counts(ctx.db, study.id, author=info.model_id, method=ChecklistMethod.id,
                                    version=ChecklistMethod.checklist_version)

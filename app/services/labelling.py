@@ -25,6 +25,7 @@ from app.services.context import AppContext, ServiceError, TooManyRequests
 from app.services.model_view import CardView, card_views
 from storage import checklists, human_labels, judgments, label_queue, members, prompts, responses, reveals, studies
 from storage.db import Database
+from storage.label_sources import IMPORTED, LabelSources
 from storage.models import (
     MAX_RESPONSES,
     ChatMessage,
@@ -161,6 +162,16 @@ def label_run(db: Database, study: Study) -> tuple[int | None, int]:
     return (run.id, run.n) if run else (None, 0)
 
 
+def label_sources(db: Database, study: Study) -> LabelSources:
+    """Where the study's cards come from: its `label_runs` (runs and "imported", mixed by
+    storage.label_sources' rule), else the one run of `label_run` (no run: the imported responses)."""
+    if not study.config.label_runs:
+        return LabelSources.of_run(*label_run(db, study))
+    ns = {r.id: r.n for r in studies.list_runs(db, study.id)}
+    runs = tuple(s for s in study.config.label_runs if isinstance(s, int) and s in ns)
+    return LabelSources(runs, sum(ns[r] for r in runs), IMPORTED in study.config.label_runs)
+
+
 def shown_order(annotator: str, prompt_id: int, response_ids: list[int]) -> list[int]:
     """A per-annotator shuffle of the responses, stable across visits, so position bias averages out
     over annotators and an edit shows the same layout.
@@ -175,21 +186,22 @@ def shown_order(annotator: str, prompt_id: int, response_ids: list[int]) -> list
 
 
 def _label_set(ctx: AppContext, study: Study, prompt_id: int,
-               run: tuple[int | None, int] | None = None) -> dict[int, responses.Response]:
-    run_id, _ = run or label_run(ctx.db, study)
-    if run_id is not None:
+               sources: LabelSources | None = None) -> dict[int, responses.Response]:
+    sources = sources or label_sources(ctx.db, study)
+    if (run_id := sources.single_run) is not None:
         # responses.label_set's first case (the usual one), without its join and whole-prompt read.
         rows = responses.run_samples(ctx.db, prompt_id, run_id)
         if rows:
             return {r.id: r for r in rows[:MAX_RESPONSES]}
-    return {r.id: r for r in responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES]}
+    return {r.id: r for r in responses.label_set(ctx.db, prompt_id, sources, study.id)[:MAX_RESPONSES]}
 
 
 def _checked_label_ids(ctx: AppContext, study: Study, prompt_id: int, annotator: str) -> set[int]:
     """members.check and _checked_prompt's test, then the ids of _label_set, in one statement where the
     labelling run has samples for the prompt (a submit's usual case: more round trips and whole rows cost a
     millisecond more)."""
-    run_id, _ = label_run(ctx.db, study)
+    sources = label_sources(ctx.db, study)
+    run_id = sources.single_run
     check = label_queue.submit_check(ctx.db, study.id, prompt_id, run_id, annotator)
     if not check.may_label:
         raise members.NotMember(annotator, study.name)
@@ -197,7 +209,7 @@ def _checked_label_ids(ctx: AppContext, study: Study, prompt_id: int, annotator:
         raise ServiceError(f"prompt {prompt_id} is not in study {study.name!r}")
     if run_id is not None and check.sample_ids:
         return set(check.sample_ids[:MAX_RESPONSES])
-    return set(_label_set(ctx, study, prompt_id, (run_id, 0)))
+    return set(_label_set(ctx, study, prompt_id, sources))
 
 
 def _model_checklist(ctx: AppContext, prompt_id: int) -> list[ChecklistQuestion]:
@@ -229,9 +241,9 @@ def _answers(rows: list[Judgment]) -> Answers:
 
 
 def _item(ctx: AppContext, study: Study, annotator: str, prompt_id: int, stage: Stage,
-          run: tuple[int | None, int] | None = None, prompt: Prompt | None = None) -> LabelItem:
+          sources: LabelSources | None = None, prompt: Prompt | None = None) -> LabelItem:
     prompt = prompt or prompts.get_prompt(ctx.db, prompt_id)
-    rows = _label_set(ctx, study, prompt_id, run)
+    rows = _label_set(ctx, study, prompt_id, sources)
     order = shown_order(annotator, prompt_id, list(rows))
     item = LabelItem(study=study.name, study_id=study.id, prompt_id=prompt_id,
                      prompt_external_id=prompt.external_id, messages=prompt.messages,
@@ -273,20 +285,22 @@ def next_item(ctx: AppContext, annotator: str, study_name: str | Study, *,
               after: int | None = None) -> LabelItem | None:
     """The annotator's next prompt, or None when nothing is left (or nothing is ready yet)."""
     study = _study(ctx, study_name)
-    run_id, n = label_run(ctx.db, study)
-    prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, exclude=after,
-                                        overlap=study.config.overlap, extra=study.config.extra_on_disagreement)
+    sources = label_sources(ctx.db, study)
+    prompt_id = label_queue.next_prompt(ctx.db, study.id, annotator, sources, exclude=after,
+                                        overlap=study.config.overlap, extra=study.config.extra_on_disagreement,
+                                        order=study.config.queue_order, gold_rate=study.config.gold_rate)
     if prompt_id is None:
         return None
-    return _item(ctx, study, annotator, prompt_id, _latest_stage(ctx, study, annotator, prompt_id), (run_id, n))
+    return _item(ctx, study, annotator, prompt_id, _latest_stage(ctx, study, annotator, prompt_id), sources)
 
 
 def has_work(ctx: AppContext, annotator: str, study_name: str) -> bool:
     """Whether the study has an item for this annotator now (nothing is reserved by asking)."""
     study = studies.get_study(ctx.db, study_name)
-    run_id, n = label_run(ctx.db, study)
-    return label_queue.next_prompt(ctx.db, study.id, annotator, run_id, n, overlap=study.config.overlap,
-                                   extra=study.config.extra_on_disagreement, reserve=False) is not None
+    return label_queue.next_prompt(ctx.db, study.id, annotator, label_sources(ctx.db, study),
+                                   overlap=study.config.overlap, extra=study.config.extra_on_disagreement,
+                                   reserve=False, order=study.config.queue_order,
+                                   gold_rate=study.config.gold_rate) is not None
 
 
 def previous_item(ctx: AppContext, annotator: str, study_name: str | Study,

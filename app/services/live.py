@@ -137,6 +137,9 @@ class LiveSession:
         self._view_rows: dict[str, list[JudgmentIn]] = {}  # results as in-memory judgments (ids = slots)
         self.method_status = [MethodStatus(method=m) for m in request.methods]
         self.added: dict[str, AddResult] = {}
+        # When the last sample ended: the person may label from then on, so a label's time on task counts
+        # from here to the Add (judgment.duration_ms, as the Label tab's counts from showing the item).
+        self.samples_done_at: float | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,6 +169,7 @@ class LiveSession:
             self._view_rows.clear()
             self.method_status = [MethodStatus(method=m) for m in self.request.methods]
             self.added.clear()  # the samples changed: adding again makes a new prompt
+            self.samples_done_at = None
         todo = [c for c in self.cards if c.state == "waiting"]
         self._thread = threading.Thread(target=self._work, args=(todo,), name=f"live-{self.id}", daemon=True)
         self._thread.start()
@@ -186,6 +190,7 @@ class LiveSession:
             t.start()
         for t in streams:
             t.join()
+        self.samples_done_at = time.monotonic()
         if not self._stop.is_set():
             self._score()
 
@@ -560,7 +565,9 @@ def _store_labels(ctx: AppContext, user: str, session: LiveSession, study: Study
         checklist_yes={rid(k): [item(i) for i in v] for k, v in answers.checklist_yes.items()},
         invalid_items=[item(i) for i in answers.invalid_items],
         critique={rid(k): v for k, v in answers.critique.items()},
-        reference=answers.reference, comment=answers.comment, idempotency_key=key)
+        reference=answers.reference, comment=answers.comment, idempotency_key=key,
+        duration_ms=None if session.samples_done_at is None else
+        min(int((time.monotonic() - session.samples_done_at) * 1000), labelling.MAX_DURATION_MS))
     return labelling.submit(ctx, user, sub, source="live").judgment_ids
 
 

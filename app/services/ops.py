@@ -5,15 +5,15 @@ returns JSON-able data."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.services import generation
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
-from storage import annotators, jobs, label_queue, members, prompts, settings_history, studies
-from storage.models import Annotator, Role, SamplingSettings, Study, StudyConfig
+from storage import annotators, gold, jobs, label_queue, members, prompts, settings_history, studies
+from storage.models import QUESTION_METHODS, Annotator, Role, SamplingSettings, Study, StudyConfig
 
 
 class _Payload(BaseModel):
@@ -75,6 +75,14 @@ class Agreement(_Payload):
 
 class StudyOnly(_Payload):
     study: str
+
+
+class GoldAdd(_Payload):
+    study: str
+    prompt: str  # the prompt's external id
+    question: Literal["best", "correct"]  # a best pick, or a correct/incorrect verdict on one response
+    response_id: int
+    verdict: Literal["correct", "incorrect"] | None = None  # the "correct" question's answer
 
 
 class AddAnnotator(_Payload):
@@ -179,6 +187,12 @@ def configure(ctx: AppContext, user: str, p: Configure) -> dict[str, Any]:
     runs = {r.id for r in studies.list_runs(ctx.db, study.id)}
     if config.label_run_id is not None and config.label_run_id not in runs:
         raise ServiceError(f"generation run {config.label_run_id} is not a run of study {study.name!r}")
+    strangers = [s for s in config.label_runs if s != "imported" and s not in runs]
+    if strangers:
+        raise ServiceError(f"label_runs: generation run{'s' * (len(strangers) > 1)} "
+                           f"{', '.join(map(str, strangers))} {'are' if len(strangers) > 1 else 'is'} not "
+                           f"{'runs' if len(strangers) > 1 else 'a run'} of study {study.name!r} (its runs: "
+                           f"{', '.join(map(str, sorted(runs))) or 'none'})")
     with ctx.db.write():  # checked and written under the write lock: two saves cannot both pass the check
         study = studies.get_study(ctx.db, p.study)
         after = study.model_copy(update={"config": config, "guidelines": study.guidelines if p.guidelines is None
@@ -216,6 +230,28 @@ def agreement_by_turn(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any
 
     rows = pairwise_by_turn(ctx.db, studies.get_study(ctx.db, p.study).id)
     return {"rows": rows, "text": by_turn_text(rows) or "no prompt of this study has a turn and human pairwise votes"}
+
+
+def gold_add(ctx: AppContext, user: str, p: GoldAdd) -> dict[str, Any]:
+    """Mark a prompt's known answer (storage.gold); ServiceError naming what is wrong, nothing stored, otherwise."""
+    study = studies.get_study(ctx.db, p.study)
+    pid = prompts.find_prompt_id(ctx.db, study.id, p.prompt)
+    if pid is None:
+        raise ServiceError(f"no prompt {p.prompt!r} in study {study.name!r}")
+    try:
+        g = gold.add(ctx.db, study.id, pid, QUESTION_METHODS[p.question][0], p.response_id, p.verdict, user)
+    except ValueError as e:
+        raise ServiceError(str(e)) from None
+    return {"study": study.name, "prompt": p.prompt, "question": p.question, "response_id": g.response_id,
+            "verdict": g.answer}
+
+
+def gold_list(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
+    """The study's gold answers and each person's accuracy on them (admins), with who the gate leaves out."""
+    study = studies.get_study(ctx.db, p.study)
+    return {"study": study.name, "gold": [g._asdict() for g in gold.list_gold(ctx.db, study.id)],
+            "accuracy": [a._asdict() for a in gold.accuracy(ctx.db, study.id)],
+            "gated": sorted(gold.gated(ctx.db, study.id, study.config.gold_min_accuracy))}
 
 
 def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
@@ -396,6 +432,8 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "study_settings": (StudyOnly, study_settings),
     "requeue": (Requeue, requeue),
     "annotator_progress": (StudyOnly, annotator_progress),
+    "gold_add": (GoldAdd, gold_add),
+    "gold_list": (StudyOnly, gold_list),
     "agreement": (Agreement, agreement),
     "add_annotator": (AddAnnotator, add_annotator),
     "disable_annotator": (AnnotatorName, disable_annotator),

@@ -16,7 +16,7 @@ from typing import Any
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.engine_meter import MeteredEngine, engine_model
 from app.services.in_flight import run_in_flight
-from app.services.labelling import label_run
+from app.services.labelling import label_sources
 from backend.engines.base import Engine, EngineError, EngineInfo
 from backend.methods.base import (
     ChecklistItemInput,
@@ -39,8 +39,8 @@ def _response_input(r: Response) -> ResponseInput:
 
 def method_input(ctx: AppContext, study: Study, prompt_id: int, method: Method, info: EngineInfo) -> MethodInput:
     prompt = prompts.get_prompt(ctx.db, prompt_id)
-    run_id, _ = label_run(ctx.db, study)
-    shown = sorted(responses.label_set(ctx.db, prompt_id, run_id)[:MAX_RESPONSES], key=lambda r: r.id)
+    shown = sorted(responses.label_set(ctx.db, prompt_id, label_sources(ctx.db, study), study.id)[:MAX_RESPONSES],
+                   key=lambda r: r.id)
     checklist = checklists.get_checklist(ctx.db, prompt_id, author=info.model_id, method="checklist",
                                          version=ChecklistMethod.checklist_version)
     # The top-k the shown responses were sampled with: teacher-forced scoring asks for as many alternatives.

@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from app.services.context import AppContext, ServiceError
 from app.services.ops import run_op
-from storage import judgments, label_queue, settings_history, studies
+from storage import gold, judgments, label_queue, settings_history, studies
+from storage.label_sources import IMPORTED
 from storage.models import Study, StudyConfig
 
 QUESTION_LABELS = {"best": "best-of-N pick", "rating": "1–7 rating per response",
@@ -21,10 +22,10 @@ SETTING_NAMES = {"blind": "blind labelling", "reveal": "reveal after submit", "q
                  "overlap": "annotators per prompt", "extra_on_disagreement": "extra annotators on disagreement",
                  "answer_extraction": "answer extraction", "live_annotators": "Live tab for annotators",
                  "guidelines": "guidelines", "description": "description", "label_run_id": "labelling run",
-                 "rating_scale": "rating scale"}
+                 "rating_scale": "rating scale", "label_runs": "label set (runs)", "queue_order": "queue order", "gold_min_accuracy": "gold accuracy gate", "gold_rate": "gold rate"}
 # The settings the Studies tab's form edits (the rest of StudyConfig stays as it is).
 FORM_KEYS = ("blind", "reveal", "questions", "overlap", "extra_on_disagreement", "answer_extraction",
-             "live_annotators", "guidelines")
+             "live_annotators", "label_runs", "queue_order", "gold_rate", "gold_min_accuracy", "guidelines")
 
 
 class NeedsConfirmation(ServiceError):
@@ -51,6 +52,7 @@ class ProgressRow(BaseModel):
     name: str
     labelled: int
     skipped: int
+    gold: str = ""  # "right / answered (accuracy)" on the gold items, "gated" below the study's minimum
 
 
 class SettingsPanel(BaseModel):
@@ -68,7 +70,40 @@ def load_panel(ctx: AppContext, study_name: str) -> SettingsPanel:
     """The form and the progress table, from one read of the study (admins only; the caller checked the role)."""
     s = studies.get_study(ctx.db, study_name)
     rows = label_queue.annotator_progress(ctx.db, s.id)
-    return SettingsPanel(form=_form(ctx, s), progress=[ProgressRow(name=n, labelled=d, skipped=k) for n, d, k in rows])
+    accuracy = {a.annotator: a for a in gold.accuracy(ctx.db, s.id)}
+    gate = s.config.gold_min_accuracy
+    return SettingsPanel(form=_form(ctx, s), progress=[
+        ProgressRow(name=n, labelled=d, skipped=k, gold=_gold_text(accuracy.get(n), gate)) for n, d, k in rows])
+
+
+def _gold_text(a: gold.GoldAccuracy | None, gate: float | None) -> str:
+    """
+    >>> _gold_text(gold.GoldAccuracy("ann", 4, 3, 0.75), 0.8)
+    '3 / 4 (75%), gated'
+    """
+    if a is None:
+        return ""
+    return f"{a.right} / {a.answered} ({a.accuracy:.0%})" + (", gated" if gate is not None and a.accuracy < gate else "")
+
+
+def parse_label_runs(text: str) -> list[int | str]:
+    """The label set as typed in the form: run ids and `imported`, separated by commas or spaces.
+
+    >>> parse_label_runs("3, 5 imported")
+    [3, 5, 'imported']
+    >>> parse_label_runs("run 3")
+    Traceback (most recent call last):
+    app.services.context.ServiceError: label set: 'run' is neither a generation run id nor imported
+    """
+    out: list[int | str] = []
+    for word in text.replace(",", " ").split():
+        if word.isdigit():
+            out.append(int(word))
+        elif word.lower() == IMPORTED:
+            out.append(IMPORTED)
+        else:
+            raise ServiceError(f"label set: {word!r} is neither a generation run id nor {IMPORTED}")
+    return out
 
 
 def _form(ctx: AppContext, s: Study) -> SettingsForm:
@@ -93,6 +128,8 @@ def save_panel(ctx: AppContext, user: str, loaded: SettingsForm | dict[str, Any]
     `configure` operation, then the panel again (admins only; the caller checked the role). ServiceError
     from `configure` (NeedsConfirmation among them) with nothing saved."""
     form = SettingsForm.model_validate(loaded)
+    if isinstance(edited.get("label_runs"), str):
+        edited = {**edited, "label_runs": parse_label_runs(edited["label_runs"])}
     changed = form_changes(form.values, edited)
     if not changed:
         return SavedPanel(changed={})
@@ -141,6 +178,8 @@ def weakening(before: Study, after: Study) -> list[str]:
                        + ", ".join(f"'{QUESTION_LABELS.get(q, q)}'" for q in removed))
     if before.guidelines.strip() and not after.guidelines.strip():
         reasons.append("clear the guidelines")
+    if b.label_runs != a.label_runs or b.label_run_id != a.label_run_id:
+        reasons.append("change the responses people label (the label set)")
     return reasons
 
 
@@ -170,6 +209,8 @@ def _value(key: str, v: Any) -> str:
         return "on" if v else "off"
     if v is None:
         return "everyone" if key == "overlap" else "none"
+    if key == "label_runs":
+        return ", ".join(map(str, v)) or "the latest run"
     return str(v)
 
 

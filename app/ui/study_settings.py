@@ -1,5 +1,6 @@
 """Study settings inside the Studies tab (admins): questions, blind/reveal, overlap, routing,
-answer extraction, the Live tab grant, guidelines; per-annotator progress and re-queue."""
+answer extraction, the label set's runs, the queue order, gold rate and gate, the Live tab grant, guidelines;
+per-annotator progress (with gold accuracy) and re-queue."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
                           minimum=0, elem_id="cfg-extra")
         answers = gr.Textbox(label="Answer extraction: none | last_number | boxed | regex:PATTERN",
                              elem_id="cfg-answers")
+    with gr.Row():
+        label_runs = gr.Textbox(label="Cards from runs: run ids and/or imported (blank = the latest run)",
+                                placeholder="e.g. 3, 5, imported", elem_id="cfg-label-runs")
+        queue_order = gr.Dropdown([("file position", "position"), ("random (uniform, seeded)", "random"),
+                                   ("most informative first", "informative")], label="Queue order",
+                                  elem_id="cfg-queue-order")
+    with gr.Row():
+        gold_rate = gr.Number(label="Gold rate: share of picks that are gold items (0 = off)", minimum=0, maximum=1,
+                              elem_id="cfg-gold-rate")
+        gold_min = gr.Number(label="Gold accuracy gate (blank = none)", minimum=0, maximum=1, elem_id="cfg-gold-min")
     live_ok = gr.Checkbox(label="Annotators may use the Live tab with this study (their Live labels are stored "
                                 "as not blind)", elem_id="cfg-live")
     guidelines = gr.Textbox(label="Guidelines (Markdown)", lines=4, elem_id="cfg-guidelines")
@@ -51,11 +62,13 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
     status = gr.Markdown(elem_id="cfg-status")
     loaded = gr.State(None)  # the form as loaded (study_settings.SettingsForm), to send only what changed
     gr.Markdown("#### Annotators' progress")
-    progress = gr.Dataframe(headers=["annotator", "labelled", "skipped"], interactive=False, elem_id="cfg-progress")
+    progress = gr.Dataframe(headers=["annotator", "labelled", "skipped", "gold right / answered"], interactive=False,
+                            elem_id="cfg-progress")
     with gr.Row():
         requeue_id = gr.Textbox(label="Prompt id to re-queue (one more annotator)", elem_id="cfg-requeue-id")
         requeue = gr.Button("Re-queue", elem_id="cfg-requeue")
-    form = [blind, reveal, questions, overlap, extra, answers, live_ok, guidelines]
+    form = [blind, reveal, questions, overlap, extra, answers, live_ok, label_runs, queue_order, gold_rate, gold_min,
+            guidelines]
 
     def fill(study_name: str | None, request: gr.Request) -> tuple[Any, ...]:
         admin_of(request)
@@ -65,14 +78,16 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
 
     def shown(panel: settings.SettingsPanel, note: str = "") -> tuple[Any, ...]:
         f, v = panel.form, panel.form.values
-        rows = [[a.name, a.labelled, a.skipped] for a in panel.progress]
+        rows = [[a.name, a.labelled, a.skipped, a.gold] for a in panel.progress]
         return (note, f.model_dump(), gr.Button(visible=False), v["blind"], v["reveal"], list(v["questions"]),
                 v["overlap"], v["extra_on_disagreement"], v["answer_extraction"], v["live_annotators"],
+                ", ".join(map(str, v["label_runs"])), v["queue_order"], v["gold_rate"], v["gold_min_accuracy"],
                 v["guidelines"], rows)
 
     def save_with(confirmed: bool) -> Callable[..., tuple[Any, ...]]:
         def do_save(study_name: str | None, form_state: dict | None, blind_: bool, reveal_: bool, qs: list[str],
-                    overlap_: float | None, extra_: float | None, answers_: str, live_: bool, guide: str,
+                    overlap_: float | None, extra_: float | None, answers_: str, live_: bool, runs_: str,
+                    order_: str, gold_rate_: float | None, gold_min_: float | None, guide: str,
                     request: gr.Request) -> tuple[Any, ...]:
             keep = (gr.skip(),) * (len(form) + 1)  # the form and the progress table
             try:
@@ -84,7 +99,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> SettingsPan
                 edited = {"blind": bool(blind_), "reveal": bool(reveal_), "questions": list(qs),
                           "overlap": int(overlap_) if overlap_ else None, "extra_on_disagreement": int(extra_ or 0),
                           "answer_extraction": (answers_ or "").strip() or "none", "live_annotators": bool(live_),
-                          "guidelines": guide or ""}
+                          "label_runs": runs_ or "", "queue_order": order_ or "position",
+                          "gold_rate": float(gold_rate_ or 0), "gold_min_accuracy": gold_min_, "guidelines": guide or ""}
                 r = settings.save_panel(ctx, user, form_state, edited, confirm=confirmed)
                 if r.panel is None:
                     return ("Nothing changed.", gr.skip(), gr.Button(visible=False), *keep)
