@@ -134,6 +134,10 @@ REVIEWED_SQL_INTERPOLATIONS = {
     ("storage/responses.py", "', '.join('?' * 20)"), ("storage/responses.py", "_COLS"),
     ("storage/label_queue.py", "_LABELLED"), ("storage/label_queue.py", "_NEEDED"),
     ("storage/label_queue.py", "_READY"),  # constant sub-queries with $named parameters
+    ("storage/label_queue.py", "_NOT_GOLD"),  # the same
+    ("storage/label_queue.py", "join"), ("storage/label_queue.py", "order_key"),  # serving.order_sql: constants
+    ("storage/gold.py", "ready_sql"), ("storage/gold.py", "labelled_sql"),  # label_queue's _READY and _LABELLED
+    ("storage/serving.py", "ready_sql"), ("storage/serving.py", "labelled_sql"),  # the same
     ("storage/studies.py", "col"),  # "id" or "name"
 }
 
