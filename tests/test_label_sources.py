@@ -42,7 +42,8 @@ def test_cards_come_from_every_listed_source_and_their_origin_is_recoverable(db:
     item = labelling.next_item(ctx, "ann", "multi")
     assert item is not None and len(item.cards) == MAX_RESPONSES  # 3 + 3 + 4 responses, capped at 8
     card_fields = set(item.cards[0].model_dump())
-    assert card_fields == {"response_id", "text", "finish_reason"}, "a card names no run and no model"
+    # earlier_turns: a multi-turn answer's own earlier turns (text only)
+    assert card_fields == {"response_id", "text", "finish_reason", "earlier_turns"}, "a card names no run and no model"
     order = [c.response_id for c in item.cards]
     res = labelling.submit(ctx, "ann", labelling.LabelSubmission(
         study="multi", prompt_id=item.prompt_id, shown_order=order, best=order[0], idempotency_key=uuid.uuid4().hex))
