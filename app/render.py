@@ -56,10 +56,18 @@ def chat_to_safe_html(messages: list[dict]) -> str:
 
 
 def earlier_turns_html(messages: list[dict]) -> str:
-    """The turns before a response's own (a multi-turn answer) as a quoted block above it; '' when none."""
+    """The turns before a response's own (a multi-turn answer) as a boxed, quieter block above it, then a
+    heading over the response itself, so a reader does not take the model's turn-1 reply for the answer to
+    rate; '' when there are none. The box's height is capped (style.css .earlier-turns) so a long turn 1
+    does not push the answer out of the card's scroll area."""
     if not messages:
         return ""
-    return f"<p><em>Earlier in this conversation</em></p>\n<blockquote>\n{chat_to_safe_html(messages)}\n</blockquote>\n"
+    turn = sum(1 for m in messages if m.get("role") == "user") + 1
+    rows = [f'<p><strong>{html.escape(str(m["role"]).capitalize())}</strong></p>\n{to_safe_html(m["content"])}'
+            for m in messages]
+    return (f'<blockquote class="earlier-turns">\n<p class="earlier-title">Earlier in this conversation</p>\n'
+            + "\n".join(rows) + "\n</blockquote>\n"
+            + f'<p class="this-turn"><strong>This response (turn {turn})</strong></p>\n')
 
 
 def md_literal(text: str) -> str:

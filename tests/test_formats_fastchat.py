@@ -169,6 +169,11 @@ def test_the_label_tab_shows_a_turn_2_answers_earlier_turns(db: Database) -> Non
     assert len(turns) == 2 and all(len(t) == 2 and t[0][0] == "user" and t[1][0] == "assistant"
                                    for t in turns.values())
     assert any(t[1][1] == "Lisbon was great"[:16] for t in turns.values())
-    html = earlier_turns_html([{"role": "user", "content": "<script>x</script> hi"}])
+    html = earlier_turns_html([{"role": "user", "content": "<script>x</script> hi"},
+                               {"role": "assistant", "content": "![t](http://evil/x.png) <b>ok</b>"}])
     assert "Earlier in this conversation" in html and "<script>" not in html and "&lt;script&gt;" in html
+    assert "<img" not in html and "<b>" not in html
+    # The earlier turns in a box of their own, the response under its own heading after it.
+    assert html.startswith('<blockquote class="earlier-turns">')
+    assert html.index("</blockquote>") < html.index("This response (turn 2)")
     assert earlier_turns_html([]) == ""
