@@ -16,6 +16,7 @@ from app.services.agreement import method_info
 from storage import judgments
 from storage.analysis.annotators import dawid_skene, mace
 from storage.analysis.bias import length_bias
+from storage.analysis.bradley_terry import bradley_terry
 from storage.analysis.planning import labels_for_width, ppi_labels_for_width
 from storage.analysis.ppi import ppi_summary
 from storage.analysis.report import build_report, report_html, report_markdown
@@ -111,6 +112,15 @@ def test_rankings_of_two_runs_have_the_closed_form_scores(built):
         assert m[0] - m[1] == pytest.approx(math.log(5 / 3), abs=1e-6)
         assert model["vs_humans"]["n_items"] == 2 and model["vs_humans"]["spearman"] == pytest.approx(1.0)
     assert sec["models"]["rankings"][0]["scores"][0]["item"] == "gen-a"
+    # the same verdicts one row each through storage.analysis.bradley_terry (the section counts them first)
+    c = pl.DataFrame({"a": ["gen-a"] * 8, "b": ["gen-b"] * 8,
+                      "result": HUMAN["ann1"] + HUMAN["ann2"]})
+    ref = {r["item"]: r for r in bradley_terry(c).iter_rows(named=True)}
+    for s in sec["models"]["rankings"][0]["scores"]:
+        assert s["score"] == pytest.approx(ref[s["item"]]["score"], abs=1e-9)
+        assert s["se"] == pytest.approx(ref[s["item"]]["se"], abs=1e-9)
+        assert (s["wins"], s["losses"], s["ties"]) == (ref[s["item"]]["wins"], ref[s["item"]]["losses"],
+                                                       ref[s["item"]]["ties"])
 
 
 def test_annotators_agreement_time_and_em_competence(built):

@@ -31,13 +31,16 @@ def method_info(method: str) -> dict[str, str] | None:
             "metrics": METRICS[m.metric_family]}
 
 
-def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: int = 1000, seed: int = 0) -> dict:
+def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: int = 1000, seed: int = 0,
+           annotator_models: bool = False) -> dict:
+    """The study's agreement report (`build_report`); `annotator_models` adds the Dawid–Skene and MACE fits."""
     from storage.analysis.report import build_report
 
     if stage not in ("blind", "revealed"):
         raise ServiceError(f"stage must be blind or revealed, not {stage!r}")
     study = studies.get_study(ctx.db, study_name)
-    return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info)
+    return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info,
+                        annotator_models=annotator_models)
 
 
 def render(rep: dict, fmt: Format) -> str:
