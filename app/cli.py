@@ -480,19 +480,25 @@ def export() -> None:
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(0, 100_000),
               help="Bootstrap resamples over prompts for the 95% intervals (0: no intervals).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--annotator-models", is_flag=True,
+              help="Also fit Dawid-Skene and MACE annotator competence (EM over every categorical vote).")
 @db_option
-def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, db_path: str) -> None:
+def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, annotator_models: bool,
+              db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
     Human-human and human-model agreement (MT-Bench raw agreement with and without ties, accuracy
     and macro F1 against the human consensus, Cohen's and Fleiss' kappa, Krippendorff's alpha),
     order-swap consistency, rank correlations of scores with ratings, best-of-N accuracy of each
     selector against random and majority, calibration of probabilities against correctness, and
-    checklist agreement, with bootstrap 95% intervals over prompts. The JSON structure is
+    checklist agreement, with bootstrap 95% intervals over prompts; then judge-corrected estimates
+    (PPI++), Bradley-Terry rankings of runs and models, annotator agreement and time on task, length
+    bias and self-preference, and the labels needed to halve each interval. The JSON structure is
     documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
     """
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
-                                    "stage": stage, "n_boot": n_boot, "seed": seed})
+                                    "stage": stage, "n_boot": n_boot, "seed": seed,
+                                    "annotator_models": annotator_models})
     if out:
         click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
     else:

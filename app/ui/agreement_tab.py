@@ -89,20 +89,22 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     gr.Markdown("#### Most disagreed items")
     disagreed = gr.Dataframe(headers=["prompt", "between", "disagreement rate", "vote pairs"], interactive=False,
                              buttons=NO_COPY, elem_id="agr-disagreed")
+    # the section tables do not wrap: at 800 px they scroll sideways in their box, where wrapped headers of
+    # narrow number columns broke into single letters
     gr.Markdown("#### Judge-corrected estimates (PPI++)")
     ext_note = gr.Markdown(elem_id="agr-ext-note")
-    ppi = gr.Dataframe(headers=sec.PPI_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-ppi", wrap=True)
+    ppi = gr.Dataframe(headers=sec.PPI_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-ppi", wrap=False)
     gr.Markdown("#### Rankings of runs and models (Bradley–Terry)")
     rankings = gr.Dataframe(headers=sec.RANKING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-rankings",
-                            wrap=True)
+                            wrap=False)
     gr.Markdown("#### Annotators")
     annot = gr.Dataframe(headers=sec.ANNOTATOR_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-annotators",
-                         wrap=True)
+                         wrap=False)
     gr.Markdown("#### Judge bias (length, position, self-preference)")
-    bias = gr.Dataframe(headers=sec.BIAS_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-bias", wrap=True)
+    bias = gr.Dataframe(headers=sec.BIAS_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-bias", wrap=False)
     gr.Markdown("#### Planning: labels to halve an interval")
     planning = gr.Dataframe(headers=sec.PLANNING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-planning",
-                            wrap=True)
+                            wrap=False)
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
