@@ -586,11 +586,16 @@ def main() -> None:
         print(f"| {v} | {x['seconds']:.2f} s | {x['cpu_seconds']:.2f} s | {x['peak_rss_mib']:,.0f} MiB | "
               f"{', '.join(f'{z:.2f}' for z in x['loadavg'])} |")
     if "report" in results and "report-base" in results:
-        print(f"report / report-base (the new sections' cost): time "
-              f"{results['report']['seconds'] / results['report-base']['seconds']:.2f}× "
-              f"(times: {[round(x['seconds'], 2) for x in runs['report']]} vs "
-              f"{[round(x['seconds'], 2) for x in runs['report-base']]}); CPU time "
-              f"{results['report']['cpu_seconds'] / results['report-base']['cpu_seconds']:.2f}×")
+        def median(variant: str, key: str) -> float:
+            xs = sorted(x[key] for x in runs[variant])
+            return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+        print(f"report / report-base (the new sections' cost), medians over {len(runs['report'])} runs each: "
+              f"time {median('report', 'seconds') / median('report-base', 'seconds'):.2f}×, CPU time "
+              f"{median('report', 'cpu_seconds') / median('report-base', 'cpu_seconds'):.2f}× (time "
+              f"{[round(x['seconds'], 1) for x in runs['report']]} vs "
+              f"{[round(x['seconds'], 1) for x in runs['report-base']]} s; CPU "
+              f"{[round(x['cpu_seconds'], 1) for x in runs['report']]} vs "
+              f"{[round(x['cpu_seconds'], 1) for x in runs['report-base']]} s)")
     if "pandas" in results:
         for v in ("report", "report-noboot"):
             if v in results:
