@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -240,3 +241,31 @@ def test_one_generator_and_no_pairwise_labels(tmp_path: Path):
     assert rep["rankings"]["runs"] == {"available": False, "reason": "one generator: no ranking (run: run 1)"}
     assert rep["rankings"]["models"]["reason"] == "one generator: no ranking (model: solo)"
     db.close()
+
+
+@pytest.mark.parametrize("policy", ["random", "informative"])
+def test_ppi_validity_follows_the_serving_policy(built, monkeypatch, policy):
+    """The serving loader is the one place the policy comes from: uniform serving makes PPI valid as it is;
+    known unequal probabilities add the inverse-probability-weighted (active) estimate."""
+    from storage.analysis.ppi import active_mean
+    from storage.analysis.report import loading
+
+    prob = {R["p"]: 0.5 + 0.1 * k for k, R in enumerate(built["R"])}
+    monkeypatch.setattr(loading, "_serving", lambda db, sid, prompts: prompts.select(
+        "prompt_id", policy=pl.lit(policy),
+        probability=pl.col("prompt_id").replace_strict(prob, return_dtype=pl.Float64)))
+    rep = build_report(built["db"], built["sid"], n_boot=0, method_info=method_info)
+    sec = rep["ppi"]
+    row = next(r for r in sec["rows"] if r["method"] == "p_true")
+    if policy == "random":
+        assert sec["validity"] == "uniform" and "active" not in row
+        return
+    assert sec["validity"] == "active (weights from serving probabilities)"
+    # the pool: prompts 0-1 labelled (but prompt 1's b has no consensus: out), prompts 2-3 unlabelled
+    f = [P_TRUE["a"][0], P_TRUE["b"][0], P_TRUE["a"][1], P_TRUE["a"][2], P_TRUE["b"][2], P_TRUE["a"][3],
+         P_TRUE["b"][3]]
+    y = [1.0, 0.0, 1.0, np.nan, np.nan, np.nan, np.nan]
+    pi = [0.5, 0.5, 0.6, 0.7, 0.7, 0.8, 0.8]
+    ref = active_mean(f, y, [True, True, True, False, False, False, False], pi)
+    assert row["active"]["estimate"] == pytest.approx(ref["estimate"], abs=1e-9)
+    assert row["active"]["ci"] == pytest.approx([ref["low"], ref["high"]], abs=1e-9)

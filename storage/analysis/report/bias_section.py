@@ -68,10 +68,10 @@ def _self_preference(d: _Data, v: pl.DataFrame, gen: pl.DataFrame) -> list[dict[
                  .join(g.rename({"response_id": "hi", "model": "generator_b"}), on="hi")
                  .select("prompt_id", "generator_a", "generator_b", judge_result="result", human_result="human_result"))
         try:
-            out.append({"judge": judge, "method": HumanMethod.PAIRWISE, "available": True,
+            out.append({"judge": judge, "method": str(HumanMethod.PAIRWISE), "available": True,
                         **self_preference_pairs(pairs, judge, level=LEVEL)})
         except ValueError as e:
-            out.append({"judge": judge, "method": HumanMethod.PAIRWISE, "available": False, "reason": str(e)})
+            out.append({"judge": judge, "method": str(HumanMethod.PAIRWISE), "available": False, "reason": str(e)})
         if human_scores is None:
             continue
         for (j, method), s in scores.filter(pl.col("judge") == judge).group_by("judge", "method",

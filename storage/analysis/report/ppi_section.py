@@ -4,7 +4,6 @@ predictions on every response (PPI++, `storage.analysis.ppi`), beside the human-
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -110,10 +109,3 @@ def _ppi(d: _Data) -> dict[str, Any]:
             "estimator": "PPI++ with the variance-minimising lambda (Angelopoulos et al. 2023), normal intervals",
             "rows": rows}
 
-
-def ppi_width(row: dict[str, Any]) -> float:
-    """The PPI++ interval's width of a `ppi` row (nan when unavailable)."""
-    if not row.get("available"):
-        return math.nan
-    lo, hi = row["ppi_plus"]["ci"]
-    return hi - lo
