@@ -83,8 +83,8 @@ def _curve_svg(curves: list[tuple[str, list[dict[str, Any]]]], title: str) -> st
     """Length-bias curves: P(prefers A) against the relative length difference x, one line (and its pointwise
     band) per judge; the legend's names are escaped."""
     colors = ["#3367d6", "#d93025", "#188038", "#f29900", "#a142f4", "#12a4af"]
-    w, h, pad = 420, 280, 40
-    sx, sy = w - 2 * pad - 110, h - 2 * pad
+    w, h, pad = 480, 280, 40
+    sx, sy = w - 2 * pad - 170, h - 2 * pad
 
     def x(v: float) -> float:
         return pad + (v + 1) / 2 * sx
@@ -95,7 +95,7 @@ def _curve_svg(curves: list[tuple[str, list[dict[str, Any]]]], title: str) -> st
               f'aria-label="{html.escape(title, quote=True)}">'), f'<title>{html.escape(title)}</title>',
              f'<rect x="{pad}" y="{pad}" width="{sx}" height="{sy}" fill="#fafafa" stroke="#999"/>',
              f'<line x1="{x(-1)}" y1="{y(0.5)}" x2="{x(1)}" y2="{y(0.5)}" stroke="#bbb" stroke-dasharray="4 3"/>',
-             f'<text x="{w / 2 - 50}" y="{pad - 14}" font-size="11" text-anchor="middle">{html.escape(title)}</text>',
+             f'<text x="{pad + sx / 2}" y="{pad - 14}" font-size="11" text-anchor="middle">{html.escape(title)}</text>',
              f'<text x="{pad + sx / 2}" y="{h - 8}" font-size="11" text-anchor="middle">'
              f'(len A − len B) / (len A + len B)</text>',
              f'<text x="12" y="{h / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 {h / 2})">'
@@ -115,7 +115,7 @@ def _curve_svg(curves: list[tuple[str, list[dict[str, Any]]]], title: str) -> st
         line = " ".join(f"{x(p['x']):.1f},{y(p['p']):.1f}" for p in ok)
         parts.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.8"/>')
         ly = pad + 12 + 16 * k
-        short = name if len(name) <= 18 else name[:17] + "…"
+        short = name if len(name) <= 28 else name[:27] + "…"
         parts.append(f'<line x1="{pad + sx + 8}" y1="{ly - 4}" x2="{pad + sx + 22}" y2="{ly - 4}" stroke="{c}" '
                      f'stroke-width="2"/><text x="{pad + sx + 26}" y="{ly}" font-size="10">{html.escape(short)}</text>')
     parts.append("</svg>")
