@@ -492,8 +492,11 @@ def export() -> None:
 @click.option("--by-turn", is_flag=True,
               help="Only MT-Bench agreement per turn, with and without ties, as FastChat's compute_agreement.py "
                    "prints it (prompts imported with --from fastchat carry their turn).")
+@click.option("--annotator-models", is_flag=True,
+              help="Also fit Dawid-Skene and MACE annotator competence (EM over every categorical vote).")
 @db_option
 def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, by_turn: bool,
+              annotator_models: bool,
               db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
@@ -501,14 +504,17 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
     and macro F1 against the human consensus, Cohen's and Fleiss' kappa, Krippendorff's alpha),
     order-swap consistency, rank correlations of scores with ratings, best-of-N accuracy of each
     selector against random and majority, calibration of probabilities against correctness, and
-    checklist agreement, with bootstrap 95% intervals over prompts. The JSON structure is
+    checklist agreement, with bootstrap 95% intervals over prompts; then judge-corrected estimates
+    (PPI++), Bradley-Terry rankings of runs and models, annotator agreement and time on task, length
+    bias and self-preference, and the labels needed to halve each interval. The JSON structure is
     documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
     """
     if by_turn:
         click.echo(call(db_path, "agreement_by_turn", {"study": study})["text"])
         return
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
-                                    "stage": stage, "n_boot": n_boot, "seed": seed})
+                                    "stage": stage, "n_boot": n_boot, "seed": seed,
+                                    "annotator_models": annotator_models})
     if out:
         click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
     else:

@@ -65,7 +65,7 @@ def earlier_turns_html(messages: list[dict]) -> str:
     turn = sum(1 for m in messages if m.get("role") == "user") + 1
     rows = [f'<p><strong>{html.escape(str(m["role"]).capitalize())}</strong></p>\n{to_safe_html(m["content"])}'
             for m in messages]
-    return (f'<blockquote class="earlier-turns">\n<p class="earlier-title">Earlier in this conversation</p>\n'
+    return ('<blockquote class="earlier-turns">\n<p class="earlier-title">Earlier in this conversation</p>\n'
             + "\n".join(rows) + "\n</blockquote>\n"
             + f'<p class="this-turn"><strong>This response (turn {turn})</strong></p>\n')
 

@@ -14,6 +14,9 @@ Each variant runs in a fresh subprocess, so its peak RSS (ru_maxrss: DuckDB's an
 included, which tracemalloc does not see) is its own:
 
 - `report`: `build_report(db, study, method_info=...)` with the report's default n_boot (1,000 resamples);
+- `report-base`: the same without the sections ppi, rankings, annotators, bias and planning (extended=False),
+  to measure what they cost; `report-em`: with them and the annotators' Dawid–Skene / MACE fits
+  (annotator_models=True);
 - `report-noboot`: the same with n_boot=0 (point estimates only, like the baseline);
 - `pandas`: the baseline: current rows loaded into pandas, the headline metrics (per model judge and method:
   the main figure, Cohen's κ, the human–human ceiling, the random baseline) computed with groupby and loops.
@@ -22,7 +25,8 @@ Printed: build time, each variant's wall time, CPU time (user + system, all thre
 ratios, os.getloadavg(), and the headline numbers of the report next to the baseline's with their largest
 difference. Figures only: nothing here asserts on time.
 
-Usage: python bench/analysis.py [--prompts 100000] [--keep DIR] [--variants report,report-noboot,pandas]
+Usage: python bench/analysis.py [--prompts 100000] [--keep DIR] [--variants report,report-base,report-noboot,pandas]
+                                [--repeat N]   # each variant N times, interleaved; the median time is printed
        python bench/analysis.py --child DB VARIANT [--profile FILE]   # one run (cProfile to FILE)
 """
 
@@ -46,7 +50,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("report", "report-noboot", "pandas")
+VARIANTS = ("report", "report-base", "report-noboot", "pandas")
 HUMANS = [f"ann{i}" for i in range(8)]
 MODELS = ["judge-a", "judge-b"]
 LABELLED_EVERY = 7  # prompts p with p % 7 == 0 are labelled by humans
@@ -117,8 +121,11 @@ class _Rows:
         self.next_id += n
         self.total += n
         cols["id"] = ids
-        rows = pa.table({c: col(c) for c in _COLS})  # noqa: F841 - read by DuckDB's replacement scan
+        # registered by name: storage's guarded cursor runs the query one frame down, out of reach of DuckDB's
+        # replacement scan of the caller's locals
+        self.cur.register("rows", pa.table({c: col(c) for c in _COLS}))
         self.cur.execute(_INSERT)
+        self.cur.unregister("rows")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -142,13 +149,17 @@ def build(db_path: Path, n_prompts: int) -> int:
     pb_ = (pa_ + rng.integers(1, R, P)) % R
     with db.write() as cur:
         cur.execute("INSERT INTO study (id, name, config) VALUES (1, 'bench', ?)", [cfg.model_dump_json()])
+        # two runs (two generator models, one of them also a judge) so that rankings and self-preference have
+        # something to compute: samples 0-1 of every prompt come from run 1, samples 2-3 from run 2
         cur.execute("""INSERT INTO generation_run (study_id, engine, model_id, n, temperature, top_p, max_tokens,
-                       seed_base, top_logprobs) VALUES (1, 'embedded', 'bench', 4, 0.8, 0.9, 256, 0, 5)""")
+                       seed_base, top_logprobs) VALUES (1, 'embedded', 'judge-a', 2, 0.8, 0.9, 256, 0, 5),
+                       (1, 'embedded', 'gen-b', 2, 0.8, 0.9, 256, 0, 5)""")
         cur.execute("""INSERT INTO prompt (id, study_id, external_id, position, messages)
                        SELECT i + 1, 1, 'q' || i, i, to_json([{'role': 'user', 'content': 'Question ' || i}])
                        FROM range(?) t(i)""", [P])
         cur.execute("""INSERT INTO response (id, prompt_id, run_id, sample_index, origin, text)
-                       SELECT p * 4 + s + 1, p + 1, 1, s, 'sampled', 'Answer ' || s || ' to question ' || p
+                       SELECT p * 4 + s + 1, p + 1, 1 + s // 2, s % 2, 'sampled',
+                              'Answer ' || s || ' to question ' || p || repeat('.', CAST((p * 7 + s * 13) % 50 AS INT))
                        FROM range(?) t(p), range(4) u(s)""", [P])
         ck = np.arange(0, P, CHECKLIST_EVERY)
         cur.execute("""INSERT INTO checklist (id, prompt_id, author, method, version)
@@ -464,8 +475,8 @@ def _pandas_run(db_path: str) -> Callable[[], dict[str, Any]]:
     return run
 
 
-def _report_run(db_path: str, n_boot: int | None) -> Callable[[], dict[str, Any]]:
-    """build_report with its default n_boot (None) or the given one."""
+def _report_run(db_path: str, n_boot: int | None, **options: bool) -> Callable[[], dict[str, Any]]:
+    """build_report with its default n_boot (None) or the given one, and `options` (extended, annotator_models)."""
     from app.services.agreement import method_info
     from storage.analysis.report import build_report
     from storage.db import Database
@@ -473,7 +484,7 @@ def _report_run(db_path: str, n_boot: int | None) -> Callable[[], dict[str, Any]
     db = Database(db_path, read_only=True)
 
     def run() -> dict[str, Any]:
-        kw = {} if n_boot is None else {"n_boot": n_boot}
+        kw: dict[str, Any] = dict(options) if n_boot is None else {"n_boot": n_boot, **options}
         rep = build_report(db, 1, method_info=method_info, **kw)
         return {"headline": report_headline(rep), "n_boot": rep["bootstrap"]["n_resamples"],
                 "n_intervals": sum(1 for _ in _intervals(rep))}
@@ -482,7 +493,12 @@ def _report_run(db_path: str, n_boot: int | None) -> Callable[[], dict[str, Any]
 
 def child(db_path: str, variant: str, profile: str | None = None) -> None:
     """One variant in this (fresh) process; prints one JSON line with its figures."""
-    run = _pandas_run(db_path) if variant == "pandas" else _report_run(db_path, None if variant == "report" else 0)
+    options = {"report": {}, "report-base": {"extended": False}, "report-em": {"annotator_models": True},
+               "report-noboot": {}}
+    if variant not in (*options, "pandas"):
+        raise SystemExit(f"unknown variant {variant!r}")
+    run = (_pandas_run(db_path) if variant == "pandas" else
+           _report_run(db_path, 0 if variant == "report-noboot" else None, **options[variant]))
     before = _rss_mib()
     prof = None
     if profile:
@@ -538,6 +554,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--child", nargs=2, metavar=("DB", "VARIANT"), help=argparse.SUPPRESS)
     ap.add_argument("--profile", help="with --child: write a cProfile of the timed call to this file")
+    ap.add_argument("--repeat", type=int, default=1, help="run each variant this many times, interleaved")
     a = ap.parse_args()
     if a.child:
         child(*a.child, profile=a.profile)
@@ -550,12 +567,15 @@ def main() -> None:
         n = build(db_path, a.prompts)
         print(f"built {a.prompts:,} prompts × 4 responses, {n:,} judgments in {time.perf_counter() - t0:.1f} s "
               f"({db_path})")
-    results = {}
-    for variant in a.variants.split(","):
+    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for variant in [v for _ in range(max(1, a.repeat)) for v in a.variants.split(",")]:
         r = subprocess.run([sys.executable, __file__, "--child", str(db_path), variant], capture_output=True,
                            text=True, check=True)
-        results[variant] = json.loads(r.stdout.strip().splitlines()[-1])
-        x = results[variant]
+        runs.setdefault(variant, []).append(json.loads(r.stdout.strip().splitlines()[-1]))
+        # the run with the median time stands for the variant
+        results[variant] = sorted(runs[variant], key=lambda x: x["seconds"])[(len(runs[variant]) - 1) // 2]
+        x = runs[variant][-1]
         print(f"{variant}: {x['seconds']:.2f} s (CPU {x['cpu_seconds']:.2f} s), peak RSS {x['peak_rss_mib']:.0f} MiB "
               f"(RSS before {x['rss_before_mib']:.0f} MiB), load average {tuple(round(v, 2) for v in x['loadavg'])}"
               + (f", {x['n_intervals']} intervals × {x['n_boot']} resamples" if "n_boot" in x else ""))
@@ -565,6 +585,17 @@ def main() -> None:
     for v, x in results.items():
         print(f"| {v} | {x['seconds']:.2f} s | {x['cpu_seconds']:.2f} s | {x['peak_rss_mib']:,.0f} MiB | "
               f"{', '.join(f'{z:.2f}' for z in x['loadavg'])} |")
+    if "report" in results and "report-base" in results:
+        def median(variant: str, key: str) -> float:
+            xs = sorted(x[key] for x in runs[variant])
+            return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+        print(f"report / report-base (the new sections' cost), medians over {len(runs['report'])} runs each: "
+              f"time {median('report', 'seconds') / median('report-base', 'seconds'):.2f}×, CPU time "
+              f"{median('report', 'cpu_seconds') / median('report-base', 'cpu_seconds'):.2f}× (time "
+              f"{[round(x['seconds'], 1) for x in runs['report']]} vs "
+              f"{[round(x['seconds'], 1) for x in runs['report-base']]} s; CPU "
+              f"{[round(x['cpu_seconds'], 1) for x in runs['report']]} vs "
+              f"{[round(x['cpu_seconds'], 1) for x in runs['report-base']]} s)")
     if "pandas" in results:
         for v in ("report", "report-noboot"):
             if v in results:

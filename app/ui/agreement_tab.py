@@ -12,6 +12,7 @@ import pandas as pd
 
 from app.render import md_literal, to_safe_html
 from app.services import agreement
+from app.ui import agreement_sections as sec
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
 from app.services.agreement import interval_text
@@ -78,6 +79,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         stage = gr.Radio(["blind", "revealed"], value="blind", label="Human labels", elem_id="agr-stage")
         n_boot = gr.Number(value=1000, precision=0, minimum=0, maximum=100_000, label="Bootstrap resamples",
                            elem_id="agr-boot")
+        em = gr.Checkbox(value=False, label="Annotator models (Dawid–Skene, MACE: slower)", elem_id="agr-em")
     compute = gr.Button("Compute", variant="primary", elem_id="agr-compute")
     status = gr.Markdown(elem_id="agr-status")
     headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-headline",
@@ -87,6 +89,22 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     gr.Markdown("#### Most disagreed items")
     disagreed = gr.Dataframe(headers=["prompt", "between", "disagreement rate", "vote pairs"], interactive=False,
                              buttons=NO_COPY, elem_id="agr-disagreed")
+    # the section tables do not wrap: at 800 px they scroll sideways in their box, where wrapped headers of
+    # narrow number columns broke into single letters
+    gr.Markdown("#### Judge-corrected estimates (PPI++)")
+    ext_note = gr.Markdown(elem_id="agr-ext-note")
+    ppi = gr.Dataframe(headers=sec.PPI_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-ppi", wrap=False)
+    gr.Markdown("#### Rankings of runs and models (Bradley–Terry)")
+    rankings = gr.Dataframe(headers=sec.RANKING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-rankings",
+                            wrap=False)
+    gr.Markdown("#### Annotators")
+    annot = gr.Dataframe(headers=sec.ANNOTATOR_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-annotators",
+                         wrap=False)
+    gr.Markdown("#### Judge bias (length, position, self-preference)")
+    bias = gr.Dataframe(headers=sec.BIAS_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-bias", wrap=False)
+    gr.Markdown("#### Planning: labels to halve an interval")
+    planning = gr.Dataframe(headers=sec.PLANNING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-planning",
+                            wrap=False)
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
@@ -96,21 +114,26 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     with gr.Accordion("Full report", open=False):
         full = gr.Markdown(elem_id="agr-full")
 
-    @shown_errors(7)
-    def do_compute(study_name: str | None, stage_: str, boot: float | None, request: gr.Request) -> tuple[Any, ...]:
+    @shown_errors(13)
+    def do_compute(study_name: str | None, stage_: str, boot: float | None, models: bool,
+                   request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
         if not study_name:
             raise ValueError("choose a study")
-        r = agreement.tab_report(ctx, user, study_name, stage=stage_, n_boot=int(boot or 0))
+        r = agreement.tab_report(ctx, user, study_name, stage=stage_, n_boot=int(boot or 0),
+                                 annotator_models=bool(models))
         rep = r.report
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
                 f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
         return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep),
                 gr.Button(f"Download {r.filename}", visible=True), r.url,
-                to_safe_html(r.markdown))  # names and ids in it come from imported data
+                to_safe_html(r.markdown),  # names and ids in it come from imported data
+                md_literal(sec.section_note(rep)), sec.ppi_rows(rep), sec.ranking_rows(rep), sec.annotator_rows(rep),
+                sec.bias_rows(rep), sec.planning_rows(rep))
 
-    compute.click(do_compute, [study, stage, n_boot], [status, headline, plot, disagreed, download, report_url, full],
-                  api_visibility="private")
+    compute.click(do_compute, [study, stage, n_boot, em],
+                  [status, headline, plot, disagreed, download, report_url, full, ext_note, ppi, rankings, annot, bias,
+                   planning], api_visibility="private")
     download.click(None, [report_url], None, js=DOWNLOAD_JS)
     return AgreementTab(study, open_id, open_btn)

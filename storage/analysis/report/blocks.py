@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.analysis.report.blocks_extended import extended_blocks
 from storage.analysis.report.figures import CONSENSUS, MEAN_RATING, _f
 from storage.analysis.report.intervals import interval_text
 from storage.analysis.report.svg import _reliability_svg
@@ -250,4 +251,5 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
                             f"{x['score']['n_disagree']} / {x['score']['n']}"] for x in dg[key]])
             else:
                 doc.p("No disagreement.")
+    extended_blocks(doc, rep, unavailable)
     return doc

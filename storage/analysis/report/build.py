@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from storage.analysis.report.annotators_section import _annotators
 from storage.analysis.report.best_of_n_section import _best_of_n
+from storage.analysis.report.bias_section import _bias
 from storage.analysis.report.calibration_section import _calibration
 from storage.analysis.report.checklist_section import _checklist
 from storage.analysis.report.disagreements_section import _disagreements
@@ -19,6 +21,9 @@ from storage.analysis.report.headline import _headline
 from storage.analysis.report.intervals import _CI, _Boot, _with_interval
 from storage.analysis.report.loading import MethodInfo, _load, _no_method_info
 from storage.analysis.report.pairwise_section import _pairwise
+from storage.analysis.report.planning_section import _planning
+from storage.analysis.report.ppi_section import _ppi
+from storage.analysis.report.rankings_section import _rankings
 from storage.analysis.report.ratings_section import _ratings, _scores
 from storage.analysis.report.reveal_section import _reveal
 from storage.analysis.settings_section import settings_changes
@@ -68,13 +73,18 @@ def _section(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 
 def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: int = 1000,
-                 seed: int = 0, method_info: MethodInfo = _no_method_info) -> dict[str, Any]:
-    """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/1"``; keys in
+                 seed: int = 0, method_info: MethodInfo = _no_method_info, extended: bool = True,
+                 annotator_models: bool = False) -> dict[str, Any]:
+    """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/2"``; keys in
     docs/formats.md). `stage` picks the human labels ('blind', the default, or 'revealed'); intervals are
     percentile bootstraps over prompts with `n_boot` resamples (0 = none) drawn with numpy default_rng(`seed`).
     `method_info(method_id)` gives the method table's mapping (compared_with, metric_family, score_column, ...)
     of a model method, or None when unknown; the app passes `app.services.agreement.method_info`, since
-    storage does not import the method classes."""
+    storage does not import the method classes.
+
+    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias` and `planning` (False: each says it
+    was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and MACE in the
+    `annotators` section (EM over every categorical human vote: opt-in)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
@@ -103,4 +113,17 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     rep["settings_history"] = settings_changes(db, study_id)
     order = ["format", "study", "bootstrap", "counts", "methods", "settings_history", "headline", "pairwise",
              "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal", "disagreements"]
-    return _jsonable({k: rep[k] for k in order})
+    out = _jsonable({k: rep[k] for k in order})
+    if not extended:
+        left_out = _unavailable("left out: build_report(..., extended=False)")
+        return {**out, **{k: left_out for k in EXTENDED}}
+    # built on the finished figures (intervals computed): bias reads the order-swap figures, planning the headline
+    out["ppi"] = _jsonable(_section(_ppi, d))
+    out["rankings"] = _jsonable(_section(_rankings, d))
+    out["annotators"] = _jsonable(_section(_annotators, d, annotator_models))
+    out["bias"] = _jsonable(_section(_bias, d, out))
+    out["planning"] = _jsonable(_section(_planning, out))
+    return out
+
+
+EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning")

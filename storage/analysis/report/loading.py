@@ -21,7 +21,7 @@ _COLUMNS = """j.id, j.prompt_id, j.judge_kind, j.judge, j.method, j.variant, j.t
 _ON_PROMPTS = "judgment j SEMI JOIN prompt p ON p.id = j.prompt_id"
 # The current human rows of every stage, one per slot (the sections pick the stage; the reveal section compares
 # them): a database holding two current rows of one slot must not count one person's label twice.
-_HUMAN = current_sql(_COLUMNS, "j.study_id = $study AND j.judge_kind = 'human'", one_per="slot",
+_HUMAN = current_sql(_COLUMNS + ", j.duration_ms", "j.study_id = $study AND j.judge_kind = 'human'", one_per="slot",
                      source=_ON_PROMPTS) + " ORDER BY j.created_at, j.id"
 # Current ok model rows, one per (judge, method, target): blind preferred (storage.current). The model frame
 # needs neither the target key nor the shown order.
@@ -38,10 +38,12 @@ class _Data:
     human_all: pl.DataFrame  # current human rows of every stage (reveal)
     model: pl.DataFrame  # current ok model rows, one per (judge, method, target)
     prompts: pl.DataFrame  # prompt_id, external_id, position
-    responses: pl.DataFrame  # response_id, prompt_id, origin
+    responses: pl.DataFrame  # response_id, prompt_id, origin, run_id, model_id (response's, else its run's), length
     items: pl.DataFrame  # item_id, question, prompt_id
     counts: dict[str, Any]
     mapping: dict[str, dict[str, str] | None]
+    # prompt_id, policy, probability: how each prompt was served to annotators (`_serving`)
+    serving: pl.DataFrame = field(default_factory=pl.DataFrame)
     cache: dict[str, Any] = field(default_factory=dict)  # frames several sections derive alike
 
 
@@ -71,8 +73,11 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
                                    .then(pl.col("judge") + " (model)").otherwise(pl.col("judge")))
     prompts = _sql(db, "SELECT id AS prompt_id, external_id, position FROM prompt WHERE study_id = $study "
                        "ORDER BY position, id", p)
-    responses = _sql(db, "SELECT r.id AS response_id, r.prompt_id, r.origin FROM response r "
-                         "JOIN prompt p ON p.id = r.prompt_id WHERE p.study_id = $study ORDER BY r.id", p)
+    # length in characters of the response text (what the bias section regresses on)
+    responses = _sql(db, "SELECT r.id AS response_id, r.prompt_id, r.origin, r.run_id, "
+                         "coalesce(r.model_id, g.model_id) AS model_id, length(r.text)::BIGINT AS length "
+                         "FROM response r JOIN prompt p ON p.id = r.prompt_id LEFT JOIN generation_run g ON g.id = r.run_id "
+                         "WHERE p.study_id = $study ORDER BY r.id", p)
     items = _sql(db, "SELECT ci.id AS item_id, ci.question, c.prompt_id FROM checklist_item ci "
                      "JOIN checklist c ON c.id = ci.checklist_id JOIN prompt p ON p.id = c.prompt_id "
                      "WHERE p.study_id = $study ORDER BY ci.id", p)
@@ -99,7 +104,30 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
         "renamed_models": [{"judge": c, "as": f"{c} (model)"} for c in clash],
     }
     return _Data(study=study, stage=stage, human=human, human_all=human_all, model=model, prompts=prompts,
-                 responses=responses, items=items, counts=counts, mapping=mapping)
+                 responses=responses, items=items, counts=counts, mapping=mapping, serving=_serving(db, study_id, prompts))
+
+
+SERVING_POLICIES = ("position", "random", "informative", "disagreement", "gold", "unserved")
+
+
+def _serving(db: Database, study_id: int, prompts: pl.DataFrame) -> pl.DataFrame:
+    """How each labelled prompt came to be labelled: ``prompt_id, policy, probability``, from the serving record
+    (storage/serving.py, m025): the policy of its first serving (position | random | informative | disagreement |
+    gold) and that pick's probability where the policy defines one; "unserved" for a prompt whose human labels
+    never came through the queue (imported, Live, opened by link). Prompts nobody labelled are left out: PPI's
+    validity is a property of the labelled ones (the `ppi` section reads nothing else). The probability is kept
+    for random picks only: active-inference weights need every item's inclusion probability, which the record
+    of a gold draw or a disagreement route does not give, so such a study stays "not established"."""
+    return _sql(db, """
+        WITH labelled AS (SELECT DISTINCT prompt_id FROM judgment
+                          WHERE study_id = $study AND judge_kind = 'human' AND superseded_at IS NULL),
+             first AS (SELECT prompt_id, arg_min(policy, served_at) AS policy,
+                              arg_min(probability, served_at) AS probability
+                       FROM serving WHERE study_id = $study GROUP BY prompt_id)
+        SELECT l.prompt_id, coalesce(f.policy, 'unserved') AS policy,
+               CASE WHEN f.policy = 'random' THEN f.probability::DOUBLE END AS probability
+        FROM labelled l LEFT JOIN first f ON f.prompt_id = l.prompt_id ORDER BY l.prompt_id""",
+                {"study": study_id}).join(prompts.select("prompt_id"), on="prompt_id", how="semi")
 
 
 def _with_external(df: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:

@@ -33,6 +33,6 @@ def report_html(report: dict[str, Any]) -> str:
             out.extend("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
             out.append("</tbody></table>")
         elif kind == "svg":
-            out.append(val)  # built by _reliability_svg from numbers and escaped titles
+            out.append(val)  # built by storage.analysis.report.svg from numbers and escaped text
     out.append("</body></html>")
     return "\n".join(out)

@@ -1,0 +1,112 @@
+"""The report's `ppi` section: judge-corrected estimates of a human-rated mean (the share of the model's
+answers humans call correct, the mean human rating) from the human labels plus the model judge's
+predictions on every response (PPI++, `storage.analysis.ppi`), beside the human-only interval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from storage.analysis.consensus import consensus, rating_consensus
+from storage.analysis.ppi import active_mean, ppi_summary
+from storage.analysis.report.figures import CORRECT_CLASSES, LEVEL, _unavailable
+from storage.analysis.report.loading import _Data, _mapped
+from storage.analysis.report.votes import _correct_votes, _human_ratings, _score_rows
+from storage.models import HumanMethod
+
+UNIFORM = "uniform"
+ACTIVE = "active (weights from serving probabilities)"
+NOT_ESTABLISHED = "not established: items were served in file order"
+
+
+def _validity(serving: pl.DataFrame) -> tuple[str, str]:
+    """(validity, note) from how the prompts were served (`loading._serving`)."""
+    policies = set(serving["policy"].unique().to_list()) if serving.height else {"position"}
+    if policies <= {"random"}:
+        return UNIFORM, "the labelled prompts were served in uniform random order: the PPI intervals are valid"
+    if "position" not in policies and serving["probability"].is_not_null().all():
+        return ACTIVE, ("some prompts were served by a non-uniform policy: the estimates weight each labelled "
+                        "item by 1 / its serving probability (active inference)")
+    return NOT_ESTABLISHED, ("PPI is valid only when the labelled items are a uniform random sample of the "
+                             "pool; these were not all served in uniform random order (file order, routing, gold "
+                             "or imported labels), so the PPI figures are shown but flagged")
+
+
+def _interval(r: dict[str, Any]) -> dict[str, Any]:
+    return {"estimate": r["estimate"], "ci": [r["low"], r["high"]], "se": r["se"]}
+
+
+def _row(judge: str, method: str, target: str, pool: pl.DataFrame, validity: str,
+         probability: pl.DataFrame, **extra: Any) -> dict[str, Any]:
+    """pool: prompt_id, response_id, y (null = unlabelled), f."""
+    lab = pool.filter(pl.col("y").is_not_null())
+    unl = pool.filter(pl.col("y").is_null())
+    base = {"judge": judge, "method": method, "target": target, "n_labelled": lab.height,
+            "n_unlabelled": unl.height, **extra}
+    if lab.height < 2:
+        return {**base, "available": False, "reason": f"{lab.height} labelled response(s) with a prediction: "
+                                                       "PPI needs at least 2"}
+    if unl.height == 0:
+        return {**base, "available": False, "reason": "every response with a prediction is labelled: the "
+                                                       "human-only estimate is the whole answer"}
+    y, f, fu = lab["y"].to_numpy(), lab["f"].to_numpy(), unl["f"].to_numpy()
+    s = ppi_summary(y, f, fu, level=LEVEL)
+    out = {**base, "available": True, "human_only": _interval(s["classical"]), "ppi_plus": _interval(s["ppi_plus"]),
+           "lambda": s["ppi_plus"]["lam"], "effective_n": s["effective_n"], "labels_gained": s["labels_gained"],
+           "sd_rectifier": s["ppi_plus"]["sd_rectifier"], "sd_imputed": s["ppi_plus"]["sd_imputed"]}
+    if validity == ACTIVE:
+        w = pool.join(probability, on="prompt_id", how="left")
+        a = active_mean(w["f"].to_numpy(), w["y"].fill_null(np.nan).to_numpy(), w["y"].is_not_null().to_numpy(),
+                        w["probability"].to_numpy(), level=LEVEL)
+        out["active"] = {**_interval(a), "lambda": a["lam"]}
+    return out
+
+
+def _ppi(d: _Data) -> dict[str, Any]:
+    validity, note = _validity(d.serving)
+    probability = d.serving.select("prompt_id", "probability")
+    rows: list[dict[str, Any]] = []
+    # correctness: the consensus label of each response (1 = correct) against the judge's probability
+    votes = _correct_votes(d)
+    if votes.height:
+        cons = consensus(votes, CORRECT_CLASSES)
+        labels = cons.filter(pl.col("consensus").is_not_null()).select(
+            response_id=pl.col("unit").cast(pl.Int64), y=(pl.col("consensus") == "correct").cast(pl.Float64))
+        voted = cons.select(response_id=pl.col("unit").cast(pl.Int64))
+        scores = _score_rows(d, _mapped(d, "compared_with", [HumanMethod.CORRECT]))
+        for (judge, method), g in scores.group_by("judge", "method", maintain_order=True):
+            g = g.filter((pl.col("score") >= 0) & (pl.col("score") <= 1))
+            # responses voted on without a consensus are neither labelled nor unlabelled: left out
+            n_tied = g.join(voted, on="response_id", how="semi").join(labels, on="response_id", how="anti").height
+            pool = (g.join(voted, on="response_id", how="anti").select("prompt_id", "response_id", f="score")
+                    .with_columns(y=pl.lit(None, dtype=pl.Float64))
+                    .vstack(g.join(labels, on="response_id").select("prompt_id", "response_id", f="score", y="y")))
+            rows.append(_row(judge, method, "correct", pool, validity, probability, n_no_consensus=n_tied,
+                             prediction="the judge's probability that the response is correct"))
+    ratings = _human_ratings(d)
+    if ratings.height:
+        human = rating_consensus(ratings).select(response_id=pl.col("unit").cast(pl.Int64), y="consensus")
+        scale = [float(v) for v in d.study.config.rating_scale] or [float(ratings["value"].min()),
+                                                                     float(ratings["value"].max())]
+        lo, hi = min(scale), max(scale)
+        scores = _score_rows(d, _mapped(d, "compared_with", [HumanMethod.RATING]))
+        for (judge, method), g in scores.group_by("judge", "method", maintain_order=True):
+            smin, smax = float(g["score"].min()), float(g["score"].max())
+            span = smax - smin
+            mapped = (pl.lit(lo) + (pl.col("score") - smin) / span * (hi - lo)) if span > 0 else pl.lit((lo + hi) / 2)
+            pool = g.join(human, on="response_id", how="left").select("prompt_id", "response_id", f=mapped, y="y")
+            rows.append(_row(judge, method, "rating", pool, validity, probability,
+                             prediction=(f"the judge's score mapped linearly from its range in the study "
+                                         f"[{smin:g}, {smax:g}] onto the rating scale [{lo:g}, {hi:g}]")))
+    if not rows:
+        return _unavailable("no model probability or score of a method compared with human correct labels or "
+                            "ratings")
+    rows.sort(key=lambda r: (r["target"], r["method"], r["judge"]))
+    policies = d.serving.group_by("policy").len().sort("policy")
+    return {"available": True, "validity": validity, "validity_note": note, "level": LEVEL,
+            "serving": {r["policy"]: int(r["len"]) for r in policies.iter_rows(named=True)},
+            "estimator": "PPI++ with the variance-minimising lambda (Angelopoulos et al. 2023), normal intervals",
+            "rows": rows}
+
