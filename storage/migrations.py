@@ -503,3 +503,11 @@ def m024_true_logprob_modes(cur: duckdb.DuckDBPyConnection) -> None:
                    AND kind = 'live' AND EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id)
                    AND NOT EXISTS (SELECT 1 FROM response r WHERE r.run_id = g.id
                                    AND r.logprob_mode IS DISTINCT FROM 'raw')""")
+
+
+@migration
+def m025_model_lineage(cur: duckdb.DuckDBPyConnection) -> None:
+    # Model iterations (Self-Rewarding, CREAM): a model trained from another one on one of critlab's exports.
+    # Stored with the model, as lineage belongs to the model and not to a run; NULL = a root (iteration 0).
+    cur.execute("ALTER TABLE model ADD COLUMN parent_model_id VARCHAR")
+    cur.execute("ALTER TABLE model ADD COLUMN trained_on_export_id BIGINT")
