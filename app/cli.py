@@ -58,6 +58,19 @@ class Duration(click.ParamType):
         return seconds
 
 
+def lineage_options(fn):  # noqa: ANN001, ANN201
+    opts = [
+        click.option("--parent-model", metavar="ID", default=None,
+                     help="The model this run's model was trained from (an id `critlab models` lists): records "
+                          "it as the next iteration of that model's family."),
+        click.option("--trained-on-export", metavar="ID", type=click.IntRange(1), default=None,
+                     help="The export run (id printed by `critlab export`) this run's model was trained on."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
 def session_options(fn):  # noqa: ANN001, ANN201
     opts = [
         click.option("--session-idle", envvar="CRITLAB_SESSION_IDLE", type=Duration(), default="2h", show_default=True,
@@ -138,22 +151,27 @@ def import_prompts(file: str, study: str, guidelines: str | None, description: s
 @click.option("--top-logprobs", default=5, show_default=True, type=click.IntRange(0, 20),
               help="Top-k alternatives stored per token for the confidence figures.")
 @click.option("--new-run", is_flag=True, help="Start a second generation run with different settings.")
+@lineage_options
 @engine_options
 @db_option
 def generate(study: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int | None,
-             top_logprobs: int, new_run: bool, db_path: str, **kw: Any) -> None:
+             top_logprobs: int, new_run: bool, parent_model: str | None, trained_on_export: int | None,
+             db_path: str, **kw: Any) -> None:
     """Sample N responses per prompt of a study.
 
     Every generation belongs to a generation run that stores its settings and seed base. Rerun the
     same command to fill only what is missing (after a crash or a failed server); different
     settings need --new-run, so a study can hold several runs to compare (e.g. two temperatures).
+    --parent-model and --trained-on-export record the model as a later iteration of another one
+    (checked before the job starts: a known parent, an existing export run, no cycle).
     """
     engine = engine_cfg(kw)
     settings = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed,
                 "top_logprobs": top_logprobs}
     with target(db_path, engine) as t:
         job = t.op("generate", {"study": study, "settings": settings, "engine": dump_engine(engine),
-                                "new_run": new_run})
+                                "new_run": new_run, "parent_model": parent_model,
+                                "trained_on_export": trained_on_export})
         job = _follow_job(t, job)
     if job["status"] != "done":
         fail(job["error"] or f"job {job['id']} {job['status']}")
@@ -205,9 +223,11 @@ def import_judgments(file: str, study: str, fmt: str, db_path: str) -> None:
 @click.option("--methods", default=None, metavar="IDS",
               help=f"Comma-separated method ids, or 'all' for every method (`critlab methods` lists them with "
                    f"their cost). Default: {', '.join(DEFAULT_METHODS)}.")
+@lineage_options
 @engine_options
 @db_option
-def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
+def score(study: str, methods: str | None, parent_model: str | None, trained_on_export: int | None,
+          db_path: str, **kw: Any) -> None:
     """Let the model check, critique and score its own responses.
 
     Runs self-evaluation methods over every prompt that has responses. By default the methods
@@ -217,6 +237,7 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
     P(True) and aggregation, which generate text or read long prompts and take far longer.
     Idempotent and resumable: what is already stored for the same model, method version and
     responses is skipped, so rerun it after a failure or when new responses arrive.
+    --parent-model / --trained-on-export link the judging model to its family as for `generate`.
     """
     from backend.methods.registry import parse_method_list
 
@@ -226,7 +247,8 @@ def score(study: str, methods: str | None, db_path: str, **kw: Any) -> None:
         fail(str(e))
     engine = engine_cfg(kw)
     with target(db_path, engine) as t:
-        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": dump_engine(engine)}))
+        job = _follow_job(t, t.op("score", {"study": study, "methods": methods, "engine": dump_engine(engine),
+                                            "parent_model": parent_model, "trained_on_export": trained_on_export}))
     if job["status"] != "done":
         fail(job["error"] or f"job {job['id']} {job['status']}")
     click.echo(job["message"])
@@ -556,7 +578,8 @@ def methods_cmd() -> None:
 @db_option
 def models_cmd(db_path: str) -> None:
     """List the models this database has seen: id, name, quantisation, size and SHA-256 of each
-    GGUF, and which engine the running server uses (when one holds the database)."""
+    GGUF, its lineage (iteration N: steps from its family's root, the parent and the export it was
+    trained on) and which engine the running server uses (when one holds the database)."""
     with target(db_path) as t:
         r = t.op("models", {})
     if isinstance(t, Remote):
@@ -571,7 +594,20 @@ def models_cmd(db_path: str) -> None:
         click.echo(f"{m['model_id']}\n  {m['name']} · {' · '.join(facts)}"
                    + (f"\n  sha256 {m['sha256']}" if m["sha256"] else "")
                    + (f"\n  last loaded from {m['path']}" if m["path"] else "")
-                   + ("\n  (the bundled demo model)" if m["bundled"] else ""))
+                   + ("\n  (the bundled demo model)" if m["bundled"] else "")
+                   + _lineage_line(m))
+
+
+def _lineage_line(m: dict[str, Any]) -> str:
+    """'iteration 1 · trained from X on export run #3'; nothing for a root without a recorded export."""
+    if m.get("parent_model_id") is None and m.get("trained_on_export_id") is None:
+        return ""
+    parts = [f"iteration {m['iteration']}"]
+    if m["parent_model_id"] is not None:
+        parts.append(f"trained from {m['parent_model_id']}")
+    if m["trained_on_export_id"] is not None:
+        parts.append(f"on export run #{m['trained_on_export_id']}")
+    return "\n  " + " · ".join(parts)
 
 
 @main.command()

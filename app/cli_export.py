@@ -29,7 +29,10 @@ KIND_HELP = {
     with best picks, the annotator's pick vs the response they rated strictly lowest.
     --source model:METHOD pairs the highest- vs lowest-scored response of a self-scoring method
     (self-rewarding; pairwise: only verdicts that survived the order swap); --source
-    consensus:METHOD keeps the human pairs the method agrees with.
+    consensus:METHOD keeps the human pairs the method agrees with. --consistent-with JUDGE (a model
+    judge id; model and consensus sources) keeps only pairs on which JUDGE's own scores of the same
+    method also rank chosen strictly above rejected (CREAM's consistency filter, e.g. the previous
+    iteration's judge); ties and missing scores are skipped with their reason.
 
     Skipped units are counted by reason. Each row carries `meta` (provenance: prompt and response
     ids, origins, votes, ratings, scores, margin, swap consistency, pseudonymised annotators) and
@@ -104,6 +107,11 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Also write a datasets.save_to_disk directory here, with the card as README.md (needs "
                           "the datasets package; an earlier one is replaced, any other non-empty directory "
                           "refused)."),
+        click.option("--consistent-with", metavar="JUDGE", default=None,
+                     help="dpo, rm with a model or consensus --source: keep only pairs that model judge's scores "
+                          "of the same method rank the same way (chosen strictly above rejected; a tie or a "
+                          "missing score is skipped as consistency_tie / consistency_no_score, the reverse as "
+                          "consistency_disagrees). CREAM's consistency-filtered self-rewarding data."),
         click.option("--annotator-names", is_flag=True, help="Write annotator names instead of pseudonyms."),
         click.option("--chat-template", type=click.Path(exists=True),
                      help="--style standard: a GGUF file or Hugging Face tokenizer directory whose chat template "

@@ -538,3 +538,11 @@ def m026_gold(cur: duckdb.DuckDBPyConnection) -> None:
             created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (prompt_id, method, response_id))"""
     )
+
+
+@migration
+def m027_model_lineage(cur: duckdb.DuckDBPyConnection) -> None:
+    # Model iterations (Self-Rewarding, CREAM): a model trained from another one on one of critlab's exports.
+    # Stored with the model, as lineage belongs to the model and not to a run; NULL = a root (iteration 0).
+    cur.execute("ALTER TABLE model ADD COLUMN parent_model_id VARCHAR")
+    cur.execute("ALTER TABLE model ADD COLUMN trained_on_export_id BIGINT")

@@ -10,7 +10,11 @@ from storage.models import ModelIdentity
 _COLS = ("model_id", "engine", "name", "quantisation", "size_bytes", "sha256", "path", "context_length",
          "chat_template", "special_tokens", "bundled")
 _SELECT = ("SELECT model_id, engine, name, quantisation, size_bytes, sha256, path, context_length, chat_template, "
-           "special_tokens, bundled FROM model")
+           "special_tokens, bundled, parent_model_id, trained_on_export_id FROM model")
+
+
+class LineageError(ValueError):
+    """A lineage that cannot be recorded (unknown parent or export, a cycle, a conflicting earlier record)."""
 
 
 def record_model(db: Database, m: ModelIdentity) -> None:
@@ -31,18 +35,75 @@ def record_model(db: Database, m: ModelIdentity) -> None:
             values)
 
 
-def _identity(row: dict) -> ModelIdentity:
-    return ModelIdentity(**{**row, "special_tokens": json.loads(row["special_tokens"] or "{}")})
+def _identity(row: dict, iteration: int = 0) -> ModelIdentity:
+    return ModelIdentity(**{**row, "special_tokens": json.loads(row["special_tokens"] or "{}"),
+                            "iteration": iteration})
+
+
+def _parents(db: Database) -> dict[str, str | None]:
+    return dict(db.fetchall("SELECT model_id, parent_model_id FROM model"))
+
+
+def _ancestors(parents: dict[str, str | None], model_id: str) -> list[str]:
+    """model_id's parent, grandparent ... up to the root. set_lineage keeps the graph acyclic; the `seen`
+    check only stops a walk over a database edited by hand."""
+    out: list[str] = []
+    cur = parents.get(model_id)
+    while cur is not None and cur not in out and cur != model_id:
+        out.append(cur)
+        cur = parents.get(cur)
+    return out
 
 
 def get_model(db: Database, model_id: str) -> ModelIdentity | None:
     row = db.fetchrow(_SELECT + " WHERE model_id = ?", [model_id])
-    return _identity(row) if row else None
+    return _identity(row, len(_ancestors(_parents(db), model_id))) if row else None
 
 
 def list_models(db: Database) -> list[ModelIdentity]:
     rows = db.fetchdicts(_SELECT + " ORDER BY first_seen_at, model_id")
-    return [_identity(r) for r in rows]
+    parents = {r["model_id"]: r["parent_model_id"] for r in rows}
+    return [_identity(r, len(_ancestors(parents, r["model_id"]))) for r in rows]
+
+
+def set_lineage(db: Database, model_id: str, parent_model_id: str | None,
+                trained_on_export_id: int | None) -> ModelIdentity:
+    """Record that `model_id` was trained from `parent_model_id` on export run `trained_on_export_id` (either
+    may be None: not given). The parent must be a model this database knows, the export an export run it
+    holds, and the model must not become its own ancestor. A value already recorded is kept; a different
+    one is refused rather than silently rewriting a family tree others' reports rely on."""
+    with db.write() as cur:  # read and write in one transaction: two links cannot race into a cycle
+        row = cur.execute("SELECT parent_model_id, trained_on_export_id FROM model WHERE model_id = ?",
+                          [model_id]).fetchall()
+        if not row:
+            raise LineageError(f"model {model_id!r} is not in this database's model registry")
+        old_parent, old_export = row[0]
+        if parent_model_id is not None:
+            if parent_model_id == model_id:
+                raise LineageError(f"model {model_id!r} cannot be its own parent (--parent-model)")
+            if not cur.execute("SELECT 1 FROM model WHERE model_id = ?", [parent_model_id]).fetchall():
+                raise LineageError(f"unknown parent model {parent_model_id!r} (--parent-model): give an id that "
+                                   "`critlab models` lists")
+            parents = dict(cur.execute("SELECT model_id, parent_model_id FROM model").fetchall())
+            if model_id in _ancestors(parents, parent_model_id):
+                raise LineageError(f"model {model_id!r} is an ancestor of {parent_model_id!r}: making it the "
+                                   "parent would make the model its own ancestor (--parent-model)")
+            if old_parent is not None and old_parent != parent_model_id:
+                raise LineageError(f"model {model_id!r} is already recorded as trained from {old_parent!r}, "
+                                   f"not {parent_model_id!r} (--parent-model)")
+        if trained_on_export_id is not None:
+            if not cur.execute("SELECT 1 FROM export_run WHERE id = ?", [trained_on_export_id]).fetchall():
+                raise LineageError(f"no export run #{trained_on_export_id} in this database (--trained-on-export): "
+                                   "give the id an export printed")
+            if old_export is not None and old_export != trained_on_export_id:
+                raise LineageError(f"model {model_id!r} is already recorded as trained on export run "
+                                   f"#{old_export}, not #{trained_on_export_id} (--trained-on-export)")
+        cur.execute("""UPDATE model SET parent_model_id = coalesce(?, parent_model_id),
+                       trained_on_export_id = coalesce(?, trained_on_export_id) WHERE model_id = ?""",
+                    [parent_model_id, trained_on_export_id, model_id])
+    got = get_model(db, model_id)
+    assert got is not None
+    return got
 
 
 def cached_sha256(db: Database, path: str, size_bytes: int, mtime_ns: int) -> str | None:
@@ -63,8 +124,9 @@ def remember_sha256(db: Database, path: str, size_bytes: int, mtime_ns: int, sha
 
 def usage(db: Database) -> list[dict]:
     """Per study, each generation run's model and each model judge with the methods it ran, joined to what
-    the registry knows of the model (nothing for an imported judge or a run stored before m023)."""
-    return db.fetchdicts(
+    the registry knows of the model (nothing for an imported judge or a run stored before m023) and its
+    iteration (steps from its family's root; None for a model the registry does not know)."""
+    rows = db.fetchdicts(
         """WITH used AS (
                SELECT g.study_id, 'run #' || g.id || ' (' || g.kind || ', ' || g.engine || ')' AS role,
                       g.model_id, 0 AS part, g.id AS ord
@@ -73,6 +135,11 @@ def usage(db: Database) -> list[dict]:
                SELECT j.study_id, 'judge of ' || count(DISTINCT j.method) || ' method(s)', j.judge, 1, 0
                FROM judgment j WHERE j.judge_kind = 'model' AND j.superseded_at IS NULL
                GROUP BY j.study_id, j.judge)
-           SELECT s.name AS study, u.role, u.model_id, m.quantisation, m.size_bytes, m.sha256
+           SELECT s.name AS study, u.role, u.model_id, m.quantisation, m.size_bytes, m.sha256,
+                  m.parent_model_id, m.trained_on_export_id
            FROM used u JOIN study s ON s.id = u.study_id LEFT JOIN model m ON m.model_id = u.model_id
            ORDER BY s.name, u.part, u.ord, u.model_id""")
+    parents = _parents(db)
+    for r in rows:
+        r["iteration"] = len(_ancestors(parents, r["model_id"])) if r["model_id"] in parents else None
+    return rows

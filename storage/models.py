@@ -83,6 +83,11 @@ class ModelIdentity(BaseModel):
     chat_template: str | None = None
     special_tokens: dict[str, str] = Field(default_factory=dict)  # bos_token / eos_token the template may use
     bundled: bool = False  # the demo model shipped with critlab (no signal in its self-judgments)
+    # Lineage (m027): the model this one was trained from, on which export run; iteration = steps from the
+    # family's root (0 for a model with no parent). Never written by record_model, only by set_lineage.
+    parent_model_id: str | None = None
+    trained_on_export_id: int | None = None
+    iteration: int = 0
 
 
 class StudyConfig(BaseModel):

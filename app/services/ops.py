@@ -9,7 +9,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.services import generation
+from app.services import generation, lineage
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
 from storage import annotators, gold, jobs, label_queue, members, prompts, settings_history, studies
@@ -34,7 +34,13 @@ class CreateStudy(_Payload):
     guidelines: str = ""
 
 
-class Generate(_Payload):
+class _Lineage(_Payload):
+    # The engine's model was trained from this model id on this export run (app/services/lineage.py).
+    parent_model: str | None = Field(None, min_length=1)
+    trained_on_export: int | None = Field(None, ge=1)
+
+
+class Generate(_Lineage):
     study: str
     settings: SamplingSettings = Field(default_factory=SamplingSettings)
     engine: EngineConfig | None = None
@@ -42,7 +48,7 @@ class Generate(_Payload):
     wait: bool = False
 
 
-class Score(_Payload):
+class Score(_Lineage):
     study: str
     methods: str | None = None  # "id,id" or "all"; None = backend.methods.registry.DEFAULT_METHODS
     engine: EngineConfig | None = None
@@ -157,6 +163,8 @@ def create_study(ctx: AppContext, user: str, p: CreateStudy) -> dict[str, Any]:
 
 
 def generate(ctx: AppContext, user: str, p: Generate) -> dict[str, Any]:
+    studies.get_study(ctx.db, p.study)  # an unknown study is refused before a model is loaded or linked
+    lineage.link_model(ctx, p.engine, p.parent_model, p.trained_on_export)
     job = generation.start_generation(ctx, p.study, p.settings, p.engine, new_run=p.new_run, created_by=user,
                                       background=not p.wait)
     return job.model_dump(mode="json")
@@ -165,6 +173,8 @@ def generate(ctx: AppContext, user: str, p: Generate) -> dict[str, Any]:
 def score(ctx: AppContext, user: str, p: Score) -> dict[str, Any]:
     from app.services.scoring import start_scoring
 
+    studies.get_study(ctx.db, p.study)
+    lineage.link_model(ctx, p.engine, p.parent_model, p.trained_on_export)
     return start_scoring(ctx, p.study, p.methods, p.engine, created_by=user).model_dump(mode="json")
 
 

@@ -66,6 +66,9 @@ class ModelUse(BaseModel):
     quantisation: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None
+    parent_model_id: str | None = None  # lineage (m027): trained from this model ...
+    trained_on_export_id: int | None = None  # ... on this export run
+    iteration: int | None = None  # steps from the family's root; None: a model the registry does not know
 
 
 def model_usage(ctx: AppContext) -> list[ModelUse]:

@@ -50,20 +50,40 @@ def table_rows(ov: overview.PageOverview) -> list[list[Any]]:
 
 
 # No name column: a GGUF's id is its metadata name with the quantisation and a SHA-256 prefix, an SGLang
-# model's is its name; the full SHA-256 is what makes the table too wide for another column at 1400 px.
-MODEL_HEADERS = ["study", "used for", "model id", "quant", "size", "SHA-256"]
+# model's is its name; the full SHA-256 is what makes the table too wide for more than a short column at
+# 1400 px, so the lineage is one cell: the iteration, then parent and export when recorded.
+MODEL_HEADERS = ["study", "used for", "model id", "iteration", "quant", "size", "SHA-256"]
+
+
+def lineage_cell(u: overview.ModelUse) -> str:
+    """
+    >>> lineage_cell(overview.ModelUse(study="s", role="r", model_id="b", parent_model_id="a",
+    ...              trained_on_export_id=3, iteration=1))
+    '1 · from a · export #3'
+    >>> lineage_cell(overview.ModelUse(study="s", role="r", model_id="a", iteration=0))
+    '0'
+    """
+    if u.iteration is None:
+        return ""
+    parts = [str(u.iteration)]
+    if u.parent_model_id is not None:
+        parts.append(f"from {u.parent_model_id}")
+    if u.trained_on_export_id is not None:
+        parts.append(f"export #{u.trained_on_export_id}")
+    return " · ".join(parts)
 
 
 def model_rows(uses: list[overview.ModelUse]) -> list[list[Any]]:
     """
     >>> model_rows([overview.ModelUse(study="s", role="run #1 (batch, embedded)", model_id="m@ab",
-    ...             quantisation="Q4_K_M", size_bytes=4_920_000_000, sha256="ab" * 32)])
-    [['s', 'run #1 (batch, embedded)', 'm@ab', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
+    ...             quantisation="Q4_K_M", size_bytes=4_920_000_000, sha256="ab" * 32, iteration=0)])
+    [['s', 'run #1 (batch, embedded)', 'm@ab', '0', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
     """
     def size(n: int | None) -> str:
         return "" if n is None else (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB")
 
-    return [[u.study, u.role, u.model_id, u.quantisation or "", size(u.size_bytes), u.sha256 or ""] for u in uses]
+    return [[u.study, u.role, u.model_id, lineage_cell(u), u.quantisation or "", size(u.size_bytes), u.sha256 or ""]
+            for u in uses]
 
 
 def _duration(seconds: float) -> str:
@@ -179,7 +199,9 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     overview_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="studies-table")
     gr.Markdown("### Models")
     gr.Markdown("The model behind each generation run and each model judge: an embedded GGUF is named by its "
-                "metadata and told apart by its SHA-256; an SGLang model by the id its server reports.")
+                "metadata and told apart by its SHA-256; an SGLang model by the id its server reports. "
+                "Iteration: steps from the model's family root, recorded with `--parent-model` and "
+                "`--trained-on-export` on `critlab generate` / `critlab score`.")
     models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, elem_id="models-table", wrap=True)
 
     @shown_errors(1)

@@ -81,6 +81,8 @@ class Chunk:
     by_prompt: dict[int, list[Resp]]
     human: dict[int, Human]
     model: dict[int, list[ModelRow]]
+    # The same method's verdicts by the --consistent-with judge (empty without it).
+    consistency: dict[int, list[ModelRow]] = field(default_factory=dict)
 
 
 def prompt_ids(db: Database, study_id: int) -> list[int]:
@@ -105,8 +107,18 @@ _MODEL_SQL = current_sql(
     "AND j.prompt_id IN (SELECT unnest($ids::BIGINT[]))",
     one_per="slot") + " ORDER BY j.prompt_id, j.id"
 
+def _model_rows(db: Database, study_id: int, ids: list[int], method: str,
+                judge: str | None) -> dict[int, list[ModelRow]]:
+    model: dict[int, list[ModelRow]] = defaultdict(list)
+    for r in db.fetchall(_MODEL_SQL, {"study": study_id, "method": method, "judge": judge, "ids": ids}):
+        model[r[1]].append(ModelRow(r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                                    json.loads(r[9]) if r[9] else None, r[10], r[11]))
+    return model
+
+
 def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: list[str],
-               model_method: str | None, model_judge: str | None) -> Chunk:
+               model_method: str | None, model_judge: str | None,
+               consistency_judge: str | None = None) -> Chunk:
     prompts = [PromptRow(r[0], r[1], [{"role": m["role"], "content": m["content"]} for m in json.loads(r[2])])
                for r in db.fetchall("SELECT id, external_id, messages FROM prompt WHERE id IN (SELECT unnest(?::BIGINT[])) "
                                     "ORDER BY position, id", [ids])]
@@ -134,21 +146,19 @@ def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: li
                 h.correct[lab.response_id].append(lab)
             elif isinstance(lab, ChecklistAnswer):
                 h.checklist[lab.response_id][lab.judge].append(lab)
-    model: dict[int, list[ModelRow]] = defaultdict(list)
-    if model_method:
-        for r in db.fetchall(_MODEL_SQL, {"study": study_id, "method": model_method, "judge": model_judge,
-                                          "ids": ids}):
-            model[r[1]].append(ModelRow(r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                        json.loads(r[9]) if r[9] else None, r[10], r[11]))
-    return Chunk(prompts, responses, by_prompt, human, model)
+    model = _model_rows(db, study_id, ids, model_method, model_judge) if model_method else defaultdict(list)
+    consistency = (_model_rows(db, study_id, ids, model_method, consistency_judge)
+                   if model_method and consistency_judge else {})
+    return Chunk(prompts, responses, by_prompt, human, model, consistency)
 
 
 def chunks(db: Database, study_id: int, *, human_methods: list[str], model_method: str | None,
-           model_judge: str | None, size: int = CHUNK_PROMPTS) -> Iterator[Chunk]:
+           model_judge: str | None, consistency_judge: str | None = None,
+           size: int = CHUNK_PROMPTS) -> Iterator[Chunk]:
     ids = prompt_ids(db, study_id)
     for i in range(0, len(ids), size):
         yield load_chunk(db, study_id, ids[i:i + size], human_methods=human_methods, model_method=model_method,
-                         model_judge=model_judge)
+                         model_judge=model_judge, consistency_judge=consistency_judge)
 
 
 def human_methods_present(db: Database, study_id: int) -> set[str]:

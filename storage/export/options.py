@@ -77,6 +77,9 @@ class ExportOptions(BaseModel):
     kto_threshold: float | None = None
     annotator_names: bool = False
     chat_template: str | None = None  # GGUF file or HF tokenizer directory (standard style)
+    # CREAM's consistency filter: a second model judge (e.g. the previous iteration) of the source's method;
+    # only pairs it ranks the same way are kept (storage.export.run.consistency_reason).
+    consistent_with: str | None = None
 
     @field_validator("include_origin", mode="before")
     @classmethod
@@ -108,6 +111,16 @@ class ExportOptions(BaseModel):
                              "human (the study's critique judge) or model:critique@JUDGE to name the judge")
         if self.all_pairs and self.kind not in ("dpo", "rm"):
             raise ValueError("--all-pairs applies to dpo and rm exports from ratings")
+        if self.consistent_with is not None:
+            self.consistent_with = self.consistent_with.strip()
+            if not self.consistent_with:
+                raise ValueError("--consistent-with needs a model judge id")
+            if self.kind not in ("dpo", "rm"):
+                raise ValueError("--consistent-with filters preference pairs: use it with dpo or rm exports")
+            if src.kind == "human":
+                raise ValueError("--consistent-with compares two model judges' scores of one method: use --source "
+                                 "model:METHOD@CURRENT_JUDGE (or consensus:METHOD); to keep human pairs a model "
+                                 "agrees with, use --source consensus:METHOD@JUDGE")
         return self
 
     @property

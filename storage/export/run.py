@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class Plan:
     alias: Callable[[str], str]
     methods: ExportMethods = NO_METHODS
     template: Template | None = None
+    consistency_judge: str | None = None  # --consistent-with: the second judge of ctx.model_method
 
     @property
     def source_label(self) -> str:
@@ -126,12 +127,41 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
               else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
     alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
     plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods)
+    if options.consistent_with is not None:
+        plan.consistency_judge = _consistency_judge(db, s, options.consistent_with, ctx)
     if kind == "judge":
         methods.need("judge_chat")
         methods.need("critique_reply")
     if options.style == "standard":
         plan.template = _template(db, s, options, model_judge if kind == "judge" else None, methods)
     return plan
+
+
+def _consistency_judge(db: Database, s: Study, judge: str, ctx: Ctx) -> str:
+    """The --consistent-with judge, once it is known to have scored with the source's method in this study."""
+    if ctx.score_column not in ("value", "prob"):
+        raise ValueError(f"--consistent-with compares per-response scores, and {ctx.model_method} has none "
+                         f"({'pairwise verdicts' if ctx.score_column == 'label' else 'one pick per prompt'}): "
+                         "use a scoring method in --source (e.g. judge_score, p_true, rubric)")
+    if judge == ctx.model_judge:
+        raise ValueError(f"--consistent-with {judge!r} is the source's own judge, which always agrees with "
+                         "itself: name another model judge (e.g. the previous iteration)")
+    judges = model_judges(db, s.id, ctx.model_method or "")
+    if judge not in judges:
+        raise ValueError(f"--consistent-with: no current {ctx.model_method} verdicts by {judge!r} in study "
+                         f"{s.name!r}; judges: {', '.join(judges)}")
+    return judge
+
+
+def consistency_reason(it: Item, view: ModelView) -> str | None:
+    """CREAM's agreement of a pair with a second judge: None (keep) when that judge's score of the chosen
+    response is strictly higher than its score of the rejected one; else why the pair is dropped."""
+    a, b = view.scores.get(it.chosen or -1), view.scores.get(it.rejected or -1)
+    if a is None or b is None:
+        return "consistency_no_score"
+    if a.score == b.score:
+        return "consistency_tie"
+    return None if a.score > b.score else "consistency_disagrees"
 
 
 def _signal(db: Database, study_id: int, options: ExportOptions) -> str:
@@ -290,19 +320,27 @@ def _filter(it: Item, chunk: Chunk, plan: Plan, views: dict[int, ModelView], sta
         if reason in (None, "model_disagrees", "model_tie"):
             stats.model_checked += 1
             stats.model_agreed += reason is None
-        return reason
+        if reason is not None:
+            return reason
     return None
 
 
 def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, Any]]:
+    second = replace(plan.ctx, model_judge=plan.consistency_judge)
     for chunk in chunks(db, plan.study.id, human_methods=plan.human_methods, model_method=plan.ctx.model_method,
-                        model_judge=plan.ctx.model_judge):
+                        model_judge=plan.ctx.model_judge, consistency_judge=plan.consistency_judge):
         views: dict[int, ModelView] = {}
+        seconds: dict[int, ModelView] = {}
         for it in items(chunk, plan.ctx, plan.source.kind):
             if isinstance(it, str):
                 stats.skipped[it] += 1
                 continue
             reason = _filter(it, chunk, plan, views, stats)
+            if reason is None and plan.consistency_judge is not None:  # last: the pair is otherwise kept
+                pid = it.prompt.id
+                if pid not in seconds:
+                    seconds[pid] = model_view(chunk.consistency.get(pid, []), second)
+                reason = consistency_reason(it, seconds[pid])
             if reason is not None:
                 stats.skipped[reason] += 1
                 continue
@@ -446,12 +484,14 @@ def _filters(plan: Plan) -> dict[str, Any]:
                            else "pseudonymised per database"}
     if o.kind in ("dpo", "rm"):
         out["all_pairs"] = o.all_pairs
+    if plan.consistency_judge is not None:
+        out["consistent_with"] = plan.consistency_judge
     if o.kind == "kto" and plan.signal == "ratings":
         out["kto_threshold"] = plan.ctx.kto_threshold
     return out
 
 
-def policy_text(plan: Plan) -> list[str]:
+def _policy_lines(plan: Plan) -> list[str]:
     o, c, sig = plan.options, plan.ctx, plan.signal
     who = "each annotator's own labels, one row per (unit, annotator)" if o.per_annotator else \
         "the human consensus (plurality with a unique mode over the current blind labels; mean for ratings)"
@@ -497,6 +537,16 @@ def policy_text(plan: Plan) -> list[str]:
                      + ("its swap-consistent verdict names the chosen response." if c.score_column == "label" else
                         "its pick is the chosen response." if c.score_column == "response_id" else
                         f"its `{c.score_column}` ranks the chosen response strictly higher."))
+    return lines
+
+
+def policy_text(plan: Plan) -> list[str]:
+    lines, c = _policy_lines(plan), plan.ctx
+    if plan.consistency_judge is not None:
+        lines.append(f"Consistency filter (CREAM): kept only where `{c.model_method}` by `{plan.consistency_judge}` "
+                     f"also scores the chosen response strictly higher (its `{c.score_column}`, variants averaged); "
+                     "ties skipped as consistency_tie, a missing score as consistency_no_score, the reverse order "
+                     "as consistency_disagrees.")
     return lines
 
 
