@@ -48,10 +48,11 @@ from pydantic import (
 )
 
 from storage.db import Database
-from storage.fileio import json_error, json_lines_hint, kind, loads, read_lines
+from storage.fileio import kind, read_lines
 from storage.importers import (
     MAX_PROMPT_CHARS_ENV,
     PromptFileError,
+    json_objects,
     max_prompt_chars_setting,
 )
 from storage.judgments import target_key
@@ -370,22 +371,10 @@ def _read(path: str | os.PathLike[str], display_name: str | None,
         raise err(0, None, "file not found" if not p.exists() else "not a file")
 
     def records() -> Any:
-        first = True
         with open(p, "rb") as f:
             # MAX_LINE_BYTES read per call, so a test can lower it instead of writing 64 MiB.
-            for line, text in read_lines(f, err, MAX_LINE_BYTES):
-                if not text.strip():
-                    continue
-                hint = json_lines_hint(text) if first else ""
-                first = False
-                try:
-                    rec = loads(text)
-                except ValueError as e:
-                    raise err(line, None, f"invalid JSON: {hint or json_error(e)}") from None
-                if not isinstance(rec, dict):
-                    raise err(line, None, f'expected a JSON object like {{"item_id": ..., "responses": [...], '
-                              f'"judgments": [...]}}, got {kind(rec)}' + (f"; {hint}" if hint else ""))
-                yield line, rec
+            yield from json_objects(read_lines(f, err, MAX_LINE_BYTES), err,
+                                    '{"item_id": ..., "responses": [...], "judgments": [...]}')
 
     return _validate_all(path, display_name, max_prompt_chars, records())
 

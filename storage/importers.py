@@ -26,7 +26,7 @@ import contextlib
 import csv
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -184,8 +184,14 @@ def _lines(f: IO[bytes], err: Err, max_chars: int) -> Iterator[tuple[int, str]]:
 
 
 def _jsonl_records(f: IO[bytes], err: Err, max_chars: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    return json_objects(_lines(f, err, max_chars), err, '{"prompt": "..."}')
+
+
+def json_objects(lines: Iterable[tuple[int, str]], err: Err, example: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each non-blank line of a JSONL file as (line number, object); `err` naming the line for text that is not
+    JSON or not an object (`example` shows what one looks like; the first line also hints at a JSON array)."""
     first = True
-    for lineno, text in _lines(f, err, max_chars):
+    for lineno, text in lines:
         if not text.strip():
             continue
         hint = json_lines_hint(text) if first else ""
@@ -195,7 +201,7 @@ def _jsonl_records(f: IO[bytes], err: Err, max_chars: int) -> Iterator[tuple[int
         except ValueError as e:
             raise err(lineno, None, f"invalid JSON: {hint or json_error(e)}") from None
         if not isinstance(rec, dict):
-            raise err(lineno, None, f'expected a JSON object like {{"prompt": "..."}}, got {kind(rec)}'
+            raise err(lineno, None, f"expected a JSON object like {example}, got {kind(rec)}"
                       + (f"; {hint}" if hint else ""))
         yield lineno, rec
 
