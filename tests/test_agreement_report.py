@@ -537,10 +537,15 @@ def test_html_and_markdown_escape_data(db):
     assert "<script" not in md and "<img" not in md and "a\\|b" in md
 
 
-def test_every_report_key_is_documented(report):
+def report_format_doc() -> str:
+    """docs/formats.md from its agreement-report section on."""
     text = Path(__file__).resolve().parents[1].joinpath("docs", "formats.md").read_text(encoding="utf-8")
-    doc = text[text.index("## Agreement report (JSON)"):]
-    keys: set[str] = set()
+    return text[text.index("## Agreement report (JSON)"):]
+
+
+def undocumented_keys(report: Any) -> list[str]:
+    """Every dict key anywhere in `report` that the report's section of docs/formats.md does not name."""
+    doc, keys = report_format_doc(), set()
 
     def walk(x: Any) -> None:
         if isinstance(x, dict):
@@ -551,7 +556,12 @@ def test_every_report_key_is_documented(report):
             for v in x:
                 walk(v)
     walk(report)
-    missing = sorted(k for k in keys if f"`{k}`" not in doc)
+    return sorted(k for k in keys if f"`{k}`" not in doc)
+
+
+def test_every_report_key_is_documented(report):
+    doc = report_format_doc()
+    missing = undocumented_keys(report)
     assert not missing, f"keys not documented in docs/formats.md: {missing}"
     metrics = {f["metric"] for f in figures(report)}
     assert not sorted(m for m in metrics if f"`{m}`" not in doc)

@@ -25,6 +25,7 @@ from storage.db import Database
 from storage.models import JudgmentIn, StudyConfig
 from storage.studies import create_study
 from tests.builders import make_prompt, make_responses, make_run
+from tests.test_agreement_report import undocumented_keys
 
 LEN_A = [10, 40, 20, 30]  # characters of gen-a's response to prompt k
 LEN_B = [30, 10, 25, 12]
@@ -199,20 +200,7 @@ def test_without_extended_sections_and_keys_documented(built):
     rep = build_report(built["db"], built["sid"], n_boot=0, method_info=method_info, extended=False)
     for key in ("ppi", "rankings", "annotators", "bias", "planning"):
         assert rep[key] == {"available": False, "reason": "left out: build_report(..., extended=False)"}
-    text = Path(__file__).resolve().parents[1].joinpath("docs", "formats.md").read_text(encoding="utf-8")
-    doc = text[text.index("## Agreement report (JSON)"):]
-    keys: set[str] = set()
-
-    def walk(x: Any) -> None:
-        if isinstance(x, dict):
-            keys.update(x)
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-    walk({k: built["rep"][k] for k in ("ppi", "rankings", "annotators", "bias", "planning")})
-    assert not sorted(k for k in keys if f"`{k}`" not in doc)
+    assert not undocumented_keys({k: built["rep"][k] for k in ("ppi", "rankings", "annotators", "bias", "planning")})
 
 
 def test_one_generator_and_no_pairwise_labels(tmp_path: Path):
