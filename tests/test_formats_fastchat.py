@@ -153,6 +153,25 @@ def test_agreement_per_turn_as_compute_agreement_prints_it(db: Database, tmp_pat
     assert cli.exit_code == 0 and "humans vs humans, turn 2 with tie. #total: 1, #agree: 0, ratio: 0.00" in cli.output
 
 
+def test_the_report_holds_the_per_turn_counts(db: Database) -> None:
+    """The agreement report carries the same per-turn counts (pairwise.by_turn) and prints them in Markdown; a
+    study without turns gets an empty list."""
+    from storage.analysis.report import build_report, report_markdown
+
+    sid = create_study(db, "mt").id
+    import_judgments(db, sid, SAMPLE, fmt="fastchat")
+    rep = build_report(db, sid, n_boot=0)
+    got = {(r["judges"][0], r["turn"]): (r["s1_agree"], r["s1_n"], r["s2_agree"], r["s2_n"])
+           for r in rep["pairwise"]["by_turn"]}
+    assert got == {("gpt-4", 1): (3, 5, 2, 2), ("gpt-4", 2): (0, 2, 0, 0),
+                   ("humans", 1): (1, 4, 1, 1), ("humans", 2): (0, 1, 0, 1)}
+    md = report_markdown(rep)
+    assert "| gpt-4 vs humans | 1 | 3 / 5 | 2 / 2 |" in md
+    with db.write() as w:
+        w.execute("UPDATE prompt SET metadata = '{}' WHERE study_id = ?", [sid])
+    assert build_report(db, sid, n_boot=0)["pairwise"]["by_turn"] == []
+
+
 def test_the_label_tab_shows_a_turn_2_answers_earlier_turns(db: Database) -> None:
     """A person labelling 81#t2 sees, above each model's answer, that model's own turn 1 (its metadata)."""
     from app.render import earlier_turns_html

@@ -95,6 +95,11 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
                   [[_vs(r["s1"]), r.get("order") or "–", _fig(r["s1"], n=False),
                     f"{r['s1']['agree']} / {r['s1']['n']}",
                     _fig(r["s2"], n=False), f"{r['s2']['agree']} / {r['s2']['n']}"] for r in pw["agreement"]])
+        if pw.get("by_turn"):
+            doc.p("Per turn (FastChat's compute_agreement.py: model orders combined, S1 with ties, S2 without).")
+            doc.table(["judges", "turn", "S1 agree / n", "S2 agree / n"],
+                      [[" vs ".join(r["judges"]), r["turn"], f"{r['s1_agree']} / {r['s1_n']}",
+                        f"{r['s2_agree']} / {r['s2_n']}"] for r in pw["by_turn"]])
         doc.h(3, "Against the human consensus")
         doc.table(["judges", "kind", "order", "n", "no consensus", "accuracy", "macro P", "macro R", "macro F1",
                    "Cohen's κ"],

@@ -37,7 +37,7 @@ class _Data:
     human: pl.DataFrame  # current human rows of the stage
     human_all: pl.DataFrame  # current human rows of every stage (reveal)
     model: pl.DataFrame  # current ok model rows, one per (judge, method, target)
-    prompts: pl.DataFrame  # prompt_id, external_id, position
+    prompts: pl.DataFrame  # prompt_id, external_id, position, turn (metadata's turn of an imported multi-turn item)
     responses: pl.DataFrame  # response_id, prompt_id, origin, run_id, model_id (response's, else its run's), length
     items: pl.DataFrame  # item_id, question, prompt_id
     counts: dict[str, Any]
@@ -71,8 +71,9 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
     if clash:  # a model id equal to an annotator's name: keep them apart in every frame
         model = model.with_columns(judge=pl.when(pl.col("judge").is_in(clash))
                                    .then(pl.col("judge") + " (model)").otherwise(pl.col("judge")))
-    prompts = _sql(db, "SELECT id AS prompt_id, external_id, position FROM prompt WHERE study_id = $study "
-                       "ORDER BY position, id", p)
+    prompts = _sql(db, "SELECT id AS prompt_id, external_id, position, "
+                       "try_cast(json_extract(metadata, '$.turn') AS BIGINT) AS turn FROM prompt "
+                       "WHERE study_id = $study ORDER BY position, id", p)
     # length in characters of the response text (what the bias section regresses on)
     responses = _sql(db, "SELECT r.id AS response_id, r.prompt_id, r.origin, r.run_id, "
                          "coalesce(r.model_id, g.model_id) AS model_id, length(r.text)::BIGINT AS length "

@@ -18,6 +18,7 @@ from storage.analysis.report.figures import CONSENSUS, HUMANS, MAX_LISTED_UNITS,
 from storage.analysis.report.intervals import _Boot, _cm_cis, _cm_per_prompt, _ratio
 from storage.analysis.report.loading import _Data, _with_external
 from storage.analysis.report.shared import _alphas, _vs_consensus_rows
+from storage.analysis.report.turns import by_turn
 from storage.analysis.report.votes import _combined_orders, _pairwise_frames
 
 
@@ -192,4 +193,5 @@ def _pairwise(d: _Data, boot: _Boot) -> dict[str, Any]:
         "krippendorff_alpha": _alphas(human_votes, ["nominal"], PAIR_CLASSES, [HUMANS, HUMANS], boot)["nominal"],
         "order_swap": (_order_swap_rows(orders, comb_orders, human_votes, boot)
                        if orders is not None and comb_orders is not None else []),
+        "by_turn": by_turn(d),
     }

@@ -12,7 +12,7 @@ import polars as pl
 
 from storage.analysis.agreement import mtbench_agreement
 from storage.analysis.report.figures import VOTE
-from storage.analysis.report.loading import _load, _no_method_info, _sql
+from storage.analysis.report.loading import _Data, _load, _no_method_info
 from storage.analysis.report.votes import _combined_orders, _pairwise_frames
 from storage.db import Database
 
@@ -20,12 +20,16 @@ COLS = ("s1_agree", "s1_n", "s2_agree", "s2_n")
 
 
 def pairwise_by_turn(db: Database, study_id: int, *, stage: str = "blind") -> list[dict[str, Any]]:
+    """`by_turn` of the study's report data (`critlab agreement --by-turn` reads only this)."""
+    return by_turn(_load(db, study_id, stage, _no_method_info))
+
+
+def by_turn(d: _Data) -> list[dict[str, Any]]:
     """One row per (judges, turn): `judges` ([model, "humans"] or ["humans", "humans"]), `turn` and the
-    S1 / S2 counts; [] when no prompt has a turn or there are no human pairwise votes."""
-    d = _load(db, study_id, stage, _no_method_info)
+    S1 / S2 counts; [] when no prompt has a turn or there are no human pairwise votes (the report's
+    `pairwise.by_turn`)."""
     human, orders = _pairwise_frames(d)
-    turns = _sql(db, "SELECT id AS prompt_id, try_cast(json_extract(metadata, '$.turn') AS BIGINT) AS turn "
-                     "FROM prompt WHERE study_id = $study", {"study": study_id}).filter(pl.col("turn").is_not_null())
+    turns = d.prompts.select("prompt_id", "turn").filter(pl.col("turn").is_not_null())
     if not human.height or not turns.height:
         return []
     humans = sorted(human["judge"].unique().to_list())
