@@ -61,7 +61,7 @@ def _bare_method_name() -> re.Pattern[str]:
 def test_human_methods_are_named_through_the_enum() -> None:
     # A method compared with or assigned as a bare string, in Python or in SQL. Report section keys such as
     # rep["best_of_n"] are the report format's own names, and the judgments file's `type` Literals
-    # (storage/import_judgments.py) the file format's own words.
+    # (storage/judgment_records.py) the file format's own words.
     pattern = _bare_method_name()
     found = []
     for pkg in ("app", "backend", "storage"):
