@@ -247,9 +247,38 @@ def test_ppi_reads_the_serving_record(built):
         cur.execute("UPDATE serving SET policy = 'disagreement', probability = NULL WHERE prompt_id = ?",
                     [labelled[0]])
     sec = build_report(db, sid, n_boot=0, method_info=method_info)["ppi"]
+    assert sec["validity"] == "uniform subset (labels served otherwise set aside)"
+    with db.write() as cur:
+        cur.execute("UPDATE serving SET policy = 'disagreement', probability = NULL")
+    sec = build_report(db, sid, n_boot=0, method_info=method_info)["ppi"]
     assert sec["validity"] == "not established: items were served in file order"
     with db.write() as cur:
         cur.execute("DELETE FROM serving")
+
+
+def test_ppi_uses_only_the_random_served_labels(built):
+    """Prompt 0 served in random order, prompts 1-3 routed by disagreement: only prompt 0's two correct labels
+    are PPI's labelled sample; prompt 1's labelled answer a joins the unlabelled pool with its prediction
+    (prompt 1's b has no consensus: out either way)."""
+    db, sid, R = built["db"], built["sid"], built["R"]
+    with db.write() as cur:
+        cur.execute("INSERT INTO serving (study_id, prompt_id, annotator, policy, probability) VALUES "
+                    "(?, ?, 'x', 'random', 0.25)", [sid, R[0]["p"]])
+        cur.execute("INSERT INTO serving (study_id, prompt_id, annotator, policy) "
+                    "SELECT ?, unnest(?::BIGINT[]), 'x', 'disagreement'", [sid, [R[k]["p"] for k in (1, 2, 3)]])
+    try:
+        sec = build_report(db, sid, n_boot=0, method_info=method_info)["ppi"]
+    finally:
+        with db.write() as cur:
+            cur.execute("DELETE FROM serving")
+    assert sec["validity"] == "uniform subset (labels served otherwise set aside)"
+    assert "1 labelled prompt(s)" not in sec["validity_note"] and "3 labelled prompt(s)" in sec["validity_note"]
+    row = next(r for r in sec["rows"] if r["method"] == "p_true")
+    assert (row["n_labelled"], row["n_unlabelled"], row["n_labelled_set_aside"]) == (2, 5, 1)
+    ref = ppi_summary([1.0, 0.0], [P_TRUE["a"][0], P_TRUE["b"][0]],
+                      [P_TRUE["a"][1], P_TRUE["a"][2], P_TRUE["b"][2], P_TRUE["a"][3], P_TRUE["b"][3]])
+    assert row["ppi_plus"]["estimate"] == pytest.approx(ref["ppi_plus"]["estimate"], abs=1e-9)
+    assert row["human_only"]["estimate"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("policy", ["random", "informative"])

@@ -19,6 +19,7 @@ from storage.models import HumanMethod
 UNIFORM = "uniform"
 ACTIVE = "active (weights from serving probabilities)"
 NOT_ESTABLISHED = "not established: items were served in file order"
+UNIFORM_SUBSET = "uniform subset (labels served otherwise set aside)"
 
 
 def _validity(serving: pl.DataFrame) -> tuple[str, str]:
@@ -29,6 +30,12 @@ def _validity(serving: pl.DataFrame) -> tuple[str, str]:
     if "position" not in policies and serving["probability"].is_not_null().all():
         return ACTIVE, ("some prompts were served by a non-uniform policy: the estimates weight each labelled "
                         "item by 1 / its serving probability (active inference)")
+    if "random" in policies:
+        n = int((serving["policy"] != "random").sum())
+        return UNIFORM_SUBSET, (f"the estimates use only the labels of prompts served in uniform random order; "
+                                f"{n} labelled prompt(s) served otherwise (file order, routing, gold or labels "
+                                "from outside the queue) count as unlabelled. The random picks are uniform over "
+                                "the prompts still unserved when they were drawn")
     return NOT_ESTABLISHED, ("PPI is valid only when the labelled items are a uniform random sample of the "
                              "pool; these were not all served in uniform random order (file order, routing, gold "
                              "or imported labels), so the PPI figures are shown but flagged")
@@ -39,8 +46,15 @@ def _interval(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(judge: str, method: str, target: str, pool: pl.DataFrame, validity: str,
-         probability: pl.DataFrame, **extra: Any) -> dict[str, Any]:
-    """pool: prompt_id, response_id, y (null = unlabelled), f."""
+         serving: pl.DataFrame, **extra: Any) -> dict[str, Any]:
+    """pool: prompt_id, response_id, y (null = unlabelled), f. A uniform subset keeps the labels of the
+    random-served prompts only; the others' responses join the unlabelled pool with their predictions."""
+    if validity == UNIFORM_SUBSET:
+        random = serving.filter(pl.col("policy") == "random").select("prompt_id")
+        aside = pool.filter(pl.col("y").is_not_null()).join(random, on="prompt_id", how="anti").height
+        extra["n_labelled_set_aside"] = aside
+        pool = pool.with_columns(y=pl.when(pl.col("prompt_id").is_in(random["prompt_id"].implode()))
+                                 .then(pl.col("y")))
     lab = pool.filter(pl.col("y").is_not_null())
     unl = pool.filter(pl.col("y").is_null())
     base = {"judge": judge, "method": method, "target": target, "n_labelled": lab.height,
@@ -57,7 +71,7 @@ def _row(judge: str, method: str, target: str, pool: pl.DataFrame, validity: str
            "lambda": s["ppi_plus"]["lam"], "effective_n": s["effective_n"], "labels_gained": s["labels_gained"],
            "sd_rectifier": s["ppi_plus"]["sd_rectifier"], "sd_imputed": s["ppi_plus"]["sd_imputed"]}
     if validity == ACTIVE:
-        w = pool.join(probability, on="prompt_id", how="left")
+        w = pool.join(serving.select("prompt_id", "probability"), on="prompt_id", how="left")
         a = active_mean(w["f"].to_numpy(), w["y"].fill_null(np.nan).to_numpy(), w["y"].is_not_null().to_numpy(),
                         w["probability"].to_numpy(), level=LEVEL)
         out["active"] = {**_interval(a), "lambda": a["lam"]}
@@ -66,7 +80,6 @@ def _row(judge: str, method: str, target: str, pool: pl.DataFrame, validity: str
 
 def _ppi(d: _Data) -> dict[str, Any]:
     validity, note = _validity(d.serving)
-    probability = d.serving.select("prompt_id", "probability")
     rows: list[dict[str, Any]] = []
     # correctness: the consensus label of each response (1 = correct) against the judge's probability
     votes = _correct_votes(d)
@@ -83,7 +96,7 @@ def _ppi(d: _Data) -> dict[str, Any]:
             pool = (g.join(voted, on="response_id", how="anti").select("prompt_id", "response_id", f="score")
                     .with_columns(y=pl.lit(None, dtype=pl.Float64))
                     .vstack(g.join(labels, on="response_id").select("prompt_id", "response_id", f="score", y="y")))
-            rows.append(_row(judge, method, "correct", pool, validity, probability, n_no_consensus=n_tied,
+            rows.append(_row(judge, method, "correct", pool, validity, d.serving, n_no_consensus=n_tied,
                              prediction="the judge's probability that the response is correct"))
     ratings = _human_ratings(d)
     if ratings.height:
@@ -97,7 +110,7 @@ def _ppi(d: _Data) -> dict[str, Any]:
             span = smax - smin
             mapped = (pl.lit(lo) + (pl.col("score") - smin) / span * (hi - lo)) if span > 0 else pl.lit((lo + hi) / 2)
             pool = g.join(human, on="response_id", how="left").select("prompt_id", "response_id", f=mapped, y="y")
-            rows.append(_row(judge, method, "rating", pool, validity, probability,
+            rows.append(_row(judge, method, "rating", pool, validity, d.serving,
                              prediction=(f"the judge's score mapped linearly from its range in the study "
                                          f"[{smin:g}, {smax:g}] onto the rating scale [{lo:g}, {hi:g}]")))
     if not rows:
