@@ -234,7 +234,7 @@ def test_one_generator_and_no_pairwise_labels(tmp_path: Path):
 
 def test_ppi_reads_the_serving_record(built):
     """The labelled prompts' first serving decides: all served in random order is uniform; one routed prompt
-    makes the study not established."""
+    leaves a uniform subset; none served in random order makes the study not established."""
     db, sid = built["db"], built["sid"]
     labelled = [r[0] for r in db.fetchall("SELECT DISTINCT prompt_id FROM judgment WHERE study_id = ? AND "
                                           "judge_kind = 'human'", [sid])]
