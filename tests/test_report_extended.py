@@ -307,3 +307,29 @@ def test_ppi_validity_follows_the_serving_policy(built, monkeypatch, policy):
     ref = active_mean(f, y, [True, True, True, False, False, False, False], pi)
     assert row["active"]["estimate"] == pytest.approx(ref["estimate"], abs=1e-9)
     assert row["active"]["ci"] == pytest.approx([ref["low"], ref["high"]], abs=1e-9)
+
+
+def test_mixed_method_versions_are_named(tmp_path: Path):
+    """p_true re-run under a new version on one prompt only: the report pools both and says so in counts and
+    in the Markdown; one version everywhere says nothing."""
+    db = Database(tmp_path / "v.duckdb")
+    sid = create_study(db, "versions").id
+    run = make_run(db, sid, "gen")
+    rows = []
+    for k, version in enumerate(["1", "1", "2"]):
+        pid = make_prompt(db, sid, f"q{k}", f"Question {k}?")
+        rid = make_responses(db, pid, ["an answer"], run_id=run)[0]
+        rows.append(JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="gen", method="p_true",
+                               method_version=version, response_id=rid, prob=0.5, value=0.5,
+                               idempotency_key=uuid.uuid4().hex))
+    judgments.record(db, rows)
+    rep = build_report(db, sid, n_boot=0, method_info=method_info, extended=False)
+    assert rep["counts"]["mixed_method_versions"] == [
+        {"judge": "gen", "method": "p_true", "versions": [{"method_version": "1", "n": 2},
+                                                          {"method_version": "2", "n": 1}]}]
+    assert "gen / p_true: its current judgments come from more than one method version" in report_markdown(rep)
+    with db.write() as cur:
+        cur.execute("UPDATE judgment SET method_version = '2'")
+    assert build_report(db, sid, n_boot=0, method_info=method_info, extended=False)["counts"][
+        "mixed_method_versions"] == []
+    db.close()

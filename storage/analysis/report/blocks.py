@@ -62,6 +62,10 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
                 c.get("n_human_other_stage")]])
     if c.get("unmapped_methods"):
         doc.p("Methods not in the method table (not compared): " + ", ".join(c["unmapped_methods"]))
+    for m in c.get("mixed_method_versions", []):
+        doc.p(f"{m['judge']} / {m['method']}: its current judgments come from more than one method version, "
+              "pooled here (" + ", ".join(f"{v['method_version'] or 'no version'}: {v['n']}" for v in m["versions"])
+              + "); re-score the rest to compare one version.")
     settings_blocks(doc, rep.get("settings_history"))
 
     def unavailable(sec: dict[str, Any]) -> bool:

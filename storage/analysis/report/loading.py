@@ -25,7 +25,7 @@ _HUMAN = current_sql(_COLUMNS + ", j.duration_ms", "j.study_id = $study AND j.ju
                      source=_ON_PROMPTS) + " ORDER BY j.created_at, j.id"
 # Current ok model rows, one per (judge, method, target): blind preferred (storage.current). The model frame
 # needs neither the target key nor the shown order.
-_MODEL = current_sql(_COLUMNS.replace("j.target_key, ", "").replace("j.shown_order, ", ""),
+_MODEL = current_sql(_COLUMNS.replace("j.target_key, ", "").replace("j.shown_order, ", "") + ", j.method_version",
                      "j.study_id = $study AND j.judge_kind = 'model' AND j.status = 'ok'",
                      one_per="target", source=_ON_PROMPTS) + " ORDER BY j.created_at, j.id"
 
@@ -103,9 +103,20 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
         "n_human_other_stage": human_all.height - human.height,
         "unmapped_methods": [m for m, info in mapping.items() if info is None],
         "renamed_models": [{"judge": c, "as": f"{c} (model)"} for c in clash],
+        "mixed_method_versions": _mixed_versions(model),
     }
     return _Data(study=study, stage=stage, human=human, human_all=human_all, model=model, prompts=prompts,
                  responses=responses, items=items, counts=counts, mapping=mapping, serving=_serving(db, study_id, prompts))
+
+
+def _mixed_versions(model: pl.DataFrame) -> list[dict[str, Any]]:
+    """(judge, method) pairs whose current rows come from more than one method version (a method re-run
+    after its prompts changed, on part of the study): the report pools them, and says so."""
+    per = (model.group_by("judge", "method", pl.col("method_version").fill_null("").alias("v"))
+           .agg(n=pl.len().cast(pl.Int64)).sort("judge", "method", "v"))
+    return [{"judge": judge, "method": method, "versions": [{"method_version": v, "n": n}
+                                                            for v, n in zip(g["v"], g["n"])]}
+            for (judge, method), g in per.group_by("judge", "method", maintain_order=True) if g.height > 1]
 
 
 SERVING_POLICIES = ("position", "random", "informative", "disagreement", "gold", "unserved")
