@@ -100,6 +100,21 @@ def test_the_server_keeps_one_extra_embedded_model_and_never_unloads_one_a_job_m
     assert db.fetchval("SELECT count(*) FROM model") == 4  # each model used is recorded once
 
 
+def test_the_bundled_model_named_by_its_path_is_the_servers_own(db: Database, tmp_path: Path) -> None:
+    """`--model` pointing at the installed demo GGUF (or a link to it) reaches the engine the server already
+    has, instead of loading a second copy as an extra model."""
+    from backend.engines.llamacpp_util import default_model_path
+
+    bundled = default_model_path()
+    link = tmp_path / "demo.gguf"
+    link.symlink_to(bundled)
+    assert EngineConfig(model=str(bundled)).key() == EngineConfig(model=str(link)).key() == EngineConfig().key()
+    ctx = AppContext(db=db, engine_factory=_Fake)
+    own = ctx.engine()
+    assert ctx.engine(EngineConfig(model=str(link))) is own and len(ctx.loaded()) == 1
+    assert EngineConfig(model=str(tmp_path / "other.gguf")).key() != EngineConfig().key()
+
+
 def test_the_demo_banner_shows_only_for_the_bundled_model(db: Database, tmp_path: Path) -> None:
     from app.ui.layout import DEMO_MODEL_NOTE, build_ui
 

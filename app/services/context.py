@@ -48,7 +48,8 @@ class EngineConfig(BaseModel):
 
     def key(self) -> tuple:
         if self.engine == "embedded":
-            model = os.path.realpath(self.model) if self.model else None
+            # the demo GGUF named by its path (or a link to it) is the engine a server without --model has
+            model = os.path.realpath(self.model) if self.model and not self.is_bundled() else None
             return (self.engine, model, self.chat_template, self.ctx, self.n_gpu_layers)
         return (self.engine, self.sglang_url, self.sglang_tokenizer, self.sglang_tokenize_url, self.sglang_model_id,
                 self.sglang_raw_logprobs)
