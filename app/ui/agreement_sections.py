@@ -97,13 +97,16 @@ def bias_rows(rep: dict) -> list[list[str]]:
     rows = []
     for r in sec["length_bias"]:
         pos = r.get("first_position_rate") or {}
-        rows.append([r["judge"], r.get("method") or "", r["kind"], _f(r["n"]),
+        pairs = _f(r["n"]) + (f" ({r['note']})" if r.get("note") else "")
+        rows.append([r["judge"], r.get("method") or "", r["kind"], pairs,
                      _ci(r.get("slope"), r.get("slope_ci")) or (r.get("reason") or ""), _f(r.get("intercept")),
                      _ci(pos.get("value"), pos.get("ci")), ""])
     for r in sec.get("self_preference", []):
         rows.append([r["judge"], r["method"], "self-preference", _f(r.get("n_prompts")), "", "", "",
                      _ci(r.get("self_preference"), [r.get("low"), r.get("high")]) if r.get("available")
                      else r.get("reason") or ""])
+    if sec.get("self_preference_note"):
+        rows.append(["", "", "self-preference", "", "", "", "", sec["self_preference_note"]])
     return rows
 
 
