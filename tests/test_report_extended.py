@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from app.services.agreement import method_info
-from app.ui.agreement_sections import bias_rows
+from app.ui.agreement_sections import bias_rows, section_note
 from storage import judgments
 from storage.analysis.annotators import dawid_skene, mace
 from storage.analysis.bias import length_bias
@@ -306,15 +306,14 @@ def test_bias_counts_pairs_with_an_empty_response_and_says_why_no_self_preferenc
                                     "result": ["a", "b", "tie", "a"]}))
     human = next(r for r in sec["length_bias"] if r["judge"] == "humans")
     assert (human["n"], human["n_empty"]) == (4, 1) and human["slope"] == pytest.approx(ref["slope"], abs=1e-9)
-    assert human["note"] == "1 pair(s) with an empty response left out"
+    assert human["note"] == "1 verdict(s) on a pair with an empty response left out"
     model = next(r for r in sec["length_bias"] if r["judge"] == "judge-z")
     assert (model["n"], model["n_empty"]) == (4, 1)
     assert sec["self_preference"] == []
     assert sec["self_preference_note"].startswith("no model judge is one of the study's generator models")
     md = report_markdown(rep)
-    assert "1 pair(s) with an empty response left out" in md and "Self-preference: no model judge is" in md
-    rows = bias_rows(rep)
-    assert rows[0][3] == "4 (1 pair(s) with an empty response left out)"
-    assert rows[-1][2:] == ["self-preference", "", "", "", "", sec["self_preference_note"]]
+    assert "1 verdict(s) on a pair with an empty response left out" in md and "Self-preference: no model judge is" in md
+    assert bias_rows(rep)[0][3] == "4 (+1 left out: empty response)"
+    assert f"self-preference: {sec['self_preference_note']}" in section_note(rep)
     assert not undocumented_keys({"bias": sec})
     db.close()

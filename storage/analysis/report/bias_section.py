@@ -28,7 +28,7 @@ def _length_row(judge: str, method: str | None, kind: str, pairs: pl.DataFrame) 
     pairs = pairs.filter(has_length.fill_null(False))
     base: dict[str, Any] = {"judge": judge, "method": method, "kind": kind, "n": pairs.height, "n_empty": n_empty}
     if n_empty:
-        base["note"] = f"{n_empty} pair(s) with an empty response left out"
+        base["note"] = f"{n_empty} verdict(s) on a pair with an empty response left out"
     try:
         fit = length_bias(pairs, level=LEVEL)
     except ValueError as e:
