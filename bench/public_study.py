@@ -26,9 +26,12 @@ second response `<model>#2`; six answers stored as JSON `true` by the file's pan
 `--drop-garbage` leaves those verdicts out. The pairs' `idx` are kept in the prompt's metadata.
 
 PandaLM's published figures (data/compute_metrics.py, against the majority of the three annotators over
-all 999 pairs): GPT-3.5-turbo accuracy 0.7107, macro F1 0.5755; PandaLM-7B accuracy 0.6677, macro F1
-0.5743. critlab's `accuracy` / `f1_macro` of each model judge against `human consensus` are the same
-quantities (no pair of this set has three different votes, so the majority is always unique).
+all 999 pairs): GPT-3.5-turbo accuracy 0.7107, macro precision 0.5879, recall 0.5736, F1 0.5755; PandaLM-7B
+0.6677, 0.5738, 0.5750, 0.5743. critlab's figures of each model judge against `human consensus` are the same
+quantities (no pair of this set has three different votes, so the majority is always unique), except that
+critlab's classes are "the pair's lower response id wins / the other / tie" where PandaLM's are "response1
+/ response2 / tie": accuracy is the same, the macro figures move in the 4th decimal. The script also prints
+the macro figures with PandaLM's classes, rebuilt from the report's per-order confusion matrices.
 
 Usage: python bench/public_study.py PANDALM_DATA_DIR [--out-dir DIR] [--bootstrap 1000] [--drop-garbage]
        python bench/public_study.py PANDALM_DATA_DIR --convert-only OUT.jsonl
@@ -48,6 +51,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 HUMAN_FILE = "testset-v1.json"
 MODEL_FILES = {  # judge name -> (file, verdict key, rationale key)
@@ -56,8 +61,10 @@ MODEL_FILES = {  # judge name -> (file, verdict key, rationale key)
 }
 ANNOTATORS = ("annotator1", "annotator2", "annotator3")
 # PandaLM's data/compute_metrics.py, printed in its comments (majority of the three annotators, 999 pairs)
-PUBLISHED = {"gpt-3.5-turbo": {"accuracy": 0.7107, "f1_macro": 0.5755},
-             "pandalm-7b": {"accuracy": 0.6677, "f1_macro": 0.5743}}
+PUBLISHED = {"gpt-3.5-turbo": {"accuracy": 0.7107, "precision_macro": 0.5879, "recall_macro": 0.5736,
+                               "f1_macro": 0.5755},
+             "pandalm-7b": {"accuracy": 0.6677, "precision_macro": 0.5738, "recall_macro": 0.5750,
+                            "f1_macro": 0.5743}}
 
 
 class DataError(ValueError):
@@ -182,8 +189,31 @@ def headline(report: dict[str, Any]) -> list[str]:
         for metric, value in pub.items():
             f = found.get((judge, metric))
             ours = "not in the report" if f is None else f"{f['value']:.4f} (n {f['n']}, 95% CI {_ci(f.get('ci'))})"
-            lines.append(f"{judge:14} {metric:9} published {value:.4f}   critlab {ours}")
+            lines.append(f"{judge:14} {metric:15} published {value:.4f}   critlab {ours}")
+        pos = positional(report, judge)
+        if pos:
+            lines.append(f"{judge:14} with PandaLM's positional classes (response1 / response2 / tie): " +
+                         ", ".join(f"{k} {v:.4f}" for k, v in pos.items()))
     return lines
+
+
+def positional(report: dict[str, Any], judge: str) -> dict[str, float] | None:
+    """Macro precision / recall / F1 with PandaLM's classes (response1 wins, response2 wins, tie: by position)
+    from the report's per-order confusion matrices. critlab's classes put the pair's lower response id first,
+    so a verdict shown the other way round (`ba`) swaps its first and second classes; each model judge here
+    saw each pair once, so `ab` + `ba` turned back is the positional matrix of all 999 pairs."""
+    mats = {r["order"]: np.array(r["confusion"]["matrix"], dtype=float)
+            for r in report.get("pairwise", {}).get("vs_consensus", [])
+            if r["judge"] == judge and r.get("order") in ("ab", "ba") and r.get("confusion")}
+    if set(mats) != {"ab", "ba"}:
+        return None
+    swap = [1, 0, 2]
+    m = mats["ab"] + mats["ba"][np.ix_(swap, swap)]
+    tp = np.diag(m)
+    precision, recall = tp / m.sum(axis=0), tp / m.sum(axis=1)
+    f1 = 2 * precision * recall / (precision + recall)
+    return {"accuracy": float(tp.sum() / m.sum()), "precision_macro": float(precision.mean()),
+            "recall_macro": float(recall.mean()), "f1_macro": float(f1.mean())}
 
 
 def _ci(ci: list[float] | None) -> str:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from tests.formats_helpers import report
 
@@ -38,6 +39,8 @@ PAIRS = [
     ("opt-7b_pythia-6.9b", "Add 2 and 3.", "", "It is 6.", "five", (2, 2, 2), "garbage", 2),
     ("bloom-7b_llama-7b", "Is 7 prime?", "Answer True or False.", True, "True.", (0, 0, 0), "2", 1),
     ("bloom-7b_opt-7b", "Is 7 prime?", "Answer True or False.", "False", "No idea", (1, 2, 1), "1", 2),
+    # cerebras' response is stored after llama's: critlab's classes see this pair the other way round
+    ("cerebras-gpt-6.7B_llama-7b", "Add 2 and 3.", "", "3", "5", (2, 2, 1), "2", 1),
 ]
 
 
@@ -60,7 +63,7 @@ def test_items_group_pairs_by_instruction_and_keep_each_models_text(tmp_path: Pa
     assert [i["item_id"] for i in items] == ["p1", "p2"]
     assert items[1]["prompt"] == "Is 7 prime?\n\nAnswer True or False."
     assert items[0]["prompt"] == "Add 2 and 3."  # an empty input adds nothing
-    assert items[0]["metadata"]["pair_idx"] == [0, 1, 2]
+    assert items[0]["metadata"]["pair_idx"] == [0, 1, 2, 5]
     # bloom-7b's text True (a JSON boolean in the file) becomes the text "True"; llama-7b is one response per text
     assert [(r["id"], r["text"]) for r in items[1]["responses"]] == [
         ("bloom-7b", "True"), ("llama-7b", "True."), ("bloom-7b#2", "False"), ("opt-7b", "No idea")]
@@ -71,7 +74,7 @@ def test_items_group_pairs_by_instruction_and_keep_each_models_text(tmp_path: Pa
                      ("gpt-3.5-turbo", ["opt-7b", "pythia-6.9b"], "tie"),  # "garbage" counts as a tie
                      ("pandalm-7b", ["opt-7b", "pythia-6.9b"], "pythia-6.9b")]
     dropped = list(ps.items(pairs, models, drop_garbage=True))
-    assert sum(j["judge"] == "gpt-3.5-turbo" for i in dropped for j in i["judgments"]) == 4
+    assert sum(j["judge"] == "gpt-3.5-turbo" for i in dropped for j in i["judgments"]) == 5
 
 
 def test_bad_files_name_the_problem(tmp_path: Path) -> None:
@@ -87,17 +90,33 @@ def test_bad_files_name_the_problem(tmp_path: Path) -> None:
         list(ps.items(pairs, models))
 
 
+def _macro_by_position(judge: int) -> dict[str, float]:
+    """PandaLM's compute_metrics.py rule on the design: the majority vote against the verdict, classes by
+    position (1, 2, 0 = tie), garbage = tie; written from its definition."""
+    verdict = {"1": 1, "2": 2, "Tie": 0, "garbage": 0, 1: 1, 2: 2, 0: 0}
+    cm = np.zeros((3, 3))
+    for *_, votes, g, p in PAIRS:
+        cm[max(set(votes), key=votes.count), verdict[(g, p)[judge]]] += 1
+    tp = np.diag(cm)
+    prec, rec = tp / cm.sum(axis=0), tp / cm.sum(axis=1)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.where(prec + rec > 0, prec + rec, 1), 0.0)
+    return {"accuracy": tp.sum() / cm.sum(), "precision_macro": prec.mean(), "recall_macro": rec.mean(),
+            "f1_macro": f1.mean()}
+
+
 def test_the_converted_file_imports_and_the_report_counts_as_pandalm_does(tmp_path: Path, db: Database) -> None:
     counts = ps.convert(_write(tmp_path), tmp_path / "out.jsonl")
-    assert counts == {"items": 2, "responses": 7, "judgments": 25, "pairs": 5}
+    assert counts == {"items": 2, "responses": 8, "judgments": 30, "pairs": 6}
     sid = create_study(db, "pandalm").id
     s = import_judgments(db, sid, tmp_path / "out.jsonl")
-    assert (s.items, s.responses, s.judgments) == (2, 7, 25)
+    assert (s.items, s.responses, s.judgments) == (2, 8, 30)
     rep = report(db, sid)
-    # PandaLM's rule: the majority of the three votes against the judge's verdict, garbage = tie.
-    # Majorities: 1, 0, 2, 0, 1 -> gpt 1, 0, 0, 2, 1 agrees on pairs 0, 1, 4; pandalm 1, 0, 2, 1, 2 on 0, 1, 2.
+    # Majorities: 1, 0, 2, 0, 1, 2 -> gpt 1, 0, 0, 2, 1, 2 agrees on pairs 0, 1, 4, 5; pandalm 1, 0, 2, 1, 2, 1
+    # on 0, 1, 2.
     acc = {r["judge"]: r["accuracy"]["value"] for r in rep["pairwise"]["vs_consensus"]
            if r["kind"] == "model" and r["order"] == "combined"}
-    assert acc == {"gpt-3.5-turbo": pytest.approx(3 / 5), "pandalm-7b": pytest.approx(3 / 5)}
+    assert acc == {"gpt-3.5-turbo": pytest.approx(4 / 6), "pandalm-7b": pytest.approx(3 / 6)}
+    for k, judge in enumerate(("gpt-3.5-turbo", "pandalm-7b")):
+        assert ps.positional(rep, judge) == pytest.approx(_macro_by_position(k), abs=1e-12)
     lines = ps.headline(rep)
-    assert any(line.startswith("gpt-3.5-turbo  accuracy  published 0.7107   critlab 0.6000") for line in lines)
+    assert "gpt-3.5-turbo  accuracy        published 0.7107   critlab 0.6667 (n 6, 95% CI none)" in lines
