@@ -67,7 +67,8 @@ def test_items_group_pairs_by_instruction_and_keep_each_models_text(tmp_path: Pa
     # bloom-7b's text True (a JSON boolean in the file) becomes the text "True"; llama-7b is one response per text
     assert [(r["id"], r["text"]) for r in items[1]["responses"]] == [
         ("bloom-7b", "True"), ("llama-7b", "True."), ("bloom-7b#2", "False"), ("opt-7b", "No idea")]
-    votes = [(j["judge"], j["shown"], j["winner"]) for j in items[0]["judgments"] if j["shown"] == ["opt-7b", "pythia-6.9b"]]
+    votes = [(j["judge"], j["shown"], j["winner"]) for j in items[0]["judgments"]
+             if j["shown"] == ["opt-7b", "pythia-6.9b"]]
     assert votes == [("annotator1", ["opt-7b", "pythia-6.9b"], "pythia-6.9b"),
                      ("annotator2", ["opt-7b", "pythia-6.9b"], "pythia-6.9b"),
                      ("annotator3", ["opt-7b", "pythia-6.9b"], "pythia-6.9b"),
