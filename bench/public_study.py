@@ -33,7 +33,11 @@ critlab's classes are "the pair's lower response id wins / the other / tie" wher
 / response2 / tie": accuracy is the same, the macro figures move in the 4th decimal. The script also prints
 the macro figures with PandaLM's classes, rebuilt from the report's per-order confusion matrices.
 
+`--cross-check` then refits the humans' Bradley–Terry scores of the models with scipy and the annotators'
+Dawid–Skene / MACE competences with crowd-kit on the same votes, and prints the differences.
+
 Usage: python bench/public_study.py PANDALM_DATA_DIR [--out-dir DIR] [--bootstrap 1000] [--drop-garbage]
+                                   [--cross-check]
        python bench/public_study.py PANDALM_DATA_DIR --convert-only OUT.jsonl
 Writes DIR/pandalm.jsonl, DIR/pandalm.duckdb, DIR/report.json, DIR/report.md (DIR defaults to
 ./public-study, which must not hold a database yet) and prints the published figures next to critlab's.
@@ -231,6 +235,63 @@ def _figures(node: Any) -> Iterator[dict[str, Any]]:
             yield from _figures(v)
 
 
+def cross_check(db: Path, report: dict[str, Any]) -> list[str]:
+    """The report's Bradley–Terry scores of the models (humans' votes) against a maximum-likelihood fit by
+    scipy written here, and its Dawid–Skene / MACE competences against crowd-kit (a test extra) on the same
+    votes, labelled as the report labels them (the pair's lower response id first)."""
+    import duckdb
+    import pandas as pd
+    from scipy.optimize import minimize
+
+    con = duckdb.connect(str(db), read_only=True)
+    votes = con.execute("""
+        SELECT least(j.response_id, j.response_b_id) || '-' || greatest(j.response_id, j.response_b_id) AS task,
+               j.judge AS worker,
+               CASE WHEN j.label IN ('tie', 'both_bad') THEN 'tie'
+                    WHEN CAST(j.label AS BIGINT) = least(j.response_id, j.response_b_id) THEN 'first'
+                    ELSE 'second' END AS label,
+               ra.model_id AS model_a, rb.model_id AS model_b
+        FROM judgment j JOIN response ra ON ra.id = least(j.response_id, j.response_b_id)
+                        JOIN response rb ON rb.id = greatest(j.response_id, j.response_b_id)
+        WHERE j.judge_kind = 'human' AND j.method = 'pairwise' AND j.superseded_at IS NULL""").df()
+    con.close()
+    lines = []
+    # Bradley–Terry: P(a beats b) = σ(θa − θb), a tie half a win each way, θ centred
+    models = sorted(set(votes["model_a"]) | set(votes["model_b"]))
+    ix = {m: i for i, m in enumerate(models)}
+    a, b = votes["model_a"].map(ix).to_numpy(), votes["model_b"].map(ix).to_numpy()
+    y = votes["label"].map({"first": 1.0, "second": 0.0, "tie": 0.5}).to_numpy()
+
+    def nll(theta: np.ndarray) -> float:
+        p = 1 / (1 + np.exp(-(theta[a] - theta[b])))
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum())
+    theta = minimize(nll, np.zeros(len(models)), method="BFGS", options={"gtol": 1e-10}).x
+    theta -= theta.mean()
+    humans = next((r for r in report.get("rankings", {}).get("models", {}).get("rankings", [])
+                   if r.get("judge") == "humans"), None)
+    if humans:
+        ours = {sc["item"]: sc["score"] for sc in humans["scores"]}
+        diff = max(abs(ours[m] - theta[ix[m]]) for m in models)
+        lines.append(f"Bradley-Terry (models, humans' votes): largest difference to scipy's MLE {diff:.1e}")
+    try:
+        from crowdkit.aggregation import MACE, DawidSkene
+    except ImportError:
+        return [*lines, "crowd-kit is not installed (pip install -e '.[test]'): Dawid-Skene / MACE not checked"]
+    # crowd-kit 1.4.2's MACE agrees with itself only when workers and labels first appear in sorted order
+    df = pd.DataFrame(votes[["task", "worker", "label"]]).sort_values(["worker", "label"]).reset_index(drop=True)
+    ds = DawidSkene(n_iter=100, tol=1e-5).fit(df)
+    ds_acc = {w: float(sum(ds.priors_[c] * ds.errors_.loc[(w, c), c] for c in ds.priors_.index))
+              for w in sorted(df["worker"].unique())}
+    mace = MACE(n_restarts=1, n_iter=50, method="vb", random_state=0).fit(df)
+    mace_k = dict(zip(sorted(df["worker"].unique()), mace.spamming_[:, 1]))
+    rows = report.get("annotators", {}).get("questions", {}).get("pairwise", {}).get("annotators", [])
+    for r in rows:
+        if r.get("dawid_skene") is not None:
+            lines.append(f"{r['judge']}: Dawid-Skene {r['dawid_skene']:.8f} (crowd-kit {ds_acc[r['judge']]:.8f}), "
+                         f"MACE {r['mace']:.8f} (crowd-kit {mace_k[r['judge']]:.8f})")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data_dir", type=Path, help="the PandaLM repository's data/ folder")
@@ -239,6 +300,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--drop-garbage", action="store_true", help="leave GPT-3.5's unparseable verdicts out")
     ap.add_argument("--convert-only", type=Path, metavar="OUT.jsonl", help="only write the judgments file")
+    ap.add_argument("--cross-check", action="store_true",
+                    help="also refit Bradley-Terry with scipy and Dawid-Skene / MACE with crowd-kit and compare")
     a = ap.parse_args()
     try:
         if a.convert_only:
@@ -261,6 +324,8 @@ def main() -> None:
         print(f"agreement --format {fmt}: {time.perf_counter() - t0:.1f} s")
     report = json.loads((a.out_dir / "report.json").read_text(encoding="utf-8"))
     print("\n".join(headline(report)))
+    if a.cross_check:
+        print("\n".join(cross_check(db, report)))
 
 
 if __name__ == "__main__":

@@ -121,3 +121,23 @@ def test_the_converted_file_imports_and_the_report_counts_as_pandalm_does(tmp_pa
         assert ps.positional(rep, judge) == pytest.approx(_macro_by_position(k), abs=1e-12)
     lines = ps.headline(rep)
     assert "gpt-3.5-turbo  accuracy        published 0.7107   critlab 0.6667 (n 6, 95% CI none)" in lines
+
+
+def test_cross_check_refits_the_report_with_scipy_and_crowd_kit(tmp_path: Path) -> None:
+    from app.services.agreement import method_info
+    from storage.analysis.report import build_report
+
+    ps.convert(_write(tmp_path), tmp_path / "out.jsonl")
+    path = tmp_path / "x.duckdb"
+    db = Database(path)
+    sid = create_study(db, "pandalm").id
+    import_judgments(db, sid, tmp_path / "out.jsonl")
+    rep = build_report(db, sid, n_boot=0, method_info=method_info, annotator_models=True)
+    db.close()
+    lines = ps.cross_check(path, rep)
+    bt = float(lines[0].rsplit(" ", 1)[1])
+    assert lines[0].startswith("Bradley-Terry (models, humans' votes)") and bt < 1e-6
+    assert len(lines) == 4  # and one line per annotator, each figure beside crowd-kit's
+    for line in lines[1:]:
+        ours_ds, ck_ds, ours_mace, ck_mace = (float(x.strip("(),")) for x in line.split()[2::2][:4])
+        assert abs(ours_ds - ck_ds) < 1e-6 and abs(ours_mace - ck_mace) < 1e-6, line
