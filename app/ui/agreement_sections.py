@@ -40,6 +40,8 @@ def section_note(rep: dict) -> str:
         sec = rep.get(key) or {}
         if not sec.get("available", True):
             lines.append(f"{key}: {sec.get('reason')}")
+    if (rep.get("bias") or {}).get("self_preference_note"):
+        lines.append(f"self-preference: {rep['bias']['self_preference_note']}")
     return "; ".join(lines)
 
 
@@ -97,7 +99,9 @@ def bias_rows(rep: dict) -> list[list[str]]:
     rows = []
     for r in sec["length_bias"]:
         pos = r.get("first_position_rate") or {}
-        rows.append([r["judge"], r.get("method") or "", r["kind"], _f(r["n"]),
+        # the table does not wrap: a short mark here, the whole note is in the report
+        pairs = _f(r["n"]) + (f" (+{r['n_empty']} left out: empty response)" if r.get("n_empty") else "")
+        rows.append([r["judge"], r.get("method") or "", r["kind"], pairs,
                      _ci(r.get("slope"), r.get("slope_ci")) or (r.get("reason") or ""), _f(r.get("intercept")),
                      _ci(pos.get("value"), pos.get("ci")), ""])
     for r in sec.get("self_preference", []):

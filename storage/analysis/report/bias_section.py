@@ -21,7 +21,14 @@ CURVE_X = [round(x, 2) for x in np.linspace(-0.8, 0.8, 17)]
 
 
 def _length_row(judge: str, method: str | None, kind: str, pairs: pl.DataFrame) -> dict[str, Any]:
-    base = {"judge": judge, "method": method, "kind": kind, "n": pairs.height}
+    # An empty answer has no length to compare: its pairs would sit at x = ±1 and fold "answered nothing"
+    # into "longer"; they are left out, and counted so a reader sees how many (real sets hold such pairs).
+    has_length = (pl.col("len_a") > 0) & (pl.col("len_b") > 0)
+    n_empty = pairs.height - int(pairs.select(has_length.fill_null(False).sum()).item())
+    pairs = pairs.filter(has_length.fill_null(False))
+    base: dict[str, Any] = {"judge": judge, "method": method, "kind": kind, "n": pairs.height, "n_empty": n_empty}
+    if n_empty:
+        base["note"] = f"{n_empty} verdict(s) on a pair with an empty response left out"
     try:
         fit = length_bias(pairs, level=LEVEL)
     except ValueError as e:
@@ -91,7 +98,7 @@ def _bias(d: _Data, rep: dict[str, Any]) -> dict[str, Any]:
     if v.height == 0:
         return _unavailable("no pairwise verdicts or best-of-N picks")
     gen = _generators(d)
-    ln = gen.select("response_id", "length").filter(pl.col("length") > 0)
+    ln = gen.select("response_id", "length")
     pairs = (v.join(ln.rename({"response_id": "first", "length": "len_a"}), on="first")
              .join(ln.rename({"response_id": "second", "length": "len_b"}), on="second"))
     rows = []
@@ -115,6 +122,9 @@ def _bias(d: _Data, rep: dict[str, Any]) -> dict[str, Any]:
         "length_bias": rows}
     if n_models >= 2:
         out["self_preference"] = _self_preference(d, v, gen)
+        if not out["self_preference"]:
+            out["self_preference_note"] = ("no model judge is one of the study's generator models: no "
+                                           "self-preference")
     else:
         out["self_preference"] = []
         out["self_preference_note"] = "one generator model: no self-preference"

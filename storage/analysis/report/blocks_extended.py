@@ -72,7 +72,8 @@ def _bias_blocks(doc: Any, sec: dict[str, Any]) -> None:
                 f"{_f(r['slope'])} [{_f(r['slope_ci'][0])}, {_f(r['slope_ci'][1])}]" if r.get("available") else "–",
                 _f(r.get("intercept")),
                 (f"{_f(r['first_position_rate'].get('value'))} {interval_text(r['first_position_rate'])}"
-                 if r.get("first_position_rate") else "–"), r.get("reason") or ""] for r in rows])
+                 if r.get("first_position_rate") else "–"),
+                "; ".join(x for x in (r.get("reason"), r.get("note")) if x)] for r in rows])
     curves = [(f"{r['judge']}" + (f" · {r['method']}" if r.get("method") else "") + f" ({r['kind']})", r["curve"])
               for r in rows if r.get("available")]
     if curves:
