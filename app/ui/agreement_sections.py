@@ -45,6 +45,10 @@ def section_note(rep: dict) -> str:
     return "; ".join(lines)
 
 
+def _target(r: dict) -> str:
+    return f"win rate {r['a']} over {r['b']}" if r["target"] == "win_rate" else r["target"]
+
+
 def ppi_rows(rep: dict) -> list[list[str]]:
     sec = rep.get("ppi")
     if not _on(sec):
@@ -52,7 +56,7 @@ def ppi_rows(rep: dict) -> list[list[str]]:
     rows = []
     for r in sec["rows"]:
         h, p = r.get("human_only") or {}, r.get("ppi_plus") or {}
-        rows.append([r["judge"], r["method"], r["target"], _f(r["n_labelled"]), _f(r["n_unlabelled"]),
+        rows.append([r["judge"], r["method"], _target(r), _f(r["n_labelled"]), _f(r["n_unlabelled"]),
                      _ci(h.get("estimate"), h.get("ci")), _ci(p.get("estimate"), p.get("ci")), _f(r.get("lambda")),
                      _f(r.get("effective_n"), 1), _f(r.get("labels_gained"), 1), r.get("reason") or ""])
     return rows
@@ -117,6 +121,6 @@ def planning_rows(rep: dict) -> list[list[str]]:
         return []
     rows = [[r["judge"], r["method"], r["figure"], r["metric"], _f(r["n"]), _f(r["width_now"]), _f(r["target_width"]),
              _f(r["n_needed"]), _f(r["more"])] for r in sec["headline"]]
-    rows += [[r["judge"], r["method"], "PPI++", r["target"], _f(r["n"]), _f(r["width_now"]), _f(r["target_width"]),
+    rows += [[r["judge"], r["method"], "PPI++", _target(r), _f(r["n"]), _f(r["width_now"]), _f(r["target_width"]),
               _f(r["n_needed"]) if r["n_needed"] is not None else "unreachable", _f(r["more"])] for r in sec["ppi"]]
     return rows

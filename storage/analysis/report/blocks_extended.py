@@ -7,6 +7,7 @@ from typing import Any
 
 from storage.analysis.report.figures import _f
 from storage.analysis.report.intervals import interval_text
+from storage.analysis.report.ppi_section import target_text
 from storage.analysis.report.svg import _curve_svg, _scores_svg
 
 
@@ -21,7 +22,7 @@ def _ppi_blocks(doc: Any, sec: dict[str, Any]) -> None:
     doc.p(f"Validity: {sec['validity']}. {sec['validity_note']}. {sec['estimator']}.")
     doc.table(["judge", "method", "target", "labelled", "unlabelled", "human only [95% CI]", "PPI++ [95% CI]", "λ",
                "effective n", "labels gained", "note"],
-              [[r["judge"], r["method"], r["target"], r["n_labelled"], r["n_unlabelled"], _est(r.get("human_only")),
+              [[r["judge"], r["method"], target_text(r), r["n_labelled"], r["n_unlabelled"], _est(r.get("human_only")),
                 _est(r.get("ppi_plus")), _f(r.get("lambda")), _f(r.get("effective_n"), 1),
                 _f(r.get("labels_gained"), 1), r.get("reason") or r.get("prediction") or ""] for r in sec["rows"]])
 
@@ -98,7 +99,7 @@ def _planning_blocks(doc: Any, sec: dict[str, Any]) -> None:
     if sec["ppi"]:
         doc.table(["judge", "method", "target", "labelled", "PPI++ width now", "target width", "labels needed", "more",
                    "floor"],
-                  [[r["judge"], r["method"], r["target"], r["n"], _f(r["width_now"]), _f(r["target_width"]),
+                  [[r["judge"], r["method"], target_text(r), r["n"], _f(r["width_now"]), _f(r["target_width"]),
                     r["n_needed"] if r["n_needed"] is not None else "unreachable", r["more"], _f(r["floor"])]
                    for r in sec["ppi"]])
 

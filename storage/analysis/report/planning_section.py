@@ -45,7 +45,8 @@ def _planning(rep: dict[str, Any]) -> dict[str, Any]:
         res = {"sd_rectifier": r["sd_rectifier"], "sd_imputed": r["sd_imputed"], "n_unlabelled": r["n_unlabelled"],
                "n_labelled": r["n_labelled"], "level": LEVEL}
         plan = ppi_labels_for_width(res, TARGET_SHARE * width)
-        ppi_rows.append({"judge": r["judge"], "method": r["method"], "target": r["target"], "n": r["n_labelled"],
+        ppi_rows.append({"judge": r["judge"], "method": r["method"], "target": r["target"],
+                         **{k: r[k] for k in ("level", "a", "b") if k in r}, "n": r["n_labelled"],
                          "width_now": width, "target_width": TARGET_SHARE * width,
                          "n_needed": None if math.isinf(plan["n_needed"]) else plan["n_needed"],
                          "more": None if math.isinf(plan["more"]) else plan["more"], "floor": plan["floor"]})

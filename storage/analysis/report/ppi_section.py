@@ -13,6 +13,7 @@ from storage.analysis.consensus import consensus, rating_consensus
 from storage.analysis.ppi import active_mean, ppi_summary
 from storage.analysis.report.figures import CORRECT_CLASSES, LEVEL, _unavailable
 from storage.analysis.report.loading import _Data, _mapped
+from storage.analysis.report.verdicts import _generators, _verdicts
 from storage.analysis.report.votes import _correct_votes, _human_ratings, _score_rows
 from storage.models import HumanMethod
 
@@ -20,6 +21,15 @@ UNIFORM = "uniform"
 ACTIVE = "active (weights from serving probabilities)"
 NOT_ESTABLISHED = "not established: items were served in file order"
 UNIFORM_SUBSET = "uniform subset (labels served otherwise set aside)"
+
+
+def target_text(row: dict[str, Any]) -> str:
+    """What a ppi (or planning) row estimates, for people.
+
+    >>> target_text({"target": "win_rate", "a": "run 1", "b": "run 2"}), target_text({"target": "rating"})
+    ('win rate run 1 over run 2', 'rating')
+    """
+    return f"win rate {row['a']} over {row['b']}" if row["target"] == "win_rate" else row["target"]
 
 
 def _validity(serving: pl.DataFrame) -> tuple[str, str]:
@@ -113,9 +123,10 @@ def _ppi(d: _Data) -> dict[str, Any]:
             rows.append(_row(judge, method, "rating", pool, validity, d.serving,
                              prediction=(f"the judge's score mapped linearly from its range in the study "
                                          f"[{smin:g}, {smax:g}] onto the rating scale [{lo:g}, {hi:g}]")))
+    rows.extend(_win_rates(d, validity))
     if not rows:
         return _unavailable("no model probability or score of a method compared with human correct labels or "
-                            "ratings")
+                            "ratings, and no model pairwise verdict between two generators")
     rows.sort(key=lambda r: (r["target"], r["method"], r["judge"]))
     policies = d.serving.group_by("policy").len().sort("policy")
     return {"available": True, "validity": validity, "validity_note": note, "level": LEVEL,
@@ -123,3 +134,39 @@ def _ppi(d: _Data) -> dict[str, Any]:
             "estimator": "PPI++ with the variance-minimising lambda (Angelopoulos et al. 2023), normal intervals",
             "rows": rows}
 
+
+
+def _win_rates(d: _Data, validity: str) -> list[dict[str, Any]]:
+    """The win rate of one generator over another (runs, and models), per model judge with pairwise verdicts:
+    per unit (prompt, pair of responses from generators a < b), y = the share of its human votes preferring
+    a's response (ties half) and f = the same share over the judge's verdicts (its two shown orders
+    averaged); the mean over every judged pair is the win rate."""
+    v = _verdicts(d).filter(pl.col("kind") == "pairwise")
+    if v.filter(pl.col("source") == "model").height == 0:
+        return []
+    gen = _generators(d)
+    rows: list[dict[str, Any]] = []
+    for level in ("run", "model"):
+        g = gen.select("response_id", level)
+        u = (v.join(g.rename({"response_id": "first", level: "g1"}), on="first")
+             .join(g.rename({"response_id": "second", level: "g2"}), on="second")
+             .filter(pl.col("g1") != pl.col("g2")))
+        a_first = pl.col("g1") < pl.col("g2")
+        u = u.select("source", "judge", "prompt_id", lo=pl.min_horizontal("first", "second"),
+                     hi=pl.max_horizontal("first", "second"), a=pl.min_horizontal("g1", "g2"),
+                     b=pl.max_horizontal("g1", "g2"),
+                     s=pl.when(pl.col("result") == "tie").then(0.5)
+                     .when((pl.col("result") == "a") == a_first).then(1.0).otherwise(0.0))
+        keys = ["prompt_id", "lo", "hi", "a", "b"]
+        human = u.filter(pl.col("source") == "human").group_by(keys).agg(y=pl.col("s").mean())
+        model = u.filter(pl.col("source") == "model").group_by("judge", *keys).agg(f=pl.col("s").mean())
+        for (judge, a, b), m in model.group_by("judge", "a", "b", maintain_order=True):
+            pool = m.join(human, on=keys, how="left")
+            no_prediction = human.filter((pl.col("a") == a) & (pl.col("b") == b)).join(m, on=keys, how="anti")
+            rows.append(_row(judge, "pairwise", "win_rate", pool.select("prompt_id", "f", "y"), validity, d.serving,
+                             level=level, a=a, b=b, n_labelled_without_prediction=no_prediction.height,
+                             prediction=(f"the judge's verdicts between a {level} {a} and a {level} {b} response "
+                                         f"(share preferring {a}, ties half, its shown orders averaged); the "
+                                         f"target: the share of human votes preferring {a}")))
+    rows.sort(key=lambda r: (r["level"], r["a"], r["b"], r["judge"]))
+    return rows
