@@ -84,10 +84,10 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     of a model method, or None when unknown; the app passes `app.services.agreement.method_info`, since
     storage does not import the method classes.
 
-    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias` and `planning` (False: each says it
-    was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and MACE in the
-    `annotators` section (EM over every categorical human vote: opt-in). `pre_seed` (default: the study id)
-    draws the PRE exam of the `judges` section and `pre_threshold` is the exam score a judge needs to vote."""
+    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning` and `judges` (False:
+    each says it was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and
+    MACE in the `annotators` section (EM over every categorical human vote: opt-in). `pre_seed` (default: the
+    study id) draws the PRE exam of the `judges` section and `pre_threshold` is the exam score a judge needs to vote."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
