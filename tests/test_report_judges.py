@@ -34,13 +34,13 @@ ANN = {"ann1": [7, 5, 3, 1], "ann2": [6, 5, 2, 2]}
 SCORE = {"gen-a": [9, 8, 2, 1], "judge-b": [8, 9, 3, 1]}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    db = Database(tmp_path_factory.mktemp("judges") / "judges.duckdb")
+def two_judge_study(db: Database, name: str = "two judges") -> tuple[int, list[dict[str, int]]]:
+    """The study above written into `db` (models recorded, judge-b a child of gen-a): (study id, per prompt
+    its id and the ids of a1 and b1)."""
     for m in ("gen-a", "gen-b", "judge-b"):
         record_model(db, ModelIdentity(model_id=m, engine="scripted", name=m))
     set_lineage(db, "judge-b", "gen-a", None)
-    sid = create_study(db, "two judges", config=StudyConfig(questions=["pairwise", "rating"])).id
+    sid = create_study(db, name, config=StudyConfig(questions=["pairwise", "rating"])).id
     run_a, run_b = make_run(db, sid, "gen-a"), make_run(db, sid, "gen-b")
     rows: list[JudgmentIn] = []
     P: list[dict[str, int]] = []
@@ -68,6 +68,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 rec(prompt_id=pid, judge_kind="model", judge=judge, method="judge_score", response_id=r,
                     value=float(v))
     judgments.record(db, rows)
+    return sid, P
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    db = Database(tmp_path_factory.mktemp("judges") / "judges.duckdb")
+    sid, P = two_judge_study(db)
     rep = build_report(db, sid, n_boot=200, seed=3, method_info=method_info, pre_seed=PRE_SEED)
     yield {"db": db, "sid": sid, "P": P, "rep": rep}
     db.close()
@@ -194,3 +201,17 @@ def test_rendered_and_documented(built):
     assert "Judges side by side" in md and "◆ self" in md and "◆ self" in page
     assert "Peer review of judges (PRE)" in md
     assert not undocumented_keys(rep["judges"])
+
+
+def test_agreement_tab_rows(built):
+    from app.ui.agreement_judges import judges_rows, pre_rows
+
+    rows = judges_rows(built["rep"])
+    assert len(rows) == 4 * 2  # (2 judges × 2 methods) × 2 generators
+    diag = [r for r in rows if r[3] == "◆ self"]
+    assert [(r[0], r[2]) for r in diag] == [("gen-a", "gen-a")] * 2
+    assert ["judge-b", "judge_score", "gen-a", "◇ same family", "-1.000 (n=6)", "8.500 [8.500, 8.500]",
+            "0.800 [0.800, 0.800]"] in rows
+    pre = pre_rows(built["rep"])
+    assert ["pairwise", "pre", "", "", "", "0.500 (n=8)"] in pre
+    assert ["pairwise", "judge-b", "0.500 (n=4)", "yes", "0.500", "0.750 (n=8)"] in pre
