@@ -31,7 +31,7 @@ from storage.analysis.report.checklist_section import _checklist
 from storage.analysis.report.figures import METHOD_OF, _figure, _unavailable
 from storage.analysis.report.headline import _headline
 from storage.analysis.report.intervals import _Boot, _ratio
-from storage.analysis.report.loading import _Data, _mapped
+from storage.analysis.report.loading import MethodInfo, _Data, _load, _mapped
 from storage.analysis.report.pairwise_section import _pairwise
 from storage.analysis.report.ratings_section import _scores
 from storage.analysis.report.verdicts import _NOT_CANDIDATES, UNKNOWN_MODEL, _generators
@@ -253,3 +253,22 @@ def _judges(db: Database, d: _Data, rep: dict[str, Any], n_boot: int, seed: int,
     return {"available": True, "cell_rule": CELL_RULE, "self_rule": SELF_RULE,
             "self_preference": "bias.self_preference (the judge's own-minus-other gap against the humans')",
             **table, "pre": _pre(d, d.study.id if pre_seed is None else pre_seed, pre_threshold)}
+
+
+def pre_exam(db: Database, study_id: int, method: str, method_info: MethodInfo, *, seed: int | None = None,
+             threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """The PRE exam of one method as the report computes it (blind human labels; `seed` defaults to the study
+    id, as in the report): the `judges.pre.methods` entry, plus `weights` (qualified judge → weight) and
+    `judge` (PRE's name). For the export's `--source pre:METHOD`, which votes with these weights."""
+    d = _load(db, study_id, "blind", method_info)
+    info = d.mapping.get(method)
+    if info is None or d.model.filter(pl.col("method") == method).height == 0:
+        raise ValueError(f"no current model verdicts of a known method {method!r} in this study")
+    if info["compared_with"] not in _PRE_QUESTIONS or (info["compared_with"] != HumanMethod.PAIRWISE
+                                                       and info["score_column"] not in ("value", "prob")):
+        raise ValueError(f"PRE votes on pairwise verdicts or on value/prob scores compared with human ratings or "
+                         f"correct labels; {method!r} ({info['compared_with']}, {info['score_column']}) is neither")
+    name = PRE_JUDGE if PRE_JUDGE not in set(d.model["judge"].to_list()) else f"{PRE_JUDGE} (weighted vote)"
+    out = _pre_method(d, method, study_id if seed is None else seed, threshold, name)
+    weights = {r["judge"]: r["weight"] for r in out.get("exam", []) if r["qualified"]}
+    return {**out, "weights": weights, "judge": name}
