@@ -19,8 +19,9 @@ def _fig(fig: dict[str, Any] | None, *, ci: bool = False) -> str:
     if not fig or fig.get("value") is None:
         return ""
     text = f"{fig['value']:.3f}"
-    if ci and interval_text(fig):
-        text += " " + interval_text(fig)
+    interval = interval_text(fig) if ci else ""
+    if interval:
+        text += " " + interval
     return text + (f" (n={fig.get('n', 0)})" if not ci else "")
 
 
