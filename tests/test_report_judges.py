@@ -215,3 +215,26 @@ def test_agreement_tab_rows(built):
     pre = pre_rows(built["rep"])
     assert ["pairwise", "pre", "", "", "", "0.500 (n=8)"] in pre
     assert ["pairwise", "judge-b", "0.500 (n=4)", "yes", "0.500", "0.750 (n=8)"] in pre
+
+
+def test_one_labelled_prompt_has_no_exam_and_no_model_no_section(tmp_path):
+    db = Database(tmp_path / "one.duckdb")
+    sid = create_study(db, "one", config=StudyConfig(questions=["pairwise"])).id
+    run = make_run(db, sid, "solo")
+    assert build_report(db, sid, n_boot=0, method_info=method_info)["judges"] == {
+        "available": False, "reason": "no model judgments"}
+    pid = make_prompt(db, sid, "q0")
+    a, b = make_responses(db, pid, ["x", "y"], run_id=run)
+    rows = [JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="human", judge="ann1", method="pairwise",
+                       response_id=a, response_b_id=b, label=str(a), idempotency_key=uuid.uuid4().hex)]
+    rows += [JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="solo", method="pairwise",
+                        variant=f"order:{x}-{y}", response_id=x, response_b_id=y, label=str(a),
+                        idempotency_key=uuid.uuid4().hex) for x, y in ((a, b), (b, a))]
+    judgments.record(db, rows)
+    sec = build_report(db, sid, n_boot=0, method_info=method_info)["judges"]
+    assert sec["available"] and [g["generator"] for g in sec["generators"]] == ["solo"]
+    assert _cell(_row(sec, "solo", "pairwise"), "solo")["self"]
+    (m,) = sec["pre"]["methods"]
+    assert m["available"] is False and m["reason"].startswith("1 prompt(s) with human pairwise labels")
+    assert not undocumented_keys(sec)
+    db.close()

@@ -169,6 +169,8 @@ def _pre_rows(d: _Data, method: str, weights: dict[str, float], name: str) -> pl
     base = {"judge_kind": "model", "judge": name, "method": method, "status": "ok", "stage": "blind"}
     if d.mapping[method]["compared_with"] == HumanMethod.PAIRWISE:
         _, orders = _pairwise_frames(d)
+        if orders is None:
+            raise ValueError("no per-order pairwise verdicts (variant order:<first>-<second>) to vote with")
         comb = combine_orders(orders)
         v = weighted_verdicts(comb.select("prompt_id", "unit", "judge", "label"), weights)
         lo = v["unit"].str.split("-").list.get(0).cast(pl.Int64)
@@ -238,7 +240,15 @@ def _pre(d: _Data, seed: int, threshold: float) -> dict[str, Any]:
                      "class (first / second / tie) of a unit with the largest summed weight of the judges' "
                      "combined verdicts, a shared largest sum being a tie; scores, Σ weight · score / Σ weight "
                      "over the qualified judges that scored the response"),
-            "methods": [_pre_method(d, m, seed, threshold, name) for m in methods]}
+            "methods": [_guarded(d, m, seed, threshold, name) for m in methods]}
+
+
+def _guarded(d: _Data, method: str, seed: int, threshold: float, name: str) -> dict[str, Any]:
+    """One method's PRE, or why not: a method that cannot be voted on must not hide the others."""
+    try:
+        return _pre_method(d, method, seed, threshold, name)
+    except Exception as e:  # noqa: BLE001 - e.g. pairwise verdicts stored without their per-order rows
+        return {"method": method, "available": False, "reason": f"could not compute: {type(e).__name__}: {e}"}
 
 
 def _judges(db: Database, d: _Data, rep: dict[str, Any], n_boot: int, seed: int,
