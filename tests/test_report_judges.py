@@ -230,6 +230,9 @@ def test_one_labelled_prompt_has_no_exam_and_no_model_no_section(tmp_path):
     rows += [JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="solo", method="pairwise",
                         variant=f"order:{x}-{y}", response_id=x, response_b_id=y, label=str(a),
                         idempotency_key=uuid.uuid4().hex) for x, y in ((a, b), (b, a))]
+    # a selector's pick: its rows are kept by prompt (every candidate the generator's), not by response
+    rows.append(JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="solo", method="select_usc",
+                           response_id=b, idempotency_key=uuid.uuid4().hex))
     judgments.record(db, rows)
     sec = build_report(db, sid, n_boot=0, method_info=method_info)["judges"]
     assert sec["available"] and [g["generator"] for g in sec["generators"]] == ["solo"]

@@ -75,7 +75,8 @@ def _subset(d: _Data, human: pl.DataFrame, model: pl.DataFrame) -> _Data:
 
 
 def _best_methods(d: _Data) -> list[str]:
-    return [HumanMethod.BEST, *_mapped(d, "score_column", ["response_id"])]
+    # str(): polars reads a list holding an enum member as an Enum dtype, which the selector ids are not in
+    return [str(HumanMethod.BEST), *_mapped(d, "score_column", ["response_id"])]
 
 
 def _of_generator(d: _Data, frame: pl.DataFrame, ids: list[int], pure: list[int]) -> pl.DataFrame:
