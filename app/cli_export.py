@@ -32,7 +32,11 @@ KIND_HELP = {
     consensus:METHOD keeps the human pairs the method agrees with. --consistent-with JUDGE (a model
     judge id; model and consensus sources) keeps only pairs on which JUDGE's own scores of the same
     method also rank chosen strictly above rejected (CREAM's consistency filter, e.g. the previous
-    iteration's judge); ties and missing scores are skipped with their reason.
+    iteration's judge); ties and missing scores are skipped with their reason. --source pre:METHOD
+    votes with every judge of METHOD (PRE, Chu et al. 2024): judges whose agreement with the humans
+    on a seeded 30% exam of the labelled prompts (seed = the study id) is at least 0.5 vote, weighted
+    by it (pairwise: largest summed weight, a shared largest a tie; scores: weighted mean); the exam
+    prompts are skipped (pre_exam), as their labels chose the weights.
 
     Skipped units are counted by reason. Each row carries `meta` (provenance: prompt and response
     ids, origins, votes, ratings, scores, margin, swap consistency, pseudonymised annotators) and
@@ -80,9 +84,11 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default="conversational", show_default=True,
                      help="conversational: message lists; standard: strings, the prompt rendered with the "
                           "generating model's chat template; messages: one chat list (sft only)."),
-        click.option("--source", default="human", show_default=True, metavar="human|model:METHOD|consensus:METHOD",
+        click.option("--source", default="human", show_default=True,
+                     metavar="human|model:METHOD|consensus:METHOD|pre:METHOD",
                      help="Where preferences come from: human labels, a self-scoring method (METHOD or "
-                          "METHOD@JUDGE), or only where both agree."),
+                          "METHOD@JUDGE), only where both agree, or PRE's weighted vote of every judge of "
+                          "METHOD (dpo, rm, sft; the exam prompts are not exported)."),
         click.option("--signal", type=click.Choice(["auto", "best", "pairwise", "ratings", "correct", "checklist"]),
                      default="auto", show_default=True,
                      help="Which human labels: auto = the first the study has (dpo/rm/sft: best, pairwise, "

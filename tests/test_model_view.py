@@ -83,3 +83,28 @@ def test_model_view_shows_only_after_a_blind_submit(db: Database) -> None:
     back = labelling.previous_item(ctx, "ann", s.name, None)
     # The model's view was seen: back reopens the revealed stage (an edit can no longer be blind).
     assert back.show_model_view and back.stage == "revealed"
+
+
+def test_two_judges_verdicts_each_under_its_model_name(db: Database) -> None:
+    """A response scored by two judge models with the same methods: each judge's badge, pairwise verdict,
+    critique and pick is shown under that model's name, never merged or left unnamed."""
+    s = make_study(db)
+    p = make_prompt(db, s.id)
+    a, b = make_responses(db, p, ["A", "B"])
+    for judge, prob, winner in (("judge-x@aaa", 0.9, a), ("judge-y@bbb", 0.2, b)):
+        for method, kw in (("p_true", {"response_id": a, "prob": prob, "value": prob}),
+                           ("pairwise", {"response_id": a, "response_b_id": b, "label": str(winner)}),
+                           ("critique", {"response_id": a, "variant": "s0", "label": "correct", "value": 1.0,
+                                         "rationale": f"fine says {judge}"})):
+            judgments.record(db, [JudgmentIn(study_id=s.id, prompt_id=p, judge_kind="model", judge=judge,
+                                             method=method, idempotency_key=uuid.uuid4().hex, **kw)])
+    judgments.record(db, [JudgmentIn(study_id=s.id, prompt_id=p, judge_kind="model", judge="judge-y@bbb",
+                                     method="select_usc", response_id=a, idempotency_key=uuid.uuid4().hex)])
+    views = card_views(AppContext(db=db), s.id, p, [a, b])
+    assert [(x.judge, x.text) for x in views[a].badges] == [("judge-x@aaa", "0.90"), ("judge-y@bbb", "0.20")]
+    assert [(x.judge, x.outcome) for x in views[a].pairwise] == [("judge-x@aaa", "won"), ("judge-y@bbb", "lost")]
+    assert views[a].picked_by == ["USC (judge-y@bbb)"]
+    md = render_view(views[a], {a: 1, b: 2})
+    x, y = md.index("<strong>judge-x@aaa</strong>"), md.index("<strong>judge-y@bbb</strong>")
+    assert x < md.index("P(True): 0.90") < md.index("fine says judge-x") < md.index("vs Response 2: won") < y
+    assert y < md.index("P(True): 0.20") < md.index("fine says judge-y") < md.index("vs Response 2: lost")

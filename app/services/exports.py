@@ -123,9 +123,11 @@ def export_methods() -> ExportMethods:
         except FileNotFoundError as e:
             raise ValueError(f"critique template version {version!r} is not installed: {e}") from e
 
+    from app.services.agreement import method_info  # here: agreement imports this module
+
     return ExportMethods(score_columns={m: get_method(m).score_column for m in method_ids()}, judge_chat=judge_chat,
                          critique_reply=reply_from_rationale, load_template=load_chat_template,
-                         template_from_text=ChatTemplate)
+                         template_from_text=ChatTemplate, method_info=method_info)
 
 
 def _bundled_template(ctx: AppContext) -> None:
@@ -177,7 +179,9 @@ def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
 
 
 def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, Any]:
-    """The `--source` values that fit the study: human, and model:/consensus: for each scored method."""
+    """The `--source` values that fit the study: human, model:/consensus: for each scored method, and pre: for
+    each method several judges scored."""
+    from app.services.agreement import method_info  # here: agreement imports this module
     from backend.methods.registry import get_method, method_ids
 
     study = get_study(ctx.db, p.study)
@@ -189,6 +193,11 @@ def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, An
         if get_method(r["method"]).score_column != "response_id":
             out.append(f"model:{name}")
         out.append(f"consensus:{name}")
+    for m in sorted(several):  # PRE's weighted vote needs several judges of one method (docs/formats.md)
+        info = method_info(m)
+        if info and (info["compared_with"] == "pairwise" or (info["compared_with"] in ("likert", "correct")
+                                                             and info["score_column"] in ("value", "prob"))):
+            out.append(f"pre:{m}")
     return {"study": study.name, "sources": list(dict.fromkeys(out)), "verdicts": rows}
 
 

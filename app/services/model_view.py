@@ -1,5 +1,6 @@
 """The model's view of each response on a Label item: its self-scores, checklist answers, critiques,
-pairwise verdicts and which selectors picked it (data only; app/ui renders it)."""
+pairwise verdicts and which selectors picked it, each with the judge model that gave it (a study may be
+scored by several models with the same method; data only, app/ui renders it per judge)."""
 
 from __future__ import annotations
 
@@ -31,24 +32,32 @@ class Badge(BaseModel):
     name: str
     text: str
     failed: bool = False
+    judge: str = ""  # the judge model's id
 
 
 class ChecklistAnswer(BaseModel):
     question: str
     answer: str
     p_yes: float | None
+    judge: str = ""
 
 
 class PairwiseResult(BaseModel):
     other_id: int
     outcome: str  # "won", "lost", "tie"
     swap_consistent: bool | None
+    judge: str = ""
+
+
+class Critique(BaseModel):
+    text: str
+    judge: str = ""
 
 
 class CardView(BaseModel):
     badges: list[Badge] = Field(default_factory=list)
     checklist: list[ChecklistAnswer] = Field(default_factory=list)
-    critiques: list[str] = Field(default_factory=list)
+    critiques: list[Critique] = Field(default_factory=list)
     pairwise: list[PairwiseResult] = Field(default_factory=list)
     picked_by: list[str] = Field(default_factory=list)
 
@@ -56,20 +65,26 @@ class CardView(BaseModel):
     def empty(self) -> bool:
         return not (self.badges or self.checklist or self.critiques or self.pairwise or self.picked_by)
 
+    @property
+    def judges(self) -> list[str]:
+        """The judge models with a verdict shown on this card, in first-seen order."""
+        seen = [x.judge for part in (self.badges, self.checklist, self.critiques, self.pairwise) for x in part]
+        return list(dict.fromkeys(seen))
+
 
 def _badge(j: JudgmentIn) -> Badge:
     name, fmt = BADGES[j.method]
     if j.status == "failed":
-        return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True)
+        return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True, judge=j.judge)
     if (j.prob if "{prob" in fmt else j.value) is None:
-        return Badge(name=name, text="n/a", failed=True)
+        return Badge(name=name, text="n/a", failed=True, judge=j.judge)
     try:
         text = fmt.format(value=j.value, prob=j.prob, dist=j.dist or {})
     except KeyError:  # a row stored without the figures its badge reads (e.g. imported)
-        return Badge(name=name, text="n/a", failed=True)
+        return Badge(name=name, text="n/a", failed=True, judge=j.judge)
     if j.method == "self_certainty" and j.label == "topk_proxy":
         text += " (top-k proxy)"
-    return Badge(name=name, text=text)
+    return Badge(name=name, text=text, judge=j.judge)
 
 
 def card_views(ctx: AppContext, study_id: int, prompt_id: int, response_ids: list[int]) -> dict[int, CardView]:
@@ -86,6 +101,8 @@ def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: 
     tab); `questions` maps checklist item ids to their text."""
     views = {rid: CardView() for rid in response_ids}
     items = questions
+    # a selector's pick names its judge when several models judged the prompt (the card title shows it)
+    several = len({j.judge for j in rows}) > 1
     for j in sorted(rows, key=lambda r: (list(BADGES).index(r.method) if r.method in BADGES else 99,
                                          getattr(r, "id", 0))):
         view = views.get(j.response_id) if j.response_id is not None else None
@@ -93,16 +110,16 @@ def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: 
             view.badges.append(_badge(j))
         if j.method == HumanMethod.CHECKLIST_ITEM and view is not None and j.status == "ok":
             view.checklist.append(ChecklistAnswer(question=items.get(j.checklist_item_id, "?"),
-                                                  answer=j.label or "?", p_yes=j.prob))
+                                                  answer=j.label or "?", p_yes=j.prob, judge=j.judge))
         elif j.method == "critique" and j.variant is not None and view is not None and j.rationale:
-            view.critiques.append(f"{(j.label or '?').upper()}: {j.rationale}")
+            view.critiques.append(Critique(text=f"{(j.label or '?').upper()}: {j.rationale}", judge=j.judge))
         elif j.method == HumanMethod.PAIRWISE and j.variant is None and j.status == "ok" and j.response_b_id is not None:
             consistent = None if not j.dist or "swap_consistent" not in j.dist else bool(j.dist["swap_consistent"])
             for me, other in ((j.response_id, j.response_b_id), (j.response_b_id, j.response_id)):
                 if me in views:
                     outcome = "tie" if j.label in (None, "tie") else ("won" if j.label == str(me) else "lost")
                     views[me].pairwise.append(PairwiseResult(other_id=other, outcome=outcome,
-                                                             swap_consistent=consistent))
+                                                             swap_consistent=consistent, judge=j.judge))
         elif j.method in SELECTOR_NAMES and j.status == "ok" and view is not None:
-            view.picked_by.append(SELECTOR_NAMES[j.method])
+            view.picked_by.append(SELECTOR_NAMES[j.method] + (f" ({j.judge})" if several else ""))
     return views

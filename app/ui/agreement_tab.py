@@ -12,6 +12,7 @@ import pandas as pd
 
 from app.render import md_literal, to_safe_html
 from app.services import agreement
+from app.ui import agreement_judges as jdg
 from app.ui import agreement_sections as sec
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
@@ -105,6 +106,11 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     gr.Markdown("#### Planning: labels to halve an interval")
     planning = gr.Dataframe(headers=sec.PLANNING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-planning",
                             wrap=False)
+    gr.Markdown("#### Judges side by side (agreement and mean score per generator; PRE)")
+    judges_note = gr.Markdown(elem_id="agr-judges-note")
+    judges = gr.Dataframe(headers=jdg.JUDGES_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-judges",
+                          wrap=False)
+    pre = gr.Dataframe(headers=jdg.PRE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-pre", wrap=False)
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
@@ -114,7 +120,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     with gr.Accordion("Full report", open=False):
         full = gr.Markdown(elem_id="agr-full")
 
-    @shown_errors(13)
+    @shown_errors(16)
     def do_compute(study_name: str | None, stage_: str, boot: float | None, models: bool,
                    request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
@@ -130,10 +136,11 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                 gr.Button(f"Download {r.filename}", visible=True), r.url,
                 to_safe_html(r.markdown),  # names and ids in it come from imported data
                 md_literal(sec.section_note(rep)), sec.ppi_rows(rep), sec.ranking_rows(rep), sec.annotator_rows(rep),
-                sec.bias_rows(rep), sec.planning_rows(rep))
+                sec.bias_rows(rep), sec.planning_rows(rep), md_literal(jdg.pre_note(rep)), jdg.judges_rows(rep),
+                jdg.pre_rows(rep))
 
     compute.click(do_compute, [study, stage, n_boot, em],
                   [status, headline, plot, disagreed, download, report_url, full, ext_note, ppi, rankings, annot, bias,
-                   planning], api_visibility="private")
+                   planning, judges_note, judges, pre], api_visibility="private")
     download.click(None, [report_url], None, js=DOWNLOAD_JS)
     return AgreementTab(study, open_id, open_btn)

@@ -72,6 +72,8 @@ class ModelRow:
     dist: dict[str, float] | None
     rationale: str | None
     method_version: str | None
+    # a row standing for several judgments (PRE's vote, storage.export.pre): their ids, the row's provenance
+    voter_ids: list[int] | None = None
 
 
 @dataclass

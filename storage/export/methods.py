@@ -34,6 +34,9 @@ class ExportMethods:
     load_template: Callable[[str], Template] | None = None
     # (template text, special tokens, source) -> a template: one recorded in the model registry
     template_from_text: Callable[[str, dict[str, str], str], Template] | None = None
+    # method id -> the method table's mapping (compared_with, score_column ...; storage.analysis.report.MethodInfo):
+    # what `--source pre:METHOD` needs to score the judges' exam as the report does
+    method_info: Callable[[str], dict[str, str] | None] | None = None
 
     def score_column(self, method: str, source: str) -> str:
         """The score column of `method` as named in `source`; ValueError for a method this caller does not know."""

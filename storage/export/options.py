@@ -28,9 +28,10 @@ ON_POLICY = ("sampled", "imported")
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed `--source`: human labels, one model method (self-rewarding), or both agreeing."""
+    """A parsed `--source`: human labels, one model method (self-rewarding), both agreeing, or PRE's weighted
+    vote of every judge of one method (storage.export.pre)."""
 
-    kind: Literal["human", "model", "consensus"]
+    kind: Literal["human", "model", "consensus", "pre"]
     method: str | None = None
     judge: str | None = None
 
@@ -40,15 +41,20 @@ class Source:
         >>> Source.parse("human"), Source.parse("model:rubric"), Source.parse("consensus:pairwise@m1")
         (Source(kind='human', method=None, judge=None), Source(kind='model', method='rubric', judge=None), \
 Source(kind='consensus', method='pairwise', judge='m1'))
+        >>> Source.parse("pre:pairwise")
+        Source(kind='pre', method='pairwise', judge=None)
         """
         text = text.strip()
         if text == "human":
             return cls("human")
         head, sep, rest = text.partition(":")
-        if head not in ("model", "consensus") or not sep or not rest.strip():
-            raise ValueError(f"unknown source {text!r}: use human, model:METHOD or consensus:METHOD "
+        if head not in ("model", "consensus", "pre") or not sep or not rest.strip():
+            raise ValueError(f"unknown source {text!r}: use human, model:METHOD, consensus:METHOD or pre:METHOD "
                              "(METHOD a method id, optionally METHOD@JUDGE to name the model judge)")
         method, _, judge = rest.partition("@")
+        if head == "pre" and judge.strip():
+            raise ValueError(f"source {text!r}: pre:METHOD is the weighted vote of every judge of METHOD, so it "
+                             "names no judge")
         # Whether METHOD exists is the methods' business (backend): the export plan checks it against the
         # method facts it is given (storage.export.methods), the app's payload already on validation.
         return cls(head, method.strip(), judge.strip() or None)  # type: ignore[arg-type]
@@ -56,6 +62,8 @@ Source(kind='consensus', method='pairwise', judge='m1'))
     def label(self, judge: str | None = None) -> str:
         if self.kind == "human":
             return "human"
+        if self.kind == "pre":
+            return f"pre:{self.method}"
         j = judge or self.judge
         return f"{self.kind}:{self.method}" + (f"@{j}" if j else "")
 
@@ -103,6 +111,9 @@ class ExportOptions(BaseModel):
         if self.signal != "auto" and self.signal not in SIGNALS[self.kind]:
             raise ValueError(f"signal {self.signal!r} does not fit a {self.kind} export; use "
                              f"{' / '.join(('auto', *SIGNALS[self.kind]))}")
+        if src.kind == "pre" and self.kind not in ("dpo", "rm", "sft"):
+            raise ValueError("--source pre:METHOD makes preference pairs or best completions: use it with dpo, rm "
+                             "or sft")
         if self.kind == "kto" and src.kind != "human":
             raise ValueError("kto exports come from human labels (correct/incorrect, checklists or ratings): "
                              "use --source human")
@@ -117,6 +128,9 @@ class ExportOptions(BaseModel):
                 raise ValueError("--consistent-with needs a model judge id")
             if self.kind not in ("dpo", "rm"):
                 raise ValueError("--consistent-with filters preference pairs: use it with dpo or rm exports")
+            if src.kind == "pre":
+                raise ValueError("--consistent-with compares two model judges; PRE's vote is already several: "
+                                 "use --source model:METHOD@JUDGE with it")
             if src.kind == "human":
                 raise ValueError("--consistent-with compares two model judges' scores of one method: use --source "
                                  "model:METHOD@CURRENT_JUDGE (or consensus:METHOD); to keep human pairs a model "

@@ -25,6 +25,7 @@ from storage.export.files import Published, card_path, check_free, publish, pseu
 from storage.export.methods import NO_METHODS, ExportMethods, Template
 from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
 from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, model_view
+from storage.export.pre import EXAM_SKIP, PreVote, vote_rows
 from storage.export.schema import row_schema
 from storage.export.writer import RowWriter, check_format, check_hf_dir, is_datasets_dir, staged_hf_dir
 from storage import model_registry
@@ -78,6 +79,7 @@ class Plan:
     methods: ExportMethods = NO_METHODS
     template: Template | None = None
     consistency_judge: str | None = None  # --consistent-with: the second judge of ctx.model_method
+    pre: PreVote | None = None  # --source pre:METHOD: the vote's weights and exam
 
     @property
     def source_label(self) -> str:
@@ -93,7 +95,12 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
     if kind == "judge":  # the critiques are the model's; the human label is the signal
         src = Source("model", "critique", src.judge if src.kind == "model" else None)
     model_method = score_column = model_judge = None
-    if src.kind != "human":
+    pre = None
+    if src.kind == "pre":
+        score_column = methods.score_column(src.method or "", options.source)
+        pre = _pre_vote(db, s, src.method or "", methods)
+        model_judge, model_method = pre.judge, src.method
+    elif src.kind != "human":
         score_column = methods.score_column(src.method or "", options.source)
         if src.method == "gsa":
             raise ValueError("gsa writes one aggregate response per prompt and scores none; export the aggregate "
@@ -116,7 +123,7 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
         else:
             model_judge = judges[0]
         model_method = src.method
-    if src.kind == "model" and kind != "judge":
+    if src.kind in ("model", "pre") and kind != "judge":
         signal, human = model_method or "", []
     else:
         signal = _signal(db, s.id, options)
@@ -127,6 +134,7 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
               else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
     alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
     plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods)
+    plan.pre = pre
     if options.consistent_with is not None:
         plan.consistency_judge = _consistency_judge(db, s, options.consistent_with, ctx)
     if kind == "judge":
@@ -135,6 +143,20 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
     if options.style == "standard":
         plan.template = _template(db, s, options, model_judge if kind == "judge" else None, methods)
     return plan
+
+
+def _pre_vote(db: Database, s: Study, method: str, methods: ExportMethods) -> PreVote:
+    """PRE's exam of `method` as the report scores it (seed = the study id, threshold 0.5)."""
+    from storage.analysis.report.judges_section import pre_exam
+
+    if methods.method_info is None:
+        methods.need("method_info")
+    exam = pre_exam(db, s.id, method, methods.method_info)  # type: ignore[arg-type]
+    if not exam["weights"]:
+        raise ValueError(f"no PRE vote for {method!r} in study {s.name!r}: "
+                         f"{exam.get('reason') or 'no judge passed the exam'}")
+    return PreVote(exam["judge"], dict(exam["weights"]), frozenset(exam["exam_prompt_ids"]), s.id, 0.5,
+                   {r["judge"]: (r["score"] or {}).get("value") for r in exam["exam"]})
 
 
 def _consistency_judge(db: Database, s: Study, judge: str, ctx: Ctx) -> str:
@@ -327,8 +349,13 @@ def _filter(it: Item, chunk: Chunk, plan: Plan, views: dict[int, ModelView], sta
 
 def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, Any]]:
     second = replace(plan.ctx, model_judge=plan.consistency_judge)
+    pre = plan.pre
     for chunk in chunks(db, plan.study.id, human_methods=plan.human_methods, model_method=plan.ctx.model_method,
-                        model_judge=plan.ctx.model_judge, consistency_judge=plan.consistency_judge):
+                        model_judge=None if pre else plan.ctx.model_judge, consistency_judge=plan.consistency_judge):
+        if pre is not None:  # every judge's verdicts → the vote; the exam prompts chose the weights: not exported
+            stats.skipped[EXAM_SKIP] += sum(p.id in pre.exam for p in chunk.prompts)
+            chunk.prompts = [p for p in chunk.prompts if p.id not in pre.exam]
+            chunk.model = vote_rows(chunk.model, pre, plan.ctx.score_column or "")
         views: dict[int, ModelView] = {}
         seconds: dict[int, ModelView] = {}
         for it in items(chunk, plan.ctx, plan.source.kind):
@@ -506,7 +533,15 @@ def _policy_lines(plan: Plan) -> list[str]:
                 "checklist": "label = every checklist item answered YES (any NO: false)",
                 "ratings": f"label = mean rating above {c.kto_threshold} (below: false; equal: skipped)"}[sig]
         return lines + [f"One example per response from {who}: {rule}."]
-    if plan.source.kind == "model":
+    if plan.pre is not None:
+        p = plan.pre
+        lines.append(f"PRE (peer review of judges): the judges of `{c.model_method}` took an exam, their agreement "
+                     f"with the humans on {len(p.exam)} seeded prompts (seed {p.seed}); those scoring ≥ {p.threshold} "
+                     "vote with that score as weight ("
+                     + ", ".join(f"{j} {w:.3f}" for j, w in sorted(p.weights.items()))
+                     + "): pairwise, the verdict with the largest summed weight (a shared largest a tie); scores, "
+                       "the weighted mean. The exam prompts are not exported.")
+    if plan.source.kind in ("model", "pre"):
         if c.score_column == "label":
             rule = ("every response pair the method judged in both orders with the same winner (swap-consistent); "
                     "ties, single-order and inconsistent verdicts dropped; margin = mean probability gap")

@@ -7,6 +7,7 @@ from typing import Any
 
 from storage.analysis.report.figures import _f
 from storage.analysis.report.intervals import interval_text
+from storage.analysis.report.judges_blocks import judges_blocks
 from storage.analysis.report.ppi_section import target_text
 from storage.analysis.report.svg import _curve_svg, _scores_svg
 
@@ -110,6 +111,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any, dict[str, Any]], None]]] = [
     ("annotators", "Annotators", _annotator_blocks),
     ("bias", "Judge bias", _bias_blocks),
     ("planning", "Planning: labels for a narrower interval", _planning_blocks),
+    ("judges", "Judges side by side", judges_blocks),
 ]
 
 

@@ -19,6 +19,7 @@ from storage.analysis.report.disagreements_section import _disagreements
 from storage.analysis.report.figures import FORMAT, LEVEL, METHOD_OF, STAGES, _num, _unavailable
 from storage.analysis.report.headline import _headline
 from storage.analysis.report.intervals import _CI, _Boot, _with_interval
+from storage.analysis.report.judges_section import _judges
 from storage.analysis.report.loading import MethodInfo, _load, _no_method_info
 from storage.analysis.report.pairwise_section import _pairwise
 from storage.analysis.report.planning_section import _planning
@@ -74,7 +75,8 @@ def _section(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: int = 1000,
                  seed: int = 0, method_info: MethodInfo = _no_method_info, extended: bool = True,
-                 annotator_models: bool = False) -> dict[str, Any]:
+                 annotator_models: bool = False, pre_seed: int | None = None,
+                 pre_threshold: float = 0.5) -> dict[str, Any]:
     """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/2"``; keys in
     docs/formats.md). `stage` picks the human labels ('blind', the default, or 'revealed'); intervals are
     percentile bootstraps over prompts with `n_boot` resamples (0 = none) drawn with numpy default_rng(`seed`).
@@ -82,9 +84,10 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     of a model method, or None when unknown; the app passes `app.services.agreement.method_info`, since
     storage does not import the method classes.
 
-    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias` and `planning` (False: each says it
-    was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and MACE in the
-    `annotators` section (EM over every categorical human vote: opt-in)."""
+    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning` and `judges` (False:
+    each says it was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and
+    MACE in the `annotators` section (EM over every categorical human vote: opt-in). `pre_seed` (default: the
+    study id) draws the PRE exam of the `judges` section and `pre_threshold` is the exam score a judge needs to vote."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
@@ -123,7 +126,8 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     out["annotators"] = _jsonable(_section(_annotators, d, annotator_models))
     out["bias"] = _jsonable(_section(_bias, d, out))
     out["planning"] = _jsonable(_section(_planning, out))
+    out["judges"] = _jsonable(_section(_judges, db, d, out, boot.n, boot.seed, pre_seed, pre_threshold))
     return out
 
 
-EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning")
+EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "judges")

@@ -51,7 +51,7 @@ def items(chunk: Chunk, c: Ctx, source_kind: str) -> Out:
         elif c.kind == "kto":
             if h is not None:
                 yield from kto_items(p, h, chunk, c)
-        elif source_kind == "model":
+        elif source_kind in ("model", "pre"):  # PRE's vote is read as one model's verdicts
             yield from (model_sft if shape == "sft" else model_pairs)(p, chunk, c)
         elif h is not None:
             yield from HUMAN_POLICIES[(shape, c.signal)](p, h, chunk, c)

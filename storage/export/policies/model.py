@@ -124,17 +124,20 @@ def model_view(rows: list[ModelRow], c: Ctx) -> ModelView:
     if col in ("value", "prob"):
         plain: dict[int, tuple[float, int]] = {}
         variants: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        voters: dict[int, list[int]] = {}
         for r in rows:
             s = getattr(r, col)
             if r.response_id is None or r.response_b_id is not None or s is None:
                 continue
             if r.variant is None:
                 plain[r.response_id] = (float(s), r.id)
+                if r.voter_ids:
+                    voters[r.response_id] = r.voter_ids
             else:
                 variants[r.response_id].append((float(s), r.id))
         for rid in set(plain) | set(variants):
             if rid in plain:
-                v.scores[rid] = Scored(plain[rid][0], [plain[rid][1]])
+                v.scores[rid] = Scored(plain[rid][0], voters.get(rid, [plain[rid][1]]))
             else:
                 vs = variants[rid]
                 v.scores[rid] = Scored(sum(s for s, _ in vs) / len(vs), [i for _, i in vs])
@@ -153,7 +156,7 @@ def model_view(rows: list[ModelRow], c: Ctx) -> ModelView:
             got = [x for x in (ab, ba) if x is not None]
             scores: list[Score] = [(x.response_id, c.model_method or "pairwise", x.judge, x.variant, x.prob, x.label)
                                    for x in got]
-            ids = [x.id for x in got]
+            ids = list(dict.fromkeys(i for x in got for i in (x.voter_ids or [x.id])))
             if ab is None or ba is None:
                 v.pairs[(a, b)] = PairVerdict("single_order", None, None, scores, ids)
                 continue

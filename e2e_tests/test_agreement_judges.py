@@ -1,0 +1,66 @@
+"""The Agreement tab's judge × generator table and PRE table on a study scored by two judge models
+(tests/test_report_judges.py's study): both fill, the self-judging diagonal is marked, and at 800 px the page
+does not scroll sideways. Screenshots at 1400 and 800 px go to $CRITLAB_SHOTS when set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from storage import annotators
+from storage.db import Database
+from tests.test_report_judges import two_judge_study
+
+pytestmark = pytest.mark.e2e
+
+STUDY = "two-judges"
+
+
+@pytest.fixture(scope="module")
+def judges_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("judges")
+    db = Database(d / "judges.duckdb")
+    annotators.add_annotator(db, "admin", "admin", PASSWORDS["admin"])
+    two_judge_study(db, STUDY)
+    db.close()
+    srv = start_server(d / "judges.duckdb", d / "server.log")
+    yield srv
+    srv.stop()
+
+
+def _shot(page: Page, name: str) -> None:
+    folder = os.environ.get("CRITLAB_SHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def test_agreement_tab_shows_judges_side_by_side(page: Page, judges_server: Server) -> None:
+    login(page, judges_server.url, "admin")
+    page.get_by_role("tab", name="Agreement").click()
+    page.locator("#agr-study input").click()
+    page.get_by_role("option", name=STUDY, exact=True).click()
+    page.locator("#agr-boot input").fill("100")
+    page.locator("#agr-compute").click()
+    expect(page.locator("#agr-status")).to_contain_text("6 with human labels", timeout=90_000)
+    wait_idle(page)
+    table = page.locator("#agr-judges")
+    expect(table).to_contain_text("◆ self")
+    expect(table).to_contain_text("◇ same family")
+    expect(table).to_contain_text("judge-b")
+    pre = page.locator("#agr-pre")
+    expect(pre.get_by_role("gridcell", name="pre", exact=True).first).to_be_visible()  # the weighted vote's row
+    expect(pre).to_contain_text("yes")  # the app's exam seed is the study id: which judge qualifies is its draw
+    expect(page.locator("#agr-judges-note")).to_contain_text("PRE: exam = 30%")
+    table.scroll_into_view_if_needed()
+    _shot(page, "agreement-judges-1400.png")
+    page.set_viewport_size({"width": 800, "height": 1000})
+    expect(table).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    table.scroll_into_view_if_needed()
+    _shot(page, "agreement-judges-800.png")
