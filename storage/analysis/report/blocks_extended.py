@@ -7,6 +7,8 @@ from typing import Any
 
 from storage.analysis.report.figures import _f
 from storage.analysis.report.intervals import interval_text
+from storage.analysis.report.scaling_section import scaling_blocks
+from storage.analysis.report.self_correction_section import self_correction_blocks
 from storage.analysis.report.svg import _curve_svg, _scores_svg
 
 
@@ -108,6 +110,8 @@ SECTIONS: list[tuple[str, str, Callable[[Any, dict[str, Any]], None]]] = [
     ("annotators", "Annotators", _annotator_blocks),
     ("bias", "Judge bias", _bias_blocks),
     ("planning", "Planning: labels for a narrower interval", _planning_blocks),
+    ("self_correction", "Self-correction (critique revisions)", self_correction_blocks),
+    ("scaling", "Inference-time scaling (principles_critique, k samples summed)", scaling_blocks),
 ]
 
 

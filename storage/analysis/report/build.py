@@ -26,6 +26,8 @@ from storage.analysis.report.ppi_section import _ppi
 from storage.analysis.report.rankings_section import _rankings
 from storage.analysis.report.ratings_section import _ratings, _scores
 from storage.analysis.report.reveal_section import _reveal
+from storage.analysis.report.scaling_section import _scaling
+from storage.analysis.report.self_correction_section import _self_correction
 from storage.analysis.settings_section import settings_changes
 from storage.db import Database
 
@@ -82,8 +84,8 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     of a model method, or None when unknown; the app passes `app.services.agreement.method_info`, since
     storage does not import the method classes.
 
-    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias` and `planning` (False: each says it
-    was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and MACE in the
+    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning`, `self_correction` and
+    `scaling` (`EXTENDED`; False: each says it was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and MACE in the
     `annotators` section (EM over every categorical human vote: opt-in)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -123,7 +125,10 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     out["annotators"] = _jsonable(_section(_annotators, d, annotator_models))
     out["bias"] = _jsonable(_section(_bias, d, out))
     out["planning"] = _jsonable(_section(_planning, out))
+    # their own bootstraps (same n and seed): built after the batch above has run
+    out["self_correction"] = _jsonable(_section(_self_correction, db, d, boot.n, boot.seed))
+    out["scaling"] = _jsonable(_section(_scaling, d, boot.n, boot.seed))
     return out
 
 
-EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning")
+EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "self_correction", "scaling")
