@@ -7,6 +7,7 @@ from typing import Any
 
 from storage.analysis.report.figures import _f
 from storage.analysis.report.intervals import interval_text
+from storage.analysis.report.iterations_section import iteration_blocks
 from storage.analysis.report.scaling_section import scaling_blocks
 from storage.analysis.report.self_correction_section import self_correction_blocks
 from storage.analysis.report.svg import _curve_svg, _scores_svg
@@ -112,6 +113,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any, dict[str, Any]], None]]] = [
     ("planning", "Planning: labels for a narrower interval", _planning_blocks),
     ("self_correction", "Self-correction (critique revisions)", self_correction_blocks),
     ("scaling", "Inference-time scaling (principles_critique, k samples summed)", scaling_blocks),
+    ("iterations", "Model iterations (child vs parent)", iteration_blocks),
 ]
 
 

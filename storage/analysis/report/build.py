@@ -19,6 +19,7 @@ from storage.analysis.report.disagreements_section import _disagreements
 from storage.analysis.report.figures import FORMAT, LEVEL, METHOD_OF, STAGES, _num, _unavailable
 from storage.analysis.report.headline import _headline
 from storage.analysis.report.intervals import _CI, _Boot, _with_interval
+from storage.analysis.report.iterations_section import _iterations
 from storage.analysis.report.loading import MethodInfo, _load, _no_method_info
 from storage.analysis.report.pairwise_section import _pairwise
 from storage.analysis.report.planning_section import _planning
@@ -84,9 +85,10 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     of a model method, or None when unknown; the app passes `app.services.agreement.method_info`, since
     storage does not import the method classes.
 
-    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning`, `self_correction` and
-    `scaling` (`EXTENDED`; False: each says it was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and MACE in the
-    `annotators` section (EM over every categorical human vote: opt-in)."""
+    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning`, `self_correction`,
+    `scaling` and `iterations` (`EXTENDED`; False: each says it was left out, for timing the report without
+    them); `annotator_models` fits Dawid–Skene and MACE in the `annotators` section (EM over every categorical
+    human vote: opt-in)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
@@ -128,7 +130,8 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     # their own bootstraps (same n and seed): built after the batch above has run
     out["self_correction"] = _jsonable(_section(_self_correction, db, d, boot.n, boot.seed))
     out["scaling"] = _jsonable(_section(_scaling, d, boot.n, boot.seed))
+    out["iterations"] = _jsonable(_section(_iterations, db, d, boot.n, boot.seed))
     return out
 
 
-EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "self_correction", "scaling")
+EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "self_correction", "scaling", "iterations")
