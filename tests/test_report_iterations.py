@@ -85,6 +85,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
         rec(prompt_id=pids[2], judge_kind="model", judge="it1", method="pairwise", variant=f"order:{first}-{second}",
             response_id=ids[first], response_b_id=ids[second], shown_order=[ids[first], ids[second]],
             label=str(ids[winner]))
+    # it1 as a selector on prompt 3 picks its own response: a win over p3 (and no verdict on prompt 3's others)
+    rec(prompt_id=pids[3], judge_kind="model", judge="it1", method="select_usc", response_id=ids["c3"])
     judgments.record(db, rows)
     rep = build_report(db, sid, n_boot=200, seed=4, method_info=method_info)
     yield {"db": db, "sid": sid, "rep": rep, "ids": ids}
@@ -123,6 +125,8 @@ def test_human_and_judge_win_rates_and_ppi(built):
     pw = rows[("it1", "pairwise")]
     assert (pw["kind"], pw["n_units"], pw["win_rate"]["estimate"]) == ("pairwise", 1, 0.5)
     assert pw["ppi"]["available"] is False  # its one pair has no human verdict
+    pick = rows[("it1", "select_usc")]
+    assert (pick["kind"], pick["n_units"], pick["win_rate"]["estimate"]) == ("best pick", 1, 1.0)
     assert sec["validity"].startswith("not established")
 
 

@@ -6,8 +6,8 @@ as judges, rank the same responses (Kendall τ-b per prompt, `storage.analysis.r
 
 A unit is a pair (child response, parent response) of one prompt. Its human value y is the mean of the humans'
 verdicts between the two (pairwise votes and best picks, `verdicts._verdicts`: child wins 1, tie ½, parent
-wins 0); a judge's prediction f is the mean of its pairwise verdicts on the pair (every order) or, for a method
-with a score, 1 / ½ / 0 as it scores the child's response above / equal to / below the parent's."""
+wins 0); a judge's prediction f is the mean of its pairwise verdicts on the pair (every order), its selector
+pick (1 when it picked the child's response, 0 the parent's), or, for a method with a score, 1 / ½ / 0 as it scores the child's response above / equal to / below the parent's."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from storage.model_registry import get_model
 
 WIN = ("a unit is a pair (child response, parent response) of one prompt; y = the mean human verdict on it "
        "(child wins 1, tie 0.5, parent wins 0; pairwise votes and best picks); a judge's f = the mean of its "
-       "pairwise verdicts on the pair (every order), or 1 / 0.5 / 0 as its score of the child's response is "
+       "pairwise verdicts on the pair (every order) or its selector pick, or 1 / 0.5 / 0 as its score of the child's response is "
        "above / equal to / below the parent's")
 _PAIR = ["prompt_id", "child_id", "parent_id"]
 
@@ -39,13 +39,14 @@ def _value(result: pl.Expr, child_first: pl.Expr) -> pl.Expr:
 
 
 def _oriented(v: pl.DataFrame, side: pl.DataFrame) -> pl.DataFrame:
-    """Verdicts between a child and a parent response: source, judge, method, prompt_id, child_id, parent_id, y."""
+    """Verdicts between a child and a parent response: source, judge, method, kind, prompt_id, child_id,
+    parent_id, y."""
     s = side.select("response_id", "side")
     v = (v.join(s.rename({"response_id": "first", "side": "side_a"}), on="first")
          .join(s.rename({"response_id": "second", "side": "side_b"}), on="second")
          .filter(pl.col("side_a") != pl.col("side_b")))
     child_first = pl.col("side_a") == "child"
-    return v.select("source", "judge", "method", "prompt_id",
+    return v.select("source", "judge", "method", "kind", "prompt_id",
                     child_id=pl.when(child_first).then("first").otherwise("second"),
                     parent_id=pl.when(child_first).then("second").otherwise("first"),
                     y=_value(pl.col("result"), child_first))
@@ -69,10 +70,9 @@ def _per_prompt(units: pl.DataFrame, col: str) -> pl.DataFrame:
 def _predictions(d: _Data, verdicts: pl.DataFrame, side: pl.DataFrame) -> pl.DataFrame:
     """judge, method, kind, prompt_id, child_id, parent_id, f: every model judge's prediction per unit."""
     parts = []
-    mv = verdicts.filter((pl.col("source") == "model") & (pl.col("method") == "pairwise"))
-    if mv.height:
-        parts.append(mv.group_by("judge", "method", *_PAIR).agg(f=pl.col("y").mean())
-                     .with_columns(kind=pl.lit("pairwise")))
+    mv = verdicts.filter(pl.col("source") == "model")
+    if mv.height:  # pairwise verdicts (every order) and a selector's picks
+        parts.append(mv.group_by("judge", "method", "kind", *_PAIR).agg(f=pl.col("y").mean()))
     scorers = [m for m, info in d.mapping.items() if info is not None and info.get("score_column") in ("value", "prob")]
     s = _score_rows(d, scorers).join(side.select("response_id", "side"), on="response_id")
     if s.height:
