@@ -1,4 +1,5 @@
-"""Blocks of the report's sections ppi, rankings, annotators, bias and planning (see `blocks`)."""
+"""Blocks of the report's extended sections (ppi, rankings, annotators, bias, planning, self_correction, scaling,
+iterations; see `blocks`)."""
 
 from __future__ import annotations
 
