@@ -121,6 +121,7 @@ def test_rendered_and_documented(built):
     md, page = report_markdown(rep), report_html(rep)
     assert "Self-correction (critique revisions)" in md and "critique score" in md
     assert "0.400 [" in md  # m's accuracy before with its interval
+    assert "[–, –]" not in md  # other's undefined critique score is a plain dash
     assert "Self-correction (critique revisions)" in page
     assert not undocumented_keys(rep["self_correction"])
     plain = build_report(built["db"], built["sid"], n_boot=0, method_info=method_info)

@@ -105,6 +105,13 @@ def _consistency(d: _Data, parent: str, child: str, n_boot: int, seed: int) -> l
     return sorted(out, key=lambda r: r["method"])
 
 
+def _in_pairs(row: dict[str, Any]) -> dict[str, Any]:
+    """A `ppi` row whose units are pairs: its reason says so."""
+    if row.get("reason"):
+        row["reason"] = row["reason"].replace("response(s)", "pair(s)").replace("every response", "every pair")
+    return row
+
+
 def _pair(d: _Data, db: Database, parent: str, child: str, cand: pl.DataFrame, validity: str, n_boot: int,
           seed: int) -> dict[str, Any]:
     side = cand.filter(pl.col("model").is_in([parent, child])).with_columns(
@@ -132,8 +139,9 @@ def _pair(d: _Data, db: Database, parent: str, child: str, cand: pl.DataFrame, v
         judges.append({"judge": judge, "method": method, "kind": kind,
                        "role": "child" if judge == child else "parent" if judge == parent else "other",
                        "n_units": g.height, "win_rate": _mean_ci(_per_prompt(g, "f"), n_boot, seed),
-                       "ppi": _row(judge, method, "child_win", pool, validity, probability,
-                                   prediction="the judge's verdict on the pair as the child's win (1, 0.5, 0)")})
+                       "ppi": _in_pairs(_row(judge, method, "child_win", pool, validity, probability,
+                                             prediction="the judge's verdict on the pair as the child's win "
+                                                        "(1, 0.5, 0)"))})
     out["judges"] = sorted(judges, key=lambda r: (r["role"] != "child", r["role"] != "parent", r["judge"],
                                                   r["method"]))
     out["consistency"] = _consistency(d, parent, child, n_boot, seed)
@@ -158,7 +166,7 @@ def _iterations(db: Database, d: _Data, n_boot: int, seed: int) -> dict[str, Any
 
 
 def _est(x: dict[str, Any] | None) -> str:
-    if not x:
+    if not x or x.get("estimate") is None:
         return "–"
     ci = x.get("ci")
     return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))

@@ -87,7 +87,7 @@ def _scaling_svg(judges: list[dict[str, Any]], title: str) -> str:
     sx, sy = w - 2 * pad - legend, h - 2 * pad
 
     def x(k: int) -> float:
-        return pad + (k.bit_length() - 1) / 3 * sx  # k = 1, 2, 4, 8 evenly spaced
+        return pad + (k.bit_length() - 0.5) / 4 * sx  # k = 1, 2, 4, 8 evenly spaced, clear of the frame
 
     def y(v: float) -> float:
         return h - pad - (v + 1) / 2 * sy  # ρ from −1 to 1
@@ -126,7 +126,7 @@ def _scaling_svg(judges: list[dict[str, Any]], title: str) -> str:
 
 
 def _est(x: dict[str, Any] | None) -> str:
-    if not x:
+    if not x or x.get("estimate") is None:
         return "–"
     ci = x.get("ci")
     return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))

@@ -77,7 +77,7 @@ def _self_correction(db: Database, d: _Data, n_boot: int, seed: int) -> dict[str
 
 
 def _est(x: dict[str, Any] | None) -> str:
-    if not x:
+    if not x or x.get("estimate") is None:
         return "–"
     ci = x.get("ci")
     return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))
