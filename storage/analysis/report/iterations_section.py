@@ -131,7 +131,6 @@ def _pair(d: _Data, db: Database, parent: str, child: str, cand: pl.DataFrame, v
     out["human"] = ({"n_verdicts": hv.height, "n_units": labelled.height, "n_prompts": labelled["prompt_id"].n_unique(),
                      "win_rate": _mean_ci(_per_prompt(labelled, "y"), n_boot, seed)} if labelled.height else
                     _unavailable("no human verdict between a child and a parent response"))
-    probability = d.serving.select("prompt_id", "probability")
     judges = []
     preds = _predictions(d, verdicts, side)
     for (judge, method, kind), g in preds.group_by("judge", "method", "kind", maintain_order=True):
@@ -139,7 +138,7 @@ def _pair(d: _Data, db: Database, parent: str, child: str, cand: pl.DataFrame, v
         judges.append({"judge": judge, "method": method, "kind": kind,
                        "role": "child" if judge == child else "parent" if judge == parent else "other",
                        "n_units": g.height, "win_rate": _mean_ci(_per_prompt(g, "f"), n_boot, seed),
-                       "ppi": _in_pairs(_row(judge, method, "child_win", pool, validity, probability,
+                       "ppi": _in_pairs(_row(judge, method, "child_win", pool, validity, d.serving,
                                              prediction="the judge's verdict on the pair as the child's win "
                                                         "(1, 0.5, 0)"))})
     out["judges"] = sorted(judges, key=lambda r: (r["role"] != "child", r["role"] != "parent", r["judge"],
