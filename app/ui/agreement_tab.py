@@ -12,6 +12,7 @@ import pandas as pd
 
 from app.render import md_literal, to_safe_html
 from app.services import agreement
+from app.ui import agreement_loop_sections as loop
 from app.ui import agreement_sections as sec
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
@@ -105,6 +106,14 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     gr.Markdown("#### Planning: labels to halve an interval")
     planning = gr.Dataframe(headers=sec.PLANNING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-planning",
                             wrap=False)
+    gr.Markdown("#### Self-correction (critique revisions), scaling by k, model iterations")
+    loop_note = gr.Markdown(elem_id="agr-loop-note")
+    selfcorr = gr.Dataframe(headers=loop.SELF_CORRECTION_COLUMNS, interactive=False, buttons=NO_COPY,
+                            elem_id="agr-self-correction", wrap=False)
+    scaling = gr.Dataframe(headers=loop.SCALING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-scaling",
+                           wrap=False)
+    iterations = gr.Dataframe(headers=loop.ITERATION_COLUMNS, interactive=False, buttons=NO_COPY,
+                              elem_id="agr-iterations", wrap=False)
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
@@ -114,7 +123,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     with gr.Accordion("Full report", open=False):
         full = gr.Markdown(elem_id="agr-full")
 
-    @shown_errors(13)
+    @shown_errors(17)
     def do_compute(study_name: str | None, stage_: str, boot: float | None, models: bool,
                    request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
@@ -130,10 +139,11 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                 gr.Button(f"Download {r.filename}", visible=True), r.url,
                 to_safe_html(r.markdown),  # names and ids in it come from imported data
                 md_literal(sec.section_note(rep)), sec.ppi_rows(rep), sec.ranking_rows(rep), sec.annotator_rows(rep),
-                sec.bias_rows(rep), sec.planning_rows(rep))
+                sec.bias_rows(rep), sec.planning_rows(rep), md_literal(loop.section_note(rep)),
+                loop.self_correction_rows(rep), loop.scaling_rows(rep), loop.iteration_rows(rep))
 
     compute.click(do_compute, [study, stage, n_boot, em],
                   [status, headline, plot, disagreed, download, report_url, full, ext_note, ppi, rankings, annot, bias,
-                   planning], api_visibility="private")
+                   planning, loop_note, selfcorr, scaling, iterations], api_visibility="private")
     download.click(None, [report_url], None, js=DOWNLOAD_JS)
     return AgreementTab(study, open_id, open_btn)
