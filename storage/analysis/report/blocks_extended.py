@@ -10,7 +10,7 @@ from storage.analysis.report.figures import _f
 from storage.analysis.report.intervals import interval_text
 from storage.analysis.report.svg import _curve_svg, _scores_svg
 # the sections of issue 17 (self-correction, the scaling curve, model iterations) render from their own modules
-from storage.analysis.report.iterations_section import iteration_blocks  # noqa: I001
+from storage.analysis.report.iterations_section import iteration_blocks
 from storage.analysis.report.scaling_section import scaling_blocks
 from storage.analysis.report.self_correction_section import self_correction_blocks
 
