@@ -179,3 +179,24 @@ def test_runs_without_lineage_have_no_iteration_view(tmp_path: Path):
     assert [(p["parent"], p["child"]) for p in rep["iterations"]["pairs"]] == [("a", "b")]
     assert rep["iterations"]["pairs"][0]["human"]["available"] is False
     db.close()
+
+
+def test_ppi_follows_the_serving_record_as_the_ppi_section_does(built):
+    """The iteration view's PPI rows use the ppi section's serving rule: labelled prompts all served in
+    uniform random order make them valid."""
+    db, sid = built["db"], built["sid"]
+    labelled = [r[0] for r in db.fetchall("SELECT DISTINCT prompt_id FROM judgment WHERE study_id = ? AND "
+                                          "judge_kind = 'human'", [sid])]
+    with db.write() as cur:
+        cur.execute("INSERT INTO serving (study_id, prompt_id, annotator, policy, probability) "
+                    "SELECT ?, unnest(?::BIGINT[]), 'x', 'random', 0.5", [sid, labelled])
+    try:
+        rep = build_report(db, sid, n_boot=0, method_info=method_info)
+        sec = rep["iterations"]
+        assert sec["validity"] == "uniform" and "the PPI intervals are valid" in sec["validity_note"]
+        (pair,) = sec["pairs"]
+        row = next(j for j in pair["judges"] if (j["judge"], j["method"]) == ("it1", "p_true"))
+        assert row["ppi"]["available"] and row["ppi"]["n_labelled"] == 2
+    finally:
+        with db.write() as cur:
+            cur.execute("DELETE FROM serving")
