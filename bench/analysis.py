@@ -14,7 +14,8 @@ Each variant runs in a fresh subprocess, so its peak RSS (ru_maxrss: DuckDB's an
 included, which tracemalloc does not see) is its own:
 
 - `report`: `build_report(db, study, method_info=...)` with the report's default n_boot (1,000 resamples);
-- `report-base`: the same without the sections ppi, rankings, annotators, bias and planning (extended=False),
+- `report-base`: the same without the extended sections (`EXTENDED`: ppi, rankings, annotators, bias, planning,
+  self_correction, scaling, iterations; extended=False),
   to measure what they cost; `report-em`: with them and the annotators' Dawid–Skene / MACE fits
   (annotator_models=True);
 - `report-noboot`: the same with n_boot=0 (point estimates only, like the baseline);

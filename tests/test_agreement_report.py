@@ -213,7 +213,8 @@ def test_report_is_stable_json_and_every_figure_names_metric_and_judges(report):
     assert report["format"] == "critlab.agreement/2"
     assert list(report) == ["format", "study", "bootstrap", "counts", "methods", "settings_history", "headline",
                             "pairwise", "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal",
-                            "disagreements", "ppi", "rankings", "annotators", "bias", "planning", "judges"]
+                            "disagreements", "ppi", "rankings", "annotators", "bias", "planning", "judges",
+                            "self_correction", "scaling", "iterations"]
     for key in ("pairwise", "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal", "disagreements",
                 "headline"):
         assert report[key]["available"] is True, (key, report[key].get("reason"))

@@ -18,8 +18,12 @@ def test_figures_worked_by_hand() -> None:
     s = self_correction_stats(ATTEMPTS, n=200, seed=3)
     assert (s["n"], s["n_prompts"], s["i_to_c"], s["c_to_i"]) == (6, 3, 2, 1)
     est = {f: s[f]["estimate"] for f in FIGURES}
+    # confidence level: of the 3 right before, 2 stay right; critique score: of the 3 wrong before, 2 get fixed
     assert est == {"accuracy_before": 3 / 6, "accuracy_after": 4 / 6, "delta": 1 / 6, "delta_i_to_c": 2 / 6,
-                   "delta_c_to_i": 1 / 6}
+                   "delta_c_to_i": 1 / 6, "confidence_level": 2 / 3, "critique_score": 2 / 3}
+    # Yang et al.'s identity: acc_after = acc_before · CL + (1 − acc_before) · CS
+    assert est["accuracy_after"] == pytest.approx(
+        est["accuracy_before"] * est["confidence_level"] + (1 - est["accuracy_before"]) * est["critique_score"])
     assert est["delta"] == pytest.approx(est["delta_i_to_c"] - est["delta_c_to_i"], abs=1e-15)
     for f in FIGURES:
         assert s[f]["low"] <= s[f]["estimate"] <= s[f]["high"] and s[f]["n_valid"] == 200 and s[f]["level"] == 0.95
@@ -60,3 +64,11 @@ def test_one_prompt_gives_a_zero_width_interval() -> None:
 def test_bad_input_names_what_is_wrong(data: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         self_correction_stats(data)
+
+
+def test_confidence_and_critique_are_undefined_without_their_condition() -> None:
+    # Every answer right before: no critique score (nothing to fix); resamples follow the same rule.
+    s = self_correction_stats({"prompt_id": [1, 2], "correct_before": [1, 1], "correct_after": [1, 0]}, n=50)
+    assert s["critique_score"]["estimate"] != s["critique_score"]["estimate"]  # nan
+    assert s["critique_score"]["n_valid"] == 0
+    assert s["confidence_level"]["estimate"] == 0.5 and s["confidence_level"]["n_valid"] == 50

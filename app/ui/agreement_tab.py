@@ -13,6 +13,7 @@ import pandas as pd
 from app.render import md_literal, to_safe_html
 from app.services import agreement
 from app.ui import agreement_judges as jdg
+from app.ui import agreement_loop_sections as loop
 from app.ui import agreement_sections as sec
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
@@ -111,6 +112,14 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     judges = gr.Dataframe(headers=jdg.JUDGES_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-judges",
                           wrap=False)
     pre = gr.Dataframe(headers=jdg.PRE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-pre", wrap=False)
+    gr.Markdown("#### Self-correction (critique revisions), scaling by k, model iterations")
+    loop_note = gr.Markdown(elem_id="agr-loop-note")
+    selfcorr = gr.Dataframe(headers=loop.SELF_CORRECTION_COLUMNS, interactive=False, buttons=NO_COPY,
+                            elem_id="agr-self-correction", wrap=False)
+    scaling = gr.Dataframe(headers=loop.SCALING_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-scaling",
+                           wrap=False)
+    iterations = gr.Dataframe(headers=loop.ITERATION_COLUMNS, interactive=False, buttons=NO_COPY,
+                              elem_id="agr-iterations", wrap=False)
     with gr.Row():
         open_id = gr.Textbox(label="Prompt id to open in the Label tab", elem_id="agr-open-id")
         open_btn = gr.Button("Open in Label tab", elem_id="agr-open")
@@ -120,7 +129,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
     with gr.Accordion("Full report", open=False):
         full = gr.Markdown(elem_id="agr-full")
 
-    @shown_errors(16)
+    @shown_errors(20)
     def do_compute(study_name: str | None, stage_: str, boot: float | None, models: bool,
                    request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
@@ -137,10 +146,12 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                 to_safe_html(r.markdown),  # names and ids in it come from imported data
                 md_literal(sec.section_note(rep)), sec.ppi_rows(rep), sec.ranking_rows(rep), sec.annotator_rows(rep),
                 sec.bias_rows(rep), sec.planning_rows(rep), md_literal(jdg.pre_note(rep)), jdg.judges_rows(rep),
-                jdg.pre_rows(rep))
+                jdg.pre_rows(rep), md_literal(loop.section_note(rep)), loop.self_correction_rows(rep),
+                loop.scaling_rows(rep), loop.iteration_rows(rep))
 
     compute.click(do_compute, [study, stage, n_boot, em],
                   [status, headline, plot, disagreed, download, report_url, full, ext_note, ppi, rankings, annot, bias,
-                   planning, judges_note, judges, pre], api_visibility="private")
+                   planning, judges_note, judges, pre, loop_note, selfcorr, scaling, iterations],
+                  api_visibility="private")
     download.click(None, [report_url], None, js=DOWNLOAD_JS)
     return AgreementTab(study, open_id, open_btn)

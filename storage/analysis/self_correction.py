@@ -11,7 +11,13 @@ reference match. Over the n attempts:
 - ``delta_i_to_c`` = share of attempts incorrect before and correct after (fixed)
 - ``delta_c_to_i`` = share of attempts correct before and incorrect after (broken)
 
-so delta = delta_i_to_c − delta_c_to_i. Every figure gets a percentile cluster-bootstrap interval with prompts as
+so delta = delta_i_to_c − delta_c_to_i; and Yang et al.'s pair
+
+- ``confidence_level`` = P(correct after | correct before) = (Σ before − c→i) / Σ before (keeping right answers)
+- ``critique_score`` = P(correct after | incorrect before) = i→c / (n − Σ before) (fixing wrong ones)
+
+so accuracy_after = accuracy_before · confidence_level + (1 − accuracy_before) · critique_score (each is
+undefined, None, without an attempt of its condition; a resample without one is dropped, ``n_valid``). Every figure gets a percentile cluster-bootstrap interval with prompts as
 clusters (`BootstrapBatch`: the draws `bootstrap_ci_from_sums` makes for the same prompts, `n`, `seed`).
 """
 
@@ -25,13 +31,23 @@ import polars as pl
 from storage.analysis._frames import binary_labels, frame
 from storage.analysis.bootstrap import BootstrapBatch
 
-FIGURES: tuple[str, ...] = ("accuracy_before", "accuracy_after", "delta", "delta_i_to_c", "delta_c_to_i")
+def _share(part: Any, whole: Any) -> Any:
+    """part / whole, nan where whole is 0 (a resample without an attempt of the condition)."""
+    part, whole = np.asarray(part, dtype=float), np.asarray(whole, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(whole > 0, part / np.where(whole > 0, whole, 1.0), np.nan)
+
+
+FIGURES: tuple[str, ...] = ("accuracy_before", "accuracy_after", "delta", "delta_i_to_c", "delta_c_to_i",
+                            "confidence_level", "critique_score")
 _OF = {
     "accuracy_before": lambda t: t["before"] / t["n"],
     "accuracy_after": lambda t: t["after"] / t["n"],
     "delta": lambda t: (t["after"] - t["before"]) / t["n"],
     "delta_i_to_c": lambda t: t["i_to_c"] / t["n"],
     "delta_c_to_i": lambda t: t["c_to_i"] / t["n"],
+    "confidence_level": lambda t: _share(t["before"] - t["c_to_i"], t["before"]),
+    "critique_score": lambda t: _share(t["i_to_c"], t["n"] - t["before"]),
 }
 
 

@@ -1,4 +1,5 @@
-"""Blocks of the report's sections ppi, rankings, annotators, bias and planning (see `blocks`)."""
+"""Blocks of the report's extended sections (ppi, rankings, annotators, bias, planning, self_correction, scaling,
+iterations; see `blocks`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from storage.analysis.report.intervals import interval_text
 from storage.analysis.report.judges_blocks import judges_blocks
 from storage.analysis.report.ppi_section import target_text
 from storage.analysis.report.svg import _curve_svg, _scores_svg
+# the sections of issue 17 (self-correction, the scaling curve, model iterations) render from their own modules
+from storage.analysis.report.iterations_section import iteration_blocks
+from storage.analysis.report.scaling_section import scaling_blocks
+from storage.analysis.report.self_correction_section import self_correction_blocks
 
 
 def _est(x: dict[str, Any] | None) -> str:
@@ -112,6 +117,9 @@ SECTIONS: list[tuple[str, str, Callable[[Any, dict[str, Any]], None]]] = [
     ("bias", "Judge bias", _bias_blocks),
     ("planning", "Planning: labels for a narrower interval", _planning_blocks),
     ("judges", "Judges side by side", judges_blocks),
+    ("self_correction", "Self-correction (critique revisions)", self_correction_blocks),
+    ("scaling", "Inference-time scaling (principles_critique, k samples summed)", scaling_blocks),
+    ("iterations", "Model iterations (child vs parent)", iteration_blocks),
 ]
 
 

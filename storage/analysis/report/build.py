@@ -20,6 +20,7 @@ from storage.analysis.report.figures import FORMAT, LEVEL, METHOD_OF, STAGES, _n
 from storage.analysis.report.headline import _headline
 from storage.analysis.report.intervals import _CI, _Boot, _with_interval
 from storage.analysis.report.judges_section import _judges
+from storage.analysis.report.iterations_section import _iterations
 from storage.analysis.report.loading import MethodInfo, _load, _no_method_info
 from storage.analysis.report.pairwise_section import _pairwise
 from storage.analysis.report.planning_section import _planning
@@ -27,6 +28,8 @@ from storage.analysis.report.ppi_section import _ppi
 from storage.analysis.report.rankings_section import _rankings
 from storage.analysis.report.ratings_section import _ratings, _scores
 from storage.analysis.report.reveal_section import _reveal
+from storage.analysis.report.scaling_section import _scaling
+from storage.analysis.report.self_correction_section import _self_correction
 from storage.analysis.settings_section import settings_changes
 from storage.db import Database
 
@@ -84,10 +87,11 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     of a model method, or None when unknown; the app passes `app.services.agreement.method_info`, since
     storage does not import the method classes.
 
-    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning` and `judges` (False:
-    each says it was left out, for timing the report without them); `annotator_models` fits Dawid–Skene and
-    MACE in the `annotators` section (EM over every categorical human vote: opt-in). `pre_seed` (default: the
-    study id) draws the PRE exam of the `judges` section and `pre_threshold` is the exam score a judge needs to vote."""
+    `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning`, `judges`,
+    `self_correction`, `scaling` and `iterations` (`EXTENDED`; False: each says it was left out, for timing the
+    report without them); `annotator_models` fits Dawid–Skene and MACE in the `annotators` section (EM over every
+    categorical human vote: opt-in). `pre_seed` (default: the study id) draws the PRE exam of the `judges`
+    section and `pre_threshold` is the exam score a judge needs to vote."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
@@ -127,7 +131,12 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     out["bias"] = _jsonable(_section(_bias, d, out))
     out["planning"] = _jsonable(_section(_planning, out))
     out["judges"] = _jsonable(_section(_judges, db, d, out, boot.n, boot.seed, pre_seed, pre_threshold))
+    # their own bootstraps (same n and seed): built after the batch above has run
+    out["self_correction"] = _jsonable(_section(_self_correction, db, d, boot.n, boot.seed))
+    out["scaling"] = _jsonable(_section(_scaling, d, boot.n, boot.seed))
+    out["iterations"] = _jsonable(_section(_iterations, db, d, boot.n, boot.seed))
     return out
 
 
-EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "judges")
+EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "judges", "self_correction", "scaling",
+            "iterations")

@@ -1,0 +1,92 @@
+"""The report's `self_correction` section: how the critique method's corrections change the correctness of
+the responses it judged, from the humans' correct / incorrect labels (`storage.analysis.self_correction`:
+SCoRe's accuracy before / after and Δ split into fixed and broken; Yang et al.'s confidence level and critique
+score)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from storage.analysis.consensus import consensus
+from storage.analysis.report.figures import CORRECT_CLASSES, LEVEL, _f, _unavailable
+from storage.analysis.report.loading import _Data, _response_level, _sql
+from storage.analysis.report.votes import _correct_votes
+from storage.analysis.self_correction import FIGURES, self_correction_stats
+from storage.db import Database
+
+CRITIQUE = "critique"  # the method that writes corrections as revision responses (backend/methods/critique.py)
+ATTEMPT = ("one attempt per response the judge critiqued: before = the human consensus on the response, after = "
+           "the consensus on the judge's first revision of it (its lowest-numbered sample's correction), or the "
+           "response's own when the critique wrote no revision (judged correct, or the correction was empty, "
+           "unchanged or cut off)")
+
+
+def _revisions(db: Database, study_id: int) -> pl.DataFrame:
+    """Each response's first critique revision per critic model: response_id, judge, revision_id."""
+    return _sql(db, """
+        SELECT r.parent_id AS response_id, r.model_id AS judge, min(r.id) AS revision_id
+        FROM response r JOIN prompt p ON p.id = r.prompt_id
+        WHERE p.study_id = $study AND r.origin = 'revision' AND r.parent_id IS NOT NULL
+          AND json_extract_string(r.metadata, '$.method') = $method
+        GROUP BY ALL""", {"study": study_id, "method": CRITIQUE})
+
+
+def _figures(stats: dict[str, Any], n_boot: int) -> dict[str, Any]:
+    return {f: {"estimate": stats[f]["estimate"],
+                "ci": [stats[f]["low"], stats[f]["high"]] if n_boot > 0 else None,
+                "n_valid": stats[f]["n_valid"] if n_boot > 0 else None} for f in FIGURES}
+
+
+def _self_correction(db: Database, d: _Data, n_boot: int, seed: int) -> dict[str, Any]:
+    critiqued = (d.model.filter((pl.col("method") == CRITIQUE) & _response_level())
+                 .select("judge", "prompt_id", "response_id").unique().sort("judge", "response_id"))
+    if critiqued.height == 0:
+        return _unavailable("no critique judgments (the method that writes corrections as revisions)")
+    votes = _correct_votes(d)
+    if votes.height == 0:
+        return _unavailable("no human correct / incorrect labels")
+    cons = consensus(votes, CORRECT_CLASSES).filter(pl.col("consensus").is_not_null()).select(
+        response_id=pl.col("unit").cast(pl.Int64), ok=(pl.col("consensus") == "correct").cast(pl.Int64))
+    a = (critiqued.join(_revisions(db, d.study.id), on=["response_id", "judge"], how="left")
+         .join(cons.rename({"ok": "correct_before"}), on="response_id", how="left")
+         .join(cons.rename({"response_id": "revision_id", "ok": "revised_ok"}), on="revision_id", how="left")
+         .with_columns(correct_after=pl.when(pl.col("revision_id").is_null()).then(pl.col("correct_before"))
+                       .otherwise(pl.col("revised_ok"))))
+    own = d.responses.select("response_id", generator="model_id")
+    rows = []
+    for (judge,), g in a.group_by("judge", maintain_order=True):
+        done = g.filter(pl.col("correct_before").is_not_null() & pl.col("correct_after").is_not_null())
+        base = {"judge": judge, "n_critiqued": g.height, "n_revised": int(g["revision_id"].is_not_null().sum()),
+                "n_unlabelled": g.height - done.height,
+                "n_own": done.join(own, on="response_id").filter(pl.col("generator") == judge).height}
+        if done.height == 0:
+            rows.append({**base, "available": False,
+                         "reason": "no critiqued response with a human consensus on it and on its revision"})
+            continue
+        s = self_correction_stats(done.select("prompt_id", "correct_before", "correct_after"),
+                                  n=max(n_boot, 1), seed=seed, level=LEVEL)
+        rows.append({**base, "available": True, "n": s["n"], "n_prompts": s["n_prompts"],
+                     "n_revised_labelled": int(done["revision_id"].is_not_null().sum()),
+                     "i_to_c": s["i_to_c"], "c_to_i": s["c_to_i"], **_figures(s, n_boot)})
+    return {"available": True, "level": LEVEL, "attempt": ATTEMPT,
+            "labels": "human consensus on correct / incorrect (plurality, unique mode); responses without one "
+                      "are left out (n_unlabelled)",
+            "intervals": "percentile cluster bootstrap over prompts", "judges": rows}
+
+
+def _est(x: dict[str, Any] | None) -> str:
+    if not x or x.get("estimate") is None:
+        return "–"
+    ci = x.get("ci")
+    return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))
+
+
+def self_correction_blocks(doc: Any, sec: dict[str, Any]) -> None:
+    doc.p(f"Attempts: {sec['attempt']}. Labels: {sec['labels']}. Intervals: {sec['intervals']}.")
+    doc.table(["judge", "attempts", "revised", "accuracy before", "accuracy after", "Δ", "Δ i→c", "Δ c→i",
+               "confidence level", "critique score", "own responses", "unlabelled", "note"],
+              [[r["judge"], r.get("n", 0), r.get("n_revised_labelled", "–"),
+                *(_est(r.get(f)) for f in FIGURES), r["n_own"], r["n_unlabelled"], r.get("reason") or ""]
+               for r in sec["judges"]])
