@@ -120,5 +120,5 @@ def test_agreement_report_in_the_tab_the_cli_and_as_html(page: Page, study_serve
     assert "Agreement report: three" in html and "http://" not in html and "https://" not in html
     r = critlab("agreement", "--study", "three", "--format", "json", "--bootstrap", "0", db=study_server.db)
     rep = json.loads(r.stdout)
-    assert rep["format"] == "critlab.agreement/2"
+    assert rep["format"] == "critlab.agreement/3"
     assert rep["pairwise"]["units"]["n_units"] == 4

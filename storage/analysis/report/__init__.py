@@ -1,5 +1,5 @@
 """The agreement report of a study: every metric of `storage.analysis` fed from the database, as one stable
-JSON structure (``"format": "critlab.agreement/2"``, documented in docs/formats.md, "Agreement report (JSON)"),
+JSON structure (``"format": "critlab.agreement/3"``, documented in docs/formats.md, "Agreement report (JSON)"),
 plus Markdown and self-contained HTML renderings of the same numbers.
 
 Public API: `build_report(db, study_id, stage=..., n_boot=..., seed=...)`, `report_markdown(report)`,

@@ -80,7 +80,7 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
                  seed: int = 0, method_info: MethodInfo = _no_method_info, extended: bool = True,
                  annotator_models: bool = False, pre_seed: int | None = None,
                  pre_threshold: float = 0.5) -> dict[str, Any]:
-    """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/2"``; keys in
+    """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/3"``; keys in
     docs/formats.md). `stage` picks the human labels ('blind', the default, or 'revealed'); intervals are
     percentile bootstraps over prompts with `n_boot` resamples (0 = none) drawn with numpy default_rng(`seed`).
     `method_info(method_id)` gives the method table's mapping (compared_with, metric_family, score_column, ...)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # only for the annotation: intervals imports this module
     from storage.analysis.report.intervals import _CI
 
 
-FORMAT = "critlab.agreement/2"
+FORMAT = "critlab.agreement/3"
 STAGES = ("blind", "revealed")
 LEVEL = 0.95
 HUMANS = "humans"
