@@ -41,6 +41,30 @@ def shot_dir(tmp_path: Path) -> Path:
     return target
 
 
+def review_shot(page: Page, name: str) -> None:
+    """A full-page screenshot for a person to look at (the 1400 / 800 px walks) in $CRITLAB_SHOTS; nothing
+    when it is not set."""
+    folder = os.environ.get("CRITLAB_SHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def compute_agreement(page: Page, url: str, study: str, status: str, *, annotator_models: bool = False) -> None:
+    """Log in as admin, compute the Agreement tab's report of `study` with 100 resamples, and wait until the
+    status line shows `status` and the page is idle."""
+    login(page, url, "admin")
+    page.get_by_role("tab", name="Agreement").click()
+    page.locator("#agr-study input").click()
+    page.get_by_role("option", name=study, exact=True).click()
+    page.locator("#agr-boot input").fill("100")
+    if annotator_models:
+        page.locator("#agr-em input").check()
+    page.locator("#agr-compute").click()
+    expect(page.locator("#agr-status")).to_contain_text(status, timeout=90_000)
+    wait_idle(page)
+
+
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
@@ -151,5 +175,4 @@ def submit_anyway(page, saved: str = "Saved prompt") -> None:  # noqa: ANN001
     if "press Ctrl+Enter again" in status.inner_text():
         wait_idle(page)
         page.keyboard.press("Control+Enter")
-    from playwright.sync_api import Browser, Page, expect
     expect(status).to_contain_text(saved)

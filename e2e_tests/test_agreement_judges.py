@@ -4,14 +4,12 @@ does not scroll sideways. Screenshots at 1400 and 800 px go to $CRITLAB_SHOTS wh
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, compute_agreement, review_shot, start_server
 from storage import annotators
 from storage.db import Database
 from tests.test_report_judges import two_judge_study
@@ -33,22 +31,8 @@ def judges_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("CRITLAB_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def test_agreement_tab_shows_judges_side_by_side(page: Page, judges_server: Server) -> None:
-    login(page, judges_server.url, "admin")
-    page.get_by_role("tab", name="Agreement").click()
-    page.locator("#agr-study input").click()
-    page.get_by_role("option", name=STUDY, exact=True).click()
-    page.locator("#agr-boot input").fill("100")
-    page.locator("#agr-compute").click()
-    expect(page.locator("#agr-status")).to_contain_text("6 with human labels", timeout=90_000)
-    wait_idle(page)
+    compute_agreement(page, judges_server.url, STUDY, "6 with human labels")
     table = page.locator("#agr-judges")
     expect(table).to_contain_text("◆ self")
     expect(table).to_contain_text("◇ same family")
@@ -58,9 +42,9 @@ def test_agreement_tab_shows_judges_side_by_side(page: Page, judges_server: Serv
     expect(pre).to_contain_text("yes")  # the app's exam seed is the study id: which judge qualifies is its draw
     expect(page.locator("#agr-judges-note")).to_contain_text("PRE: exam = 30%")
     table.scroll_into_view_if_needed()
-    _shot(page, "agreement-judges-1400.png")
+    review_shot(page, "agreement-judges-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
     expect(table).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     table.scroll_into_view_if_needed()
-    _shot(page, "agreement-judges-800.png")
+    review_shot(page, "agreement-judges-800.png")

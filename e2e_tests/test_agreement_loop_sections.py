@@ -5,15 +5,13 @@ scroll sideways. Screenshots at 1400 and 800 px go to $CRITLAB_SHOTS when set.""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, compute_agreement, review_shot, start_server
 from storage import annotators, judgments, responses
 from storage import model_registry as reg
 from storage.db import Database
@@ -72,22 +70,8 @@ def loop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("CRITLAB_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def test_agreement_tab_shows_the_loop_sections(page: Page, loop_server: Server) -> None:
-    login(page, loop_server.url, "admin")
-    page.get_by_role("tab", name="Agreement").click()
-    page.locator("#agr-study input").click()
-    page.get_by_role("option", name=STUDY, exact=True).click()
-    page.locator("#agr-boot input").fill("100")
-    page.locator("#agr-compute").click()
-    expect(page.locator("#agr-status")).to_contain_text("6 with human labels", timeout=90_000)
-    wait_idle(page)
+    compute_agreement(page, loop_server.url, STUDY, "6 with human labels")
     it = page.locator("#agr-iterations")
     expect(it).to_contain_text("it0 → it1")
     expect(it).to_contain_text("ranking consistency, mean Kendall τ-b")
@@ -99,8 +83,8 @@ def test_agreement_tab_shows_the_loop_sections(page: Page, loop_server: Server) 
     assert scaling.inner_text().count("it1") == 2  # rows k = 1 and k = 2 from two samples
     expect(scaling).to_contain_text(" [")  # a Spearman mean with its interval
     page.locator("#agr-self-correction").scroll_into_view_if_needed()
-    _shot(page, "agreement-loop-1400.png")
+    review_shot(page, "agreement-loop-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
     expect(it).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-    _shot(page, "agreement-loop-800.png")
+    review_shot(page, "agreement-loop-800.png")

@@ -5,15 +5,13 @@ name with markup shows as text, and at 800 px the page does not scroll sideways.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, compute_agreement, review_shot, start_server
 from storage import annotators, judgments
 from storage.db import Database
 from storage.models import JudgmentIn, StudyConfig
@@ -63,23 +61,8 @@ def runs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("CRITLAB_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def test_agreement_tab_shows_the_new_sections(page: Page, runs_server: Server) -> None:
-    login(page, runs_server.url, "admin")
-    page.get_by_role("tab", name="Agreement").click()
-    page.locator("#agr-study input").click()
-    page.get_by_role("option", name=STUDY, exact=True).click()
-    page.locator("#agr-boot input").fill("100")
-    page.locator("#agr-em input").check()
-    page.locator("#agr-compute").click()
-    expect(page.locator("#agr-status")).to_contain_text("8 with human labels", timeout=90_000)
-    wait_idle(page)
+    compute_agreement(page, runs_server.url, STUDY, "8 with human labels", annotator_models=True)
     expect(page.locator("#agr-ppi")).to_contain_text("p_true")
     expect(page.locator("#agr-ext-note")).to_contain_text("not established")
     rankings = page.locator("#agr-rankings")
@@ -91,8 +74,8 @@ def test_agreement_tab_shows_the_new_sections(page: Page, runs_server: Server) -
     expect(page.locator("#agr-bias")).to_contain_text("self-preference")
     expect(page.locator("#agr-planning")).to_contain_text("PPI++")
     page.locator("#agr-ppi").scroll_into_view_if_needed()
-    _shot(page, "agreement-sections-1400.png")
+    review_shot(page, "agreement-sections-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
     expect(rankings).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-    _shot(page, "agreement-sections-800.png")
+    review_shot(page, "agreement-sections-800.png")

@@ -4,14 +4,12 @@ submit each judge's verdicts show under its model id. Screenshots at 1400 and 80
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, critlab, login, review_shot, start_server, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +36,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("CRITLAB_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def test_each_judge_under_its_model_name(page: Page, srv: Server) -> None:
     login(page, srv.url, "ann")
     expect(page.locator("#prompt")).to_contain_text("2 + 2")
@@ -63,8 +54,8 @@ def test_each_judge_under_its_model_name(page: Page, srv: Server) -> None:
     text = page.locator("#view-1").inner_text() + page.locator("#view-2").inner_text()
     assert "0.91" in text and "0.35" in text and "0.12" in text and "0.64" in text
     page.locator("#view-1").scroll_into_view_if_needed()
-    _shot(page, "model-view-judges-1400.png")
+    review_shot(page, "model-view-judges-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
     page.locator("#view-1").scroll_into_view_if_needed()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-    _shot(page, "model-view-judges-800.png")
+    review_shot(page, "model-view-judges-800.png")

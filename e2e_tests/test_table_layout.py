@@ -5,14 +5,12 @@ every column (each header cell inside the table's visible box) with a header row
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, critlab, login, review_shot, start_server, wait_idle
 from storage import annotators
 from storage.db import Database
 
@@ -71,13 +69,6 @@ def wide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("CRITLAB_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def _check_headers_fit(table: Locator) -> None:
     """Every header cell lies inside the table's visible (scroll) box, and the header row is short."""
     grid = table.get_by_role("grid")
@@ -102,7 +93,7 @@ def _narrow_window(page: Page, table: Locator, name: str) -> None:
     headers = table.locator("thead th")
     expect(headers.first).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-    _shot(page, f"{name}-800.png")
+    review_shot(page, f"{name}-800.png")
     # Scroll the box that scrolls sideways (the nearest one around the last header) to its end.
     right = headers.last.evaluate("""h => {
         for (let e = h.parentElement; e; e = e.parentElement) {
@@ -116,7 +107,7 @@ def _narrow_window(page: Page, table: Locator, name: str) -> None:
     assert right is not None, "the table is wider than its box but nothing scrolls"
     last = headers.last.bounding_box()
     assert last is not None and last["x"] + last["width"] <= right + 1, (last, right)
-    _shot(page, f"{name}-800-scrolled.png")
+    review_shot(page, f"{name}-800-scrolled.png")
 
 
 def _compute_agreement(page: Page) -> Locator:
@@ -150,7 +141,7 @@ def test_agreement_headline_shows_every_column(page: Page, wide_server: Server) 
     login(page, wide_server.url, "admin")
     table = _compute_agreement(page)
     assert table.locator("thead th").count() == 10
-    _shot(page, "agreement-1400.png")
+    review_shot(page, "agreement-1400.png")
     _check_headers_fit(table)
     _narrow_window(page, table, "agreement")
 
@@ -159,6 +150,6 @@ def test_export_preview_shows_every_column(page: Page, wide_server: Server) -> N
     login(page, wide_server.url, "admin")
     table = _preview_export(page)
     assert table.locator("thead th").count() == 7
-    _shot(page, "export-1400.png")
+    review_shot(page, "export-1400.png")
     _check_headers_fit(table)
     _narrow_window(page, table, "export")
