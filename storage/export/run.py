@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from storage.db import Database
 from storage.export.card import Stats, render_card
 from storage.export.data import Chunk, chunks, human_methods_present, model_judges
+from storage.export.gate import ExportGate
 from storage.export.files import Published, card_path, check_free, publish, pseudonymizer, write_temp_text
 from storage.export.methods import NO_METHODS, ExportMethods, Template
 from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
@@ -48,6 +49,9 @@ class _Summary(BaseModel):
     signal: str
     source: str
     message: str
+    # The gold gate (storage.gold): who was left out (real names: these summaries are for admins) and how many
+    # of the labels this export reads were theirs; the gold items left out.
+    gated: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExportResult(_Summary):
@@ -78,6 +82,7 @@ class Plan:
     methods: ExportMethods = NO_METHODS
     template: Template | None = None
     consistency_judge: str | None = None  # --consistent-with: the second judge of ctx.model_method
+    gate: ExportGate = ExportGate()
 
     @property
     def source_label(self) -> str:
@@ -126,7 +131,8 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
               origins=options.origins(), kto_threshold=options.kto_threshold if options.kto_threshold is not None
               else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
     alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
-    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods)
+    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods,
+                gate=ExportGate.of(db, s.id, s.config.gold_min_accuracy, human))
     if options.consistent_with is not None:
         plan.consistency_judge = _consistency_judge(db, s, options.consistent_with, ctx)
     if kind == "judge":
@@ -328,7 +334,8 @@ def _filter(it: Item, chunk: Chunk, plan: Plan, views: dict[int, ModelView], sta
 def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, Any]]:
     second = replace(plan.ctx, model_judge=plan.consistency_judge)
     for chunk in chunks(db, plan.study.id, human_methods=plan.human_methods, model_method=plan.ctx.model_method,
-                        model_judge=plan.ctx.model_judge, consistency_judge=plan.consistency_judge):
+                        model_judge=plan.ctx.model_judge, consistency_judge=plan.consistency_judge,
+                        leave_out=plan.gate.names):
         views: dict[int, ModelView] = {}
         seconds: dict[int, ModelView] = {}
         for it in items(chunk, plan.ctx, plan.source.kind):
@@ -378,7 +385,7 @@ def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[s
         params = {**options.model_dump(), "format": fmt.lstrip("."), "signal": plan.signal,
                   "source_resolved": plan.source_label, "columns": plan.schema.names,
                   "hf_dir": str(hf.resolve()) if hf is not None else None, "card": str(card.resolve())}
-        counts = {**stats.counts(), "agreement": stats.agreement_figures()}
+        counts = {**stats.counts(), "agreement": stats.agreement_figures(), "gated": plan.gate.summary()}
         with staged_hf_dir(writer.tmp, fmt, plan.schema, hf) if hf is not None else nullcontext() as staged:
             placed: Published | None = None
             try:
@@ -408,8 +415,9 @@ def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[s
     return ExportResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
                         signal=plan.signal, source=plan.source_label, out_path=str(out.resolve()),
                         card_path=str(card.resolve()), content_hash=content_hash,
-                        message=message(options.kind, stats.kept, stats.skipped, out, plan.signal),
-                        export_run_id=run_id, hf_dir=params["hf_dir"], agreement=counts["agreement"])
+                        message=message(options.kind, stats.kept, stats.skipped, out, plan.signal) + plan.gate.note(),
+                        gated=plan.gate.summary(), export_run_id=run_id, hf_dir=params["hf_dir"],
+                        agreement=counts["agreement"])
 
 
 def write_card(out: Path, text: str) -> Path:
@@ -428,7 +436,8 @@ def preview_dataset(db: Database, study: str | int, options: ExportOptions, *, n
             first.append(row)
     return PreviewResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
                          signal=plan.signal, source=plan.source_label,
-                         message=message(options.kind, stats.kept, stats.skipped, None, plan.signal),
+                         message=message(options.kind, stats.kept, stats.skipped, None, plan.signal) + plan.gate.note(),
+                         gated=plan.gate.summary(),
                          columns=plan.schema.names, first_rows=first, agreement=stats.agreement_figures())
 
 
@@ -488,6 +497,7 @@ def _filters(plan: Plan) -> dict[str, Any]:
         out["consistent_with"] = plan.consistency_judge
     if o.kind == "kto" and plan.signal == "ratings":
         out["kto_threshold"] = plan.ctx.kto_threshold
+    out.update(plan.gate.card_filters(plan.alias))
     return out
 
 

@@ -62,6 +62,14 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
                 c.get("n_human_other_stage")]])
     if c.get("unmapped_methods"):
         doc.p("Methods not in the method table (not compared): " + ", ".join(c["unmapped_methods"]))
+    g = rep.get("gold") or {}
+    if g.get("n_items") or g.get("gated"):
+        gated = ", ".join(f"{x['annotator']} ({x['right']}/{x['answered']} gold answers right, "
+                          f"{x['n_labels_left_out']} labels)" for x in g.get("gated", []))
+        doc.p(f"Gold items: {g.get('n_items', 0)}, left out of every figure. Gold gate: "
+              + ("none" if g.get("min_accuracy") is None else
+                 f"accuracy below {g['min_accuracy']:.0%} over at least {g.get('min_answers')} gold answers; "
+                 + (f"labels left out: {gated}" if gated else "nobody gated")) + ".")
     settings_blocks(doc, rep.get("settings_history"))
 
     def unavailable(sec: dict[str, Any]) -> bool:
