@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from storage.db import Database
 from storage.export.card import Stats, render_card
 from storage.export.data import Chunk, chunks, human_methods_present, model_judges
+from storage.export.consensus import fit as fit_consensus
 from storage.export.gate import ExportGate
 from storage.export.files import Published, card_path, check_free, publish, pseudonymizer, write_temp_text
 from storage.export.methods import NO_METHODS, ExportMethods, Template
@@ -32,6 +33,7 @@ from storage import model_registry
 from storage.models import HumanMethod, Study
 from storage.studies import get_study
 
+CONSENSUS_NAMES = {"dawid_skene": "Dawid–Skene", "mace": "MACE"}
 UNITS = {"dpo": "pair", "rm": "pair", "judge": "pair", "kto": "example", "sft": "example"}
 _H = HumanMethod
 # The human judgments each export signal reads (ratings break ties and give margins), and those it needs.
@@ -135,6 +137,9 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
                 gate=ExportGate.of(db, s.id, s.config.gold_min_accuracy, human))
     if options.consistent_with is not None:
         plan.consistency_judge = _consistency_judge(db, s, options.consistent_with, ctx)
+    if options.consensus != "plurality":  # one EM fit over every vote of the signal, before the rows stream
+        ctx.fitted = fit_consensus(chunks(db, s.id, human_methods=human, model_method=None, model_judge=None,
+                                          leave_out=plan.gate.names), signal, options.consensus)
     if kind == "judge":
         methods.need("judge_chat")
         methods.need("critique_reply")
@@ -505,6 +510,9 @@ def _policy_lines(plan: Plan) -> list[str]:
     o, c, sig = plan.options, plan.ctx, plan.signal
     who = "each annotator's own labels, one row per (unit, annotator)" if o.per_annotator else \
         "the human consensus (plurality with a unique mode over the current blind labels; mean for ratings)"
+    if o.consensus != "plurality":
+        who = (f"the human consensus by {CONSENSUS_NAMES[o.consensus]} (the argmax of each unit's posterior, "
+               "fitted by EM over every current blind vote of the signal; none where the maximum is shared)")
     lines = [f"Source: `{plan.source_label}`; signal: `{sig}`."]
     if o.kind == "judge":
         lines.append(f"For each response with two or more sampled critiques by `{c.model_judge}`: chosen = a critique "
