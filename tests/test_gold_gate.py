@@ -122,3 +122,16 @@ def test_the_report_without_a_gate_counts_everyone_but_not_the_gold_items(db: Da
     assert [h["judge"] for h in rep["counts"]["humans"]] == [GOOD, SPAM1, SPAM2]
     assert rep["counts"]["n_prompts"] == 3
     assert rep["gold"]["gated"] == [] and rep["gold"]["n_labels_left_out"] == 0
+
+
+def test_the_judgments_export_leaves_out_the_gated_and_the_gold_items(db: Database, tmp_path: Path) -> None:
+    from storage.export_judgments import export_judgments
+
+    _study(db, 0.8)
+    before = _n_judgments(db)
+    res = export_judgments(db, "gg", tmp_path / "all.jsonl")
+    items = _rows(tmp_path / "all.jsonl")
+    assert [i["item_id"] for i in items] == ["d0", "d1", "d2"] and res.gold_items == 5
+    assert {j["judge"] for i in items for j in i["judgments"]} == {GOOD}
+    assert res.skipped == {"gated": 18} and "5 gold items left out" in res.message
+    assert _n_judgments(db) == before
