@@ -14,6 +14,7 @@ from storage.db import Database
 from storage.export import ExportOptions, export_dataset, preview_dataset
 from storage.models import StudyConfig
 from tests.builders import label, make_prompt, make_responses
+from tests.test_agreement_report import undocumented_keys
 
 GOOD, SPAM1, SPAM2, NEW = "good", "spam1", "spam2", "newcomer"
 
@@ -114,6 +115,7 @@ def test_the_report_leaves_out_the_gated_and_the_gold_items(db: Database) -> Non
     annotators = rep["annotators"]["questions"]["best_of_n"]["annotators"]
     assert [a["judge"] for a in annotators] == [GOOD]
     assert "spam1 (0/5 gold answers right, 9 labels)" in report_markdown(rep)
+    assert undocumented_keys(rep) == [], "docs/formats.md names every key of the report"
 
 
 def test_the_report_without_a_gate_counts_everyone_but_not_the_gold_items(db: Database) -> None:
