@@ -20,6 +20,7 @@ import click
 
 from app.cli_engine import EMBEDDED_FLAGS, dump_engine, embedded_model_options, engine_cfg, engine_options
 from app.cli_export import add_export_commands
+from app.cli_gold import add_gold_commands
 from app.cli_people import add_people_commands
 from app.cli_target import Local, Remote, _running_server, call, fail, target
 from app.services.context import EngineConfig
@@ -561,6 +562,7 @@ def export_judgments(study: str, out: str, fmt: str, db_path: str) -> None:
 
 add_export_commands(export, call, db_option)
 add_people_commands(main, call, db_option)
+add_gold_commands(main, call, db_option)
 
 
 @main.command("methods")

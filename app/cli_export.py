@@ -99,6 +99,12 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Drop rows with fewer human annotators behind them."),
         click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                      help="Drop rows where fewer than this share of the annotators agree with the row's verdict."),
+        click.option("--consensus", type=click.Choice(["plurality", "dawid_skene", "mace"]), default="plurality",
+                     show_default=True,
+                     help="How a unit's human consensus is reached (best, pairwise and correct signals): the "
+                          "plurality (a unique mode), or the argmax of a Dawid-Skene or MACE annotator model "
+                          "fitted over every vote of the signal, which weighs down annotators who disagree with "
+                          "the others throughout (a spammer pair can then lose to one careful annotator)."),
         click.option("--per-annotator", is_flag=True,
                      help="One row per (unit, annotator) from each person's own labels, not the consensus."),
         click.option("--all-pairs", is_flag=True,
@@ -143,7 +149,11 @@ def _command(kind: str, call: Callable[[str, str, dict[str, Any]], dict[str, Any
                    "chat_template": os.path.abspath(chat_template) if chat_template else None}
         r = call(db_path, "export", payload)
         click.echo(r["message"])
-        click.echo(json.dumps({k: r[k] for k in SUMMARY_KEYS if r.get(k) is not None}, indent=2))
+        summary = {k: r[k] for k in SUMMARY_KEYS if r.get(k) is not None}
+        gate = r.get("gated") or {}
+        if gate.get("annotators") or gate.get("gold_items"):  # what the gold gate left out (storage.gold)
+            summary["gated"] = gate
+        click.echo(json.dumps(summary, indent=2))
 
     run.__doc__ = KIND_HELP[kind]
     return click.command(kind)(db_option(export_options(run)))

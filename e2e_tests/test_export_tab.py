@@ -226,7 +226,8 @@ def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server
     exports = export_server.db.parent / "exports"
     before = sorted(p.name for p in exports.iterdir()) if exports.exists() else []
     ann = export_server.login("ann")
-    form = [STUDY, "dpo", "conversational", "human", "auto", ["sampled"], 1, 0.0, 0.0, "", False, False, False]
+    form = [STUDY, "dpo", "conversational", "human", "auto", ["sampled"], 1, 0.0, 0.0, "", False, False, False,
+            "plurality"]
     # With the study's name, Gradio itself refuses first: the annotator's session never had the study
     # among the dropdown's choices (they are filled per session, for admins only).
     stream = gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])
@@ -240,3 +241,32 @@ def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server
     assert "admins only" in stream, stream
     after = sorted(p.name for p in exports.iterdir()) if exports.exists() else []
     assert after == before
+
+
+def test_admin_exports_with_an_annotator_model_consensus(page: Page, export_server: Server, shot_dir: Path) -> None:
+    """The consensus choice (plurality | dawid_skene | mace) reaches the export: the card names the model."""
+    login(page, export_server.url, "admin")
+    page.get_by_role("tab", name="Export").click()
+    _choose_study(page)
+    page.get_by_test_id("sft-radio-label").click()
+    page.locator("#export-consensus input").click()
+    page.get_by_role("option", name="dawid_skene", exact=True).click()
+    expect(page.locator("#export-consensus input")).to_have_value("dawid_skene")
+    page.locator("#export-preview").click()
+    counts = page.locator("#export-counts")
+    expect(counts).to_contain_text("kind sft", timeout=30_000)
+    for width in (1400, 800):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.locator("#export-consensus").scroll_into_view_if_needed()
+        page.screenshot(path=str(shot_dir / f"export-consensus-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.locator("#export-write").click()
+    status = page.locator("#export-status")
+    expect(status).to_contain_text("examples written to", timeout=30_000)
+    written = Path(status.inner_text().split("written to ")[1].split()[0].strip("`"))
+    card = (export_server.db.parent / written.parent / f"{written.stem}.card.md").read_text()
+    assert "the human consensus by Dawid–Skene" in card
+    # a bad combination answers in the page, naming what is wrong
+    page.locator("#export-per-annotator input").check()
+    page.locator("#export-preview").click()
+    expect(page.locator("body")).to_contain_text("use each person's own labels", timeout=30_000)

@@ -15,7 +15,9 @@ every current (not superseded) judgment mapped back to the file's types:
 
 Skipped and counted by reason: `failed` model judgments, `combined_pairwise` rows, `unsupported` rows
 (human methods outside the four types, checklist-item verdicts, pairwise rows of other variants),
-`incomplete` rows (no score or probability, a response that is not among the prompt's, no label).
+`incomplete` rows (no score or probability, a response that is not among the prompt's, no label), `gated`
+human rows (the people the study's gold gate leaves out: storage.gold). Gold items (prompts with a gold
+answer) are not data and are left out, counted in `gold_items`.
 Judge names are exported as stored (no pseudonyms), so a file re-imports to the same study.
 
 Written atomically (a temp file beside the target, then a rename) and recorded in `export_run`; text is
@@ -34,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from storage.current import current_sql
+from storage import gold
 from storage.db import Database
 from storage.fileio import atomic_write_jsonl
 from storage.human_labels import CorrectLabel, decode, Pick, Rating, StoredLabel
@@ -41,7 +44,7 @@ from storage.import_judgments import HUMAN_TYPES, WINNER_WORDS
 from storage.models import HumanMethod
 from storage.studies import get_study
 
-SKIP_REASONS = ("failed", "combined_pairwise", "unsupported", "incomplete")
+SKIP_REASONS = ("failed", "combined_pairwise", "unsupported", "incomplete", "gated")
 
 
 class JudgmentsExportSummary(BaseModel):
@@ -50,6 +53,7 @@ class JudgmentsExportSummary(BaseModel):
     judgments: int
     skipped: dict[str, int] = Field(default_factory=dict)
     prompts_without_responses: int = 0
+    gold_items: int = 0  # prompts with a gold answer, left out (storage.gold)
     out_path: str
     content_hash: str
     export_run_id: int | None = None
@@ -66,12 +70,17 @@ class JudgmentsExportSummary(BaseModel):
         if self.skipped:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
             text += f"; {sum(self.skipped.values())} judgments skipped ({why})"
+        if self.gold_items:
+            text += f"; {self.gold_items} gold items left out (not data)"
         return text
 
 
 def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, Any]], Counter[str], int]:
-    """(one dict per exported item, skipped judgments by reason, prompts without responses)."""
+    """(one dict per exported item, skipped judgments by reason, prompts without responses); gold items are
+    left out, and the human rows of the people the gold gate leaves out are skipped as `gated`."""
     study = get_study(db, study_id)
+    gate = gold.gate(db, study_id, study.config.gold_min_accuracy)
+    gated, gold_items = set(gate.names), set(gate.gold_prompts)
     scale = [_num(x) for x in study.config.rating_scale]
     prompts = db.fetchdicts("SELECT id, external_id, messages, reference, category, metadata FROM prompt "
                             "WHERE study_id = ? ORDER BY position, id", [study_id])
@@ -87,6 +96,8 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
     skipped: Counter[str] = Counter()
     bare = 0
     for p in prompts:
+        if p["id"] in gold_items:
+            continue
         rows = responses.get(p["id"])
         if not rows:
             bare += 1
@@ -108,6 +119,9 @@ def build_judgment_items(db: Database, study_id: int) -> tuple[list[dict[str, An
         item["responses"] = [_response(r, ext) for r in rows]
         out = []
         for j in judgments.get(p["id"], []):
+            if j["judge_kind"] == "human" and j["judge"] in gated:
+                skipped["gated"] += 1
+                continue
             got = _judgment(j, ext, scale)
             if isinstance(got, str):
                 skipped[got] += 1
@@ -146,6 +160,8 @@ def export_judgments(db: Database, study: str | int, out_path: str | os.PathLike
     counts = {"items": len(items), "responses": sum(len(i["responses"]) for i in items),
               "judgments": sum(len(i["judgments"]) for i in items) - sum(extra_lost.values()),
               "skipped": dict(sorted(skipped.items())), "prompts_without_responses": bare}
+    if n_gold := len(gold.gold_prompt_ids(db, s.id)):
+        counts["gold_items"] = n_gold
     with db.write() as cur:
         run_id = cur.execute(
             "INSERT INTO export_run (kind, study_id, params, counts, out_path, content_hash) "

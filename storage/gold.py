@@ -7,6 +7,13 @@ target, the blind one where they have both stages (what they chose before any mo
 Serving (storage.label_queue.next_prompt, StudyConfig.gold_rate > 0): gold items leave the routine queue and
 come unannounced, at a fresh pick with probability gold_rate (`draws_gold`), the person's next one by
 `next_gold`; once nothing else is left, the rest in turn. Each is recorded in `serving` as policy "gold".
+
+The gate (StudyConfig.gold_min_accuracy, `gate`): a person who has answered at least MIN_GOLD_ANSWERS gold items
+and got a share below the minimum right is gated. It is applied when labels are read, never by deleting them:
+their labels are left out of exports (storage.export) and of the agreement report (its human rows, hence every
+consensus); lowering or clearing the minimum brings them back. Gold items themselves are never data: they are
+left out of every export and of the report's figures, whatever the gold rate (the rate only decides how they
+are served).
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from storage.models import HumanMethod
 
 GOLD_METHODS = (HumanMethod.BEST, HumanMethod.CORRECT)
 VERDICTS = ("correct", "incorrect")
+# Fewer gold answers than this never gate anyone: one slip on the first gold item would otherwise gate a person
+# at accuracy 0 (with 5 answers, one wrong is 80%).
+MIN_GOLD_ANSWERS = 5
 
 
 class GoldAnswer(NamedTuple):
@@ -88,12 +98,43 @@ def accuracy(db: Database, study_id: int) -> list[GoldAccuracy]:
     return [GoldAccuracy(who, n, right, right / n) for who, n, right in rows]
 
 
+def is_gated(a: GoldAccuracy, min_accuracy: float | None) -> bool:
+    """Whether `a` is below the gate: at least MIN_GOLD_ANSWERS gold answers and a share right below
+    `min_accuracy` (None: no gate).
+
+    >>> is_gated(GoldAccuracy("ann", 5, 3, 0.6), 0.8), is_gated(GoldAccuracy("ann", 4, 0, 0.0), 0.8)
+    (True, False)
+    """
+    return min_accuracy is not None and a.answered >= MIN_GOLD_ANSWERS and a.accuracy < min_accuracy
+
+
+class Gate(NamedTuple):
+    """What the gold gate leaves out of a study's exports and report: the gated people (with their accuracy)
+    and the gold items."""
+
+    min_accuracy: float | None
+    people: tuple[GoldAccuracy, ...]
+    gold_prompts: tuple[int, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [a.annotator for a in self.people]
+
+
+def gate(db: Database, study_id: int, min_accuracy: float | None) -> Gate:
+    """The study's gate at `min_accuracy` (StudyConfig.gold_min_accuracy)."""
+    people = tuple(a for a in accuracy(db, study_id) if is_gated(a, min_accuracy))
+    return Gate(min_accuracy, people, tuple(gold_prompt_ids(db, study_id)))
+
+
 def gated(db: Database, study_id: int, min_accuracy: float | None) -> set[str]:
-    """The people whose gold accuracy is below `min_accuracy` (StudyConfig.gold_min_accuracy; None: nobody):
-    their labels are to be left out of consensus and exports."""
-    if min_accuracy is None:
-        return set()
-    return {a.annotator for a in accuracy(db, study_id) if a.accuracy < min_accuracy}
+    """The people the gate at `min_accuracy` leaves out (`is_gated`)."""
+    return set(gate(db, study_id, min_accuracy).names)
+
+
+def gold_prompt_ids(db: Database, study_id: int) -> list[int]:
+    return [r[0] for r in db.fetchall("SELECT DISTINCT prompt_id FROM gold WHERE study_id = ? ORDER BY prompt_id",
+                                      [study_id])]
 
 
 def draws_gold(db: Database, study_id: int, who: str, rate: float) -> bool:

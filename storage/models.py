@@ -111,10 +111,12 @@ class StudyConfig(BaseModel):
     # file position; "random", a uniform permutation seeded by the study; "informative", the prompts whose
     # model self-evaluations disagree most or are least certain first (label_queue.INFORMATIVE).
     queue_order: Literal["position", "random", "informative"] = "position"
-    # A person whose accuracy on the gold items (storage.gold) is below this is gated: storage.gold.gated
-    # names them, for consensus and exports to leave out. None: no gate.
+    # A person whose accuracy on the gold items (storage.gold) is below this, over at least
+    # storage.gold.MIN_GOLD_ANSWERS answers, is gated: exports and the agreement report leave their labels out
+    # (read-time; nothing is deleted). None: no gate.
     gold_min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
-    # How often a fresh pick is a gold item (unannounced; 0 = gold items are ordinary items): label_queue.next_prompt.
+    # How often a fresh pick is a gold item (unannounced; 0 = served as ordinary items, still never exported as data):
+    # label_queue.next_prompt.
     gold_rate: float = Field(0.0, ge=0.0, le=1.0)
     answer_extraction: str = "none"  # none | last_number | boxed | regex:PATTERN (for majority vote, Borda)
     live_annotators: bool = False  # annotators may use the Live tab with this study (admins always may)

@@ -62,6 +62,11 @@ def responses_for_prompt(db: Database, prompt_id: int, run_id: int | None = None
     return [Response(**r) for r in rows]
 
 
+def all_for_prompt(db: Database, prompt_id: int) -> list[Response]:
+    """Every response of the prompt, of every run and origin, in id order (what an admin picks a gold answer from)."""
+    return [Response(**r) for r in db.fetchdicts("SELECT * FROM response WHERE prompt_id = ? ORDER BY id", [prompt_id])]
+
+
 def run_samples(db: Database, prompt_id: int, run_id: int) -> list[Response]:
     """One run's samples of a prompt in sample order (`responses_for_prompt`'s run case; sorted here: DuckDB's
     ORDER BY of whole rows costs about half a millisecond, and the label loop asks on every served item)."""

@@ -211,7 +211,7 @@ def find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
 
 def test_report_is_stable_json_and_every_figure_names_metric_and_judges(report):
     assert report["format"] == "critlab.agreement/3"
-    assert list(report) == ["format", "study", "bootstrap", "counts", "methods", "settings_history", "headline",
+    assert list(report) == ["format", "study", "bootstrap", "counts", "gold", "methods", "settings_history", "headline",
                             "pairwise", "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal",
                             "disagreements", "ppi", "rankings", "annotators", "bias", "planning", "judges",
                             "self_correction", "scaling", "iterations"]

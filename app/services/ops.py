@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.services import generation, lineage
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
-from storage import annotators, gold, jobs, label_queue, members, prompts, settings_history, studies
+from storage import annotators, gold, jobs, label_queue, members, prompts, responses, settings_history, studies
 from storage.models import QUESTION_METHODS, Annotator, Role, SamplingSettings, Study, StudyConfig
 
 
@@ -90,6 +90,11 @@ class GoldAdd(_Payload):
     question: Literal["best", "correct"]  # a best pick, or a correct/incorrect verdict on one response
     response_id: int
     verdict: Literal["correct", "incorrect"] | None = None  # the "correct" question's answer
+
+
+class GoldList(_Payload):
+    study: str
+    prompt: str | None = None  # also list this prompt's responses (their ids are what gold_add takes)
 
 
 class AddAnnotator(_Payload):
@@ -257,12 +262,24 @@ def gold_add(ctx: AppContext, user: str, p: GoldAdd) -> dict[str, Any]:
             "verdict": g.answer}
 
 
-def gold_list(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
-    """The study's gold answers and each person's accuracy on them (admins), with who the gate leaves out."""
+def gold_list(ctx: AppContext, user: str, p: GoldList) -> dict[str, Any]:
+    """The study's gold answers and each person's accuracy on them (admins), with who the gate leaves out and
+    the gate's rule; with `prompt`, that prompt's responses (id, origin, model, text) to pick an answer from."""
     study = studies.get_study(ctx.db, p.study)
-    return {"study": study.name, "gold": [g._asdict() for g in gold.list_gold(ctx.db, study.id)],
-            "accuracy": [a._asdict() for a in gold.accuracy(ctx.db, study.id)],
-            "gated": sorted(gold.gated(ctx.db, study.id, study.config.gold_min_accuracy))}
+    g = gold.gate(ctx.db, study.id, study.config.gold_min_accuracy)
+    out: dict[str, Any] = {
+        "study": study.name, "min_accuracy": g.min_accuracy, "min_answers": gold.MIN_GOLD_ANSWERS,
+        "gold": [{**a._asdict(), "prompt": prompts.get_prompt(ctx.db, a.prompt_id).external_id}
+                 for a in gold.list_gold(ctx.db, study.id)],
+        "accuracy": [a._asdict() for a in gold.accuracy(ctx.db, study.id)],
+        "gated": sorted(g.names)}
+    if p.prompt is not None:
+        pid = prompts.find_prompt_id(ctx.db, study.id, p.prompt)
+        if pid is None:
+            raise ServiceError(f"no prompt {p.prompt!r} in study {study.name!r}")
+        out["responses"] = [{"id": r.id, "origin": r.origin, "model": r.model_id, "run": r.run_id, "text": r.text}
+                            for r in responses.all_for_prompt(ctx.db, pid)]
+    return out
 
 
 def annotator_progress(ctx: AppContext, user: str, p: StudyOnly) -> dict[str, Any]:
@@ -444,7 +461,7 @@ OPS: dict[str, tuple[type[_Payload], Callable[[AppContext, str, Any], dict[str, 
     "requeue": (Requeue, requeue),
     "annotator_progress": (StudyOnly, annotator_progress),
     "gold_add": (GoldAdd, gold_add),
-    "gold_list": (StudyOnly, gold_list),
+    "gold_list": (GoldList, gold_list),
     "agreement": (Agreement, agreement),
     "add_annotator": (AddAnnotator, add_annotator),
     "disable_annotator": (AnnotatorName, disable_annotator),

@@ -77,13 +77,14 @@ def load_panel(ctx: AppContext, study_name: str) -> SettingsPanel:
 
 
 def _gold_text(a: gold.GoldAccuracy | None, gate: float | None) -> str:
-    """
-    >>> _gold_text(gold.GoldAccuracy("ann", 4, 3, 0.75), 0.8)
-    '3 / 4 (75%), gated'
+    """"gated" by the rule of storage.gold.is_gated (fewer than MIN_GOLD_ANSWERS answers never gate).
+
+    >>> _gold_text(gold.GoldAccuracy("ann", 5, 3, 0.6), 0.8), _gold_text(gold.GoldAccuracy("ann", 4, 3, 0.75), 0.8)
+    ('3 / 5 (60%), gated', '3 / 4 (75%)')
     """
     if a is None:
         return ""
-    return f"{a.right} / {a.answered} ({a.accuracy:.0%})" + (", gated" if gate is not None and a.accuracy < gate else "")
+    return f"{a.right} / {a.answered} ({a.accuracy:.0%})" + (", gated" if gold.is_gated(a, gate) else "")
 
 
 def parse_label_runs(text: str) -> list[int | str]:

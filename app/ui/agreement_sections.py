@@ -3,6 +3,7 @@ plain formatting of the report dict (app/services/agreement.report), one list of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 PPI_COLUMNS = ["model", "method", "target", "labelled", "unlabelled", "human only [95% CI]", "PPI++ [95% CI]", "λ",
@@ -47,6 +48,27 @@ def section_note(rep: dict) -> str:
 
 def _target(r: dict) -> str:
     return f"win rate {r['a']} over {r['b']}" if r["target"] == "win_rate" else r["target"]
+
+
+def gold_note(rep: dict, literal: Callable[[str], str] = str) -> str:
+    """What the gold gate left out of the report (its `gold` key), for the status line; names through
+    `literal` (the tab passes md_literal: names come from imported data).
+
+    >>> gold_note({"gold": {"n_items": 5, "gated": [{"annotator": "spam", "accuracy": 0.2, "answered": 5}]}})
+    ' 5 gold items left out; gold gate: the labels of spam (20% of 5 gold answers) are left out.'
+    >>> gold_note({"gold": {"n_items": 0, "gated": []}})
+    ''
+    """
+    g = rep.get("gold") or {}
+    gated = g.get("gated") or []
+    if not g.get("n_items") and not gated:
+        return ""
+    text = f" {g.get('n_items', 0)} gold items left out"
+    if gated:
+        text += "; gold gate: the labels of " + ", ".join(
+            f"{literal(x['annotator'])} ({x['accuracy']:.0%} of {x['answered']} gold answers)" for x in gated
+        ) + " are left out"
+    return text + "."
 
 
 def ppi_rows(rep: dict) -> list[list[str]]:

@@ -140,7 +140,8 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         rep = r.report
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
-                f"{counts.get('n_prompts_with_human_labels', 0)} with human labels.")
+                f"{counts.get('n_prompts_with_human_labels', 0)} with human labels."
+                + sec.gold_note(rep, md_literal))
         return (note, headline_rows(rep), reliability_frame(rep), disagreement_rows(rep),
                 gr.Button(f"Download {r.filename}", visible=True), r.url,
                 to_safe_html(r.markdown),  # names and ids in it come from imported data

@@ -115,6 +115,8 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         per_annotator = gr.Checkbox(label="One row per annotator", elem_id="export-per-annotator")
         all_pairs = gr.Checkbox(label="All rating pairs (dpo/rm)", elem_id="export-all-pairs")
         names = gr.Checkbox(label="Annotator names (not pseudonyms)", elem_id="export-names")
+        consensus = gr.Dropdown(["plurality", "dawid_skene", "mace"], value="plurality",
+                                label="Consensus (best, pairwise, correct)", elem_id="export-consensus")
     with gr.Row():
         preview_btn = gr.Button("Preview", elem_id="export-preview")
         export_btn = gr.Button("Export", variant="primary", elem_id="export-write")
@@ -130,11 +132,11 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
     exported = gr.State(None)  # this page's last export (its export_run id), kept on the server
 
     form = [study, kind, style, source, signal, origins, min_annotators, min_agreement, min_margin, kto_threshold,
-            per_annotator, all_pairs, names]
+            per_annotator, all_pairs, names, consensus]
 
     def payload(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                 origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                per: bool, allp: bool, names_: bool) -> dict[str, Any]:
+                per: bool, allp: bool, names_: bool, cons: str) -> dict[str, Any]:
         if not study_:
             raise ServiceError("choose a study first")
         try:
@@ -144,25 +146,26 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         return {"study": study_, "kind": kind_, "style": style_, "source": (source_ or "human").strip(),
                 "signal": signal_, "include_origin": origins_ or [], "min_annotators": int(min_ann or 1),
                 "min_agreement": float(min_agr or 0), "min_margin": float(min_mar or 0), "kto_threshold": threshold,
-                "per_annotator": bool(per), "all_pairs": bool(allp), "annotator_names": bool(names_)}
+                "per_annotator": bool(per), "all_pairs": bool(allp), "annotator_names": bool(names_),
+                "consensus": cons or "plurality"}
 
     @shown_errors(2)
     def do_preview(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                    origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                   per: bool, allp: bool, names_: bool, request: gr.Request) -> tuple[str, Any]:
+                   per: bool, allp: bool, names_: bool, cons: str, request: gr.Request) -> tuple[str, Any]:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
-                       names_)
+                       names_, cons)
         r = exports.export_preview(ctx, user, exports.ExportPreview.model_validate({**data, "rows": PREVIEW_ROWS}))
         return counts_markdown(r), preview_table(r["first_rows"])
 
     @shown_errors(3)
     def do_export(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                   origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                  per: bool, allp: bool, names_: bool, fmt_: str, request: gr.Request) -> tuple[Any, ...]:
+                  per: bool, allp: bool, names_: bool, cons: str, fmt_: str, request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
-                       names_)
+                       names_, cons)
         r = exports.export_download(ctx, user, exports.ExportDownload.model_validate({**data, "format": fmt_}))
         text = (f"{r['message'].split(' written to ')[0]} written to `{r['rel_path']}` beside the database, with "
                 f"its card `{Path(r['card_path']).name}` (export_run #{r['export_run_id']}; sha256 "

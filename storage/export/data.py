@@ -2,14 +2,16 @@
 memory, never the study): prompts, responses, current blind human labels and one model method's verdicts.
 
 Human labels are the *current* (not superseded) *blind* rows with status ok, the latest per (judge, method,
-target) should an old database hold two. Model verdicts are current rows with status ok.
+target) should an old database hold two, except those of the people the gold gate leaves out (`leave_out`,
+storage.gold.gate). Model verdicts are current rows with status ok. Gold items (prompts with a gold answer)
+are never read: they are not data.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +90,10 @@ class Chunk:
 
 
 def prompt_ids(db: Database, study_id: int) -> list[int]:
-    return [r[0] for r in db.fetchall("SELECT id FROM prompt WHERE study_id = ? ORDER BY position, id", [study_id])]
+    """The study's prompts that are data: all but the gold items."""
+    return [r[0] for r in db.fetchall(
+        "SELECT id FROM prompt WHERE study_id = ? AND id NOT IN (SELECT prompt_id FROM gold WHERE study_id = ?) "
+        "ORDER BY position, id", [study_id, study_id])]
 
 
 # The current blind human labels: one per slot (storage.current), should an old database hold two.
@@ -99,6 +104,15 @@ _HUMAN_SQL = current_sql(
     "AND j.method IN (SELECT unnest($methods::VARCHAR[])) AND j.prompt_id IN (SELECT unnest($ids::BIGINT[])) "
     "AND (j.method <> $rating OR (j.response_id IS NOT NULL AND j.value IS NOT NULL))",
     one_per="slot") + " ORDER BY j.prompt_id, j.judge, j.id"
+# The rows the gold gate takes out of _HUMAN_SQL's, on the prompts that are data, per person.
+_GATED_SQL = current_sql(
+    "j.judge, count(*)",
+    "j.study_id = $study AND j.judge_kind = 'human' AND j.stage = 'blind' AND j.status = 'ok' "
+    "AND j.method IN (SELECT unnest($methods::VARCHAR[])) AND j.judge IN (SELECT unnest($gated::VARCHAR[])) "
+    "AND j.prompt_id NOT IN (SELECT prompt_id FROM gold WHERE study_id = $study) "
+    "AND (j.method <> $rating OR (j.response_id IS NOT NULL AND j.value IS NOT NULL))",
+    one_per="slot") + " GROUP BY j.judge ORDER BY j.judge"
+
 
 # One method's current ok model verdicts, one per slot: a verdict per stage, as the human rows above.
 _MODEL_SQL = current_sql(
@@ -118,9 +132,17 @@ def _model_rows(db: Database, study_id: int, ids: list[int], method: str,
     return model
 
 
+def gated_labels(db: Database, study_id: int, human_methods: list[str], gated: Sequence[str]) -> dict[str, int]:
+    """How many of the labels an export reads (`human_methods`) each gated person has: what the gate leaves out."""
+    if not gated or not human_methods:
+        return {}
+    return dict(db.fetchall(_GATED_SQL, {"study": study_id, "methods": human_methods, "gated": list(gated),
+                                         "rating": HumanMethod.RATING}))
+
+
 def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: list[str],
                model_method: str | None, model_judge: str | None,
-               consistency_judge: str | None = None) -> Chunk:
+               consistency_judge: str | None = None, leave_out: Sequence[str] = ()) -> Chunk:
     prompts = [PromptRow(r[0], r[1], [{"role": m["role"], "content": m["content"]} for m in json.loads(r[2])])
                for r in db.fetchall("SELECT id, external_id, messages FROM prompt WHERE id IN (SELECT unnest(?::BIGINT[])) "
                                     "ORDER BY position, id", [ids])]
@@ -137,6 +159,8 @@ def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: li
     if human_methods:
         for pid, *row in db.fetchall(_HUMAN_SQL, {"study": study_id, "methods": human_methods, "ids": ids,
                                                   "rating": HumanMethod.RATING}):
+            if row[1] in leave_out:
+                continue
             h, lab = human[pid], decode(StoredLabel(*row))
             if isinstance(lab, Pick):
                 h.picks.append(lab)
@@ -155,12 +179,13 @@ def load_chunk(db: Database, study_id: int, ids: list[int], *, human_methods: li
 
 
 def chunks(db: Database, study_id: int, *, human_methods: list[str], model_method: str | None,
-           model_judge: str | None, consistency_judge: str | None = None,
+           model_judge: str | None, consistency_judge: str | None = None, leave_out: Sequence[str] = (),
            size: int = CHUNK_PROMPTS) -> Iterator[Chunk]:
     ids = prompt_ids(db, study_id)
+    gone = frozenset(leave_out)
     for i in range(0, len(ids), size):
         yield load_chunk(db, study_id, ids[i:i + size], human_methods=human_methods, model_method=model_method,
-                         model_judge=model_judge, consistency_judge=consistency_judge)
+                         model_judge=model_judge, consistency_judge=consistency_judge, leave_out=gone)
 
 
 def human_methods_present(db: Database, study_id: int) -> set[str]:

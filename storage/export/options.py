@@ -88,6 +88,10 @@ class ExportOptions(BaseModel):
     # CREAM's consistency filter: a second model judge (e.g. the previous iteration) of the source's method;
     # only pairs it ranks the same way are kept (storage.export.run.consistency_reason).
     consistent_with: str | None = None
+    # How a unit's human consensus is reached: the plurality (a unique mode), or the argmax of an annotator
+    # model fitted over every vote of the signal (storage.export.consensus), which weighs down people who
+    # disagree with the others throughout. Categorical signals only (best, pairwise, correct).
+    consensus: Literal["plurality", "dawid_skene", "mace"] = "plurality"
 
     @field_validator("include_origin", mode="before")
     @classmethod
@@ -120,6 +124,16 @@ class ExportOptions(BaseModel):
         if self.kind == "judge" and not (src.kind == "human" or (src.kind == "model" and src.method == "critique")):
             raise ValueError("judge exports pair the model's own critiques against human labels: use --source "
                              "human (the study's critique judge) or model:critique@JUDGE to name the judge")
+        if self.consensus != "plurality":
+            if self.per_annotator:
+                raise ValueError(f"--consensus {self.consensus} decides between annotators: --per-annotator rows "
+                                 "use each person's own labels, no consensus")
+            if src.kind == "model" and self.kind != "judge":
+                raise ValueError(f"--consensus {self.consensus} weighs human labels: use it with --source human "
+                                 "or consensus:METHOD")
+            if self.signal in ("ratings", "checklist"):
+                raise ValueError(f"--consensus {self.consensus} fits categorical votes (best, pairwise, correct); "
+                                 f"{self.signal} use the mean / the plurality")
         if self.all_pairs and self.kind not in ("dpo", "rm"):
             raise ValueError("--all-pairs applies to dpo and rm exports from ratings")
         if self.consistent_with is not None:

@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from storage.db import Database
 from storage.export.card import Stats, render_card
 from storage.export.data import Chunk, chunks, human_methods_present, model_judges
+from storage.export.consensus import fit as fit_consensus
+from storage.export.gate import ExportGate
 from storage.export.files import Published, card_path, check_free, publish, pseudonymizer, write_temp_text
 from storage.export.methods import NO_METHODS, ExportMethods, Template
 from storage.export.options import ON_POLICY, SIGNALS, ExportOptions, Source
@@ -32,6 +34,7 @@ from storage import model_registry
 from storage.models import HumanMethod, Study
 from storage.studies import get_study
 
+CONSENSUS_NAMES = {"dawid_skene": "Dawid–Skene", "mace": "MACE"}
 UNITS = {"dpo": "pair", "rm": "pair", "judge": "pair", "kto": "example", "sft": "example"}
 _H = HumanMethod
 # The human judgments each export signal reads (ratings break ties and give margins), and those it needs.
@@ -49,6 +52,9 @@ class _Summary(BaseModel):
     signal: str
     source: str
     message: str
+    # The gold gate (storage.gold): who was left out (real names: these summaries are for admins) and how many
+    # of the labels this export reads were theirs; the gold items left out.
+    gated: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExportResult(_Summary):
@@ -80,6 +86,7 @@ class Plan:
     template: Template | None = None
     consistency_judge: str | None = None  # --consistent-with: the second judge of ctx.model_method
     pre: PreVote | None = None  # --source pre:METHOD: the vote's weights and exam
+    gate: ExportGate = ExportGate()
 
     @property
     def source_label(self) -> str:
@@ -133,10 +140,14 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
               origins=options.origins(), kto_threshold=options.kto_threshold if options.kto_threshold is not None
               else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
     alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
-    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods)
+    plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods,
+                gate=ExportGate.of(db, s.id, s.config.gold_min_accuracy, human))
     plan.pre = pre
     if options.consistent_with is not None:
         plan.consistency_judge = _consistency_judge(db, s, options.consistent_with, ctx)
+    if options.consensus != "plurality":  # one EM fit over every vote of the signal, before the rows stream
+        ctx.fitted = fit_consensus(chunks(db, s.id, human_methods=human, model_method=None, model_judge=None,
+                                          leave_out=plan.gate.names), signal, options.consensus)
     if kind == "judge":
         methods.need("judge_chat")
         methods.need("critique_reply")
@@ -351,7 +362,8 @@ def stream_rows(db: Database, plan: Plan, stats: Stats) -> Iterator[dict[str, An
     second = replace(plan.ctx, model_judge=plan.consistency_judge)
     pre = plan.pre
     for chunk in chunks(db, plan.study.id, human_methods=plan.human_methods, model_method=plan.ctx.model_method,
-                        model_judge=None if pre else plan.ctx.model_judge, consistency_judge=plan.consistency_judge):
+                        model_judge=None if pre else plan.ctx.model_judge, consistency_judge=plan.consistency_judge,
+                        leave_out=plan.gate.names):
         if pre is not None:  # every judge's verdicts → the vote; the exam prompts chose the weights: not exported
             stats.skipped[EXAM_SKIP] += sum(p.id in pre.exam for p in chunk.prompts)
             chunk.prompts = [p for p in chunk.prompts if p.id not in pre.exam]
@@ -405,7 +417,7 @@ def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[s
         params = {**options.model_dump(), "format": fmt.lstrip("."), "signal": plan.signal,
                   "source_resolved": plan.source_label, "columns": plan.schema.names,
                   "hf_dir": str(hf.resolve()) if hf is not None else None, "card": str(card.resolve())}
-        counts = {**stats.counts(), "agreement": stats.agreement_figures()}
+        counts = {**stats.counts(), "agreement": stats.agreement_figures(), "gated": plan.gate.summary()}
         with staged_hf_dir(writer.tmp, fmt, plan.schema, hf) if hf is not None else nullcontext() as staged:
             placed: Published | None = None
             try:
@@ -435,8 +447,9 @@ def export_dataset(db: Database, study: str | int, out_path: str | os.PathLike[s
     return ExportResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
                         signal=plan.signal, source=plan.source_label, out_path=str(out.resolve()),
                         card_path=str(card.resolve()), content_hash=content_hash,
-                        message=message(options.kind, stats.kept, stats.skipped, out, plan.signal),
-                        export_run_id=run_id, hf_dir=params["hf_dir"], agreement=counts["agreement"])
+                        message=message(options.kind, stats.kept, stats.skipped, out, plan.signal) + plan.gate.note(),
+                        gated=plan.gate.summary(), export_run_id=run_id, hf_dir=params["hf_dir"],
+                        agreement=counts["agreement"])
 
 
 def write_card(out: Path, text: str) -> Path:
@@ -455,7 +468,8 @@ def preview_dataset(db: Database, study: str | int, options: ExportOptions, *, n
             first.append(row)
     return PreviewResult(kind=options.kind, study=plan.study.name, rows=stats.kept, skipped=stats.counts()["skipped"],
                          signal=plan.signal, source=plan.source_label,
-                         message=message(options.kind, stats.kept, stats.skipped, None, plan.signal),
+                         message=message(options.kind, stats.kept, stats.skipped, None, plan.signal) + plan.gate.note(),
+                         gated=plan.gate.summary(),
                          columns=plan.schema.names, first_rows=first, agreement=stats.agreement_figures())
 
 
@@ -515,6 +529,7 @@ def _filters(plan: Plan) -> dict[str, Any]:
         out["consistent_with"] = plan.consistency_judge
     if o.kind == "kto" and plan.signal == "ratings":
         out["kto_threshold"] = plan.ctx.kto_threshold
+    out.update(plan.gate.card_filters(plan.alias))
     return out
 
 
@@ -522,6 +537,9 @@ def _policy_lines(plan: Plan) -> list[str]:
     o, c, sig = plan.options, plan.ctx, plan.signal
     who = "each annotator's own labels, one row per (unit, annotator)" if o.per_annotator else \
         "the human consensus (plurality with a unique mode over the current blind labels; mean for ratings)"
+    if o.consensus != "plurality":
+        who = (f"the human consensus by {CONSENSUS_NAMES[o.consensus]} (the argmax of each unit's posterior, "
+               "fitted by EM over every current blind vote of the signal; none where the maximum is shared)")
     lines = [f"Source: `{plan.source_label}`; signal: `{sig}`."]
     if o.kind == "judge":
         lines.append(f"For each response with two or more sampled critiques by `{c.model_judge}`: chosen = a critique "

@@ -66,6 +66,14 @@ def _blocks(rep: dict[str, Any]) -> _Doc:
         doc.p(f"{m['judge']} / {m['method']}: its current judgments come from more than one method version, "
               "pooled here (" + ", ".join(f"{v['method_version'] or 'no version'}: {v['n']}" for v in m["versions"])
               + "); re-score the rest to compare one version.")
+    g = rep.get("gold") or {}
+    if g.get("n_items") or g.get("gated"):
+        gated = ", ".join(f"{x['annotator']} ({x['right']}/{x['answered']} gold answers right, "
+                          f"{x['n_labels_left_out']} labels)" for x in g.get("gated", []))
+        doc.p(f"Gold items: {g.get('n_items', 0)}, left out of every figure. Gold gate: "
+              + ("none" if g.get("min_accuracy") is None else
+                 f"accuracy below {g['min_accuracy']:.0%} over at least {g.get('min_answers')} gold answers; "
+                 + (f"labels left out: {gated}" if gated else "nobody gated")) + ".")
     settings_blocks(doc, rep.get("settings_history"))
 
     def unavailable(sec: dict[str, Any]) -> bool:

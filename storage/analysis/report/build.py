@@ -104,6 +104,7 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
         "bootstrap": {"n_resamples": boot.n, "seed": boot.seed, "level": LEVEL, "unit": "prompt",
                       "method": "percentile"},
         "counts": d.counts,
+        "gold": d.gold,
         "methods": [{"method": m, "known": info is not None,
                      **{k: (info or {}).get(k) for k in ("compared_with", "human_question", "metric_family",
                                                           "metrics", "score_column")}}
@@ -118,7 +119,7 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
         rep[key] = _unavailable(f"could not compute: {error}")
     rep["headline"] = _section(_headline, d, rep)
     rep["settings_history"] = settings_changes(db, study_id)
-    order = ["format", "study", "bootstrap", "counts", "methods", "settings_history", "headline", "pairwise",
+    order = ["format", "study", "bootstrap", "counts", "gold", "methods", "settings_history", "headline", "pairwise",
              "ratings", "scores", "best_of_n", "calibration", "checklist", "reveal", "disagreements"]
     out = _jsonable({k: rep[k] for k in order})
     if not extended:

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from storage import gold
 from storage.analysis.report.figures import METHOD_OF
 from storage.current import current_sql
 from storage.db import Database
@@ -44,6 +45,7 @@ class _Data:
     mapping: dict[str, dict[str, str] | None]
     # prompt_id, policy, probability: how each prompt was served to annotators (`_serving`)
     serving: pl.DataFrame = field(default_factory=pl.DataFrame)
+    gold: dict[str, Any] = field(default_factory=dict)  # the report's `gold` key (`_gold`)
     cache: dict[str, Any] = field(default_factory=dict)  # frames several sections derive alike
 
 
@@ -63,9 +65,14 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
 
     study = get_study(db, study_id)
     p = {"study": study_id}
-    human_all = _sql(db, _HUMAN, p)
+    gate = gold.gate(db, study_id, study.config.gold_min_accuracy)
+    # The gold gate, read-time: gold items are no study items, and the gated people's labels count nowhere.
+    not_gold = ~pl.col("prompt_id").is_in(list(gate.gold_prompts))
+    human_all = _sql(db, _HUMAN, p).filter(not_gold)
+    gated_out = human_all.filter(pl.col("judge").is_in(gate.names))
+    human_all = human_all.filter(~pl.col("judge").is_in(gate.names))
     human = human_all.filter(pl.col("stage") == stage)
-    model = _sql(db, _MODEL, p)
+    model = _sql(db, _MODEL, p).filter(not_gold)
     humans = set(human_all["judge"].unique().to_list())
     clash = sorted(set(model["judge"].unique().to_list()) & humans)
     if clash:  # a model id equal to an annotator's name: keep them apart in every frame
@@ -73,15 +80,15 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
                                    .then(pl.col("judge") + " (model)").otherwise(pl.col("judge")))
     prompts = _sql(db, "SELECT id AS prompt_id, external_id, position, "
                        "try_cast(json_extract(metadata, '$.turn') AS BIGINT) AS turn FROM prompt "
-                       "WHERE study_id = $study ORDER BY position, id", p)
+                       "WHERE study_id = $study ORDER BY position, id", p).filter(not_gold)
     # length in characters of the response text (what the bias section regresses on)
     responses = _sql(db, "SELECT r.id AS response_id, r.prompt_id, r.origin, r.run_id, "
                          "coalesce(r.model_id, g.model_id) AS model_id, length(r.text)::BIGINT AS length "
                          "FROM response r JOIN prompt p ON p.id = r.prompt_id LEFT JOIN generation_run g ON g.id = r.run_id "
-                         "WHERE p.study_id = $study ORDER BY r.id", p)
+                         "WHERE p.study_id = $study ORDER BY r.id", p).filter(not_gold)
     items = _sql(db, "SELECT ci.id AS item_id, ci.question, c.prompt_id FROM checklist_item ci "
                      "JOIN checklist c ON c.id = ci.checklist_id JOIN prompt p ON p.id = c.prompt_id "
-                     "WHERE p.study_id = $study ORDER BY ci.id", p)
+                     "WHERE p.study_id = $study ORDER BY ci.id", p).filter(not_gold)
     by_kind = _sql(db, """SELECT judge_kind, method, stage, status, count(*)::BIGINT AS n,
                                  count(DISTINCT judge)::BIGINT AS n_judges
                           FROM judgment WHERE study_id = $study AND superseded_at IS NULL
@@ -106,7 +113,18 @@ def _load(db: Database, study_id: int, stage: str, method_info: MethodInfo) -> _
         "mixed_method_versions": _mixed_versions(model),
     }
     return _Data(study=study, stage=stage, human=human, human_all=human_all, model=model, prompts=prompts,
-                 responses=responses, items=items, counts=counts, mapping=mapping, serving=_serving(db, study_id, prompts))
+                 responses=responses, items=items, counts=counts, mapping=mapping, serving=_serving(db, study_id, prompts),
+                 gold=_gold(db, study_id, gate, gated_out.filter(pl.col("stage") == stage)))
+
+
+def _gold(db: Database, study_id: int, gate: gold.Gate, gated_out: pl.DataFrame) -> dict[str, Any]:
+    """The report's `gold` key: the gold items (left out of every figure), each person's gold accuracy, the
+    gate's rule and who it left out with how many of their labels at the stage."""
+    n_out = dict(gated_out.group_by("judge").len().iter_rows())
+    return {"n_items": len(gate.gold_prompts), "min_accuracy": gate.min_accuracy, "min_answers": gold.MIN_GOLD_ANSWERS,
+            "accuracy": [{**a._asdict(), "gated": a.annotator in gate.names} for a in gold.accuracy(db, study_id)],
+            "gated": [{**a._asdict(), "n_labels_left_out": n_out.get(a.annotator, 0)} for a in gate.people],
+            "n_labels_left_out": gated_out.height}
 
 
 def _mixed_versions(model: pl.DataFrame) -> list[dict[str, Any]]:

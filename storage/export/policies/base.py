@@ -91,6 +91,9 @@ class Ctx:
     model_method: str | None = None
     score_column: str | None = None   # value | prob | label (pairwise) | response_id (selectors)
     model_judge: str | None = None
+    # --consensus dawid_skene | mace: the fitted consensus per (prompt id, unit key of `unit_key`), None where
+    # the model's posterior has a shared maximum; None: plurality (storage.export.consensus)
+    fitted: dict[tuple[int, str], Any] | None = None
 
 
 def _excluded(chunk: Chunk, origins: set[str], rid: int | None) -> bool:
@@ -154,6 +157,24 @@ class Tally:
     def consensus(self) -> Mode | None:
         """(choice, its count, ballots) when one choice has the most ballots, else None."""
         return _unique_mode(self.counts)
+
+
+def unit_key(signal: str, *ids: int) -> str:
+    """The unit of a consensus within its prompt: "best" (the prompt's pick), "<lo>-<hi>" (a response pair),
+    "<id>" (a response's correct label)."""
+    return "best" if signal == "best" else "-".join(map(str, ids))
+
+
+def decide(t: Tally, c: Ctx, prompt_id: int, unit: str) -> Mode | None:
+    """The unit's consensus: plurality with a unique mode, or with `c.fitted` the annotator model's choice
+    (None where it has none); n_top counts the ballots for the choice, which may be fewer than for another
+    choice when the model trusts a minority."""
+    if c.fitted is None:
+        return t.consensus()
+    choice = c.fitted.get((prompt_id, unit)) if t.ballots else None
+    if choice is None:
+        return None
+    return Mode(choice, sum(1 for b in t.ballots if b.choice == choice), len(t.ballots))
 
 
 def correct_tally(h: Human, rid: int) -> Tally:

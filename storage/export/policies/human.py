@@ -13,6 +13,7 @@ from storage.export.policies.base import (
     Ballot,
     correct_tally,
     Ctx,
+    decide,
     _excluded,
     _extremes,
     Item,
@@ -27,6 +28,7 @@ from storage.export.policies.base import (
     _sole_winner,
     Tally,
     TIE_WORDS,
+    unit_key,
     Vote,
 )
 
@@ -38,11 +40,11 @@ def _pick_tally(h: Human) -> tuple[Tally, list[Vote]]:
     return t, [(b.judge, b.choice, None, None) for b in sorted(t.ballots, key=lambda b: (b.judge, b.choice, b.id))]
 
 
-def _pick_consensus(t: Tally) -> Mode | str:
+def _pick_consensus(t: Tally, c: Ctx, prompt_id: int) -> Mode | str:
     """(the consensus pick, its count, picks), or why there is none."""
     if not t.ballots:
         return "no_pick"
-    mode = t.consensus()
+    mode = decide(t, c, prompt_id, "best")
     return "no_consensus" if mode is None else mode
 
 
@@ -76,7 +78,7 @@ def best_pairs(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
                        rejected_rating=own[rej], margin=own[pick] - own[rej], margin_kind="rating_gap",
                        shown_order=shown_u, judgment_ids=[x.id] + [h.ratings[judge][r].id for r in (pick, rej)])
         return
-    mode = _pick_consensus(t)
+    mode = _pick_consensus(t, c, p.id)
     if isinstance(mode, str):
         yield mode
         return
@@ -126,7 +128,7 @@ def best_sft(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
                        chosen_rating=own[pick].value if pick in own else None,
                        shown_order=list(dict.fromkeys(x.shown or [])), judgment_ids=[x.id])
         return
-    mode = _pick_consensus(t)
+    mode = _pick_consensus(t, c, p.id)
     if isinstance(mode, str):
         yield mode
         return
@@ -186,7 +188,7 @@ def pairwise_pairs(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
                            rejected_rating=own[rj].value if rj in own else None,
                            margin=1.0, margin_kind="vote_share_gap", shown_order=[], judgment_ids=[b.id])
             continue
-        mode = t.consensus()
+        mode = decide(t, c, p.id, unit_key("pairwise", lo, hi))
         if mode is None:
             yield "no_consensus"
             continue
@@ -226,7 +228,7 @@ def pairwise_sft(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
         return
     decided, ns, agreements, voters, jids = [], [], [], set(), []
     for (lo, hi), t in sorted(units.items()):
-        mode = t.consensus()
+        mode = decide(t, c, p.id, unit_key("pairwise", lo, hi))
         if mode is None or mode.choice == "tie":
             continue
         decided.append((lo, hi) if mode.choice == "first" else (hi, lo))
@@ -366,7 +368,7 @@ def kto_items(p: PromptRow, h: Human, chunk: Chunk, c: Ctx) -> Out:
                        agreement=t.agreement(ok), votes=meta_votes, ratings=[(rid, rating, len(votes))],
                        chosen_rating=rating, judgment_ids=t.ids)
             continue
-        mode = t.consensus()
+        mode = decide(t, c, p.id, unit_key("correct", rid)) if c.signal == "correct" else t.consensus()
         if mode is None:
             yield "no_consensus"
             continue

@@ -13,6 +13,7 @@ from storage.export.data import Chunk, Human, ModelRow, PromptRow, Resp
 from storage.export.policies.base import (
     correct_tally,
     Ctx,
+    decide,
     _excluded,
     _extremes,
     Item,
@@ -20,6 +21,7 @@ from storage.export.policies.base import (
     Score,
     _sole_winner,
     TIE_WORDS,
+    unit_key,
     Vote,
 )
 
@@ -51,7 +53,7 @@ def judge_items(p: PromptRow, h: Human | None, chunk: Chunk, c: Ctx) -> Out:
         if c.per_annotator:
             labels = [(b.judge, b.choice, t.agreement(b.choice), [b.id]) for b in t.ballots]
         else:
-            mode = t.consensus()
+            mode = decide(t, c, p.id, unit_key("correct", rid))
             if mode is None:
                 yield "no_consensus"
                 continue
