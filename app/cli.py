@@ -517,9 +517,14 @@ def export() -> None:
                    "prints it (prompts imported with --from fastchat carry their turn).")
 @click.option("--annotator-models", is_flag=True,
               help="Also fit Dawid-Skene and MACE annotator competence (EM over every categorical vote).")
+@click.option("--judges", is_flag=True,
+              help="Also put every model judge beside every generator (agreement and mean score per generator, "
+                   "the self-judging diagonal marked) and run PRE's peer review of judges (a seeded 30%% exam, "
+                   "the passing judges' weighted vote scored on the rest). Re-reads the figures on each subset: "
+                   "slower on large studies.")
 @db_option
 def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, by_turn: bool,
-              annotator_models: bool,
+              annotator_models: bool, judges: bool,
               db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
@@ -537,7 +542,7 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
         return
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
                                     "stage": stage, "n_boot": n_boot, "seed": seed,
-                                    "annotator_models": annotator_models})
+                                    "annotator_models": annotator_models, "judges": judges})
     if out:
         click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
     else:

@@ -15,9 +15,9 @@ included, which tracemalloc does not see) is its own:
 
 - `report`: `build_report(db, study, method_info=...)` with the report's default n_boot (1,000 resamples);
 - `report-base`: the same without the extended sections (`EXTENDED`: ppi, rankings, annotators, bias, planning,
-  self_correction, scaling, iterations; extended=False),
-  to measure what they cost; `report-em`: with them and the annotators' Dawid–Skene / MACE fits
-  (annotator_models=True);
+  judges, self_correction, scaling, iterations; extended=False), to measure what they cost; `report-em`: with
+  them and the annotators' Dawid–Skene / MACE fits (annotator_models=True); `report-judges`: with them and the
+  opt-in judge × generator table and PRE (judges=True);
 - `report-noboot`: the same with n_boot=0 (point estimates only, like the baseline);
 - `pandas`: the baseline: current rows loaded into pandas, the headline metrics (per model judge and method:
   the main figure, Cohen's κ, the human–human ceiling, the random baseline) computed with groupby and loops.
@@ -495,7 +495,7 @@ def _report_run(db_path: str, n_boot: int | None, **options: bool) -> Callable[[
 def child(db_path: str, variant: str, profile: str | None = None) -> None:
     """One variant in this (fresh) process; prints one JSON line with its figures."""
     options = {"report": {}, "report-base": {"extended": False}, "report-em": {"annotator_models": True},
-               "report-noboot": {}}
+               "report-judges": {"judges": True}, "report-noboot": {}}
     if variant not in (*options, "pandas"):
         raise SystemExit(f"unknown variant {variant!r}")
     run = (_pandas_run(db_path) if variant == "pandas" else

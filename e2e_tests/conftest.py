@@ -50,7 +50,8 @@ def review_shot(page: Page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
-def compute_agreement(page: Page, url: str, study: str, status: str, *, annotator_models: bool = False) -> None:
+def compute_agreement(page: Page, url: str, study: str, status: str, *, annotator_models: bool = False,
+                      judges: bool = False) -> None:
     """Log in as admin, compute the Agreement tab's report of `study` with 100 resamples, and wait until the
     status line shows `status` and the page is idle."""
     login(page, url, "admin")
@@ -60,6 +61,8 @@ def compute_agreement(page: Page, url: str, study: str, status: str, *, annotato
     page.locator("#agr-boot input").fill("100")
     if annotator_models:
         page.locator("#agr-em input").check()
+    if judges:
+        page.locator("#agr-judges-on input").check()
     page.locator("#agr-compute").click()
     expect(page.locator("#agr-status")).to_contain_text(status, timeout=90_000)
     wait_idle(page)

@@ -32,7 +32,7 @@ def judges_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_agreement_tab_shows_judges_side_by_side(page: Page, judges_server: Server) -> None:
-    compute_agreement(page, judges_server.url, STUDY, "6 with human labels")
+    compute_agreement(page, judges_server.url, STUDY, "6 with human labels", judges=True)
     table = page.locator("#agr-judges")
     expect(table).to_contain_text("◆ self")
     expect(table).to_contain_text("◇ same family")

@@ -75,7 +75,7 @@ def two_judge_study(db: Database, name: str = "two judges") -> tuple[int, list[d
 def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
     db = Database(tmp_path_factory.mktemp("judges") / "judges.duckdb")
     sid, P = two_judge_study(db)
-    rep = build_report(db, sid, n_boot=200, seed=3, method_info=method_info, pre_seed=PRE_SEED)
+    rep = build_report(db, sid, n_boot=200, seed=3, method_info=method_info, pre_seed=PRE_SEED, judges=True)
     yield {"db": db, "sid": sid, "P": P, "rep": rep}
     db.close()
 
@@ -221,8 +221,10 @@ def test_one_labelled_prompt_has_no_exam_and_no_model_no_section(tmp_path):
     db = Database(tmp_path / "one.duckdb")
     sid = create_study(db, "one", config=StudyConfig(questions=["pairwise"])).id
     run = make_run(db, sid, "solo")
-    assert build_report(db, sid, n_boot=0, method_info=method_info)["judges"] == {
+    assert build_report(db, sid, n_boot=0, method_info=method_info, judges=True)["judges"] == {
         "available": False, "reason": "no model judgments"}
+    left_out = build_report(db, sid, n_boot=0, method_info=method_info)["judges"]
+    assert left_out["available"] is False and "--judges" in left_out["reason"]  # opt-in: it costs a lot
     pid = make_prompt(db, sid, "q0")
     a, b = make_responses(db, pid, ["x", "y"], run_id=run)
     rows = [JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="human", judge="ann1", method="pairwise",
@@ -234,10 +236,32 @@ def test_one_labelled_prompt_has_no_exam_and_no_model_no_section(tmp_path):
     rows.append(JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="solo", method="select_usc",
                            response_id=b, idempotency_key=uuid.uuid4().hex))
     judgments.record(db, rows)
-    sec = build_report(db, sid, n_boot=0, method_info=method_info)["judges"]
+    sec = build_report(db, sid, n_boot=0, method_info=method_info, judges=True)["judges"]
     assert sec["available"] and [g["generator"] for g in sec["generators"]] == ["solo"]
     assert _cell(_row(sec, "solo", "pairwise"), "solo")["self"]
     (m,) = sec["pre"]["methods"]
     assert m["available"] is False and m["reason"].startswith("1 prompt(s) with human pairwise labels")
     assert not undocumented_keys(sec)
     db.close()
+
+
+def test_cli_agreement_judges_flag(tmp_path):
+    """`critlab agreement --judges` builds the section; without the flag the report says how to opt in."""
+    import json
+
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    db_path = tmp_path / "cli.duckdb"
+    db = Database(db_path)
+    two_judge_study(db, "cli judges")
+    db.close()
+    args = ["agreement", "--study", "cli judges", "--format", "json", "--bootstrap", "0", "--db", str(db_path)]
+    off = CliRunner().invoke(main, args, catch_exceptions=False)
+    on = CliRunner().invoke(main, [*args, "--judges"], catch_exceptions=False)
+    assert off.exit_code == 0 and on.exit_code == 0, off.output + on.output
+    assert "--judges" in json.loads(off.stdout)["judges"]["reason"]
+    sec = json.loads(on.stdout)["judges"]
+    assert sec["available"] and {r["judge"] for r in sec["rows"]} == {"gen-a", "judge-b"}
+    assert "--judges" in CliRunner().invoke(main, ["agreement", "--help"]).output

@@ -78,6 +78,7 @@ class Agreement(_Payload):
     n_boot: int = Field(1000, ge=0, le=100_000)
     seed: int = 0
     annotator_models: bool = False
+    judges: bool = False
 
 
 class StudyOnly(_Payload):
@@ -233,7 +234,8 @@ def requeue(ctx: AppContext, user: str, p: Requeue) -> dict[str, Any]:
 def agreement(ctx: AppContext, user: str, p: Agreement) -> dict[str, Any]:
     from app.services import agreement as ag
 
-    rep = ag.report(ctx, p.study, stage=p.stage, n_boot=p.n_boot, seed=p.seed, annotator_models=p.annotator_models)
+    rep = ag.report(ctx, p.study, stage=p.stage, n_boot=p.n_boot, seed=p.seed, annotator_models=p.annotator_models,
+                   judges=p.judges)
     text = ag.render(rep, p.format)  # type: ignore[arg-type]
     if p.out:
         return {**ag.write(text, p.out), "format": p.format}

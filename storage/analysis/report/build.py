@@ -78,7 +78,7 @@ def _section(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: int = 1000,
                  seed: int = 0, method_info: MethodInfo = _no_method_info, extended: bool = True,
-                 annotator_models: bool = False, pre_seed: int | None = None,
+                 annotator_models: bool = False, judges: bool = False, pre_seed: int | None = None,
                  pre_threshold: float = 0.5) -> dict[str, Any]:
     """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/3"``; keys in
     docs/formats.md). `stage` picks the human labels ('blind', the default, or 'revealed'); intervals are
@@ -90,8 +90,10 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     `extended` builds the sections `ppi`, `rankings`, `annotators`, `bias`, `planning`, `judges`,
     `self_correction`, `scaling` and `iterations` (`EXTENDED`; False: each says it was left out, for timing the
     report without them); `annotator_models` fits Dawid–Skene and MACE in the `annotators` section (EM over every
-    categorical human vote: opt-in). `pre_seed` (default: the study id) draws the PRE exam of the `judges`
-    section and `pre_threshold` is the exam score a judge needs to vote."""
+    categorical human vote: opt-in). `judges` builds the `judges` section (every judge beside every generator,
+    and PRE): it re-reads the study's figures on each generator's, each exam's and each held-out subset, which
+    on a large study costs about half the report again, so it is opt-in; `pre_seed` (default: the study id)
+    draws the PRE exam and `pre_threshold` is the exam score a judge needs to vote."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
@@ -131,7 +133,8 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     out["annotators"] = _jsonable(_section(_annotators, d, annotator_models))
     out["bias"] = _jsonable(_section(_bias, d, out))
     out["planning"] = _jsonable(_section(_planning, out))
-    out["judges"] = _jsonable(_section(_judges, db, d, out, boot.n, boot.seed, pre_seed, pre_threshold))
+    out["judges"] = (_jsonable(_section(_judges, db, d, out, boot.n, boot.seed, pre_seed, pre_threshold)) if judges
+                     else _unavailable(JUDGES_LEFT_OUT))
     # their own bootstraps (same n and seed): built after the batch above has run
     out["self_correction"] = _jsonable(_section(_self_correction, db, d, boot.n, boot.seed))
     out["scaling"] = _jsonable(_section(_scaling, d, boot.n, boot.seed))
@@ -139,5 +142,7 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     return out
 
 
+JUDGES_LEFT_OUT = ("left out: opt in with critlab agreement --judges, the Agreement tab's 'Judges side by side' "
+                   "box or build_report(..., judges=True)")
 EXTENDED = ("ppi", "rankings", "annotators", "bias", "planning", "judges", "self_correction", "scaling",
             "iterations")

@@ -26,7 +26,7 @@ def _calibration(d: _Data, boot: _Boot) -> dict[str, Any]:
     labels = cons.filter(pl.col("consensus").is_not_null()).select(
         "prompt_id", response_id=pl.col("unit").cast(pl.Int64), label=(pl.col("consensus") == "correct").cast(pl.Int64))
     human_rows = []
-    if votes["judge"].n_unique() >= 2:
+    if votes["judge"].n_unique() >= 2 and not d.main_only:
         human_rows = _vs_consensus_rows(votes, None, CORRECT_CLASSES, {}, boot)
     methods = _mapped(d, "compared_with", [HumanMethod.CORRECT])
     scores = _score_rows(d, methods)

@@ -42,6 +42,9 @@ from storage.models import HumanMethod
 _SECTIONS: tuple[tuple[str, Callable[[_Data, _Boot], dict[str, Any]]], ...] = (
     ("pairwise", _pairwise), ("scores", _scores), ("best_of_n", _best_of_n), ("calibration", _calibration),
     ("checklist", _checklist))
+# The human question each of those sections answers (the headline reads a method's row from it).
+_QUESTION_OF = {"pairwise": HumanMethod.PAIRWISE, "scores": HumanMethod.RATING, "best_of_n": HumanMethod.BEST,
+                "calibration": HumanMethod.CORRECT, "checklist": "checklist"}
 # What PRE can vote on: a preferred response (pairwise) or a number per response (the method's score column).
 _PRE_QUESTIONS = (HumanMethod.PAIRWISE, HumanMethod.RATING, HumanMethod.CORRECT)
 
@@ -58,10 +61,15 @@ SELF_RULE = ("self: the judge's model id equals the generator's; same family: bo
 
 def _agreement(d: _Data) -> dict[tuple[str, str], dict[str, Any]]:
     """The headline rows of a subset of the study, by (judge, method): no intervals (a cell is a look, the
-    overall figure carries the interval)."""
+    overall figure carries the interval). Only the sections the subset's methods are compared in are built
+    (the headline reads no other): an exam holds one method."""
     boot = _Boot(0, 0)
     rep: dict[str, Any] = {}
+    questions = {(d.mapping.get(METHOD_OF.get(m, m)) or {}).get("compared_with")
+                 for m in d.model["method"].unique().to_list()}
     for key, fn in _SECTIONS:
+        if _QUESTION_OF[key] not in questions:
+            continue
         try:
             rep[key] = fn(d, boot)
         except ValueError as e:  # e.g. a subset without two values: the cell says why
@@ -71,7 +79,7 @@ def _agreement(d: _Data) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _subset(d: _Data, human: pl.DataFrame, model: pl.DataFrame) -> _Data:
-    return dataclasses.replace(d, human=human, model=model, cache={})
+    return dataclasses.replace(d, human=human, model=model, cache={}, main_only=True)
 
 
 def _best_methods(d: _Data) -> list[str]:

@@ -47,6 +47,9 @@ class _Data:
     serving: pl.DataFrame = field(default_factory=pl.DataFrame)
     gold: dict[str, Any] = field(default_factory=dict)  # the report's `gold` key (`_gold`)
     cache: dict[str, Any] = field(default_factory=dict)  # frames several sections derive alike
+    # The judges section's subsets: build only what the headline's main figure reads (no κ, no ceilings, no
+    # per-order rows), since a subset's cell shows that figure alone.
+    main_only: bool = False
 
 
 def _sql(db: Database, query: str, params: dict[str, Any]) -> pl.DataFrame:

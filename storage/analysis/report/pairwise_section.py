@@ -172,11 +172,15 @@ def _pairwise(d: _Data, boot: _Boot) -> dict[str, Any]:
     # a model against the humans counts only units the humans judged: the rest need not be passed on
     near = all_votes.join(human_votes.select("prompt_id", "unit").unique(), on=["prompt_id", "unit"], how="semi")
     near_judges = set(near["judge"].unique().to_list())
+    orders_shown = (("combined",) if d.main_only else ("combined", "ab", "ba"))
     for m in models:
         for name, order in ((m, "combined"), (f"{m}#ab", "ab"), (f"{m}#ba", "ba")):
-            if name in present:
+            if name in present and order in orders_shown:
                 agreement.append(_mtbench_row(near if name in near_judges else all_votes, [name], humans,
                                               [m, HUMANS], boot, order=order))
+    if d.main_only:  # the headline's main figure (S1 against the humans) and its ceiling: nothing else
+        return {"available": True, "classes": list(PAIR_CLASSES), "humans": humans, "models": models,
+                "units": units, "agreement": agreement, "vs_consensus": []}
     for a, b in itertools.combinations(models, 2):
         agreement.append(_mtbench_row(all_votes, [a], [b], [a, b], boot, order="combined"))
 

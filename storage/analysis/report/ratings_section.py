@@ -86,7 +86,7 @@ def _scores(d: _Data, boot: _Boot) -> dict[str, Any]:
     # ceiling: each human's ratings against the mean of the others, per prompt, then averaged over humans
     loo = rating_consensus(ratings, leave_one_out=True).filter(pl.col("consensus").is_not_null())
     ceiling = []
-    for h in sorted(loo["judge"].unique().to_list()):
+    for h in [] if d.main_only else sorted(loo["judge"].unique().to_list()):
         f = loo.filter(pl.col("judge") == h).select("prompt_id", score="value", human="consensus")
         ceiling.append({"judge": h, **_rank_figures(f, [h, LOO_MEAN], boot)})
     means = [c["spearman_mean"]["value"] for c in ceiling if c["spearman_mean"]["value"] is not None]
