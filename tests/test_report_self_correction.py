@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from app.services.agreement import method_info
-from storage import judgments, responses
+from storage import judgments, prompts, responses
 from storage.analysis.report import build_report, report_html, report_markdown
 from storage.db import Database
-from storage.models import JudgmentIn, ResponseIn, StudyConfig
+from storage.models import ChatMessage, JudgmentIn, PromptIn, ResponseIn, StudyConfig
 from storage.studies import create_study
 from tests.builders import make_prompt, make_responses, make_run
 from tests.test_agreement_report import undocumented_keys
@@ -141,5 +141,50 @@ def test_without_critique_or_labels_says_why(tmp_path: Path):
     judgments.record(db, [JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="m", method="critique",
                                      response_id=rid, value=1.0, idempotency_key=uuid.uuid4().hex)])
     rep = build_report(db, sid, n_boot=0, method_info=method_info)
-    assert rep["self_correction"] == {"available": False, "reason": "no human correct / incorrect labels"}
+    assert rep["self_correction"] == {"available": False, "reason": "no human correct / incorrect labels, and no "
+                                                                    "prompt with a numeric reference answer"}
+    db.close()
+
+
+# reference "#### 12" on q0 and "It is 5." on q1 (q2 has a text reference: not matchable); per original
+# response its text, then each critic's revision text (None: no revision written)
+REF = {"q0": "6 + 6 = 12 #### 12", "q1": "It is 5.", "q2": "Paris"}
+ATTEMPTS = {"q0": [("So the total is 12.", "Checked: still 12."), ("I get 11.", "Fixed: 12."),
+                   ("Answer: 13", None)],
+            "q1": [("5", "Revised to 6."), ("four", "It is 5")],
+            "q2": [("Paris", "Lyon")]}
+
+
+def test_reference_matched_correctness_without_human_labels(tmp_path: Path):
+    """No person labelled anything: the section reads correctness from the numeric references. Attempts on q0
+    and q1: before 12 ✓, 11 ✗, 13 ✗, 5 ✓, 'four' ✗; after 12 ✓, 12 ✓, 13 ✗ (no revision), 6 ✗, 5 ✓ → before
+    2/5, after 3/5, fixed 2, broken 1; q2's text reference is not matched."""
+    db = Database(tmp_path / "ref.duckdb")
+    sid = create_study(db, "ref").id
+    run = make_run(db, sid, "m")
+    rows: list[JudgmentIn] = []
+    for ext, attempts in ATTEMPTS.items():
+        prompts.insert_prompts(db, sid, [PromptIn(external_id=ext, reference=REF[ext],
+                                                  messages=[ChatMessage(role="user", content="?")])])
+        pid = db.fetchval("SELECT id FROM prompt WHERE external_id = ?", [ext])
+        ids = make_responses(db, pid, [text for text, _ in attempts], run_id=run)
+        for rid, (_, revised) in zip(ids, attempts):
+            rows.append(JudgmentIn(study_id=sid, prompt_id=pid, judge_kind="model", judge="m", method="critique",
+                                   response_id=rid, value=0.0, idempotency_key=uuid.uuid4().hex))
+            if revised is not None:
+                responses.insert_responses(db, [ResponseIn(prompt_id=pid, origin="revision", parent_id=rid,
+                                                           text=revised, model_id="m",
+                                                           metadata={"method": "critique", "variant": "s0"})])
+    judgments.record(db, rows)
+    sec = build_report(db, sid, n_boot=50, method_info=method_info)["self_correction"]
+    assert sec["available"] and sec["judges"] == [] and sec["human"]["available"] is False
+    (row,) = sec["reference"]["judges"]
+    assert (row["n"], row["n_unlabelled"], row["i_to_c"], row["c_to_i"]) == (5, 1, 2, 1)
+    assert row["accuracy_before"]["estimate"] == pytest.approx(2 / 5)
+    assert row["accuracy_after"]["estimate"] == pytest.approx(3 / 5)
+    assert row["confidence_level"]["estimate"] == pytest.approx(1 / 2)  # 12 kept, 5 → 6 broken
+    assert row["critique_score"]["estimate"] == pytest.approx(2 / 3)  # 11 → 12, four → 5 fixed; 13 not
+    assert not undocumented_keys(sec)
+    assert "By reference answer instead of human labels" in report_markdown(build_report(
+        db, sid, n_boot=0, method_info=method_info))
     db.close()
