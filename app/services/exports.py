@@ -177,7 +177,8 @@ def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
 
 
 def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, Any]:
-    """The `--source` values that fit the study: human, and model:/consensus: for each scored method."""
+    """The `--source` values that fit the study: human, and model:/consensus: for each scored method; and
+    `judges`, the study's model judges (the `--consistent-with` candidates)."""
     from backend.methods.registry import get_method, method_ids
 
     study = get_study(ctx.db, p.study)
@@ -189,7 +190,8 @@ def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, An
         if get_method(r["method"]).score_column != "response_id":
             out.append(f"model:{name}")
         out.append(f"consensus:{name}")
-    return {"study": study.name, "sources": list(dict.fromkeys(out)), "verdicts": rows}
+    judges = list(dict.fromkeys(r["judge"] for r in rows))
+    return {"study": study.name, "sources": list(dict.fromkeys(out)), "verdicts": rows, "judges": judges}
 
 
 def exports_dir(ctx: AppContext) -> Path:
