@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,9 +51,30 @@ def table_rows(ov: overview.PageOverview) -> list[list[Any]]:
 
 
 # No name column: a GGUF's id is its metadata name with the quantisation and a SHA-256 prefix, an SGLang
-# model's is its name; the full SHA-256 is what makes the table too wide for more than a short column at
-# 1400 px, so the lineage is one cell: the iteration, then parent and export when recorded.
+# model's is its name. The lineage is one cell: the iteration, then parent and export when recorded. The
+# SHA-256 column shows a prefix with the whole digest as the cell's title: 64 unbreakable characters took a
+# third of the table and squeezed "iteration" and "quant" into broken words, at 1400 px and more at 800.
 MODEL_HEADERS = ["study", "used for", "model id", "iteration", "quant", "size", "SHA-256"]
+MODEL_TYPES = ["str", "str", "str", "str", "str", "str", "html"]
+# Shares of the width that hold "iteration", "Q4_K_M", "4.58 GiB" and the SHA prefix on one line down to
+# 800 px (with the smaller type style.css gives the table below 1100 px); the model id and the lineage wrap
+# at their hyphens and spaces instead.
+MODEL_WIDTHS = ["13%", "15%", "23%", "12%", "10%", "11%", "16%"]
+SHA_SHOWN = 12  # hex digits: as many as a GGUF's model id carries
+
+
+def sha_cell(sha256: str | None) -> str:
+    """A SHA-256 as its prefix with the whole value in the title (escaped: the column renders HTML).
+
+    >>> sha_cell("ab" * 32)
+    '<span title="abababababababababababababababababababababababababababababababab">abababababab…</span>'
+    >>> sha_cell(None), sha_cell('"><b>x')
+    ('', '<span title="&quot;&gt;&lt;b&gt;x">&quot;&gt;&lt;b&gt;x</span>')
+    """
+    if not sha256:
+        return ""
+    shown = sha256[:SHA_SHOWN] + ("…" if len(sha256) > SHA_SHOWN else "")
+    return f'<span title="{html.escape(sha256)}">{html.escape(shown)}</span>'
 
 
 def lineage_cell(u: overview.ModelUse) -> str:
@@ -77,13 +99,14 @@ def model_rows(uses: list[overview.ModelUse]) -> list[list[Any]]:
     """
     >>> model_rows([overview.ModelUse(study="s", role="run #1 (batch, embedded)", model_id="m@ab",
     ...             quantisation="Q4_K_M", size_bytes=4_920_000_000, sha256="ab" * 32, iteration=0)])
-    [['s', 'run #1 (batch, embedded)', 'm@ab', '0', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
+    ... # doctest: +ELLIPSIS
+    [['s', 'run #1 (batch, embedded)', 'm@ab', '0', 'Q4_K_M', '4.58 GiB', '<span title="abab...abab">abababababab…</span>']]
     """
     def size(n: int | None) -> str:
         return "" if n is None else (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB")
 
-    return [[u.study, u.role, u.model_id, lineage_cell(u), u.quantisation or "", size(u.size_bytes), u.sha256 or ""]
-            for u in uses]
+    return [[u.study, u.role, u.model_id, lineage_cell(u), u.quantisation or "", size(u.size_bytes),
+             sha_cell(u.sha256)] for u in uses]
 
 
 def lineage_fields(parent: str | None, export: str | None) -> dict[str, Any]:
@@ -226,10 +249,12 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     overview_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="studies-table")
     gr.Markdown("### Models")
     gr.Markdown("The model behind each generation run and each model judge: an embedded GGUF is named by its "
-                "metadata and told apart by its SHA-256; an SGLang model by the id its server reports. "
+                "metadata and told apart by its SHA-256 (its first 12 digits; hover for all 64); an SGLang model by "
+                "the id its server reports. "
                 "Iteration: steps from the model's family root, recorded with `--parent-model` and "
                 "`--trained-on-export` on `critlab generate` / `critlab score`.")
-    models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, elem_id="models-table", wrap=True)
+    models_table = gr.Dataframe(headers=MODEL_HEADERS, datatype=MODEL_TYPES, interactive=False,
+                                column_widths=MODEL_WIDTHS, elem_id="models-table", wrap=True)
 
     @shown_errors(1)
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
