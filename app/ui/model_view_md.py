@@ -20,7 +20,8 @@ def render_view(view: CardView, positions: dict[int, int]) -> str:
     if view.badges:
         # One <p> line: an HTML block, so Gradio's Markdown does not turn ![..](..) in an error text into an image.
         parts.append("<p>" + " ".join(
-            f'<span class="badge{" badge-failed" if b.failed else ""}">{html.escape(b.name)}: '
+            f'<span class="badge{" badge-failed" if b.failed else ""}" title="{html.escape(b.method)}">'
+            f'{html.escape(b.name)}: '
             f"{html.escape(' '.join(b.text.split()))}</span>" for b in view.badges) + "</p>")
     if view.checklist:
         rows = "\n".join(
@@ -30,6 +31,10 @@ def render_view(view: CardView, positions: dict[int, int]) -> str:
         parts.append(f"<p><strong>Checklist</strong></p>\n<ul>\n{rows}\n</ul>")
     for text in view.critiques:
         parts.append("<p><strong>Critique</strong></p>\n" + to_safe_html(text))
+    for sample, score, text in view.principles:
+        shown = "" if score is None else f", {score:.0f} / 10"
+        parts.append(f"<p><strong>Principles + critique</strong> <small>(sample {html.escape(sample)}{shown})"
+                     "</small></p>\n" + to_safe_html(text.replace("\n", "  \n")))  # principles, then critique
     if view.pairwise:
         items = "\n".join(
             f"<li>vs Response {positions.get(p.other_id, '?')}: {OUTCOME[p.outcome]}"
