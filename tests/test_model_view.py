@@ -77,7 +77,7 @@ def test_principles_critiques_are_shown_apart_from_the_critique_methods(db: Data
     model(db, s.id, p, "principles_critique", response_id=b, variant="s0", status="failed", error="bad json")
     views = card_views(AppContext(db=db), s.id, p, [a, b])
     assert views[a].critiques == [] and views[b].principles == []
-    assert [(v, sc) for v, sc, _ in views[a].principles] == [("s0", 9.0), ("s1", 7.0)]
+    assert [(x.sample, x.score, x.judge) for x in views[a].principles] == [("s0", 9.0, "m"), ("s1", 7.0, "m")]
     md = render_view(views[a], {a: 1, b: 2})
     assert "<strong>Principles + critique</strong> <small>(sample s0, 9 / 10)</small>" in md
     assert "Principles: be &lt;b&gt;right&lt;/b&gt;.<br>" in md and "Critique: sample s1" in md

@@ -46,13 +46,22 @@ class PairwiseResult(BaseModel):
     swap_consistent: bool | None
 
 
+class PrinciplesSample(BaseModel):
+    """One principles_critique sample: its 1-10 score and the principles and critique behind it."""
+
+    sample: str  # the variant, s0, s1 ...
+    score: float | None
+    text: str
+    judge: str = ""  # the judge model's id
+
+
 class CardView(BaseModel):
     badges: list[Badge] = Field(default_factory=list)
     checklist: list[ChecklistAnswer] = Field(default_factory=list)
     critiques: list[str] = Field(default_factory=list)
-    # principles_critique's samples: (sample, its 1-10 score, principles + critique). Apart from `critiques`,
-    # which the Label tab's "agree with the model's critique" question is about.
-    principles: list[tuple[str, float | None, str]] = Field(default_factory=list)
+    # principles_critique's samples; apart from `critiques`, which the Label tab's "agree with the model's
+    # critique" question is about.
+    principles: list[PrinciplesSample] = Field(default_factory=list)
     pairwise: list[PairwiseResult] = Field(default_factory=list)
     picked_by: list[str] = Field(default_factory=list)
 
@@ -103,7 +112,8 @@ def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: 
             view.critiques.append(f"{(j.label or '?').upper()}: {j.rationale}")
         elif (j.method == "principles_critique" and j.variant is not None and view is not None and j.rationale
               and j.status == "ok"):
-            view.principles.append((j.variant, j.value, j.rationale))
+            view.principles.append(PrinciplesSample(sample=j.variant, score=j.value, text=j.rationale,
+                                                    judge=j.judge))
         elif j.method == HumanMethod.PAIRWISE and j.variant is None and j.status == "ok" and j.response_b_id is not None:
             consistent = None if not j.dist or "swap_consistent" not in j.dist else bool(j.dist["swap_consistent"])
             for me, other in ((j.response_id, j.response_b_id), (j.response_b_id, j.response_id)):

@@ -31,10 +31,10 @@ def render_view(view: CardView, positions: dict[int, int]) -> str:
         parts.append(f"<p><strong>Checklist</strong></p>\n<ul>\n{rows}\n</ul>")
     for text in view.critiques:
         parts.append("<p><strong>Critique</strong></p>\n" + to_safe_html(text))
-    for sample, score, text in view.principles:
-        shown = "" if score is None else f", {score:.0f} / 10"
-        parts.append(f"<p><strong>Principles + critique</strong> <small>(sample {html.escape(sample)}{shown})"
-                     "</small></p>\n" + to_safe_html(text.replace("\n", "  \n")))  # principles, then critique
+    for p in view.principles:
+        shown = "" if p.score is None else f", {p.score:.0f} / 10"
+        parts.append(f"<p><strong>Principles + critique</strong> <small>(sample {html.escape(p.sample)}{shown})"
+                     "</small></p>\n" + to_safe_html(p.text.replace("\n", "  \n")))  # principles, then critique
     if view.pairwise:
         items = "\n".join(
             f"<li>vs Response {positions.get(p.other_id, '?')}: {OUTCOME[p.outcome]}"
