@@ -227,7 +227,7 @@ def test_annotator_has_no_export_tab_and_cannot_export(page: Page, export_server
     before = sorted(p.name for p in exports.iterdir()) if exports.exists() else []
     ann = export_server.login("ann")
     form = [STUDY, "dpo", "conversational", "human", "auto", ["sampled"], 1, 0.0, 0.0, "", False, False, False,
-            "plurality"]
+            "plurality", None]
     # With the study's name, Gradio itself refuses first: the annotator's session never had the study
     # among the dropdown's choices (they are filled per session, for admins only).
     stream = gradio_call(ann, export_server.url, "export-write", [*form, "jsonl"])

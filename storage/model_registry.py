@@ -106,6 +106,23 @@ def set_lineage(db: Database, model_id: str, parent_model_id: str | None,
     return got
 
 
+def bundled_use(db: Database) -> dict[int, bool | None]:
+    """Per study id: True when it holds responses or current model judgments of a bundled (demo) model,
+    None when it holds no responses and no model judgments at all, else False (the demo banner's rule)."""
+    rows = db.fetchall(
+        """WITH demo AS (SELECT model_id FROM model WHERE bundled),
+           resp AS (SELECT p.study_id, coalesce(r.model_id, g.model_id) AS model_id
+                    FROM response r JOIN prompt p ON p.id = r.prompt_id
+                    LEFT JOIN generation_run g ON g.id = r.run_id),
+           judged AS (SELECT study_id, judge AS model_id FROM judgment
+                      WHERE judge_kind = 'model' AND superseded_at IS NULL),
+           used AS (SELECT * FROM resp UNION ALL SELECT * FROM judged)
+           SELECT s.id, count(u.study_id), count(d.model_id)
+           FROM study s LEFT JOIN used u ON u.study_id = s.id LEFT JOIN demo d ON d.model_id = u.model_id
+           GROUP BY s.id""")
+    return {sid: (None if n == 0 else n_demo > 0) for sid, n, n_demo in rows}
+
+
 def cached_sha256(db: Database, path: str, size_bytes: int, mtime_ns: int) -> str | None:
     """The SHA-256 recorded for this file, if its size and mtime are still those it had when hashed."""
     row = db.fetchrow("SELECT sha256 FROM model_file_hash WHERE path = ? AND size_bytes = ? AND mtime_ns = ?",

@@ -116,14 +116,67 @@ def test_the_bundled_model_named_by_its_path_is_the_servers_own(db: Database, tm
 
 
 def test_the_demo_banner_shows_only_for_the_bundled_model(db: Database, tmp_path: Path) -> None:
+    """The banner is built hidden for every engine, and shown on page load by the rule below."""
     from app.ui.layout import DEMO_MODEL_NOTE, build_ui
 
-    def banner(cfg: EngineConfig) -> bool:
+    def banner(cfg: EngineConfig) -> list:
         blocks = build_ui(AppContext(db=db, default_engine=cfg), role_of=lambda name: None)
-        return any(getattr(b, "value", None) == DEMO_MODEL_NOTE for b in blocks.blocks.values())
+        return [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "demo-note"]
 
     own = tmp_path / "own.gguf"
     own.write_bytes(b"GGUF")
-    assert banner(EngineConfig())
-    assert not banner(EngineConfig(model=str(own)))
-    assert not banner(EngineConfig(engine="sglang", sglang_url="http://x:1"))
+    for cfg in (EngineConfig(), EngineConfig(model=str(own)), EngineConfig(engine="sglang", sglang_url="http://x:1")):
+        (b,) = banner(cfg)
+        assert b.value == DEMO_MODEL_NOTE and not b.visible
+
+
+def _demo(db: Database, cfg: EngineConfig, user: str = "root") -> bool:
+    from app.services.overview import page_load
+
+    ctx = AppContext(db=db, default_engine=cfg)
+    return page_load(ctx, user, admin=user == "root").demo_model is not None
+
+
+def test_the_demo_banner_follows_where_the_studys_responses_and_judgments_come_from(db: Database,
+                                                                                   tmp_path: Path) -> None:
+    """Shown when a study the person sees holds responses or model judgments of the bundled model, or when
+    the server runs the bundled model and such a study has none yet (its first ones would come from it);
+    not for an imported study on a server that happens to run the bundled model."""
+    from storage import annotators, members, model_registry
+    from storage.migrations import BUNDLED_ID, BUNDLED_SHA256
+    from storage.models import ModelIdentity
+    from tests.builders import judge, make_prompt, make_responses, make_run, make_study
+
+    own = tmp_path / "own.gguf"
+    own.write_bytes(b"GGUF")
+    bundled, other = EngineConfig(), EngineConfig(model=str(own))
+    annotators.add_annotator(db, "root", "admin", password="root-pass-123")
+    annotators.add_annotator(db, "ann", "annotator", password="ann-pass-123")
+    assert _demo(db, bundled) and not _demo(db, other)  # a fresh database: the bundled model would sample
+    imported = make_study(db, "imported")
+    pid = make_prompt(db, imported.id)
+    rids = make_responses(db, pid, ["a", "b"], model_id="gpt-x")  # an imported file's responses
+    judge(db, imported.id, pid, "some-judge", "p_true", response_id=rids[0], value=0.5, judge_kind="model")
+    assert not _demo(db, bundled) and not _demo(db, other)
+    members.add(db, imported.id, "ann", added_by="root")
+
+    empty = make_study(db, "empty")  # no responses yet: the server's engine would make them
+    make_prompt(db, empty.id)
+    assert _demo(db, bundled) and not _demo(db, other)
+    assert not _demo(db, bundled, "ann")  # ann sees only the imported study
+
+    model_registry.record_model(db, ModelIdentity(model_id=BUNDLED_ID, engine="embedded", name="SmolLM2",
+                                                  sha256=BUNDLED_SHA256, bundled=True))
+    # The bundled model judged the imported study's responses: their self-judgments carry no signal.
+    judge(db, imported.id, pid, BUNDLED_ID, "p_true", response_id=rids[1], value=0.5, judge_kind="model")
+    assert _demo(db, other) and _demo(db, bundled, "ann")
+    ctx = AppContext(db=db, default_engine=other)
+    from app.services.overview import page_load
+    assert page_load(ctx, "ann", admin=False).demo_model == ["imported"]
+    assert page_load(ctx, "root", admin=True).demo_model == ["imported"]
+
+    sampled = make_study(db, "sampled")
+    make_responses(db, make_prompt(db, sampled.id), ["x"], run_id=make_run(db, sampled.id, model_id=BUNDLED_ID),
+                   model_id=BUNDLED_ID)
+    assert page_load(ctx, "root", admin=True).demo_model == ["imported", "sampled"]
+

@@ -63,6 +63,27 @@ def test_the_newer_methods_have_badges(db: Database) -> None:
     assert [(x.text, x.failed) for x in views[b].badges] == [("n/a", True)]
 
 
+def test_principles_critiques_are_shown_apart_from_the_critique_methods(db: Database) -> None:
+    """principles_critique's samples carry the principles and the critique behind the score (issue 17 walk:
+    the Model's view showed only the score); they are not the `critique` method's critiques, which the
+    "agree with the model's critique" question is about."""
+    s = make_study(db)
+    p = make_prompt(db, s.id)
+    a, b = make_responses(db, p, ["A", "B"])
+    model(db, s.id, p, "principles_critique", response_id=a, value=16.0, dist={"k": 2.0, "failed": 0.0, "mean": 8.0})
+    for v, score in (("s0", 9.0), ("s1", 7.0)):
+        model(db, s.id, p, "principles_critique", response_id=a, variant=v, value=score, shown_order=[a, b],
+              rationale=f"Principles: be <b>right</b>.\nCritique: sample {v} ![x](http://t/x.png)")
+    model(db, s.id, p, "principles_critique", response_id=b, variant="s0", status="failed", error="bad json")
+    views = card_views(AppContext(db=db), s.id, p, [a, b])
+    assert views[a].critiques == [] and views[b].principles == []
+    assert [(x.sample, x.score, x.judge) for x in views[a].principles] == [("s0", 9.0, "m"), ("s1", 7.0, "m")]
+    md = render_view(views[a], {a: 1, b: 2})
+    assert "<strong>Principles + critique</strong> <small>(sample s0, 9 / 10)</small>" in md
+    assert "Principles: be &lt;b&gt;right&lt;/b&gt;.<br>" in md and "Critique: sample s1" in md
+    assert "<img" not in md and 'title="principles_critique"' in md
+
+
 def test_model_view_shows_only_after_a_blind_submit(db: Database) -> None:
     s = make_study(db)
     p = make_prompt(db, s.id)

@@ -180,7 +180,8 @@ def export_dpo(ctx: AppContext, user: str, p: ExportDpo) -> dict[str, Any]:
 
 def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, Any]:
     """The `--source` values that fit the study: human, model:/consensus: for each scored method, and pre: for
-    each method several judges scored."""
+    each method several judges scored; and `judges`, the study's model judges (the `--consistent-with`
+    candidates)."""
     from app.services.agreement import method_info  # here: agreement imports this module
     from backend.methods.registry import get_method, method_ids
 
@@ -198,7 +199,8 @@ def export_sources(ctx: AppContext, user: str, p: ExportSources) -> dict[str, An
         if info and (info["compared_with"] == "pairwise" or (info["compared_with"] in ("likert", "correct")
                                                              and info["score_column"] in ("value", "prob"))):
             out.append(f"pre:{m}")
-    return {"study": study.name, "sources": list(dict.fromkeys(out)), "verdicts": rows}
+    judges = list(dict.fromkeys(r["judge"] for r in rows))
+    return {"study": study.name, "sources": list(dict.fromkeys(out)), "verdicts": rows, "judges": judges}
 
 
 def exports_dir(ctx: AppContext) -> Path:

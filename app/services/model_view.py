@@ -33,6 +33,7 @@ class Badge(BaseModel):
     text: str
     failed: bool = False
     judge: str = ""  # the judge model's id
+    method: str = ""  # the method id, for the badge's tooltip (docs/methods.md names methods by id)
 
 
 class ChecklistAnswer(BaseModel):
@@ -54,37 +55,51 @@ class Critique(BaseModel):
     judge: str = ""
 
 
+class PrinciplesSample(BaseModel):
+    """One principles_critique sample: its 1-10 score and the principles and critique behind it."""
+
+    sample: str  # the variant, s0, s1 ...
+    score: float | None
+    text: str
+    judge: str = ""  # the judge model's id
+
+
 class CardView(BaseModel):
     badges: list[Badge] = Field(default_factory=list)
     checklist: list[ChecklistAnswer] = Field(default_factory=list)
     critiques: list[Critique] = Field(default_factory=list)
+    # principles_critique's samples; apart from `critiques`, which the Label tab's "agree with the model's
+    # critique" question is about.
+    principles: list[PrinciplesSample] = Field(default_factory=list)
     pairwise: list[PairwiseResult] = Field(default_factory=list)
     picked_by: list[str] = Field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.badges or self.checklist or self.critiques or self.pairwise or self.picked_by)
+        return not (self.badges or self.checklist or self.critiques or self.principles or self.pairwise
+                    or self.picked_by)
 
     @property
     def judges(self) -> list[str]:
         """The judge models with a verdict shown on this card, in first-seen order."""
-        seen = [x.judge for part in (self.badges, self.checklist, self.critiques, self.pairwise) for x in part]
+        seen = [x.judge for part in (self.badges, self.checklist, self.critiques, self.principles, self.pairwise)
+                for x in part]
         return list(dict.fromkeys(seen))
 
 
 def _badge(j: JudgmentIn) -> Badge:
     name, fmt = BADGES[j.method]
     if j.status == "failed":
-        return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True, judge=j.judge)
+        return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True, judge=j.judge, method=j.method)
     if (j.prob if "{prob" in fmt else j.value) is None:
-        return Badge(name=name, text="n/a", failed=True, judge=j.judge)
+        return Badge(name=name, text="n/a", failed=True, judge=j.judge, method=j.method)
     try:
         text = fmt.format(value=j.value, prob=j.prob, dist=j.dist or {})
     except KeyError:  # a row stored without the figures its badge reads (e.g. imported)
-        return Badge(name=name, text="n/a", failed=True, judge=j.judge)
+        return Badge(name=name, text="n/a", failed=True, judge=j.judge, method=j.method)
     if j.method == "self_certainty" and j.label == "topk_proxy":
         text += " (top-k proxy)"
-    return Badge(name=name, text=text, judge=j.judge)
+    return Badge(name=name, text=text, judge=j.judge, method=j.method)
 
 
 def card_views(ctx: AppContext, study_id: int, prompt_id: int, response_ids: list[int]) -> dict[int, CardView]:
@@ -113,6 +128,10 @@ def views_from(rows: list[JudgmentIn], questions: dict[int, str], response_ids: 
                                                   answer=j.label or "?", p_yes=j.prob, judge=j.judge))
         elif j.method == "critique" and j.variant is not None and view is not None and j.rationale:
             view.critiques.append(Critique(text=f"{(j.label or '?').upper()}: {j.rationale}", judge=j.judge))
+        elif (j.method == "principles_critique" and j.variant is not None and view is not None and j.rationale
+              and j.status == "ok"):
+            view.principles.append(PrinciplesSample(sample=j.variant, score=j.value, text=j.rationale,
+                                                    judge=j.judge))
         elif j.method == HumanMethod.PAIRWISE and j.variant is None and j.status == "ok" and j.response_b_id is not None:
             consistent = None if not j.dist or "swap_consistent" not in j.dist else bool(j.dist["swap_consistent"])
             for me, other in ((j.response_id, j.response_b_id), (j.response_b_id, j.response_id)):

@@ -93,6 +93,21 @@ class PageLoad(BaseModel):
     people: list[dict[str, Any]] = Field(default_factory=list)  # admins only: the list_annotators operation's rows
     label: Step | None = None  # the Label tab's first item, as label_flow.open_study gives it for `first`
     label_refused: str | None = None  # instead of `label`: removed from `first`'s members since it was listed
+    # The demo-model banner: None = not shown; else the studies it names (see demo_studies).
+    demo_model: list[str] | None = None
+
+
+def demo_studies(ctx: AppContext, all_studies: list[Study], visible: list[str]) -> list[str] | None:
+    """Whether this person's page warns that the bundled demo model's output carries no signal, and for
+    which of their studies: those holding responses or model judgments of the bundled model, and, when
+    the server runs the bundled model, those with none yet (their first would come from it), or a page
+    with no study at all. None: no warning (an imported study on a server that merely runs the demo model,
+    or any study on a real model)."""
+    use = model_registry.bundled_use(ctx.db)
+    engine_bundled = ctx.default_engine.is_bundled()
+    names = [s.name for s in all_studies if s.name in visible
+             and (use.get(s.id) or (engine_bundled and use.get(s.id, None) is None))]
+    return names if names or (engine_bundled and not visible) else None
 
 
 def page_load(ctx: AppContext, user: str, *, admin: bool) -> PageLoad:
@@ -102,7 +117,8 @@ def page_load(ctx: AppContext, user: str, *, admin: bool) -> PageLoad:
     first = next((n for n in ov.studies if labelling.has_work(ctx, user, n)), ov.studies[0] if ov.studies else None)
     live_first = first if first in ov.live_studies else None
     out = PageLoad(overview=ov, first=first, live_first=live_first,  # live_first is one of the granted studies
-                   live_prompts=live.prompt_ids(ctx, studies.get_study(ctx.db, live_first)) if live_first else [])
+                   live_prompts=live.prompt_ids(ctx, studies.get_study(ctx.db, live_first)) if live_first else [],
+                   demo_model=demo_studies(ctx, every, ov.studies))
     if admin:
         out.models = model_usage(ctx)
         out.people = ops.people(ctx, every)

@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.render import md_literal
 from app.services import exports, overview
 from app.services.context import AppContext, ServiceError
 from app.ui.errors import USER_ERRORS, shown_errors, warning
@@ -28,6 +29,10 @@ DOWNLOAD_JS = """(url) => {
   a.href = url; a.download = ''; a.style.display = 'none';
   document.body.appendChild(a); a.click(); a.remove();
 }"""
+CONSISTENT_KINDS = ("dpo", "rm")  # the kinds --consistent-with filters (storage/export/options.py)
+# The reasons the consistency filter drops a pair for, as the counts' sentence names them.
+CONSISTENCY_REASONS = (("consistency_disagrees", "ranked the other way"), ("consistency_tie", "tied"),
+                       ("consistency_no_score", "without a score from it"))
 # Shares of the table's width: sized from its contents, the 400-character prompt column took the whole
 # width and hid the others.
 PREVIEW_WIDTHS = ["19%", "19%", "19%", "7%", "10%", "10%", "16%"]
@@ -67,8 +72,16 @@ def preview_table(first_rows: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def counts_markdown(r: dict[str, Any]) -> str:
-    """Kept and skipped by reason (reason names are critlab's own words; the study name is escaped)."""
+def counts_markdown(r: dict[str, Any], consistent_with: str | None = None) -> str:
+    """Kept and skipped by reason (reason names are critlab's own words; the study name is escaped), and with
+    `consistent_with` (a model judge id: text from the database, escaped) what its filter dropped, zeros
+    included, so a filter that dropped nothing is seen to have run.
+
+    >>> print(counts_markdown({"message": "2 pairs", "study": "s", "kind": "dpo", "signal": "score",
+    ...                        "source": "model:judge_score@it1", "rows": 2,
+    ...                        "skipped": {"consistency_tie": 1}}, "it_0").splitlines()[-1])
+    Consistency filter (*it\\_0* must rank chosen above rejected too): dropped 0 ranked the other way, 1 tied, 0 without a score from it.
+    """
     study = r["study"].replace("`", "'")
     lines = [(f"**{r['message'].split(' written to ')[0]}** — study `{study}`, kind {r['kind']}, "
               f"signal `{r['signal']}`, source `{r['source'].replace('`', chr(39))}`"), "",
@@ -82,6 +95,10 @@ def counts_markdown(r: dict[str, Any]) -> str:
     if "human_model_agreement" in agr:
         lines.append(f"Human consensus and model agree on {agr['human_model_agreement']:.0%} of "
                      f"{agr['human_model_checked']} checked.")
+    if consistent_with:
+        dropped = ", ".join(f"{r['skipped'].get(k, 0)} {what}" for k, what in CONSISTENCY_REASONS)
+        lines += ["", f"Consistency filter (*{md_literal(consistent_with)}* must rank chosen above rejected too): "
+                      f"dropped {dropped}."]
     return "\n".join(lines)
 
 
@@ -117,6 +134,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
         names = gr.Checkbox(label="Annotator names (not pseudonyms)", elem_id="export-names")
         consensus = gr.Dropdown(["plurality", "dawid_skene", "mace"], value="plurality",
                                 label="Consensus (best, pairwise, correct)", elem_id="export-consensus")
+    # CREAM's consistency filter (--consistent-with): dpo and rm only, so shown for those kinds.
+    consistent = gr.Dropdown(label="Consistent with model judge (dpo/rm from a model: or consensus: source; "
+                                   "blank = no filter)", choices=[], value=None, allow_custom_value=True,
+                             elem_id="export-consistent-with")
     with gr.Row():
         preview_btn = gr.Button("Preview", elem_id="export-preview")
         export_btn = gr.Button("Export", variant="primary", elem_id="export-write")
@@ -132,11 +153,11 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
     exported = gr.State(None)  # this page's last export (its export_run id), kept on the server
 
     form = [study, kind, style, source, signal, origins, min_annotators, min_agreement, min_margin, kto_threshold,
-            per_annotator, all_pairs, names, consensus]
+            per_annotator, all_pairs, names, consensus, consistent]
 
     def payload(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                 origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                per: bool, allp: bool, names_: bool, cons: str) -> dict[str, Any]:
+                per: bool, allp: bool, names_: bool, cons: str, consistent_: str | None) -> dict[str, Any]:
         if not study_:
             raise ServiceError("choose a study first")
         try:
@@ -147,29 +168,35 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
                 "signal": signal_, "include_origin": origins_ or [], "min_annotators": int(min_ann or 1),
                 "min_agreement": float(min_agr or 0), "min_margin": float(min_mar or 0), "kto_threshold": threshold,
                 "per_annotator": bool(per), "all_pairs": bool(allp), "annotator_names": bool(names_),
-                "consensus": cons or "plurality"}
+                "consensus": cons or "plurality",
+                # Hidden for the other kinds: a value left there from a dpo export is not asked for.
+                "consistent_with": (consistent_ or "").strip() or None if kind_ in CONSISTENT_KINDS else None}
 
     @shown_errors(2)
     def do_preview(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                    origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                   per: bool, allp: bool, names_: bool, cons: str, request: gr.Request) -> tuple[str, Any]:
+                   per: bool, allp: bool, names_: bool, cons: str, consistent_: str | None,
+                   request: gr.Request) -> tuple[str, Any]:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
-                       names_, cons)
+                       names_, cons, consistent_)
         r = exports.export_preview(ctx, user, exports.ExportPreview.model_validate({**data, "rows": PREVIEW_ROWS}))
-        return counts_markdown(r), preview_table(r["first_rows"])
+        return counts_markdown(r, data["consistent_with"]), preview_table(r["first_rows"])
 
     @shown_errors(3)
     def do_export(study_: str | None, kind_: str, style_: str, source_: str | None, signal_: str,
                   origins_: list[str], min_ann: float | None, min_agr: float, min_mar: float | None, kto: str,
-                  per: bool, allp: bool, names_: bool, cons: str, fmt_: str, request: gr.Request) -> tuple[Any, ...]:
+                  per: bool, allp: bool, names_: bool, cons: str, consistent_: str | None, fmt_: str,
+                  request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
         data = payload(study_, kind_, style_, source_, signal_, origins_, min_ann, min_agr, min_mar, kto, per, allp,
-                       names_, cons)
+                       names_, cons, consistent_)
         r = exports.export_download(ctx, user, exports.ExportDownload.model_validate({**data, "format": fmt_}))
         text = (f"{r['message'].split(' written to ')[0]} written to `{r['rel_path']}` beside the database, with "
                 f"its card `{Path(r['card_path']).name}` (export_run #{r['export_run_id']}; sha256 "
                 f"`{r['content_hash'][:16]}…`). The download holds both.")
+        if data["consistent_with"]:
+            text += "\n\n" + counts_markdown(r, data["consistent_with"]).rsplit("\n", 1)[-1]
         return text, r["export_run_id"], gr.Button(f"Download {Path(r['out_path']).stem}.zip", visible=True)
 
     def do_download(run_id: int | None, request: gr.Request) -> tuple[Any, str]:
@@ -190,18 +217,24 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
             return gr.skip()
         return gr.Dropdown(choices=overview.study_names(ctx))
 
-    def sources_list(study_: str | None, request: gr.Request) -> Any:
+    def sources_list(study_: str | None, request: gr.Request) -> tuple[Any, Any]:
+        """The study's sources, and its model judges for the consistency filter."""
         try:
             admin_of(request)
             if not study_:
-                return gr.Dropdown(choices=["human"], value="human")
+                return gr.Dropdown(choices=["human"], value="human"), gr.Dropdown(choices=[], value=None)
             r = exports.export_sources(ctx, "ui", exports.ExportSources(study=study_))
         except USER_ERRORS:
-            return gr.skip()
-        return gr.Dropdown(choices=r["sources"], value="human")
+            return gr.skip(), gr.skip()
+        return gr.Dropdown(choices=r["sources"], value="human"), gr.Dropdown(choices=r["judges"], value=None)
+
+    def show_consistent(kind_: str, request: gr.Request) -> Any:
+        admin_of(request)
+        return gr.Dropdown(visible=kind_ in CONSISTENT_KINDS)
 
     study.focus(studies_list, None, [study], api_visibility="private")
-    study.change(sources_list, [study], [source], api_visibility="private")
+    study.change(sources_list, [study], [source, consistent], api_visibility="private")
+    kind.change(show_consistent, [kind], [consistent], api_visibility="private", show_progress="hidden")
     preview_btn.click(do_preview, form, [counts, table], api_visibility="private")
     export_btn.click(do_export, [*form, fmt], [status, exported, download], api_visibility="private")
     download.click(do_download, [exported], [status, download_url], api_visibility="private").then(

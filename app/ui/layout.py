@@ -23,6 +23,19 @@ DEMO_MODEL_NOTE = ("⚠️ **Demo model.** Responses come from the embedded Smol
                    "numbers matter, serve a real model: your own GGUF (`--model PATH.gguf`) or an SGLang server.")
 
 
+def demo_note(studies: list[str] | None) -> Any:
+    """The banner as page load shows it (overview.demo_studies decides): hidden, or the note naming the
+    studies whose responses or judgments come (or would come) from the demo model.
+
+    >>> demo_note(["a_b"]).value.endswith("Studies concerned: a\\_b."), demo_note(None).visible
+    (True, False)
+    """
+    if studies is None:
+        return gr.Markdown(visible=False)
+    names = f" Studies concerned: {', '.join(md_literal(n) for n in studies)}." if studies else ""
+    return gr.Markdown(DEMO_MODEL_NOTE + names, visible=True)
+
+
 def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr.Blocks:
     def user_of(request: gr.Request) -> str:
         if role_of(request.username) is None:
@@ -41,8 +54,9 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             # A button, not a Markdown link: Gradio opens Markdown links in a new tab, which left this
             # tab looking signed in. session.js logs out and replaces this page with the login form.
             logout = gr.Button("Log out", elem_id="logout-btn", size="sm", scale=0, min_width=90)
-        if ctx.default_engine.is_bundled():
-            gr.Markdown(DEMO_MODEL_NOTE, elem_id="demo-note", elem_classes=["demo-note"])
+        # Hidden until page load: whether it shows depends on where the person's studies' responses and
+        # judgments come from, not only on the server's engine (overview.demo_studies).
+        demo_banner = gr.Markdown(DEMO_MODEL_NOTE, visible=False, elem_id="demo-note", elem_classes=["demo-note"])
         with gr.Tabs() as tabs:
             with gr.Tab("Label", id="label", elem_id="label-panel"):
                 label = label_tab.build(ctx, user_of)
@@ -91,7 +105,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             shown = refresh.initial(names, live_studies, pickers, is_admin)
             if is_admin:  # the tick sends the table and the jobs again only when they change
                 shown.update(table=admin_updates[0], jobs=admin_updates[1])
-            return [header, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
+            return [header, demo_note(page.demo_model), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
                     gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
                     gr.Dropdown(choices=live_studies, value=live_first),
                     gr.Dropdown(choices=page.live_prompts, value=None),
@@ -104,7 +118,7 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
                            api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
-        demo.load(on_load, None, [whoami, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
+        demo.load(on_load, None, [whoami, demo_banner, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
                                   lv.study, lv.pick, label.study, *st.study_choices, st.overview, st.jobs,
                                   st.models, *adm.outputs(), agr.study, exp.study, sent, *label.outputs()],
                 api_visibility="private").then(

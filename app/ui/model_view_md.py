@@ -16,7 +16,8 @@ def _judge_parts(view: CardView, judge: str, positions: dict[int, int]) -> list[
     if badges:
         # One <p> line: an HTML block, so Gradio's Markdown does not turn ![..](..) in an error text into an image.
         parts.append("<p>" + " ".join(
-            f'<span class="badge{" badge-failed" if b.failed else ""}">{html.escape(b.name)}: '
+            f'<span class="badge{" badge-failed" if b.failed else ""}" title="{html.escape(b.method)}">'
+            f'{html.escape(b.name)}: '
             f"{html.escape(' '.join(b.text.split()))}</span>" for b in badges) + "</p>")
     checklist = [c for c in view.checklist if c.judge == judge]
     if checklist:
@@ -28,6 +29,11 @@ def _judge_parts(view: CardView, judge: str, positions: dict[int, int]) -> list[
     for c in view.critiques:
         if c.judge == judge:
             parts.append("<p><strong>Critique</strong></p>\n" + to_safe_html(c.text))
+    for p in view.principles:
+        if p.judge == judge:
+            shown = "" if p.score is None else f", {p.score:.0f} / 10"
+            parts.append(f"<p><strong>Principles + critique</strong> <small>(sample {html.escape(p.sample)}{shown})"
+                         "</small></p>\n" + to_safe_html(p.text.replace("\n", "  \n")))  # principles, then critique
     pairwise = [p for p in view.pairwise if p.judge == judge]
     if pairwise:
         items = "\n".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,9 +51,30 @@ def table_rows(ov: overview.PageOverview) -> list[list[Any]]:
 
 
 # No name column: a GGUF's id is its metadata name with the quantisation and a SHA-256 prefix, an SGLang
-# model's is its name; the full SHA-256 is what makes the table too wide for more than a short column at
-# 1400 px, so the lineage is one cell: the iteration, then parent and export when recorded.
+# model's is its name. The lineage is one cell: the iteration, then parent and export when recorded. The
+# SHA-256 column shows a prefix with the whole digest as the cell's title: 64 unbreakable characters took a
+# third of the table and squeezed "iteration" and "quant" into broken words, at 1400 px and more at 800.
 MODEL_HEADERS = ["study", "used for", "model id", "iteration", "quant", "size", "SHA-256"]
+MODEL_TYPES = ["str", "str", "str", "str", "str", "str", "html"]
+# Shares of the width that hold "iteration", "Q4_K_M", "4.58 GiB" and the SHA prefix on one line down to
+# 800 px (with the smaller type style.css gives the table below 1100 px); the model id and the lineage wrap
+# at their hyphens and spaces instead.
+MODEL_WIDTHS = ["13%", "15%", "23%", "12%", "10%", "11%", "16%"]
+SHA_SHOWN = 12  # hex digits: as many as a GGUF's model id carries
+
+
+def sha_cell(sha256: str | None) -> str:
+    """A SHA-256 as its prefix with the whole value in the title (escaped: the column renders HTML).
+
+    >>> sha_cell("ab" * 32)
+    '<span title="abababababababababababababababababababababababababababababababab">abababababab…</span>'
+    >>> sha_cell(None), sha_cell('"><b>x')
+    ('', '<span title="&quot;&gt;&lt;b&gt;x">&quot;&gt;&lt;b&gt;x</span>')
+    """
+    if not sha256:
+        return ""
+    shown = sha256[:SHA_SHOWN] + ("…" if len(sha256) > SHA_SHOWN else "")
+    return f'<span title="{html.escape(sha256)}">{html.escape(shown)}</span>'
 
 
 def lineage_cell(u: overview.ModelUse) -> str:
@@ -77,13 +99,33 @@ def model_rows(uses: list[overview.ModelUse]) -> list[list[Any]]:
     """
     >>> model_rows([overview.ModelUse(study="s", role="run #1 (batch, embedded)", model_id="m@ab",
     ...             quantisation="Q4_K_M", size_bytes=4_920_000_000, sha256="ab" * 32, iteration=0)])
-    [['s', 'run #1 (batch, embedded)', 'm@ab', '0', 'Q4_K_M', '4.58 GiB', 'abababababababababababababababababababababababababababababababab']]
+    ... # doctest: +ELLIPSIS
+    [['s', 'run #1 (batch, embedded)', 'm@ab', '0', 'Q4_K_M', '4.58 GiB', '<span title="abab...abab">abababababab…</span>']]
     """
     def size(n: int | None) -> str:
         return "" if n is None else (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB")
 
-    return [[u.study, u.role, u.model_id, lineage_cell(u), u.quantisation or "", size(u.size_bytes), u.sha256 or ""]
-            for u in uses]
+    return [[u.study, u.role, u.model_id, lineage_cell(u), u.quantisation or "", size(u.size_bytes),
+             sha_cell(u.sha256)] for u in uses]
+
+
+def lineage_fields(parent: str | None, export: str | None) -> dict[str, Any]:
+    """The Generate and Score forms' optional lineage inputs as the `generate` / `score` payload's fields
+    (the same the CLI's --parent-model / --trained-on-export send); blank inputs send nothing.
+
+    >>> lineage_fields(" it0 ", "3"), lineage_fields(None, " ")
+    ({'parent_model': 'it0', 'trained_on_export': 3}, {})
+    """
+    out: dict[str, Any] = {}
+    if parent and parent.strip():
+        out["parent_model"] = parent.strip()
+    text = (export or "").strip().lstrip("#")
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ServiceError(f"the export run (--trained-on-export) must be an export run's number such as 3, "
+                               f"not {export!r}")
+        out["trained_on_export"] = int(text)
+    return out
 
 
 def _duration(seconds: float) -> str:
@@ -178,6 +220,14 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         seed = gr.Textbox(value="", label="Seed (blank = random)", elem_id="gen-seed")
     new_run = gr.Checkbox(label="Start a new run (needed when the settings differ from the study's run)",
                           elem_id="gen-new-run")
+    gr.Markdown("**Model lineage** (optional, for Generate and Score): the engine's model is a later iteration, "
+                "trained from a parent model on an export run, as `--parent-model` / `--trained-on-export` record "
+                "it. A lineage once recorded is kept; a different one is refused.", elem_id="gen-lineage-help")
+    with gr.Row():
+        parent_model = gr.Dropdown(label="Parent model (--parent-model; blank = none)", choices=[], value=None,
+                                   allow_custom_value=True, elem_id="gen-parent-model")
+        trained_on = gr.Textbox(label="Trained on export run # (--trained-on-export; blank = none)", value="",
+                                elem_id="gen-trained-on-export")
     start = gr.Button("Start generation", variant="primary", elem_id="gen-start")
 
     gr.Markdown("### Self-scoring")
@@ -199,10 +249,12 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     overview_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="studies-table")
     gr.Markdown("### Models")
     gr.Markdown("The model behind each generation run and each model judge: an embedded GGUF is named by its "
-                "metadata and told apart by its SHA-256; an SGLang model by the id its server reports. "
+                "metadata and told apart by its SHA-256 (its first 12 digits; hover for all 64); an SGLang model by "
+                "the id its server reports. "
                 "Iteration: steps from the model's family root, recorded with `--parent-model` and "
                 "`--trained-on-export` on `critlab generate` / `critlab score`.")
-    models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, elem_id="models-table", wrap=True)
+    models_table = gr.Dataframe(headers=MODEL_HEADERS, datatype=MODEL_TYPES, interactive=False,
+                                column_widths=MODEL_WIDTHS, elem_id="models-table", wrap=True)
 
     @shown_errors(1)
     def do_create(name_: str, desc: str, guide: str, request: gr.Request) -> str:
@@ -227,20 +279,21 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
 
     @shown_errors(1)
     def do_start(study_: str | None, engine_: str, url: str, n_: float, t: float, p: float, mt: float | None,
-                 seed_: str, new: bool, request: gr.Request) -> str:
+                 seed_: str, new: bool, parent: str | None, export: str, request: gr.Request) -> str:
         user = admin_of(request)
         if not study_:
             raise ServiceError("choose a study first")
         if seed_.strip() and not seed_.strip().isdigit():
             raise ServiceError(f"the seed must be a whole number, not {seed_!r}")
         cfg = engine_from_form(engine_, url)
-        payload = {"study": study_, "new_run": bool(new), "engine": cfg.model_dump(),
+        payload = {"study": study_, "new_run": bool(new), "engine": cfg.model_dump(), **lineage_fields(parent, export),
                    "settings": {"n": int(n_), "temperature": float(t), "top_p": float(p),
                                 "max_tokens": int(mt or 256), "seed": int(seed_) if seed_.strip() else None}}
         return started(run_op(ctx, user, "generate", payload))
 
     @shown_errors(1)
-    def do_score(study_: str | None, engine_: str, url: str, chosen: list[str], request: gr.Request) -> str:
+    def do_score(study_: str | None, engine_: str, url: str, chosen: list[str], parent: str | None, export: str,
+                 request: gr.Request) -> str:
         user = admin_of(request)
         if not study_:
             raise ServiceError("choose a study first")
@@ -248,7 +301,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
             raise ServiceError("choose at least one method")
         cfg = engine_from_form(engine_, url)
         return started(run_op(ctx, user, "score", {"study": study_, "methods": ",".join(chosen),
-                                                    "engine": cfg.model_dump()}))
+                                                    "engine": cfg.model_dump(), **lineage_fields(parent, export)}))
 
     def started(job: dict[str, Any]) -> str:
         if job["status"] == "failed":
@@ -285,9 +338,10 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
     import_btn.click(do_import, [import_study, import_kind, upload, companion], [import_status],
                      api_visibility="private")
     import_kind.change(show_companion, [import_kind], [companion], api_visibility="private", show_progress="hidden")
-    start.click(do_start, [gen_study, engine, sglang_url, n, temperature, top_p, max_tokens, seed, new_run],
-                [start_status], api_visibility="private")
-    score_btn.click(do_score, [gen_study, engine, sglang_url, methods], [start_status], api_visibility="private")
+    start.click(do_start, [gen_study, engine, sglang_url, n, temperature, top_p, max_tokens, seed, new_run,
+                           parent_model, trained_on], [start_status], api_visibility="private")
+    score_btn.click(do_score, [gen_study, engine, sglang_url, methods, parent_model, trained_on], [start_status],
+                    api_visibility="private")
     estimate_inputs = [gen_study, engine, sglang_url, methods]
     for changed in (gen_study.change, engine.change, methods.change, ended.change):
         # A job that ends changes what is stored, and the speed measured.
@@ -299,6 +353,12 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str], other_study_pi
         admin_of(request)
         return model_rows(overview.model_usage(ctx))
 
+    def known_models(request: gr.Request) -> Any:
+        """The parent picker offers the models the Models table lists (any other id may be typed)."""
+        admin_of(request)
+        return gr.Dropdown(choices=list(dict.fromkeys(u.model_id for u in overview.model_usage(ctx))))
+
+    parent_model.focus(known_models, None, [parent_model], api_visibility="private", show_progress="hidden")
     # A run starts with its model; a job that ends may have stored a new judge.
     for changed in (start.click, score_btn.click, ended.change):
         changed(show_models, None, [models_table], api_visibility="private", show_progress="hidden")
