@@ -174,11 +174,18 @@ def _build(db: Database, key: tuple, params: dict[str, Any]) -> _Candidates:
     return cands
 
 
-def _check(cur: duckdb.DuckDBPyConnection, params: dict[str, Any],
-           prompt_id: int) -> tuple[int, int, bool, int | None, bool]:
-    """(busy count, busy count of others, labelled by the annotator, annotators needed, the annotator has an
-    assignment row for it, live or expired) of one prompt, in one statement: it runs under the write lock,
-    where every round trip makes all writers wait.
+class _Check(NamedTuple):
+    busy: int  # people labelling or holding it
+    others: int  # of them, not the annotator
+    labelled: bool  # by the annotator
+    needed: int | None  # annotators it needs (None: no overlap set)
+    has_row: bool  # the annotator has an assignment row for it, live or expired
+    flagged: bool  # flagged for disagreement (its extra annotators are part of `needed`)
+
+
+def _check(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int) -> _Check:
+    """Where one prompt stands for the annotator, in one statement: it runs under the write lock, where every
+    round trip makes all writers wait.
 
     The rows come back raw and are counted here: DuckDB's DISTINCT, GROUP BY and joins cost it about
     two milliseconds even on a dozen rows, Python a few microseconds. `needed` is _NEEDED's rule.
@@ -198,18 +205,18 @@ def _check(cur: duckdb.DuckDBPyConnection, params: dict[str, Any],
     busy = judges | {who for kind, who in rows if kind == "held"}
     overlap = params["overlap"]
     needed = None
+    flagged = any(kind == "flag" for kind, _ in rows)
     if overlap is not None:
-        flagged = any(kind == "flag" for kind, _ in rows)
         needed = overlap + sum(kind == "requeue" for kind, _ in rows) + (params["extra"] if flagged else 0)
     who = params["who"]
     has_row = any(kind in ("held", "row") and name == who for kind, name in rows)
-    return len(busy), len(busy - {who}), who in judges, needed, has_row
+    return _Check(len(busy), len(busy - {who}), who in judges, needed, has_row, flagged)
 
 
 def _walk(cur: duckdb.DuckDBPyConnection, cands: _Candidates, params: dict[str, Any],
-          skipped: set[int]) -> tuple[int, bool] | None:
-    """The first entry of the shared order this annotator may take now, and whether they have an
-    assignment row for it already, or None."""
+          skipped: set[int]) -> tuple[int, _Check] | None:
+    """The first entry of the shared order this annotator may take now, with where it stands (`_check`), or
+    None."""
     who, exclude = params["who"], params["exclude"]
     with cands.lock:
         order = list(cands.order.items())
@@ -221,7 +228,8 @@ def _walk(cur: duckdb.DuckDBPyConnection, cands: _Candidates, params: dict[str, 
         if checks == MAX_CHECKS:
             return None
         checks += 1
-        busy, others, labelled, needed, has_row = _check(cur, params, pid)
+        check = _check(cur, params, pid)
+        busy, others, labelled, needed = check.busy, check.others, check.labelled, check.needed
         if labelled:
             with cands.lock:
                 cands.mine.setdefault(who, set()).add(pid)
@@ -230,7 +238,7 @@ def _walk(cur: duckdb.DuckDBPyConnection, cands: _Candidates, params: dict[str, 
             with cands.lock:
                 cands.order.pop(pid, None)
             continue
-        return pid, has_row
+        return pid, check
     return None
 
 
@@ -356,7 +364,9 @@ def _next_routine(db: Database, params: dict[str, Any], seen: Any, skipped: set[
             if exact is None:
                 return None
         if not reserve:
-            found = (exact, True) if exact is not None else _walk(db.cursor(), cands, params, skipped)
+            if exact is not None:
+                return exact
+            found = _walk(db.cursor(), cands, params, skipped)
             if found is not None:
                 return found[0]
             continue
@@ -365,12 +375,13 @@ def _next_routine(db: Database, params: dict[str, Any], seen: Any, skipped: set[
             if exact is None:
                 found = _walk(cur, cands, params, skipped)
             else:  # re-checked under the lock: someone may have taken the last slot meanwhile
-                _, others, labelled, needed, has_row = _check(cur, params, exact)
-                found = (exact, has_row) if not labelled and (needed is None or others < needed) else None
+                check = _check(cur, params, exact)
+                ok = not check.labelled and (check.needed is None or check.others < check.needed)
+                found = (exact, check) if ok else None
             if found is not None:
-                pid, has_row = found
-                _record_serving(cur, params, pid)
-                _reserve(db, study_id, pid, annotator, new=not has_row)
+                pid, check = found
+                _record_serving(cur, params, pid, check)
+                _reserve(db, study_id, pid, annotator, new=not check.has_row)
                 with cands.lock:
                     cands.order.pop(pid, None)
                 return pid
@@ -392,10 +403,11 @@ def _serve_gold(db: Database, params: dict[str, Any], seen: Any, rate: float, re
     return pid
 
 
-def _record_serving(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int) -> None:
-    """Record how this fresh pick was served (storage.serving), under the write lock of the pick."""
-    busy, others, _, needed, _ = _check(cur, params, prompt_id)
-    routine = None if params["overlap"] is None else needed - (params["extra"] if _flagged(cur, prompt_id) else 0)
+def _record_serving(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prompt_id: int, check: _Check) -> None:
+    """Record how this fresh pick was served (storage.serving), under the write lock of the pick; `check` is
+    the pick's `_check`, read under the same lock."""
+    others, needed = check.others, check.needed
+    routine = None if needed is None else needed - (params["extra"] if check.flagged else 0)
     if routine is not None and others >= routine:
         serving.record(cur, params["study"], prompt_id, params["who"], "disagreement", None)
         return
@@ -404,11 +416,6 @@ def _record_serving(cur: duckdb.DuckDBPyConnection, params: dict[str, Any], prom
         tier = serving.tier_size(cur, _READY, _LABELLED, params, others)
         probability = 1.0 / tier if tier else None
     serving.record(cur, params["study"], prompt_id, params["who"], params["order"], probability)
-
-
-def _flagged(cur: duckdb.DuckDBPyConnection, prompt_id: int) -> bool:
-    return bool(cur.execute("SELECT count(*) FROM prompt_flag WHERE prompt_id = ? AND disagreement",
-                            [prompt_id]).fetchone()[0])
 
 
 def _reserve(db: Database, study_id: int, prompt_id: int, annotator: str, *, new: bool = False) -> None:

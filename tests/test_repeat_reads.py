@@ -127,3 +127,14 @@ def test_the_admin_page_load_reads_the_studies_once_and_the_memberships_in_one_q
     assert reads.count(r"SELECT annotator, study_id FROM study_member") == 1  # not one query per person
     assert reads.count(r"SELECT 'member', study_id FROM study_member") == 0
     assert reads.count(r"FROM annotator WHERE name = \?") == 0  # live_first is a study the overview granted
+
+
+def test_a_fresh_pick_checks_its_prompt_once_under_the_write_lock(ctx: AppContext, reads: Reads) -> None:
+    """Recording how a fresh pick was served reuses the pick's own check (the serving record's policy needs
+    the prompt's others and its disagreement flag): one check statement and no separate flag query."""
+    with counted(reads):
+        item = label_flow.open_study(ctx, "ann", "s").item
+    assert item is not None
+    assert reads.count(r"SELECT 'labelled', judge FROM judgment WHERE prompt_id = \$p") == 1
+    assert reads.count(r"FROM prompt_flag WHERE prompt_id = \? AND disagreement") == 0
+    assert reads.count(r"^INSERT INTO serving") == 1
