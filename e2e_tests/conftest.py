@@ -50,6 +50,14 @@ def review_shot(page: Page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
+def choose(page: Page, elem_id: str, option: str) -> None:
+    """Pick `option` in the Gradio dropdown `elem_id` (its choices may arrive on focus: the option is waited
+    for) and wait until the box shows it."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
+
+
 def compute_agreement(page: Page, url: str, study: str, status: str, *, annotator_models: bool = False,
                       judges: bool = False) -> None:
     """Log in as admin, compute the Agreement tab's report of `study` with 100 resamples, and wait until the

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from e2e_tests.conftest import PASSWORDS, login, start_server
+from e2e_tests.conftest import PASSWORDS, choose, login, start_server
 from storage import annotators
 from storage.db import Database
 from tests.test_export_consistency import _study
@@ -26,12 +26,6 @@ def _shot(page: Page, tmp_path: Path, name: str, part: Locator) -> None:
     if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
         Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
-
-
-def _choose(page: Page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
 def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Path) -> None:
@@ -52,8 +46,8 @@ def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Pa
         expect(picker).to_be_visible()
         page.get_by_test_id("dpo-radio-label").click()
 
-        _choose(page, "export-source", "model:judge_score@it1")
-        _choose(page, "export-consistent-with", "it0")  # the study's model judges are offered
+        choose(page, "export-source", "model:judge_score@it1")
+        choose(page, "export-consistent-with", "it0")  # the study's model judges are offered
         page.locator("#export-preview").click()
         counts = page.locator("#export-counts")
         expect(counts).to_contain_text("Consistency filter (it0 must rank chosen above rejected too): dropped 1 "
@@ -73,7 +67,7 @@ def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Pa
 
         # A human source cannot be filtered by a model judge: refused with the reason, nothing written.
         page.set_viewport_size({"width": 1400, "height": 1000})
-        _choose(page, "export-source", "human")
+        choose(page, "export-source", "human")
         page.locator("#export-preview").click()
         expect(counts).to_contain_text("compares two model judges' scores of one method", timeout=30_000)
     finally:

@@ -13,17 +13,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import Server, critlab, login, wait_idle
+from e2e_tests.conftest import Server, choose, critlab, login, wait_idle
 
 pytestmark = [pytest.mark.e2e]
 
 SAMPLES = Path(__file__).parent.parent / "tests" / "data" / "formats"
-
-
-def _choose(page: Page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
 def _study(page: Page, name: str) -> None:
@@ -48,7 +42,7 @@ def test_fastchat_and_label_studio_uploads(page: Page, server: Server) -> None:
     login(page, server.url, "admin")
     page.get_by_role("tab", name="Studies").click()
     _study(page, "mtbench")
-    _choose(page, "import-kind", "Judgments: FastChat / MT-Bench")
+    choose(page, "import-kind", "Judgments: FastChat / MT-Bench")
     expect(page.locator("#import-companion")).to_be_hidden()
     page.locator("#prompts-file input[type=file]").set_input_files(str(SAMPLES / "fastchat_mtbench.jsonl"))
     expect(page.locator("#prompts-file")).to_contain_text(re.compile(r"fastchat_mtbench\s*\.jsonl"))
@@ -60,7 +54,7 @@ def test_fastchat_and_label_studio_uploads(page: Page, server: Server) -> None:
     _shots(page, "import-fastchat")
 
     _study(page, "ls")
-    _choose(page, "import-kind", "Judgments: Label Studio (+ config .xml)")
+    choose(page, "import-kind", "Judgments: Label Studio (+ config .xml)")
     second = page.locator("#import-companion")
     expect(second).to_be_visible()
     expect(second).to_contain_text("Labelling config (.xml)")
@@ -91,7 +85,7 @@ def test_a_malformed_record_is_named_and_nothing_is_stored(page: Page, server: S
     login(page, server.url, "admin")
     page.get_by_role("tab", name="Studies").click()
     _study(page, "broken")
-    _choose(page, "import-kind", "Judgments: FastChat / MT-Bench")
+    choose(page, "import-kind", "Judgments: FastChat / MT-Bench")
     page.locator("#prompts-file input[type=file]").set_input_files(str(bad))
     expect(page.locator("#prompts-file")).to_contain_text(re.compile(r"my votes\s*\.jsonl"))
     page.locator("#import-btn").click()

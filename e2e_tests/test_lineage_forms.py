@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, login, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, choose, login, wait_idle
 from storage import annotators, model_registry
 from storage.db import Database
 from storage.models import ModelIdentity
@@ -39,12 +39,6 @@ def _shot(page: Page, tmp_path: Path, name: str, part: Locator | None = None) ->
     if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
         Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
-
-
-def _choose(page: Page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
 def _type_parent(page: Page, text: str) -> None:
@@ -80,7 +74,7 @@ def test_generate_and_score_forms_link_the_model_and_refuse_bad_links(page: Page
     try:
         login(page, srv.url, "admin")
         page.get_by_role("tab", name="Studies").click()
-        _choose(page, "gen-study", "family")
+        choose(page, "gen-study", "family")
         expect(page.locator("#gen-parent-model")).to_be_visible()
         expect(page.locator("#gen-trained-on-export")).to_be_visible()
 
@@ -97,7 +91,7 @@ def test_generate_and_score_forms_link_the_model_and_refuse_bad_links(page: Page
         _shot(page, tmp_path, "lineage-error-1400.png", page.locator("#studies-panel"))
 
         # The parent picker offers the Models table's ids.
-        _choose(page, "gen-parent-model", "qwen-it0")
+        choose(page, "gen-parent-model", "qwen-it0")
         page.locator("#gen-trained-on-export textarea, #gen-trained-on-export input").fill(f"#{export}")
         page.locator("#gen-n input[type=range]").fill("1")
         page.locator("#gen-new-run input").check()
@@ -106,7 +100,7 @@ def test_generate_and_score_forms_link_the_model_and_refuse_bad_links(page: Page
         expect(models).to_contain_text(f"1 · from qwen-it0 · export #{export}", timeout=30_000)
 
         # A lineage once recorded is kept: Score with another parent is refused.
-        _choose(page, "gen-parent-model", "qwen-other")
+        choose(page, "gen-parent-model", "qwen-other")
         page.locator("#gen-trained-on-export textarea, #gen-trained-on-export input").fill("")
         _status_after(page, "score-start", "already recorded as trained from 'qwen-it0', not 'qwen-other'")
         _shot(page, tmp_path, "lineage-form-1400.png", page.locator("#studies-panel"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server
+from e2e_tests.conftest import PASSWORDS, Server, choose, critlab, login, start_server
 from storage import annotators
 from storage.db import Database
 from storage.migrations import BUNDLED_ID, BUNDLED_SHA256
@@ -51,12 +51,6 @@ def studies_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     srv.stop()
 
 
-def _choose(page: Page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
-
-
 def _has_option(page: Page, elem_id: str, option: str) -> None:
     """The picker lists `option` (opened, checked, closed again without choosing)."""
     box = page.locator(f"#{elem_id} input")
@@ -88,7 +82,7 @@ def test_pickers_start_on_a_study_and_a_cli_study_appears_everywhere(page: Page,
         expect(page.locator(f"#{picker} input")).to_have_value("alpha")
 
     page.get_by_role("tab", name="Studies").click()
-    _choose(page, "gen-study", "beta")
+    choose(page, "gen-study", "beta")
     typing = page.locator("#import-study input")
     typing.click()
     typing.fill("")
@@ -127,7 +121,7 @@ def test_bad_upload_names_the_file_not_the_servers_temp_path(page: Page, studies
                                                              tmp_path: Path) -> None:
     login(page, studies_server.url, "admin")
     page.get_by_role("tab", name="Studies").click()
-    _choose(page, "import-study", "beta")
+    choose(page, "import-study", "beta")
     bad = tmp_path / "my prompts.jsonl"
     bad.write_text('{"id": "x1", "prompt": "fine"}\n{"id": "x2", "prompt": }\n')
     page.locator("#prompts-file input[type=file]").set_input_files(str(bad))
@@ -143,7 +137,7 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
                                                             tmp_path: Path) -> None:
     login(page, studies_server.url, "admin")
     page.get_by_role("tab", name="Studies").click()
-    _choose(page, "gen-study", "beta")
+    choose(page, "gen-study", "beta")
     page.locator("#gen-n input[type=range]").fill("4")
     page.locator("#gen-max-tokens input").fill("96")
     page.locator("#gen-max-tokens input").press("Tab")
@@ -151,7 +145,7 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
     page.locator("#gen-start").click()
     expect(page.locator("#job-start-status")).to_contain_text("(generate)", timeout=30_000)
 
-    _choose(page, "gen-study", "alpha")
+    choose(page, "gen-study", "alpha")
     # The default methods write no text; on imported responses each is one read per response (12), except
     # majority vote: 6 x 12 reads, and no job has measured reads on this model yet.
     estimate = page.locator("#score-estimate")

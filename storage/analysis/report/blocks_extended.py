@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from storage.analysis.report.figures import _f
+from storage.analysis.report.figures import _est, _f
 from storage.analysis.report.intervals import interval_text
 from storage.analysis.report.judges_blocks import judges_blocks
 from storage.analysis.report.ppi_section import target_text
@@ -17,11 +17,6 @@ from storage.analysis.report.scaling_section import scaling_blocks
 from storage.analysis.report.self_correction_section import self_correction_blocks
 
 
-def _est(x: dict[str, Any] | None) -> str:
-    """An estimate as '0.612 [0.540, 0.684]'."""
-    if not x:
-        return "–"
-    return f"{_f(x.get('estimate'))} [{_f(x['ci'][0])}, {_f(x['ci'][1])}]" if x.get("ci") else _f(x.get("estimate"))
 
 
 def _ppi_blocks(doc: Any, sec: dict[str, Any]) -> None:

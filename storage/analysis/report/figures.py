@@ -55,3 +55,11 @@ def _unavailable(reason: str) -> dict[str, Any]:
 def _f(x: Any, digits: int = 3) -> str:
     v = _num(x)
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _est(x: dict[str, Any] | None) -> str:
+    """An estimate with its interval as '0.612 [0.540, 0.684]' ('–' without an estimate)."""
+    if not x or x.get("estimate") is None:
+        return "–"
+    ci = x.get("ci")
+    return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))

@@ -17,7 +17,7 @@ import polars as pl
 
 from storage.analysis.bootstrap import bootstrap_ci_from_sums
 from storage.analysis.ranking_consistency import ranking_consistency
-from storage.analysis.report.figures import LEVEL, _f, _unavailable
+from storage.analysis.report.figures import LEVEL, _est, _f, _unavailable
 from storage.analysis.report.loading import _Data, _sql
 from storage.analysis.report.ppi_section import _row, _validity
 from storage.analysis.report.verdicts import _NOT_CANDIDATES, _verdicts
@@ -164,11 +164,6 @@ def _iterations(db: Database, d: _Data, n_boot: int, seed: int) -> dict[str, Any
             "pairs": [_pair(d, db, parent, child, cand, validity, n_boot, seed) for parent, child in links]}
 
 
-def _est(x: dict[str, Any] | None) -> str:
-    if not x or x.get("estimate") is None:
-        return "–"
-    ci = x.get("ci")
-    return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))
 
 
 def iteration_blocks(doc: Any, sec: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import polars as pl
 
 from storage.analysis.bootstrap import bootstrap_ci_from_sums
 from storage.analysis.consensus import rating_consensus
-from storage.analysis.report.figures import LEVEL, _f, _num, _unavailable
+from storage.analysis.report.figures import LEVEL, _est, _num, _unavailable
 from storage.analysis.report.loading import _Data
 from storage.analysis.report.votes import _human_ratings
 from storage.analysis.scores import rank_correlations, rank_correlations_per_prompt
@@ -125,11 +125,6 @@ def _scaling_svg(judges: list[dict[str, Any]], title: str) -> str:
     return "".join(parts)
 
 
-def _est(x: dict[str, Any] | None) -> str:
-    if not x or x.get("estimate") is None:
-        return "–"
-    ci = x.get("ci")
-    return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))
 
 
 def scaling_blocks(doc: Any, sec: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 from storage.analysis.consensus import consensus
 from storage.analysis.reference_match import RULE as REFERENCE_RULE
 from storage.analysis.reference_match import answer_matches
-from storage.analysis.report.figures import CORRECT_CLASSES, LEVEL, _f, _unavailable
+from storage.analysis.report.figures import CORRECT_CLASSES, LEVEL, _est, _unavailable
 from storage.analysis.report.loading import _Data, _response_level, _sql
 from storage.analysis.report.votes import _correct_votes
 from storage.analysis.self_correction import FIGURES, self_correction_stats
@@ -109,11 +109,6 @@ def _judge_rows(d: _Data, a: pl.DataFrame, n_boot: int, seed: int) -> list[dict[
     return rows
 
 
-def _est(x: dict[str, Any] | None) -> str:
-    if not x or x.get("estimate") is None:
-        return "–"
-    ci = x.get("ci")
-    return f"{_f(x.get('estimate'))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(x.get("estimate"))
 
 
 def _table(doc: Any, rows: list[dict[str, Any]]) -> None:
