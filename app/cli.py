@@ -522,9 +522,12 @@ def export() -> None:
                    "the self-judging diagonal marked) and run PRE's peer review of judges (a seeded 30%% exam, "
                    "the passing judges' weighted vote scored on the rest). Re-reads the figures on each subset: "
                    "slower on large studies.")
+@click.option("--response-rankings", is_flag=True,
+              help="Also rank the responses of each prompt (one Bradley-Terry fit per prompt and judge) and say "
+                   "how each judge's per-prompt ranking agrees with the humans'. Slower on large studies.")
 @db_option
 def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, by_turn: bool,
-              annotator_models: bool, judges: bool,
+              annotator_models: bool, judges: bool, response_rankings: bool,
               db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
@@ -542,7 +545,8 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
         return
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
                                     "stage": stage, "n_boot": n_boot, "seed": seed,
-                                    "annotator_models": annotator_models, "judges": judges})
+                                    "annotator_models": annotator_models, "judges": judges,
+                                    "response_rankings": response_rankings})
     if out:
         click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
     else:

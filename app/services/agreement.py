@@ -46,16 +46,16 @@ def method_info(method: str) -> dict[str, str] | None:
 
 
 def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: int = 1000, seed: int = 0,
-           annotator_models: bool = False, judges: bool = False) -> dict:
+           annotator_models: bool = False, judges: bool = False, response_rankings: bool = False) -> dict:
     """The study's agreement report (`build_report`); `annotator_models` adds the Dawid–Skene and MACE fits,
-    `judges` the judge × generator table and PRE."""
+    `judges` the judge × generator table and PRE, `response_rankings` the per-prompt rankings of responses."""
     from storage.analysis.report import build_report
 
     if stage not in ("blind", "revealed"):
         raise ServiceError(f"stage must be blind or revealed, not {stage!r}")
     study = studies.get_study(ctx.db, study_name)
     return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info,
-                        annotator_models=annotator_models, judges=judges)
+                        annotator_models=annotator_models, judges=judges, response_rankings=response_rankings)
 
 
 def render(rep: dict, fmt: Format) -> str:
@@ -109,9 +109,11 @@ class TabReport(BaseModel):
 
 
 def tab_report(ctx: AppContext, user: str, study_name: str, *, stage: str = "blind", n_boot: int = 1000,
-               annotator_models: bool = False, judges: bool = False) -> TabReport:
+               annotator_models: bool = False, judges: bool = False,
+               response_rankings: bool = False) -> TabReport:
     """The report of a study with everything the Agreement tab renders of it (`user`: the admin the HTML
     download is offered to; the caller checked the role)."""
-    rep = report(ctx, study_name, stage=stage, n_boot=n_boot, annotator_models=annotator_models, judges=judges)
+    rep = report(ctx, study_name, stage=stage, n_boot=n_boot, annotator_models=annotator_models, judges=judges,
+                 response_rankings=response_rankings)
     link = report_link(ctx, user, rep)
     return TabReport(report=rep, markdown=render(rep, "md"), url=link["url"], filename=link["filename"])

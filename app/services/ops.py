@@ -79,6 +79,7 @@ class Agreement(_Payload):
     seed: int = 0
     annotator_models: bool = False
     judges: bool = False
+    response_rankings: bool = False
 
 
 class StudyOnly(_Payload):
@@ -235,7 +236,7 @@ def agreement(ctx: AppContext, user: str, p: Agreement) -> dict[str, Any]:
     from app.services import agreement as ag
 
     rep = ag.report(ctx, p.study, stage=p.stage, n_boot=p.n_boot, seed=p.seed, annotator_models=p.annotator_models,
-                   judges=p.judges)
+                   judges=p.judges, response_rankings=p.response_rankings)
     text = ag.render(rep, p.format)  # type: ignore[arg-type]
     if p.out:
         return {**ag.write(text, p.out), "format": p.format}

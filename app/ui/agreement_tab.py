@@ -84,6 +84,8 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         em = gr.Checkbox(value=False, label="Annotator models (Dawid–Skene, MACE: slower)", elem_id="agr-em")
         judges_on = gr.Checkbox(value=False, label="Judges side by side and PRE (re-reads each subset: slower)",
                                 elem_id="agr-judges-on")
+        per_prompt = gr.Checkbox(value=False, label="Rankings of each prompt's responses (a fit per prompt: slower)",
+                                 elem_id="agr-response-rankings")
     compute = gr.Button("Compute", variant="primary", elem_id="agr-compute")
     status = gr.Markdown(elem_id="agr-status")
     headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-headline",
@@ -133,12 +135,13 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
 
     @shown_errors(20)
     def do_compute(study_name: str | None, stage_: str, boot: float | None, models: bool, with_judges: bool,
-                   request: gr.Request) -> tuple[Any, ...]:
+                   responses_ranked: bool, request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
         if not study_name:
             raise ValueError("choose a study")
         r = agreement.tab_report(ctx, user, study_name, stage=stage_, n_boot=int(boot or 0),
-                                 annotator_models=bool(models), judges=bool(with_judges))
+                                 annotator_models=bool(models), judges=bool(with_judges),
+                                 response_rankings=bool(responses_ranked))
         rep = r.report
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
@@ -152,7 +155,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                 jdg.pre_rows(rep), md_literal(loop.section_note(rep)), loop.self_correction_rows(rep),
                 loop.scaling_rows(rep), loop.iteration_rows(rep))
 
-    compute.click(do_compute, [study, stage, n_boot, em, judges_on],
+    compute.click(do_compute, [study, stage, n_boot, em, judges_on, per_prompt],
                   [status, headline, plot, disagreed, download, report_url, full, ext_note, ppi, rankings, annot, bias,
                    planning, judges_note, judges, pre, loop_note, selfcorr, scaling, iterations],
                   api_visibility="private")

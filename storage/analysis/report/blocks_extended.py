@@ -49,6 +49,16 @@ def _ranking_blocks(doc: Any, sec: dict[str, Any]) -> None:
             doc.table(["generator", "score [95% CI]", "se", "wins", "losses", "ties"],
                       [[s["item"], f"{_f(s['score'])} [{_f(s['low'])}, {_f(s['high'])}]", _f(s["se"]), s["wins"],
                         s["losses"], s["ties"]] for s in r["scores"]])
+    rs = sec.get("responses") or {}
+    doc.h(3, "Bradley–Terry scores of each prompt's responses")
+    if not rs.get("available"):
+        doc.p(f"Not available: {rs.get('reason')}")
+        return
+    doc.p(f"{rs['n_prompts']} prompts with human verdicts; {rs['fit']}. Per-prompt scores of the first "
+          f"{rs['n_listed']} prompts are in the JSON (`rankings.responses.prompts`).")
+    doc.table(["judge", "prompts", "Kendall τ-b with the humans (mean)", "Spearman ρ (mean)"],
+              [[r["judge"], r["n_prompts"], _f(r["kendall_tau_b_mean"]), _f(r["spearman_mean"])]
+               for r in rs["judges"]])
 
 
 def _annotator_blocks(doc: Any, sec: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ from storage.analysis.report.planning_section import _planning
 from storage.analysis.report.ppi_section import _ppi
 from storage.analysis.report.rankings_section import _rankings
 from storage.analysis.report.ratings_section import _ratings, _scores
+from storage.analysis.report.response_rankings import LEFT_OUT as RESPONSES_LEFT_OUT
+from storage.analysis.report.response_rankings import _response_rankings
 from storage.analysis.report.reveal_section import _reveal
 from storage.analysis.report.scaling_section import _scaling
 from storage.analysis.report.self_correction_section import _self_correction
@@ -78,7 +80,8 @@ def _section(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: int = 1000,
                  seed: int = 0, method_info: MethodInfo = _no_method_info, extended: bool = True,
-                 annotator_models: bool = False, judges: bool = False, pre_seed: int | None = None,
+                 annotator_models: bool = False, judges: bool = False, response_rankings: bool = False,
+                 pre_seed: int | None = None,
                  pre_threshold: float = 0.5) -> dict[str, Any]:
     """The agreement report of a study as a JSON-ready dict (``"format": "critlab.agreement/3"``; keys in
     docs/formats.md). `stage` picks the human labels ('blind', the default, or 'revealed'); intervals are
@@ -93,7 +96,8 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     categorical human vote: opt-in). `judges` builds the `judges` section (every judge beside every generator,
     and PRE): it re-reads the study's figures on each generator's, each exam's and each held-out subset, which
     on a large study costs about half the report again, so it is opt-in; `pre_seed` (default: the study id)
-    draws the PRE exam and `pre_threshold` is the exam score a judge needs to vote."""
+    draws the PRE exam and `pre_threshold` is the exam score a judge needs to vote. `response_rankings` adds
+    `rankings.responses`, one Bradley–Terry fit per prompt and judge (opt-in for the same reason)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     d = _load(db, study_id, stage, method_info)
@@ -130,6 +134,9 @@ def build_report(db: Database, study_id: int, *, stage: str = "blind", n_boot: i
     # built on the finished figures (intervals computed): bias reads the order-swap figures, planning the headline
     out["ppi"] = _jsonable(_section(_ppi, d))
     out["rankings"] = _jsonable(_section(_rankings, d))
+    if out["rankings"].get("available"):
+        out["rankings"]["responses"] = (_jsonable(_section(_response_rankings, d)) if response_rankings
+                                        else _unavailable(RESPONSES_LEFT_OUT))
     out["annotators"] = _jsonable(_section(_annotators, d, annotator_models))
     out["bias"] = _jsonable(_section(_bias, d, out))
     out["planning"] = _jsonable(_section(_planning, out))
