@@ -30,7 +30,7 @@ LINT_IMPORTS ?= $(PYTHON) -c 'from importlinter.cli import lint_imports_command 
 
 test: install-test chromium
 	$(LINT_IMPORTS)
-	$(PYTHON) -m pytest -q --durations=15 -W ignore::pytest.PytestRemovedIn10Warning
+	$(PYTHON) -m pytest -q -n auto --dist loadfile --durations=15 -W ignore::pytest.PytestRemovedIn10Warning
 
 # Refresh the README's screenshots (docs/label-tab.png, docs/live-tab.png) from real runs; not part of `make test`,
 # whose tests keep their screenshots under pytest's tmp_path.

@@ -28,6 +28,12 @@ settings.load_profile(os.environ.get("CRITLAB_HYPOTHESIS", "ci"))
 # the tests of the real cost remove it (docs/security.md).
 os.environ.setdefault("CRITLAB_TEST_ONLY_SCRYPT_N", str(2**14))
 
+# The umask every `critlab` command sets first (app/cli.py), set once for the whole run: otherwise a database
+# a fixture makes is 0644 or 0600 depending on whether a CLI call ran earlier in the same process, and the
+# CLI's warning about it comes and goes with the order tests run in (in parallel runs, with the worker). The
+# tests of what critlab does under a permissive umask set one themselves (test_local_files).
+os.umask(0o077)
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
