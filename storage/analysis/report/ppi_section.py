@@ -135,7 +135,6 @@ def _ppi(d: _Data) -> dict[str, Any]:
             "rows": rows}
 
 
-
 def _win_rates(d: _Data, validity: str) -> list[dict[str, Any]]:
     """The win rate of one generator over another (runs, and models), per model judge with pairwise verdicts:
     per unit (prompt, pair of responses from generators a < b), y = the share of its human votes preferring
