@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.server_process import start_serve, stop
 
@@ -48,6 +49,16 @@ def review_shot(page: Page, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def kept_shot(target: Page | Locator, tmp_path: Path, name: str) -> None:
+    """A screenshot of a page (whole) or of one element, always taken (so the rendering is exercised), written
+    under tmp_path and copied to $CRITLAB_SHOTS for a person to look at when that is set."""
+    out = tmp_path / name
+    target.screenshot(path=str(out), **({"full_page": True} if isinstance(target, Page) else {}))
+    if os.environ.get("CRITLAB_SHOTS"):
+        Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
 
 
 def choose(page: Page, elem_id: str, option: str) -> None:

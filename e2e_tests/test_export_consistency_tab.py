@@ -5,14 +5,12 @@ the preview and the export say what it dropped (consistency_disagrees / _tie / _
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, choose, login, start_server
+from e2e_tests.conftest import PASSWORDS, choose, kept_shot, login, start_server
 from storage import annotators
 from storage.db import Database
 from tests.test_export_consistency import _study
@@ -20,12 +18,6 @@ from tests.test_export_consistency import _study
 pytestmark = pytest.mark.e2e
 
 
-def _shot(page: Page, tmp_path: Path, name: str, part: Locator) -> None:
-    out = tmp_path / name
-    part.screenshot(path=str(out))
-    if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
-        Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
 
 
 def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Path) -> None:
@@ -55,7 +47,7 @@ def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Pa
         expect(counts).to_contain_text("skipped: consistency_disagrees")
         table = page.locator("#export-preview-table")
         expect(table.get_by_role("grid")).to_have_attribute("aria-rowcount", "3")  # 2 pairs kept + header
-        _shot(page, tmp_path, "export-consistent-1400.png", page.locator("#export-panel"))
+        kept_shot(page.locator("#export-panel"), tmp_path, "export-consistent-1400.png")
 
         page.locator("#export-write").click()
         status = page.locator("#export-status")
@@ -63,7 +55,7 @@ def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Pa
         expect(status).to_contain_text("dropped 1 ranked the other way, 1 tied, 1 without a score from it.")
         page.set_viewport_size({"width": 800, "height": 1000})
         expect(picker).to_be_visible()
-        _shot(page, tmp_path, "export-consistent-800.png", page.locator("#export-panel"))
+        kept_shot(page.locator("#export-panel"), tmp_path, "export-consistent-800.png")
 
         # A human source cannot be filtered by a model judge: refused with the reason, nothing written.
         page.set_viewport_size({"width": 1400, "height": 1000})

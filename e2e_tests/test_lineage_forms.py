@@ -4,15 +4,13 @@ stand-in: bad links are refused with the reason and start no job; a good one sho
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, choose, login, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, choose, kept_shot, login, wait_idle
 from storage import annotators, model_registry
 from storage.db import Database
 from storage.models import ModelIdentity
@@ -33,12 +31,6 @@ def standin_url() -> Iterator[str]:
     stop()
 
 
-def _shot(page: Page, tmp_path: Path, name: str, part: Locator | None = None) -> None:
-    out = tmp_path / name
-    (part or page).screenshot(path=str(out), **({} if part else {"full_page": True}))
-    if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
-        Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
 
 
 def _type_parent(page: Page, text: str) -> None:
@@ -88,7 +80,7 @@ def test_generate_and_score_forms_link_the_model_and_refuse_bad_links(page: Page
         _type_parent(page, STANDIN_MODEL)
         page.locator("#gen-trained-on-export textarea, #gen-trained-on-export input").fill("")
         _status_after(page, "gen-start", f"model '{STANDIN_MODEL}' cannot be its own parent")
-        _shot(page, tmp_path, "lineage-error-1400.png", page.locator("#studies-panel"))
+        kept_shot(page.locator("#studies-panel"), tmp_path, "lineage-error-1400.png")
 
         # The parent picker offers the Models table's ids.
         choose(page, "gen-parent-model", "qwen-it0")
@@ -103,10 +95,10 @@ def test_generate_and_score_forms_link_the_model_and_refuse_bad_links(page: Page
         choose(page, "gen-parent-model", "qwen-other")
         page.locator("#gen-trained-on-export textarea, #gen-trained-on-export input").fill("")
         _status_after(page, "score-start", "already recorded as trained from 'qwen-it0', not 'qwen-other'")
-        _shot(page, tmp_path, "lineage-form-1400.png", page.locator("#studies-panel"))
+        kept_shot(page.locator("#studies-panel"), tmp_path, "lineage-form-1400.png")
         page.set_viewport_size({"width": 800, "height": 1000})
         expect(page.locator("#gen-parent-model")).to_be_visible()
-        _shot(page, tmp_path, "lineage-form-800.png", page.locator("#studies-panel"))
+        kept_shot(page.locator("#studies-panel"), tmp_path, "lineage-form-800.png")
     finally:
         srv.stop()
     with Database(db_path) as db:

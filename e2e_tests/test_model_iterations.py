@@ -4,14 +4,12 @@ a real server: three runs of one study, sampled by iteration 0, 1 and 2, linked 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, critlab, login, start_server
+from e2e_tests.conftest import PASSWORDS, critlab, kept_shot, login, start_server
 from storage import annotators, model_registry
 from storage.db import Database
 from storage.models import ModelIdentity
@@ -20,12 +18,6 @@ from tests.builders import make_prompt, make_run, make_study
 pytestmark = pytest.mark.e2e
 
 
-def _shot(page: Page, tmp_path: Path, name: str) -> None:
-    out = tmp_path / name
-    page.locator("#models-table").screenshot(path=str(out))
-    if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
-        Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
 
 
 def test_the_models_table_shows_iterations_0_1_2(page: Page, tmp_path: Path) -> None:
@@ -51,9 +43,9 @@ def test_the_models_table_shows_iterations_0_1_2(page: Page, tmp_path: Path) -> 
         expect(models).to_contain_text("iteration")
         expect(models).to_contain_text(f"1 · from qwen-it0 · export #{export}")
         expect(models).to_contain_text("2 · from qwen-it1")
-        _shot(page, tmp_path, "models-iterations-1400.png")
+        kept_shot(page.locator("#models-table"), tmp_path, "models-iterations-1400.png")
         page.set_viewport_size({"width": 800, "height": 1000})
         expect(models).to_contain_text("2 · from qwen-it1")
-        _shot(page, tmp_path, "models-iterations-800.png")
+        kept_shot(page.locator("#models-table"), tmp_path, "models-iterations-800.png")
     finally:
         srv.stop()

@@ -6,16 +6,14 @@ starts on the default methods with an estimate, and an import error names the up
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from e2e_tests.conftest import PASSWORDS, Server, choose, critlab, login, start_server
+from e2e_tests.conftest import PASSWORDS, Server, choose, critlab, kept_shot, login, start_server
 from storage import annotators
 from storage.db import Database
 from storage.migrations import BUNDLED_ID, BUNDLED_SHA256
@@ -61,15 +59,6 @@ def _has_option(page: Page, elem_id: str, option: str) -> None:
     page.locator("body").click(position={"x": 5, "y": 5})
 
 
-def _shot(page: Page, tmp_path: Path, name: str, part: Locator | None = None) -> None:
-    out = tmp_path / name
-    if part is not None:
-        part.screenshot(path=str(out))
-    else:
-        page.screenshot(path=str(out), full_page=True)
-    if os.environ.get("CRITLAB_SHOTS"):  # for a person to look at; tests write under tmp_path only
-        Path(os.environ["CRITLAB_SHOTS"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(out, Path(os.environ["CRITLAB_SHOTS"]) / name)
 
 
 def test_pickers_start_on_a_study_and_a_cli_study_appears_everywhere(page: Page, studies_server: Server,
@@ -156,9 +145,9 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
     expect(page.locator("#job-start-status")).to_contain_text("(score)", timeout=30_000)
 
     page.wait_for_function(RUNNING_BOTH, timeout=120_000)
-    _shot(page, tmp_path, "studies-1400.png")
+    kept_shot(page, tmp_path, "studies-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
-    _shot(page, tmp_path, "studies-800.png")
+    kept_shot(page, tmp_path, "studies-800.png")
     page.set_viewport_size({"width": 1400, "height": 1000})
 
     jobs = page.locator("#job-progress")
@@ -178,8 +167,8 @@ def test_generation_and_scoring_show_their_progress_at_once(page: Page, studies_
     expect(models).to_contain_text(BUNDLED_ID)
     expect(models).to_contain_text(f"{BUNDLED_SHA256[:12]}…")  # the whole digest is the cell's title
     expect(models.locator(f"[title='{BUNDLED_SHA256}']").first).to_be_attached()
-    _shot(page, tmp_path, "studies-ended-1400.png")
-    _shot(page, tmp_path, "models-1400.png", models)
+    kept_shot(page, tmp_path, "studies-ended-1400.png")
+    kept_shot(models, tmp_path, "models-1400.png")
     page.set_viewport_size({"width": 800, "height": 1000})
-    _shot(page, tmp_path, "models-800.png", models)
+    kept_shot(models, tmp_path, "models-800.png")
     page.set_viewport_size({"width": 1400, "height": 1000})
