@@ -14,6 +14,7 @@ from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
 from storage.analysis.report import METHOD_OF, interval_text
+from storage.analysis.report import target_text as report_target_text
 from storage.fileio import atomic_file
 
 __all__ = ["interval_text"]  # the Agreement tab formats the report's intervals with it
@@ -56,6 +57,11 @@ def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: in
     study = studies.get_study(ctx.db, study_name)
     return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info,
                         annotator_models=annotator_models, judges=judges, response_rankings=response_rankings)
+
+
+def target_text(row: dict) -> str:
+    """What a ppi or planning row of the report estimates, in the report's own words (for the tab's tables)."""
+    return report_target_text(row)
 
 
 def render(rep: dict, fmt: Format) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from app.services.agreement import target_text
+
 PPI_COLUMNS = ["model", "method", "target", "labelled", "unlabelled", "human only [95% CI]", "PPI++ [95% CI]", "λ",
                "effective n", "labels gained", "note"]
 RANKING_COLUMNS = ["level", "ranked by", "generator", "score [95% CI]", "wins", "losses", "ties",
@@ -46,10 +48,6 @@ def section_note(rep: dict) -> str:
     return "; ".join(lines)
 
 
-def _target(r: dict) -> str:
-    return f"win rate {r['a']} over {r['b']}" if r["target"] == "win_rate" else r["target"]
-
-
 def gold_note(rep: dict, literal: Callable[[str], str] = str) -> str:
     """What the gold gate left out of the report (its `gold` key), for the status line; names through
     `literal` (the tab passes md_literal: names come from imported data).
@@ -78,7 +76,7 @@ def ppi_rows(rep: dict) -> list[list[str]]:
     rows = []
     for r in sec["rows"]:
         h, p = r.get("human_only") or {}, r.get("ppi_plus") or {}
-        rows.append([r["judge"], r["method"], _target(r), _f(r["n_labelled"]), _f(r["n_unlabelled"]),
+        rows.append([r["judge"], r["method"], target_text(r), _f(r["n_labelled"]), _f(r["n_unlabelled"]),
                      _ci(h.get("estimate"), h.get("ci")), _ci(p.get("estimate"), p.get("ci")), _f(r.get("lambda")),
                      _f(r.get("effective_n"), 1), _f(r.get("labels_gained"), 1), r.get("reason") or ""])
     return rows
@@ -143,6 +141,6 @@ def planning_rows(rep: dict) -> list[list[str]]:
         return []
     rows = [[r["judge"], r["method"], r["figure"], r["metric"], _f(r["n"]), _f(r["width_now"]), _f(r["target_width"]),
              _f(r["n_needed"]), _f(r["more"])] for r in sec["headline"]]
-    rows += [[r["judge"], r["method"], "PPI++", _target(r), _f(r["n"]), _f(r["width_now"]), _f(r["target_width"]),
+    rows += [[r["judge"], r["method"], "PPI++", target_text(r), _f(r["n"]), _f(r["width_now"]), _f(r["target_width"]),
               _f(r["n_needed"]) if r["n_needed"] is not None else "unreachable", _f(r["more"])] for r in sec["ppi"]]
     return rows

@@ -33,8 +33,9 @@ from storage.analysis.report.figures import FORMAT, METHOD_OF, STAGES
 from storage.analysis.report.intervals import interval_text
 from storage.analysis.report.loading import MethodInfo
 from storage.analysis.report.pairwise_section import fleiss_overlap
+from storage.analysis.report.ppi_section import target_text
 from storage.analysis.report.render_html import report_html
 from storage.analysis.report.render_md import report_markdown
 
 __all__ = ["FORMAT", "METHOD_OF", "STAGES", "MethodInfo", "build_report", "fleiss_overlap", "interval_text",
-           "report_html", "report_markdown"]
+           "report_html", "report_markdown", "target_text"]
