@@ -81,6 +81,9 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
         stage = gr.Radio(["blind", "revealed"], value="blind", label="Human labels", elem_id="agr-stage")
         n_boot = gr.Number(value=1000, precision=0, minimum=0, maximum=100_000, label="Bootstrap resamples",
                            elem_id="agr-boot")
+    # The opt-in sections in a row of their own: beside the three inputs above they were squeezed to a word a
+    # line at 800 px.
+    with gr.Row():
         em = gr.Checkbox(value=False, label="Annotator models (Dawid–Skene, MACE: slower)", elem_id="agr-em")
         judges_on = gr.Checkbox(value=False, label="Judges side by side and PRE (re-reads each subset: slower)",
                                 elem_id="agr-judges-on")
