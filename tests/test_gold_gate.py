@@ -13,7 +13,7 @@ from storage.analysis.report import build_report, report_markdown
 from storage.db import Database
 from storage.export import ExportOptions, export_dataset, preview_dataset
 from storage.models import StudyConfig
-from tests.builders import label, make_prompt, make_responses
+from tests.builders import judge, label, make_prompt, make_responses
 from tests.test_agreement_report import undocumented_keys
 
 GOOD, SPAM1, SPAM2, NEW = "good", "spam1", "spam2", "newcomer"
@@ -98,6 +98,22 @@ def test_without_a_gate_the_spammers_win_but_gold_items_stay_out(db: Database, t
         [(b, a) for a, b in rids]
     assert res.gated["annotators"] == [] and res.gated["labels"] == 0
     assert "gold gate" not in res.message
+
+
+def test_signal_auto_is_chosen_from_the_labels_the_export_reads(db: Database) -> None:
+    """Only the gated spammers judged correctness on data prompts (and the newcomer on a gold item): a KTO
+    export with `--signal auto` reads good's ratings once they are gated, and correctness without a gate."""
+    sid, data, rids = _study(db, 0.8)
+    for pid, (a, b) in zip(data, rids):
+        for who in (SPAM1, SPAM2):
+            judge(db, sid, pid, who, "correct", response_id=b, value=1.0)
+    gold_pid = db.fetchval("SELECT prompt_id FROM gold WHERE study_id = ? ORDER BY prompt_id LIMIT 1", [sid])
+    judge(db, sid, gold_pid, NEW, "correct", response_id=None, value=1.0)
+    gated = preview_dataset(db, "gg", ExportOptions(kind="kto"), n_rows=10)
+    assert gated.signal == "ratings" and gated.rows == 6
+    config = studies.get_study(db, sid).config.model_copy(update={"gold_min_accuracy": None})
+    studies.update_study(db, sid, config=config)
+    assert preview_dataset(db, "gg", ExportOptions(kind="kto"), n_rows=10).signal == "correct"
 
 
 def test_the_report_leaves_out_the_gated_and_the_gold_items(db: Database) -> None:

@@ -188,10 +188,14 @@ def chunks(db: Database, study_id: int, *, human_methods: list[str], model_metho
                          model_judge=model_judge, consistency_judge=consistency_judge, leave_out=gone)
 
 
-def human_methods_present(db: Database, study_id: int) -> set[str]:
+def human_methods_present(db: Database, study_id: int, leave_out: Sequence[str] = ()) -> set[str]:
+    """The human methods an export could read: current blind labels on the prompts that are data, by people
+    the gold gate keeps (`leave_out` is whom it gates), so `--signal auto` never picks a signal only they gave."""
     return {r[0] for r in db.fetchall(
-        """SELECT DISTINCT method FROM judgment WHERE study_id = ? AND judge_kind = 'human' AND stage = 'blind'
-           AND superseded_at IS NULL AND status = 'ok'""", [study_id])}
+        """SELECT DISTINCT method FROM judgment WHERE study_id = $study AND judge_kind = 'human' AND stage = 'blind'
+           AND superseded_at IS NULL AND status = 'ok' AND judge NOT IN (SELECT unnest($gated::VARCHAR[]))
+           AND prompt_id NOT IN (SELECT prompt_id FROM gold WHERE study_id = $study)""",
+        {"study": study_id, "gated": list(leave_out)})}
 
 
 def model_judges(db: Database, study_id: int, method: str) -> list[str]:

@@ -18,8 +18,7 @@ class ExportGate:
     labels: dict[str, int] = field(default_factory=dict)  # gated person → their labels the export would read
 
     @classmethod
-    def of(cls, db: Database, study_id: int, min_accuracy: float | None, human_methods: list[str]) -> ExportGate:
-        g = gold.gate(db, study_id, min_accuracy)
+    def of(cls, db: Database, study_id: int, g: gold.Gate, human_methods: list[str]) -> ExportGate:
         return cls(g, gated_labels(db, study_id, human_methods, g.names))
 
     @property

@@ -30,7 +30,7 @@ from storage.export.policies import Ctx, Item, ModelView, items, model_agrees, m
 from storage.export.pre import EXAM_SKIP, PreVote, vote_rows
 from storage.export.schema import row_schema
 from storage.export.writer import RowWriter, check_format, check_hf_dir, is_datasets_dir, staged_hf_dir
-from storage import model_registry
+from storage import gold, model_registry
 from storage.models import HumanMethod, Study
 from storage.studies import get_study
 
@@ -130,10 +130,11 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
         else:
             model_judge = judges[0]
         model_method = src.method
+    gated = gold.gate(db, s.id, s.config.gold_min_accuracy)
     if src.kind in ("model", "pre") and kind != "judge":
         signal, human = model_method or "", []
     else:
-        signal = _signal(db, s.id, options)
+        signal = _signal(db, s.id, options, gated.names)
         human = HUMAN_METHODS[signal]
     lo, hi = s.config.rating_scale
     ctx = Ctx(kind=kind, signal=signal, per_annotator=options.per_annotator, all_pairs=options.all_pairs,
@@ -141,7 +142,7 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
               else (lo + hi) / 2, model_method=model_method, score_column=score_column, model_judge=model_judge)
     alias = (lambda name: name) if options.annotator_names else pseudonymizer(db)
     plan = Plan(s, options, src, signal, ctx, human, row_schema(kind, options.style), alias, methods,
-                gate=ExportGate.of(db, s.id, s.config.gold_min_accuracy, human))
+                gate=ExportGate.of(db, s.id, gated, human))
     plan.pre = pre
     if options.consistent_with is not None:
         plan.consistency_judge = _consistency_judge(db, s, options.consistent_with, ctx)
@@ -197,10 +198,10 @@ def consistency_reason(it: Item, view: ModelView) -> str | None:
     return None if a.score > b.score else "consistency_disagrees"
 
 
-def _signal(db: Database, study_id: int, options: ExportOptions) -> str:
+def _signal(db: Database, study_id: int, options: ExportOptions, gated: list[str]) -> str:
     if options.signal != "auto":
         return options.signal
-    present = human_methods_present(db, study_id)
+    present = human_methods_present(db, study_id, leave_out=gated)
     order = SIGNALS[options.kind]
     for sig in order:
         needs = SIGNAL_NEEDS[sig] + ((_H.RATING,) if sig == "best" and options.kind in ("dpo", "rm") else ())
