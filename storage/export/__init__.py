@@ -7,7 +7,8 @@ docs/formats.md ("Preference data exports") describes every kind, column, policy
 
 from storage.export.methods import NO_METHODS, ExportMethods
 from storage.export.options import ExportOptions, Source
-from storage.export.run import ExportResult, PreviewResult, export_dataset, plan_export, preview_dataset
+from storage.export.plan import plan_export
+from storage.export.run import ExportResult, PreviewResult, export_dataset, preview_dataset
 from storage.export.schema import KINDS, META_TYPE, STYLES, row_schema
 
 __all__ = [
