@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,16 @@ def wait_idle(page) -> None:  # noqa: ANN001
     """Wait until no Gradio event is pending."""
     page.wait_for_function(
         "[...document.querySelectorAll('[data-testid=status-tracker]')].every(e => e.classList.contains('hide'))")
+
+
+def wait_until(page, ready, what: str, timeout_s: float = 30) -> None:  # noqa: ANN001
+    """Wait until `ready()` is true for state the test itself holds (a route handler's list, say): the
+    sync API runs such handlers only while it pumps events, so this pumps in short steps until the state
+    is reached, and fails naming `what` if it never is."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(25)
 
 
 def settled(page) -> None:  # noqa: ANN001

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from app.ui.study_settings import QUESTION_LABELS
-from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server, wait_idle
+from e2e_tests.conftest import PASSWORDS, Server, critlab, login, start_server, wait_idle, wait_until
 
 pytestmark = pytest.mark.e2e
 GUIDE = "Pick the answer a careful teacher would give."
@@ -277,9 +277,10 @@ def test_submitting_shows_on_the_button_and_a_second_ctrl_enter_says_so(page: Pa
     held = _held_submits(page, srv)
     page.keyboard.press("Control+Enter")
     expect(page.locator("#submit-btn")).to_have_text("Submitting…")
+    wait_until(page, lambda: held, "the first submit to reach the network")  # the button changes first
     page.keyboard.press("Control+Enter")
     expect(page.locator("#submit-note")).to_contain_text("Still submitting")
-    assert len(held) == 1, "the second Ctrl+Enter sent nothing"
+    assert len(held) == 1, "the second Ctrl+Enter sent a second submit"
     held[0].continue_()
     page.unroute("**/gradio_api/queue/join*")
     expect(page.locator("#status")).to_contain_text("Saved prompt")

@@ -25,7 +25,9 @@
   function itemChanged() {
     // The markdown itself: Gradio also puts its progress text inside the block while an event runs.
     const head = ($("#prompt [data-testid='markdown']")?.innerText || "").split("\n")[0];
-    if (head !== shownItem) { shownItem = head; dirty = false; armed = null; if (!submitting) note(""); }
+    // The highlight goes back to card 1 here, as the new item renders, and not in a Gradio .then() step:
+    // that ran later, so a J pressed as soon as the item showed could be undone under a person's hands.
+    if (head !== shownItem) { shownItem = head; active = 1; dirty = false; armed = null; if (!submitting) note(""); }
   }
   // True when the action may go ahead; otherwise says why and arms it for the next press.
   function leaveOk(action) {

@@ -25,10 +25,8 @@ from storage.models import MAX_RESPONSES
 
 KEY_HELP = ("Keys: **1–8** pick the best · **J/K** move between cards · **Shift+1–7** rate the highlighted "
             "card · **Ctrl+Enter** submit · **S** skip · **←** back to the previous item")
-RESET_ACTIVE_JS = "() => { window.critlabSetActiveCard && window.critlabSetActiveCard(1); }"
 SUBMIT_START_JS = "() => { window.critlabSubmitStart && window.critlabSubmitStart(); }"
-SUBMIT_END_JS = ("() => { window.critlabSubmitEnd && window.critlabSubmitEnd(); "
-                 "window.critlabSetActiveCard && window.critlabSetActiveCard(1); }")
+SUBMIT_END_JS = "() => { window.critlabSubmitEnd && window.critlabSubmitEnd(); }"
 LONG_PROMPT = 2000  # characters: a longer prompt shows collapsed, with "Show all"
 # Gradio puts elem_classes on the block and on its prose inside: both are toggled.
 TOGGLE_PROMPT_JS = """() => {
@@ -199,9 +197,9 @@ def build(ctx: AppContext, user_of: Callable[[gr.Request], str]) -> LabelTab:
     submit.click(None, js=SUBMIT_START_JS)
     submit.click(do_submit, set(tab.answer_inputs()), tab.outputs(), api_visibility="private").then(
         None, js=SUBMIT_END_JS)
-    skip.click(do_skip, [state], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
-    back.click(do_back, [state, study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
-    study.input(load, [study], tab.outputs(), api_visibility="private").then(None, js=RESET_ACTIVE_JS)
+    skip.click(do_skip, [state], tab.outputs(), api_visibility="private")
+    back.click(do_back, [state, study], tab.outputs(), api_visibility="private")
+    study.input(load, [study], tab.outputs(), api_visibility="private")
     return tab
 
 

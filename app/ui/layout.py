@@ -117,10 +117,9 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
         logout.click(None, None, None, js="() => window.critlabLogout()")
         agreement_panel.select(refresh_agreement_studies, None, [agr.study], api_visibility="private")
         agr.open_btn.click(open_in_label, [agr.study, agr.open_id], [tabs, label.study, *label.outputs()],
-                           api_visibility="private").then(None, js=label_tab.RESET_ACTIVE_JS)
+                           api_visibility="private")
         demo.load(on_load, None, [whoami, demo_banner, studies_panel, agreement_panel, admin_panel, export_panel, live_panel,
                                   lv.study, lv.pick, label.study, *st.study_choices, st.overview, st.jobs,
                                   st.models, *adm.outputs(), agr.study, exp.study, sent, *label.outputs()],
-                api_visibility="private").then(
-            None, js=label_tab.RESET_ACTIVE_JS)
+                api_visibility="private")
     return demo
