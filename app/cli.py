@@ -366,6 +366,12 @@ def _serve_launched(db_path: str, host: str, port: int, model: str, tp: int, dp:
         fail(str(e))
 
 
+# How long an idle HTTP connection stays open. uvicorn's 5 s equals httpx's own idle expiry, so a client could
+# reuse a connection in the instant the server closed it and get no answer (seen under load with 16 annotators);
+# longer than the 60 s idle timeout of common proxies (nginx, AWS load balancers), so they close first.
+KEEP_ALIVE_SECONDS = 65
+
+
 def _exit_on_termination() -> None:
     """SIGTERM / SIGHUP end critlab like Ctrl+C does: by unwinding, so `with` blocks (the launched SGLang
     server) clean up. uvicorn handles them itself while it serves, then re-raises them once it has shut
@@ -416,6 +422,7 @@ def _serve(db_path: str, host: str, port: int, engine: EngineConfig, on_start=No
         # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: then anyone on this machine
         # could pick the address the login rate limit counts. Only the proxies named are believed.
         uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=2, log_level="warning",
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS,
                     proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
     finally:
         shutil.rmtree(gradio_dir, ignore_errors=True)

@@ -158,3 +158,23 @@ def test_annotator_commands_through_a_running_server_end_sessions_at_once(tmp_pa
             assert r.exit_code == 1 and "last enabled admin" in r.output
     finally:
         stop(proc)
+
+
+def test_serve_keeps_idle_connections_longer_than_clients_and_proxies(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle connection the server closes while a client reuses it fails that request with no answer:
+    the server must keep it longer than httpx's idle expiry and a proxy's usual 60 s idle timeout, so the
+    client side always closes first."""
+    import httpx
+    import uvicorn
+
+    from app import cli
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr(cli, "_exit_on_termination", lambda: None)  # no signal handlers in the test process
+    r = run("serve", "--db", str(tmp_path / "c.duckdb"), "--port", "1")
+    assert r.exit_code == 0, r.output
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None
+    assert seen["timeout_keep_alive"] > max(client_expiry, 60)

@@ -129,3 +129,20 @@ def test_two_judges_verdicts_each_under_its_model_name(db: Database) -> None:
     x, y = md.index("<strong>judge-x@aaa</strong>"), md.index("<strong>judge-y@bbb</strong>")
     assert x < md.index("P(True): 0.90") < md.index("fine says judge-x") < md.index("vs Response 2: won") < y
     assert y < md.index("P(True): 0.20") < md.index("fine says judge-y") < md.index("vs Response 2: lost")
+
+
+def test_docs_api_names_every_field_of_the_model_view() -> None:
+    """docs/api.md's `views` section names each field a card's view and its parts have, so an API client
+    reading it misses none (a field added to the models without the docs fails here)."""
+    import re
+    from pathlib import Path
+
+    from app.services import model_view as mv
+
+    doc = Path(__file__).resolve().parents[1].joinpath("docs", "api.md").read_text()
+    section = re.search(r"### The model's view: `views`\n(.*?)(?=\n## |\n### |\Z)", doc, re.S)
+    assert section, "docs/api.md has no `views` section"
+    fields = {f for cls in (mv.CardView, mv.Badge, mv.ChecklistAnswer, mv.Critique, mv.PrinciplesSample,
+                            mv.PairwiseResult) for f in cls.model_fields}
+    assert "swap_consistent" in fields and "picked_by" in fields
+    assert sorted(f for f in fields if f"`{f}`" not in section.group(1)) == []
