@@ -15,16 +15,14 @@ import argparse
 import os
 import tempfile
 import time
-from importlib import resources
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.services import generation, scoring  # noqa: E402
+from app.services import scoring  # noqa: E402
 from app.services.context import AppContext  # noqa: E402
-from app.services.ops import run_op  # noqa: E402
 from backend.methods.registry import parse_method_list  # noqa: E402
 from storage.db import Database  # noqa: E402
-from storage.models import SamplingSettings  # noqa: E402
+from sampled_study import STUDY, sample_study  # noqa: E402  (bench/, the script's own folder)
 
 
 def main() -> None:
@@ -37,16 +35,7 @@ def main() -> None:
     a = ap.parse_args()
     path = a.db or os.path.join(tempfile.mkdtemp(), "bench.duckdb")
     ctx = AppContext(db=Database(path))
-    lines = resources.files("app.data").joinpath("sample_prompts.jsonl").read_text().splitlines()[: a.prompts]
-    sub = os.path.join(os.path.dirname(path), "prompts.jsonl")
-    with open(sub, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    run_op(ctx, "bench", "import_prompts", {"study": "sample", "path": sub})
-    t = time.perf_counter()
-    job = generation.start_generation(ctx, "sample", SamplingSettings(n=a.n, max_tokens=a.max_tokens, seed=0),
-                                      background=False)
-    sampling_s = time.perf_counter() - t
-    responses = job.done
+    responses, sampling_s = sample_study(ctx, path, a.prompts, a.n, a.max_tokens)
     print(f"{a.prompts} prompts x n={a.n} (max {a.max_tokens} tokens): sampling {sampling_s:.1f} s "
           f"({sampling_s / responses:.2f} s per response)")
     print(f"{'method':<20} {'total s':>8} {'s/prompt':>9} {'s/response':>11} {'judgments':>10} {'failed':>7} "
@@ -54,7 +43,7 @@ def main() -> None:
     for mid in parse_method_list(a.methods):
         before = ctx.db.fetchval("SELECT count(*) FROM judgment")
         t = time.perf_counter()
-        done = scoring.start_scoring(ctx, "sample", mid, background=False)
+        done = scoring.start_scoring(ctx, STUDY, mid, background=False)
         s = time.perf_counter() - t
         made = ctx.db.fetchval("SELECT count(*) FROM judgment") - before
         failed = ctx.db.fetchval("SELECT count(*) FROM judgment WHERE method LIKE ? AND status = 'failed'",

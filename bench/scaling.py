@@ -26,38 +26,30 @@ import platform
 import tempfile
 import time
 import uuid
-from importlib import resources
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import polars as pl  # noqa: E402
 
-from app.services import generation, scoring  # noqa: E402
+from app.services import scoring  # noqa: E402
 from app.services.agreement import method_info  # noqa: E402
 from app.services.context import AppContext  # noqa: E402
 from app.services.engine_meter import MeteredEngine  # noqa: E402
-from app.services.ops import run_op  # noqa: E402
 from backend.methods.principles import PrinciplesCritique  # noqa: E402
 from storage import judgments, prompts, studies  # noqa: E402
 from storage.analysis.report import build_report  # noqa: E402
 from storage.analysis.scores import rank_correlations_per_prompt  # noqa: E402
 from storage.db import Database  # noqa: E402
-from storage.models import JudgmentIn, SamplingSettings  # noqa: E402
+from storage.models import JudgmentIn  # noqa: E402
+from sampled_study import STUDY, sample_study  # noqa: E402  (bench/, the script's own folder)
 
 STANDIN = "stand-in (length rank, not a human)"
 
 
 def _demo(ctx: AppContext, path: str, a: argparse.Namespace) -> str:
-    lines = resources.files("app.data").joinpath("sample_prompts.jsonl").read_text().splitlines()[: a.prompts]
-    sub = os.path.join(os.path.dirname(path), "prompts.jsonl")
-    with open(sub, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    run_op(ctx, "bench", "import_prompts", {"study": "sample", "path": sub})
-    t = time.perf_counter()
-    generation.start_generation(ctx, "sample", SamplingSettings(n=a.n, max_tokens=a.max_tokens, seed=0),
-                                background=False)
-    print(f"sampling: {a.prompts} prompts x n={a.n} (max {a.max_tokens} tokens) {time.perf_counter() - t:.1f} s")
-    study = studies.get_study(ctx.db, "sample")
+    made, seconds = sample_study(ctx, path, a.prompts, a.n, a.max_tokens)
+    print(f"sampling: {a.prompts} prompts x n={a.n} (max {a.max_tokens} tokens): {made} responses in {seconds:.1f} s")
+    study = studies.get_study(ctx.db, STUDY)
     rows = ctx.db.fetchall("SELECT r.prompt_id, r.id, r.text FROM response r JOIN prompt p ON p.id = r.prompt_id "
                            "WHERE p.study_id = ? ORDER BY r.prompt_id, r.id", [study.id])
     df = pl.DataFrame(rows, schema=["prompt_id", "response_id", "text"], orient="row").with_columns(
@@ -69,7 +61,7 @@ def _demo(ctx: AppContext, path: str, a: argparse.Namespace) -> str:
                                          judge=STANDIN, method="likert", response_id=r["response_id"],
                                          value=float(r["rating"]), idempotency_key=uuid.uuid4().hex)
                               for r in df.iter_rows(named=True)])
-    return "sample"
+    return STUDY
 
 
 def _convergence(ctx: AppContext, study_id: int, judge: str, k_max: int) -> dict[int, float | None]:
@@ -77,6 +69,8 @@ def _convergence(ctx: AppContext, study_id: int, judge: str, k_max: int) -> dict
     rows = ctx.db.fetchall("SELECT prompt_id, response_id, variant, value FROM judgment WHERE study_id = ? AND "
                            "method = 'principles_critique' AND judge = ? AND status = 'ok' AND superseded_at IS NULL "
                            "AND variant LIKE 's%'", [study_id, judge])
+    if not rows:  # every sample failed (too few --judge-max-tokens for a score): nothing to compare
+        return {k: None for k in (1, 2, 4, 8) if k <= k_max}
     s = pl.DataFrame(rows, schema=["prompt_id", "response_id", "variant", "value"], orient="row").with_columns(
         j=pl.col("variant").str.slice(1).cast(pl.Int64))
     full = s.filter(pl.col("j") < k_max).group_by("prompt_id", "response_id").agg(
