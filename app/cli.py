@@ -529,13 +529,17 @@ def export() -> None:
                    "the self-judging diagonal marked) and run PRE's peer review of judges (a seeded 30%% exam, "
                    "the passing judges' weighted vote scored on the rest). Re-reads the figures on each subset: "
                    "slower on large studies.")
+@click.option("--pre-seed", type=int, default=None,
+              help="With --judges: the seed that draws PRE's exam prompts (default: the study id).")
+@click.option("--pre-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="With --judges: the exam score (agreement with the humans) a judge needs to vote in PRE.")
 @click.option("--response-rankings", is_flag=True,
               help="Also rank the responses of each prompt (one Bradley-Terry fit per prompt and judge) and say "
                    "how each judge's per-prompt ranking agrees with the humans'. Slower on large studies.")
 @db_option
 def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, seed: int, by_turn: bool,
-              annotator_models: bool, judges: bool, response_rankings: bool,
-              db_path: str) -> None:
+              annotator_models: bool, judges: bool, pre_seed: int | None, pre_threshold: float,
+              response_rankings: bool, db_path: str) -> None:
     """How far the model's self-evaluation agrees with people, and people with each other.
 
     Human-human and human-model agreement (MT-Bench raw agreement with and without ties, accuracy
@@ -547,13 +551,16 @@ def agreement(study: str, fmt: str, out: str | None, stage: str, n_boot: int, se
     bias and self-preference, and the labels needed to halve each interval. The JSON structure is
     documented in docs/formats.md; the HTML is one self-contained page with the plots inline.
     """
+    if not judges and (pre_seed is not None or pre_threshold != 0.5):
+        fail("--pre-seed and --pre-threshold set PRE's exam, which --judges runs: add --judges")
     if by_turn:
         click.echo(call(db_path, "agreement_by_turn", {"study": study})["text"])
         return
     r = call(db_path, "agreement", {"study": study, "format": fmt, "out": os.path.abspath(out) if out else None,
                                     "stage": stage, "n_boot": n_boot, "seed": seed,
                                     "annotator_models": annotator_models, "judges": judges,
-                                    "response_rankings": response_rankings})
+                                    "response_rankings": response_rankings, "pre_seed": pre_seed,
+                                    "pre_threshold": pre_threshold})
     if out:
         click.echo(f"Wrote {r['out']} ({r['bytes']:,} bytes).", err=True)
     else:

@@ -105,6 +105,11 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "plurality (a unique mode), or the argmax of a Dawid-Skene or MACE annotator model "
                           "fitted over every vote of the signal, which weighs down annotators who disagree with "
                           "the others throughout (a spammer pair can then lose to one careful annotator)."),
+        click.option("--pre-seed", type=int, default=None,
+                     help="--source pre:METHOD: the seed that draws PRE's exam prompts (default: the study id, as "
+                          "in `critlab agreement --judges`)."),
+        click.option("--pre-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+                     help="--source pre:METHOD: the exam score (agreement with the humans) a judge needs to vote."),
         click.option("--per-annotator", is_flag=True,
                      help="One row per (unit, annotator) from each person's own labels, not the consensus."),
         click.option("--all-pairs", is_flag=True,

@@ -91,3 +91,22 @@ def test_pre_source_refusals(db: Database) -> None:
         ExportOptions(kind="kto", source="pre:pairwise")
     with pytest.raises(ValueError, match="no current model verdicts"):
         preview_dataset(db, "demo", ExportOptions(source="pre:rubric"))
+
+
+def test_pre_seed_and_threshold_choose_the_exam_and_the_voters(db: Database) -> None:
+    """--pre-seed draws another exam (its prompts are the ones skipped) and --pre-threshold 0.9 leaves judge-b
+    (exam Spearman 0.8) out of the vote: every pair is then gen-a's own, a1 (9) over b2 (1)."""
+    sid, P = two_judge_study(db, "demo")
+    seed = next(s for s in range(100) if _exam(s, P)[1] != _exam(sid, P)[1])
+    _, held = _exam(seed, P)
+    r = preview_dataset(db, "demo", ExportOptions(source="pre:judge_score", pre_seed=seed, pre_threshold=0.9),
+                        n_rows=100)
+    assert r.skipped == {"pre_exam": 2}
+    assert sorted(row["meta"]["prompt_db_id"] for row in r.first_rows) == sorted(P[k]["p"] for k in held)
+    for row in r.first_rows:
+        k = next(i for i in range(N) if P[i]["p"] == row["meta"]["prompt_db_id"])
+        assert row["meta"]["chosen_response_id"] == P[k]["a1"]
+        assert row["meta"]["margin"] == SCORE["gen-a"][0] - SCORE["gen-a"][3]  # 9 − 1: b2 is the rejected
+        assert len(row["meta"]["judgment_ids"]) == 2  # gen-a's scores only
+    with pytest.raises(ValueError, match="--pre-seed and --pre-threshold"):
+        ExportOptions(source="model:judge_score", pre_threshold=0.9)

@@ -265,3 +265,31 @@ def test_cli_agreement_judges_flag(tmp_path):
     sec = json.loads(on.stdout)["judges"]
     assert sec["available"] and {r["judge"] for r in sec["rows"]} == {"gen-a", "judge-b"}
     assert "--judges" in CliRunner().invoke(main, ["agreement", "--help"]).output
+
+
+def test_cli_pre_seed_and_threshold_reach_the_exam(tmp_path):
+    """`--pre-seed 7 --pre-threshold 0.75`: the exam drawn with seed 7 (q0, q3, as worked by hand above), where
+    judge-b's 0.5 no longer qualifies and gen-a votes alone; without --judges the two are refused."""
+    import json
+
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    db_path = tmp_path / "cli.duckdb"
+    db = Database(db_path)
+    two_judge_study(db, "cli judges")
+    db.close()
+    args = ["agreement", "--study", "cli judges", "--format", "json", "--bootstrap", "0", "--db", str(db_path)]
+    r = CliRunner().invoke(main, [*args, "--judges", "--pre-seed", str(PRE_SEED), "--pre-threshold", "0.75"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    pre = json.loads(r.stdout)["judges"]["pre"]
+    assert (pre["seed"], pre["threshold"]) == (PRE_SEED, 0.75)
+    m = next(x for x in pre["methods"] if x["method"] == "pairwise")
+    assert {x["judge"]: (x["score"]["value"], x["qualified"]) for x in m["exam"]} == \
+        {"gen-a": (1.0, True), "judge-b": (0.5, False)}
+    held = {x["judge"]: x["main"]["value"] for x in m["heldout"]}
+    assert held["pre"] == held["gen-a"] == 0.5
+    refused = CliRunner().invoke(main, [*args, "--pre-threshold", "0.75"])
+    assert refused.exit_code != 0 and "add --judges" in refused.output

@@ -13,6 +13,7 @@ from app.services.exports import safe_stem
 from backend.methods.registry import get_method
 from backend.methods.table import HUMAN_QUESTION, METRICS
 from storage import studies
+from storage.analysis.judges import DEFAULT_THRESHOLD
 from storage.analysis.report import METHOD_OF, interval_text
 from storage.analysis.report import target_text as report_target_text
 from storage.fileio import atomic_file
@@ -47,16 +48,19 @@ def method_info(method: str) -> dict[str, str] | None:
 
 
 def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: int = 1000, seed: int = 0,
-           annotator_models: bool = False, judges: bool = False, response_rankings: bool = False) -> dict:
+           annotator_models: bool = False, judges: bool = False, response_rankings: bool = False,
+           pre_seed: int | None = None, pre_threshold: float = DEFAULT_THRESHOLD) -> dict:
     """The study's agreement report (`build_report`); `annotator_models` adds the Dawid–Skene and MACE fits,
-    `judges` the judge × generator table and PRE, `response_rankings` the per-prompt rankings of responses."""
+    `judges` the judge × generator table and PRE (its exam drawn with `pre_seed`, default the study id, and
+    passed at `pre_threshold`), `response_rankings` the per-prompt rankings of responses."""
     from storage.analysis.report import build_report
 
     if stage not in ("blind", "revealed"):
         raise ServiceError(f"stage must be blind or revealed, not {stage!r}")
     study = studies.get_study(ctx.db, study_name)
     return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info,
-                        annotator_models=annotator_models, judges=judges, response_rankings=response_rankings)
+                        annotator_models=annotator_models, judges=judges, response_rankings=response_rankings,
+                        pre_seed=pre_seed, pre_threshold=pre_threshold)
 
 
 def target_text(row: dict) -> str:

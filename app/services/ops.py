@@ -13,6 +13,7 @@ from app.services import generation, lineage
 from app.services.context import AppContext, EngineConfig, ServiceError
 from app.services.paths import OptionalReadPath, OptionalWritePath, ReadPath, WebPaths, WritePath, confine
 from storage import annotators, gold, jobs, label_queue, members, prompts, responses, settings_history, studies
+from storage.analysis.judges import DEFAULT_THRESHOLD
 from storage.models import QUESTION_METHODS, Annotator, Role, SamplingSettings, Study, StudyConfig
 
 
@@ -80,6 +81,8 @@ class Agreement(_Payload):
     annotator_models: bool = False
     judges: bool = False
     response_rankings: bool = False
+    pre_seed: int | None = None  # PRE's exam seed (default: the study id), with judges
+    pre_threshold: float = Field(DEFAULT_THRESHOLD, gt=0.0, le=1.0)  # the exam score a judge needs to vote
 
 
 class StudyOnly(_Payload):
@@ -236,7 +239,8 @@ def agreement(ctx: AppContext, user: str, p: Agreement) -> dict[str, Any]:
     from app.services import agreement as ag
 
     rep = ag.report(ctx, p.study, stage=p.stage, n_boot=p.n_boot, seed=p.seed, annotator_models=p.annotator_models,
-                   judges=p.judges, response_rankings=p.response_rankings)
+                   judges=p.judges, response_rankings=p.response_rankings, pre_seed=p.pre_seed,
+                   pre_threshold=p.pre_threshold)
     text = ag.render(rep, p.format)  # type: ignore[arg-type]
     if p.out:
         return {**ag.write(text, p.out), "format": p.format}

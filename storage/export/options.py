@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from storage.analysis.judges import DEFAULT_THRESHOLD
 from storage.export.schema import Kind, Style
 
 Signal = Literal["auto", "best", "pairwise", "ratings", "correct", "checklist"]
@@ -92,6 +93,10 @@ class ExportOptions(BaseModel):
     # model fitted over every vote of the signal (storage.export.consensus), which weighs down people who
     # disagree with the others throughout. Categorical signals only (best, pairwise, correct).
     consensus: Literal["plurality", "dawid_skene", "mace"] = "plurality"
+    # --source pre:METHOD: the seed that draws PRE's exam (default: the study id, as the report's) and the exam
+    # score a judge needs to vote (storage.analysis.judges).
+    pre_seed: int | None = None
+    pre_threshold: float = Field(DEFAULT_THRESHOLD, gt=0.0, le=1.0)
 
     @field_validator("include_origin", mode="before")
     @classmethod
@@ -134,6 +139,8 @@ class ExportOptions(BaseModel):
             if self.signal in ("ratings", "checklist"):
                 raise ValueError(f"--consensus {self.consensus} fits categorical votes (best, pairwise, correct); "
                                  f"{self.signal} use the mean / the plurality")
+        if src.kind != "pre" and (self.pre_seed is not None or self.pre_threshold != DEFAULT_THRESHOLD):
+            raise ValueError("--pre-seed and --pre-threshold set PRE's exam: use them with --source pre:METHOD")
         if self.all_pairs and self.kind not in ("dpo", "rm"):
             raise ValueError("--all-pairs applies to dpo and rm exports from ratings")
         if self.consistent_with is not None:

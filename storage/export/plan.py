@@ -63,7 +63,7 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
     pre = None
     if src.kind == "pre":
         score_column = methods.score_column(src.method or "", options.source)
-        pre = _pre_vote(db, s, src.method or "", methods)
+        pre = _pre_vote(db, s, src.method or "", options, methods)
         model_judge, model_method = pre.judge, src.method
     elif src.kind != "human":
         score_column = methods.score_column(src.method or "", options.source)
@@ -115,18 +115,20 @@ def plan_export(db: Database, study: str | int, options: ExportOptions,
     return plan
 
 
-def _pre_vote(db: Database, s: Study, method: str, methods: ExportMethods) -> PreVote:
-    """PRE's exam of `method` as the report scores it (seed = the study id, threshold 0.5)."""
+def _pre_vote(db: Database, s: Study, method: str, options: ExportOptions, methods: ExportMethods) -> PreVote:
+    """PRE's exam of `method` as the report scores it (--pre-seed, default the study id; --pre-threshold)."""
     from storage.analysis.report.judges_section import pre_exam
 
     if methods.method_info is None:
         methods.need("method_info")
-    exam = pre_exam(db, s.id, method, methods.method_info)  # type: ignore[arg-type]
+    seed = s.id if options.pre_seed is None else options.pre_seed
+    exam = pre_exam(db, s.id, method, methods.method_info,  # type: ignore[arg-type]
+                    seed=seed, threshold=options.pre_threshold)
     if not exam["weights"]:
         raise ValueError(f"no PRE vote for {method!r} in study {s.name!r}: "
                          f"{exam.get('reason') or 'no judge passed the exam'}")
-    return PreVote(exam["judge"], dict(exam["weights"]), frozenset(exam["exam_prompt_ids"]), s.id, 0.5,
-                   {r["judge"]: (r["score"] or {}).get("value") for r in exam["exam"]})
+    return PreVote(exam["judge"], dict(exam["weights"]), frozenset(exam["exam_prompt_ids"]), seed,
+                   options.pre_threshold, {r["judge"]: (r["score"] or {}).get("value") for r in exam["exam"]})
 
 
 def _consistency_judge(db: Database, s: Study, judge: str, ctx: Ctx) -> str:
