@@ -51,7 +51,6 @@ class Plan:
         return self.source.label(self.ctx.model_judge)
 
 
-# -- planning ----------------------------------------------------------------------------------------------
 def plan_export(db: Database, study: str | int, options: ExportOptions,
                 methods: ExportMethods = NO_METHODS) -> Plan:
     s = get_study(db, study)
