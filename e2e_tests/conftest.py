@@ -71,9 +71,10 @@ def choose(page: Page, elem_id: str, option: str) -> None:
 
 
 def compute_agreement(page: Page, url: str, study: str, status: str, *, annotator_models: bool = False,
-                      judges: bool = False) -> None:
-    """Log in as admin, compute the Agreement tab's report of `study` with 100 resamples, and wait until the
-    status line shows `status` and the page is idle."""
+                      judges: bool = False, pre: tuple[int, float] | None = None) -> None:
+    """Log in as admin, compute the Agreement tab's report of `study` with 100 resamples (`pre`: PRE's exam
+    seed and threshold, typed into the inputs the judges box shows), and wait until the status line shows
+    `status` and the page is idle."""
     login(page, url, "admin")
     page.get_by_role("tab", name="Agreement").click()
     page.locator("#agr-study input").click()
@@ -83,6 +84,9 @@ def compute_agreement(page: Page, url: str, study: str, status: str, *, annotato
         page.locator("#agr-em input").check()
     if judges:
         page.locator("#agr-judges-on input").check()
+    if pre is not None:
+        page.locator("#agr-pre-seed input").fill(str(pre[0]))
+        page.locator("#agr-pre-threshold input").fill(str(pre[1]))
     page.locator("#agr-compute").click()
     expect(page.locator("#agr-status")).to_contain_text(status, timeout=90_000)
     wait_idle(page)

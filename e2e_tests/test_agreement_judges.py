@@ -48,3 +48,26 @@ def test_agreement_tab_shows_judges_side_by_side(page: Page, judges_server: Serv
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     table.scroll_into_view_if_needed()
     review_shot(page, "agreement-judges-800.png")
+
+
+def test_pre_seed_and_threshold_inputs_come_with_the_judges_box(page: Page, judges_server: Server) -> None:
+    """Seed 7 and threshold 0.75, as tests/test_report_judges.py works them by hand: judge-b's exam score 0.5
+    no longer qualifies. The inputs show only while the judges box is ticked."""
+    compute_agreement(page, judges_server.url, STUDY, "6 with human labels", judges=True, pre=(7, 0.75))
+    expect(page.locator("#agr-judges-note")).to_contain_text("(seed 7)")
+    expect(page.locator("#agr-judges-note")).to_contain_text("≥ 0.75")
+    rows = page.locator("#agr-pre").get_by_role("row").filter(has_text="judge-b")
+    pairwise = rows.filter(has=page.get_by_role("gridcell", name="pairwise", exact=True))
+    expect(pairwise.get_by_role("gridcell", name="no", exact=True)).to_be_visible()  # 0.5 < 0.75
+    scores = rows.filter(has=page.get_by_role("gridcell", name="judge_score", exact=True))
+    expect(scores.get_by_role("gridcell", name="yes", exact=True)).to_be_visible()  # Spearman 0.8 ≥ 0.75
+    page.locator("#agr-judges-on input").scroll_into_view_if_needed()
+    review_shot(page, "agreement-pre-inputs-1400.png")
+    page.set_viewport_size({"width": 800, "height": 1000})
+    expect(page.locator("#agr-pre-threshold")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.locator("#agr-judges-on input").scroll_into_view_if_needed()
+    review_shot(page, "agreement-pre-inputs-800.png")
+    page.locator("#agr-judges-on input").uncheck()
+    expect(page.locator("#agr-pre-seed")).to_be_hidden()
+    expect(page.locator("#agr-pre-threshold")).to_be_hidden()

@@ -293,3 +293,15 @@ def test_cli_pre_seed_and_threshold_reach_the_exam(tmp_path):
     assert held["pre"] == held["gen-a"] == 0.5
     refused = CliRunner().invoke(main, [*args, "--pre-threshold", "0.75"])
     assert refused.exit_code != 0 and "add --judges" in refused.output
+
+
+def test_the_agreement_service_refuses_a_threshold_outside_0_1(db):
+    """The tab and the API reach PRE through app.services.agreement: a threshold of 0 (a judge with no
+    agreement would vote with weight 0) or above 1 is refused with a message, before any figure is read."""
+    from app.services import agreement as ag
+    from app.services.context import AppContext, ServiceError
+
+    two_judge_study(db, "refused")
+    for bad in (0.0, 1.5):
+        with pytest.raises(ServiceError, match="PRE threshold must be above 0 and at most 1"):
+            ag.report(AppContext(db=db), "refused", judges=True, pre_threshold=bad)

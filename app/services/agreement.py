@@ -57,6 +57,8 @@ def report(ctx: AppContext, study_name: str, *, stage: str = "blind", n_boot: in
 
     if stage not in ("blind", "revealed"):
         raise ServiceError(f"stage must be blind or revealed, not {stage!r}")
+    if not 0 < pre_threshold <= 1:  # a weight: a judge scoring 0 would vote with nothing
+        raise ServiceError(f"the PRE threshold must be above 0 and at most 1, not {pre_threshold}")
     study = studies.get_study(ctx.db, study_name)
     return build_report(ctx.db, study.id, stage=stage, n_boot=n_boot, seed=seed, method_info=method_info,
                         annotator_models=annotator_models, judges=judges, response_rankings=response_rankings,
@@ -119,11 +121,11 @@ class TabReport(BaseModel):
 
 
 def tab_report(ctx: AppContext, user: str, study_name: str, *, stage: str = "blind", n_boot: int = 1000,
-               annotator_models: bool = False, judges: bool = False,
-               response_rankings: bool = False) -> TabReport:
+               annotator_models: bool = False, judges: bool = False, response_rankings: bool = False,
+               pre_seed: int | None = None, pre_threshold: float = DEFAULT_THRESHOLD) -> TabReport:
     """The report of a study with everything the Agreement tab renders of it (`user`: the admin the HTML
     download is offered to; the caller checked the role)."""
     rep = report(ctx, study_name, stage=stage, n_boot=n_boot, annotator_models=annotator_models, judges=judges,
-                 response_rankings=response_rankings)
+                 response_rankings=response_rankings, pre_seed=pre_seed, pre_threshold=pre_threshold)
     link = report_link(ctx, user, rep)
     return TabReport(report=rep, markdown=render(rep, "md"), url=link["url"], filename=link["filename"])

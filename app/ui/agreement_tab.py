@@ -17,7 +17,7 @@ from app.ui import agreement_loop_sections as loop
 from app.ui import agreement_sections as sec
 from app.ui.errors import shown_errors
 from app.ui.export_tab import DOWNLOAD_JS
-from app.services.agreement import interval_text
+from app.services.agreement import DEFAULT_THRESHOLD, interval_text
 from app.ui.tables import NO_COPY
 
 HEADLINE_COLUMNS = ["model", "method", "compared with", "metric", "value", "95% CI", "n", "κ vs consensus",
@@ -89,6 +89,14 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                                 elem_id="agr-judges-on")
         per_prompt = gr.Checkbox(value=False, label="Rankings of each prompt's responses (a fit per prompt: slower)",
                                  elem_id="agr-response-rankings")
+    # PRE's two choices, shown with the judges box (as `critlab agreement --pre-seed / --pre-threshold`)
+    with gr.Row(visible=False) as pre_inputs:
+        pre_seed = gr.Number(value=None, precision=0, label="PRE exam seed (empty: the study id)",
+                             elem_id="agr-pre-seed")
+        pre_threshold = gr.Number(value=DEFAULT_THRESHOLD, minimum=0, maximum=1, step=0.05,
+                                  label="PRE threshold (the exam score a judge needs to vote, above 0, at most 1)",
+                                  elem_id="agr-pre-threshold")
+    judges_on.change(lambda on: gr.Row(visible=bool(on)), [judges_on], [pre_inputs], api_visibility="private")
     compute = gr.Button("Compute", variant="primary", elem_id="agr-compute")
     status = gr.Markdown(elem_id="agr-status")
     headline = gr.Dataframe(headers=HEADLINE_COLUMNS, interactive=False, buttons=NO_COPY, elem_id="agr-headline",
@@ -138,13 +146,16 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
 
     @shown_errors(20)
     def do_compute(study_name: str | None, stage_: str, boot: float | None, models: bool, with_judges: bool,
-                   responses_ranked: bool, request: gr.Request) -> tuple[Any, ...]:
+                   responses_ranked: bool, seed_: float | None, threshold: float | None,
+                   request: gr.Request) -> tuple[Any, ...]:
         user = admin_of(request)
         if not study_name:
             raise ValueError("choose a study")
         r = agreement.tab_report(ctx, user, study_name, stage=stage_, n_boot=int(boot or 0),
                                  annotator_models=bool(models), judges=bool(with_judges),
-                                 response_rankings=bool(responses_ranked))
+                                 response_rankings=bool(responses_ranked),
+                                 pre_seed=None if seed_ is None else int(seed_),
+                                 pre_threshold=DEFAULT_THRESHOLD if threshold is None else float(threshold))
         rep = r.report
         counts = rep.get("counts", {})
         note = (f"Study **{md_literal(study_name)}**, {stage_} labels: {counts.get('n_prompts', 0)} prompts, "
@@ -158,7 +169,7 @@ def build(ctx: Any, admin_of: Callable[[gr.Request], str]) -> AgreementTab:
                 jdg.pre_rows(rep), md_literal(loop.section_note(rep)), loop.self_correction_rows(rep),
                 loop.scaling_rows(rep), loop.iteration_rows(rep))
 
-    compute.click(do_compute, [study, stage, n_boot, em, judges_on, per_prompt],
+    compute.click(do_compute, [study, stage, n_boot, em, judges_on, per_prompt, pre_seed, pre_threshold],
                   [status, headline, plot, disagreed, download, report_url, full, ext_note, ppi, rankings, annot, bias,
                    planning, judges_note, judges, pre, loop_note, selfcorr, scaling, iterations],
                   api_visibility="private")
