@@ -49,7 +49,7 @@ def test_fastchat_and_label_studio_uploads(page: Page, server: Server) -> None:
     page.locator("#import-btn").click()
     status = page.locator("#import-status")
     expect(status).to_contain_text("Imported 3 items, 7 responses and 14 judgments into study 'mtbench' from "
-                                   "fastchat", timeout=30_000)
+                                   "fastchat", timeout=90_000)
     expect(status).to_contain_text("ignored: 1 pair judgments of answers this file has no text for")
     _shots(page, "import-fastchat")
 
@@ -63,12 +63,12 @@ def test_fastchat_and_label_studio_uploads(page: Page, server: Server) -> None:
     expect(page.locator("#prompts-file")).to_contain_text(re.compile(r"label_studio_tasks\s*\.json"))
     page.locator("#import-btn").click()
     expect(status).to_contain_text("needs two files: label_studio_tasks.json and its labelling config (.xml)",
-                                   timeout=30_000)
+                                   timeout=90_000)
     second.locator("input[type=file]").set_input_files(str(SAMPLES / "label_studio_tasks.config.xml"))
     expect(second).to_contain_text(re.compile(r"label_studio_tasks\.config\s*\.xml"))
     page.locator("#import-btn").click()
     expect(status).to_contain_text("Imported 2 items, 4 responses and 18 judgments into study 'ls' from "
-                                   "label_studio", timeout=30_000)
+                                   "label_studio", timeout=90_000)
     _shots(page, "import-label-studio")
 
 
@@ -91,7 +91,7 @@ def test_a_malformed_record_is_named_and_nothing_is_stored(page: Page, server: S
     page.locator("#import-btn").click()
     status = page.locator("#import-status")
     expect(status).to_contain_text("my votes.jsonl:4: field 'winner': expected one of model_a, model_b",
-                                   timeout=30_000)
+                                   timeout=90_000)
     assert "/tmp" not in status.inner_text()
     _shots(page, "import-error")
     wait_idle(page)

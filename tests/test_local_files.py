@@ -222,7 +222,7 @@ def agreement_compute(client: httpx.Client, study: str) -> dict:
         assert queue_run(client, i, deps[i]["targets"][0][0] if deps[i]["targets"] else None, [])["success"], name
     comp = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "agr-compute")
     i = next(i for i, d in enumerate(deps) if any(t[0] == comp for t in d["targets"]) and d.get("backend_fn"))
-    return queue_run(client, i, comp, [study, "blind", 0, False, False, False])  # no EM, judges, per-prompt ranks
+    return queue_run(client, i, comp, [study, "blind", 0, False, False, False, None, 0.5])  # no opt-ins; PRE defaults
 
 
 def modes(root: Path) -> dict[str, str]:
