@@ -18,8 +18,6 @@ from tests.test_export_consistency import _study
 pytestmark = pytest.mark.e2e
 
 
-
-
 def test_the_export_tab_filters_pairs_by_a_second_judge(page: Page, tmp_path: Path) -> None:
     db_path = tmp_path / "cream.duckdb"
     with Database(db_path) as db:

@@ -31,8 +31,6 @@ def standin_url() -> Iterator[str]:
     stop()
 
 
-
-
 def _type_parent(page: Page, text: str) -> None:
     box = page.locator("#gen-parent-model input")
     box.click()

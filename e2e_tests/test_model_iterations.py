@@ -18,8 +18,6 @@ from tests.builders import make_prompt, make_run, make_study
 pytestmark = pytest.mark.e2e
 
 
-
-
 def test_the_models_table_shows_iterations_0_1_2(page: Page, tmp_path: Path) -> None:
     db_path = tmp_path / "it.duckdb"
     with Database(db_path) as db:

@@ -59,8 +59,6 @@ def _has_option(page: Page, elem_id: str, option: str) -> None:
     page.locator("body").click(position={"x": 5, "y": 5})
 
 
-
-
 def test_pickers_start_on_a_study_and_a_cli_study_appears_everywhere(page: Page, studies_server: Server,
                                                                        tmp_path: Path) -> None:
     login(page, studies_server.url, "admin")

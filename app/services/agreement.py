@@ -23,7 +23,6 @@ __all__ = ["interval_text"]  # the Agreement tab formats the report's intervals 
 Format = Literal["json", "md", "html"]
 
 
-
 # Judgments only imported, never computed by a critlab method: a model's direct rating of one response on
 # a scale (UltraFeedback, Label Studio and Argilla model ratings; docs/formats.md) ranks responses as a
 # human rating does.

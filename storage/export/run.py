@@ -60,7 +60,7 @@ class PreviewResult(_Summary):
     agreement: dict[str, Any] = Field(default_factory=dict)
 
 
-
+# -- rows --------------------------------------------------------------------------------------------------
 def consistency_reason(it: Item, view: ModelView) -> str | None:
     """CREAM's agreement of a pair with a second judge: None (keep) when that judge's score of the chosen
     response is strictly higher than its score of the rejected one; else why the pair is dropped."""
@@ -72,9 +72,6 @@ def consistency_reason(it: Item, view: ModelView) -> str | None:
     return None if a.score > b.score else "consistency_disagrees"
 
 
-
-
-# -- rows --------------------------------------------------------------------------------------------------
 def _shared(values: list[Any]) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 

@@ -17,8 +17,6 @@ from storage.analysis.report.scaling_section import scaling_blocks
 from storage.analysis.report.self_correction_section import self_correction_blocks
 
 
-
-
 def _ppi_blocks(doc: Any, sec: dict[str, Any]) -> None:
     doc.p(f"Validity: {sec['validity']}. {sec['validity_note']}. {sec['estimator']}.")
     doc.table(["judge", "method", "target", "labelled", "unlabelled", "human only [95% CI]", "PPI++ [95% CI]", "λ",

@@ -164,8 +164,6 @@ def _iterations(db: Database, d: _Data, n_boot: int, seed: int) -> dict[str, Any
             "pairs": [_pair(d, db, parent, child, cand, validity, n_boot, seed) for parent, child in links]}
 
 
-
-
 def iteration_blocks(doc: Any, sec: dict[str, Any]) -> None:
     doc.p(f"Units: {sec['win']}. PPI validity: {sec['validity']}. {sec['validity_note']}.")
     for p in sec["pairs"]:

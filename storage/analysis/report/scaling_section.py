@@ -125,8 +125,6 @@ def _scaling_svg(judges: list[dict[str, Any]], title: str) -> str:
     return "".join(parts)
 
 
-
-
 def scaling_blocks(doc: Any, sec: dict[str, Any]) -> None:
     doc.p(f"{sec['method']}: agreement with {sec['human']} as k samples are summed. Scores: {sec['scores']}.")
     doc.svg(_scaling_svg(sec["judges"], f"{sec['method']}: Spearman ρ per prompt (mean) by k"))

@@ -109,8 +109,6 @@ def _judge_rows(d: _Data, a: pl.DataFrame, n_boot: int, seed: int) -> list[dict[
     return rows
 
 
-
-
 def _table(doc: Any, rows: list[dict[str, Any]]) -> None:
     doc.table(["judge", "attempts", "revised", "accuracy before", "accuracy after", "Δ", "Δ i→c", "Δ c→i",
                "confidence level", "critique score", "own responses", "unlabelled", "note"],
