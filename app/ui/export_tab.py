@@ -72,16 +72,20 @@ def preview_table(first_rows: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def counts_markdown(r: dict[str, Any], consistent_with: str | None = None) -> str:
-    """Kept and skipped by reason (reason names are critlab's own words; the study name is escaped), and with
-    `consistent_with` (a model judge id: text from the database, escaped) what its filter dropped, zeros
-    included, so a filter that dropped nothing is seen to have run.
+def consistency_line(skipped: dict[str, int], judge: str) -> str:
+    """What the consistency filter (--consistent-with `judge`: a model judge id, text from the database,
+    escaped) dropped, zeros included, so a filter that dropped nothing is seen to have run.
 
-    >>> print(counts_markdown({"message": "2 pairs", "study": "s", "kind": "dpo", "signal": "score",
-    ...                        "source": "model:judge_score@it1", "rows": 2,
-    ...                        "skipped": {"consistency_tie": 1}}, "it_0").splitlines()[-1])
+    >>> print(consistency_line({"consistency_tie": 1}, "it_0"))
     Consistency filter (*it\\_0* must rank chosen above rejected too): dropped 0 ranked the other way, 1 tied, 0 without a score from it.
     """
+    dropped = ", ".join(f"{skipped.get(k, 0)} {what}" for k, what in CONSISTENCY_REASONS)
+    return f"Consistency filter (*{md_literal(judge)}* must rank chosen above rejected too): dropped {dropped}."
+
+
+def counts_markdown(r: dict[str, Any], consistent_with: str | None = None) -> str:
+    """Kept and skipped by reason (reason names are critlab's own words; the study name is escaped), and with
+    `consistent_with` the filter's line (`consistency_line`)."""
     study = r["study"].replace("`", "'")
     lines = [(f"**{r['message'].split(' written to ')[0]}** — study `{study}`, kind {r['kind']}, "
               f"signal `{r['signal']}`, source `{r['source'].replace('`', chr(39))}`"), "",
@@ -96,9 +100,7 @@ def counts_markdown(r: dict[str, Any], consistent_with: str | None = None) -> st
         lines.append(f"Human consensus and model agree on {agr['human_model_agreement']:.0%} of "
                      f"{agr['human_model_checked']} checked.")
     if consistent_with:
-        dropped = ", ".join(f"{r['skipped'].get(k, 0)} {what}" for k, what in CONSISTENCY_REASONS)
-        lines += ["", f"Consistency filter (*{md_literal(consistent_with)}* must rank chosen above rejected too): "
-                      f"dropped {dropped}."]
+        lines += ["", consistency_line(r["skipped"], consistent_with)]
     return "\n".join(lines)
 
 
@@ -196,7 +198,7 @@ def build(ctx: AppContext, admin_of: Callable[[gr.Request], str]) -> ExportTab:
                 f"its card `{Path(r['card_path']).name}` (export_run #{r['export_run_id']}; sha256 "
                 f"`{r['content_hash'][:16]}…`). The download holds both.")
         if data["consistent_with"]:
-            text += "\n\n" + counts_markdown(r, data["consistent_with"]).rsplit("\n", 1)[-1]
+            text += "\n\n" + consistency_line(r["skipped"], data["consistent_with"])
         return text, r["export_run_id"], gr.Button(f"Download {Path(r['out_path']).stem}.zip", visible=True)
 
     def do_download(run_id: int | None, request: gr.Request) -> tuple[Any, str]:
