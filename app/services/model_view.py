@@ -4,6 +4,8 @@ scored by several models with the same method; data only, app/ui renders it per 
 
 from __future__ import annotations
 
+from functools import partial
+
 from pydantic import BaseModel, Field
 
 from app.services.context import AppContext
@@ -89,14 +91,15 @@ class CardView(BaseModel):
 
 def _badge(j: JudgmentIn) -> Badge:
     name, fmt = BADGES[j.method]
+    failed = partial(Badge, name=name, failed=True, judge=j.judge, method=j.method)
     if j.status == "failed":
-        return Badge(name=name, text=f"failed: {j.error or 'no reason given'}", failed=True, judge=j.judge, method=j.method)
+        return failed(text=f"failed: {j.error or 'no reason given'}")
     if (j.prob if "{prob" in fmt else j.value) is None:
-        return Badge(name=name, text="n/a", failed=True, judge=j.judge, method=j.method)
+        return failed(text="n/a")
     try:
         text = fmt.format(value=j.value, prob=j.prob, dist=j.dist or {})
     except KeyError:  # a row stored without the figures its badge reads (e.g. imported)
-        return Badge(name=name, text="n/a", failed=True, judge=j.judge, method=j.method)
+        return failed(text="n/a")
     if j.method == "self_certainty" and j.label == "topk_proxy":
         text += " (top-k proxy)"
     return Badge(name=name, text=text, judge=j.judge, method=j.method)
