@@ -106,6 +106,12 @@ def set_lineage(db: Database, model_id: str, parent_model_id: str | None,
     return got
 
 
+def has_bundled(db: Database) -> bool:
+    """Whether a bundled (demo) model was ever recorded here: a look at the small model table, which spares
+    bundled_use's scan of every response and judgment when none was."""
+    return db.fetchval("SELECT count(*) FROM model WHERE bundled") > 0
+
+
 def bundled_use(db: Database) -> dict[int, bool | None]:
     """Per study id: True when it holds responses or current model judgments of a bundled (demo) model,
     None when it holds no responses and no model judgments at all, else False (the demo banner's rule)."""

@@ -103,8 +103,10 @@ def demo_studies(ctx: AppContext, all_studies: list[Study], visible: list[str]) 
     the server runs the bundled model, those with none yet (their first would come from it), or a page
     with no study at all. None: no warning (an imported study on a server that merely runs the demo model,
     or any study on a real model)."""
-    use = model_registry.bundled_use(ctx.db)
     engine_bundled = ctx.default_engine.is_bundled()
+    if not engine_bundled and not model_registry.has_bundled(ctx.db):
+        return None  # no demo model anywhere: spare every page load bundled_use's scan of all rows
+    use = model_registry.bundled_use(ctx.db)
     names = [s.name for s in all_studies if s.name in visible
              and (use.get(s.id) or (engine_bundled and use.get(s.id, None) is None))]
     return names if names or (engine_bundled and not visible) else None
