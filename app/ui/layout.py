@@ -105,8 +105,9 @@ def build_ui(ctx: AppContext, role_of: Callable[[str | None], str | None]) -> gr
             shown = refresh.initial(names, live_studies, pickers, is_admin)
             if is_admin:  # the tick sends the table and the jobs again only when they change
                 shown.update(table=admin_updates[0], jobs=admin_updates[1])
-            return [header, demo_note(page.demo_model), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tab(visible=is_admin),
-                    gr.Tab(visible=is_admin), gr.Tab(visible=is_admin or bool(live_studies)),
+            # Studies, Agreement, Admin and Export are for admins; Live also for its members
+            return [header, demo_note(page.demo_model), *[gr.Tab(visible=is_admin) for _ in range(4)],
+                    gr.Tab(visible=is_admin or bool(live_studies)),
                     gr.Dropdown(choices=live_studies, value=live_first),
                     gr.Dropdown(choices=page.live_prompts, value=None),
                     gr.Dropdown(choices=names, value=first),
